@@ -1,0 +1,371 @@
+//! CSV: a quote-aware splitter, and reading, schema inference and writing
+//! through arrow-csv.
+//!
+//! Fields may be quoted (RFC 4180): a quoted field may hold delimiters,
+//! newlines and doubled quotes, and, when an escape byte is set, escaped
+//! bytes. A newline ends a record only outside quotes, so the splitter keeps
+//! the lexer's quote state while it scans; it follows the csv-core rules
+//! that arrow-csv uses (a quote opens a quoted field only at the start of a
+//! field; elsewhere it is literal), so a split never cuts a record. Lines may
+//! end with `\n` or `\r\n`.
+
+use std::io::{BufReader, Cursor, Read};
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Schema, SchemaRef};
+
+use crate::error::{Error, Result};
+use crate::split::Window;
+
+/// The CSV dialect of an input or output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvOptions {
+    /// Whether the first record of each file is a header.
+    pub header: bool,
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Quote byte.
+    pub quote: u8,
+    /// Escape byte inside quoted fields; `None` means quotes are escaped by
+    /// doubling them only.
+    pub escape: Option<u8>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            header: true,
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+        }
+    }
+}
+
+/// The lexer states that decide whether a newline ends a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    /// Outside a quoted field; `prev` is the last byte seen.
+    Outside { prev: u8 },
+    /// Inside a quoted field.
+    Quoted,
+    /// Inside a quoted field, just after the escape byte.
+    Escaped,
+    /// Inside a quoted field, just after a quote: either the field ends or
+    /// the quote is doubled.
+    QuoteInQuoted,
+}
+
+/// Tracks quote state across buffers to find record boundaries.
+#[derive(Debug, Clone)]
+pub(crate) struct Scanner {
+    delimiter: u8,
+    quote: u8,
+    escape: Option<u8>,
+    lex: Lex,
+}
+
+impl Scanner {
+    /// A scanner at the start of a record.
+    pub(crate) fn new(opts: &CsvOptions) -> Self {
+        Scanner {
+            delimiter: opts.delimiter,
+            quote: opts.quote,
+            escape: opts.escape.filter(|&e| e != opts.quote),
+            lex: Lex::Outside { prev: b'\n' },
+        }
+    }
+
+    /// Feeds `buf`. With `find`, stops at the first newline that ends a
+    /// record and returns its index; without, consumes all of `buf`.
+    pub(crate) fn feed(&mut self, buf: &[u8], find: bool) -> Option<usize> {
+        let mut i = 0;
+        while i < buf.len() {
+            match self.lex {
+                Lex::Outside { prev } => {
+                    let rest = &buf[i..];
+                    let hit = if find {
+                        memchr::memchr2(self.quote, b'\n', rest)
+                    } else {
+                        memchr::memchr(self.quote, rest)
+                    };
+                    let Some(k) = hit else {
+                        self.lex = Lex::Outside {
+                            prev: *rest.last().expect("non-empty"),
+                        };
+                        return None;
+                    };
+                    let j = i + k;
+                    if buf[j] == b'\n' {
+                        self.lex = Lex::Outside { prev: b'\n' };
+                        return Some(j);
+                    }
+                    let before = if j > i { buf[j - 1] } else { prev };
+                    self.lex = if before == self.delimiter || before == b'\n' || before == b'\r' {
+                        Lex::Quoted
+                    } else {
+                        Lex::Outside { prev: self.quote }
+                    };
+                    i = j + 1;
+                }
+                Lex::Quoted => {
+                    let rest = &buf[i..];
+                    let hit = match self.escape {
+                        Some(e) => memchr::memchr2(self.quote, e, rest),
+                        None => memchr::memchr(self.quote, rest),
+                    };
+                    let Some(k) = hit else { return None };
+                    let j = i + k;
+                    self.lex = if buf[j] == self.quote {
+                        Lex::QuoteInQuoted
+                    } else {
+                        Lex::Escaped
+                    };
+                    i = j + 1;
+                }
+                Lex::Escaped => {
+                    self.lex = Lex::Quoted;
+                    i += 1;
+                }
+                Lex::QuoteInQuoted => {
+                    if buf[i] == self.quote {
+                        self.lex = Lex::Quoted;
+                        i += 1;
+                    } else {
+                        self.lex = Lex::Outside { prev: self.quote };
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Splits the records of a csv file into byte ranges of about `chunk` bytes,
+/// scanning the file once. The header, if any, is not part of any split.
+pub(crate) struct CsvSplitter {
+    window: Window,
+    opts: CsvOptions,
+    pos: u64,
+    len: u64,
+    chunk: u64,
+}
+
+impl CsvSplitter {
+    /// Splits `path` of `len` bytes; returns the splitter and the header
+    /// bytes (empty without a header).
+    pub(crate) fn new(path: &Path, len: u64, chunk: u64, opts: CsvOptions) -> Result<(Self, Vec<u8>)> {
+        let mut splitter = CsvSplitter {
+            window: Window::open(path, 1 << 20)?,
+            opts,
+            pos: 0,
+            len,
+            chunk: chunk.max(1),
+        };
+        let mut header = Vec::new();
+        if opts.header && len > 0 {
+            let end = splitter.boundary(1)?;
+            header = splitter.window.at(0)?.get(..end as usize).map(<[u8]>::to_vec).unwrap_or_default();
+            if header.len() as u64 != end {
+                // A header longer than the window: read it whole.
+                header = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                header.truncate(end as usize);
+            }
+            splitter.pos = end;
+        }
+        Ok((splitter, header))
+    }
+
+    /// The end of the record holding byte `target - 1`, scanning from the
+    /// current position (a record boundary).
+    fn boundary(&mut self, target: u64) -> Result<u64> {
+        let mut scanner = Scanner::new(&self.opts);
+        let mut at = self.pos;
+        while at < self.len {
+            let bytes = self.window.at(at)?;
+            if bytes.is_empty() {
+                break;
+            }
+            let bytes = &bytes[..bytes.len().min((self.len - at) as usize)];
+            let skip = (target - 1).saturating_sub(at).min(bytes.len() as u64) as usize;
+            scanner.feed(&bytes[..skip], false);
+            if let Some(i) = scanner.feed(&bytes[skip..], true) {
+                return Ok(at + (skip + i) as u64 + 1);
+            }
+            at += bytes.len() as u64;
+        }
+        Ok(self.len)
+    }
+}
+
+impl Iterator for CsvSplitter {
+    type Item = Result<(u64, u64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.len {
+            return None;
+        }
+        let target = self.pos.saturating_add(self.chunk);
+        let end = if target >= self.len {
+            Ok(self.len)
+        } else {
+            self.boundary(target)
+        };
+        Some(end.map(|end| {
+            let start = std::mem::replace(&mut self.pos, end);
+            (start, end - start)
+        }))
+    }
+}
+
+fn format(opts: &CsvOptions, header: bool) -> arrow_csv::reader::Format {
+    let mut format = arrow_csv::reader::Format::default()
+        .with_header(header)
+        .with_delimiter(opts.delimiter)
+        .with_quote(opts.quote);
+    if let Some(e) = opts.escape {
+        format = format.with_escape(e);
+    }
+    format
+}
+
+/// Infers a schema from the first `rows` records of `source`. Column names
+/// come from the header, or are `column_1`, `column_2`, ... without one.
+pub(crate) fn infer_schema(source: impl Read, opts: &CsvOptions, rows: usize) -> Result<Schema, String> {
+    let (schema, _) = format(opts, opts.header)
+        .infer_schema(source, Some(rows))
+        .map_err(|e| e.to_string())?;
+    Ok(schema)
+}
+
+/// The column names in a header record.
+pub(crate) fn header_names(header: &[u8], opts: &CsvOptions) -> Result<Vec<String>, String> {
+    let schema = infer_schema(Cursor::new(header), &CsvOptions { header: true, ..*opts }, 0)?;
+    Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
+}
+
+/// Reads the records of `source` as batches of `schema`. `skip_header`
+/// drops the first record (for a whole compressed file).
+pub(crate) fn read<R: Read + Send + 'static>(
+    source: R,
+    schema: SchemaRef,
+    opts: &CsvOptions,
+    skip_header: bool,
+    batch_rows: usize,
+) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send + use<R>, String> {
+    let mut builder = arrow_csv::ReaderBuilder::new(schema)
+        .with_header(skip_header)
+        .with_delimiter(opts.delimiter)
+        .with_quote(opts.quote)
+        .with_batch_size(batch_rows);
+    if let Some(e) = opts.escape {
+        builder = builder.with_escape(e);
+    }
+    let reader = builder
+        .build(BufReader::with_capacity(1 << 20, source))
+        .map_err(|e| e.to_string())?;
+    Ok(reader.map(|r| r.map_err(|e| e.to_string())))
+}
+
+/// Finds where the first bad record of a failing stream starts: reads
+/// `first` one record at a time until the error, then skips that many
+/// records of `second` (the same bytes) with the scanner. Returns the
+/// record's stream offset and 0-based line. Runs only after an error.
+pub(crate) fn locate(
+    first: impl Read + Send + 'static,
+    mut second: impl Read,
+    schema: SchemaRef,
+    opts: &CsvOptions,
+    skip_header: bool,
+) -> Option<(u64, u64)> {
+    let good = read(first, schema, opts, skip_header, 1)
+        .ok()?
+        .take_while(Result::is_ok)
+        .count();
+    let mut skip = good + usize::from(skip_header);
+    let mut scanner = Scanner::new(opts);
+    let mut buf = vec![0; 64 * 1024];
+    let (mut byte, mut line) = (0u64, 0u64);
+    while skip > 0 {
+        let n = second.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        let mut at = 0;
+        while skip > 0 {
+            match scanner.feed(&buf[at..n], true) {
+                Some(i) => {
+                    at += i + 1;
+                    skip -= 1;
+                }
+                None => at = n,
+            }
+            if at == n {
+                break;
+            }
+        }
+        byte += at as u64;
+        line += memchr::memchr_iter(b'\n', &buf[..at]).count() as u64;
+    }
+    Some((byte, line))
+}
+
+/// A csv writer with a header line.
+pub(crate) fn writer<W: std::io::Write>(out: W, opts: &CsvOptions) -> arrow_csv::Writer<W> {
+    arrow_csv::WriterBuilder::new()
+        .with_header(opts.header)
+        .with_delimiter(opts.delimiter)
+        .with_quote(opts.quote)
+        .build(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record_ends(data: &[u8], opts: &CsvOptions) -> Vec<usize> {
+        let mut s = Scanner::new(opts);
+        let mut at = 0;
+        let mut ends = vec![];
+        while let Some(i) = s.feed(&data[at..], true) {
+            at += i + 1;
+            ends.push(at);
+        }
+        ends
+    }
+
+    #[test]
+    fn newlines_in_quotes_do_not_end_records() {
+        let o = CsvOptions::default();
+        assert_eq!(record_ends(b"a,b\n\"x\ny\",z\nq\n", &o), [4, 12, 14]);
+        assert_eq!(record_ends(b"\"a\"\"\nb\",c\r\nd\n", &o), [11, 13]);
+        // A quote inside an unquoted field is literal.
+        assert_eq!(record_ends(b"a\"b,c\nd\n", &o), [6, 8]);
+        // A closing quote followed by more bytes.
+        assert_eq!(record_ends(b"\"a\"b,\"c\nd\"\n", &o), [11]);
+    }
+
+    #[test]
+    fn escapes_hide_quotes() {
+        let o = CsvOptions {
+            escape: Some(b'\\'),
+            ..CsvOptions::default()
+        };
+        assert_eq!(record_ends(b"\"a\\\"\nb\",c\nd\n", &o), [10, 12]);
+    }
+
+    #[test]
+    fn state_carries_across_buffers() {
+        let o = CsvOptions::default();
+        let data = b"x,\"a\"\"\nb\",c\nd\n";
+        for cut in 0..data.len() {
+            let mut s = Scanner::new(&o);
+            s.feed(&data[..cut], false);
+            // The first record end at or after `cut`.
+            let found = s.feed(&data[cut..], true).map(|i| cut + i + 1);
+            let expect = [12, 14].into_iter().find(|&e| e > cut);
+            assert_eq!(found, expect, "cut at {cut}");
+        }
+    }
+}

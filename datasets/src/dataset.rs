@@ -1,0 +1,389 @@
+//! A dataset: resolved inputs, a format, a schema, and lazy splits over them.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+use crate::csv::{self, CsvOptions};
+use crate::error::{Error, Location, Result};
+use crate::format::{Compression, Format};
+use crate::listing::{self, InputFile};
+use crate::split::{self, Split, SplitRange};
+use crate::{ipc, jsonl, parquet, text};
+
+/// A stream of record batches read from one split.
+pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+
+/// How to split and read a dataset.
+#[derive(Debug, Clone)]
+pub struct DatasetOptions {
+    /// The format; `None` tells it from the first file's extension.
+    pub format: Option<Format>,
+    /// Target split size in bytes (record-aligned, so splits vary a little).
+    pub chunk_size: u64,
+    /// The CSV dialect, for csv inputs.
+    pub csv: CsvOptions,
+    /// A schema for csv and jsonl inputs; `None` infers one from a sample.
+    pub schema: Option<SchemaRef>,
+    /// Rows per record batch handed to functions.
+    pub batch_rows: usize,
+    /// Records sampled from the first file to infer a csv or jsonl schema.
+    pub infer_rows: usize,
+}
+
+impl Default for DatasetOptions {
+    fn default() -> Self {
+        DatasetOptions {
+            format: None,
+            chunk_size: 16 << 20,
+            csv: CsvOptions::default(),
+            schema: None,
+            batch_rows: 8192,
+            infer_rows: 1000,
+        }
+    }
+}
+
+/// A set of input files of one format and schema, split lazily into
+/// record-aligned chunks.
+///
+/// ```no_run
+/// use fanout_datasets::{Dataset, DatasetOptions};
+///
+/// let ds = Dataset::open(vec!["logs/*.jsonl".into()], DatasetOptions::default())?;
+/// for split in ds.splits() {
+///     let split = split?;
+///     for batch in ds.read(&split)? {
+///         println!("{}: {} rows", split, batch?.num_rows());
+///     }
+/// }
+/// # Ok::<(), fanout_datasets::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    inputs: Vec<String>,
+    format: Format,
+    /// Whether the format was given rather than told from extensions.
+    explicit: bool,
+    opts: DatasetOptions,
+    schema: SchemaRef,
+}
+
+impl Dataset {
+    /// Resolves `inputs` (files, directories, globs): tells the format from
+    /// the first file unless given, and reads or infers the schema from it.
+    pub fn open(inputs: Vec<String>, opts: DatasetOptions) -> Result<Dataset> {
+        if inputs.is_empty() {
+            return Err(Error::Config("no input paths given".into()));
+        }
+        let first = listing::list(&inputs)
+            .next()
+            .expect("a non-empty input list yields a file or an error")?;
+        let format = match opts.format {
+            Some(f) => f,
+            None => Format::from_path(&first.path).ok_or_else(|| {
+                Error::invalid(
+                    &first.path,
+                    format!(
+                        "cannot tell the format from the file name; set the format to one of: {}",
+                        Format::known_names()
+                    ),
+                )
+            })?,
+        };
+        if opts.schema.is_some() && !matches!(format, Format::Csv | Format::Jsonl) {
+            return Err(Error::Config(format!(
+                "a schema can only be given for csv and jsonl inputs; {format} files carry their own"
+            )));
+        }
+        let schema = match (&opts.schema, format) {
+            (Some(s), _) => s.clone(),
+            (None, Format::Text) => text::schema(),
+            (None, Format::Csv) => {
+                let source = open_whole(&first)?;
+                Arc::new(
+                    csv::infer_schema(source, &opts.csv, opts.infer_rows)
+                        .map_err(|m| Error::invalid(&first.path, format!("cannot infer a csv schema: {m}")))?,
+                )
+            }
+            (None, Format::Jsonl) => {
+                let source = open_whole(&first)?;
+                Arc::new(
+                    jsonl::infer_schema(source, opts.infer_rows)
+                        .map_err(|m| Error::invalid(&first.path, format!("cannot infer a json schema: {m}")))?,
+                )
+            }
+            (None, Format::Parquet) => parquet::schema(&first.path)?,
+            (None, Format::Arrow) => ipc::schema(&first.path)?,
+        };
+        Ok(Dataset {
+            inputs,
+            format,
+            explicit: opts.format.is_some(),
+            opts,
+            schema,
+        })
+    }
+
+    /// The format of every file.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The schema of every batch read.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The options the dataset was opened with.
+    pub fn options(&self) -> &DatasetOptions {
+        &self.opts
+    }
+
+    /// The input files, lazily and in order.
+    pub fn files(&self) -> impl Iterator<Item = Result<InputFile>> + '_ {
+        listing::list(&self.inputs)
+    }
+
+    /// All splits, lazily: files are listed and split one at a time. The
+    /// iterator stops after the first error.
+    pub fn splits(&self) -> impl Iterator<Item = Result<Split>> + '_ {
+        let mut files = self.files();
+        let mut current: Option<(Arc<InputFile>, FileSplits)> = None;
+        let mut index = 0;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            loop {
+                if let Some((file, ranges)) = &mut current {
+                    match ranges.next() {
+                        Some(Ok(range)) => {
+                            index += 1;
+                            return Some(Ok(Split {
+                                index: index - 1,
+                                file: file.clone(),
+                                range,
+                            }));
+                        }
+                        Some(Err(e)) => {
+                            failed = true;
+                            return Some(Err(e));
+                        }
+                        None => current = None,
+                    }
+                }
+                let next = files.next()?.and_then(|f| {
+                    let ranges = self.split_file(&f)?;
+                    Ok((Arc::new(f), ranges))
+                });
+                match next {
+                    Ok(c) => current = Some(c),
+                    Err(e) => {
+                        failed = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+        })
+    }
+
+    /// The splits of one file.
+    fn split_file(&self, file: &InputFile) -> Result<FileSplits> {
+        let path = &file.path;
+        if !self.explicit {
+            if let Some(f) = Format::from_path(path).filter(|&f| f != self.format) {
+                return Err(Error::invalid(
+                    path,
+                    format!("is {f}, but the dataset is {}; set the format to read every file as one", self.format),
+                ));
+            }
+        }
+        let chunk = self.opts.chunk_size;
+        if file.compression != Compression::None {
+            if !self.format.is_line_based() {
+                return Err(Error::invalid(path, format!("{} files cannot be compressed as a whole", self.format)));
+            }
+            return Ok(Box::new(std::iter::once(Ok(SplitRange::Whole))));
+        }
+        let bytes = |r: Result<(u64, u64)>| r.map(|(offset, len)| SplitRange::Bytes { offset, len });
+        match self.format {
+            Format::Text | Format::Jsonl => Ok(Box::new(
+                split::LineSplitter::new(path, 0, file.size, chunk)?.map(bytes),
+            )),
+            Format::Csv => {
+                let (splits, header) = csv::CsvSplitter::new(path, file.size, chunk, self.opts.csv)?;
+                if self.opts.csv.header && !header.is_empty() {
+                    self.check_header(path, &header)?;
+                }
+                Ok(Box::new(splits.map(bytes)))
+            }
+            Format::Parquet => {
+                self.check_schema(path, parquet::schema(path)?)?;
+                let groups = split::group_units(parquet::row_group_sizes(path)?, chunk);
+                Ok(Box::new(groups.map(|(start, end, bytes)| Ok(SplitRange::RowGroups { start, end, bytes }))))
+            }
+            Format::Arrow => {
+                self.check_schema(path, ipc::schema(path)?)?;
+                let groups = split::group_units(ipc::batch_sizes(path)?, chunk);
+                Ok(Box::new(groups.map(|(start, end, bytes)| Ok(SplitRange::Batches { start, end, bytes }))))
+            }
+        }
+    }
+
+    fn check_header(&self, path: &Path, header: &[u8]) -> Result<()> {
+        let names = csv::header_names(header, &self.opts.csv).map_err(|m| Error::invalid(path, m))?;
+        let expected: Vec<&String> = self.schema.fields().iter().map(|f| f.name()).collect();
+        if names.iter().ne(expected.iter().copied()) {
+            return Err(Error::invalid(
+                path,
+                format!("header {names:?} differs from the dataset's columns {expected:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_schema(&self, path: &Path, schema: SchemaRef) -> Result<()> {
+        if schema.fields() != self.schema.fields() {
+            return Err(Error::invalid(
+                path,
+                format!("schema {schema} differs from the first file's {}", self.schema),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the records of `split` as a stream of batches.
+    pub fn read(&self, split: &Split) -> Result<Batches> {
+        let file = split.file.clone();
+        let path = file.path.clone();
+        let batch_rows = self.opts.batch_rows.max(1);
+        let schema = self.schema.clone();
+        let range = split.range.clone();
+        match (self.format, &range) {
+            (_, SplitRange::RowGroups { start, end, .. }) => {
+                let batches = parquet::read(&path, *start, *end, batch_rows)?;
+                let at = split.to_string();
+                Ok(Box::new(batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}"))))))
+            }
+            (_, SplitRange::Batches { start, end, .. }) => {
+                let batches = ipc::read(&path, *start, *end)?;
+                let at = split.to_string();
+                Ok(Box::new(batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}"))))))
+            }
+            (Format::Text, _) => {
+                let lines = text::Lines::new(open_range(&file, &range)?, batch_rows);
+                Ok(Box::new(lines.map(move |r| {
+                    r.map_err(|e| malformed(&file, &range, e.byte, Some(e.line), e.message))
+                })))
+            }
+            (Format::Csv, _) => {
+                let opts = self.opts.csv;
+                let skip_header = opts.header && range == SplitRange::Whole;
+                let batches = csv::read(open_range(&file, &range)?, schema.clone(), &opts, skip_header, batch_rows)
+                    .map_err(|m| Error::invalid(&path, m))?;
+                Ok(Box::new(fuse_errors(batches.map(move |r| {
+                    r.map_err(|message| {
+                        let located = open_range(&file, &range).ok().and_then(|a| {
+                            let b = open_range(&file, &range).ok()?;
+                            csv::locate(a, b, schema.clone(), &opts, skip_header)
+                        });
+                        match located {
+                            Some((byte, line)) => malformed(&file, &range, byte, Some(line), message),
+                            None => malformed(&file, &range, 0, None, message),
+                        }
+                    })
+                }))))
+            }
+            (Format::Jsonl, _) => {
+                let batches = jsonl::read(open_range(&file, &range)?, schema.clone(), batch_rows)
+                    .map_err(|m| Error::invalid(&path, m))?;
+                Ok(Box::new(fuse_errors(batches.map(move |r| {
+                    r.map_err(|message| {
+                        let located = open_range(&file, &range)
+                            .ok()
+                            .and_then(|s| jsonl::locate(s, schema.clone()));
+                        match located {
+                            Some((line, byte, precise)) => malformed(&file, &range, byte, Some(line), precise),
+                            None => malformed(&file, &range, 0, None, message),
+                        }
+                    })
+                }))))
+            }
+            (Format::Parquet | Format::Arrow, _) => unreachable!("parquet and arrow splits are unit ranges"),
+        }
+    }
+
+    /// Reads every split in order: the whole dataset as one stream.
+    pub fn read_all(&self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
+        self.splits().flat_map(move |split| -> Batches {
+            match split.and_then(|s| self.read(&s)) {
+                Ok(batches) => batches,
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        })
+    }
+}
+
+/// The range iterator of one file.
+type FileSplits = Box<dyn Iterator<Item = Result<SplitRange>> + Send>;
+
+/// Ends a stream after its first error (readers cannot resume after one).
+fn fuse_errors<T>(it: impl Iterator<Item = Result<T>> + Send) -> impl Iterator<Item = Result<T>> + Send {
+    let mut failed = false;
+    it.take_while(move |r| {
+        let go = !failed;
+        failed |= r.is_err();
+        go
+    })
+}
+
+/// A malformed-record error at `byte` and 0-based `line` of the stream of
+/// `range`, located in the file.
+fn malformed(file: &InputFile, range: &SplitRange, byte: u64, line: Option<u64>, message: String) -> Error {
+    let location = match range {
+        SplitRange::Bytes { offset, .. } => Location {
+            line: split::line_at(&file.path, offset + byte),
+            byte: offset + byte,
+        },
+        _ => Location {
+            line: line.map(|l| l + 1),
+            byte,
+        },
+    };
+    Error::Malformed {
+        path: file.path.clone(),
+        location,
+        message,
+    }
+}
+
+/// The decompressed bytes of a whole file.
+pub(crate) fn open_whole(file: &InputFile) -> Result<Box<dyn Read + Send>> {
+    open_range(file, &SplitRange::Whole)
+}
+
+/// The bytes of a split's range: a slice of an uncompressed file or the
+/// decompressed stream of a whole file.
+fn open_range(file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {
+    let path = &file.path;
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let with_path = {
+        let path = path.clone();
+        move |e: std::io::Error| Error::io(&path, e)
+    };
+    Ok(match (range, file.compression) {
+        (SplitRange::Bytes { offset, len }, _) => {
+            f.seek(SeekFrom::Start(*offset)).map_err(with_path)?;
+            Box::new(f.take(*len))
+        }
+        (_, Compression::None) => Box::new(f),
+        (_, Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))),
+        (_, Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(f).map_err(with_path)?),
+    })
+}

@@ -1,0 +1,272 @@
+//! Splits: small descriptors of record-aligned chunks of input.
+//!
+//! A split names a file and a range of it: a byte range for the line-based
+//! formats (text, csv, jsonl), a row-group range for parquet, a record-batch
+//! range for Arrow IPC, or the whole file for a compressed input (a byte range
+//! of a compressed stream cannot be decoded on its own). Byte ranges start and
+//! end on record boundaries, so a worker that reads `[offset, offset + len)`
+//! gets whole records, each exactly once, whatever the chunk size.
+//!
+//! Splits are made lazily, one file at a time: the boundaries of text and
+//! jsonl files are found by reading a few bytes around each target offset;
+//! csv boundaries need the quote state, so a csv file is scanned once,
+//! sequentially, with a fixed buffer. Millions of splits cost no memory up
+//! front.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::listing::InputFile;
+
+/// One record-aligned chunk of input: the unit of work of a map task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Position of this split in the dataset (0-based, in listing order).
+    pub index: u64,
+    /// The file this split reads.
+    pub file: Arc<InputFile>,
+    /// Which part of the file.
+    pub range: SplitRange,
+}
+
+/// The part of a file a split covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitRange {
+    /// Bytes `[offset, offset + len)` of an uncompressed file; both ends are
+    /// record boundaries, and a csv header is never inside.
+    Bytes {
+        /// First byte.
+        offset: u64,
+        /// Number of bytes.
+        len: u64,
+    },
+    /// The whole decompressed stream of a compressed file (including a csv
+    /// header, which the reader skips).
+    Whole,
+    /// Row groups `[start, end)` of a parquet file.
+    RowGroups {
+        /// First row group.
+        start: usize,
+        /// One past the last row group.
+        end: usize,
+        /// Their compressed size in bytes.
+        bytes: u64,
+    },
+    /// Record batches `[start, end)` of an Arrow IPC file.
+    Batches {
+        /// First batch.
+        start: usize,
+        /// One past the last batch.
+        end: usize,
+        /// Their size in the file, in bytes.
+        bytes: u64,
+    },
+}
+
+impl Split {
+    /// The number of input bytes this split covers (compressed bytes for a
+    /// compressed file).
+    pub fn bytes(&self) -> u64 {
+        match self.range {
+            SplitRange::Bytes { len, .. } => len,
+            SplitRange::Whole => self.file.size,
+            SplitRange::RowGroups { bytes, .. } | SplitRange::Batches { bytes, .. } => bytes,
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.file.path.display();
+        match &self.range {
+            SplitRange::Bytes { offset, len } => {
+                write!(f, "{path} bytes {offset}..{}", offset + len)
+            }
+            SplitRange::Whole => write!(f, "{path} (whole file)"),
+            SplitRange::RowGroups { start, end, .. } => {
+                write!(f, "{path} row groups {start}..{end}")
+            }
+            SplitRange::Batches { start, end, .. } => write!(f, "{path} batches {start}..{end}"),
+        }
+    }
+}
+
+/// A window of a file, refilled on demand: the splitters' only buffer.
+pub(crate) struct Window {
+    file: File,
+    path: Arc<Path>,
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    start: u64,
+    /// Valid bytes in `buf`.
+    filled: usize,
+}
+
+impl Window {
+    /// Opens `path` with a window of `capacity` bytes.
+    pub(crate) fn open(path: &Path, capacity: usize) -> Result<Window> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(Window {
+            file,
+            path: path.into(),
+            buf: vec![0; capacity.max(1)],
+            start: 0,
+            filled: 0,
+        })
+    }
+
+    /// The bytes available from file offset `at` (empty at end of file).
+    pub(crate) fn at(&mut self, at: u64) -> Result<&[u8]> {
+        let end = self.start + self.filled as u64;
+        if at < self.start || at >= end {
+            self.file
+                .seek(SeekFrom::Start(at))
+                .map_err(|e| Error::io(&*self.path, e))?;
+            self.start = at;
+            self.filled = 0;
+            while self.filled < self.buf.len() {
+                let n = self
+                    .file
+                    .read(&mut self.buf[self.filled..])
+                    .map_err(|e| Error::io(&*self.path, e))?;
+                if n == 0 {
+                    break;
+                }
+                self.filled += n;
+            }
+        }
+        let from = (at - self.start) as usize;
+        Ok(&self.buf[from..self.filled])
+    }
+}
+
+/// Splits a newline-delimited file (text, jsonl) into byte ranges of about
+/// `chunk` bytes, each ending just after a newline (or at end of file).
+pub(crate) struct LineSplitter {
+    window: Window,
+    pos: u64,
+    len: u64,
+    chunk: u64,
+}
+
+impl LineSplitter {
+    /// Splits bytes `[start, len)` of `path`.
+    pub(crate) fn new(path: &Path, start: u64, len: u64, chunk: u64) -> Result<Self> {
+        Ok(LineSplitter {
+            window: Window::open(path, 64 * 1024)?,
+            pos: start,
+            len,
+            chunk: chunk.max(1),
+        })
+    }
+
+    fn boundary(&mut self, target: u64) -> Result<u64> {
+        // The record holding byte `target - 1` ends at the first newline at
+        // or after it.
+        let mut at = target - 1;
+        while at < self.len {
+            let bytes = self.window.at(at)?;
+            if bytes.is_empty() {
+                break;
+            }
+            if let Some(i) = memchr::memchr(b'\n', bytes) {
+                return Ok(at + i as u64 + 1);
+            }
+            at += bytes.len() as u64;
+        }
+        Ok(self.len)
+    }
+}
+
+impl Iterator for LineSplitter {
+    type Item = Result<(u64, u64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.len {
+            return None;
+        }
+        let target = self.pos.saturating_add(self.chunk);
+        let end = if target >= self.len {
+            Ok(self.len)
+        } else {
+            self.boundary(target)
+        };
+        Some(end.map(|end| {
+            let start = std::mem::replace(&mut self.pos, end);
+            (start, end - start)
+        }))
+    }
+}
+
+/// Groups consecutive units (row groups, record batches) of the given sizes
+/// into ranges of about `chunk` bytes.
+pub(crate) fn group_units(
+    sizes: Vec<u64>,
+    chunk: u64,
+) -> impl Iterator<Item = (usize, usize, u64)> + Send {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= sizes.len() {
+            return None;
+        }
+        let mut end = start;
+        let mut bytes = 0;
+        while end < sizes.len() && (end == start || bytes + sizes[end] <= chunk) {
+            bytes += sizes[end];
+            end += 1;
+        }
+        let range = (start, end, bytes);
+        start = end;
+        Some(range)
+    })
+}
+
+/// Counts the lines before byte `offset` of `path`: the 1-based line number
+/// of the byte at `offset`. Used only to name the location of an error.
+pub(crate) fn line_at(path: &Path, offset: u64) -> Option<u64> {
+    let mut file = File::open(path).ok()?.take(offset);
+    let mut buf = vec![0; 256 * 1024];
+    let mut lines = 1;
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            return Some(lines);
+        }
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranges(content: &[u8], chunk: u64) -> Vec<(u64, u64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.txt");
+        std::fs::write(&p, content).unwrap();
+        LineSplitter::new(&p, 0, content.len() as u64, chunk)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn line_splits_end_after_newlines() {
+        assert_eq!(ranges(b"", 4), []);
+        assert_eq!(ranges(b"ab\ncd\nef", 1), [(0, 3), (3, 3), (6, 2)]);
+        assert_eq!(ranges(b"ab\ncd\nef\n", 3), [(0, 3), (3, 3), (6, 3)]);
+        assert_eq!(ranges(b"ab\ncd\nef\n", 4), [(0, 6), (6, 3)]);
+        assert_eq!(ranges(b"abcdef\n", 2), [(0, 7)]);
+        assert_eq!(ranges(b"a\n\n\nb", 100), [(0, 5)]);
+    }
+
+    #[test]
+    fn units_group_up_to_the_chunk() {
+        let g: Vec<_> = group_units(vec![5, 5, 5, 20, 1], 10).collect();
+        assert_eq!(g, [(0, 2, 10), (2, 3, 5), (3, 4, 20), (4, 5, 1)]);
+        assert_eq!(group_units(vec![], 10).count(), 0);
+    }
+}
