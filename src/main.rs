@@ -1,1 +1,76 @@
-fn main(){}
+//! The `fanout` command line: parse arguments, run a command, map the
+//! outcome to an exit code (0 success, 1 the job failed, 2 an invalid job
+//! file or usage). The work itself lives in the library crates.
+
+mod args;
+mod datasets;
+mod functions;
+mod plan;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Args, Command, DatasetsCommand};
+
+/// Exit codes.
+const FAILED: u8 = 1;
+const INVALID: u8 = 2;
+
+/// A command's failure: an error and the exit code it maps to.
+pub struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    /// The job or its data is invalid (exit 2).
+    pub fn invalid(error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code: INVALID,
+            error: error.into(),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure {
+            code: FAILED,
+            error: error.into(),
+        }
+    }
+}
+
+/// The result of a command.
+pub type Outcome = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let outcome = match args.command {
+        Command::Validate(a) => plan::validate(&a),
+        Command::Plan(a) => plan::plan(&a),
+        Command::Datasets {
+            command: DatasetsCommand::Gen(a),
+        } => datasets::generate(&a),
+        Command::Functions { name } => functions::list(name.as_deref()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) if is_broken_pipe(&f.error) => ExitCode::SUCCESS,
+        Err(f) => {
+            let _ = std::io::stdout().flush();
+            for line in format!("{:#}", f.error).lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}

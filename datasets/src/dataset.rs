@@ -319,6 +319,24 @@ impl Dataset {
         }
     }
 
+    /// Counts files, bytes and splits, streaming: nothing is held per file
+    /// or per split, so a dataset of 100,000 files and millions of splits
+    /// is summarized in constant memory.
+    pub fn summary(&self) -> Result<Summary> {
+        let mut sum = Summary::default();
+        for file in self.files() {
+            sum.files += 1;
+            sum.bytes += file?.size;
+        }
+        for split in self.splits() {
+            let bytes = split?.bytes();
+            sum.min_split = if sum.splits == 0 { bytes } else { sum.min_split.min(bytes) };
+            sum.max_split = sum.max_split.max(bytes);
+            sum.splits += 1;
+        }
+        Ok(sum)
+    }
+
     /// Reads every split in order: the whole dataset as one stream.
     pub fn read_all(&self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
         self.splits().flat_map(move |split| -> Batches {
@@ -328,6 +346,21 @@ impl Dataset {
             }
         })
     }
+}
+
+/// Totals over a dataset, from [`Dataset::summary`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Input files.
+    pub files: u64,
+    /// Their total size on disk.
+    pub bytes: u64,
+    /// Splits.
+    pub splits: u64,
+    /// The smallest split, in bytes.
+    pub min_split: u64,
+    /// The largest split, in bytes.
+    pub max_split: u64,
 }
 
 /// The range iterator of one file.

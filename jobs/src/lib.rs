@@ -1,1 +1,51 @@
-//! x
+//! Job files for fanout: the TOML (or JSON) schema, parsing with located
+//! errors, `--set` overrides, and validation into a [`Plan`].
+//!
+//! A job is read in two steps, as ripgrep reads its arguments: the file is
+//! deserialized into a [`JobFile`] that mirrors it (unknown keys are errors),
+//! then [`validate`]d into a [`Plan`] whose values are checked and resolved.
+//! Every error names its place: `jobs/x.toml:7:1: unknown field ...`, or the
+//! `--set KEY=VALUE` that caused it.
+//!
+//! ```
+//! use fanout_jobs::{load_source, validate, FunctionCatalog, FunctionProblem, Source};
+//! use std::path::Path;
+//!
+//! struct Any;
+//! impl FunctionCatalog for Any {
+//!     fn check(&self, _: &str, _: &serde_json::Map<String, serde_json::Value>, _: bool) -> Result<(), FunctionProblem> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let text = r#"
+//! [input]
+//! generate = { kind = "text", size = "1MiB" }
+//! [[stage]]
+//! function = "word_count"
+//! [output]
+//! path = "out/words.csv"
+//! "#;
+//! let job = load_source(Source::new(Path::new("job.toml"), text.into()), &["platform.concurrency=3".parse()?])?;
+//! let plan = validate(&job, &Any)?;
+//! assert_eq!(plan.platform.concurrency, 3);
+//! assert_eq!(plan.stages[0].name, "word_count");
+//!
+//! let bad = load_source(Source::new(Path::new("job.toml"), "[input]\nchunk_sise = 1\n".into()), &[]);
+//! assert!(bad.unwrap_err().to_string().starts_with("job.toml:2:1: unknown field `chunk_sise`"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod load;
+mod plan;
+mod schema;
+pub mod units;
+
+pub use error::{JobError, JobErrors};
+pub use load::{FieldPath, LoadedJob, Override, Seg, Source, Syntax, load, load_source};
+pub use plan::{
+    FunctionCatalog, FunctionProblem, FunctionRef, InputPlan, InputSource, OutputMode, OutputPlan, Plan,
+    PlatformPlan, Preset, SortKey, StagePlan, TYPE_NAMES, generated_name, parse_column, validate,
+};
+pub use schema::{ExternalFunction, FunctionSpec, GenerateSpec, InputSpec, JobFile, OutputSpec, Paths, PlatformSpec, StageSpec};

@@ -1,0 +1,577 @@
+//! Validation: a [`LoadedJob`] becomes a [`Plan`], every value checked and
+//! resolved (formats, schema, defaults), or a list of located errors.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use fanout_datasets::generator::{Amount, GenKind, GenSpec};
+use fanout_datasets::{CsvOptions, DatasetOptions, Format};
+use serde_json::{Map, Value};
+
+use crate::error::{JobError, JobErrors};
+use crate::load::{FieldPath, LoadedJob};
+use crate::schema::{ExternalFunction, FunctionSpec, InputSpec, OutputSpec};
+
+/// A problem a catalog finds with a function reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionProblem {
+    /// The parameter at fault, if the problem is with one.
+    pub param: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The functions a job may name, and their parameters. The engine's
+/// registry implements this; validation asks it about every stage.
+pub trait FunctionCatalog {
+    /// Checks that `name` is a function, that it may run in a keyed stage
+    /// (`keyed`) or a map stage, and that `params` suit it.
+    fn check(&self, name: &str, params: &Map<String, Value>, keyed: bool) -> Result<(), FunctionProblem>;
+}
+
+/// A validated job, ready to plan and run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The job's name.
+    pub name: String,
+    /// The input.
+    pub input: InputPlan,
+    /// The stages, in order.
+    pub stages: Vec<StagePlan>,
+    /// The output.
+    pub output: OutputPlan,
+    /// The platform.
+    pub platform: PlatformPlan,
+}
+
+/// Where the records come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputSource {
+    /// Files, directories or globs.
+    Paths(Vec<String>),
+    /// A generated file, made once and kept in the cache directory.
+    Generate(GenSpec),
+}
+
+/// The validated input.
+#[derive(Debug, Clone)]
+pub struct InputPlan {
+    /// Paths or a generator.
+    pub source: InputSource,
+    /// How to split and read it; the format is always set.
+    pub options: DatasetOptions,
+}
+
+impl InputPlan {
+    /// The input paths, generating the input into `cache_dir` first if the
+    /// job names a generator (an existing generated file is reused: it is
+    /// only ever renamed into place complete).
+    pub fn paths(&self, cache_dir: &Path) -> fanout_datasets::Result<Vec<String>> {
+        match &self.source {
+            InputSource::Paths(p) => Ok(p.clone()),
+            InputSource::Generate(spec) => {
+                let path = cache_dir.join(generated_name(spec));
+                if !path.is_file() {
+                    fanout_datasets::generator::generate(spec, &path)?;
+                }
+                Ok(vec![path.display().to_string()])
+            }
+        }
+    }
+}
+
+/// The cache file name of a generated input.
+pub fn generated_name(spec: &GenSpec) -> String {
+    let amount = match spec.amount {
+        Amount::Bytes(b) => format!("{b}b"),
+        Amount::Rows(r) => format!("{r}rows"),
+    };
+    format!("gen-{}-{amount}-seed{}.{}", spec.kind, spec.seed, spec.kind.format().extension())
+}
+
+/// A function reference, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FunctionRef {
+    /// A builtin (or registered) function by name.
+    Builtin(String),
+    /// An executable run per invocation.
+    Exec(Vec<String>),
+    /// A Lambda Runtime API worker command.
+    Lambda(Vec<String>),
+    /// A remote endpoint.
+    Http(String),
+}
+
+impl std::fmt::Display for FunctionRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FunctionRef::Builtin(n) => f.write_str(n),
+            FunctionRef::Exec(argv) => write!(f, "exec {argv:?}"),
+            FunctionRef::Lambda(argv) => write!(f, "lambda {argv:?}"),
+            FunctionRef::Http(url) => write!(f, "http {url}"),
+        }
+    }
+}
+
+/// A validated stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagePlan {
+    /// Its unique name.
+    pub name: String,
+    /// Its function.
+    pub function: FunctionRef,
+    /// The function's parameters.
+    pub params: Map<String, Value>,
+    /// Key columns of a keyed (reduce) stage; `None` for a map stage.
+    pub key: Option<Vec<String>>,
+    /// Partitions of a keyed stage.
+    pub partitions: usize,
+    /// In-flight invocations.
+    pub concurrency: usize,
+}
+
+/// Whether an existing output may be replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Fail if the output exists.
+    Error,
+    /// Replace it.
+    Overwrite,
+}
+
+/// One sort column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortKey {
+    /// The column.
+    pub column: String,
+    /// Largest first.
+    pub descending: bool,
+}
+
+/// The validated output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputPlan {
+    /// The output file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: Format,
+    /// Sort order of the gathered rows.
+    pub sort: Vec<SortKey>,
+    /// Keep only this many rows.
+    pub limit: Option<u64>,
+    /// What to do if it exists.
+    pub mode: OutputMode,
+}
+
+/// Platform presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// This machine, modelling no delays.
+    Local,
+}
+
+/// The validated platform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformPlan {
+    /// The preset.
+    pub preset: Preset,
+    /// In-flight invocations.
+    pub concurrency: usize,
+}
+
+/// Validates `job` into a plan, asking `catalog` about functions. Returns
+/// every problem found, each located.
+pub fn validate(job: &LoadedJob, catalog: &dyn FunctionCatalog) -> Result<Plan, JobErrors> {
+    let mut errors = Vec::new();
+    let f = &job.file;
+    let name = f.name.clone().unwrap_or_else(|| {
+        job.source
+            .path
+            .file_stem()
+            .map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned())
+    });
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let concurrency = match f.platform.concurrency {
+        Some(0) => {
+            errors.push(job.error(&FieldPath::keys(["platform", "concurrency"]), "concurrency must be at least 1"));
+            1
+        }
+        Some(n) => n,
+        None => cores,
+    };
+    let preset = match f.platform.preset.as_deref() {
+        None | Some("local") => Preset::Local,
+        Some(other) => {
+            errors.push(job.error(
+                &FieldPath::keys(["platform", "preset"]),
+                format!("unknown preset `{other}`, expected one of: local"),
+            ));
+            Preset::Local
+        }
+    };
+
+    let input = validate_input(job, &f.input, &mut errors);
+    let stages = validate_stages(job, catalog, concurrency, &mut errors);
+    let output = validate_output(job, &f.output, &f.input, &mut errors);
+
+    if !errors.is_empty() {
+        return Err(JobErrors(errors));
+    }
+    Ok(Plan {
+        name,
+        input: input.expect("no errors"),
+        stages,
+        output: output.expect("no errors"),
+        platform: PlatformPlan { preset, concurrency },
+    })
+}
+
+fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>) -> Option<InputPlan> {
+    let at = |k: &str| FieldPath::keys(["input", k]);
+    let before = errors.len();
+    let mut told: Option<Format> = None;
+    let source = match (&spec.path, &spec.generate) {
+        (Some(_), Some(_)) => {
+            errors.push(job.error(&at("generate"), "give either input.path or input.generate, not both"));
+            None
+        }
+        (None, None) => {
+            errors.push(job.error(&FieldPath::keys(["input"]), "missing input.path (or input.generate)"));
+            None
+        }
+        (Some(paths), None) => {
+            let paths = paths.to_vec();
+            if paths.is_empty() {
+                errors.push(job.error(&at("path"), "input.path is an empty list"));
+            }
+            for (i, p) in paths.iter().enumerate() {
+                match fanout_datasets::listing::list(std::slice::from_ref(p)).next() {
+                    Some(Ok(file)) if i == 0 => told = Format::from_path(&file.path),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => errors.push(job.error(&at("path"), e.to_string())),
+                    None => unreachable!("a listing yields a file or an error"),
+                }
+            }
+            Some(InputSource::Paths(paths))
+        }
+        (None, Some(g)) => {
+            let gat = |k: &str| FieldPath::keys(["input", "generate", k]);
+            let kind = GenKind::from_str(&g.kind).map_err(|m| errors.push(job.error(&gat("kind"), m))).ok();
+            let amount = match (g.size, g.rows) {
+                (Some(s), None) => Some(Amount::Bytes(s.bytes())),
+                (None, Some(r)) => Some(Amount::Rows(r)),
+                _ => {
+                    errors.push(job.error(&at("generate"), "give exactly one of generate.size and generate.rows"));
+                    None
+                }
+            };
+            told = kind.map(GenKind::format);
+            match (kind, amount) {
+                (Some(kind), Some(amount)) => Some(InputSource::Generate(GenSpec {
+                    kind,
+                    amount,
+                    seed: g.seed.unwrap_or(1),
+                })),
+                _ => None,
+            }
+        }
+    };
+
+    let format = match &spec.format {
+        Some(name) => match name.parse::<Format>() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                errors.push(job.error(&at("format"), e.to_string()));
+                None
+            }
+        },
+        None if source.is_some() && told.is_none() => {
+            errors.push(job.error(
+                &at("path"),
+                format!(
+                    "cannot tell the input format from the file name; set input.format to one of: {}",
+                    Format::known_names()
+                ),
+            ));
+            None
+        }
+        None => told,
+    };
+
+    let mut opts = DatasetOptions {
+        format,
+        ..DatasetOptions::default()
+    };
+    if let Some(size) = spec.chunk_size {
+        if size.bytes() == 0 {
+            errors.push(job.error(&at("chunk_size"), "chunk_size must be at least 1 byte"));
+        }
+        opts.chunk_size = size.bytes();
+    }
+    if let Some(n) = spec.infer_rows {
+        opts.infer_rows = n.max(1);
+    }
+    let is_csv = format == Some(Format::Csv);
+    let tsv = matches!(&spec.path, Some(p) if p.to_vec().first().is_some_and(|p| p.to_ascii_lowercase().ends_with(".tsv")));
+    let mut csv = CsvOptions {
+        delimiter: if tsv { b'\t' } else { b',' },
+        ..CsvOptions::default()
+    };
+    let csv_fields: [(&str, Option<&String>); 3] = [
+        ("delimiter", spec.delimiter.as_ref()),
+        ("quote", spec.quote.as_ref()),
+        ("escape", spec.escape.as_ref()),
+    ];
+    for (key, value) in csv_fields {
+        let Some(value) = value else { continue };
+        if !is_csv && format.is_some() {
+            errors.push(job.error(&at(key), format!("input.{key} applies to csv input only")));
+            continue;
+        }
+        match value.as_bytes() {
+            [b] if b.is_ascii() && *b != b'\n' && *b != b'\r' => match key {
+                "delimiter" => csv.delimiter = *b,
+                "quote" => csv.quote = *b,
+                _ => csv.escape = Some(*b),
+            },
+            _ => errors.push(job.error(&at(key), format!("input.{key} must be one ASCII character, got {value:?}"))),
+        }
+    }
+    if let Some(h) = spec.header {
+        if !is_csv && format.is_some() {
+            errors.push(job.error(&at("header"), "input.header applies to csv input only"));
+        }
+        csv.header = h;
+    }
+    opts.csv = csv;
+    if let Some(columns) = &spec.schema {
+        if format.is_some() && !matches!(format, Some(Format::Csv | Format::Jsonl)) {
+            errors.push(job.error(&at("schema"), "input.schema applies to csv and jsonl input only; other formats carry their own"));
+        }
+        let mut fields = Vec::new();
+        for (i, c) in columns.iter().enumerate() {
+            match parse_column(c) {
+                Ok(f) => fields.push(f),
+                Err(m) => errors.push(job.error(&at("schema").index(i), m)),
+            }
+        }
+        opts.schema = Some(Arc::new(Schema::new(fields)));
+    }
+    (errors.len() == before).then(|| InputPlan {
+        source: source.expect("no errors"),
+        options: opts,
+    })
+}
+
+/// Type names accepted in `input.schema`, besides Arrow's own spelling.
+pub const TYPE_NAMES: &str = "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, utf8 (string), date, timestamp";
+
+/// Parses a column given as `name:type`.
+pub fn parse_column(s: &str) -> Result<Field, String> {
+    let (name, ty) = s
+        .split_once(':')
+        .ok_or_else(|| format!("column `{s}` must be written name:type, e.g. amount:float64"))?;
+    let (name, ty) = (name.trim(), ty.trim());
+    if name.is_empty() {
+        return Err(format!("column `{s}` has no name"));
+    }
+    let dt = match ty.to_ascii_lowercase().as_str() {
+        "bool" | "boolean" => DataType::Boolean,
+        "int8" => DataType::Int8,
+        "int16" => DataType::Int16,
+        "int32" => DataType::Int32,
+        "int64" | "int" | "integer" => DataType::Int64,
+        "uint8" => DataType::UInt8,
+        "uint16" => DataType::UInt16,
+        "uint32" => DataType::UInt32,
+        "uint64" => DataType::UInt64,
+        "float32" | "float" => DataType::Float32,
+        "float64" | "double" => DataType::Float64,
+        "utf8" | "string" | "str" | "text" => DataType::Utf8,
+        "date" | "date32" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        _ => DataType::from_str(ty).map_err(|_| format!("unknown type `{ty}` for column `{name}`, expected one of: {TYPE_NAMES}"))?,
+    };
+    Ok(Field::new(name, dt, true))
+}
+
+fn validate_stages(
+    job: &LoadedJob,
+    catalog: &dyn FunctionCatalog,
+    default_concurrency: usize,
+    errors: &mut Vec<JobError>,
+) -> Vec<StagePlan> {
+    let mut stages: Vec<StagePlan> = Vec::new();
+    for (i, s) in job.file.stages.iter().enumerate() {
+        let at = FieldPath::keys(["stage"]).index(i);
+        let function = match &s.function {
+            FunctionSpec::Builtin(name) => {
+                if let Err(p) = catalog.check(name, &s.params, s.key.is_some()) {
+                    let field = match &p.param {
+                        Some(param) => at.key("params").key(param),
+                        None => at.key("function"),
+                    };
+                    errors.push(job.error(&field, p.message));
+                }
+                FunctionRef::Builtin(name.clone())
+            }
+            FunctionSpec::External(ext) => external(job, &at, ext, errors),
+        };
+        let name = s.name.clone().unwrap_or_else(|| match &function {
+            FunctionRef::Builtin(n) => n.clone(),
+            _ => format!("stage{i}"),
+        });
+        if name.is_empty() {
+            errors.push(job.error(&at.key("name"), "a stage name cannot be empty"));
+        } else if stages.iter().any(|p| p.name == name) {
+            errors.push(job.error(
+                &at.key("name"),
+                format!("two stages are named `{name}`; give each a unique name"),
+            ));
+        }
+        if let Some(key) = &s.key {
+            if key.is_empty() {
+                errors.push(job.error(&at.key("key"), "key must name at least one column"));
+            }
+        } else if s.partitions.is_some() {
+            errors.push(job.error(&at.key("partitions"), "partitions applies to keyed stages only; add key = [...]"));
+        }
+        if s.partitions == Some(0) {
+            errors.push(job.error(&at.key("partitions"), "partitions must be at least 1"));
+        }
+        if s.concurrency == Some(0) {
+            errors.push(job.error(&at.key("concurrency"), "concurrency must be at least 1"));
+        }
+        stages.push(StagePlan {
+            name,
+            function,
+            params: s.params.clone(),
+            key: s.key.clone(),
+            partitions: s.partitions.unwrap_or(default_concurrency).max(1),
+            concurrency: s.concurrency.unwrap_or(default_concurrency).max(1),
+        });
+    }
+    stages
+}
+
+fn external(job: &LoadedJob, at: &FieldPath, ext: &ExternalFunction, errors: &mut Vec<JobError>) -> FunctionRef {
+    let given = [ext.exec.is_some(), ext.lambda.is_some(), ext.http.is_some()];
+    let at = at.key("function");
+    if given.iter().filter(|&&g| g).count() != 1 {
+        errors.push(job.error(&at, "a function table needs exactly one of exec, lambda or http"));
+    }
+    let (kind, function) = match ext {
+        ExternalFunction { exec: Some(argv), .. } => ("exec", FunctionRef::Exec(argv.clone())),
+        ExternalFunction { lambda: Some(argv), .. } => ("lambda", FunctionRef::Lambda(argv.clone())),
+        ExternalFunction { http: Some(url), .. } => ("http", FunctionRef::Http(url.clone())),
+        _ => return FunctionRef::Exec(vec![]),
+    };
+    errors.push(job.error(
+        &at,
+        format!("{kind} functions are not supported by this version of fanout; use a builtin function"),
+    ));
+    function
+}
+
+fn validate_output(
+    job: &LoadedJob,
+    spec: &OutputSpec,
+    input: &InputSpec,
+    errors: &mut Vec<JobError>,
+) -> Option<OutputPlan> {
+    let at = |k: &str| FieldPath::keys(["output", k]);
+    let before = errors.len();
+    let path = PathBuf::from(&spec.path);
+    if spec.path.is_empty() {
+        errors.push(job.error(&at("path"), "output.path is empty"));
+    }
+    let format = match &spec.format {
+        Some(name) => name.parse::<Format>().map_err(|e| e.to_string()),
+        None => Format::from_path(&path).ok_or_else(|| {
+            "cannot tell the output format from the file name; set output.format to one of: csv, jsonl, parquet, arrow"
+                .to_string()
+        }),
+    };
+    let format = match format {
+        Ok(Format::Text) => {
+            errors.push(job.error(&at("format"), "text is an input format only; write csv, jsonl, parquet or arrow"));
+            None
+        }
+        Ok(f) => Some(f),
+        Err(m) => {
+            errors.push(job.error(&at(if spec.format.is_some() { "format" } else { "path" }), m));
+            None
+        }
+    };
+    let mode = match spec.mode.as_deref() {
+        None | Some("error") => OutputMode::Error,
+        Some("overwrite") => OutputMode::Overwrite,
+        Some(m) => {
+            errors.push(job.error(&at("mode"), format!("unknown mode `{m}`, expected one of: error, overwrite")));
+            OutputMode::Error
+        }
+    };
+    let mut sort = Vec::new();
+    for (i, s) in spec.sort.iter().enumerate() {
+        let (column, descending) = match s.strip_prefix('-') {
+            Some(c) => (c, true),
+            None => (s.strip_prefix('+').unwrap_or(s), false),
+        };
+        if column.is_empty() {
+            errors.push(job.error(&at("sort").index(i), "a sort entry must name a column, e.g. \"-count\""));
+        }
+        sort.push(SortKey {
+            column: column.to_string(),
+            descending,
+        });
+    }
+    if let Some(paths) = &input.path {
+        for p in paths.to_vec() {
+            if overlaps(&p, &path) {
+                errors.push(job.error(
+                    &at("path"),
+                    format!("output.path `{}` is also an input (`{p}`); write the output elsewhere", spec.path),
+                ));
+            }
+        }
+    }
+    (errors.len() == before).then(|| OutputPlan {
+        path,
+        format: format.expect("no errors"),
+        sort,
+        limit: spec.limit,
+        mode,
+    })
+}
+
+/// Whether writing `output` would touch the input named by `input`.
+fn overlaps(input: &str, output: &Path) -> bool {
+    let out = absolute(output);
+    if fanout_datasets::listing::is_glob(input) {
+        let pattern = match glob::Pattern::new(input) {
+            Ok(p) => p,
+            Err(_) => return false,
+        };
+        return pattern.matches_path(output) || pattern.matches_path(&out);
+    }
+    let input = absolute(Path::new(input));
+    out == input || (input.is_dir() && out.starts_with(&input))
+}
+
+/// `path` made absolute with symlinks resolved where it exists (or where
+/// its parent does).
+fn absolute(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            absolute(parent).join(name)
+        }
+        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
+}

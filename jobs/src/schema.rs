@@ -1,0 +1,154 @@
+//! The job file as written: serde types that mirror the TOML (or JSON)
+//! exactly, with unknown keys rejected. Meaning is checked later, when a
+//! [`JobFile`] is validated into a [`Plan`](crate::Plan).
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::Size;
+
+/// A job file: input → stages → output, plus platform settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// The job's name, shown in reports (default: the file's stem).
+    pub name: Option<String>,
+    /// Where the records come from.
+    pub input: InputSpec,
+    /// The stages, in order.
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<StageSpec>,
+    /// Where the result goes.
+    pub output: OutputSpec,
+    /// Where and how invocations run.
+    #[serde(default)]
+    pub platform: PlatformSpec,
+}
+
+/// `[input]`: files or a generator, their format and how to split them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// A file, directory or glob, or a list of them.
+    pub path: Option<Paths>,
+    /// A synthetic input instead of `path`.
+    pub generate: Option<GenerateSpec>,
+    /// text | csv | jsonl | parquet | arrow (default: by extension).
+    pub format: Option<String>,
+    /// Target split size (default 16MiB).
+    pub chunk_size: Option<Size>,
+    /// csv: whether files start with a header (default true).
+    pub header: Option<bool>,
+    /// csv: field delimiter, one byte (default ",", or tab for .tsv).
+    pub delimiter: Option<String>,
+    /// csv: quote byte (default `"`).
+    pub quote: Option<String>,
+    /// csv: escape byte inside quotes (default: none, quotes are doubled).
+    pub escape: Option<String>,
+    /// csv, jsonl: columns as "name:type"; default: inferred from a sample.
+    pub schema: Option<Vec<String>>,
+    /// csv, jsonl: records sampled to infer the schema (default 1000).
+    pub infer_rows: Option<usize>,
+}
+
+/// One path or a list of them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Paths {
+    /// A single file, directory or glob.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl Paths {
+    /// The paths as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Paths::One(p) => vec![p.clone()],
+            Paths::Many(ps) => ps.clone(),
+        }
+    }
+}
+
+/// `[input.generate]`: a deterministic synthetic input.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSpec {
+    /// text | csv | jsonl | parquet.
+    pub kind: String,
+    /// About this many bytes.
+    pub size: Option<Size>,
+    /// Exactly this many records.
+    pub rows: Option<u64>,
+    /// The seed (default 1).
+    pub seed: Option<u64>,
+}
+
+/// `[[stage]]`: one function applied to every split (map) or to every
+/// partition of its keyed input (reduce).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// The stage's name (default: the function's name).
+    pub name: Option<String>,
+    /// A builtin function's name, or a table naming an external one.
+    pub function: FunctionSpec,
+    /// The function's parameters.
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Makes the stage keyed: its input is shuffled by these columns.
+    pub key: Option<Vec<String>>,
+    /// Partitions of a keyed stage (default: the concurrency).
+    pub partitions: Option<usize>,
+    /// In-flight invocations of this stage (default: the platform's).
+    pub concurrency: Option<usize>,
+}
+
+/// A function reference: a builtin by name, or an external function.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum FunctionSpec {
+    /// A builtin, by name.
+    Builtin(String),
+    /// An external function.
+    External(ExternalFunction),
+}
+
+/// `function = { exec = [...] }` and its siblings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalFunction {
+    /// An executable run once per invocation: records on stdin, result on stdout.
+    pub exec: Option<Vec<String>>,
+    /// A worker process speaking the AWS Lambda Runtime API.
+    pub lambda: Option<Vec<String>>,
+    /// A remote function endpoint.
+    pub http: Option<String>,
+}
+
+/// `[output]`: where and how the result is written.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// The output file.
+    pub path: String,
+    /// csv | jsonl | parquet | arrow (default: by extension).
+    pub format: Option<String>,
+    /// Sort columns; a leading "-" sorts descending.
+    #[serde(default)]
+    pub sort: Vec<String>,
+    /// Keep only the first rows.
+    pub limit: Option<u64>,
+    /// "error" (default): fail if the output exists; "overwrite": replace it.
+    pub mode: Option<String>,
+}
+
+/// `[platform]`: where invocations run.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSpec {
+    /// The platform model (only "local" so far).
+    pub preset: Option<String>,
+    /// In-flight invocations (default: the number of cores).
+    pub concurrency: Option<usize>,
+}

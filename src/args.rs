@@ -1,0 +1,75 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use fanout_jobs::Override;
+
+/// Run data-parallel batch jobs the way serverless platforms run them.
+#[derive(Debug, Parser)]
+#[command(name = "fanout", version, about, max_term_width = 100)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a job file and report every problem with its location.
+    Validate(JobArgs),
+    /// Show what a job would do: inputs, splits, stages, output.
+    Plan(JobArgs),
+    /// Work with datasets.
+    Datasets {
+        /// What to do with datasets.
+        #[command(subcommand)]
+        command: DatasetsCommand,
+    },
+    /// List the builtin functions, or explain one.
+    Functions {
+        /// A function to explain in full.
+        name: Option<String>,
+    },
+}
+
+/// A job file and its overrides.
+#[derive(Debug, ClapArgs)]
+pub struct JobArgs {
+    /// The job file (TOML, or JSON if it ends in .json).
+    pub job: PathBuf,
+    /// Override a field of the job, e.g. --set platform.concurrency=4.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<Override>,
+    /// Where generated inputs are kept.
+    #[arg(long, value_name = "DIR", default_value = ".fanout/cache")]
+    pub cache_dir: PathBuf,
+}
+
+/// Dataset subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// Generate a deterministic synthetic dataset.
+    Gen(GenArgs),
+}
+
+/// `fanout datasets gen`.
+#[derive(Debug, ClapArgs)]
+#[command(group = clap::ArgGroup::new("amount").required(true).args(["size", "rows"]))]
+pub struct GenArgs {
+    /// text (Zipf words), csv (events), jsonl (nested events) or parquet (events).
+    pub kind: fanout_datasets::generator::GenKind,
+    /// About this much data, e.g. 256MiB (never more, for text, csv and jsonl).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<fanout_jobs::units::Size>,
+    /// Exactly this many records.
+    #[arg(long, value_name = "N")]
+    pub rows: Option<u64>,
+    /// The seed: the same seed gives the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The file to write (replaced atomically).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}

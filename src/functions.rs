@@ -1,0 +1,41 @@
+//! `fanout functions [NAME]`: the builtin catalog.
+
+use std::io::Write;
+
+use anyhow::anyhow;
+use fanout_workers::catalog::{BUILTINS, Shape, info};
+
+use crate::{Failure, Outcome};
+
+/// Lists every builtin, or explains one.
+pub fn list(name: Option<&str>) -> Outcome {
+    let mut out = std::io::stdout().lock();
+    let Some(name) = name else {
+        let width = BUILTINS.iter().map(|f| f.name.len()).max().unwrap_or(0);
+        for f in BUILTINS {
+            writeln!(out, "{:width$}  {}", f.name, f.summary)?;
+        }
+        writeln!(out, "\n`fanout functions NAME` explains one.")?;
+        return Ok(());
+    };
+    let f = info(name).ok_or_else(|| {
+        let known: Vec<&str> = BUILTINS.iter().map(|f| f.name).collect();
+        Failure::invalid(anyhow!("unknown function `{name}`, expected one of: {}", known.join(", ")))
+    })?;
+    let shape = match f.shape {
+        Shape::Map => "map stage (per split)",
+        Shape::Keyed => "keyed stage (map-side partial, then per key partition)",
+        Shape::Both => "map or keyed stage",
+    };
+    writeln!(out, "{} — {}\n\nruns in: a {shape}\n\n{}\n", f.name, f.summary, f.doc)?;
+    if f.params.is_empty() {
+        writeln!(out, "parameters: none")?;
+    } else {
+        writeln!(out, "parameters:")?;
+        for p in f.params {
+            let default = p.default.map_or_else(|| "required".to_string(), |d| format!("default {d}"));
+            writeln!(out, "  {} ({}, {default})\n      {}", p.name, p.ty.name(), p.doc)?;
+        }
+    }
+    Ok(())
+}
