@@ -14,11 +14,7 @@ pub fn generate(a: &GenArgs) -> Outcome {
         (None, Some(r)) => Amount::Rows(r),
         (None, None) => unreachable!("clap requires --size or --rows"),
     };
-    let spec = GenSpec {
-        kind: a.kind,
-        amount,
-        seed: a.seed,
-    };
+    let spec = GenSpec { kind: a.kind, amount, seed: a.seed };
     let start = Instant::now();
     let stats = run(&spec, &a.out)?;
     let secs = start.elapsed().as_secs_f64();

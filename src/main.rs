@@ -27,19 +27,13 @@ pub struct Failure {
 impl Failure {
     /// The job or its data is invalid (exit 2).
     pub fn invalid(error: impl Into<anyhow::Error>) -> Self {
-        Failure {
-            code: INVALID,
-            error: error.into(),
-        }
+        Failure { code: INVALID, error: error.into() }
     }
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(error: E) -> Self {
-        Failure {
-            code: FAILED,
-            error: error.into(),
-        }
+        Failure { code: FAILED, error: error.into() }
     }
 }
 
@@ -51,9 +45,7 @@ fn main() -> ExitCode {
     let outcome = match args.command {
         Command::Validate(a) => plan::validate(&a),
         Command::Plan(a) => plan::plan(&a),
-        Command::Datasets {
-            command: DatasetsCommand::Gen(a),
-        } => datasets::generate(&a),
+        Command::Datasets { command: DatasetsCommand::Gen(a) } => datasets::generate(&a),
         Command::Functions { name } => functions::list(name.as_deref()),
     };
     match outcome {
@@ -70,7 +62,5 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<std::io::Error>())
-        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    e.chain().filter_map(|c| c.downcast_ref::<std::io::Error>()).any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }

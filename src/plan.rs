@@ -39,9 +39,7 @@ pub fn plan(a: &JobArgs) -> Outcome {
     writeln!(out, "job {} ({})", plan.name, a.job.display())?;
 
     let input = &plan.input;
-    let paths = input
-        .paths(&a.cache_dir)
-        .context("cannot generate the input")?;
+    let paths = input.paths(&a.cache_dir).context("cannot generate the input")?;
     match &input.source {
         InputSource::Paths(p) => writeln!(out, "input: {}", p.join(", "))?,
         InputSource::Generate(g) => {
@@ -49,21 +47,13 @@ pub fn plan(a: &JobArgs) -> Outcome {
                 Amount::Bytes(b) => Size(b).to_string(),
                 Amount::Rows(r) => format!("{r} rows"),
             };
-            writeln!(
-                out,
-                "input: generated {} ({amount}, seed {}) at {}",
-                g.kind, g.seed, paths[0]
-            )?
+            writeln!(out, "input: generated {} ({amount}, seed {}) at {}", g.kind, g.seed, paths[0])?
         }
     }
     let ds = Dataset::open(paths, input.options.clone()).map_err(Failure::invalid)?;
     let sum = ds.summary().map_err(Failure::invalid)?;
-    let columns: Vec<String> = ds
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| format!("{}: {}", f.name(), f.data_type()))
-        .collect();
+    let columns: Vec<String> =
+        ds.schema().fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
     writeln!(out, "  format: {}; columns: {}", ds.format(), columns.join(", "))?;
     writeln!(out, "  files: {}, {} ({} bytes)", sum.files, Size(sum.bytes), sum.bytes)?;
     writeln!(
@@ -89,24 +79,14 @@ pub fn plan(a: &JobArgs) -> Outcome {
         } else {
             format!(" {}", serde_json::Value::Object(s.params.clone()))
         };
-        writeln!(
-            out,
-            "  {}. {}: {}{params} ({shape}, concurrency {})",
-            i + 1,
-            s.name,
-            s.function,
-            s.concurrency
-        )?;
+        writeln!(out, "  {}. {}: {}{params} ({shape}, concurrency {})", i + 1, s.name, s.function, s.concurrency)?;
     }
 
     let o = &plan.output;
     let mut extra = Vec::new();
     if !o.sort.is_empty() {
-        let keys: Vec<String> = o
-            .sort
-            .iter()
-            .map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.column))
-            .collect();
+        let keys: Vec<String> =
+            o.sort.iter().map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.column)).collect();
         extra.push(format!("sorted by {}", keys.join(", ")));
     }
     if let Some(l) = o.limit {
@@ -117,10 +97,6 @@ pub fn plan(a: &JobArgs) -> Outcome {
         OutputMode::Overwrite => "overwrites".to_string(),
     });
     writeln!(out, "output: {} ({}; {})", o.path.display(), o.format, extra.join("; "))?;
-    writeln!(
-        out,
-        "platform: {:?}, concurrency {}",
-        plan.platform.preset, plan.platform.concurrency
-    )?;
+    writeln!(out, "platform: {:?}, concurrency {}", plan.platform.preset, plan.platform.concurrency)?;
     Ok(())
 }

@@ -34,12 +34,7 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        CsvOptions {
-            header: true,
-            delimiter: b',',
-            quote: b'"',
-            escape: None,
-        }
+        CsvOptions { header: true, delimiter: b',', quote: b'"', escape: None }
     }
 }
 
@@ -85,15 +80,10 @@ impl Scanner {
             match self.lex {
                 Lex::Outside { prev } => {
                     let rest = &buf[i..];
-                    let hit = if find {
-                        memchr::memchr2(self.quote, b'\n', rest)
-                    } else {
-                        memchr::memchr(self.quote, rest)
-                    };
+                    let hit =
+                        if find { memchr::memchr2(self.quote, b'\n', rest) } else { memchr::memchr(self.quote, rest) };
                     let Some(k) = hit else {
-                        self.lex = Lex::Outside {
-                            prev: *rest.last().expect("non-empty"),
-                        };
+                        self.lex = Lex::Outside { prev: *rest.last().expect("non-empty") };
                         return None;
                     };
                     let j = i + k;
@@ -115,13 +105,9 @@ impl Scanner {
                         Some(e) => memchr::memchr2(self.quote, e, rest),
                         None => memchr::memchr(self.quote, rest),
                     };
-                    let Some(k) = hit else { return None };
+                    let k = hit?;
                     let j = i + k;
-                    self.lex = if buf[j] == self.quote {
-                        Lex::QuoteInQuoted
-                    } else {
-                        Lex::Escaped
-                    };
+                    self.lex = if buf[j] == self.quote { Lex::QuoteInQuoted } else { Lex::Escaped };
                     i = j + 1;
                 }
                 Lex::Escaped => {
@@ -156,13 +142,7 @@ impl CsvSplitter {
     /// Splits `path` of `len` bytes; returns the splitter and the header
     /// bytes (empty without a header).
     pub(crate) fn new(path: &Path, len: u64, chunk: u64, opts: CsvOptions) -> Result<(Self, Vec<u8>)> {
-        let mut splitter = CsvSplitter {
-            window: Window::open(path, 1 << 20)?,
-            opts,
-            pos: 0,
-            len,
-            chunk: chunk.max(1),
-        };
+        let mut splitter = CsvSplitter { window: Window::open(path, 1 << 20)?, opts, pos: 0, len, chunk: chunk.max(1) };
         let mut header = Vec::new();
         if opts.header && len > 0 {
             let end = splitter.boundary(1)?;
@@ -207,11 +187,7 @@ impl Iterator for CsvSplitter {
             return None;
         }
         let target = self.pos.saturating_add(self.chunk);
-        let end = if target >= self.len {
-            Ok(self.len)
-        } else {
-            self.boundary(target)
-        };
+        let end = if target >= self.len { Ok(self.len) } else { self.boundary(target) };
         Some(end.map(|end| {
             let start = std::mem::replace(&mut self.pos, end);
             (start, end - start)
@@ -220,10 +196,8 @@ impl Iterator for CsvSplitter {
 }
 
 fn format(opts: &CsvOptions, header: bool) -> arrow_csv::reader::Format {
-    let mut format = arrow_csv::reader::Format::default()
-        .with_header(header)
-        .with_delimiter(opts.delimiter)
-        .with_quote(opts.quote);
+    let mut format =
+        arrow_csv::reader::Format::default().with_header(header).with_delimiter(opts.delimiter).with_quote(opts.quote);
     if let Some(e) = opts.escape {
         format = format.with_escape(e);
     }
@@ -233,9 +207,7 @@ fn format(opts: &CsvOptions, header: bool) -> arrow_csv::reader::Format {
 /// Infers a schema from the first `rows` records of `source`. Column names
 /// come from the header, or are `column_1`, `column_2`, ... without one.
 pub(crate) fn infer_schema(source: impl Read, opts: &CsvOptions, rows: usize) -> Result<Schema, String> {
-    let (schema, _) = format(opts, opts.header)
-        .infer_schema(source, Some(rows))
-        .map_err(|e| e.to_string())?;
+    let (schema, _) = format(opts, opts.header).infer_schema(source, Some(rows)).map_err(|e| e.to_string())?;
     Ok(schema)
 }
 
@@ -262,9 +234,7 @@ pub(crate) fn read<R: Read + Send + 'static>(
     if let Some(e) = opts.escape {
         builder = builder.with_escape(e);
     }
-    let reader = builder
-        .build(BufReader::with_capacity(1 << 20, source))
-        .map_err(|e| e.to_string())?;
+    let reader = builder.build(BufReader::with_capacity(1 << 20, source)).map_err(|e| e.to_string())?;
     Ok(reader.map(|r| r.map_err(|e| e.to_string())))
 }
 
@@ -279,10 +249,7 @@ pub(crate) fn locate(
     opts: &CsvOptions,
     skip_header: bool,
 ) -> Option<(u64, u64)> {
-    let good = read(first, schema, opts, skip_header, 1)
-        .ok()?
-        .take_while(Result::is_ok)
-        .count();
+    let good = read(first, schema, opts, skip_header, 1).ok()?.take_while(Result::is_ok).count();
     let mut skip = good + usize::from(skip_header);
     let mut scanner = Scanner::new(opts);
     let mut buf = vec![0; 64 * 1024];
@@ -348,10 +315,7 @@ mod tests {
 
     #[test]
     fn escapes_hide_quotes() {
-        let o = CsvOptions {
-            escape: Some(b'\\'),
-            ..CsvOptions::default()
-        };
+        let o = CsvOptions { escape: Some(b'\\'), ..CsvOptions::default() };
         assert_eq!(record_ends(b"\"a\\\"\nb\",c\nd\n", &o), [10, 12]);
     }
 

@@ -80,9 +80,7 @@ impl Dataset {
         if inputs.is_empty() {
             return Err(Error::Config("no input paths given".into()));
         }
-        let first = listing::list(&inputs)
-            .next()
-            .expect("a non-empty input list yields a file or an error")?;
+        let first = listing::list(&inputs).next().expect("a non-empty input list yields a file or an error")?;
         let format = match opts.format {
             Some(f) => f,
             None => Format::from_path(&first.path).ok_or_else(|| {
@@ -112,21 +110,24 @@ impl Dataset {
             }
             (None, Format::Jsonl) => {
                 let source = open_whole(&first)?;
-                Arc::new(
-                    jsonl::infer_schema(source, opts.infer_rows)
-                        .map_err(|m| Error::invalid(&first.path, format!("cannot infer a json schema: {m}")))?,
-                )
+                match jsonl::infer_schema(source, opts.infer_rows) {
+                    Ok(schema) => Arc::new(schema),
+                    Err(m) => {
+                        // Name the line that stopped inference, if one did.
+                        let bad = open_whole(&first).ok().and_then(|s| jsonl::first_invalid(s, opts.infer_rows));
+                        return Err(match bad {
+                            Some((line, byte, message)) => {
+                                malformed(&first, &SplitRange::Whole, byte, Some(line), message)
+                            }
+                            None => Error::invalid(&first.path, format!("cannot infer a json schema: {m}")),
+                        });
+                    }
+                }
             }
             (None, Format::Parquet) => parquet::schema(&first.path)?,
             (None, Format::Arrow) => ipc::schema(&first.path)?,
         };
-        Ok(Dataset {
-            inputs,
-            format,
-            explicit: opts.format.is_some(),
-            opts,
-            schema,
-        })
+        Ok(Dataset { inputs, format, explicit: opts.format.is_some(), opts, schema })
     }
 
     /// The format of every file.
@@ -145,13 +146,13 @@ impl Dataset {
     }
 
     /// The input files, lazily and in order.
-    pub fn files(&self) -> impl Iterator<Item = Result<InputFile>> + '_ {
+    pub fn files(&self) -> impl Iterator<Item = Result<InputFile>> + Send + '_ {
         listing::list(&self.inputs)
     }
 
     /// All splits, lazily: files are listed and split one at a time. The
     /// iterator stops after the first error.
-    pub fn splits(&self) -> impl Iterator<Item = Result<Split>> + '_ {
+    pub fn splits(&self) -> impl Iterator<Item = Result<Split>> + Send + '_ {
         let mut files = self.files();
         let mut current: Option<(Arc<InputFile>, FileSplits)> = None;
         let mut index = 0;
@@ -165,11 +166,7 @@ impl Dataset {
                     match ranges.next() {
                         Some(Ok(range)) => {
                             index += 1;
-                            return Some(Ok(Split {
-                                index: index - 1,
-                                file: file.clone(),
-                                range,
-                            }));
+                            return Some(Ok(Split { index: index - 1, file: file.clone(), range }));
                         }
                         Some(Err(e)) => {
                             failed = true;
@@ -196,14 +193,15 @@ impl Dataset {
     /// The splits of one file.
     fn split_file(&self, file: &InputFile) -> Result<FileSplits> {
         let path = &file.path;
-        if !self.explicit {
-            if let Some(f) = Format::from_path(path).filter(|&f| f != self.format) {
-                return Err(Error::invalid(
-                    path,
-                    format!("is {f}, but the dataset is {}; set the format to read every file as one", self.format),
-                ));
-            }
+        if !self.explicit
+            && let Some(f) = Format::from_path(path).filter(|&f| f != self.format)
+        {
+            return Err(Error::invalid(
+                path,
+                format!("is {f}, but the dataset is {}; set the format to read every file as one", self.format),
+            ));
         }
+
         let chunk = self.opts.chunk_size;
         if file.compression != Compression::None {
             if !self.format.is_line_based() {
@@ -213,9 +211,9 @@ impl Dataset {
         }
         let bytes = |r: Result<(u64, u64)>| r.map(|(offset, len)| SplitRange::Bytes { offset, len });
         match self.format {
-            Format::Text | Format::Jsonl => Ok(Box::new(
-                split::LineSplitter::new(path, 0, file.size, chunk)?.map(bytes),
-            )),
+            Format::Text | Format::Jsonl => {
+                Ok(Box::new(split::LineSplitter::new(path, 0, file.size, chunk)?.map(bytes)))
+            }
             Format::Csv => {
                 let (splits, header) = csv::CsvSplitter::new(path, file.size, chunk, self.opts.csv)?;
                 if self.opts.csv.header && !header.is_empty() {
@@ -250,10 +248,7 @@ impl Dataset {
 
     fn check_schema(&self, path: &Path, schema: SchemaRef) -> Result<()> {
         if schema.fields() != self.schema.fields() {
-            return Err(Error::invalid(
-                path,
-                format!("schema {schema} differs from the first file's {}", self.schema),
-            ));
+            return Err(Error::invalid(path, format!("schema {schema} differs from the first file's {}", self.schema)));
         }
         Ok(())
     }
@@ -269,18 +264,22 @@ impl Dataset {
             (_, SplitRange::RowGroups { start, end, .. }) => {
                 let batches = parquet::read(&path, *start, *end, batch_rows)?;
                 let at = split.to_string();
-                Ok(Box::new(batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}"))))))
+                Ok(Box::new(fuse_errors(
+                    batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}")))),
+                )))
             }
             (_, SplitRange::Batches { start, end, .. }) => {
                 let batches = ipc::read(&path, *start, *end)?;
                 let at = split.to_string();
-                Ok(Box::new(batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}"))))))
+                Ok(Box::new(fuse_errors(
+                    batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}")))),
+                )))
             }
             (Format::Text, _) => {
                 let lines = text::Lines::new(open_range(&file, &range)?, batch_rows);
-                Ok(Box::new(lines.map(move |r| {
-                    r.map_err(|e| malformed(&file, &range, e.byte, Some(e.line), e.message))
-                })))
+                Ok(Box::new(fuse_errors(
+                    lines.map(move |r| r.map_err(|e| malformed(&file, &range, e.byte, Some(e.line), e.message))),
+                )))
             }
             (Format::Csv, _) => {
                 let opts = self.opts.csv;
@@ -305,9 +304,7 @@ impl Dataset {
                     .map_err(|m| Error::invalid(&path, m))?;
                 Ok(Box::new(fuse_errors(batches.map(move |r| {
                     r.map_err(|message| {
-                        let located = open_range(&file, &range)
-                            .ok()
-                            .and_then(|s| jsonl::locate(s, schema.clone()));
+                        let located = open_range(&file, &range).ok().and_then(|s| jsonl::locate(s, schema.clone()));
                         match located {
                             Some((line, byte, precise)) => malformed(&file, &range, byte, Some(line), precise),
                             None => malformed(&file, &range, 0, None, message),
@@ -337,14 +334,15 @@ impl Dataset {
         Ok(sum)
     }
 
-    /// Reads every split in order: the whole dataset as one stream.
-    pub fn read_all(&self) -> impl Iterator<Item = Result<RecordBatch>> + '_ {
-        self.splits().flat_map(move |split| -> Batches {
+    /// Reads every split in order: the whole dataset as one stream, which
+    /// ends after the first error.
+    pub fn read_all(&self) -> impl Iterator<Item = Result<RecordBatch>> + Send + '_ {
+        fuse_errors(self.splits().flat_map(move |split| -> Batches {
             match split.and_then(|s| self.read(&s)) {
                 Ok(batches) => batches,
                 Err(e) => Box::new(std::iter::once(Err(e))),
             }
-        })
+        }))
     }
 }
 
@@ -380,20 +378,12 @@ fn fuse_errors<T>(it: impl Iterator<Item = Result<T>> + Send) -> impl Iterator<I
 /// `range`, located in the file.
 fn malformed(file: &InputFile, range: &SplitRange, byte: u64, line: Option<u64>, message: String) -> Error {
     let location = match range {
-        SplitRange::Bytes { offset, .. } => Location {
-            line: split::line_at(&file.path, offset + byte),
-            byte: offset + byte,
-        },
-        _ => Location {
-            line: line.map(|l| l + 1),
-            byte,
-        },
+        SplitRange::Bytes { offset, .. } => {
+            Location { line: split::line_at(&file.path, offset + byte), byte: offset + byte }
+        }
+        _ => Location { line: line.map(|l| l + 1), byte },
     };
-    Error::Malformed {
-        path: file.path.clone(),
-        location,
-        message,
-    }
+    Error::Malformed { path: file.path.clone(), location, message }
 }
 
 /// The decompressed bytes of a whole file.

@@ -75,18 +75,12 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// A problem with the file at `path`.
     pub fn invalid(path: impl Into<PathBuf>, message: impl fmt::Display) -> Self {
-        Error::Invalid {
-            path: path.into(),
-            message: message.to_string(),
-        }
+        Error::Invalid { path: path.into(), message: message.to_string() }
     }
 }
 

@@ -21,13 +21,7 @@ pub enum Format {
 
 impl Format {
     /// Every format, in the order they are listed to users.
-    pub const ALL: [Format; 5] = [
-        Format::Text,
-        Format::Csv,
-        Format::Jsonl,
-        Format::Parquet,
-        Format::Arrow,
-    ];
+    pub const ALL: [Format; 5] = [Format::Text, Format::Csv, Format::Jsonl, Format::Parquet, Format::Arrow];
 
     /// The name used in job files.
     pub fn name(self) -> &'static str {
@@ -65,11 +59,8 @@ impl Format {
     /// suffix (`events.csv.gz` is csv).
     pub fn from_path(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        let name = Compression::ALL
-            .iter()
-            .filter_map(|c| c.suffix())
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(&name);
+        let name =
+            Compression::ALL.iter().filter_map(|c| c.suffix()).find_map(|s| name.strip_suffix(s)).unwrap_or(&name);
         let ext = name.rsplit_once('.')?.1;
         Some(match ext {
             "txt" | "text" | "log" | "md" => Format::Text,
@@ -97,10 +88,7 @@ impl FromStr for Format {
     type Err = UnknownFormat;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Format::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| UnknownFormat(s.to_string()))
+        Format::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| UnknownFormat(s.to_string()))
     }
 }
 
@@ -131,11 +119,7 @@ impl Compression {
 
     /// Tells the codec from a file name.
     pub fn from_path(path: &Path) -> Compression {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
         Compression::ALL
             .into_iter()
             .find(|c| c.suffix().is_some_and(|s| name.ends_with(s)))
@@ -163,9 +147,6 @@ mod tests {
     #[test]
     fn unknown_format_lists_known_ones() {
         let err = "xml".parse::<Format>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown format `xml`, expected one of: text, csv, jsonl, parquet, arrow"
-        );
+        assert_eq!(err.to_string(), "unknown format `xml`, expected one of: text, csv, jsonl, parquet, arrow");
     }
 }

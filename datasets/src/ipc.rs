@@ -20,9 +20,7 @@ pub(crate) fn batch_sizes(path: &Path) -> Result<Vec<u64>> {
         return Err(bad("too short".into()));
     }
     let mut tail = [0u8; 10];
-    file.seek(SeekFrom::Start(len - 10))
-        .and_then(|_| file.read_exact(&mut tail))
-        .map_err(|e| Error::io(path, e))?;
+    file.seek(SeekFrom::Start(len - 10)).and_then(|_| file.read_exact(&mut tail)).map_err(|e| Error::io(path, e))?;
     let footer_len = arrow_ipc::reader::read_footer_length(tail).map_err(|e| bad(e.to_string()))? as u64;
     if footer_len + 10 > len {
         return Err(bad("footer longer than the file".into()));
@@ -35,10 +33,7 @@ pub(crate) fn batch_sizes(path: &Path) -> Result<Vec<u64>> {
     Ok(footer
         .recordBatches()
         .map(|blocks| {
-            blocks
-                .iter()
-                .map(|b| (b.metaDataLength().max(0) as u64) + b.bodyLength().max(0) as u64)
-                .collect()
+            blocks.iter().map(|b| (b.metaDataLength().max(0) as u64) + b.bodyLength().max(0) as u64).collect()
         })
         .unwrap_or_default())
 }

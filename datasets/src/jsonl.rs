@@ -13,8 +13,7 @@ use arrow_schema::{Schema, SchemaRef};
 /// Infers a schema from the first `rows` lines of `source`.
 pub(crate) fn infer_schema(source: impl Read, rows: usize) -> Result<Schema, String> {
     let reader = BufReader::new(source);
-    let (schema, _) =
-        arrow_json::reader::infer_json_schema(reader, Some(rows.max(1))).map_err(|e| e.to_string())?;
+    let (schema, _) = arrow_json::reader::infer_json_schema(reader, Some(rows.max(1))).map_err(|e| e.to_string())?;
     Ok(schema)
 }
 
@@ -44,9 +43,7 @@ pub(crate) fn locate(source: impl Read, schema: SchemaRef) -> Option<(u64, u64, 
         if n == 0 {
             return None;
         }
-        let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
-            .build_decoder()
-            .ok()?;
+        let mut decoder = arrow_json::ReaderBuilder::new(schema.clone()).build_decoder().ok()?;
         let bad = match decoder.decode(&line) {
             Ok(_) => decoder.flush().err(),
             Err(e) => Some(e),
@@ -57,6 +54,33 @@ pub(crate) fn locate(source: impl Read, schema: SchemaRef) -> Option<(u64, u64, 
         number += 1;
         offset += n as u64;
     }
+}
+
+/// The first of the first `rows` non-blank lines of `source` that is not
+/// a JSON object: its 0-based line, stream offset and the parser's
+/// complaint. Runs only after schema inference failed.
+pub(crate) fn first_invalid(source: impl Read, rows: usize) -> Option<(u64, u64, String)> {
+    let mut reader = BufReader::new(source);
+    let mut line = Vec::new();
+    let (mut number, mut offset, mut seen) = (0u64, 0u64, 0usize);
+    while seen < rows {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).ok()?;
+        if n == 0 {
+            return None;
+        }
+        if !line.trim_ascii().is_empty() {
+            seen += 1;
+            match serde_json::from_slice::<serde_json::Value>(&line) {
+                Ok(v) if v.is_object() => {}
+                Ok(_) => return Some((number, offset, "not a JSON object".into())),
+                Err(e) => return Some((number, offset, format!("invalid JSON: {e}"))),
+            }
+        }
+        number += 1;
+        offset += n as u64;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -76,10 +100,7 @@ mod tests {
             schema.field_with_name("u").unwrap().data_type(),
             DataType::Struct(f) if f.len() == 2
         ));
-        let batches: Vec<_> = read(&data[..], Arc::new(schema), 1)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let batches: Vec<_> = read(&data[..], Arc::new(schema), 1).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(batches.len(), 2);
     }
 

@@ -32,11 +32,7 @@ impl InputFile {
         if !meta.is_file() {
             return Err(Error::invalid(&path, "not a regular file"));
         }
-        Ok(InputFile {
-            compression: Compression::from_path(&path),
-            size: meta.len(),
-            path,
-        })
+        Ok(InputFile { compression: Compression::from_path(&path), size: meta.len(), path })
     }
 }
 
@@ -48,12 +44,12 @@ pub fn is_glob(s: &str) -> bool {
 /// Lists the files named by `inputs` (files, directories or globs), lazily
 /// and in a deterministic order. An entry that matches nothing is an error
 /// naming it.
-pub fn list(inputs: &[String]) -> impl Iterator<Item = Result<InputFile>> + '_ {
+pub fn list(inputs: &[String]) -> impl Iterator<Item = Result<InputFile>> + Send + '_ {
     inputs.iter().flat_map(|input| expand(input))
 }
 
 /// Expands one input entry.
-fn expand(input: &str) -> Box<dyn Iterator<Item = Result<InputFile>> + '_> {
+fn expand(input: &str) -> Box<dyn Iterator<Item = Result<InputFile>> + Send + '_> {
     if is_glob(input) {
         let paths = match glob::glob(input) {
             Ok(paths) => paths,
@@ -86,27 +82,23 @@ fn expand(input: &str) -> Box<dyn Iterator<Item = Result<InputFile>> + '_> {
                 Ok(e) => Some(InputFile::stat(e.into_path())),
                 Err(e) => {
                     let path = e.path().map(Path::to_path_buf).unwrap_or_default();
-                    let io = e
-                        .into_io_error()
-                        .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
+                    let io = e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop"));
                     Some(Err(Error::io(path, io)))
                 }
             });
         return Box::new(non_empty(files, input));
     }
     if !path.exists() {
-        return Box::new(std::iter::once(Err(Error::NoMatch {
-            pattern: input.to_string(),
-        })));
+        return Box::new(std::iter::once(Err(Error::NoMatch { pattern: input.to_string() })));
     }
     Box::new(std::iter::once(InputFile::stat(path)))
 }
 
 /// Passes `files` through, or yields a `NoMatch` error if it is empty.
 fn non_empty<'a>(
-    files: impl Iterator<Item = Result<InputFile>> + 'a,
+    files: impl Iterator<Item = Result<InputFile>> + Send + 'a,
     pattern: &'a str,
-) -> impl Iterator<Item = Result<InputFile>> + 'a {
+) -> impl Iterator<Item = Result<InputFile>> + Send + 'a {
     let mut seen = false;
     let mut done = false;
     let mut files = files;
@@ -121,11 +113,7 @@ fn non_empty<'a>(
             }
             None => {
                 done = true;
-                (!seen).then(|| {
-                    Err(Error::NoMatch {
-                        pattern: pattern.to_string(),
-                    })
-                })
+                (!seen).then(|| Err(Error::NoMatch { pattern: pattern.to_string() }))
             }
         }
     })
@@ -151,16 +139,9 @@ mod tests {
         touch(d, "sub/.hidden", "x");
         touch(d, "z.csv.gz", "x");
         let s = |p: &Path| p.to_str().unwrap().to_string();
-        let inputs = vec![
-            s(&d.join("sub")),
-            format!("{}/*.txt", s(d)),
-            s(&d.join("z.csv.gz")),
-        ];
+        let inputs = vec![s(&d.join("sub")), format!("{}/*.txt", s(d)), s(&d.join("z.csv.gz"))];
         let files: Vec<InputFile> = list(&inputs).collect::<Result<_>>().unwrap();
-        let names: Vec<String> = files
-            .iter()
-            .map(|f| f.path.strip_prefix(d).unwrap().display().to_string())
-            .collect();
+        let names: Vec<String> = files.iter().map(|f| f.path.strip_prefix(d).unwrap().display().to_string()).collect();
         assert_eq!(names, ["sub/c.txt", "a.txt", "b.txt", "z.csv.gz"]);
         assert_eq!(files[0].size, 3);
         assert_eq!(files[3].compression, Compression::Gzip);

@@ -15,14 +15,8 @@ use crate::error::{Error, Result};
 /// The compressed size of each row group of the file at `path`.
 pub(crate) fn row_group_sizes(path: &Path) -> Result<Vec<u64>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let meta = ParquetMetaDataReader::new()
-        .parse_and_finish(&file)
-        .map_err(|e| Error::invalid(path, e))?;
-    Ok(meta
-        .row_groups()
-        .iter()
-        .map(|rg| rg.compressed_size().max(0) as u64)
-        .collect())
+    let meta = ParquetMetaDataReader::new().parse_and_finish(&file).map_err(|e| Error::invalid(path, e))?;
+    Ok(meta.row_groups().iter().map(|rg| rg.compressed_size().max(0) as u64).collect())
 }
 
 /// The Arrow schema of the parquet file at `path`.
@@ -41,17 +35,17 @@ pub(crate) fn read(
 ) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send + use<>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| {
-            b.with_row_groups((start..end).collect())
-                .with_batch_size(batch_rows)
-                .build()
-        })
+        .and_then(|b| b.with_row_groups((start..end).collect()).with_batch_size(batch_rows).build())
         .map_err(|e| Error::invalid(path, e))?;
     Ok(reader.map(|r| r.map_err(|e| e.to_string())))
 }
 
 /// A parquet writer (zstd-compressed, row groups of at most `row_group_rows`).
-pub(crate) fn writer(file: File, schema: SchemaRef, row_group_rows: usize) -> parquet::errors::Result<ArrowWriter<File>> {
+pub(crate) fn writer(
+    file: File,
+    schema: SchemaRef,
+    row_group_rows: usize,
+) -> parquet::errors::Result<ArrowWriter<File>> {
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .set_max_row_group_row_count(Some(row_group_rows))

@@ -109,29 +109,18 @@ impl Window {
     /// Opens `path` with a window of `capacity` bytes.
     pub(crate) fn open(path: &Path, capacity: usize) -> Result<Window> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok(Window {
-            file,
-            path: path.into(),
-            buf: vec![0; capacity.max(1)],
-            start: 0,
-            filled: 0,
-        })
+        Ok(Window { file, path: path.into(), buf: vec![0; capacity.max(1)], start: 0, filled: 0 })
     }
 
     /// The bytes available from file offset `at` (empty at end of file).
     pub(crate) fn at(&mut self, at: u64) -> Result<&[u8]> {
         let end = self.start + self.filled as u64;
         if at < self.start || at >= end {
-            self.file
-                .seek(SeekFrom::Start(at))
-                .map_err(|e| Error::io(&*self.path, e))?;
+            self.file.seek(SeekFrom::Start(at)).map_err(|e| Error::io(&*self.path, e))?;
             self.start = at;
             self.filled = 0;
             while self.filled < self.buf.len() {
-                let n = self
-                    .file
-                    .read(&mut self.buf[self.filled..])
-                    .map_err(|e| Error::io(&*self.path, e))?;
+                let n = self.file.read(&mut self.buf[self.filled..]).map_err(|e| Error::io(&*self.path, e))?;
                 if n == 0 {
                     break;
                 }
@@ -155,12 +144,7 @@ pub(crate) struct LineSplitter {
 impl LineSplitter {
     /// Splits bytes `[start, len)` of `path`.
     pub(crate) fn new(path: &Path, start: u64, len: u64, chunk: u64) -> Result<Self> {
-        Ok(LineSplitter {
-            window: Window::open(path, 64 * 1024)?,
-            pos: start,
-            len,
-            chunk: chunk.max(1),
-        })
+        Ok(LineSplitter { window: Window::open(path, 64 * 1024)?, pos: start, len, chunk: chunk.max(1) })
     }
 
     fn boundary(&mut self, target: u64) -> Result<u64> {
@@ -189,11 +173,7 @@ impl Iterator for LineSplitter {
             return None;
         }
         let target = self.pos.saturating_add(self.chunk);
-        let end = if target >= self.len {
-            Ok(self.len)
-        } else {
-            self.boundary(target)
-        };
+        let end = if target >= self.len { Ok(self.len) } else { self.boundary(target) };
         Some(end.map(|end| {
             let start = std::mem::replace(&mut self.pos, end);
             (start, end - start)
@@ -203,10 +183,7 @@ impl Iterator for LineSplitter {
 
 /// Groups consecutive units (row groups, record batches) of the given sizes
 /// into ranges of about `chunk` bytes.
-pub(crate) fn group_units(
-    sizes: Vec<u64>,
-    chunk: u64,
-) -> impl Iterator<Item = (usize, usize, u64)> + Send {
+pub(crate) fn group_units(sizes: Vec<u64>, chunk: u64) -> impl Iterator<Item = (usize, usize, u64)> + Send {
     let mut start = 0;
     std::iter::from_fn(move || {
         if start >= sizes.len() {
@@ -247,10 +224,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.txt");
         std::fs::write(&p, content).unwrap();
-        LineSplitter::new(&p, 0, content.len() as u64, chunk)
-            .unwrap()
-            .collect::<Result<_>>()
-            .unwrap()
+        LineSplitter::new(&p, 0, content.len() as u64, chunk).unwrap().collect::<Result<_>>().unwrap()
     }
 
     #[test]

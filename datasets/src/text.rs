@@ -124,17 +124,11 @@ impl<R: Read> Lines<R> {
             return Ok(None);
         }
         let array = Arc::new(builder.finish());
-        Ok(Some(
-            RecordBatch::try_new(self.schema.clone(), vec![array]).expect("schema fits"),
-        ))
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), vec![array]).expect("schema fits")))
     }
 
     fn error(&self, offset: usize, message: String) -> LineError {
-        LineError {
-            byte: self.base + (self.at + offset) as u64,
-            line: self.lines,
-            message,
-        }
+        LineError { byte: self.base + (self.at + offset) as u64, line: self.lines, message }
     }
 }
 

@@ -37,9 +37,7 @@ impl Writer {
         let arrow = |e: arrow_schema::ArrowError| Error::invalid(path, e);
         let inner = match format {
             Format::Text => {
-                return Err(Error::Config(
-                    "text is an input format only; write csv or jsonl".into(),
-                ));
+                return Err(Error::Config("text is an input format only; write csv or jsonl".into()));
             }
             Format::Csv => Inner::Csv(csv::writer(BufWriter::new(file), csv_opts)),
             Format::Jsonl => Inner::Jsonl(arrow_json::LineDelimitedWriter::new(BufWriter::new(file))),
@@ -50,11 +48,7 @@ impl Writer {
                 Inner::Arrow(arrow_ipc::writer::FileWriter::try_new_buffered(file, &schema).map_err(arrow)?)
             }
         };
-        Ok(Writer {
-            inner,
-            path: path.to_path_buf(),
-            rows: 0,
-        })
+        Ok(Writer { inner, path: path.to_path_buf(), rows: 0 })
     }
 
     /// Appends one batch.

@@ -26,11 +26,7 @@ fn open(path: &Path, format: Format, chunk: u64, csv: CsvOptions, schema: Option
 /// Reads every split and checks that byte ranges tile the data.
 fn read_split_by_split(ds: &Dataset) -> (Vec<Split>, Vec<RecordBatch>) {
     let splits: Vec<Split> = ds.splits().collect::<Result<_, _>>().unwrap();
-    let batches = splits
-        .iter()
-        .flat_map(|s| ds.read(s).unwrap())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
+    let batches = splits.iter().flat_map(|s| ds.read(s).unwrap()).collect::<Result<Vec<_>, _>>().unwrap();
     for (i, pair) in splits.windows(2).enumerate() {
         if let (SplitRange::Bytes { offset, len }, SplitRange::Bytes { offset: next, .. }) =
             (&pair[0].range, &pair[1].range)
@@ -50,9 +46,7 @@ fn strings(batches: &[RecordBatch], column: usize) -> Vec<String> {
         .iter()
         .flat_map(|b| {
             let c = b.column(column).as_string::<i32>();
-            (0..c.len())
-                .map(|i| if c.is_null(i) { String::new() } else { c.value(i).to_string() })
-                .collect::<Vec<_>>()
+            (0..c.len()).map(|i| if c.is_null(i) { String::new() } else { c.value(i).to_string() }).collect::<Vec<_>>()
         })
         .collect()
 }
@@ -223,7 +217,9 @@ fn compressed_files_are_one_split_and_read_whole() {
     let zst = dir.path().join("t.csv.zst");
     std::fs::write(&zst, zstd::encode_all(content.as_bytes(), 0).unwrap()).unwrap();
     for path in [gz, zst] {
-        let ds = Dataset::open(vec![path.display().to_string()], DatasetOptions { chunk_size: 1, ..Default::default() }).unwrap();
+        let ds =
+            Dataset::open(vec![path.display().to_string()], DatasetOptions { chunk_size: 1, ..Default::default() })
+                .unwrap();
         assert_eq!(ds.format(), Format::Csv);
         let (splits, batches) = read_split_by_split(&ds);
         assert_eq!(splits.len(), 1);
@@ -242,7 +238,11 @@ fn generated_data_reads_back_in_any_chunking() {
         assert_eq!(stats.rows, 9000);
         let mut counts = vec![];
         for chunk in [1 << 12, 1 << 16, 1 << 30] {
-            let ds = Dataset::open(vec![path.display().to_string()], DatasetOptions { chunk_size: chunk, ..Default::default() }).unwrap();
+            let ds = Dataset::open(
+                vec![path.display().to_string()],
+                DatasetOptions { chunk_size: chunk, ..Default::default() },
+            )
+            .unwrap();
             let (splits, batches) = read_split_by_split(&ds);
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             counts.push(rows);
@@ -251,7 +251,8 @@ fn generated_data_reads_back_in_any_chunking() {
             }
             if kind == GenKind::Csv {
                 // ids are consecutive: no record lost, doubled or cut.
-                let ids: Vec<i64> = batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
+                let ids: Vec<i64> =
+                    batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect();
                 assert_eq!(ids, (0..9000).collect::<Vec<_>>());
             }
         }

@@ -108,11 +108,7 @@ impl Source {
     /// A job file's text, with the name to report it by.
     pub fn new(path: &Path, text: String) -> Source {
         let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-        Source {
-            path: path.to_path_buf(),
-            text,
-            syntax: if json { Syntax::Json } else { Syntax::Toml },
-        }
+        Source { path: path.to_path_buf(), text, syntax: if json { Syntax::Json } else { Syntax::Toml } }
     }
 
     /// `path:line:col` of a byte offset (1-based; columns count characters).
@@ -128,12 +124,11 @@ impl Source {
     /// file (or its nearest enclosing table's, if it is not written), the
     /// bare file name for JSON.
     pub fn locate(&self, field: &FieldPath) -> String {
-        if self.syntax == Syntax::Toml {
-            if let Ok(doc) = toml_edit::Document::parse(self.text.as_str()) {
-                if let Some(span) = item_span(doc.as_item(), &field.0) {
-                    return self.at_offset(span.start);
-                }
-            }
+        if self.syntax == Syntax::Toml
+            && let Ok(doc) = toml_edit::Document::parse(self.text.as_str())
+            && let Some(span) = item_span(doc.as_item(), &field.0)
+        {
+            return self.at_offset(span.start);
         }
         self.path.display().to_string()
     }
@@ -148,10 +143,7 @@ impl Source {
             Syntax::Json => serde_json::from_str(&self.text).map_err(|e| {
                 let full = e.to_string();
                 let message = full.split(" at line ").next().unwrap_or(&full).to_string();
-                JobError {
-                    location: format!("{}:{}:{}", self.path.display(), e.line(), e.column()),
-                    message,
-                }
+                JobError { location: format!("{}:{}:{}", self.path.display(), e.line(), e.column()), message }
             }),
         }
     }
@@ -219,9 +211,8 @@ impl FromStr for Override {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (key, raw) = s
-            .split_once('=')
-            .ok_or_else(|| format!("--set {s}: expected KEY=VALUE, e.g. platform.concurrency=4"))?;
+        let (key, raw) =
+            s.split_once('=').ok_or_else(|| format!("--set {s}: expected KEY=VALUE, e.g. platform.concurrency=4"))?;
         let key = key.trim();
         if key.is_empty() || key.split('.').any(str::is_empty) {
             return Err(format!("--set {s}: `{key}` is not a key such as platform.concurrency"));
@@ -231,11 +222,7 @@ impl FromStr for Override {
             .and_then(|mut t| t.remove("v"))
             .and_then(|v| serde_json::to_value(v).ok())
             .unwrap_or_else(|| Value::String(raw.to_string()));
-        Ok(Override {
-            key: key.to_string(),
-            raw: raw.to_string(),
-            value,
-        })
+        Ok(Override { key: key.to_string(), raw: raw.to_string(), value })
     }
 }
 
@@ -264,10 +251,7 @@ impl LoadedJob {
 
     /// An error about `field`, located.
     pub fn error(&self, field: &FieldPath, message: impl Into<String>) -> JobError {
-        JobError {
-            location: self.locate(field),
-            message: message.into(),
-        }
+        JobError { location: self.locate(field), message: message.into() }
     }
 }
 
@@ -283,20 +267,13 @@ pub fn load_source(source: Source, overrides: &[Override]) -> Result<LoadedJob, 
     if !overrides.is_empty() {
         let mut value = source.value();
         for o in overrides {
-            let fail = |message: String| JobError {
-                location: o.label(),
-                message,
-            };
+            let fail = |message: String| JobError { location: o.label(), message };
             let path = set(&mut value, &o.key, o.value.clone()).map_err(fail)?;
             file = JobFile::deserialize(&value).map_err(|e| fail(e.to_string()))?;
             resolved.push((o.clone(), path));
         }
     }
-    Ok(LoadedJob {
-        source,
-        file,
-        overrides: resolved,
-    })
+    Ok(LoadedJob { source, file, overrides: resolved })
 }
 
 /// Sets the field named by dotted `key` in `root`, creating tables on the
@@ -340,8 +317,5 @@ fn set(root: &mut Value, key: &str, new: Value) -> Result<FieldPath, String> {
 
 /// The name of a stage value: its `name`, or its builtin function's name.
 fn stage_name(stage: &Value) -> Option<&str> {
-    stage
-        .get("name")
-        .or_else(|| stage.get("function"))
-        .and_then(Value::as_str)
+    stage.get("name").or_else(|| stage.get("function")).and_then(Value::as_str)
 }

@@ -187,10 +187,7 @@ pub fn validate(job: &LoadedJob, catalog: &dyn FunctionCatalog) -> Result<Plan, 
     let mut errors = Vec::new();
     let f = &job.file;
     let name = f.name.clone().unwrap_or_else(|| {
-        job.source
-            .path
-            .file_stem()
-            .map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned())
+        job.source.path.file_stem().map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned())
     });
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -270,11 +267,9 @@ fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>)
             };
             told = kind.map(GenKind::format);
             match (kind, amount) {
-                (Some(kind), Some(amount)) => Some(InputSource::Generate(GenSpec {
-                    kind,
-                    amount,
-                    seed: g.seed.unwrap_or(1),
-                })),
+                (Some(kind), Some(amount)) => {
+                    Some(InputSource::Generate(GenSpec { kind, amount, seed: g.seed.unwrap_or(1) }))
+                }
                 _ => None,
             }
         }
@@ -288,7 +283,7 @@ fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>)
                 None
             }
         },
-        None if source.is_some() && told.is_none() => {
+        None if errors.len() == before && told.is_none() => {
             errors.push(job.error(
                 &at("path"),
                 format!(
@@ -301,10 +296,7 @@ fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>)
         None => told,
     };
 
-    let mut opts = DatasetOptions {
-        format,
-        ..DatasetOptions::default()
-    };
+    let mut opts = DatasetOptions { format, ..DatasetOptions::default() };
     if let Some(size) = spec.chunk_size {
         if size.bytes() == 0 {
             errors.push(job.error(&at("chunk_size"), "chunk_size must be at least 1 byte"));
@@ -315,16 +307,11 @@ fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>)
         opts.infer_rows = n.max(1);
     }
     let is_csv = format == Some(Format::Csv);
-    let tsv = matches!(&spec.path, Some(p) if p.to_vec().first().is_some_and(|p| p.to_ascii_lowercase().ends_with(".tsv")));
-    let mut csv = CsvOptions {
-        delimiter: if tsv { b'\t' } else { b',' },
-        ..CsvOptions::default()
-    };
-    let csv_fields: [(&str, Option<&String>); 3] = [
-        ("delimiter", spec.delimiter.as_ref()),
-        ("quote", spec.quote.as_ref()),
-        ("escape", spec.escape.as_ref()),
-    ];
+    let tsv =
+        matches!(&spec.path, Some(p) if p.to_vec().first().is_some_and(|p| p.to_ascii_lowercase().ends_with(".tsv")));
+    let mut csv = CsvOptions { delimiter: if tsv { b'\t' } else { b',' }, ..CsvOptions::default() };
+    let csv_fields: [(&str, Option<&String>); 3] =
+        [("delimiter", spec.delimiter.as_ref()), ("quote", spec.quote.as_ref()), ("escape", spec.escape.as_ref())];
     for (key, value) in csv_fields {
         let Some(value) = value else { continue };
         if !is_csv && format.is_some() {
@@ -349,7 +336,10 @@ fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>)
     opts.csv = csv;
     if let Some(columns) = &spec.schema {
         if format.is_some() && !matches!(format, Some(Format::Csv | Format::Jsonl)) {
-            errors.push(job.error(&at("schema"), "input.schema applies to csv and jsonl input only; other formats carry their own"));
+            errors.push(job.error(
+                &at("schema"),
+                "input.schema applies to csv and jsonl input only; other formats carry their own",
+            ));
         }
         let mut fields = Vec::new();
         for (i, c) in columns.iter().enumerate() {
@@ -360,20 +350,17 @@ fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>)
         }
         opts.schema = Some(Arc::new(Schema::new(fields)));
     }
-    (errors.len() == before).then(|| InputPlan {
-        source: source.expect("no errors"),
-        options: opts,
-    })
+    (errors.len() == before).then(|| InputPlan { source: source.expect("no errors"), options: opts })
 }
 
 /// Type names accepted in `input.schema`, besides Arrow's own spelling.
-pub const TYPE_NAMES: &str = "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, utf8 (string), date, timestamp";
+pub const TYPE_NAMES: &str =
+    "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, utf8 (string), date, timestamp";
 
 /// Parses a column given as `name:type`.
 pub fn parse_column(s: &str) -> Result<Field, String> {
-    let (name, ty) = s
-        .split_once(':')
-        .ok_or_else(|| format!("column `{s}` must be written name:type, e.g. amount:float64"))?;
+    let (name, ty) =
+        s.split_once(':').ok_or_else(|| format!("column `{s}` must be written name:type, e.g. amount:float64"))?;
     let (name, ty) = (name.trim(), ty.trim());
     if name.is_empty() {
         return Err(format!("column `{s}` has no name"));
@@ -393,7 +380,8 @@ pub fn parse_column(s: &str) -> Result<Field, String> {
         "utf8" | "string" | "str" | "text" => DataType::Utf8,
         "date" | "date32" => DataType::Date32,
         "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
-        _ => DataType::from_str(ty).map_err(|_| format!("unknown type `{ty}` for column `{name}`, expected one of: {TYPE_NAMES}"))?,
+        _ => DataType::from_str(ty)
+            .map_err(|_| format!("unknown type `{ty}` for column `{name}`, expected one of: {TYPE_NAMES}"))?,
     };
     Ok(Field::new(name, dt, true))
 }
@@ -427,10 +415,7 @@ fn validate_stages(
         if name.is_empty() {
             errors.push(job.error(&at.key("name"), "a stage name cannot be empty"));
         } else if stages.iter().any(|p| p.name == name) {
-            errors.push(job.error(
-                &at.key("name"),
-                format!("two stages are named `{name}`; give each a unique name"),
-            ));
+            errors.push(job.error(&at.key("name"), format!("two stages are named `{name}`; give each a unique name")));
         }
         if let Some(key) = &s.key {
             if key.is_empty() {
@@ -469,10 +454,9 @@ fn external(job: &LoadedJob, at: &FieldPath, ext: &ExternalFunction, errors: &mu
         ExternalFunction { http: Some(url), .. } => ("http", FunctionRef::Http(url.clone())),
         _ => return FunctionRef::Exec(vec![]),
     };
-    errors.push(job.error(
-        &at,
-        format!("{kind} functions are not supported by this version of fanout; use a builtin function"),
-    ));
+    errors.push(
+        job.error(&at, format!("{kind} functions are not supported by this version of fanout; use a builtin function")),
+    );
     function
 }
 
@@ -523,10 +507,7 @@ fn validate_output(
         if column.is_empty() {
             errors.push(job.error(&at("sort").index(i), "a sort entry must name a column, e.g. \"-count\""));
         }
-        sort.push(SortKey {
-            column: column.to_string(),
-            descending,
-        });
+        sort.push(SortKey { column: column.to_string(), descending });
     }
     if let Some(paths) = &input.path {
         for p in paths.to_vec() {

@@ -21,10 +21,9 @@ impl FromStr for Size {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        s.trim()
-            .parse::<bytesize::ByteSize>()
-            .map(|b| Size(b.as_u64()))
-            .map_err(|_| format!("invalid size `{s}`, expected a number of bytes or a size such as \"16MiB\" or \"1.5GB\""))
+        s.trim().parse::<bytesize::ByteSize>().map(|b| Size(b.as_u64())).map_err(|_| {
+            format!("invalid size `{s}`, expected a number of bytes or a size such as \"16MiB\" or \"1.5GB\"")
+        })
     }
 }
 
@@ -42,9 +41,9 @@ impl<'de> Deserialize<'de> for Size {
             Int(u64),
             Str(String),
         }
-        match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected a number of bytes or a size such as \"16MiB\"")
-        })? {
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a number of bytes or a size such as \"16MiB\""))?
+        {
             Raw::Int(n) => Ok(Size(n)),
             Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
         }

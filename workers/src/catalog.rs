@@ -156,10 +156,7 @@ pub const BUILTINS: &[FunctionInfo] = &[
         doc: "For each input row, draws `samples` points in the unit square from a SplitMix64 generator seeded \
               from `seed` and the row's position, and counts those inside the quarter circle. Output: inside \
               (int64), samples (int64) per row; pi ≈ 4 × Σinside / Σsamples.",
-        params: &[
-            p("samples", Int, None, "points drawn per input row"),
-            p("seed", Int, Some("0"), "the seed"),
-        ],
+        params: &[p("samples", Int, None, "points drawn per input row"), p("seed", Int, Some("0"), "the seed")],
     },
     FunctionInfo {
         name: "burn",
@@ -210,9 +207,6 @@ impl FunctionCatalog for Builtins {
             }
             _ => {}
         }
-        params::check(name, f.params, params).map_err(|e| FunctionProblem {
-            param: Some(e.param),
-            message: e.message,
-        })
+        params::check(name, f.params, params).map_err(|e| FunctionProblem { param: Some(e.param), message: e.message })
     }
 }

@@ -89,12 +89,7 @@ pub fn check(function: &str, specs: &[ParamSpec], params: &Map<String, Value>) -
     if let Some(missing) = specs.iter().find(|s| s.default.is_none() && !params.contains_key(s.name)) {
         return Err(ParamError {
             param: missing.name.to_string(),
-            message: format!(
-                "{function} needs parameter `{}` ({}: {})",
-                missing.name,
-                missing.ty.name(),
-                missing.doc
-            ),
+            message: format!("{function} needs parameter `{}` ({}: {})", missing.name, missing.ty.name(), missing.doc),
         });
     }
     Ok(())

@@ -231,10 +231,8 @@ pub(crate) fn write_parquet(spec: &GenSpec, file: File, path: &Path) -> Result<G
     let mut rows = 0u64;
     let mut next = 0u64;
     'outer: loop {
-        let batches: Vec<RecordBatch> = (next..next + wave)
-            .into_par_iter()
-            .map(|k| batch(spec.seed, k, BLOCK_ROWS as usize))
-            .collect();
+        let batches: Vec<RecordBatch> =
+            (next..next + wave).into_par_iter().map(|k| batch(spec.seed, k, BLOCK_ROWS as usize)).collect();
         next += wave;
         for b in batches {
             let b = match spec.amount {

@@ -173,10 +173,10 @@ fn block_rng(seed: u64, block: u64) -> Pcg64Mcg {
 fn write_blocks(g: &impl BlockGen, spec: &GenSpec, w: &mut impl Write) -> std::io::Result<GenStats> {
     let header = g.header();
     let mut stats = GenStats { rows: 0, bytes: 0 };
-    if let Amount::Bytes(b) = spec.amount {
-        if (header.len() as u64) > b {
-            return Ok(stats);
-        }
+    if let Amount::Bytes(b) = spec.amount
+        && (header.len() as u64) > b
+    {
+        return Ok(stats);
     }
     w.write_all(header)?;
     stats.bytes += header.len() as u64;

@@ -23,7 +23,7 @@ pub(crate) struct TextGen {
 impl TextGen {
     /// The vocabulary and its distribution for `seed`.
     pub(crate) fn new(seed: u64) -> Self {
-        let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x5EED_0F_70CA_B);
+        let mut rng = Pcg64Mcg::seed_from_u64(seed ^ 0x05EE_D0F7_0CAB);
         let mut seen = HashSet::with_capacity(VOCABULARY);
         let mut words = Vec::with_capacity(VOCABULARY);
         while words.len() < VOCABULARY {

@@ -1,0 +1,8 @@
+//! End-to-end tests: they run the real `fanout` binary and check its
+//! output, messages and exit codes.
+
+mod util;
+
+mod datasets_gen;
+mod job_errors;
+mod plan;
