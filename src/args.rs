@@ -17,6 +17,8 @@ pub struct Args {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a job: split, fan out, shuffle, gather, commit.
+    Run(RunArgs),
     /// Check a job file and report every problem with its location.
     Validate(JobArgs),
     /// Show what a job would do: inputs, splits, stages, output.
@@ -45,6 +47,40 @@ pub struct JobArgs {
     /// Where generated inputs are kept.
     #[arg(long, value_name = "DIR", default_value = ".fanout/cache")]
     pub cache_dir: PathBuf,
+}
+
+/// When to draw progress bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// When stderr is a terminal.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// `fanout run`.
+#[derive(Debug, ClapArgs)]
+pub struct RunArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The run directory (default: .fanout/runs/<id>).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Progress bars on stderr.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// Print summary.json to stdout instead of the summary table and preview.
+    #[arg(long)]
+    pub json: bool,
+    /// Rows of the output to print when the run succeeds.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub show: usize,
+    /// Shuffle data held in memory before it spills to the run directory.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub shuffle_memory: fanout_jobs::units::Size,
 }
 
 /// Dataset subcommands.

@@ -6,6 +6,7 @@ mod args;
 mod datasets;
 mod functions;
 mod plan;
+mod run;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ pub type Outcome = Result<(), Failure>;
 fn main() -> ExitCode {
     let args = Args::parse();
     let outcome = match args.command {
+        Command::Run(a) => run::run(&a),
         Command::Validate(a) => plan::validate(&a),
         Command::Plan(a) => plan::plan(&a),
         Command::Datasets { command: DatasetsCommand::Gen(a) } => datasets::generate(&a),

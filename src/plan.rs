@@ -2,25 +2,59 @@
 
 use std::io::Write;
 
-use anyhow::Context;
 use fanout_datasets::Dataset;
 use fanout_datasets::generator::Amount;
+use fanout_engine::{CompileError, EngineError};
 use fanout_jobs::units::Size;
-use fanout_jobs::{InputSource, OutputMode, Plan, load, validate as check};
-use fanout_workers::catalog::Builtins;
+use fanout_jobs::{FieldPath, InputSource, JobError, JobErrors, LoadedJob, OutputMode, Plan, load, validate as check};
+use fanout_workers::Registry;
 
 use crate::args::JobArgs;
 use crate::{Failure, Outcome};
 
 /// Loads and validates the job named by `a`.
-pub fn load_plan(a: &JobArgs) -> Result<Plan, Failure> {
+pub fn load_plan(a: &JobArgs, registry: &Registry) -> Result<(LoadedJob, Plan), Failure> {
     let job = load(&a.job, &a.set).map_err(Failure::invalid)?;
-    check(&job, &Builtins).map_err(Failure::invalid)
+    let plan = check(&job, registry).map_err(Failure::invalid)?;
+    Ok((job, plan))
 }
 
-/// `fanout validate JOB`.
+/// Locates compile errors (a stage's function against its input schema,
+/// the output sort) in the job file.
+pub fn locate(job: &LoadedJob, errors: &[CompileError]) -> JobErrors {
+    JobErrors(
+        errors
+            .iter()
+            .map(|e| {
+                let field = match e.stage {
+                    Some(i) if job.file.stages.get(i).is_some_and(|s| !s.params.is_empty()) => {
+                        FieldPath::keys(["stage"]).index(i).key("params")
+                    }
+                    Some(i) => FieldPath::keys(["stage"]).index(i).key("function"),
+                    None => FieldPath::keys(["output", "sort"]),
+                };
+                JobError { location: job.locate(&field), message: e.message.clone() }
+            })
+            .collect(),
+    )
+}
+
+/// Maps an engine error to a failure: compile errors are located in the
+/// job file and exit 2, like any invalid job.
+pub fn engine_failure(job: &LoadedJob, e: EngineError) -> Failure {
+    match e {
+        EngineError::Compile(errors) => Failure::invalid(locate(job, &errors)),
+        e @ EngineError::OutputExists(_) => Failure::invalid(e),
+        e => Failure::from(e),
+    }
+}
+
+/// `fanout validate JOB`: checks the job file, then plans every stage
+/// against the input's schema (generating a generated input if needed).
 pub fn validate(a: &JobArgs) -> Outcome {
-    let plan = load_plan(a)?;
+    let registry = Registry::builtins();
+    let (job, plan) = load_plan(a, &registry)?;
+    fanout_engine::compile(&plan, &registry, &a.cache_dir).map_err(|e| engine_failure(&job, e))?;
     writeln!(
         std::io::stdout(),
         "{}: ok ({}, {} stage{})",
@@ -34,12 +68,14 @@ pub fn validate(a: &JobArgs) -> Outcome {
 
 /// `fanout plan JOB`.
 pub fn plan(a: &JobArgs) -> Outcome {
-    let plan = load_plan(a)?;
+    let registry = Registry::builtins();
+    let (job, plan) = load_plan(a, &registry)?;
+    let compiled = fanout_engine::compile(&plan, &registry, &a.cache_dir).map_err(|e| engine_failure(&job, e))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "job {} ({})", plan.name, a.job.display())?;
 
     let input = &plan.input;
-    let paths = input.paths(&a.cache_dir).context("cannot generate the input")?;
+    let ds: &Dataset = &compiled.dataset;
     match &input.source {
         InputSource::Paths(p) => writeln!(out, "input: {}", p.join(", "))?,
         InputSource::Generate(g) => {
@@ -47,10 +83,10 @@ pub fn plan(a: &JobArgs) -> Outcome {
                 Amount::Bytes(b) => Size(b).to_string(),
                 Amount::Rows(r) => format!("{r} rows"),
             };
-            writeln!(out, "input: generated {} ({amount}, seed {}) at {}", g.kind, g.seed, paths[0])?
+            let path = ds.files().next().and_then(Result::ok).map(|f| f.path.display().to_string()).unwrap_or_default();
+            writeln!(out, "input: generated {} ({amount}, seed {}) at {path}", g.kind, g.seed)?
         }
     }
-    let ds = Dataset::open(paths, input.options.clone()).map_err(Failure::invalid)?;
     let sum = ds.summary().map_err(Failure::invalid)?;
     let columns: Vec<String> =
         ds.schema().fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
@@ -69,7 +105,7 @@ pub fn plan(a: &JobArgs) -> Outcome {
     if plan.stages.is_empty() {
         writeln!(out, "  (none: the input is written as it is)")?;
     }
-    for (i, s) in plan.stages.iter().enumerate() {
+    for (i, (s, c)) in plan.stages.iter().zip(&compiled.stages).enumerate() {
         let shape = match &s.key {
             Some(key) => format!("keyed by {} into {} partitions", key.join(", "), s.partitions),
             None => "map".to_string(),
@@ -79,7 +115,16 @@ pub fn plan(a: &JobArgs) -> Outcome {
         } else {
             format!(" {}", serde_json::Value::Object(s.params.clone()))
         };
-        writeln!(out, "  {}. {}: {}{params} ({shape}, concurrency {})", i + 1, s.name, s.function, s.concurrency)?;
+        let columns: Vec<&str> = c.output.fields().iter().map(|f| f.name().as_str()).collect();
+        writeln!(
+            out,
+            "  {}. {}: {}{params} ({shape}, concurrency {}) -> {}",
+            i + 1,
+            s.name,
+            s.function,
+            s.concurrency,
+            columns.join(", ")
+        )?;
     }
 
     let o = &plan.output;

@@ -16,7 +16,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 
 use crate::error::{Error, Result};
-use crate::split::Window;
+use crate::split::{Boundaries, RangeSplitter, Window};
 
 /// The CSV dialect of an input or output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,46 +128,53 @@ impl Scanner {
     }
 }
 
-/// Splits the records of a csv file into byte ranges of about `chunk` bytes,
-/// scanning the file once. The header, if any, is not part of any split.
-pub(crate) struct CsvSplitter {
+/// Csv records: the end of a record is the first newline outside quotes,
+/// found by scanning from the previous boundary with the quote state.
+pub(crate) struct Records {
     window: Window,
     opts: CsvOptions,
-    pos: u64,
-    len: u64,
-    chunk: u64,
 }
 
-impl CsvSplitter {
-    /// Splits `path` of `len` bytes; returns the splitter and the header
-    /// bytes (empty without a header).
-    pub(crate) fn new(path: &Path, len: u64, chunk: u64, opts: CsvOptions) -> Result<(Self, Vec<u8>)> {
-        let mut splitter = CsvSplitter { window: Window::open(path, 1 << 20)?, opts, pos: 0, len, chunk: chunk.max(1) };
+impl Records {
+    /// Splits the csv file at `path` of `len` bytes; returns the splitter
+    /// and the header bytes (empty without a header). The header is not
+    /// part of any split.
+    pub(crate) fn splitter(
+        path: &Path,
+        len: u64,
+        chunk: u64,
+        opts: CsvOptions,
+    ) -> Result<(RangeSplitter<Records>, Vec<u8>)> {
+        let mut records = Records { window: Window::open(path, 1 << 20)?, opts };
         let mut header = Vec::new();
+        let mut start = 0;
         if opts.header && len > 0 {
-            let end = splitter.boundary(1)?;
-            header = splitter.window.at(0)?.get(..end as usize).map(<[u8]>::to_vec).unwrap_or_default();
-            if header.len() as u64 != end {
+            start = records.end_of_record(0, 1, len)?;
+            let window = records.window.at(0)?;
+            header = match window.get(..start as usize) {
+                Some(h) => h.to_vec(),
                 // A header longer than the window: read it whole.
-                header = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-                header.truncate(end as usize);
-            }
-            splitter.pos = end;
+                None => {
+                    let mut h = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+                    h.truncate(start as usize);
+                    h
+                }
+            };
         }
-        Ok((splitter, header))
+        Ok((RangeSplitter::new(records, start, len, chunk), header))
     }
+}
 
-    /// The end of the record holding byte `target - 1`, scanning from the
-    /// current position (a record boundary).
-    fn boundary(&mut self, target: u64) -> Result<u64> {
+impl Boundaries for Records {
+    fn end_of_record(&mut self, from: u64, target: u64, len: u64) -> Result<u64> {
         let mut scanner = Scanner::new(&self.opts);
-        let mut at = self.pos;
-        while at < self.len {
+        let mut at = from;
+        while at < len {
             let bytes = self.window.at(at)?;
             if bytes.is_empty() {
                 break;
             }
-            let bytes = &bytes[..bytes.len().min((self.len - at) as usize)];
+            let bytes = &bytes[..bytes.len().min((len - at) as usize)];
             let skip = (target - 1).saturating_sub(at).min(bytes.len() as u64) as usize;
             scanner.feed(&bytes[..skip], false);
             if let Some(i) = scanner.feed(&bytes[skip..], true) {
@@ -175,23 +182,7 @@ impl CsvSplitter {
             }
             at += bytes.len() as u64;
         }
-        Ok(self.len)
-    }
-}
-
-impl Iterator for CsvSplitter {
-    type Item = Result<(u64, u64)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.pos >= self.len {
-            return None;
-        }
-        let target = self.pos.saturating_add(self.chunk);
-        let end = if target >= self.len { Ok(self.len) } else { self.boundary(target) };
-        Some(end.map(|end| {
-            let start = std::mem::replace(&mut self.pos, end);
-            (start, end - start)
-        }))
+        Ok(len)
     }
 }
 

@@ -211,11 +211,9 @@ impl Dataset {
         }
         let bytes = |r: Result<(u64, u64)>| r.map(|(offset, len)| SplitRange::Bytes { offset, len });
         match self.format {
-            Format::Text | Format::Jsonl => {
-                Ok(Box::new(split::LineSplitter::new(path, 0, file.size, chunk)?.map(bytes)))
-            }
+            Format::Text | Format::Jsonl => Ok(Box::new(split::Lines::splitter(path, file.size, chunk)?.map(bytes))),
             Format::Csv => {
-                let (splits, header) = csv::CsvSplitter::new(path, file.size, chunk, self.opts.csv)?;
+                let (splits, header) = csv::Records::splitter(path, file.size, chunk, self.opts.csv)?;
                 if self.opts.csv.header && !header.is_empty() {
                     self.check_header(path, &header)?;
                 }

@@ -132,27 +132,62 @@ impl Window {
     }
 }
 
-/// Splits a newline-delimited file (text, jsonl) into byte ranges of about
-/// `chunk` bytes, each ending just after a newline (or at end of file).
-pub(crate) struct LineSplitter {
-    window: Window,
+/// Finds record boundaries for a [`RangeSplitter`].
+pub(crate) trait Boundaries {
+    /// The end of the record holding byte `target - 1`, given that `from`
+    /// (< `target`) is a record boundary and the data ends at `len`.
+    fn end_of_record(&mut self, from: u64, target: u64, len: u64) -> Result<u64>;
+}
+
+/// Splits bytes `[start, len)` of a file into record-aligned ranges of
+/// about `chunk` bytes: each range ends at the end of the record that holds
+/// its `chunk`-th byte, so no range is empty and none cuts a record.
+pub(crate) struct RangeSplitter<B> {
+    bounds: B,
     pos: u64,
     len: u64,
     chunk: u64,
 }
 
-impl LineSplitter {
-    /// Splits bytes `[start, len)` of `path`.
-    pub(crate) fn new(path: &Path, start: u64, len: u64, chunk: u64) -> Result<Self> {
-        Ok(LineSplitter { window: Window::open(path, 64 * 1024)?, pos: start, len, chunk: chunk.max(1) })
+impl<B: Boundaries> RangeSplitter<B> {
+    /// Splits `[start, len)` with `bounds`.
+    pub(crate) fn new(bounds: B, start: u64, len: u64, chunk: u64) -> Self {
+        RangeSplitter { bounds, pos: start, len, chunk: chunk.max(1) }
     }
+}
 
-    fn boundary(&mut self, target: u64) -> Result<u64> {
-        // The record holding byte `target - 1` ends at the first newline at
-        // or after it.
+impl<B: Boundaries> Iterator for RangeSplitter<B> {
+    type Item = Result<(u64, u64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.len {
+            return None;
+        }
+        let target = self.pos.saturating_add(self.chunk);
+        let end = if target >= self.len { Ok(self.len) } else { self.bounds.end_of_record(self.pos, target, self.len) };
+        Some(end.map(|end| {
+            let start = std::mem::replace(&mut self.pos, end);
+            (start, end - start)
+        }))
+    }
+}
+
+/// Newline-delimited records (text, jsonl): a record ends at the first
+/// newline at or after its last byte, found by reading a few bytes there.
+pub(crate) struct Lines(Window);
+
+impl Lines {
+    /// Splits the file at `path`.
+    pub(crate) fn splitter(path: &Path, len: u64, chunk: u64) -> Result<RangeSplitter<Lines>> {
+        Ok(RangeSplitter::new(Lines(Window::open(path, 64 * 1024)?), 0, len, chunk))
+    }
+}
+
+impl Boundaries for Lines {
+    fn end_of_record(&mut self, _from: u64, target: u64, len: u64) -> Result<u64> {
         let mut at = target - 1;
-        while at < self.len {
-            let bytes = self.window.at(at)?;
+        while at < len {
+            let bytes = self.0.at(at)?;
             if bytes.is_empty() {
                 break;
             }
@@ -161,23 +196,7 @@ impl LineSplitter {
             }
             at += bytes.len() as u64;
         }
-        Ok(self.len)
-    }
-}
-
-impl Iterator for LineSplitter {
-    type Item = Result<(u64, u64)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.pos >= self.len {
-            return None;
-        }
-        let target = self.pos.saturating_add(self.chunk);
-        let end = if target >= self.len { Ok(self.len) } else { self.boundary(target) };
-        Some(end.map(|end| {
-            let start = std::mem::replace(&mut self.pos, end);
-            (start, end - start)
-        }))
+        Ok(len)
     }
 }
 
@@ -224,7 +243,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.txt");
         std::fs::write(&p, content).unwrap();
-        LineSplitter::new(&p, 0, content.len() as u64, chunk).unwrap().collect::<Result<_>>().unwrap()
+        Lines::splitter(&p, content.len() as u64, chunk).unwrap().collect::<Result<_>>().unwrap()
     }
 
     #[test]

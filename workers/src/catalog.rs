@@ -2,9 +2,6 @@
 //! its documented parameters, as `fanout functions` lists them and as job
 //! validation checks them.
 
-use fanout_jobs::{FunctionCatalog, FunctionProblem};
-use serde_json::{Map, Value};
-
 use crate::params::{self, ParamSpec, ParamType::*};
 
 /// Where a function may run.
@@ -119,8 +116,9 @@ pub const BUILTINS: &[FunctionInfo] = &[
         name: "sample",
         shape: Shape::Map,
         summary: "keep a seeded random fraction of the rows",
-        doc: "Each row is kept with probability `fraction`, decided by a generator seeded from `seed` and the \
-              task id, so a rerun (or a retry) keeps the same rows.",
+        doc: "Each row is kept with probability `fraction`, decided by a SHA-256 digest of `seed` and the row's \
+              values, so a rerun, a retry or another chunk size keeps exactly the same rows (equal rows are \
+              kept or dropped together).",
         params: &[
             p("fraction", Float, None, "the probability of keeping a row, 0 to 1"),
             p("seed", Int, Some("0"), "the seed"),
@@ -130,8 +128,9 @@ pub const BUILTINS: &[FunctionInfo] = &[
         name: "hash",
         shape: Shape::Map,
         summary: "add a digest of chosen columns to each row",
-        doc: "Appends a column holding the hex XXH3-64 digest of the named columns' values (in order, \
-              separated, nulls distinct from empty strings).",
+        doc: "Appends a column holding the hex SHA-256 digest of the named columns' values: for each column \
+              in order, the value's text (as fanout writes it in csv; a null is the byte 0x00) followed by the \
+              byte 0x1f.",
         params: &[
             p("columns", StrList, None, "the columns to digest"),
             p("name", Str, Some("\"hash\""), "the new column's name"),
@@ -154,9 +153,14 @@ pub const BUILTINS: &[FunctionInfo] = &[
         shape: Shape::Map,
         summary: "estimate pi by Monte Carlo (CPU-bound)",
         doc: "For each input row, draws `samples` points in the unit square from a SplitMix64 generator seeded \
-              from `seed` and the row's position, and counts those inside the quarter circle. Output: inside \
-              (int64), samples (int64) per row; pi ≈ 4 × Σinside / Σsamples.",
-        params: &[p("samples", Int, None, "points drawn per input row"), p("seed", Int, Some("0"), "the seed")],
+              from `seed` and the row's integer `column`, and counts those inside the quarter circle. Output: \
+              the column, inside (int64) and samples (int64) per row; pi = 4 * sum(inside) / sum(samples). \
+              Feed it a range: `generate = { kind = \"range\", rows = 1000 }` gives a column i = 0..999.",
+        params: &[
+            p("samples", Int, None, "points drawn per input row"),
+            p("column", Str, Some("\"i\""), "an integer column that seeds each row"),
+            p("seed", Int, Some("0"), "the seed"),
+        ],
     },
     FunctionInfo {
         name: "burn",
@@ -177,36 +181,4 @@ pub const BUILTINS: &[FunctionInfo] = &[
 /// Looks up a builtin by name.
 pub fn info(name: &str) -> Option<&'static FunctionInfo> {
     BUILTINS.iter().find(|f| f.name == name)
-}
-
-/// The builtin catalog, as job validation sees it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Builtins;
-
-impl FunctionCatalog for Builtins {
-    fn check(&self, name: &str, params: &Map<String, Value>, keyed: bool) -> Result<(), FunctionProblem> {
-        let Some(f) = info(name) else {
-            let known: Vec<&str> = BUILTINS.iter().map(|f| f.name).collect();
-            return Err(FunctionProblem {
-                param: None,
-                message: format!("unknown function `{name}`, expected one of: {}", known.join(", ")),
-            });
-        };
-        match (f.shape, keyed) {
-            (Shape::Map, true) => {
-                return Err(FunctionProblem {
-                    param: None,
-                    message: format!("{name} is a map function; remove the stage's key"),
-                });
-            }
-            (Shape::Keyed, false) => {
-                return Err(FunctionProblem {
-                    param: None,
-                    message: format!("{name} needs a keyed stage: add key = [\"column\", ...]"),
-                });
-            }
-            _ => {}
-        }
-        params::check(name, f.params, params).map_err(|e| FunctionProblem { param: Some(e.param), message: e.message })
-    }
 }

@@ -1,19 +1,35 @@
-//! Functions for fanout: the builtin catalog and its parameter checking.
+//! Functions for fanout: the function model, the builtin catalog and the
+//! registry that names them.
 //!
-//! Every builtin is documented in [`catalog::BUILTINS`] — its name, whether
-//! it runs per split (map) or per key partition (keyed), and its parameters
-//! with their types and defaults. [`catalog::Builtins`] checks a job's
-//! stages against it at validate time, so a wrong parameter is an error
-//! before anything runs.
+//! A stage's function is [planned](function::Builtin::plan) once — its
+//! parameters checked against the stage's input schema, so a wrong
+//! parameter is an error at validate time — then initialised once per
+//! container (its cold start) and called once per invocation with all the
+//! record batches of one task. Every builtin is documented in
+//! [`catalog::BUILTINS`]; [`Registry::builtins`] holds them, and a program
+//! using this library can [register](Registry::register) its own.
 //!
 //! ```
-//! use fanout_jobs::FunctionCatalog;
-//! use fanout_workers::catalog::Builtins;
+//! use std::sync::Arc;
+//! use arrow_array::{RecordBatch, StringArray};
+//! use fanout_workers::{Invocation, Registry, StageSpec};
 //!
-//! let params = serde_json::json!({"pattern": "error", "invert": "yes"});
-//! let err = Builtins.check("grep", params.as_object().unwrap(), false).unwrap_err();
-//! assert_eq!(err.message, "grep: parameter `invert` must be a boolean, got \"yes\"");
+//! let lines = RecordBatch::try_from_iter([("line", Arc::new(StringArray::from(vec!["a b a"])) as _)])?;
+//! let params = serde_json::json!({}).as_object().unwrap().clone();
+//! let spec = StageSpec { params: &params, input: &lines.schema(), key: None };
+//! let planned = Registry::builtins().get("word_count").unwrap().plan(&spec)?;
+//! let mut container = planned.init()?; // the cold start
+//! let inv = Invocation { stage: "count", task: 0, attempt: 1, deadline: None };
+//! let out = container.call(&inv, vec![lines])?;
+//! assert_eq!(out[0].num_rows(), 2); // a: 2, b: 1
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod builtins;
 pub mod catalog;
+pub mod function;
 pub mod params;
+mod registry;
+
+pub use function::{Builtin, FunctionError, Invocation, MapInstance, Planned, ReduceInstance, StageSpec};
+pub use registry::Registry;

@@ -95,6 +95,72 @@ pub fn check(function: &str, specs: &[ParamSpec], params: &Map<String, Value>) -
     Ok(())
 }
 
+/// Typed access to a stage's checked parameters, falling back to the
+/// documented defaults.
+pub(crate) struct Params<'a> {
+    function: &'static str,
+    specs: &'static [ParamSpec],
+    values: &'a Map<String, Value>,
+}
+
+impl<'a> Params<'a> {
+    /// Checks `values` against `specs` and wraps them.
+    pub(crate) fn new(
+        function: &'static str,
+        specs: &'static [ParamSpec],
+        values: &'a Map<String, Value>,
+    ) -> Result<Self, crate::FunctionError> {
+        check(function, specs, values).map_err(|e| crate::FunctionError::permanent(e.message))?;
+        Ok(Params { function, specs, values })
+    }
+
+    fn value(&self, name: &str) -> Value {
+        if let Some(v) = self.values.get(name) {
+            return v.clone();
+        }
+        let spec = self.specs.iter().find(|s| s.name == name);
+        let default = spec.and_then(|s| s.default).unwrap_or_else(|| panic!("{}: no parameter {name}", self.function));
+        serde_json::from_str(default).unwrap_or_else(|_| panic!("{}: bad default for {name}", self.function))
+    }
+
+    /// A string parameter.
+    pub(crate) fn string(&self, name: &str) -> String {
+        self.value(name).as_str().unwrap_or_default().to_string()
+    }
+
+    /// A boolean parameter.
+    pub(crate) fn boolean(&self, name: &str) -> bool {
+        self.value(name).as_bool().unwrap_or_default()
+    }
+
+    /// An integer parameter.
+    pub(crate) fn int(&self, name: &str) -> i64 {
+        let v = self.value(name);
+        v.as_i64().or_else(|| v.as_u64().map(|u| u as i64)).unwrap_or_default()
+    }
+
+    /// A number parameter.
+    pub(crate) fn float(&self, name: &str) -> f64 {
+        self.value(name).as_f64().unwrap_or_default()
+    }
+
+    /// A list-of-strings parameter.
+    pub(crate) fn strings(&self, name: &str) -> Vec<String> {
+        match self.value(name) {
+            Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The index of column `name` in `schema`, or an error listing the columns.
+pub(crate) fn column(schema: &arrow_schema::Schema, name: &str) -> Result<usize, crate::FunctionError> {
+    schema.index_of(name).map_err(|_| {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        crate::FunctionError::permanent(format!("no column `{name}` in the input; it has: {}", names.join(", ")))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,11 +34,14 @@ pub enum GenKind {
     Jsonl,
     /// The events table as parquet.
     Parquet,
+    /// One integer column `i` counting from 0, as csv: task seeds for
+    /// parameter sweeps and Monte Carlo jobs.
+    Range,
 }
 
 impl GenKind {
     /// Every kind.
-    pub const ALL: [GenKind; 4] = [GenKind::Text, GenKind::Csv, GenKind::Jsonl, GenKind::Parquet];
+    pub const ALL: [GenKind; 5] = [GenKind::Text, GenKind::Csv, GenKind::Jsonl, GenKind::Parquet, GenKind::Range];
 
     /// Its name on the command line and in job files.
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl GenKind {
             GenKind::Csv => "csv",
             GenKind::Jsonl => "jsonl",
             GenKind::Parquet => "parquet",
+            GenKind::Range => "range",
         }
     }
 
@@ -54,7 +58,7 @@ impl GenKind {
     pub fn format(self) -> Format {
         match self {
             GenKind::Text => Format::Text,
-            GenKind::Csv => Format::Csv,
+            GenKind::Csv | GenKind::Range => Format::Csv,
             GenKind::Jsonl => Format::Jsonl,
             GenKind::Parquet => Format::Parquet,
         }
@@ -146,6 +150,7 @@ pub fn generate_lines(spec: &GenSpec, w: &mut impl Write) -> std::io::Result<Gen
         GenKind::Text => write_blocks(&text::TextGen::new(spec.seed), spec, w),
         GenKind::Csv => write_blocks(&events::CsvGen, spec, w),
         GenKind::Jsonl => write_blocks(&events::JsonlGen, spec, w),
+        GenKind::Range => write_blocks(&RangeGen, spec, w),
         GenKind::Parquet => panic!("parquet is not a line format"),
     }
 }
@@ -162,6 +167,22 @@ trait BlockGen: Sync {
     /// Appends `rows` records, the first numbered `first_row`, to `out`,
     /// pushing the end offset of each record to `ends`.
     fn block(&self, rng: &mut Pcg64Mcg, first_row: u64, rows: usize, out: &mut Vec<u8>, ends: &mut Vec<usize>);
+}
+
+/// Integers from 0, one a line, under the header `i`.
+struct RangeGen;
+
+impl BlockGen for RangeGen {
+    fn header(&self) -> &[u8] {
+        b"i\n"
+    }
+
+    fn block(&self, _: &mut Pcg64Mcg, first_row: u64, rows: usize, out: &mut Vec<u8>, ends: &mut Vec<usize>) {
+        for i in first_row..first_row + rows as u64 {
+            let _ = writeln!(out, "{i}");
+            ends.push(out.len());
+        }
+    }
 }
 
 /// The random generator of block `block` of a run seeded with `seed`.
@@ -236,13 +257,15 @@ mod tests {
         let (text, s) = make(GenKind::Text, Amount::Rows(5000), 1);
         assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 5000);
         assert_eq!(s.rows, 5000);
+        let (range, _) = make(GenKind::Range, Amount::Rows(3), 9);
+        assert_eq!(range, b"i\n0\n1\n2\n");
     }
 
     #[test]
     fn unknown_kind_lists_known_ones() {
         assert_eq!(
             "xml".parse::<GenKind>().unwrap_err(),
-            "unknown generator `xml`, expected one of: text, csv, jsonl, parquet"
+            "unknown generator `xml`, expected one of: text, csv, jsonl, parquet, range"
         );
     }
 }

@@ -1,0 +1,193 @@
+//! Compiling a validated [`Plan`] against its data and the function
+//! registry: the input is opened (and its schema read or inferred), every
+//! stage's function is planned against the schema its input will have,
+//! and the job is cut into phases at its keyed stages.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_ord::sort::SortOptions;
+use arrow_schema::SchemaRef;
+use fanout_datasets::Dataset;
+use fanout_jobs::{FunctionRef, Plan};
+use fanout_workers::{Planned, Registry, StageSpec};
+
+use crate::error::{CompileError, EngineError};
+
+/// One stage, compiled.
+#[derive(Clone)]
+pub struct CompiledStage {
+    /// Its name.
+    pub name: String,
+    /// Its position in the job (0-based).
+    pub index: usize,
+    /// The planned function.
+    pub function: Arc<dyn Planned>,
+    /// Key columns (positions in the combiner's output) of a keyed stage.
+    pub key: Option<Vec<usize>>,
+    /// Partitions of a keyed stage.
+    pub partitions: usize,
+    /// In-flight invocations of this stage.
+    pub concurrency: usize,
+    /// The schema of what the stage passes on.
+    pub output: SchemaRef,
+}
+
+/// One step of a task's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A map stage's invocation.
+    Map(usize),
+    /// A keyed stage's map-side combiner.
+    Combine(usize),
+    /// A keyed stage's reduce invocation.
+    Reduce(usize),
+}
+
+impl Step {
+    /// The stage the step belongs to.
+    pub fn stage(self) -> usize {
+        match self {
+            Step::Map(s) | Step::Combine(s) | Step::Reduce(s) => s,
+        }
+    }
+
+    /// How the step is named in records.
+    pub fn phase(self) -> &'static str {
+        match self {
+            Step::Map(_) => "map",
+            Step::Combine(_) => "combine",
+            Step::Reduce(_) => "reduce",
+        }
+    }
+}
+
+/// Where a phase's tasks send their output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// Partitioned by key into the shuffle of this keyed stage.
+    Shuffle(usize),
+    /// To the output.
+    Gather,
+}
+
+/// A phase: tasks (splits, or the partitions of a keyed stage) that run a
+/// chain of steps each, with no barrier in between.
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// `None`: tasks are input splits; `Some(s)`: partitions of stage `s`.
+    pub source: Option<usize>,
+    /// The steps each task runs, in order.
+    pub steps: Vec<Step>,
+    /// Where the output goes.
+    pub sink: Sink,
+}
+
+/// A job ready to run.
+pub struct Compiled {
+    /// The input.
+    pub dataset: Dataset,
+    /// The stages.
+    pub stages: Vec<CompiledStage>,
+    /// The phases, in order.
+    pub phases: Vec<Phase>,
+    /// The schema of the output.
+    pub output: SchemaRef,
+    /// Output sort keys: positions in `output` and directions.
+    pub sort: Vec<(usize, SortOptions)>,
+}
+
+/// Opens the input and plans every stage. Generated inputs are made in
+/// `cache_dir` if they are not there yet.
+pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Compiled, EngineError> {
+    let paths = plan.input.paths(cache_dir).map_err(EngineError::Input)?;
+    let dataset = Dataset::open(paths, plan.input.options.clone()).map_err(EngineError::Input)?;
+    let mut schema = dataset.schema();
+    let mut stages = Vec::new();
+    let mut errors = Vec::new();
+    for (index, s) in plan.stages.iter().enumerate() {
+        let name = match &s.function {
+            FunctionRef::Builtin(n) => n,
+            other => {
+                errors.push(CompileError::stage(index, None, format!("{other} functions are not supported yet")));
+                continue;
+            }
+        };
+        let Some(builtin) = registry.get(name) else {
+            errors.push(CompileError::stage(index, None, format!("unknown function `{name}`")));
+            continue;
+        };
+        let spec = StageSpec { params: &s.params, input: &schema, key: s.key.as_deref() };
+        let function = match builtin.plan(&spec) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(CompileError::stage(index, None, e.message));
+                // Later stages cannot be planned without this one's schema.
+                break;
+            }
+        };
+        let (key, output) = match &s.key {
+            Some(cols) => {
+                let combined = function.output_schema();
+                let mut key = Vec::new();
+                for c in cols {
+                    match combined.index_of(c) {
+                        Ok(i) => key.push(i),
+                        Err(_) => errors.push(CompileError::stage(
+                            index,
+                            None,
+                            format!("key column `{c}` is not in what {name} passes to the shuffle"),
+                        )),
+                    }
+                }
+                let reduced = function.reduce_schema().unwrap_or(combined);
+                (Some(key), reduced)
+            }
+            None => (None, function.output_schema()),
+        };
+        schema = output.clone();
+        stages.push(CompiledStage {
+            name: s.name.clone(),
+            index,
+            function,
+            key,
+            partitions: s.partitions,
+            concurrency: s.concurrency,
+            output,
+        });
+    }
+    let mut sort = Vec::new();
+    if errors.is_empty() {
+        let by: Vec<String> =
+            plan.output.sort.iter().map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.column)).collect();
+        match fanout_workers::builtins::sort_keys(&schema, &by) {
+            Ok(keys) => sort = keys,
+            Err(e) => errors.push(CompileError::output_sort(format!("output.sort: {}", e.message))),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(EngineError::Compile(errors));
+    }
+    let phases = phases(&stages);
+    Ok(Compiled { dataset, stages, phases, output: schema, sort })
+}
+
+/// Cuts the stages into phases at each keyed stage.
+fn phases(stages: &[CompiledStage]) -> Vec<Phase> {
+    let mut phases = Vec::new();
+    let mut current = Phase { source: None, steps: Vec::new(), sink: Sink::Gather };
+    for (i, s) in stages.iter().enumerate() {
+        if s.key.is_some() {
+            current.steps.push(Step::Combine(i));
+            current.sink = Sink::Shuffle(i);
+            phases.push(std::mem::replace(
+                &mut current,
+                Phase { source: Some(i), steps: vec![Step::Reduce(i)], sink: Sink::Gather },
+            ));
+        } else {
+            current.steps.push(Step::Map(i));
+        }
+    }
+    phases.push(current);
+    phases
+}

@@ -1,0 +1,86 @@
+//! Engine errors: what failed, and where (stage, task, input location).
+
+use std::path::PathBuf;
+
+/// A problem found while compiling a job against its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    /// The stage at fault (0-based), or `None` for the output.
+    pub stage: Option<usize>,
+    /// The parameter at fault, when known.
+    pub param: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl CompileError {
+    pub(crate) fn stage(stage: usize, param: Option<String>, message: impl Into<String>) -> Self {
+        CompileError { stage: Some(stage), param, message: message.into() }
+    }
+
+    pub(crate) fn output_sort(message: impl Into<String>) -> Self {
+        CompileError { stage: None, param: None, message: message.into() }
+    }
+}
+
+/// A failed task: the stage, the task and its input, and the error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    /// The stage's name.
+    pub stage: String,
+    /// map, combine or reduce.
+    pub phase: &'static str,
+    /// The task id.
+    pub task: u64,
+    /// The attempt that failed last.
+    pub attempt: u32,
+    /// The task's input: a split, or a partition.
+    pub input: String,
+    /// The function's error (or panic message).
+    pub message: String,
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stage `{}` ({}) failed on task {} ({}), attempt {}: {}",
+            self.stage, self.phase, self.task, self.input, self.attempt, self.message
+        )
+    }
+}
+
+/// Everything that can stop a run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The input cannot be listed, opened or read (bad records included).
+    #[error("{0}")]
+    Input(fanout_datasets::Error),
+    /// The job does not fit its data (a stage's parameters, the output sort).
+    #[error("{}", .0.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; "))]
+    Compile(Vec<CompileError>),
+    /// The output exists and the job does not say to overwrite it.
+    #[error("the output {} exists; remove it or set output.mode = \"overwrite\" (--set output.mode=overwrite)", .0.display())]
+    OutputExists(PathBuf),
+    /// A task failed.
+    #[error("{0}")]
+    Task(Box<TaskFailure>),
+    /// Writing the run directory, the shuffle or the output failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the output failed.
+    #[error("writing the output: {0}")]
+    Output(fanout_datasets::Error),
+}
+
+impl EngineError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,24 @@
+//! The fanout engine: it compiles a validated job against its data and
+//! runs it — splits fanned out to worker slots with bounded concurrency,
+//! each task a chain of invocations, keyed stages shuffled by key, the
+//! output gathered, sorted, limited and committed atomically — and records
+//! every invocation.
+//!
+//! See `engine/README.md` for the execution model.
+
+mod compile;
+mod error;
+mod gather;
+mod metrics;
+mod progress;
+mod run;
+mod shuffle;
+mod summary;
+
+pub use compile::{Compiled, CompiledStage, Phase, Sink, Step, compile};
+pub use error::{CompileError, EngineError, TaskFailure};
+pub use gather::OutputInfo;
+pub use metrics::{InvocationRecord, StageStats};
+pub use progress::{Progress, StageProgress};
+pub use run::{Report, RunFailure, RunOptions, run};
+pub use summary::{InputSummary, Invocations, Latency, StageSummary, Summary};

@@ -1,0 +1,166 @@
+//! Invocation records and per-stage statistics.
+//!
+//! Every invocation leaves one JSON line in `invocations.jsonl` in the run
+//! directory. Each worker serializes its own records into a buffer and
+//! appends whole buffers to the shared file, so recording scales with the
+//! workers. Latencies go into per-worker HDR histograms, merged at the end.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::error::EngineError;
+
+/// One invocation, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvocationRecord<'a> {
+    /// The stage's name.
+    pub stage: &'a str,
+    /// map, combine or reduce.
+    pub phase: &'static str,
+    /// The task: a split index, or a partition.
+    pub task: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The worker slot that ran it.
+    pub worker: usize,
+    /// The container (a worker slot's initialised function).
+    pub container: u64,
+    /// Whether the container was started for this invocation.
+    pub cold: bool,
+    /// When the task was queued, in microseconds since the run started.
+    pub queued_us: u64,
+    /// When the invocation started.
+    pub started_us: u64,
+    /// When it finished.
+    pub finished_us: u64,
+    /// ok or error.
+    pub status: &'static str,
+    /// The error, if it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+    /// Input bytes: the split's bytes on disk for the first step of a map
+    /// task, else the in-memory size of the input batches.
+    pub bytes_in: u64,
+    /// Input records.
+    pub records_in: u64,
+    /// In-memory size of the output batches.
+    pub bytes_out: u64,
+    /// Output records.
+    pub records_out: u64,
+}
+
+/// Totals for one (stage, phase).
+#[derive(Debug, Clone)]
+pub struct StageStats {
+    /// Invocations.
+    pub invocations: u64,
+    /// Cold starts.
+    pub cold: u64,
+    /// Failed invocations.
+    pub failed: u64,
+    /// Records in.
+    pub records_in: u64,
+    /// Records out.
+    pub records_out: u64,
+    /// Bytes in.
+    pub bytes_in: u64,
+    /// Bytes out.
+    pub bytes_out: u64,
+    /// Invocation latency, microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for StageStats {
+    fn default() -> Self {
+        StageStats {
+            invocations: 0,
+            cold: 0,
+            failed: 0,
+            records_in: 0,
+            records_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            // 1 µs to 1 hour, 3 significant figures.
+            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+        }
+    }
+}
+
+impl StageStats {
+    fn add(&mut self, r: &InvocationRecord<'_>) {
+        self.invocations += 1;
+        self.cold += u64::from(r.cold);
+        self.failed += u64::from(r.status != "ok");
+        self.records_in += r.records_in;
+        self.records_out += r.records_out;
+        self.bytes_in += r.bytes_in;
+        self.bytes_out += r.bytes_out;
+        self.latency.saturating_record((r.finished_us - r.started_us).max(1));
+    }
+
+    /// Adds another worker's totals.
+    pub fn merge(&mut self, o: &StageStats) {
+        self.invocations += o.invocations;
+        self.cold += o.cold;
+        self.failed += o.failed;
+        self.records_in += o.records_in;
+        self.records_out += o.records_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.latency.add(&o.latency).expect("histograms of the same range");
+    }
+}
+
+/// The shared invocation log.
+pub(crate) struct Log {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl Log {
+    pub(crate) fn create(path: &Path) -> Result<Log, EngineError> {
+        let file = File::create(path).map_err(|e| EngineError::io(path, e))?;
+        Ok(Log { path: path.to_path_buf(), file: Mutex::new(file) })
+    }
+
+    fn append(&self, bytes: &[u8]) -> Result<(), EngineError> {
+        let mut f = self.file.lock().expect("not poisoned");
+        f.write_all(bytes).map_err(|e| EngineError::io(&self.path, e))
+    }
+}
+
+/// A worker's recorder: buffers its records and keeps its statistics,
+/// indexed by step (a stage and phase).
+pub(crate) struct Recorder<'a> {
+    log: &'a Log,
+    buf: Vec<u8>,
+    pub(crate) stats: Vec<StageStats>,
+}
+
+const FLUSH_AT: usize = 256 * 1024;
+
+impl<'a> Recorder<'a> {
+    pub(crate) fn new(log: &'a Log, steps: usize) -> Self {
+        Recorder { log, buf: Vec::with_capacity(FLUSH_AT + 4096), stats: vec![StageStats::default(); steps] }
+    }
+
+    pub(crate) fn record(&mut self, step: usize, r: &InvocationRecord<'_>) -> Result<(), EngineError> {
+        self.stats[step].add(r);
+        serde_json::to_writer(&mut self.buf, r).expect("records serialize");
+        self.buf.push(b'\n');
+        if self.buf.len() >= FLUSH_AT { self.flush() } else { Ok(()) }
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<(), EngineError> {
+        if !self.buf.is_empty() {
+            self.log.append(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,547 @@
+//! The run: phases of tasks on a pool of worker slots, each task a chain of
+//! invocations; the shuffle between phases; the gather and the commit; the
+//! run directory with its records and summary.
+//!
+//! See `engine/README.md` for the model.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use fanout_datasets::Split;
+use fanout_jobs::{JobFile, OutputMode, Plan};
+use fanout_workers::{FunctionError, Invocation, MapInstance, ReduceInstance, Registry};
+
+use crate::compile::{Compiled, Phase, Sink, Step, compile};
+use crate::error::{EngineError, TaskFailure};
+use crate::gather::{Gather, commit};
+use crate::metrics::{InvocationRecord, Log, Recorder, StageStats};
+use crate::progress::{Progress, StageProgress};
+use crate::shuffle::Shuffle;
+use crate::summary::{Summary, summarize};
+
+/// How a run behaves (not what it computes): where it keeps its files, how
+/// much memory the shuffle may hold, where progress goes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run directory; `None` makes `.fanout/runs/<id>` under the
+    /// current directory.
+    pub run_dir: Option<PathBuf>,
+    /// Where generated inputs are kept.
+    pub cache_dir: PathBuf,
+    /// Bytes of shuffle data held in memory before spilling to disk.
+    pub shuffle_memory: u64,
+    /// Live counters for a progress display.
+    pub progress: Arc<Progress>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            run_dir: None,
+            cache_dir: PathBuf::from(".fanout/cache"),
+            shuffle_memory: 256 << 20,
+            progress: Progress::new(),
+        }
+    }
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Its directory.
+    pub run_dir: PathBuf,
+    /// What `summary.json` holds.
+    pub summary: Summary,
+}
+
+/// A run that failed, and its directory if it got as far as making one.
+#[derive(Debug)]
+pub struct RunFailure {
+    /// What went wrong.
+    pub error: EngineError,
+    /// The run directory, with the records and summary of the failed run.
+    pub run_dir: Option<PathBuf>,
+}
+
+impl From<EngineError> for RunFailure {
+    fn from(error: EngineError) -> Self {
+        RunFailure { error, run_dir: None }
+    }
+}
+
+/// Runs a validated job. `job` is the job file as resolved (after `--set`),
+/// kept in the run directory.
+pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -> Result<Report, RunFailure> {
+    let started = Instant::now();
+    let compiled = compile(plan, registry, &opts.cache_dir)?;
+    let target = &plan.output.path;
+    if plan.output.mode == OutputMode::Error && target.exists() {
+        return Err(EngineError::OutputExists(target.clone()).into());
+    }
+    let (run_id, run_dir) = make_run_dir(opts.run_dir.as_deref())?;
+    let fail = |error: EngineError| RunFailure { error, run_dir: Some(run_dir.clone()) };
+    let job_json = serde_json::to_vec_pretty(job).expect("a job serializes");
+    let job_path = run_dir.join("job.json");
+    std::fs::write(&job_path, job_json).map_err(|e| fail(EngineError::io(&job_path, e)))?;
+
+    let out_dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let staging = out_dir.join(format!(".fanout-staging-{run_id}"));
+    std::fs::create_dir_all(&staging).map_err(|e| fail(EngineError::io(&staging, e)))?;
+    let name = target.file_name().map(|n| n.to_owned()).unwrap_or_else(|| "output".into());
+    let executed = execute(&compiled, plan, &run_dir, &staging.join(&name), started, opts);
+    let (mut state, staged) = match executed {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            opts.progress.finish();
+            return Err(fail(e));
+        }
+    };
+    let committed = match state.failure.take() {
+        Some(e) => Err(e),
+        None => staged.and_then(|(staged, rows)| {
+            let manifest = serde_json::json!({ "job": plan.name, "run_id": run_id, "run_dir": run_dir });
+            commit(&staged, target, plan.output.format, rows, manifest)
+        }),
+    };
+    let _ = std::fs::remove_dir_all(&staging);
+    let _ = std::fs::remove_dir_all(run_dir.join("shuffle"));
+    opts.progress.finish();
+    let (output, error) = match committed {
+        Ok(info) => (Some(info), None),
+        Err(e) => (None, Some(e)),
+    };
+    let summary = summarize(&run_id, plan, &compiled, &state, started.elapsed(), output, error.as_ref());
+    let summary_path = run_dir.join("summary.json");
+    let written = std::fs::write(&summary_path, serde_json::to_vec_pretty(&summary).expect("serializes"))
+        .map_err(|e| EngineError::io(&summary_path, e));
+    match (error, written) {
+        (Some(e), _) | (None, Err(e)) => Err(fail(e)),
+        (None, Ok(())) => Ok(Report { run_dir, summary }),
+    }
+}
+
+/// `.fanout/runs/<UTC time>-<pid>` or the given directory.
+fn make_run_dir(given: Option<&Path>) -> Result<(String, PathBuf), EngineError> {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(['-', ':'], "");
+    let id = format!("{stamp}-{}", std::process::id());
+    let dir = match given {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from(".fanout/runs").join(&id),
+    };
+    if dir.join("summary.json").exists() {
+        return Err(EngineError::io(&dir, std::io::Error::other("this run directory already holds a finished run")));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+    Ok((id, dir))
+}
+
+/// What a run measured, for the summary.
+pub(crate) struct RunState {
+    /// Statistics per stage and step kind: index `stage * 3 + kind`.
+    pub(crate) stats: Vec<StageStats>,
+    pub(crate) splits: u64,
+    pub(crate) input_bytes: u64,
+    pub(crate) input_records: u64,
+    pub(crate) spilled: u64,
+    pub(crate) concurrency: usize,
+    pub(crate) failure: Option<EngineError>,
+}
+
+/// The index of a step's statistics.
+pub(crate) fn stat_index(step: Step) -> usize {
+    step.stage() * 3
+        + match step {
+            Step::Map(_) => 0,
+            Step::Combine(_) => 1,
+            Step::Reduce(_) => 2,
+        }
+}
+
+/// A task's input.
+enum Input {
+    Split(Split),
+    Partition(usize),
+}
+
+/// A counting semaphore for per-stage concurrency.
+struct Limit {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Limit {
+    fn acquire(&self) {
+        let mut free = self.free.lock().expect("not poisoned");
+        while *free == 0 {
+            free = self.cv.wait(free).expect("not poisoned");
+        }
+        *free -= 1;
+    }
+
+    fn release(&self) {
+        *self.free.lock().expect("not poisoned") += 1;
+        self.cv.notify_one();
+    }
+}
+
+/// A container: a worker slot's initialised function.
+enum Container {
+    Map(u64, Box<dyn MapInstance>),
+    Reduce(u64, Box<dyn ReduceInstance>),
+}
+
+/// A worker slot, with its containers (one per stage and kind).
+struct Worker {
+    id: usize,
+    containers: Vec<Option<Container>>,
+}
+
+/// Everything the workers share during a run.
+struct Shared<'a> {
+    compiled: &'a Compiled,
+    started: Instant,
+    log: Log,
+    failed: AtomicBool,
+    failure: Mutex<Option<EngineError>>,
+    next_container: AtomicU64,
+    shuffles: Vec<Option<Shuffle<'a>>>,
+    gather: Mutex<Option<Gather>>,
+    progress: Vec<Arc<StageProgress>>,
+    limits: Vec<Option<Limit>>,
+    input_records: AtomicU64,
+    input_bytes: AtomicU64,
+}
+
+impl Shared<'_> {
+    fn micros(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.started).as_micros() as u64
+    }
+
+    fn fail(&self, e: EngineError) {
+        let mut f = self.failure.lock().expect("not poisoned");
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.failed.store(true, Relaxed);
+    }
+}
+
+type Staged = Result<(PathBuf, u64), EngineError>;
+
+fn execute(
+    compiled: &Compiled,
+    plan: &Plan,
+    run_dir: &Path,
+    staged: &Path,
+    started: Instant,
+    opts: &RunOptions,
+) -> Result<(RunState, Staged), EngineError> {
+    let concurrency = plan.platform.concurrency.max(1);
+    let used = AtomicU64::new(0);
+    let shuffles = compiled
+        .stages
+        .iter()
+        .map(|s| {
+            s.key.as_ref().map(|key| {
+                let dir = run_dir.join("shuffle").join(&s.name);
+                Shuffle::new(s.function.output_schema(), key.clone(), s.partitions, opts.shuffle_memory, &used, dir)
+            })
+        })
+        .collect();
+    let gather = Gather::new(
+        compiled.output.clone(),
+        plan.output.format,
+        staged.to_path_buf(),
+        compiled.sort.clone(),
+        plan.output.limit,
+    )?;
+    let progress = opts.progress.register(compiled.stages.iter().map(|s| s.name.clone()));
+    let limits = compiled
+        .stages
+        .iter()
+        .map(|s| (s.concurrency < concurrency).then(|| Limit { free: Mutex::new(s.concurrency), cv: Condvar::new() }))
+        .collect();
+    let shared = Shared {
+        compiled,
+        started,
+        log: Log::create(&run_dir.join("invocations.jsonl"))?,
+        failed: AtomicBool::new(false),
+        failure: Mutex::new(None),
+        next_container: AtomicU64::new(0),
+        shuffles,
+        gather: Mutex::new(Some(gather)),
+        progress,
+        limits,
+        input_records: AtomicU64::new(0),
+        input_bytes: AtomicU64::new(0),
+    };
+    let steps = compiled.stages.len() * 3;
+    let mut workers: Vec<(Worker, Recorder<'_>)> = (0..concurrency)
+        .map(|id| {
+            let containers = (0..steps).map(|_| None).collect();
+            (Worker { id, containers }, Recorder::new(&shared.log, steps))
+        })
+        .collect();
+    let mut splits = 0;
+    for phase in &compiled.phases {
+        let n = run_phase(&shared, phase, &mut workers);
+        if phase.source.is_none() {
+            splits = n;
+        }
+        if shared.failed.load(Relaxed) {
+            break;
+        }
+    }
+    let mut stats = vec![StageStats::default(); steps];
+    for (_, r) in &mut workers {
+        r.flush()?;
+        for (s, w) in stats.iter_mut().zip(&r.stats) {
+            s.merge(w);
+        }
+    }
+    let failure = shared.failure.lock().expect("not poisoned").take();
+    let gather = shared.gather.lock().expect("not poisoned").take().expect("taken once");
+    let staged = match &failure {
+        Some(_) => Err(EngineError::io(staged, std::io::Error::other("not committed"))),
+        None => gather.finish(),
+    };
+    let spilled = shared.shuffles.iter().flatten().map(|s| s.spilled.load(Relaxed)).sum();
+    let state = RunState {
+        stats,
+        splits,
+        input_bytes: shared.input_bytes.load(Relaxed),
+        input_records: shared.input_records.load(Relaxed),
+        spilled,
+        concurrency,
+        failure,
+    };
+    Ok((state, staged))
+}
+
+/// Runs one phase's tasks on the workers; returns the number of tasks.
+fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorder<'_>)]) -> u64 {
+    let (tx, rx) = crossbeam_channel::bounded::<(u64, Input, Instant)>(workers.len() * 2);
+    let mut count = 0;
+    std::thread::scope(|scope| {
+        for (worker, recorder) in workers.iter_mut() {
+            let rx = rx.clone();
+            scope.spawn(move || {
+                for (task, input, queued) in rx {
+                    if shared.failed.load(Relaxed) {
+                        continue;
+                    }
+                    if let Err(e) = run_task(shared, phase, worker, recorder, task, input, queued) {
+                        shared.fail(e);
+                    }
+                }
+                if let Err(e) = recorder.flush() {
+                    shared.fail(e);
+                }
+            });
+        }
+        drop(rx);
+        let counted: Vec<&Arc<StageProgress>> = phase
+            .steps
+            .iter()
+            .filter(|s| !matches!(s, Step::Combine(_)))
+            .map(|s| &shared.progress[s.stage()])
+            .collect();
+        match phase.source {
+            None => {
+                for split in shared.compiled.dataset.splits() {
+                    if shared.failed.load(Relaxed) {
+                        break;
+                    }
+                    match split {
+                        Ok(split) => {
+                            count += 1;
+                            for p in &counted {
+                                p.total.store(count, Relaxed);
+                            }
+                            let _ = tx.send((split.index, Input::Split(split), Instant::now()));
+                        }
+                        Err(e) => shared.fail(EngineError::Input(e)),
+                    }
+                }
+            }
+            Some(stage) => {
+                let n = shared.shuffles[stage].as_ref().expect("a keyed stage has a shuffle").partitions();
+                for p in &counted {
+                    p.total.store(n as u64, Relaxed);
+                    p.total_known.store(true, Relaxed);
+                }
+                for part in 0..n {
+                    if shared.failed.load(Relaxed) {
+                        break;
+                    }
+                    count += 1;
+                    let _ = tx.send((part as u64, Input::Partition(part), Instant::now()));
+                }
+            }
+        }
+        for p in &counted {
+            p.total_known.store(true, Relaxed);
+        }
+        drop(tx);
+    });
+    count
+}
+
+/// Reads a task's input: a split's records, or a partition's batches.
+fn load(shared: &Shared<'_>, input: &Input, stage: Option<usize>) -> Result<(Vec<RecordBatch>, u64), EngineError> {
+    match input {
+        Input::Split(split) => {
+            let batches: Vec<RecordBatch> =
+                shared.compiled.dataset.read(split).and_then(|b| b.collect()).map_err(EngineError::Input)?;
+            let records: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            shared.input_records.fetch_add(records, Relaxed);
+            shared.input_bytes.fetch_add(split.bytes(), Relaxed);
+            Ok((batches, split.bytes()))
+        }
+        Input::Partition(p) => {
+            let shuffle = shared.shuffles[stage.expect("a partition belongs to a keyed stage")].as_ref();
+            let batches = shuffle.expect("a keyed stage has a shuffle").take(*p)?;
+            let bytes = batches.iter().map(|b| b.get_array_memory_size() as u64).sum();
+            Ok((batches, bytes))
+        }
+    }
+}
+
+fn describe(input: &Input) -> String {
+    match input {
+        Input::Split(s) => s.to_string(),
+        Input::Partition(p) => format!("partition {p}"),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => format!("panicked: {s}"),
+        (_, Some(s)) => format!("panicked: {s}"),
+        _ => "panicked".to_string(),
+    }
+}
+
+fn run_task(
+    shared: &Shared<'_>,
+    phase: &Phase,
+    worker: &mut Worker,
+    recorder: &mut Recorder<'_>,
+    task: u64,
+    input: Input,
+    queued: Instant,
+) -> Result<(), EngineError> {
+    let compiled = shared.compiled;
+    let mut data: Option<Vec<RecordBatch>> = None;
+    if phase.steps.is_empty() {
+        data = Some(load(shared, &input, phase.source)?.0);
+    }
+    let mut queued_at = queued;
+    for &step in &phase.steps {
+        let stage = &compiled.stages[step.stage()];
+        let limit = shared.limits[step.stage()].as_ref();
+        if let Some(l) = limit {
+            l.acquire();
+        }
+        let started = Instant::now();
+        let loaded = match data.take() {
+            Some(d) => {
+                let bytes = d.iter().map(|b| b.get_array_memory_size() as u64).sum();
+                Ok((d, bytes))
+            }
+            None => load(shared, &input, phase.source),
+        };
+        let outcome = loaded.and_then(|(batches, bytes_in)| {
+            let records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let slot = &mut worker.containers[stat_index(step)];
+            let cold = slot.is_none();
+            if cold {
+                let id = shared.next_container.fetch_add(1, Relaxed);
+                let init = match step {
+                    Step::Reduce(_) => {
+                        stage.function.init_reduce().expect("a keyed stage reduces").map(|c| Container::Reduce(id, c))
+                    }
+                    _ => stage.function.init().map(|c| Container::Map(id, c)),
+                };
+                *slot =
+                    Some(init.map_err(|e| task_error(stage.name.clone(), step, task, &input, format!("init: {e}")))?);
+            }
+            let inv = Invocation { stage: &stage.name, task, attempt: 1, deadline: None };
+            let (container, result) = match slot.as_mut().expect("initialised") {
+                Container::Map(id, f) => (*id, catch_unwind(AssertUnwindSafe(|| f.call(&inv, batches)))),
+                Container::Reduce(id, f) => (*id, catch_unwind(AssertUnwindSafe(|| f.call(&inv, batches)))),
+            };
+            let result: Result<Vec<RecordBatch>, FunctionError> = match result {
+                Ok(r) => r,
+                Err(payload) => {
+                    // A panicked container is not reused.
+                    *slot = None;
+                    Err(FunctionError::transient(panic_message(payload.as_ref())))
+                }
+            };
+            Ok((container, cold, bytes_in, records_in, result))
+        });
+        let finished = Instant::now();
+        if let Some(l) = limit {
+            l.release();
+        }
+        let (container, cold, bytes_in, records_in, result) = outcome?;
+        let (status, error, bytes_out, records_out) = match &result {
+            Ok(out) => (
+                "ok",
+                None,
+                out.iter().map(|b| b.get_array_memory_size() as u64).sum(),
+                out.iter().map(|b| b.num_rows() as u64).sum(),
+            ),
+            Err(e) => ("error", Some(e.message.as_str()), 0, 0),
+        };
+        recorder.record(
+            stat_index(step),
+            &InvocationRecord {
+                stage: &stage.name,
+                phase: step.phase(),
+                task,
+                attempt: 1,
+                worker: worker.id,
+                container,
+                cold,
+                queued_us: shared.micros(queued_at),
+                started_us: shared.micros(started),
+                finished_us: shared.micros(finished),
+                status,
+                error,
+                bytes_in,
+                records_in,
+                bytes_out,
+                records_out,
+            },
+        )?;
+        let out = result.map_err(|e| task_error(stage.name.clone(), step, task, &input, e.message))?;
+        if !matches!(step, Step::Combine(_)) {
+            shared.progress[step.stage()].finish_task(bytes_in, records_out);
+        }
+        queued_at = finished;
+        data = Some(out);
+    }
+    let out = data.unwrap_or_default();
+    match phase.sink {
+        Sink::Gather => shared.gather.lock().expect("not poisoned").as_mut().expect("open").push(task, out),
+        Sink::Shuffle(s) => shared.shuffles[s].as_ref().expect("a keyed stage has a shuffle").insert(task, out),
+    }
+}
+
+fn task_error(stage: String, step: Step, task: u64, input: &Input, message: String) -> EngineError {
+    EngineError::Task(Box::new(TaskFailure {
+        stage,
+        phase: step.phase(),
+        task,
+        attempt: 1,
+        input: describe(input),
+        message,
+    }))
+}

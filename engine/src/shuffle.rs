@@ -1,0 +1,151 @@
+//! The shuffle: map-side output of a keyed stage, partitioned by a hash of
+//! its key columns, held in memory up to a budget shared by the run and
+//! spilled to Arrow IPC files in the run directory beyond it.
+//!
+//! A partition's batches are handed to its reduce task in (map task,
+//! batch) order, whatever order they arrived in, so a reduce sees the same
+//! input on every run and at every concurrency.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use arrow_array::{RecordBatch, UInt32Array};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::SchemaRef;
+
+use crate::error::EngineError;
+
+/// Where a batch of a partition is.
+enum Stored {
+    Memory(RecordBatch),
+    Spilled(PathBuf),
+}
+
+/// One keyed stage's shuffle.
+pub(crate) struct Shuffle<'a> {
+    schema: SchemaRef,
+    key: Vec<usize>,
+    parts: Vec<Mutex<Vec<(u64, u32, Stored)>>>,
+    budget: u64,
+    used: &'a AtomicU64,
+    dir: PathBuf,
+    /// Bytes written to spill files.
+    pub(crate) spilled: AtomicU64,
+}
+
+impl<'a> Shuffle<'a> {
+    /// A shuffle into `partitions` partitions by `key` (column positions in
+    /// `schema`), spilling to `dir` once `used` passes `budget`.
+    pub(crate) fn new(
+        schema: SchemaRef,
+        key: Vec<usize>,
+        partitions: usize,
+        budget: u64,
+        used: &'a AtomicU64,
+        dir: PathBuf,
+    ) -> Self {
+        Shuffle {
+            schema,
+            key,
+            parts: (0..partitions.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            budget,
+            used,
+            dir,
+            spilled: AtomicU64::new(0),
+        }
+    }
+
+    /// The number of partitions.
+    pub(crate) fn partitions(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Partitions the output of map task `task` and stores it.
+    pub(crate) fn insert(&self, task: u64, batches: Vec<RecordBatch>) -> Result<(), EngineError> {
+        let arrow = |e: arrow_schema::ArrowError| EngineError::io(&self.dir, std::io::Error::other(e));
+        let n = self.parts.len();
+        let fields = self.key.iter().map(|&k| SortField::new(self.schema.field(k).data_type().clone())).collect();
+        let converter = RowConverter::new(fields).map_err(arrow)?;
+        let mut seq = 0u32;
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let pieces: Vec<(usize, RecordBatch)> = if n == 1 {
+                vec![(0, batch)]
+            } else {
+                let keys: Vec<_> = self.key.iter().map(|&k| batch.column(k).clone()).collect();
+                let rows = converter.convert_columns(&keys).map_err(arrow)?;
+                let mut indices: Vec<Vec<u32>> = vec![Vec::new(); n];
+                for (i, row) in rows.iter().enumerate() {
+                    let p = (xxhash_rust::xxh3::xxh3_64(row.as_ref()) % n as u64) as usize;
+                    indices[p].push(i as u32);
+                }
+                let mut pieces = Vec::new();
+                for (p, idx) in indices.into_iter().enumerate() {
+                    if !idx.is_empty() {
+                        let idx = UInt32Array::from(idx);
+                        pieces.push((p, arrow_select::take::take_record_batch(&batch, &idx).map_err(arrow)?));
+                    }
+                }
+                pieces
+            };
+            for (p, piece) in pieces {
+                let size = piece.get_array_memory_size() as u64;
+                let stored = if self.used.fetch_add(size, Relaxed) + size > self.budget {
+                    self.used.fetch_sub(size, Relaxed);
+                    Stored::Spilled(self.spill(p, task, seq, &piece)?)
+                } else {
+                    Stored::Memory(piece)
+                };
+                self.parts[p].lock().expect("not poisoned").push((task, seq, stored));
+                seq += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn spill(&self, p: usize, task: u64, seq: u32, batch: &RecordBatch) -> Result<PathBuf, EngineError> {
+        let path = self.dir.join(format!("p{p}-t{task}-{seq}.arrow"));
+        let io = |e: std::io::Error| EngineError::io(&path, e);
+        if !self.dir.exists() {
+            std::fs::create_dir_all(&self.dir).map_err(io)?;
+        }
+        let file = File::create(&path).map_err(io)?;
+        let arrow = |e: arrow_schema::ArrowError| EngineError::io(&path, std::io::Error::other(e));
+        let mut w = arrow_ipc::writer::FileWriter::try_new(BufWriter::new(file), &batch.schema()).map_err(arrow)?;
+        w.write(batch).map_err(arrow)?;
+        w.finish().map_err(arrow)?;
+        self.spilled.fetch_add(std::fs::metadata(&path).map_err(io)?.len(), Relaxed);
+        Ok(path)
+    }
+
+    /// Takes partition `p`'s batches, in (task, batch) order, reading back
+    /// and deleting its spill files.
+    pub(crate) fn take(&self, p: usize) -> Result<Vec<RecordBatch>, EngineError> {
+        let mut entries = std::mem::take(&mut *self.parts[p].lock().expect("not poisoned"));
+        entries.sort_by_key(|(task, seq, _)| (*task, *seq));
+        let mut out = Vec::with_capacity(entries.len());
+        for (_, _, stored) in entries {
+            match stored {
+                Stored::Memory(b) => {
+                    self.used.fetch_sub(b.get_array_memory_size() as u64, Relaxed);
+                    out.push(b);
+                }
+                Stored::Spilled(path) => {
+                    let io = |e: std::io::Error| EngineError::io(&path, e);
+                    let file = File::open(&path).map_err(io)?;
+                    let arrow = |e: arrow_schema::ArrowError| EngineError::io(&path, std::io::Error::other(e));
+                    for b in arrow_ipc::reader::FileReader::try_new(file, None).map_err(arrow)? {
+                        out.push(b.map_err(arrow)?);
+                    }
+                    std::fs::remove_file(&path).map_err(io)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,180 @@
+//! `summary.json`: what a run did, how fast, and how its invocations went.
+
+use std::time::Duration;
+
+use fanout_jobs::Plan;
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::compile::{Compiled, Step};
+use crate::error::EngineError;
+use crate::gather::OutputInfo;
+use crate::metrics::StageStats;
+use crate::run::{RunState, stat_index};
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Slowest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// One stage's (and phase's) totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    /// The stage.
+    pub name: String,
+    /// map, combine or reduce.
+    pub phase: String,
+    /// Invocations.
+    pub invocations: u64,
+    /// Cold starts.
+    pub cold: u64,
+    /// Failed invocations.
+    pub failed: u64,
+    /// Records in.
+    pub records_in: u64,
+    /// Records out.
+    pub records_out: u64,
+    /// Bytes in.
+    pub bytes_in: u64,
+    /// Bytes out.
+    pub bytes_out: u64,
+    /// Invocation latency.
+    pub latency_ms: Latency,
+}
+
+/// Input totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSummary {
+    /// Splits read.
+    pub splits: u64,
+    /// Bytes read (on disk).
+    pub bytes: u64,
+    /// Records read.
+    pub records: u64,
+}
+
+/// Invocation totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invocations {
+    /// All invocations.
+    pub total: u64,
+    /// Cold starts.
+    pub cold: u64,
+    /// Failed ones.
+    pub failed: u64,
+    /// Invocations per second of wall time.
+    pub per_second: f64,
+}
+
+/// The whole summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The run's id.
+    pub run_id: String,
+    /// The job's name.
+    pub job: String,
+    /// succeeded or failed.
+    pub status: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Wall time.
+    pub wall_seconds: f64,
+    /// Worker slots.
+    pub concurrency: usize,
+    /// What was read.
+    pub input: InputSummary,
+    /// Input MiB per second of wall time.
+    pub input_mib_per_second: f64,
+    /// Input records per second of wall time.
+    pub records_per_second: f64,
+    /// What was written.
+    pub output: Option<OutputInfo>,
+    /// Invocation totals.
+    pub invocations: Invocations,
+    /// Invocation latency over all stages.
+    pub latency_ms: Latency,
+    /// Shuffle bytes spilled to disk.
+    pub shuffle_spilled_bytes: u64,
+    /// Per stage and phase.
+    pub stages: Vec<StageSummary>,
+}
+
+pub(crate) fn summarize(
+    run_id: &str,
+    plan: &Plan,
+    compiled: &Compiled,
+    state: &RunState,
+    wall: Duration,
+    output: Option<OutputInfo>,
+    error: Option<&EngineError>,
+) -> Summary {
+    let secs = wall.as_secs_f64().max(1e-9);
+    let mut all = StageStats::default();
+    let mut stages = Vec::new();
+    for (i, s) in compiled.stages.iter().enumerate() {
+        let steps = if s.key.is_some() { vec![Step::Combine(i), Step::Reduce(i)] } else { vec![Step::Map(i)] };
+        for step in steps {
+            let st = &state.stats[stat_index(step)];
+            all.merge(st);
+            stages.push(StageSummary {
+                name: s.name.clone(),
+                phase: step.phase().to_string(),
+                invocations: st.invocations,
+                cold: st.cold,
+                failed: st.failed,
+                records_in: st.records_in,
+                records_out: st.records_out,
+                bytes_in: st.bytes_in,
+                bytes_out: st.bytes_out,
+                latency_ms: Latency::of(&st.latency),
+            });
+        }
+    }
+    Summary {
+        run_id: run_id.to_string(),
+        job: plan.name.clone(),
+        status: if error.is_none() { "succeeded" } else { "failed" }.to_string(),
+        error: error.map(ToString::to_string),
+        wall_seconds: secs,
+        concurrency: state.concurrency,
+        input: InputSummary { splits: state.splits, bytes: state.input_bytes, records: state.input_records },
+        input_mib_per_second: state.input_bytes as f64 / (1 << 20) as f64 / secs,
+        records_per_second: state.input_records as f64 / secs,
+        output,
+        invocations: Invocations {
+            total: all.invocations,
+            cold: all.cold,
+            failed: all.failed,
+            per_second: all.invocations as f64 / secs,
+        },
+        latency_ms: Latency::of(&all.latency),
+        shuffle_spilled_bytes: state.spilled,
+        stages,
+    }
+}

@@ -1,0 +1,172 @@
+//! `fanout run`: progress bars while it runs, then a summary table and a
+//! preview of the output (or summary.json with --json).
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use fanout_datasets::{Dataset, DatasetOptions};
+use fanout_engine::{Progress, Report, RunOptions, Summary};
+use fanout_jobs::units::Size;
+use fanout_workers::Registry;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::args::{ProgressMode, RunArgs};
+use crate::plan::{engine_failure, load_plan};
+use crate::{Failure, Outcome};
+
+/// Runs the job and reports.
+pub fn run(a: &RunArgs) -> Outcome {
+    let registry = Registry::builtins();
+    let (job, plan) = load_plan(&a.job, &registry)?;
+    let progress = Progress::new();
+    let draw = match a.progress {
+        ProgressMode::Always => true,
+        ProgressMode::Never => false,
+        ProgressMode::Auto => std::io::stderr().is_terminal(),
+    };
+    let opts = RunOptions {
+        run_dir: a.run_dir.clone(),
+        cache_dir: a.job.cache_dir.clone(),
+        shuffle_memory: a.shuffle_memory.bytes(),
+        progress: progress.clone(),
+    };
+    let bars = draw.then(|| std::thread::spawn(move || draw_progress(&progress)));
+    let result = fanout_engine::run(&plan, &job.file, &registry, &opts);
+    if let Some(b) = bars {
+        let _ = b.join();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(f) => {
+            if let Some(dir) = &f.run_dir {
+                eprintln!("run directory: {}", dir.display());
+            }
+            return Err(engine_failure(&job, f.error));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &report.summary)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    eprint!("{}", table(&report));
+    if a.show > 0
+        && let Some(o) = &report.summary.output
+    {
+        let preview = preview(o, plan.output.format, a.show).map_err(Failure::from)?;
+        writeln!(out, "{preview}")?;
+    }
+    Ok(())
+}
+
+/// The first `rows` rows of the committed output, as a table.
+fn preview(o: &fanout_engine::OutputInfo, format: fanout_datasets::Format, rows: usize) -> anyhow::Result<String> {
+    let opts = DatasetOptions { format: Some(format), batch_rows: rows.max(1), ..Default::default() };
+    let ds = Dataset::open(vec![o.path.display().to_string()], opts)?;
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let mut n = 0;
+    for b in ds.read_all() {
+        let b = b?;
+        let take = b.num_rows().min(rows - n);
+        n += take;
+        batches.push(b.slice(0, take));
+        if n >= rows {
+            break;
+        }
+    }
+    let shown = arrow_cast::pretty::pretty_format_batches(&batches)?.to_string();
+    let more = if o.rows as usize > n { format!("\n({} of {} rows)", n, o.rows) } else { String::new() };
+    Ok(format!("{shown}{more}"))
+}
+
+/// The summary table.
+fn table(r: &Report) -> String {
+    let s: &Summary = &r.summary;
+    let mut t = String::new();
+    let mib = |b: u64| Size(b).to_string();
+    t += &format!(
+        "{} {} in {:.2}s: {} splits, {} read, {} records ({:.1} MiB/s, {:.0} records/s)\n",
+        s.job,
+        s.status,
+        s.wall_seconds,
+        s.input.splits,
+        mib(s.input.bytes),
+        s.input.records,
+        s.input_mib_per_second,
+        s.records_per_second,
+    );
+    t += &format!(
+        "invocations: {} ({} cold, {} failed, {:.0}/s); latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}\n",
+        s.invocations.total,
+        s.invocations.cold,
+        s.invocations.failed,
+        s.invocations.per_second,
+        s.latency_ms.p50,
+        s.latency_ms.p95,
+        s.latency_ms.p99,
+        s.latency_ms.max
+    );
+    t += &format!(
+        "{:<16} {:<8} {:>8} {:>6} {:>12} {:>12} {:>9} {:>9} {:>9}\n",
+        "stage", "phase", "calls", "cold", "records in", "records out", "p50 ms", "p99 ms", "max ms"
+    );
+    for st in &s.stages {
+        t += &format!(
+            "{:<16} {:<8} {:>8} {:>6} {:>12} {:>12} {:>9.2} {:>9.2} {:>9.2}\n",
+            st.name,
+            st.phase,
+            st.invocations,
+            st.cold,
+            st.records_in,
+            st.records_out,
+            st.latency_ms.p50,
+            st.latency_ms.p99,
+            st.latency_ms.max
+        );
+    }
+    if s.shuffle_spilled_bytes > 0 {
+        t += &format!("shuffle spilled {} to disk\n", mib(s.shuffle_spilled_bytes));
+    }
+    if let Some(o) = &s.output {
+        t += &format!("output: {} ({} rows, {})\n", o.path.display(), o.rows, mib(o.bytes));
+    }
+    t += &format!("run directory: {}\n", r.run_dir.display());
+    t
+}
+
+/// Draws one bar per stage until the run finishes.
+fn draw_progress(progress: &Arc<Progress>) {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+    let style = ProgressStyle::with_template("{prefix:<14} [{bar:30}] {pos}/{len} tasks {msg} ETA {eta}")
+        .expect("a valid template")
+        .progress_chars("=> ");
+    let mut bars: Vec<ProgressBar> = Vec::new();
+    let start = Instant::now();
+    loop {
+        let stages = progress.stages();
+        while bars.len() < stages.len() {
+            let s = &stages[bars.len()];
+            let bar = multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(s.name.clone()));
+            bars.push(bar);
+        }
+        let secs = start.elapsed().as_secs_f64().max(1e-3);
+        for (bar, s) in bars.iter().zip(&stages) {
+            bar.set_length(s.total.load(Relaxed));
+            bar.set_position(s.done.load(Relaxed));
+            let records = s.records.load(Relaxed) as f64 / secs;
+            let mb = s.bytes.load(Relaxed) as f64 / 1e6 / secs;
+            bar.set_message(format!("{records:.0} rec/s {mb:.1} MB/s"));
+        }
+        if progress.is_finished() {
+            for b in &bars {
+                b.finish();
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

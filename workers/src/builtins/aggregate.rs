@@ -1,0 +1,366 @@
+//! `aggregate`: group by the stage's key columns and compute count, sum,
+//! min, max and mean — partially on the map side (per split, a combiner)
+//! and finally per key partition on the reduce side.
+//!
+//! Nulls are skipped, as in SQL: a group whose values are all null has a
+//! null sum, min, max and mean; `count` counts rows. Integer columns sum
+//! to int64 (overflow is an error), floating-point ones to float64; a mean
+//! is float64. Partial results carry a mean as two hidden columns
+//! (`__mean_sum_<col>`, `__mean_n_<col>`) that the reduce side merges.
+
+use std::sync::Arc;
+
+use arrow_array::builder::Float64Builder;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use hashbrown::HashMap;
+
+use crate::catalog::{FunctionInfo, info};
+use crate::function::{Builtin, FunctionError, Invocation, MapInstance, Planned, ReduceInstance, StageSpec};
+use crate::params::{Params, column};
+
+/// How one output column folds its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// Rows in the group.
+    Rows,
+    /// Non-null values in the group.
+    NonNull,
+    /// Sum of the values.
+    Sum,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+}
+
+/// One aggregate column: its input, fold and output.
+#[derive(Debug, Clone)]
+struct Agg {
+    input: Option<usize>,
+    op: Op,
+    /// Whether values are folded as float64 (else int64).
+    float: bool,
+    name: String,
+}
+
+impl Agg {
+    fn field(&self) -> Field {
+        let ty = if self.float { DataType::Float64 } else { DataType::Int64 };
+        Field::new(&self.name, ty, !matches!(self.op, Op::Rows | Op::NonNull))
+    }
+}
+
+/// A final column computed from two others: `name = sum / n`.
+#[derive(Debug, Clone)]
+struct Mean {
+    name: String,
+    sum: usize,
+    n: usize,
+}
+
+/// The registered `aggregate`.
+pub struct Aggregate;
+
+impl Builtin for Aggregate {
+    fn info(&self) -> &'static FunctionInfo {
+        info("aggregate").expect("in the catalog")
+    }
+
+    fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
+        let p = Params::new("aggregate", self.info().params, spec.params)?;
+        let key = spec.key.ok_or_else(|| FunctionError::permanent("aggregate needs a keyed stage"))?;
+        let input = spec.input;
+        let keys: Vec<usize> = key.iter().map(|k| column(input, k)).collect::<Result<_, _>>()?;
+        let numeric = |name: &str| -> Result<(usize, bool), FunctionError> {
+            let i = column(input, name)?;
+            match input.field(i).data_type() {
+                t if t.is_integer() => Ok((i, false)),
+                t if t.is_floating() || matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) => {
+                    Ok((i, true))
+                }
+                t => Err(FunctionError::permanent(format!("aggregate: column `{name}` is {t}, not a number"))),
+            }
+        };
+        let mut partial = Vec::new();
+        let mut last = Vec::new();
+        let base = keys.len();
+        if p.boolean("count") {
+            partial.push(Agg { input: None, op: Op::Rows, float: false, name: "count".into() });
+        }
+        for (param, op) in [("sum", Op::Sum), ("min", Op::Min), ("max", Op::Max)] {
+            for c in p.strings(param) {
+                let (i, float) = numeric(&c)?;
+                partial.push(Agg { input: Some(i), op, float, name: format!("{param}_{c}") });
+            }
+        }
+        for c in p.strings("mean") {
+            let (i, _) = numeric(&c)?;
+            let at = base + partial.len();
+            partial.push(Agg { input: Some(i), op: Op::Sum, float: true, name: format!("__mean_sum_{c}") });
+            partial.push(Agg { input: Some(i), op: Op::NonNull, float: false, name: format!("__mean_n_{c}") });
+            last.push(Mean { name: format!("mean_{c}"), sum: at, n: at + 1 });
+        }
+        if partial.is_empty() {
+            return Err(FunctionError::permanent("aggregate: ask for at least one of count, sum, min, max, mean"));
+        }
+        let key_fields: Vec<Field> = keys.iter().map(|&k| input.field(k).clone()).collect();
+        let partial_schema = schema(&key_fields, &partial, &[]);
+        // The reduce side folds the partial columns: counts and sums add up.
+        let merge: Vec<Agg> = partial
+            .iter()
+            .enumerate()
+            .map(|(j, a)| Agg {
+                input: Some(base + j),
+                op: match a.op {
+                    Op::Rows | Op::NonNull | Op::Sum => Op::Sum,
+                    other => other,
+                },
+                float: a.float,
+                name: a.name.clone(),
+            })
+            .collect();
+        let final_schema = schema(&key_fields, &merge, &last);
+        Ok(Arc::new(Plan { keys, key_fields, partial, merge, means: last, partial_schema, final_schema }))
+    }
+}
+
+fn schema(keys: &[Field], aggs: &[Agg], means: &[Mean]) -> SchemaRef {
+    let mut fields: Vec<Field> = keys.to_vec();
+    if means.is_empty() {
+        fields.extend(aggs.iter().map(Agg::field));
+    } else {
+        fields.extend(aggs.iter().filter(|a| !a.name.starts_with("__mean_")).map(Agg::field));
+        fields.extend(means.iter().map(|m| Field::new(&m.name, DataType::Float64, true)));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+struct Plan {
+    keys: Vec<usize>,
+    key_fields: Vec<Field>,
+    partial: Vec<Agg>,
+    merge: Vec<Agg>,
+    means: Vec<Mean>,
+    partial_schema: SchemaRef,
+    final_schema: SchemaRef,
+}
+
+impl Plan {
+    fn group_by(
+        &self,
+        keys: Vec<usize>,
+        aggs: Vec<Agg>,
+        means: Vec<Mean>,
+        out: SchemaRef,
+    ) -> Result<GroupBy, FunctionError> {
+        let fields = self.key_fields.iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        Ok(GroupBy {
+            keys,
+            aggs,
+            means,
+            schema: out,
+            converter: RowConverter::new(fields)?,
+            groups: HashMap::new(),
+            rows: Vec::new(),
+            acc: Vec::new(),
+        })
+    }
+}
+
+impl Planned for Plan {
+    fn output_schema(&self) -> SchemaRef {
+        self.partial_schema.clone()
+    }
+
+    fn init(&self) -> Result<Box<dyn MapInstance>, FunctionError> {
+        let g = self.group_by(self.keys.clone(), self.partial.clone(), vec![], self.partial_schema.clone())?;
+        Ok(Box::new(g))
+    }
+
+    fn reduce_schema(&self) -> Option<SchemaRef> {
+        Some(self.final_schema.clone())
+    }
+
+    fn init_reduce(&self) -> Option<Result<Box<dyn ReduceInstance>, FunctionError>> {
+        let keys = (0..self.keys.len()).collect();
+        let g = self.group_by(keys, self.merge.clone(), self.means.clone(), self.final_schema.clone());
+        Some(g.map(|g| Box::new(g) as Box<dyn ReduceInstance>))
+    }
+}
+
+/// One accumulator column, one slot per group.
+enum Acc {
+    Count(Vec<i64>),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+}
+
+/// A hash group-by over arrow-row encoded keys.
+struct GroupBy {
+    keys: Vec<usize>,
+    aggs: Vec<Agg>,
+    means: Vec<Mean>,
+    schema: SchemaRef,
+    converter: RowConverter,
+    groups: HashMap<Box<[u8]>, usize>,
+    /// Each group's encoded key, in first-seen order.
+    rows: Vec<Box<[u8]>>,
+    acc: Vec<Acc>,
+}
+
+/// An input column cast for folding.
+enum Values {
+    None,
+    Int(Int64Array),
+    Float(Float64Array),
+}
+
+impl GroupBy {
+    fn update(&mut self, batch: &RecordBatch) -> Result<(), FunctionError> {
+        if self.acc.is_empty() {
+            self.acc = self
+                .aggs
+                .iter()
+                .map(|a| match (a.op, a.float) {
+                    (Op::Rows | Op::NonNull, _) => Acc::Count(Vec::new()),
+                    (_, false) => Acc::Int(Vec::new()),
+                    (_, true) => Acc::Float(Vec::new()),
+                })
+                .collect();
+        }
+        let key_cols: Vec<ArrayRef> = self.keys.iter().map(|&k| batch.column(k).clone()).collect();
+        let rows = self.converter.convert_columns(&key_cols)?;
+        let mut values = Vec::with_capacity(self.aggs.len());
+        for a in &self.aggs {
+            values.push(match a.input {
+                None => Values::None,
+                Some(i) if a.float => Values::Float(
+                    arrow_cast::cast(batch.column(i), &DataType::Float64)?.as_primitive::<Float64Type>().clone(),
+                ),
+                Some(i) => Values::Int(
+                    arrow_cast::cast(batch.column(i), &DataType::Int64)?.as_primitive::<Int64Type>().clone(),
+                ),
+            });
+        }
+        for (r, row) in rows.iter().enumerate() {
+            let bytes = row.as_ref();
+            let g = match self.groups.get(bytes) {
+                Some(&g) => g,
+                None => {
+                    let g = self.rows.len();
+                    self.rows.push(bytes.into());
+                    self.groups.insert(bytes.into(), g);
+                    for acc in &mut self.acc {
+                        match acc {
+                            Acc::Count(v) => v.push(0),
+                            Acc::Int(v) => v.push(None),
+                            Acc::Float(v) => v.push(None),
+                        }
+                    }
+                    g
+                }
+            };
+            for ((a, acc), vals) in self.aggs.iter().zip(&mut self.acc).zip(&values) {
+                fold(a, acc, vals, g, r)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>, FunctionError> {
+        let parser = self.converter.parser();
+        let keys = self.converter.convert_rows(self.rows.iter().map(|r| parser.parse(r)))?;
+        let mut columns: Vec<ArrayRef> = keys;
+        let n = self.rows.len();
+        let mut aggs: Vec<ArrayRef> = Vec::new();
+        for acc in self.acc.drain(..) {
+            aggs.push(match acc {
+                Acc::Count(v) => Arc::new(Int64Array::from(v)),
+                Acc::Int(v) => Arc::new(Int64Array::from(v)),
+                Acc::Float(v) => Arc::new(Float64Array::from(v)),
+            });
+        }
+        if aggs.is_empty() {
+            // No input at all: empty columns of the right types.
+            aggs = self.aggs.iter().map(|a| arrow_array::new_empty_array(a.field().data_type())).collect();
+        }
+        let base = self.keys.len();
+        if self.means.is_empty() {
+            columns.extend(aggs);
+        } else {
+            for (a, col) in self.aggs.iter().zip(&aggs) {
+                if !a.name.starts_with("__mean_") {
+                    columns.push(col.clone());
+                }
+            }
+            for m in &self.means {
+                let sum = aggs[m.sum - base].as_primitive::<Float64Type>();
+                let cnt = aggs[m.n - base].as_primitive::<Int64Type>();
+                let mut b = Float64Builder::with_capacity(n);
+                for g in 0..n {
+                    match (sum.is_valid(g), cnt.value(g)) {
+                        (true, c) if c > 0 => b.append_value(sum.value(g) / c as f64),
+                        _ => b.append_null(),
+                    }
+                }
+                columns.push(Arc::new(b.finish()));
+            }
+        }
+        self.groups.clear();
+        self.rows.clear();
+        Ok(vec![RecordBatch::try_new(self.schema.clone(), columns)?])
+    }
+}
+
+fn fold(a: &Agg, acc: &mut Acc, vals: &Values, g: usize, r: usize) -> Result<(), FunctionError> {
+    match (acc, vals) {
+        (Acc::Count(v), Values::None) => v[g] += 1,
+        (Acc::Count(v), Values::Int(x)) if a.op == Op::NonNull => v[g] += i64::from(x.is_valid(r)),
+        (Acc::Count(v), Values::Float(x)) => v[g] += i64::from(x.is_valid(r)),
+        (Acc::Count(v), Values::Int(x)) => v[g] += i64::from(x.is_valid(r)),
+        (Acc::Int(v), Values::Int(x)) if x.is_valid(r) => {
+            let x = x.value(r);
+            v[g] = Some(match (v[g], a.op) {
+                (None, _) => x,
+                (Some(s), Op::Sum) => s
+                    .checked_add(x)
+                    .ok_or_else(|| FunctionError::permanent(format!("aggregate: {} overflows int64", a.name)))?,
+                (Some(s), Op::Min) => s.min(x),
+                (Some(s), _) => s.max(x),
+            });
+        }
+        (Acc::Float(v), Values::Float(x)) if x.is_valid(r) => {
+            let x = x.value(r);
+            v[g] = Some(match (v[g], a.op) {
+                (None, _) => x,
+                (Some(s), Op::Sum) => s + x,
+                (Some(s), Op::Min) => s.min(x),
+                (Some(s), _) => s.max(x),
+            });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl MapInstance for GroupBy {
+    fn call(&mut self, _: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError> {
+        for b in &input {
+            self.update(b)?;
+        }
+        self.finish()
+    }
+}
+
+impl ReduceInstance for GroupBy {
+    fn call(&mut self, _: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError> {
+        for b in &input {
+            self.update(b)?;
+        }
+        self.finish()
+    }
+}

@@ -1,0 +1,164 @@
+//! Compute stand-ins: `pi` (Monte Carlo, CPU-bound), `burn` (spin) and
+//! `sleep` (wait, like an I/O-bound function).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+
+use crate::catalog::{FunctionInfo, info};
+use crate::function::{Builtin, FunctionError, Invocation, MapInstance, PerBatch, Planned, StageSpec, per_batch};
+use crate::params::{Params, column};
+
+/// SplitMix64: a tiny, fast, well-mixed generator.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform float in [0, 1).
+    #[inline]
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Points of `samples` draws inside the quarter circle, for the row whose
+/// seed value is `value`.
+pub fn pi_inside(seed: u64, value: i64, samples: u64) -> u64 {
+    let mut rng = SplitMix64(seed ^ (value as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut inside = 0;
+    for _ in 0..samples {
+        let (x, y) = (rng.next_f64(), rng.next_f64());
+        inside += u64::from(x * x + y * y <= 1.0);
+    }
+    inside
+}
+
+/// The registered `pi`.
+pub struct Pi;
+
+impl Builtin for Pi {
+    fn info(&self) -> &'static FunctionInfo {
+        info("pi").expect("in the catalog")
+    }
+
+    fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
+        let p = Params::new("pi", self.info().params, spec.params)?;
+        let name = p.string("column");
+        let col = column(spec.input, &name)?;
+        if !spec.input.field(col).data_type().is_integer() {
+            return Err(FunctionError::permanent(format!("pi: column `{name}` is not an integer column")));
+        }
+        let samples = p.int("samples");
+        if samples < 0 {
+            return Err(FunctionError::permanent("pi: samples must be at least 0"));
+        }
+        let seed = p.int("seed") as u64;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(&name, DataType::Int64, true),
+            Field::new("inside", DataType::Int64, false),
+            Field::new("samples", DataType::Int64, false),
+        ]));
+        let out = schema.clone();
+        Ok(Arc::new(PerBatch {
+            schema,
+            make: move || {
+                let out = out.clone();
+                Ok(per_batch(move |_: &Invocation<'_>, batch: &RecordBatch| {
+                    let values = arrow_cast::cast(batch.column(col), &DataType::Int64)?;
+                    let values = values.as_primitive::<Int64Type>();
+                    let inside: Int64Array = values
+                        .iter()
+                        .map(|v| v.map_or(0, |v| pi_inside(seed, v, samples as u64) as i64))
+                        .map(Some)
+                        .collect();
+                    let n = Int64Array::from_value(samples, batch.num_rows());
+                    let columns: Vec<ArrayRef> = vec![Arc::new(values.clone()), Arc::new(inside), Arc::new(n)];
+                    Ok(RecordBatch::try_new(out.clone(), columns)?)
+                }))
+            },
+        }))
+    }
+}
+
+/// The registered `burn` (`spin = true`) and `sleep` (`spin = false`).
+pub struct Wait {
+    /// Whether to busy-loop (burn) or sleep.
+    pub spin: bool,
+}
+
+impl Builtin for Wait {
+    fn info(&self) -> &'static FunctionInfo {
+        info(if self.spin { "burn" } else { "sleep" }).expect("in the catalog")
+    }
+
+    fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
+        let info = self.info();
+        let p = Params::new(info.name, info.params, spec.params)?;
+        let ms = p.int("ms");
+        if ms < 0 {
+            return Err(FunctionError::permanent(format!("{}: ms must be at least 0", info.name)));
+        }
+        Ok(Arc::new(WaitPlan { schema: spec.input.clone(), spin: self.spin, time: Duration::from_millis(ms as u64) }))
+    }
+}
+
+#[derive(Clone)]
+struct WaitPlan {
+    schema: arrow_schema::SchemaRef,
+    spin: bool,
+    time: Duration,
+}
+
+impl Planned for WaitPlan {
+    fn output_schema(&self) -> arrow_schema::SchemaRef {
+        self.schema.clone()
+    }
+
+    fn init(&self) -> Result<Box<dyn MapInstance>, FunctionError> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl MapInstance for WaitPlan {
+    fn call(&mut self, _: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError> {
+        if self.spin {
+            let start = Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < self.time {
+                for _ in 0..1000 {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+        } else {
+            std::thread::sleep(self.time);
+        }
+        Ok(input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pi_converges() {
+        let inside: u64 = (0..100).map(|i| pi_inside(7, i, 10_000)).sum();
+        let pi = 4.0 * inside as f64 / 1e6;
+        assert!((pi - std::f64::consts::PI).abs() < 0.01, "{pi}");
+        assert_eq!(pi_inside(7, 3, 1000), pi_inside(7, 3, 1000));
+    }
+}

@@ -1,0 +1,52 @@
+//! `select`: project and rename columns.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema};
+
+use crate::catalog::{FunctionInfo, info};
+use crate::function::{Builtin, FunctionError, Invocation, PerBatch, Planned, StageSpec, per_batch};
+use crate::params::{Params, column};
+
+/// The registered `select`.
+pub struct Select;
+
+impl Builtin for Select {
+    fn info(&self) -> &'static FunctionInfo {
+        info("select").expect("in the catalog")
+    }
+
+    fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
+        let p = Params::new("select", self.info().params, spec.params)?;
+        let mut indices = Vec::new();
+        let mut fields = Vec::new();
+        for entry in p.strings("columns") {
+            let (name, alias) = match entry.split_once(" as ") {
+                Some((n, a)) => (n.trim(), a.trim()),
+                None => (entry.trim(), entry.trim()),
+            };
+            let i = column(spec.input, name)?;
+            if fields.iter().any(|f: &Field| f.name() == alias) {
+                return Err(FunctionError::permanent(format!("select: two columns are named `{alias}`")));
+            }
+            indices.push(i);
+            fields.push(spec.input.field(i).clone().with_name(alias));
+        }
+        if indices.is_empty() {
+            return Err(FunctionError::permanent("select: name at least one column"));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let out = schema.clone();
+        Ok(Arc::new(PerBatch {
+            schema,
+            make: move || {
+                let (indices, out) = (indices.clone(), out.clone());
+                Ok(per_batch(move |_: &Invocation<'_>, batch: &RecordBatch| {
+                    let columns = indices.iter().map(|&i| batch.column(i).clone()).collect();
+                    Ok(RecordBatch::try_new(out.clone(), columns)?)
+                }))
+            },
+        }))
+    }
+}

@@ -1,0 +1,155 @@
+//! `word_count`: tokenize a text column and count each word, per
+//! invocation (the map side of a word count).
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Int64Builder, StringBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use hashbrown::HashMap;
+
+use crate::catalog::{FunctionInfo, info};
+use crate::function::{Builtin, FunctionError, Invocation, MapInstance, Planned, StageSpec};
+use crate::params::{Params, column};
+
+/// Bytes that separate words: ASCII whitespace, including \v.
+const fn separators() -> [bool; 256] {
+    let mut t = [false; 256];
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[0x0b] = true;
+    t[0x0c] = true;
+    t
+}
+
+static SEPARATOR: [bool; 256] = separators();
+
+/// Calls `f` with every word of `text`: maximal runs of non-separator bytes.
+#[inline]
+pub fn for_each_word<'t>(text: &'t [u8], mut f: impl FnMut(&'t [u8])) {
+    let mut start = None;
+    for (i, &b) in text.iter().enumerate() {
+        match (SEPARATOR[b as usize], start) {
+            (true, Some(s)) => {
+                f(&text[s..i]);
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        f(&text[s..]);
+    }
+}
+
+/// The registered `word_count`.
+pub struct WordCount;
+
+impl Builtin for WordCount {
+    fn info(&self) -> &'static FunctionInfo {
+        info("word_count").expect("in the catalog")
+    }
+
+    fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
+        let p = Params::new("word_count", self.info().params, spec.params)?;
+        let name = p.string("column");
+        let col = column(spec.input, &name)?;
+        if !matches!(spec.input.field(col).data_type(), DataType::Utf8) {
+            return Err(FunctionError::permanent(format!(
+                "word_count: column `{name}` is {}, not text (utf8)",
+                spec.input.field(col).data_type()
+            )));
+        }
+        Ok(Arc::new(Plan { col, lowercase: p.boolean("lowercase") }))
+    }
+}
+
+struct Plan {
+    col: usize,
+    lowercase: bool,
+}
+
+/// The output schema: word, count.
+pub fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("word", DataType::Utf8, false), Field::new("count", DataType::Int64, false)]))
+}
+
+impl Planned for Plan {
+    fn output_schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn init(&self) -> Result<Box<dyn MapInstance>, FunctionError> {
+        Ok(Box::new(Counter { col: self.col, lowercase: self.lowercase, scratch: Vec::new() }))
+    }
+}
+
+struct Counter {
+    col: usize,
+    lowercase: bool,
+    scratch: Vec<u8>,
+}
+
+impl MapInstance for Counter {
+    fn call(&mut self, _: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError> {
+        let mut counts: HashMap<&[u8], i64> = HashMap::new();
+        let mut folded: HashMap<Box<[u8]>, i64> = HashMap::new();
+        for batch in &input {
+            let text = batch.column(self.col).as_string::<i32>();
+            for i in 0..text.len() {
+                if text.is_null(i) {
+                    continue;
+                }
+                let line = text.value(i).as_bytes();
+                if self.lowercase {
+                    let scratch = &mut self.scratch;
+                    for_each_word(line, |w| {
+                        scratch.clear();
+                        scratch.extend(w.iter().map(u8::to_ascii_lowercase));
+                        match folded.get_mut(&scratch[..]) {
+                            Some(c) => *c += 1,
+                            None => {
+                                folded.insert(scratch.as_slice().into(), 1);
+                            }
+                        }
+                    });
+                } else {
+                    for_each_word(line, |w| *counts.entry(w).or_insert(0) += 1);
+                }
+            }
+        }
+        let n = counts.len() + folded.len();
+        let mut words = StringBuilder::with_capacity(n, n * 8);
+        let mut numbers = Int64Builder::with_capacity(n);
+        let pairs = counts.iter().map(|(w, c)| (*w, *c)).chain(folded.iter().map(|(w, c)| (&w[..], *c)));
+        for (word, count) in pairs {
+            // Words are cut at ASCII bytes of valid UTF-8, so they are UTF-8.
+            words.append_value(std::str::from_utf8(word).map_err(|e| FunctionError::permanent(e.to_string()))?);
+            numbers.append_value(count);
+        }
+        let batch = RecordBatch::try_new(schema(), vec![Arc::new(words.finish()), Arc::new(numbers.finish())])?;
+        Ok(vec![batch])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        let mut out = vec![];
+        for_each_word(s.as_bytes(), |w| out.push(String::from_utf8(w.to_vec()).unwrap()));
+        out
+    }
+
+    #[test]
+    fn words_are_runs_of_non_whitespace() {
+        assert_eq!(words("  a bb\tc\x0bd\x0ce\r\nf  "), ["a", "bb", "c", "d", "e", "f"]);
+        assert_eq!(words("héllo, wörld!"), ["héllo,", "wörld!"]);
+        assert!(words(" \t ").is_empty());
+    }
+}

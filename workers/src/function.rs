@@ -1,0 +1,168 @@
+//! The function model: a stage's function is planned once (parameters and
+//! schemas checked), initialised once per container (its cold start), and
+//! called once per invocation.
+//!
+//! - [`Builtin`]: a registered function, by name. [`Builtin::plan`] checks a
+//!   stage's parameters against its input schema (at validate time) and
+//!   returns the [`Planned`] function.
+//! - [`Planned`]: knows its output schema; [`Planned::init`] builds a
+//!   [`MapInstance`], the per-container state (a compiled regex, a parsed
+//!   predicate, scratch buffers), as Lambda's init phase runs once per
+//!   container.
+//! - [`MapInstance::call`]: one invocation — all batches of one task in,
+//!   batches out. Stateless across invocations, as a FaaS function must be.
+//! - Keyed stages: the planned function also gives a map-side combiner
+//!   ([`Planned::init`], run per split) and a [`ReduceInstance`] per key
+//!   partition ([`Planned::init_reduce`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use serde_json::{Map, Value};
+
+/// What an invocation knows about itself.
+#[derive(Debug, Clone)]
+pub struct Invocation<'a> {
+    /// The stage's name.
+    pub stage: &'a str,
+    /// The task: a split index for map stages, a partition for keyed ones.
+    pub task: u64,
+    /// 1 for the first attempt, 2 for the first retry, ...
+    pub attempt: u32,
+    /// When the invocation must have finished, if it has a deadline.
+    pub deadline: Option<Instant>,
+}
+
+/// Why an invocation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether retrying cannot help (bad input, a bug in the parameters).
+    pub permanent: bool,
+}
+
+impl FunctionError {
+    /// A failure that a retry might not repeat.
+    pub fn transient(message: impl Into<String>) -> Self {
+        FunctionError { message: message.into(), permanent: false }
+    }
+
+    /// A failure that a retry would repeat.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        FunctionError { message: message.into(), permanent: true }
+    }
+}
+
+impl fmt::Display for FunctionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FunctionError {}
+
+impl From<arrow_schema::ArrowError> for FunctionError {
+    fn from(e: arrow_schema::ArrowError) -> Self {
+        FunctionError::permanent(e.to_string())
+    }
+}
+
+/// A stage's function as the job names it, before planning.
+#[derive(Debug, Clone, Copy)]
+pub struct StageSpec<'a> {
+    /// The function's parameters.
+    pub params: &'a Map<String, Value>,
+    /// The schema of the stage's input.
+    pub input: &'a SchemaRef,
+    /// The key columns of a keyed stage.
+    pub key: Option<&'a [String]>,
+}
+
+/// A registered function.
+pub trait Builtin: Send + Sync {
+    /// Its documentation and parameter specs.
+    fn info(&self) -> &'static crate::catalog::FunctionInfo;
+
+    /// Checks the stage's parameters against its input and plans the
+    /// function. Errors here are reported at validate time.
+    fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError>;
+}
+
+/// A planned function: parameters checked, schemas known.
+pub trait Planned: Send + Sync {
+    /// The schema of what a map invocation returns (for a keyed stage, of
+    /// what the map-side combiner returns).
+    fn output_schema(&self) -> SchemaRef;
+
+    /// A container's init: builds the per-container state of a map
+    /// invocation (for a keyed stage, of the map-side combiner).
+    fn init(&self) -> Result<Box<dyn MapInstance>, FunctionError>;
+
+    /// For keyed stages: the schema of what a reduce invocation returns.
+    fn reduce_schema(&self) -> Option<SchemaRef> {
+        None
+    }
+
+    /// For keyed stages: a container's init for reduce invocations.
+    fn init_reduce(&self) -> Option<Result<Box<dyn ReduceInstance>, FunctionError>> {
+        None
+    }
+}
+
+/// The per-container state of a map function.
+pub trait MapInstance: Send {
+    /// One invocation: every batch of one task, in order.
+    fn call(&mut self, inv: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError>;
+}
+
+/// The per-container state of a reduce function.
+pub trait ReduceInstance: Send {
+    /// One invocation: every batch of one key partition (rows of one key
+    /// are all in the same partition).
+    fn call(&mut self, inv: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError>;
+}
+
+/// A planned function that applies the same per-batch map to every batch:
+/// the shape of most builtins.
+pub(crate) struct PerBatch<F> {
+    pub(crate) schema: SchemaRef,
+    pub(crate) make: F,
+}
+
+impl<F, I> Planned for PerBatch<F>
+where
+    F: Fn() -> Result<I, FunctionError> + Send + Sync,
+    I: FnMut(&Invocation<'_>, &RecordBatch) -> Result<RecordBatch, FunctionError> + Send + 'static,
+{
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn init(&self) -> Result<Box<dyn MapInstance>, FunctionError> {
+        Ok(Box::new(Each((self.make)()?)))
+    }
+}
+
+/// Pins a per-batch closure's type to the higher-ranked signature that
+/// [`PerBatch`] needs (closures returned from closures do not infer it).
+pub(crate) fn per_batch<I>(f: I) -> I
+where
+    I: FnMut(&Invocation<'_>, &RecordBatch) -> Result<RecordBatch, FunctionError>,
+{
+    f
+}
+
+struct Each<I>(I);
+
+impl<I> MapInstance for Each<I>
+where
+    I: FnMut(&Invocation<'_>, &RecordBatch) -> Result<RecordBatch, FunctionError> + Send,
+{
+    fn call(&mut self, inv: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError> {
+        input.iter().map(|b| (self.0)(inv, b)).collect()
+    }
+}
