@@ -66,7 +66,7 @@ pub struct RunArgs {
     /// The job.
     #[command(flatten)]
     pub job: JobArgs,
-    /// The run directory (default: .fanout/runs/<id>).
+    /// The run directory (default: `.fanout/runs/<id>`).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Progress bars on stderr.

@@ -22,10 +22,11 @@ pub fn run(a: &RunArgs) -> Outcome {
     let registry = Registry::builtins();
     let (job, plan) = load_plan(&a.job, &registry)?;
     let progress = Progress::new();
+    let terminal = std::io::stderr().is_terminal();
     let draw = match a.progress {
         ProgressMode::Always => true,
         ProgressMode::Never => false,
-        ProgressMode::Auto => std::io::stderr().is_terminal(),
+        ProgressMode::Auto => terminal,
     };
     let opts = RunOptions {
         run_dir: a.run_dir.clone(),
@@ -33,7 +34,8 @@ pub fn run(a: &RunArgs) -> Outcome {
         shuffle_memory: a.shuffle_memory.bytes(),
         progress: progress.clone(),
     };
-    let bars = draw.then(|| std::thread::spawn(move || draw_progress(&progress)));
+    let bars =
+        draw.then(|| std::thread::spawn(move || if terminal { draw_bars(&progress) } else { print_lines(&progress) }));
     let result = fanout_engine::run(&plan, &job.file, &registry, &opts);
     if let Some(b) = bars {
         let _ = b.join();
@@ -138,10 +140,40 @@ fn table(r: &Report) -> String {
     t
 }
 
+/// One stage's progress as text: done/total tasks and rates.
+fn stage_line(s: &fanout_engine::StageProgress, secs: f64) -> String {
+    let total = s.total.load(Relaxed);
+    let more = if s.total_known.load(Relaxed) { "" } else { "+" };
+    let records = s.records.load(Relaxed) as f64 / secs;
+    let mb = s.bytes.load(Relaxed) as f64 / 1e6 / secs;
+    format!("{}/{total}{more} tasks {records:.0} rec/s {mb:.1} MB/s", s.done.load(Relaxed))
+}
+
+/// Prints a line per stage every second, and once at the end: progress
+/// for logs, when stderr is not a terminal.
+fn print_lines(progress: &Arc<Progress>) {
+    let start = Instant::now();
+    let mut last = Instant::now();
+    loop {
+        let finished = progress.is_finished();
+        if finished || last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            let secs = start.elapsed().as_secs_f64().max(1e-3);
+            for s in progress.stages() {
+                eprintln!("{}: {}", s.name, stage_line(&s, secs));
+            }
+        }
+        if finished {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Draws one bar per stage until the run finishes.
-fn draw_progress(progress: &Arc<Progress>) {
+fn draw_bars(progress: &Arc<Progress>) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-    let style = ProgressStyle::with_template("{prefix:<14} [{bar:30}] {pos}/{len} tasks {msg} ETA {eta}")
+    let style = ProgressStyle::with_template("{prefix:<14} [{bar:30}] {msg} ETA {eta}")
         .expect("a valid template")
         .progress_chars("=> ");
     let mut bars: Vec<ProgressBar> = Vec::new();
@@ -157,9 +189,7 @@ fn draw_progress(progress: &Arc<Progress>) {
         for (bar, s) in bars.iter().zip(&stages) {
             bar.set_length(s.total.load(Relaxed));
             bar.set_position(s.done.load(Relaxed));
-            let records = s.records.load(Relaxed) as f64 / secs;
-            let mb = s.bytes.load(Relaxed) as f64 / 1e6 / secs;
-            bar.set_message(format!("{records:.0} rec/s {mb:.1} MB/s"));
+            bar.set_message(stage_line(s, secs));
         }
         if progress.is_finished() {
             for b in &bars {

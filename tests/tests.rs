@@ -6,3 +6,4 @@ mod util;
 mod datasets_gen;
 mod job_errors;
 mod plan;
+mod run;

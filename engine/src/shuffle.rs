@@ -67,16 +67,18 @@ impl<'a> Shuffle<'a> {
     pub(crate) fn insert(&self, task: u64, batches: Vec<RecordBatch>) -> Result<(), EngineError> {
         let arrow = |e: arrow_schema::ArrowError| EngineError::io(&self.dir, std::io::Error::other(e));
         let n = self.parts.len();
-        let fields = self.key.iter().map(|&k| SortField::new(self.schema.field(k).data_type().clone())).collect();
-        let converter = RowConverter::new(fields).map_err(arrow)?;
+        let converter = if n > 1 {
+            let fields = self.key.iter().map(|&k| SortField::new(self.schema.field(k).data_type().clone())).collect();
+            Some(RowConverter::new(fields).map_err(arrow)?)
+        } else {
+            None
+        };
         let mut seq = 0u32;
         for batch in batches {
             if batch.num_rows() == 0 {
                 continue;
             }
-            let pieces: Vec<(usize, RecordBatch)> = if n == 1 {
-                vec![(0, batch)]
-            } else {
+            let pieces: Vec<(usize, RecordBatch)> = if let Some(converter) = &converter {
                 let keys: Vec<_> = self.key.iter().map(|&k| batch.column(k).clone()).collect();
                 let rows = converter.convert_columns(&keys).map_err(arrow)?;
                 let mut indices: Vec<Vec<u32>> = vec![Vec::new(); n];
@@ -92,6 +94,8 @@ impl<'a> Shuffle<'a> {
                     }
                 }
                 pieces
+            } else {
+                vec![(0, batch)]
             };
             for (p, piece) in pieces {
                 let size = piece.get_array_memory_size() as u64;

@@ -418,8 +418,13 @@ fn validate_stages(
             errors.push(job.error(&at.key("name"), format!("two stages are named `{name}`; give each a unique name")));
         }
         if let Some(key) = &s.key {
-            if key.is_empty() {
-                errors.push(job.error(&at.key("key"), "key must name at least one column"));
+            if key.is_empty() && s.partitions.is_some_and(|p| p > 1) {
+                errors.push(
+                    job.error(
+                        &at.key("partitions"),
+                        "an empty key makes one group, so one partition; remove partitions",
+                    ),
+                );
             }
         } else if s.partitions.is_some() {
             errors.push(job.error(&at.key("partitions"), "partitions applies to keyed stages only; add key = [...]"));
@@ -435,7 +440,11 @@ fn validate_stages(
             function,
             params: s.params.clone(),
             key: s.key.clone(),
-            partitions: s.partitions.unwrap_or(default_concurrency).max(1),
+            // An empty key is one global group: one partition.
+            partitions: match &s.key {
+                Some(k) if k.is_empty() => 1,
+                _ => s.partitions.unwrap_or(default_concurrency).max(1),
+            },
             concurrency: s.concurrency.unwrap_or(default_concurrency).max(1),
         });
     }

@@ -220,7 +220,8 @@ enum Values {
 }
 
 impl GroupBy {
-    fn update(&mut self, batch: &RecordBatch) -> Result<(), FunctionError> {
+    /// Adds a group for the encoded key `bytes`; returns its index.
+    fn new_group(&mut self, bytes: &[u8]) -> usize {
         if self.acc.is_empty() {
             self.acc = self
                 .aggs
@@ -232,8 +233,23 @@ impl GroupBy {
                 })
                 .collect();
         }
+        let g = self.rows.len();
+        self.rows.push(bytes.into());
+        self.groups.insert(bytes.into(), g);
+        for acc in &mut self.acc {
+            match acc {
+                Acc::Count(v) => v.push(0),
+                Acc::Int(v) => v.push(None),
+                Acc::Float(v) => v.push(None),
+            }
+        }
+        g
+    }
+
+    fn update(&mut self, batch: &RecordBatch) -> Result<(), FunctionError> {
         let key_cols: Vec<ArrayRef> = self.keys.iter().map(|&k| batch.column(k).clone()).collect();
-        let rows = self.converter.convert_columns(&key_cols)?;
+        // Without key columns every row is in the one group (an empty key).
+        let rows = (!key_cols.is_empty()).then(|| self.converter.convert_columns(&key_cols)).transpose()?;
         let mut values = Vec::with_capacity(self.aggs.len());
         for a in &self.aggs {
             values.push(match a.input {
@@ -246,23 +262,11 @@ impl GroupBy {
                 ),
             });
         }
-        for (r, row) in rows.iter().enumerate() {
-            let bytes = row.as_ref();
+        for r in 0..batch.num_rows() {
+            let bytes = rows.as_ref().map_or(&[][..], |rows| rows.row(r).data());
             let g = match self.groups.get(bytes) {
                 Some(&g) => g,
-                None => {
-                    let g = self.rows.len();
-                    self.rows.push(bytes.into());
-                    self.groups.insert(bytes.into(), g);
-                    for acc in &mut self.acc {
-                        match acc {
-                            Acc::Count(v) => v.push(0),
-                            Acc::Int(v) => v.push(None),
-                            Acc::Float(v) => v.push(None),
-                        }
-                    }
-                    g
-                }
+                None => self.new_group(bytes),
             };
             for ((a, acc), vals) in self.aggs.iter().zip(&mut self.acc).zip(&values) {
                 fold(a, acc, vals, g, r)?;
@@ -272,8 +276,16 @@ impl GroupBy {
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>, FunctionError> {
-        let parser = self.converter.parser();
-        let keys = self.converter.convert_rows(self.rows.iter().map(|r| parser.parse(r)))?;
+        if self.keys.is_empty() && self.rows.is_empty() {
+            // A global aggregate of nothing is one row, as in SQL.
+            self.new_group(&[]);
+        }
+        let keys = if self.keys.is_empty() {
+            Vec::new()
+        } else {
+            let parser = self.converter.parser();
+            self.converter.convert_rows(self.rows.iter().map(|r| parser.parse(r)))?
+        };
         let mut columns: Vec<ArrayRef> = keys;
         let n = self.rows.len();
         let mut aggs: Vec<ArrayRef> = Vec::new();
@@ -285,7 +297,7 @@ impl GroupBy {
             });
         }
         if aggs.is_empty() {
-            // No input at all: empty columns of the right types.
+            // No groups: empty columns of the right types.
             aggs = self.aggs.iter().map(|a| arrow_array::new_empty_array(a.field().data_type())).collect();
         }
         let base = self.keys.len();
@@ -312,7 +324,8 @@ impl GroupBy {
         }
         self.groups.clear();
         self.rows.clear();
-        Ok(vec![RecordBatch::try_new(self.schema.clone(), columns)?])
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(vec![RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?])
     }
 }
 

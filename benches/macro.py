@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Macro benchmarks: fanout against the hand-written limit (benches/limits.rs)
+and peers, in the same command, so only ratios are quoted.
+
+Usage: python3 benches/macro.py [--size 1GiB] [--runs 3] [--only wordcount,groupby,pi,dispatch]
+
+Builds the release binaries, generates the data under target/macro/ (kept
+between runs), runs each program --runs times and prints the median wall
+time, peak RSS and the ratio to the limit. DuckDB and Polars are measured
+when their Python packages are installed (pip install duckdb polars).
+"""
+import argparse, json, os, resource, statistics, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "target", "macro")
+FANOUT = os.path.join(ROOT, "target", "release", "fanout")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, cwd=ROOT, **kw)
+
+
+def limits_binary():
+    out = sh(["cargo", "bench", "--bench", "limits", "--no-run", "--message-format=json"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "limits" and msg.get("executable"):
+            return msg["executable"]
+    sys.exit("limits binary not found")
+
+
+def measure(cmd, runs, env=None):
+    """Median wall seconds and max peak RSS (MiB) of `runs` runs of cmd."""
+    walls, rss = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t = time.perf_counter()
+        p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        walls.append(time.perf_counter() - t)
+        if p.returncode != 0:
+            sys.exit(f"{cmd} failed: {p.stderr.decode()[-2000:]}")
+        rss.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+        _ = before
+    return statistics.median(walls), max(rss), p.stdout.decode()
+
+
+def report(title, size_bytes, rows):
+    print(f"\n## {title}")
+    print("| program | wall s | MiB/s | peak RSS MiB | x limit |")
+    print("|---|---|---|---|---|")
+    limit = rows[0][1]
+    for name, wall, rss in rows:
+        mibs = f"{size_bytes / 2**20 / wall:.0f}" if size_bytes else "-"
+        print(f"| {name} | {wall:.2f} | {mibs} | {rss:.0f} | {wall / limit:.2f} |")
+    sys.stdout.flush()
+
+
+def job_file(name, text):
+    path = os.path.join(DATA, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="1GiB")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", default="wordcount,groupby,pi,dispatch")
+    a = ap.parse_args()
+    only = a.only.split(",")
+    os.makedirs(DATA, exist_ok=True)
+    sh(["cargo", "build", "--release", "--bin", "fanout"])
+    limits = limits_binary()
+    print(f"machine: {os.cpu_count()} cores; runs: {a.runs} (median)")
+
+    if "wordcount" in only:
+        text = os.path.join(DATA, f"text-{a.size}.txt")
+        if not os.path.exists(text):
+            sh([FANOUT, "datasets", "gen", "text", "--size", a.size, "--seed", "1", "--out", text])
+        size = os.path.getsize(text)
+        job = job_file("wordcount.toml", f"""
+[input]
+path = "{text}"
+chunk_size = "16MiB"
+[[stage]]
+function = "word_count"
+[[stage]]
+name = "total"
+function = "aggregate"
+key = ["word"]
+params = {{ sum = ["count"] }}
+[output]
+path = "{DATA}/wordcount-out.csv"
+sort = ["-sum_count", "word"]
+limit = 100
+mode = "overwrite"
+""")
+        rows = [("limit (rayon, hand-written)",) + measure([limits, "wordcount", text], a.runs)[:2]]
+        wall, rss, _ = measure([FANOUT, "run", job, "--progress", "never", "--show", "0"], a.runs)
+        rows.append(("fanout run", wall, rss))
+        try:
+            import duckdb  # noqa: F401
+            q = (f"SET threads=2; SELECT w, count(*) c FROM (SELECT unnest(string_split(line, ' ')) w FROM "
+                 f"read_csv('{text}', columns={{'line':'VARCHAR'}}, header=false, delim='\\t', quote='', escape='', "
+                 f"auto_detect=false)) WHERE w <> '' GROUP BY w ORDER BY c DESC, w LIMIT 100")
+            wall, rss, _ = measure([sys.executable, "-c", f"import duckdb; duckdb.sql(\"\"\"{q}\"\"\").fetchall()"], a.runs)
+            rows.append(("DuckDB", wall, rss))
+        except ImportError:
+            pass
+        report(f"W1 word count, {a.size} text", size, rows)
+
+    if "groupby" in only:
+        csv = os.path.join(DATA, "events-5M.csv")
+        if not os.path.exists(csv):
+            sh([FANOUT, "datasets", "gen", "csv", "--rows", "5000000", "--seed", "1", "--out", csv])
+        size = os.path.getsize(csv)
+        job = job_file("groupby.toml", f"""
+[input]
+path = "{csv}"
+chunk_size = "16MiB"
+[[stage]]
+name = "by_group"
+function = "aggregate"
+key = ["country", "category"]
+params = {{ count = true, sum = ["amount"] }}
+[output]
+path = "{DATA}/groupby-out.csv"
+sort = ["country", "category"]
+mode = "overwrite"
+""")
+        rows = []
+        try:
+            import duckdb  # noqa: F401
+            q = (f"SET threads=2; SELECT country, category, sum(amount), count(*) FROM read_csv('{csv}', header=true) "
+                 f"GROUP BY 1, 2")
+            wall, rss, _ = measure([sys.executable, "-c", f"import duckdb; duckdb.sql(\"\"\"{q}\"\"\").fetchall()"], a.runs)
+            rows.append(("DuckDB (as the reference)", wall, rss))
+        except ImportError:
+            print("DuckDB not installed: pip install duckdb")
+        try:
+            import polars  # noqa: F401
+            code = (f"import polars as pl; pl.scan_csv('{csv}').group_by(['country','category'])"
+                    f".agg(pl.col('amount').sum(), pl.len()).collect()")
+            env = dict(os.environ, POLARS_MAX_THREADS="2")
+            wall, rss, _ = measure([sys.executable, "-c", code], a.runs, env)
+            rows.append(("Polars", wall, rss))
+        except ImportError:
+            pass
+        wall, rss, _ = measure([FANOUT, "run", job, "--progress", "never", "--show", "0"], a.runs)
+        rows.append(("fanout run", wall, rss))
+        if rows:
+            report(f"W3 csv group-by, {size / 2**20:.0f} MiB events csv (5M rows, quoted notes)", size, rows)
+
+    if "pi" in only:
+        rng = os.path.join(DATA, "range-1000.csv")
+        if not os.path.exists(rng):
+            sh([FANOUT, "datasets", "gen", "range", "--rows", "1000", "--out", rng])
+        job = job_file("pi.toml", f"""
+[input]
+path = "{rng}"
+chunk_size = 16
+[[stage]]
+function = "pi"
+params = {{ samples = 200000, seed = 42 }}
+[[stage]]
+name = "total"
+function = "aggregate"
+key = []
+params = {{ sum = ["inside", "samples"] }}
+[output]
+path = "{DATA}/pi-out.csv"
+mode = "overwrite"
+""")
+        rows = [("limit (rayon, hand-written)",) + measure([limits, "pi", "1000", "200000"], a.runs)[:2]]
+        wall, rss, _ = measure([FANOUT, "run", job, "--progress", "never", "--show", "0"], a.runs)
+        rows.append(("fanout run", wall, rss))
+        report("W4 Monte Carlo pi, 2e8 samples in 1,000 rows", 0, rows)
+
+    if "dispatch" in only:
+        tiny = os.path.join(DATA, "tiny-100k.txt")
+        if not os.path.exists(tiny):
+            with open(tiny, "w") as f:
+                f.write("a\n" * 100_000)
+        job = job_file("dispatch.toml", f"""
+[input]
+path = "{tiny}"
+chunk_size = 1
+[[stage]]
+function = "burn"
+params = {{ ms = 0 }}
+[output]
+path = "{DATA}/dispatch-out.csv"
+mode = "overwrite"
+""")
+        wall, rss, out = measure([FANOUT, "run", job, "--progress", "never", "--json"], a.runs)
+        s = json.loads(out)
+        print(f"\n## W2 dispatch: 100,000 empty invocations (one 2-byte split each)")
+        print(f"fanout run: {wall:.2f} s wall, {100_000 / wall:,.0f} invocations/s end to end; "
+              f"{s['invocations']['per_second']:,.0f}/s inside the run; peak RSS {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+//! `fanout run` on every example, compared exactly with oracles computed
+//! independently here (plain sequential Rust) or by Python's standard
+//! library, for several chunk sizes and concurrency levels.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use crate::util::{Run, Scratch, root};
+
+fn example(name: &str) -> String {
+    root().join("jobs/examples").join(format!("{name}.toml")).display().to_string()
+}
+
+/// Runs an example in `s` with `--json` and overrides; returns the run.
+fn run(s: &Scratch, name: &str, sets: &[String]) -> Run {
+    let job = example(name);
+    let mut args = vec!["run".to_string(), job, "--json".into(), "--progress".into(), "never".into()];
+    for set in sets {
+        args.push("--set".into());
+        args.push(set.clone());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.run(&args)
+}
+
+fn summary(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+}
+
+fn python(s: &Scratch, script: &str) {
+    let out = Command::new("python3").arg("-c").arg(script).current_dir(s.dir.path()).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "python oracle: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn wordcount_matches_a_sequential_count() {
+    let s = Scratch::new();
+    let mut expected: Option<String> = None;
+    for (chunk, concurrency, partitions) in [("4KiB", 1, 1), ("64KiB", 3, 5), ("1MiB", 2, 2), ("1", 4, 3)] {
+        let size = if chunk == "1" { "16KiB" } else { "256KiB" };
+        let r = run(
+            &s,
+            "wordcount",
+            &[
+                format!("input.generate.size={size}"),
+                format!("input.chunk_size={chunk}"),
+                format!("platform.concurrency={concurrency}"),
+                format!("stage.total.partitions={partitions}"),
+            ],
+        )
+        .expect(0);
+        let sum = summary(&r);
+        assert_eq!(sum["status"], "succeeded");
+        assert_eq!(sum["concurrency"], concurrency);
+        // The oracle: count the generated file's words sequentially.
+        let bytes: u64 = if size == "16KiB" { 16 << 10 } else { 256 << 10 };
+        let text = std::fs::read_to_string(s.path(&format!(".fanout/cache/gen-text-{bytes}b-seed1.txt"))).unwrap();
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for w in text.split_ascii_whitespace() {
+            *counts.entry(w).or_default() += 1;
+        }
+        let mut rows: Vec<(&str, u64)> = counts.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut want = String::from("word,sum_count\n");
+        for (w, c) in rows.iter().take(100) {
+            want += &format!("{w},{c}\n");
+        }
+        let got = std::fs::read_to_string(s.path("out/wordcount.csv")).unwrap();
+        assert_eq!(got, want, "chunk {chunk}, concurrency {concurrency}");
+        assert_eq!(sum["output"]["rows"], 100);
+        if size == "256KiB" {
+            // Every setting writes the same bytes.
+            assert_eq!(expected.get_or_insert(got.clone()), &got);
+        }
+    }
+}
+
+#[test]
+fn csv_groupby_matches_python() {
+    let s = Scratch::new();
+    for (chunk, concurrency) in [("16KiB", 2), ("1MiB", 1)] {
+        run(
+            &s,
+            "csv-groupby",
+            &[
+                "input.generate.rows=20000".into(),
+                format!("input.chunk_size={chunk}"),
+                format!("platform.concurrency={concurrency}"),
+            ],
+        )
+        .expect(0);
+        python(
+            &s,
+            r#"
+import csv, math
+groups = {}
+for r in csv.DictReader(open(".fanout/cache/gen-csv-20000rows-seed1.csv", newline="")):
+    g = groups.setdefault((r["country"], r["category"]), [0, 0.0, 0])
+    g[0] += 1
+    if r["amount"] != "":
+        g[1] += float(r["amount"]); g[2] += 1
+out = list(csv.DictReader(open("out/csv-groupby.csv", newline="")))
+assert [(r["country"], r["category"]) for r in out] == sorted(groups), "groups or order differ"
+for r in out:
+    n, total, k = groups[(r["country"], r["category"])]
+    assert int(r["count"]) == n, (r, n)
+    if k == 0:
+        # Every amount of the group is null: so are its sum and mean.
+        assert r["sum_amount"] == "" and r["mean_amount"] == "", r
+        continue
+    assert math.isclose(float(r["sum_amount"]), total, rel_tol=1e-9, abs_tol=1e-6), (r, total)
+    assert math.isclose(float(r["mean_amount"]), total / k, rel_tol=1e-9), (r, total / k)
+print("ok")
+"#,
+        );
+    }
+}
+
+#[test]
+fn jsonl_filter_matches_python() {
+    let s = Scratch::new();
+    for (chunk, concurrency) in [("8KiB", 3), ("4MiB", 1)] {
+        run(
+            &s,
+            "jsonl-filter",
+            &[
+                "input.generate.rows=20000".into(),
+                format!("input.chunk_size={chunk}"),
+                format!("platform.concurrency={concurrency}"),
+            ],
+        )
+        .expect(0);
+        python(
+            &s,
+            r#"
+import json
+want = []
+for line in open(".fanout/cache/gen-jsonl-20000rows-seed1.jsonl"):
+    e = json.loads(line)
+    a = e["event"]["amount"]
+    if a is not None and a >= 900 and e["user"]["country"] in ("AA", "AB", "AC"):
+        want.append((e["id"], e["user"]["country"], e["event"]["category"], a))
+got = []
+for line in open("out/jsonl-filter.jsonl"):
+    r = json.loads(line)
+    got.append((r["id"], r["user_country"], r["event_category"], r["event_amount"]))
+assert len(want) > 10, len(want)
+assert got == want, (got[:3], want[:3])
+print("ok")
+"#,
+        );
+    }
+}
+
+/// SplitMix64, written again here as the oracle.
+fn oracle_inside(seed: u64, i: u64, samples: u64) -> u64 {
+    let mut state = seed ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..samples)
+        .filter(|_| {
+            let (x, y) = (next(), next());
+            x * x + y * y <= 1.0
+        })
+        .count() as u64
+}
+
+#[test]
+fn pi_matches_a_sequential_simulation() {
+    let s = Scratch::new();
+    let samples = 2000;
+    let want: u64 = (0..1000).map(|i| oracle_inside(42, i, samples)).sum();
+    for (chunk, concurrency) in [("64", 2), ("100KiB", 1), ("7", 3)] {
+        let r = run(
+            &s,
+            "pi",
+            &[
+                format!("stage.darts.params.samples={samples}"),
+                format!("input.chunk_size={chunk}"),
+                format!("platform.concurrency={concurrency}"),
+            ],
+        )
+        .expect(0);
+        let got = std::fs::read_to_string(s.path("out/pi.csv")).unwrap();
+        assert_eq!(got, format!("sum_inside,sum_samples\n{want},{}\n", 1000 * samples));
+        let pi = 4.0 * want as f64 / (1000 * samples) as f64;
+        assert!((pi - std::f64::consts::PI).abs() < 0.01, "{pi}");
+        assert_eq!(summary(&r)["input"]["records"], 1000);
+    }
+}
+
+#[test]
+fn the_summary_table_and_preview_are_printed() {
+    let s = Scratch::new();
+    let r = s
+        .run(&[
+            "run",
+            &example("wordcount"),
+            "--set",
+            "input.generate.size=64KiB",
+            "--show",
+            "3",
+            "--progress",
+            "never",
+        ])
+        .expect(0);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[1].starts_with("| word ") && lines[1].ends_with("| sum_count |"), "{}", r.stdout);
+    assert_eq!(lines.len(), 8, "{}", r.stdout);
+    assert_eq!(lines.last().copied(), Some("(3 of 100 rows)"));
+    assert!(r.stderr.contains("wordcount succeeded in "), "{}", r.stderr);
+    assert!(r.stderr.contains("count            map"), "{}", r.stderr);
+    assert!(r.stderr.contains("output: out/wordcount.csv (100 rows"), "{}", r.stderr);
+    // Records: one JSON line per invocation, in the run directory.
+    let dir = r.stderr.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
+    let records = std::fs::read_to_string(s.path(dir).join("invocations.jsonl")).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path(dir).join("summary.json")).unwrap()).unwrap();
+    assert_eq!(records.lines().count() as u64, summary["invocations"]["total"].as_u64().unwrap());
+    let first: serde_json::Value = serde_json::from_str(records.lines().next().unwrap()).unwrap();
+    for key in ["stage", "phase", "task", "attempt", "worker", "container", "cold", "queued_us", "started_us"] {
+        assert!(first.get(key).is_some(), "{key} missing from {first}");
+    }
+    assert!(s.path(dir).join("job.json").is_file());
+}
+
+#[test]
+fn progress_always_reports_without_a_terminal() {
+    let s = Scratch::new();
+    let r = s.run(&[
+        "run",
+        &example("pi"),
+        "--set",
+        "stage.darts.params.samples=200000",
+        "--progress",
+        "always",
+        "--show",
+        "0",
+    ]);
+    let r = r.expect(0);
+    // The last line for the stage shows every task done, the total known.
+    let last = r.stderr.lines().rfind(|l| l.starts_with("darts: ")).unwrap();
+    let (done, total) = last["darts: ".len()..].split_once(" tasks").unwrap().0.split_once('/').unwrap();
+    assert_eq!(done, total, "{}", r.stderr);
+    assert!(r.stderr.contains("total: 1/1 tasks"), "{}", r.stderr);
+}
+
+#[test]
+fn an_existing_output_is_kept_unless_overwrite() {
+    let s = Scratch::new();
+    s.write("out/pi.csv", "precious\n");
+    let r = run(&s, "pi", &["output.mode=error".into(), "stage.darts.params.samples=1".into()]).expect(2);
+    assert!(
+        r.stderr.contains("the output out/pi.csv exists; remove it or set output.mode = \"overwrite\""),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read_to_string(s.path("out/pi.csv")).unwrap(), "precious\n");
+}
+
+#[test]
+fn a_failing_task_fails_the_job_and_leaves_no_output() {
+    let s = Scratch::new();
+    s.write("in/a.jsonl", "{\"x\": 1}\n{\"x\": 2}\n");
+    s.write("in/b.jsonl", "{\"x\": 3}\nnot json\n");
+    s.write(
+        "job.toml",
+        r#"
+[input]
+path = "in/*.jsonl"
+format = "text"
+[[stage]]
+name = "parse"
+function = "json_extract"
+params = { fields = ["x:int64"] }
+[output]
+path = "out/x.csv"
+"#,
+    );
+    let r = s.run(&["run", "job.toml", "--progress", "never"]).expect(1);
+    assert!(
+        r.stderr.contains("error: stage `parse` (map) failed on task 1 (in/b.jsonl bytes 0..18), attempt 1: json_extract: task 1 row 1: invalid JSON"),
+        "{}",
+        r.stderr
+    );
+    assert!(!s.path("out/x.csv").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(s.path("out")).unwrap().collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    let dir = r.stderr.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path(dir).join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "failed");
+}
+
+#[test]
+fn a_bad_record_fails_the_run_with_its_location() {
+    let s = Scratch::new();
+    s.write("in.txt", b"good line\nbad \xff line\n".as_slice());
+    s.write(
+        "job.toml",
+        "[input]\npath = \"in.txt\"\n[[stage]]\nfunction = \"word_count\"\n[output]\npath = \"o.csv\"\n",
+    );
+    let r = s.run(&["run", "job.toml"]).expect(1);
+    assert!(r.stderr.contains("error: in.txt: line 2 (byte 10): invalid UTF-8 at byte 4 of the line"), "{}", r.stderr);
+    assert!(!s.path("o.csv").exists());
+}
+
+#[test]
+fn function_parameters_are_checked_against_the_data_before_running() {
+    let s = Scratch::new();
+    s.write("in.csv", "a,b\n1,x\n");
+    s.write(
+        "job.toml",
+        "[input]\npath = \"in.csv\"\n[[stage]]\nfunction = \"filter\"\nparams = { where = \"c > 1\" }\n[output]\npath = \"o.csv\"\n",
+    );
+    for cmd in ["validate", "run"] {
+        let r = s.run(&[cmd, "job.toml"]).expect(2);
+        assert_eq!(
+            r.stderr, "error: job.toml:5:10: filter: no column `c` in the input; it has: a, b in `c > 1`\n",
+            "{cmd}"
+        );
+    }
+    let r = s
+        .run(&["validate", "job.toml", "--set", "output.sort=[\"zz\"]", "--set", "stage.0.params.where=a > 0"])
+        .expect(2);
+    assert!(r.stderr.contains("--set output.sort=[\"zz\"]: output.sort: no column `zz`"), "{}", r.stderr);
+}
