@@ -9,7 +9,7 @@ between runs), runs each program --runs times and prints the median wall
 time, peak RSS and the ratio to the limit. DuckDB and Polars are measured
 when their Python packages are installed (pip install duckdb polars).
 """
-import argparse, json, os, resource, statistics, subprocess, sys, time
+import argparse, json, os, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "target", "macro")
@@ -33,15 +33,20 @@ def measure(cmd, runs, env=None):
     """Median wall seconds and max peak RSS (MiB) of `runs` runs of cmd."""
     walls, rss = [], []
     for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        out = open(os.path.join(DATA, "stdout"), "w+b")
+        err = open(os.path.join(DATA, "stderr"), "w+b")
         t = time.perf_counter()
-        p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
         walls.append(time.perf_counter() - t)
+        p.returncode = os.waitstatus_to_exitcode(status)
         if p.returncode != 0:
-            sys.exit(f"{cmd} failed: {p.stderr.decode()[-2000:]}")
-        rss.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
-        _ = before
-    return statistics.median(walls), max(rss), p.stdout.decode()
+            err.seek(0)
+            sys.exit(f"{cmd} failed: {err.read().decode()[-2000:]}")
+        rss.append(usage.ru_maxrss / 1024)
+        out.seek(0)
+        stdout = out.read().decode()
+    return statistics.median(walls), max(rss), stdout
 
 
 def report(title, size_bytes, rows):

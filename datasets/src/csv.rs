@@ -216,6 +216,7 @@ pub(crate) fn read<R: Read + Send + 'static>(
     opts: &CsvOptions,
     skip_header: bool,
     batch_rows: usize,
+    buffer: usize,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send + use<R>, String> {
     let mut builder = arrow_csv::ReaderBuilder::new(schema)
         .with_header(skip_header)
@@ -225,7 +226,7 @@ pub(crate) fn read<R: Read + Send + 'static>(
     if let Some(e) = opts.escape {
         builder = builder.with_escape(e);
     }
-    let reader = builder.build(BufReader::with_capacity(1 << 20, source)).map_err(|e| e.to_string())?;
+    let reader = builder.build(BufReader::with_capacity(buffer.max(64), source)).map_err(|e| e.to_string())?;
     Ok(reader.map(|r| r.map_err(|e| e.to_string())))
 }
 
@@ -240,7 +241,7 @@ pub(crate) fn locate(
     opts: &CsvOptions,
     skip_header: bool,
 ) -> Option<(u64, u64)> {
-    let good = read(first, schema, opts, skip_header, 1).ok()?.take_while(Result::is_ok).count();
+    let good = read(first, schema, opts, skip_header, 1, 64 * 1024).ok()?.take_while(Result::is_ok).count();
     let mut skip = good + usize::from(skip_header);
     let mut scanner = Scanner::new(opts);
     let mut buf = vec![0; 64 * 1024];

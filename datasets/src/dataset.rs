@@ -253,11 +253,23 @@ impl Dataset {
 
     /// Reads the records of `split` as a stream of batches.
     pub fn read(&self, split: &Split) -> Result<Batches> {
+        self.read_with(split, &mut OpenFiles::default())
+    }
+
+    /// Reads `split`, reusing a file handle that `files` kept from an
+    /// earlier split of the same file (a worker reading many small splits
+    /// of one file opens it once).
+    pub fn read_with(&self, split: &Split, files: &mut OpenFiles) -> Result<Batches> {
         let file = split.file.clone();
         let path = file.path.clone();
         let batch_rows = self.opts.batch_rows.max(1);
         let schema = self.schema.clone();
         let range = split.range.clone();
+        // Read buffers fit the split: a tiny split needs no megabyte.
+        let buffer = match range {
+            SplitRange::Bytes { len, .. } => (len as usize).saturating_add(1).min(1 << 20),
+            _ => 1 << 20,
+        };
         match (self.format, &range) {
             (_, SplitRange::RowGroups { start, end, .. }) => {
                 let batches = parquet::read(&path, *start, *end, batch_rows)?;
@@ -274,7 +286,7 @@ impl Dataset {
                 )))
             }
             (Format::Text, _) => {
-                let lines = text::Lines::new(open_range(&file, &range)?, batch_rows);
+                let lines = text::Lines::new(files.open(&file, &range)?, batch_rows, buffer);
                 Ok(Box::new(fuse_errors(
                     lines.map(move |r| r.map_err(|e| malformed(&file, &range, e.byte, Some(e.line), e.message))),
                 )))
@@ -282,8 +294,9 @@ impl Dataset {
             (Format::Csv, _) => {
                 let opts = self.opts.csv;
                 let skip_header = opts.header && range == SplitRange::Whole;
-                let batches = csv::read(open_range(&file, &range)?, schema.clone(), &opts, skip_header, batch_rows)
-                    .map_err(|m| Error::invalid(&path, m))?;
+                let batches =
+                    csv::read(files.open(&file, &range)?, schema.clone(), &opts, skip_header, batch_rows, buffer)
+                        .map_err(|m| Error::invalid(&path, m))?;
                 Ok(Box::new(fuse_errors(batches.map(move |r| {
                     r.map_err(|message| {
                         let located = open_range(&file, &range).ok().and_then(|a| {
@@ -298,7 +311,7 @@ impl Dataset {
                 }))))
             }
             (Format::Jsonl, _) => {
-                let batches = jsonl::read(open_range(&file, &range)?, schema.clone(), batch_rows)
+                let batches = jsonl::read(files.open(&file, &range)?, schema.clone(), batch_rows, buffer)
                     .map_err(|m| Error::invalid(&path, m))?;
                 Ok(Box::new(fuse_errors(batches.map(move |r| {
                     r.map_err(|message| {
@@ -387,6 +400,51 @@ fn malformed(file: &InputFile, range: &SplitRange, byte: u64, line: Option<u64>,
 /// The decompressed bytes of a whole file.
 pub(crate) fn open_whole(file: &InputFile) -> Result<Box<dyn Read + Send>> {
     open_range(file, &SplitRange::Whole)
+}
+
+/// File handles kept between reads: the last file a worker read.
+#[derive(Debug, Default)]
+pub struct OpenFiles {
+    last: Option<(std::path::PathBuf, Arc<File>)>,
+}
+
+impl OpenFiles {
+    /// The bytes of `range` of `file`, through a kept handle where one
+    /// fits.
+    fn open(&mut self, file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {
+        let SplitRange::Bytes { offset, len } = *range else {
+            return open_range(file, range);
+        };
+        let handle = match &self.last {
+            Some((path, handle)) if *path == file.path => handle.clone(),
+            _ => {
+                let handle = Arc::new(File::open(&file.path).map_err(|e| Error::io(&file.path, e))?);
+                self.last = Some((file.path.clone(), handle.clone()));
+                handle
+            }
+        };
+        Ok(Box::new(RangeReader { file: handle, at: offset, end: offset + len }))
+    }
+}
+
+/// Reads bytes `[at, end)` of a shared file with positional reads.
+struct RangeReader {
+    file: Arc<File>,
+    at: u64,
+    end: u64,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf.len().min((self.end - self.at) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// The bytes of a split's range: a slice of an uncompressed file or the

@@ -22,10 +22,11 @@ pub(crate) fn read<R: Read + Send + 'static>(
     source: R,
     schema: SchemaRef,
     batch_rows: usize,
+    buffer: usize,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send, String> {
     let reader = arrow_json::ReaderBuilder::new(schema)
         .with_batch_size(batch_rows)
-        .build(BufReader::with_capacity(1 << 20, source))
+        .build(BufReader::with_capacity(buffer.max(64), source))
         .map_err(|e| e.to_string())?;
     Ok(reader.map(|r| r.map_err(|e| e.to_string())))
 }
@@ -100,7 +101,7 @@ mod tests {
             schema.field_with_name("u").unwrap().data_type(),
             DataType::Struct(f) if f.len() == 2
         ));
-        let batches: Vec<_> = read(&data[..], Arc::new(schema), 1).unwrap().collect::<Result<_, _>>().unwrap();
+        let batches: Vec<_> = read(&data[..], Arc::new(schema), 1, 64).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(batches.len(), 2);
     }
 

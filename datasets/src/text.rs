@@ -37,22 +37,25 @@ pub(crate) struct Lines<R> {
     lines: u64,
     eof: bool,
     batch_rows: usize,
+    /// Bytes read at a time.
+    block: usize,
     schema: SchemaRef,
 }
 
-const BLOCK: usize = 1 << 20;
-
 impl<R: Read> Lines<R> {
-    /// Lines of `source`, in batches of at most `batch_rows` rows.
-    pub(crate) fn new(source: R, batch_rows: usize) -> Self {
+    /// Lines of `source`, in batches of at most `batch_rows` rows, read
+    /// `block` bytes at a time (a tiny split needs no big buffer).
+    pub(crate) fn new(source: R, batch_rows: usize, block: usize) -> Self {
+        let block = block.max(64);
         Lines {
             source,
-            buf: Vec::with_capacity(BLOCK),
+            buf: Vec::with_capacity(block),
             at: 0,
             base: 0,
             lines: 0,
             eof: false,
             batch_rows: batch_rows.max(1),
+            block,
             schema: schema(),
         }
     }
@@ -65,7 +68,7 @@ impl<R: Read> Lines<R> {
             self.at = 0;
         }
         let len = self.buf.len();
-        let want = BLOCK.max(len);
+        let want = self.block.max(len);
         self.buf.resize(len + want, 0);
         let n = loop {
             match self.source.read(&mut self.buf[len..]) {
@@ -147,7 +150,7 @@ mod tests {
 
     fn lines(data: &[u8], batch: usize) -> Result<Vec<String>, LineError> {
         let mut out = vec![];
-        for b in Lines::new(data, batch) {
+        for b in Lines::new(data, batch, 7) {
             let b = b?;
             assert!(b.num_rows() <= batch);
             out.extend(b.column(0).as_string::<i32>().iter().map(|s| s.unwrap().to_string()));

@@ -47,7 +47,14 @@ pub(crate) struct Gather {
     writer: Option<Writer>,
     staged: PathBuf,
     rows: u64,
+    /// Small batches waiting to be written together (writing a batch has a
+    /// fixed cost, and a tiny task's output is a tiny batch).
+    small: Vec<RecordBatch>,
+    small_rows: usize,
 }
+
+/// Rows of small batches gathered before one write.
+const COALESCE_ROWS: usize = 8192;
 
 impl Gather {
     /// A gather of batches of `schema` into `staged` (a file in the staging
@@ -66,7 +73,7 @@ impl Gather {
         } else {
             Mode::Sorted { keys: sort, batches: Vec::new(), rows: 0 }
         };
-        Ok(Gather { schema, limit, mode, writer: Some(writer), staged, rows: 0 })
+        Ok(Gather { schema, limit, mode, writer: Some(writer), staged, rows: 0, small: Vec::new(), small_rows: 0 })
     }
 
     /// Adds the output of task `task`. Tasks are numbered from 0 with no
@@ -108,6 +115,20 @@ impl Gather {
             _ => batch,
         };
         self.rows += batch.num_rows() as u64;
+        self.small_rows += batch.num_rows();
+        self.small.push(batch);
+        if self.small_rows >= COALESCE_ROWS { self.flush() } else { Ok(()) }
+    }
+
+    /// Writes the small batches held, as one.
+    fn flush(&mut self) -> Result<(), EngineError> {
+        let batch = match self.small.len() {
+            0 => return Ok(()),
+            1 => self.small.pop().expect("one"),
+            _ => arrow_select::concat::concat_batches(&self.schema, &self.small).map_err(arrow_io)?,
+        };
+        self.small.clear();
+        self.small_rows = 0;
         self.writer.as_mut().expect("open until finished").write(&batch).map_err(EngineError::Output)
     }
 
@@ -121,6 +142,7 @@ impl Gather {
             let visible = sorted.project(&(0..self.schema.fields().len()).collect::<Vec<_>>()).map_err(arrow_io)?;
             self.write(visible)?;
         }
+        self.flush()?;
         let rows = self.writer.take().expect("open until finished").finish().map_err(EngineError::Output)?;
         Ok((self.staged.clone(), rows))
     }

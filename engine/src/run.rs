@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
-use fanout_datasets::Split;
+use fanout_datasets::{OpenFiles, Split};
 use fanout_jobs::{JobFile, OutputMode, Plan};
 use fanout_workers::{FunctionError, Invocation, MapInstance, ReduceInstance, Registry};
 
@@ -199,6 +199,8 @@ enum Container {
 struct Worker {
     id: usize,
     containers: Vec<Option<Container>>,
+    /// The input file this slot read last, kept open.
+    files: OpenFiles,
 }
 
 /// Everything the workers share during a run.
@@ -284,7 +286,7 @@ fn execute(
     let mut workers: Vec<(Worker, Recorder<'_>)> = (0..concurrency)
         .map(|id| {
             let containers = (0..steps).map(|_| None).collect();
-            (Worker { id, containers }, Recorder::new(&shared.log, steps))
+            (Worker { id, containers, files: OpenFiles::default() }, Recorder::new(&shared.log, steps))
         })
         .collect();
     let mut splits = 0;
@@ -323,15 +325,23 @@ fn execute(
     Ok((state, staged))
 }
 
+/// Most tasks in one channel message.
+const GROUP_TASKS: usize = 32;
+/// Split bytes past which a group is sent: a task of this size or more
+/// travels alone.
+const GROUP_BYTES: u64 = 256 * 1024;
+
 /// Runs one phase's tasks on the workers; returns the number of tasks.
 fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorder<'_>)]) -> u64 {
-    let (tx, rx) = crossbeam_channel::bounded::<(u64, Input, Instant)>(workers.len() * 2);
+    // Tasks travel in small groups: many tiny splits share one channel
+    // message, a large split or a partition goes alone.
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<(u64, Input, Instant)>>(workers.len() * 2);
     let mut count = 0;
     std::thread::scope(|scope| {
         for (worker, recorder) in workers.iter_mut() {
             let rx = rx.clone();
             scope.spawn(move || {
-                for (task, input, queued) in rx {
+                for (task, input, queued) in rx.into_iter().flatten() {
                     if shared.failed.load(Relaxed) {
                         continue;
                     }
@@ -353,6 +363,8 @@ fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorde
             .collect();
         match phase.source {
             None => {
+                let mut group = Vec::new();
+                let mut bytes = 0;
                 for split in shared.compiled.dataset.splits() {
                     if shared.failed.load(Relaxed) {
                         break;
@@ -363,10 +375,18 @@ fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorde
                             for p in &counted {
                                 p.total.store(count, Relaxed);
                             }
-                            let _ = tx.send((split.index, Input::Split(split), Instant::now()));
+                            bytes += split.bytes();
+                            group.push((split.index, Input::Split(split), Instant::now()));
+                            if group.len() >= GROUP_TASKS || bytes >= GROUP_BYTES {
+                                let _ = tx.send(std::mem::take(&mut group));
+                                bytes = 0;
+                            }
                         }
                         Err(e) => shared.fail(EngineError::Input(e)),
                     }
+                }
+                if !group.is_empty() {
+                    let _ = tx.send(group);
                 }
             }
             Some(stage) => {
@@ -380,7 +400,7 @@ fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorde
                         break;
                     }
                     count += 1;
-                    let _ = tx.send((part as u64, Input::Partition(part), Instant::now()));
+                    let _ = tx.send(vec![(part as u64, Input::Partition(part), Instant::now())]);
                 }
             }
         }
@@ -393,11 +413,20 @@ fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorde
 }
 
 /// Reads a task's input: a split's records, or a partition's batches.
-fn load(shared: &Shared<'_>, input: &Input, stage: Option<usize>) -> Result<(Vec<RecordBatch>, u64), EngineError> {
+fn load(
+    shared: &Shared<'_>,
+    files: &mut OpenFiles,
+    input: &Input,
+    stage: Option<usize>,
+) -> Result<(Vec<RecordBatch>, u64), EngineError> {
     match input {
         Input::Split(split) => {
-            let batches: Vec<RecordBatch> =
-                shared.compiled.dataset.read(split).and_then(|b| b.collect()).map_err(EngineError::Input)?;
+            let batches: Vec<RecordBatch> = shared
+                .compiled
+                .dataset
+                .read_with(split, files)
+                .and_then(|b| b.collect())
+                .map_err(EngineError::Input)?;
             let records: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
             shared.input_records.fetch_add(records, Relaxed);
             shared.input_bytes.fetch_add(split.bytes(), Relaxed);
@@ -439,7 +468,7 @@ fn run_task(
     let compiled = shared.compiled;
     let mut data: Option<Vec<RecordBatch>> = None;
     if phase.steps.is_empty() {
-        data = Some(load(shared, &input, phase.source)?.0);
+        data = Some(load(shared, &mut worker.files, &input, phase.source)?.0);
     }
     let mut queued_at = queued;
     for &step in &phase.steps {
@@ -454,7 +483,7 @@ fn run_task(
                 let bytes = d.iter().map(|b| b.get_array_memory_size() as u64).sum();
                 Ok((d, bytes))
             }
-            None => load(shared, &input, phase.source),
+            None => load(shared, &mut worker.files, &input, phase.source),
         };
         let outcome = loaded.and_then(|(batches, bytes_in)| {
             let records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use arrow_array::{RecordBatch, UInt32Array};
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::SchemaRef;
 
@@ -79,12 +80,25 @@ impl<'a> Shuffle<'a> {
                 continue;
             }
             let pieces: Vec<(usize, RecordBatch)> = if let Some(converter) = &converter {
-                let keys: Vec<_> = self.key.iter().map(|&k| batch.column(k).clone()).collect();
-                let rows = converter.convert_columns(&keys).map_err(arrow)?;
                 let mut indices: Vec<Vec<u32>> = vec![Vec::new(); n];
-                for (i, row) in rows.iter().enumerate() {
-                    let p = (xxhash_rust::xxh3::xxh3_64(row.as_ref()) % n as u64) as usize;
+                let mut place = |i: usize, bytes: &[u8]| {
+                    let p = (xxhash_rust::xxh3::xxh3_64(bytes) % n as u64) as usize;
                     indices[p].push(i as u32);
+                };
+                match self.utf8_key(&batch) {
+                    // One string key: hash its bytes (a null goes with "").
+                    Some(strings) => {
+                        for i in 0..strings.len() {
+                            place(i, if strings.is_valid(i) { strings.value(i).as_bytes() } else { b"" });
+                        }
+                    }
+                    None => {
+                        let keys: Vec<_> = self.key.iter().map(|&k| batch.column(k).clone()).collect();
+                        let rows = converter.convert_columns(&keys).map_err(arrow)?;
+                        for (i, row) in rows.iter().enumerate() {
+                            place(i, row.as_ref());
+                        }
+                    }
                 }
                 let mut pieces = Vec::new();
                 for (p, idx) in indices.into_iter().enumerate() {
@@ -110,6 +124,14 @@ impl<'a> Shuffle<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The key column, when the key is one utf8 column.
+    fn utf8_key<'b>(&self, batch: &'b RecordBatch) -> Option<&'b arrow_array::StringArray> {
+        match self.key[..] {
+            [k] => batch.column(k).as_string_opt::<i32>(),
+            _ => None,
+        }
     }
 
     fn spill(&self, p: usize, task: u64, seq: u32, batch: &RecordBatch) -> Result<PathBuf, EngineError> {

@@ -164,6 +164,8 @@ impl Plan {
             means,
             schema: out,
             converter: RowConverter::new(fields)?,
+            utf8_key: self.key_fields.len() == 1 && self.key_fields[0].data_type() == &DataType::Utf8,
+            null_group: None,
             groups: HashMap::new(),
             rows: Vec::new(),
             acc: Vec::new(),
@@ -206,6 +208,11 @@ struct GroupBy {
     means: Vec<Mean>,
     schema: SchemaRef,
     converter: RowConverter,
+    /// A single utf8 key column: groups are found by the string's bytes,
+    /// with no row encoding (the common case: words, names, ids).
+    utf8_key: bool,
+    /// The group of the null key, in `utf8_key` mode.
+    null_group: Option<usize>,
     groups: HashMap<Box<[u8]>, usize>,
     /// Each group's encoded key, in first-seen order.
     rows: Vec<Box<[u8]>>,
@@ -220,8 +227,9 @@ enum Values {
 }
 
 impl GroupBy {
-    /// Adds a group for the encoded key `bytes`; returns its index.
-    fn new_group(&mut self, bytes: &[u8]) -> usize {
+    /// Adds a group for the encoded key `bytes` (`None`: the null key of a
+    /// utf8 key column, which is not looked up by bytes); returns its index.
+    fn new_group(&mut self, bytes: Option<&[u8]>) -> usize {
         if self.acc.is_empty() {
             self.acc = self
                 .aggs
@@ -234,8 +242,13 @@ impl GroupBy {
                 .collect();
         }
         let g = self.rows.len();
-        self.rows.push(bytes.into());
-        self.groups.insert(bytes.into(), g);
+        self.rows.push(bytes.unwrap_or_default().into());
+        match bytes {
+            Some(b) => {
+                self.groups.insert(b.into(), g);
+            }
+            None => self.null_group = Some(g),
+        }
         for acc in &mut self.acc {
             match acc {
                 Acc::Count(v) => v.push(0),
@@ -249,7 +262,9 @@ impl GroupBy {
     fn update(&mut self, batch: &RecordBatch) -> Result<(), FunctionError> {
         let key_cols: Vec<ArrayRef> = self.keys.iter().map(|&k| batch.column(k).clone()).collect();
         // Without key columns every row is in the one group (an empty key).
-        let rows = (!key_cols.is_empty()).then(|| self.converter.convert_columns(&key_cols)).transpose()?;
+        let rows =
+            (!key_cols.is_empty() && !self.utf8_key).then(|| self.converter.convert_columns(&key_cols)).transpose()?;
+        let strings = self.utf8_key.then(|| key_cols[0].as_string::<i32>());
         let mut values = Vec::with_capacity(self.aggs.len());
         for a in &self.aggs {
             values.push(match a.input {
@@ -263,9 +278,17 @@ impl GroupBy {
             });
         }
         for r in 0..batch.num_rows() {
-            let bytes = rows.as_ref().map_or(&[][..], |rows| rows.row(r).data());
-            let g = match self.groups.get(bytes) {
-                Some(&g) => g,
+            let bytes = match (&rows, strings) {
+                (Some(rows), _) => Some(rows.row(r).data()),
+                (None, Some(s)) => s.is_valid(r).then(|| s.value(r).as_bytes()),
+                (None, None) => Some(&[][..]),
+            };
+            let found = match bytes {
+                Some(b) => self.groups.get(b).copied(),
+                None => self.null_group,
+            };
+            let g = match found {
+                Some(g) => g,
                 None => self.new_group(bytes),
             };
             for ((a, acc), vals) in self.aggs.iter().zip(&mut self.acc).zip(&values) {
@@ -278,10 +301,21 @@ impl GroupBy {
     fn finish(&mut self) -> Result<Vec<RecordBatch>, FunctionError> {
         if self.keys.is_empty() && self.rows.is_empty() {
             // A global aggregate of nothing is one row, as in SQL.
-            self.new_group(&[]);
+            self.new_group(Some(&[]));
         }
-        let keys = if self.keys.is_empty() {
+        let keys: Vec<ArrayRef> = if self.keys.is_empty() {
             Vec::new()
+        } else if self.utf8_key {
+            let mut b = arrow_array::builder::StringBuilder::with_capacity(self.rows.len(), 0);
+            for (g, bytes) in self.rows.iter().enumerate() {
+                match self.null_group == Some(g) {
+                    true => b.append_null(),
+                    false => {
+                        b.append_value(std::str::from_utf8(bytes).map_err(|e| FunctionError::permanent(e.to_string()))?)
+                    }
+                }
+            }
+            vec![Arc::new(b.finish())]
         } else {
             let parser = self.converter.parser();
             self.converter.convert_rows(self.rows.iter().map(|r| parser.parse(r)))?
@@ -324,6 +358,7 @@ impl GroupBy {
         }
         self.groups.clear();
         self.rows.clear();
+        self.null_group = None;
         let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(n));
         Ok(vec![RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?])
     }
@@ -375,5 +410,64 @@ impl ReduceInstance for GroupBy {
             self.update(b)?;
         }
         self.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, StringArray};
+
+    fn run(keys: Vec<Option<&str>>, values: Vec<Option<i64>>) -> Vec<(Option<String>, i64, Option<i64>, Option<f64>)> {
+        let batch = RecordBatch::try_from_iter([
+            ("k", Arc::new(StringArray::from(keys)) as ArrayRef),
+            ("v", Arc::new(Int64Array::from(values)) as ArrayRef),
+        ])
+        .unwrap();
+        let params = serde_json::json!({"count": true, "sum": ["v"], "mean": ["v"]});
+        let key = vec!["k".to_string()];
+        let spec = StageSpec { params: params.as_object().unwrap(), input: &batch.schema(), key: Some(&key) };
+        let plan = Aggregate.plan(&spec).unwrap();
+        let inv = Invocation { stage: "s", task: 0, attempt: 1, deadline: None };
+        // Two map-side partials, merged on the reduce side.
+        let mut combine = plan.init().unwrap();
+        let a = combine.call(&inv, vec![batch.slice(0, 2)]).unwrap();
+        let b = combine.call(&inv, vec![batch.slice(2, batch.num_rows() - 2)]).unwrap();
+        let mut reduce = plan.init_reduce().unwrap().unwrap();
+        let out = reduce.call(&inv, [a, b].concat()).unwrap();
+        let out = &out[0];
+        let k = out.column(0).as_string::<i32>();
+        let c = out.column(1).as_primitive::<Int64Type>();
+        let s = out.column(2).as_primitive::<Int64Type>();
+        let m = out.column(3).as_primitive::<Float64Type>();
+        let mut rows: Vec<_> = (0..out.num_rows())
+            .map(|i| {
+                (
+                    k.is_valid(i).then(|| k.value(i).to_string()),
+                    c.value(i),
+                    s.is_valid(i).then(|| s.value(i)),
+                    m.is_valid(i).then(|| m.value(i)),
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+
+    #[test]
+    fn null_and_empty_keys_are_different_groups() {
+        let rows = run(
+            vec![Some("a"), None, Some(""), Some("a"), None, Some("b")],
+            vec![Some(1), Some(2), Some(3), Some(4), None, None],
+        );
+        assert_eq!(
+            rows,
+            [
+                (None, 2, Some(2), Some(2.0)),
+                (Some(String::new()), 1, Some(3), Some(3.0)),
+                (Some("a".into()), 2, Some(5), Some(2.5)),
+                (Some("b".into()), 1, None, None),
+            ]
+        );
     }
 }
