@@ -418,7 +418,10 @@ mod tests {
     use super::*;
     use arrow_array::{Int64Array, StringArray};
 
-    fn run(keys: Vec<Option<&str>>, values: Vec<Option<i64>>) -> Vec<(Option<String>, i64, Option<i64>, Option<f64>)> {
+    /// key, count, sum, mean.
+    type Row = (Option<String>, i64, Option<i64>, Option<f64>);
+
+    fn run(keys: Vec<Option<&str>>, values: Vec<Option<i64>>) -> Vec<Row> {
         let batch = RecordBatch::try_from_iter([
             ("k", Arc::new(StringArray::from(keys)) as ArrayRef),
             ("v", Arc::new(Int64Array::from(values)) as ArrayRef),
