@@ -39,12 +39,12 @@ impl SplitMix64 {
 /// seed value is `value`.
 pub fn pi_inside(seed: u64, value: i64, samples: u64) -> u64 {
     let mut rng = SplitMix64(seed ^ (value as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-    let mut inside = 0;
-    for _ in 0..samples {
-        let (x, y) = (rng.next_f64(), rng.next_f64());
-        inside += u64::from(x * x + y * y <= 1.0);
-    }
-    inside
+    (0..samples)
+        .filter(|_| {
+            let (x, y) = (rng.next_f64(), rng.next_f64());
+            x * x + y * y <= 1.0
+        })
+        .count() as u64
 }
 
 /// The registered `pi`.
