@@ -78,6 +78,9 @@ pub struct RunArgs {
     /// Rows of the output to print when the run succeeds.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub show: usize,
+    /// Inject faults at these rates, e.g. "fail=0.05,panic=0.01,seed=7".
+    #[arg(long, value_name = "SPEC")]
+    pub chaos: Option<fanout_engine::Chaos>,
     /// Shuffle data held in memory before it spills to the run directory.
     #[arg(long, value_name = "SIZE", default_value = "256MiB")]
     pub shuffle_memory: fanout_jobs::units::Size,

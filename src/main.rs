@@ -49,6 +49,14 @@ pub type Outcome = Result<(), Failure>;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Panics injected by --chaos are expected; keep them off stderr.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let chaos = info.payload().downcast_ref::<&str>().is_some_and(|m| m.starts_with("chaos: "));
+        if !chaos {
+            default_hook(info);
+        }
+    }));
     let outcome = match args.command {
         Command::Run(a) => run::run(&a),
         Command::Validate(a) => plan::validate(&a),

@@ -33,6 +33,7 @@ pub fn run(a: &RunArgs) -> Outcome {
         cache_dir: a.job.cache_dir.clone(),
         shuffle_memory: a.shuffle_memory.bytes(),
         progress: progress.clone(),
+        chaos: a.chaos,
     };
     let bars =
         draw.then(|| std::thread::spawn(move || if terminal { draw_bars(&progress) } else { print_lines(&progress) }));
@@ -130,6 +131,17 @@ fn table(r: &Report) -> String {
             st.latency_ms.max
         );
     }
+    if s.retries > 0 || !s.failed_tasks.is_empty() {
+        t += &format!("retries: {}; tasks failed for good: {}\n", s.retries, s.failed_tasks.len());
+        for f in s.failed_tasks.iter().take(5) {
+            t += &format!("  stage {} task {} ({}), {} attempts: {}\n", f.stage, f.task, f.input, f.attempts, f.error);
+        }
+    }
+    let c = &s.cost;
+    t += &format!(
+        "cost on {} at {} MB: {} requests, {:.3} GB-s, ${:.6}\n",
+        c.preset, c.memory_mb, c.requests, c.gb_seconds, c.usd
+    );
     if s.shuffle_spilled_bytes > 0 {
         t += &format!("shuffle spilled {} to disk\n", mib(s.shuffle_spilled_bytes));
     }

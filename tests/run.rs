@@ -311,7 +311,11 @@ fn a_bad_record_fails_the_run_with_its_location() {
         "[input]\npath = \"in.txt\"\n[[stage]]\nfunction = \"word_count\"\n[output]\npath = \"o.csv\"\n",
     );
     let r = s.run(&["run", "job.toml"]).expect(1);
-    assert!(r.stderr.contains("error: in.txt: line 2 (byte 10): invalid UTF-8 at byte 4 of the line"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("failed on task 0 (in.txt bytes 0..21), attempt 1: in.txt: line 2 (byte 10): invalid UTF-8 at byte 4 of the line"),
+        "{}",
+        r.stderr
+    );
     assert!(!s.path("o.csv").exists());
 }
 
@@ -334,4 +338,70 @@ fn function_parameters_are_checked_against_the_data_before_running() {
         .run(&["validate", "job.toml", "--set", "output.sort=[\"zz\"]", "--set", "stage.0.params.where=a > 0"])
         .expect(2);
     assert!(r.stderr.contains("--set output.sort=[\"zz\"]: output.sort: no column `zz`"), "{}", r.stderr);
+}
+
+#[test]
+fn chaos_with_retries_changes_nothing_in_the_output() {
+    let s = Scratch::new();
+    let cases: [(&str, &[&str], &str); 4] = [
+        ("wordcount", &["input.generate.size=64KiB", "input.chunk_size=4KiB"], "out/wordcount.csv"),
+        ("csv-groupby", &["input.generate.rows=5000", "input.chunk_size=16KiB"], "out/csv-groupby.csv"),
+        ("jsonl-filter", &["input.generate.rows=5000", "input.chunk_size=16KiB"], "out/jsonl-filter.jsonl"),
+        ("pi", &["stage.darts.params.samples=100"], "out/pi.csv"),
+    ];
+    for (name, sets, out) in cases {
+        let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        run(&s, name, &sets).expect(0);
+        let clean = std::fs::read(s.path(out)).unwrap();
+        sets.extend(["platform.retries=30".into(), "platform.backoff=1ms".into()]);
+        let job = example(name);
+        let mut args = vec!["run", job.as_str(), "--json", "--chaos", "fail=0.1,panic=0.02,seed=11"];
+        for set in &sets {
+            args.extend(["--set", set.as_str()]);
+        }
+        let r = s.run(&args).expect(0);
+        let sum = summary(&r);
+        assert!(sum["retries"].as_u64().unwrap() > 0, "{name}: chaos injected nothing");
+        assert_eq!(sum["failed_tasks"].as_array().unwrap().len(), 0);
+        assert_eq!(std::fs::read(s.path(out)).unwrap(), clean, "{name}: output differs under chaos");
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn the_bill_matches_the_records() {
+    let s = Scratch::new();
+    let r = run(
+        &s,
+        "wordcount",
+        &[
+            "input.generate.size=64KiB".into(),
+            "input.chunk_size=8KiB".into(),
+            "platform.preset=gcp-functions".into(),
+            "platform.memory=2048MB".into(),
+        ],
+    )
+    .expect(0);
+    let sum = summary(&r);
+    let dir = s.path(".fanout/runs");
+    let run_dir = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let records = std::fs::read_to_string(run_dir.join("invocations.jsonl")).unwrap();
+    // By hand: each duration rounded up to 100 ms, 2048 MB = 2,048,000,000
+    // bytes = 2048 MB as the platform counts it, $0.0000165/GB-s and
+    // $0.40 per million requests.
+    let mut usd = 0.0;
+    let mut n = 0;
+    for line in records.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let us = v["finished_us"].as_u64().unwrap() - v["started_us"].as_u64().unwrap();
+        let billed_ms = (us as f64 / 1000.0 / 100.0).ceil().max(1.0) * 100.0;
+        assert_eq!(v["billed_us"].as_f64().unwrap(), billed_ms * 1000.0, "{line}");
+        usd += billed_ms / 1000.0 * (2048.0 / 1024.0) * 0.0000165 + 0.40 / 1e6;
+        n += 1;
+    }
+    assert_eq!(sum["cost"]["requests"], n);
+    assert_eq!(sum["cost"]["preset"], "gcp-functions");
+    assert_eq!(sum["cost"]["memory_mb"], 2048);
+    let got = sum["cost"]["usd"].as_f64().unwrap();
+    assert!((got - usd).abs() < 1e-12, "{got} vs {usd}");
 }

@@ -86,7 +86,8 @@ impl<R: Read> Lines<R> {
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, LineError> {
         // Sized to what one block can hold: a tiny split allocates little.
-        let mut builder = StringBuilder::with_capacity(self.batch_rows.min(self.block / 8 + 1), self.block.min(1 << 20));
+        let mut builder =
+            StringBuilder::with_capacity(self.batch_rows.min(self.block / 8 + 1), self.block.min(1 << 20));
         let mut rows = 0;
         while rows < self.batch_rows {
             let pending = &self.buf[self.at..];

@@ -65,6 +65,18 @@ pub enum EngineError {
     /// A task failed.
     #[error("{0}")]
     Task(Box<TaskFailure>),
+    /// More tasks failed than the job tolerates.
+    #[error(
+        "{failed} of {tasks} tasks failed, more than the tolerated {percent}% (failures.jsonl in the run directory lists them)"
+    )]
+    TooManyFailures {
+        /// Failed tasks.
+        failed: u64,
+        /// Tasks in the phase.
+        tasks: u64,
+        /// The tolerated percentage.
+        percent: f64,
+    },
     /// Writing the run directory, the shuffle or the output failed.
     #[error("{}: {source}", path.display())]
     Io {

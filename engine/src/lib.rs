@@ -6,6 +6,7 @@
 //!
 //! See `engine/README.md` for the execution model.
 
+mod chaos;
 mod compile;
 mod error;
 mod gather;
@@ -15,10 +16,11 @@ mod run;
 mod shuffle;
 mod summary;
 
+pub use chaos::{Chaos, Fault};
 pub use compile::{Compiled, CompiledStage, Phase, Sink, Step, compile};
 pub use error::{CompileError, EngineError, TaskFailure};
 pub use gather::OutputInfo;
 pub use metrics::{InvocationRecord, StageStats};
 pub use progress::{Progress, StageProgress};
 pub use run::{Report, RunFailure, RunOptions, run};
-pub use summary::{InputSummary, Invocations, Latency, StageSummary, Summary};
+pub use summary::{Cost, FailedTask, InputSummary, Invocations, Latency, StageSummary, Summary};

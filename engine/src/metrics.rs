@@ -38,6 +38,8 @@ pub struct InvocationRecord<'a> {
     pub started_us: u64,
     /// When it finished.
     pub finished_us: u64,
+    /// Its billed duration on the platform model, in microseconds.
+    pub billed_us: u64,
     /// ok or error.
     pub status: &'static str,
     /// The error, if it failed.
@@ -71,6 +73,10 @@ pub struct StageStats {
     pub bytes_in: u64,
     /// Bytes out.
     pub bytes_out: u64,
+    /// Invocations after a failed attempt.
+    pub retries: u64,
+    /// Billed duration, microseconds.
+    pub billed_us: u64,
     /// Invocation latency, microseconds.
     pub latency: Histogram<u64>,
 }
@@ -85,6 +91,8 @@ impl Default for StageStats {
             records_out: 0,
             bytes_in: 0,
             bytes_out: 0,
+            retries: 0,
+            billed_us: 0,
             // 1 µs to 1 hour, 3 significant figures.
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
         }
@@ -100,6 +108,8 @@ impl StageStats {
         self.records_out += r.records_out;
         self.bytes_in += r.bytes_in;
         self.bytes_out += r.bytes_out;
+        self.retries += u64::from(r.attempt > 1);
+        self.billed_us += r.billed_us;
         self.latency.saturating_record((r.finished_us - r.started_us).max(1));
     }
 
@@ -112,6 +122,8 @@ impl StageStats {
         self.records_out += o.records_out;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
+        self.retries += o.retries;
+        self.billed_us += o.billed_us;
         self.latency.add(&o.latency).expect("histograms of the same range");
     }
 }

@@ -15,6 +15,7 @@ use fanout_datasets::{OpenFiles, Split};
 use fanout_jobs::{JobFile, OutputMode, Plan};
 use fanout_workers::{FunctionError, Invocation, MapInstance, ReduceInstance, Registry};
 
+use crate::chaos::{Chaos, Fault};
 use crate::compile::{Compiled, Phase, Sink, Step, compile};
 use crate::error::{EngineError, TaskFailure};
 use crate::gather::{Gather, commit};
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub shuffle_memory: u64,
     /// Live counters for a progress display.
     pub progress: Arc<Progress>,
+    /// Faults to inject.
+    pub chaos: Option<Chaos>,
 }
 
 impl Default for RunOptions {
@@ -45,6 +48,7 @@ impl Default for RunOptions {
             cache_dir: PathBuf::from(".fanout/cache"),
             shuffle_memory: 256 << 20,
             progress: Progress::new(),
+            chaos: None,
         }
     }
 }
@@ -150,6 +154,8 @@ pub(crate) struct RunState {
     pub(crate) spilled: u64,
     pub(crate) concurrency: usize,
     pub(crate) failure: Option<EngineError>,
+    /// Tasks that failed for good.
+    pub(crate) failures: Vec<TaskFailure>,
 }
 
 /// The index of a step's statistics.
@@ -206,6 +212,12 @@ struct Worker {
 /// Everything the workers share during a run.
 struct Shared<'a> {
     compiled: &'a Compiled,
+    plan: &'a Plan,
+    chaos: Option<Chaos>,
+    /// Every task that failed for good, tolerated or not.
+    failures: Mutex<Vec<TaskFailure>>,
+    /// Failed tasks of the phase running now.
+    phase_failures: AtomicU64,
     started: Instant,
     log: Log,
     failed: AtomicBool,
@@ -222,6 +234,19 @@ struct Shared<'a> {
 impl Shared<'_> {
     fn micros(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.started).as_micros() as u64
+    }
+
+    /// Records a failed task; whether the job tolerates it (so far: a
+    /// percentage threshold is checked when the phase ends).
+    fn tolerate(&self, f: &TaskFailure) -> bool {
+        self.failures.lock().expect("not poisoned").push(f.clone());
+        let failed = self.phase_failures.fetch_add(1, Relaxed) + 1;
+        let p = &self.plan.platform;
+        match (p.tolerated_failure_count, p.tolerated_failure_percent) {
+            (None, None) => false,
+            (Some(count), _) if failed > count => false,
+            _ => true,
+        }
     }
 
     fn fail(&self, e: EngineError) {
@@ -270,6 +295,10 @@ fn execute(
         .collect();
     let shared = Shared {
         compiled,
+        plan,
+        chaos: opts.chaos,
+        failures: Mutex::new(Vec::new()),
+        phase_failures: AtomicU64::new(0),
         started,
         log: Log::create(&run_dir.join("invocations.jsonl"))?,
         failed: AtomicBool::new(false),
@@ -291,9 +320,17 @@ fn execute(
         .collect();
     let mut splits = 0;
     for phase in &compiled.phases {
+        shared.phase_failures.store(0, Relaxed);
         let n = run_phase(&shared, phase, &mut workers);
         if phase.source.is_none() {
             splits = n;
+        }
+        let failed = shared.phase_failures.load(Relaxed);
+        if let Some(percent) = plan.platform.tolerated_failure_percent
+            && failed > 0
+            && failed as f64 * 100.0 > percent * n as f64
+        {
+            shared.fail(EngineError::TooManyFailures { failed, tasks: n, percent });
         }
         if shared.failed.load(Relaxed) {
             break;
@@ -305,6 +342,21 @@ fn execute(
         for (s, w) in stats.iter_mut().zip(&r.stats) {
             s.merge(w);
         }
+    }
+    let failures = std::mem::take(&mut *shared.failures.lock().expect("not poisoned"));
+    if !failures.is_empty() {
+        let path = run_dir.join("failures.jsonl");
+        let lines: String = failures
+            .iter()
+            .map(|f| {
+                let v = serde_json::json!({
+                    "stage": f.stage, "phase": f.phase, "task": f.task, "input": f.input,
+                    "attempts": f.attempt, "error": f.message,
+                });
+                format!("{v}\n")
+            })
+            .collect();
+        std::fs::write(&path, lines).map_err(|e| EngineError::io(&path, e))?;
     }
     let failure = shared.failure.lock().expect("not poisoned").take();
     let gather = shared.gather.lock().expect("not poisoned").take().expect("taken once");
@@ -321,6 +373,7 @@ fn execute(
         spilled,
         concurrency,
         failure,
+        failures,
     };
     Ok((state, staged))
 }
@@ -465,111 +518,190 @@ fn run_task(
     input: Input,
     queued: Instant,
 ) -> Result<(), EngineError> {
-    let compiled = shared.compiled;
-    let mut data: Option<Vec<RecordBatch>> = None;
-    if phase.steps.is_empty() {
-        data = Some(load(shared, &mut worker.files, &input, phase.source)?.0);
-    }
-    let mut queued_at = queued;
-    for &step in &phase.steps {
-        let stage = &compiled.stages[step.stage()];
-        let limit = shared.limits[step.stage()].as_ref();
-        if let Some(l) = limit {
-            l.acquire();
-        }
-        let started = Instant::now();
-        let loaded = match data.take() {
-            Some(d) => {
-                let bytes = d.iter().map(|b| b.get_array_memory_size() as u64).sum();
-                Ok((d, bytes))
+    let out = match run_steps(shared, phase, worker, recorder, task, &input, queued) {
+        Ok(out) => out,
+        Err(EngineError::Task(f)) => {
+            if !shared.tolerate(&f) {
+                return Err(EngineError::Task(f));
             }
-            None => load(shared, &mut worker.files, &input, phase.source),
-        };
-        let outcome = loaded.and_then(|(batches, bytes_in)| {
-            let records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-            let slot = &mut worker.containers[stat_index(step)];
-            let cold = slot.is_none();
-            if cold {
-                let id = shared.next_container.fetch_add(1, Relaxed);
-                let init = match step {
-                    Step::Reduce(_) => {
-                        stage.function.init_reduce().expect("a keyed stage reduces").map(|c| Container::Reduce(id, c))
-                    }
-                    _ => stage.function.init().map(|c| Container::Map(id, c)),
-                };
-                *slot =
-                    Some(init.map_err(|e| task_error(stage.name.clone(), step, task, &input, format!("init: {e}")))?);
-            }
-            let inv = Invocation { stage: &stage.name, task, attempt: 1, deadline: None };
-            let (container, result) = match slot.as_mut().expect("initialised") {
-                Container::Map(id, f) => (*id, catch_unwind(AssertUnwindSafe(|| f.call(&inv, batches)))),
-                Container::Reduce(id, f) => (*id, catch_unwind(AssertUnwindSafe(|| f.call(&inv, batches)))),
-            };
-            let result: Result<Vec<RecordBatch>, FunctionError> = match result {
-                Ok(r) => r,
-                Err(payload) => {
-                    // A panicked container is not reused.
-                    *slot = None;
-                    Err(FunctionError::transient(panic_message(payload.as_ref())))
-                }
-            };
-            Ok((container, cold, bytes_in, records_in, result))
-        });
-        let finished = Instant::now();
-        if let Some(l) = limit {
-            l.release();
+            // A tolerated failure contributes no output.
+            Vec::new()
         }
-        let (container, cold, bytes_in, records_in, result) = outcome?;
-        let (status, error, bytes_out, records_out) = match &result {
-            Ok(out) => (
-                "ok",
-                None,
-                out.iter().map(|b| b.get_array_memory_size() as u64).sum(),
-                out.iter().map(|b| b.num_rows() as u64).sum(),
-            ),
-            Err(e) => ("error", Some(e.message.as_str()), 0, 0),
-        };
-        recorder.record(
-            stat_index(step),
-            &InvocationRecord {
-                stage: &stage.name,
-                phase: step.phase(),
-                task,
-                attempt: 1,
-                worker: worker.id,
-                container,
-                cold,
-                queued_us: shared.micros(queued_at),
-                started_us: shared.micros(started),
-                finished_us: shared.micros(finished),
-                status,
-                error,
-                bytes_in,
-                records_in,
-                bytes_out,
-                records_out,
-            },
-        )?;
-        let out = result.map_err(|e| task_error(stage.name.clone(), step, task, &input, e.message))?;
-        if !matches!(step, Step::Combine(_)) {
-            shared.progress[step.stage()].finish_task(bytes_in, records_out);
-        }
-        queued_at = finished;
-        data = Some(out);
-    }
-    let out = data.unwrap_or_default();
+        Err(e) => return Err(e),
+    };
     match phase.sink {
         Sink::Gather => shared.gather.lock().expect("not poisoned").as_mut().expect("open").push(task, out),
         Sink::Shuffle(s) => shared.shuffles[s].as_ref().expect("a keyed stage has a shuffle").insert(task, out),
     }
 }
 
-fn task_error(stage: String, step: Step, task: u64, input: &Input, message: String) -> EngineError {
+/// Runs a task's steps, each invocation retried on transient failures.
+fn run_steps(
+    shared: &Shared<'_>,
+    phase: &Phase,
+    worker: &mut Worker,
+    recorder: &mut Recorder<'_>,
+    task: u64,
+    input: &Input,
+    queued: Instant,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let compiled = shared.compiled;
+    let platform = &shared.plan.platform;
+    let mut data: Option<Vec<RecordBatch>> = None;
+    if phase.steps.is_empty() {
+        return Ok(load(shared, &mut worker.files, input, phase.source)?.0);
+    }
+    let mut queued_at = queued;
+    for &step in &phase.steps {
+        let stage = &compiled.stages[step.stage()];
+        let limit = shared.limits[step.stage()].as_ref();
+        let started = Instant::now();
+        let (batches, bytes_in) = match data.take() {
+            Some(d) => {
+                let bytes = d.iter().map(|b| b.get_array_memory_size() as u64).sum();
+                (d, bytes)
+            }
+            // Bad input fails the task at once: a retry would read the same.
+            None => load(shared, &mut worker.files, input, phase.source)
+                .map_err(|e| task_error(stage.name.clone(), step, task, input, 1, e.to_string()))?,
+        };
+        let records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let mut attempt = 1;
+        let mut started = Some(started);
+        loop {
+            if let Some(l) = limit {
+                l.acquire();
+            }
+            let began = started.take().unwrap_or_else(Instant::now);
+            let (container, cold, result) = invoke(shared, worker, step, task, attempt, batches.clone());
+            let finished = Instant::now();
+            if let Some(l) = limit {
+                l.release();
+            }
+            let (status, error, bytes_out, records_out) = match &result {
+                Ok(out) => (
+                    "ok",
+                    None,
+                    out.iter().map(|b| b.get_array_memory_size() as u64).sum(),
+                    out.iter().map(|b| b.num_rows() as u64).sum(),
+                ),
+                Err(e) => ("error", Some(e.message.as_str()), 0, 0),
+            };
+            let billed = platform.pricing.billed(finished - began);
+            recorder.record(
+                stat_index(step),
+                &InvocationRecord {
+                    stage: &stage.name,
+                    phase: step.phase(),
+                    task,
+                    attempt,
+                    worker: worker.id,
+                    container,
+                    cold,
+                    queued_us: shared.micros(queued_at),
+                    started_us: shared.micros(began),
+                    finished_us: shared.micros(finished),
+                    billed_us: billed.as_micros() as u64,
+                    status,
+                    error,
+                    bytes_in,
+                    records_in,
+                    bytes_out,
+                    records_out,
+                },
+            )?;
+            queued_at = finished;
+            match result {
+                Ok(out) => {
+                    if !matches!(step, Step::Combine(_)) {
+                        shared.progress[step.stage()].finish_task(bytes_in, records_out);
+                    }
+                    data = Some(out);
+                    break;
+                }
+                Err(e) if !e.permanent && attempt <= platform.retries && !shared.failed.load(Relaxed) => {
+                    std::thread::sleep(backoff(platform.backoff, attempt, task));
+                    queued_at = Instant::now();
+                    attempt += 1;
+                }
+                Err(e) => return Err(task_error(stage.name.clone(), step, task, input, attempt, e.message)),
+            }
+        }
+    }
+    Ok(data.unwrap_or_default())
+}
+
+/// The delay before retry `attempt` (1 = the first retry): the base doubled
+/// per attempt, capped at 30 s, with "equal jitter" (half fixed, half
+/// random) so that retries of many tasks spread out.
+fn backoff(base: std::time::Duration, attempt: u32, task: u64) -> std::time::Duration {
+    let full = base.saturating_mul(1 << (attempt - 1).min(16)).min(std::time::Duration::from_secs(30));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&task.to_le_bytes());
+    key[8..12].copy_from_slice(&attempt.to_le_bytes());
+    key[12..].copy_from_slice(&nanos.to_le_bytes());
+    let r = (xxhash_rust::xxh3::xxh3_64(&key) >> 11) as f64 / (1u64 << 53) as f64;
+    full / 2 + full.mul_f64(r / 2.0)
+}
+
+/// One invocation on the worker's container for `step` (started cold if
+/// the slot has none), with chaos applied. Returns the container id,
+/// whether it was cold, and the result.
+fn invoke(
+    shared: &Shared<'_>,
+    worker: &mut Worker,
+    step: Step,
+    task: u64,
+    attempt: u32,
+    batches: Vec<RecordBatch>,
+) -> (u64, bool, Result<Vec<RecordBatch>, FunctionError>) {
+    let stage = &shared.compiled.stages[step.stage()];
+    let slot = &mut worker.containers[stat_index(step)];
+    let cold = slot.is_none();
+    if cold {
+        let id = shared.next_container.fetch_add(1, Relaxed);
+        let init = match step {
+            Step::Reduce(_) => {
+                stage.function.init_reduce().expect("a keyed stage reduces").map(|c| Container::Reduce(id, c))
+            }
+            _ => stage.function.init().map(|c| Container::Map(id, c)),
+        };
+        match init {
+            Ok(c) => *slot = Some(c),
+            Err(e) => return (id, true, Err(FunctionError { message: format!("init: {}", e.message), ..e })),
+        }
+    }
+    let fault = shared.chaos.map_or(Fault::None, |c| c.draw(step.stage(), stat_index(step) % 3, task, attempt));
+    let inv = Invocation { stage: &stage.name, task, attempt, deadline: None };
+    let call = |f: &mut dyn FnMut() -> Result<Vec<RecordBatch>, FunctionError>| {
+        catch_unwind(AssertUnwindSafe(|| match fault {
+            Fault::None => f(),
+            Fault::Fail => Err(FunctionError::transient("chaos: injected failure")),
+            Fault::Panic => panic!("chaos: injected panic"),
+        }))
+    };
+    let (container, result) = match slot.as_mut().expect("initialised") {
+        Container::Map(id, f) => (*id, call(&mut || f.call(&inv, batches.clone()))),
+        Container::Reduce(id, f) => (*id, call(&mut || f.call(&inv, batches.clone()))),
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(payload) => {
+            // A panicked container is not reused.
+            *slot = None;
+            Err(FunctionError::transient(panic_message(payload.as_ref())))
+        }
+    };
+    (container, cold, result)
+}
+
+fn task_error(stage: String, step: Step, task: u64, input: &Input, attempt: u32, message: String) -> EngineError {
     EngineError::Task(Box::new(TaskFailure {
         stage,
         phase: step.phase(),
         task,
-        attempt: 1,
+        attempt,
         input: describe(input),
         message,
     }))

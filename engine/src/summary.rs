@@ -92,6 +92,43 @@ pub struct Invocations {
     pub per_second: f64,
 }
 
+/// What the invocations would cost on the platform model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// The preset priced.
+    pub preset: String,
+    /// Memory per container, MB.
+    pub memory_mb: u64,
+    /// Requests (invocations, retries included).
+    pub requests: u64,
+    /// Billed duration, seconds.
+    pub billed_seconds: f64,
+    /// Billed GB-seconds.
+    pub gb_seconds: f64,
+    /// Dollars.
+    pub usd: f64,
+    /// Durations are this machine's; a platform whose CPU share differs
+    /// from a core here would run CPU-bound functions slower or faster.
+    pub note: String,
+}
+
+/// A task that failed for good.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedTask {
+    /// The stage.
+    pub stage: String,
+    /// map, combine or reduce.
+    pub phase: String,
+    /// The task.
+    pub task: u64,
+    /// Its input.
+    pub input: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+}
+
 /// The whole summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -117,6 +154,12 @@ pub struct Summary {
     pub output: Option<OutputInfo>,
     /// Invocation totals.
     pub invocations: Invocations,
+    /// Invocations that were retries of a failed attempt.
+    pub retries: u64,
+    /// Tasks that failed for good (tolerated, or the one that failed the job).
+    pub failed_tasks: Vec<FailedTask>,
+    /// The bill on the platform model.
+    pub cost: Cost,
     /// Invocation latency over all stages.
     pub latency_ms: Latency,
     /// Shuffle bytes spilled to disk.
@@ -156,6 +199,31 @@ pub(crate) fn summarize(
             });
         }
     }
+    let pricing = &plan.platform.pricing;
+    let billed_seconds = all.billed_us as f64 / 1e6;
+    let gb_seconds = billed_seconds * pricing.memory_mb as f64 / 1024.0;
+    let cost = Cost {
+        preset: plan.platform.preset.name().to_string(),
+        memory_mb: pricing.memory_mb,
+        requests: all.invocations,
+        billed_seconds,
+        gb_seconds,
+        usd: gb_seconds * pricing.price_per_gb_second + all.invocations as f64 * pricing.price_per_request,
+        note: "durations measured on this machine, one core per invocation; not scaled to the platform's CPU share"
+            .to_string(),
+    };
+    let failed_tasks = state
+        .failures
+        .iter()
+        .map(|f| FailedTask {
+            stage: f.stage.clone(),
+            phase: f.phase.to_string(),
+            task: f.task,
+            input: f.input.clone(),
+            attempts: f.attempt,
+            error: f.message.clone(),
+        })
+        .collect();
     Summary {
         run_id: run_id.to_string(),
         job: plan.name.clone(),
@@ -174,6 +242,9 @@ pub(crate) fn summarize(
             per_second: all.invocations as f64 / secs,
         },
         latency_ms: Latency::of(&all.latency),
+        retries: all.retries,
+        failed_tasks,
+        cost,
         shuffle_spilled_bytes: state.spilled,
         stages,
     }

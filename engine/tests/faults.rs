@@ -18,8 +18,14 @@ use fanout_workers::{Builtin, FunctionError, Invocation, MapInstance, Planned, R
 #[derive(Clone)]
 enum Behaviour {
     FailOn(u64),
+    /// Fails the first `n` attempts of every task, transiently.
+    FlakyFor(u32),
     PanicOn(u64),
-    Slow { time: Duration, now: Arc<AtomicUsize>, max: Arc<AtomicUsize> },
+    Slow {
+        time: Duration,
+        now: Arc<AtomicUsize>,
+        max: Arc<AtomicUsize>,
+    },
 }
 
 #[derive(Clone)]
@@ -31,6 +37,7 @@ struct Double {
 
 static FAIL: FunctionInfo = FunctionInfo { name: "fail", shape: Shape::Map, summary: "", doc: "", params: &[] };
 static PANIC: FunctionInfo = FunctionInfo { name: "panic", shape: Shape::Map, summary: "", doc: "", params: &[] };
+static FLAKY: FunctionInfo = FunctionInfo { name: "flaky", shape: Shape::Map, summary: "", doc: "", params: &[] };
 static SLOW: FunctionInfo = FunctionInfo { name: "slow", shape: Shape::Map, summary: "", doc: "", params: &[] };
 
 impl Builtin for Double {
@@ -57,6 +64,7 @@ impl MapInstance for Double {
     fn call(&mut self, inv: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError> {
         match &self.behaviour {
             Behaviour::FailOn(t) if *t == inv.task => Err(FunctionError::permanent("deliberate failure")),
+            Behaviour::FlakyFor(n) if inv.attempt <= *n => Err(FunctionError::transient("flaky")),
             Behaviour::PanicOn(t) if *t == inv.task => panic!("deliberate panic"),
             Behaviour::Slow { time, now, max } => {
                 let n = now.fetch_add(1, SeqCst) + 1;
@@ -147,4 +155,62 @@ fn slow_functions_never_exceed_the_concurrency() {
         let want: String = std::iter::once("line\n".to_string()).chain((0..12).map(|i| format!("l{i:02}\n"))).collect();
         assert_eq!(out, want, "the output keeps the input's order");
     }
+}
+
+#[test]
+fn transient_failures_are_retried_and_permanent_ones_are_not() {
+    let dir = setup(8);
+    let r = registry(vec![Double { info: &FLAKY, behaviour: Behaviour::FlakyFor(2), schema: None }]);
+    let text = job(dir.path(), "flaky", "", 2) + "retries = 2\nbackoff = \"1ms\"\n";
+    let report = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap();
+    // 8 tasks, each failing twice then succeeding.
+    assert_eq!(report.summary.invocations.total, 24);
+    assert_eq!(report.summary.retries, 16);
+    assert_eq!(report.summary.invocations.failed, 16);
+    let out = std::fs::read_to_string(dir.path().join("out/o.csv")).unwrap();
+    assert_eq!(out.lines().count(), 9);
+    // One retry too few: the job fails on the third attempt's error.
+    std::fs::remove_file(dir.path().join("out/o.csv")).unwrap();
+    let text = job(dir.path(), "flaky", "", 2) + "retries = 1\nbackoff = \"1ms\"\n";
+    let failure = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap_err();
+    let EngineError::Task(t) = &failure.error else { panic!("{}", failure.error) };
+    assert_eq!((t.attempt, t.message.as_str()), (2, "flaky"));
+    // A permanent error is not retried.
+    let r = registry(vec![Double { info: &FAIL, behaviour: Behaviour::FailOn(3), schema: None }]);
+    let text = job(dir.path(), "fail", "", 2) + "retries = 5\nbackoff = \"1ms\"\n";
+    let failure = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap_err();
+    let EngineError::Task(t) = &failure.error else { panic!("{}", failure.error) };
+    assert_eq!((t.task, t.attempt), (3, 1));
+}
+
+#[test]
+fn tolerated_failures_are_listed_and_thresholds_enforced() {
+    let dir = setup(20);
+    let r = registry(vec![Double { info: &FAIL, behaviour: Behaviour::FailOn(4), schema: None }]);
+    let text = job(dir.path(), "fail", "", 2) + "tolerated_failure_count = 1\n";
+    let report = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap();
+    assert_eq!(report.summary.status, "succeeded");
+    assert_eq!(report.summary.failed_tasks.len(), 1);
+    assert_eq!(report.summary.failed_tasks[0].task, 4);
+    assert_eq!(report.summary.failed_tasks[0].error, "deliberate failure");
+    let failures = std::fs::read_to_string(report.run_dir.join("failures.jsonl")).unwrap();
+    assert!(failures.contains("\"task\":4") && failures.contains("in.txt bytes 16..20"), "{failures}");
+    // Task 4's line is missing from the output, and only it.
+    let out = std::fs::read_to_string(dir.path().join("out/o.csv")).unwrap();
+    let want: String = std::iter::once("line\n".to_string())
+        .chain((0..20).filter(|&i| i != 4).map(|i| format!("l{i:02}\n")))
+        .collect();
+    assert_eq!(out, want);
+    // 1 of 20 tasks is 5%: tolerated at 5%, not at 4%.
+    std::fs::remove_file(dir.path().join("out/o.csv")).unwrap();
+    let text = job(dir.path(), "fail", "", 2) + "tolerated_failure_percent = 5\n";
+    assert!(common::run_in(dir.path(), &text, &r, 1 << 30).is_ok());
+    std::fs::remove_file(dir.path().join("out/o.csv")).unwrap();
+    let text = job(dir.path(), "fail", "", 2) + "tolerated_failure_percent = 4\n";
+    let failure = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap_err();
+    assert_eq!(
+        failure.error.to_string(),
+        "1 of 20 tasks failed, more than the tolerated 4% (failures.jsonl in the run directory lists them)"
+    );
+    assert!(!dir.path().join("out/o.csv").exists());
 }

@@ -39,15 +39,17 @@
 mod error;
 mod load;
 mod plan;
+pub mod platform;
 mod schema;
 pub mod units;
 
 pub use error::{JobError, JobErrors};
 pub use load::{FieldPath, LoadedJob, Override, Seg, Source, Syntax, load, load_source};
 pub use plan::{
-    FunctionCatalog, FunctionProblem, FunctionRef, InputPlan, InputSource, OutputMode, OutputPlan, Plan, PlatformPlan,
-    Preset, SortKey, StagePlan, TYPE_NAMES, generated_name, parse_column, validate,
+    FunctionCatalog, FunctionProblem, FunctionRef, InputPlan, InputSource, OutputMode, OutputPlan, Plan, SortKey,
+    StagePlan, TYPE_NAMES, generated_name, parse_column, validate,
 };
+pub use platform::{PlatformPlan, Preset, Pricing};
 pub use schema::{
     ExternalFunction, FunctionSpec, GenerateSpec, InputSpec, JobFile, OutputSpec, Paths, PlatformSpec, StageSpec,
 };

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{JobError, JobErrors};
 use crate::load::{FieldPath, LoadedJob};
+use crate::platform::{PlatformPlan, Preset, memory_mb, preset};
 use crate::schema::{ExternalFunction, FunctionSpec, InputSpec, OutputSpec};
 
 /// A problem a catalog finds with a function reference.
@@ -165,22 +166,6 @@ pub struct OutputPlan {
     pub mode: OutputMode,
 }
 
-/// Platform presets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
-    /// This machine, modelling no delays.
-    Local,
-}
-
-/// The validated platform.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlatformPlan {
-    /// The preset.
-    pub preset: Preset,
-    /// In-flight invocations.
-    pub concurrency: usize,
-}
-
 /// Validates `job` into a plan, asking `catalog` about functions. Returns
 /// every problem found, each located.
 pub fn validate(job: &LoadedJob, catalog: &dyn FunctionCatalog) -> Result<Plan, JobErrors> {
@@ -199,16 +184,7 @@ pub fn validate(job: &LoadedJob, catalog: &dyn FunctionCatalog) -> Result<Plan, 
         Some(n) => n,
         None => cores,
     };
-    let preset = match f.platform.preset.as_deref() {
-        None | Some("local") => Preset::Local,
-        Some(other) => {
-            errors.push(job.error(
-                &FieldPath::keys(["platform", "preset"]),
-                format!("unknown preset `{other}`, expected one of: local"),
-            ));
-            Preset::Local
-        }
-    };
+    let platform = validate_platform(job, concurrency, &mut errors);
 
     let input = validate_input(job, &f.input, &mut errors);
     let stages = validate_stages(job, catalog, concurrency, &mut errors);
@@ -217,13 +193,59 @@ pub fn validate(job: &LoadedJob, catalog: &dyn FunctionCatalog) -> Result<Plan, 
     if !errors.is_empty() {
         return Err(JobErrors(errors));
     }
-    Ok(Plan {
-        name,
-        input: input.expect("no errors"),
-        stages,
-        output: output.expect("no errors"),
-        platform: PlatformPlan { preset, concurrency },
-    })
+    Ok(Plan { name, input: input.expect("no errors"), stages, output: output.expect("no errors"), platform })
+}
+
+fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobError>) -> PlatformPlan {
+    let p = &job.file.platform;
+    let at = |k: &str| FieldPath::keys(["platform", k]);
+    let preset = match p.preset.as_deref().map(preset) {
+        None => Preset::Local,
+        Some(Ok(p)) => p,
+        Some(Err(m)) => {
+            errors.push(job.error(&at("preset"), m));
+            Preset::Local
+        }
+    };
+    let mut pricing = preset.defaults();
+    if let Some(m) = p.memory {
+        match memory_mb(m) {
+            mb @ 1..=1_000_000 => pricing.memory_mb = mb,
+            _ => errors.push(job.error(&at("memory"), "memory must be between 1MB and 1TB")),
+        }
+    }
+    for (key, value, field) in [
+        ("price_per_request", p.price_per_request, &mut pricing.price_per_request),
+        ("price_per_gb_second", p.price_per_gb_second, &mut pricing.price_per_gb_second),
+    ] {
+        if let Some(v) = value {
+            if v.is_finite() && v >= 0.0 {
+                *field = v;
+            } else {
+                errors.push(job.error(&at(key), format!("{key} must be a price of 0 or more")));
+            }
+        }
+    }
+    if let Some(g) = p.billing_granularity {
+        if g.0.is_zero() {
+            errors.push(job.error(&at("billing_granularity"), "billing_granularity must be more than 0"));
+        } else {
+            pricing.billing_granularity = g.0;
+        }
+    }
+    let percent = p.tolerated_failure_percent;
+    if percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+        errors.push(job.error(&at("tolerated_failure_percent"), "tolerated_failure_percent must be between 0 and 100"));
+    }
+    PlatformPlan {
+        preset,
+        concurrency,
+        pricing,
+        retries: p.retries.unwrap_or(2),
+        backoff: p.backoff.map_or(std::time::Duration::from_millis(100), |b| b.0),
+        tolerated_failure_percent: percent,
+        tolerated_failure_count: p.tolerated_failure_count,
+    }
 }
 
 fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>) -> Option<InputPlan> {

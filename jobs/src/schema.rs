@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::Size;
+use crate::units::{Duration, Size};
 
 /// A job file: input → stages → output, plus platform settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -147,8 +147,24 @@ pub struct OutputSpec {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformSpec {
-    /// The platform model (only "local" so far).
+    /// local | aws-lambda | gcp-functions | azure-functions (default local).
     pub preset: Option<String>,
     /// In-flight invocations (default: the number of cores).
     pub concurrency: Option<usize>,
+    /// Memory of each container, for billing (e.g. "1769MB").
+    pub memory: Option<Size>,
+    /// Retries of a failed invocation (default 2; bad input is not retried).
+    pub retries: Option<u32>,
+    /// The first retry's delay, doubled for each later one, with jitter (default "100ms").
+    pub backoff: Option<Duration>,
+    /// Failed tasks tolerated, as a percentage of their phase's tasks (default: none).
+    pub tolerated_failure_percent: Option<f64>,
+    /// Failed tasks tolerated, as a count (default: none).
+    pub tolerated_failure_count: Option<u64>,
+    /// Price of one request in dollars (default: the preset's).
+    pub price_per_request: Option<f64>,
+    /// Price of one GB-second in dollars (default: the preset's).
+    pub price_per_gb_second: Option<f64>,
+    /// Billed durations round up to this (default: the preset's).
+    pub billing_granularity: Option<Duration>,
 }

@@ -1,0 +1,101 @@
+//! Chaos: faults injected on purpose, at given rates, so the fault
+//! handling is exercised. `--chaos "fail=0.05,panic=0.01,seed=7"`.
+//!
+//! Each invocation draws from a hash of (seed, stage, phase, task,
+//! attempt), so a run's faults are the same every time and a retry draws
+//! afresh. An injected fault replaces the invocation: `fail` returns a
+//! transient error, `panic` panics inside the invocation (and is caught,
+//! as any panic is).
+
+use std::str::FromStr;
+
+/// Fault rates.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Chaos {
+    /// Probability that an invocation fails with a transient error.
+    pub fail: f64,
+    /// Probability that an invocation panics.
+    pub panic: f64,
+    /// The seed of the draws.
+    pub seed: u64,
+}
+
+/// What chaos does to one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Nothing: the function runs.
+    None,
+    /// A transient error instead of the call.
+    Fail,
+    /// A panic instead of the call.
+    Panic,
+}
+
+impl Chaos {
+    /// The fault for an invocation.
+    pub fn draw(&self, stage: usize, phase: usize, task: u64, attempt: u32) -> Fault {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&self.seed.to_le_bytes());
+        key[8..16].copy_from_slice(&(stage as u64).to_le_bytes());
+        key[16..20].copy_from_slice(&(phase as u32).to_le_bytes());
+        key[20..28].copy_from_slice(&task.to_le_bytes());
+        key[28..].copy_from_slice(&attempt.to_le_bytes());
+        let u = (xxhash_rust::xxh3::xxh3_64(&key) >> 11) as f64 / (1u64 << 53) as f64;
+        if u < self.fail {
+            Fault::Fail
+        } else if u < self.fail + self.panic {
+            Fault::Panic
+        } else {
+            Fault::None
+        }
+    }
+}
+
+impl FromStr for Chaos {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut c = Chaos::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("`{part}` is not key=value"))?;
+            let rate = || -> Result<f64, String> {
+                let r: f64 = v.parse().map_err(|_| format!("{k}={v}: not a number"))?;
+                if (0.0..=1.0).contains(&r) { Ok(r) } else { Err(format!("{k}={v}: a rate is between 0 and 1")) }
+            };
+            match k {
+                "fail" => c.fail = rate()?,
+                "panic" => c.panic = rate()?,
+                "seed" => c.seed = v.parse().map_err(|_| format!("seed={v}: not a whole number"))?,
+                "timeout" | "straggle" => {
+                    return Err(format!(
+                        "{k} faults need deadlines and backup invocations, which fanout does not have yet"
+                    ));
+                }
+                other => return Err(format!("unknown fault `{other}`, expected one of: fail, panic, seed")),
+            }
+        }
+        if c.fail + c.panic > 1.0 {
+            return Err("the fault rates add up to more than 1".into());
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaos_parses_and_draws_at_its_rates() {
+        let c: Chaos = "fail=0.1, panic=0.05,seed=7".parse().unwrap();
+        assert_eq!(c, Chaos { fail: 0.1, panic: 0.05, seed: 7 });
+        let draws: Vec<Fault> = (0..20_000).map(|t| c.draw(0, 0, t, 1)).collect();
+        let fails = draws.iter().filter(|f| **f == Fault::Fail).count() as f64 / 20_000.0;
+        let panics = draws.iter().filter(|f| **f == Fault::Panic).count() as f64 / 20_000.0;
+        assert!((fails - 0.1).abs() < 0.01 && (panics - 0.05).abs() < 0.01, "{fails} {panics}");
+        assert_eq!(c.draw(1, 0, 5, 2), c.draw(1, 0, 5, 2));
+        assert!("fail=2".parse::<Chaos>().unwrap_err().contains("between 0 and 1"));
+        assert!("timeout=0.1".parse::<Chaos>().unwrap_err().contains("deadlines"));
+        assert!("boom=1".parse::<Chaos>().unwrap_err().starts_with("unknown fault `boom`"));
+    }
+}

@@ -1,0 +1,194 @@
+//! `[platform]`: presets that model FaaS platforms (limits and prices) and
+//! the overrides a job may give.
+//!
+//! Prices and limits, as their providers published them (2026, us-east-1 or
+//! the equivalent region, x86, on-demand, no free tier):
+//! - aws-lambda: AWS Lambda pricing page — $0.20 per 1M requests,
+//!   $0.0000166667 per GB-second, billed per 1 ms; default account
+//!   concurrency 1,000; memory 128 MB–10,240 MB (1,769 MB buys one vCPU).
+//! - gcp-functions: Google Cloud Functions (1st gen) pricing, Tier 1 —
+//!   $0.40 per 1M invocations; compute at the 1 GB / 1.4 GHz tier,
+//!   $0.0000165 per GB-second (memory and CPU together), billed in 100 ms
+//!   increments; default max instances 3,000.
+//! - azure-functions: Azure Functions Consumption plan pricing — $0.20 per
+//!   1M executions, $0.000016 per GB-second, memory rounded up to 128 MB,
+//!   at least 100 ms per execution, billed per 1 ms; 200 instances.
+//! - local: this machine; no prices, no delays.
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{Duration, Size};
+
+/// A platform model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// This machine, modelling no delays or prices.
+    Local,
+    /// AWS Lambda.
+    AwsLambda,
+    /// Google Cloud Functions (1st gen).
+    GcpFunctions,
+    /// Azure Functions, Consumption plan.
+    AzureFunctions,
+}
+
+impl Preset {
+    /// Every preset.
+    pub const ALL: [Preset; 4] = [Preset::Local, Preset::AwsLambda, Preset::GcpFunctions, Preset::AzureFunctions];
+
+    /// Its name in job files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Local => "local",
+            Preset::AwsLambda => "aws-lambda",
+            Preset::GcpFunctions => "gcp-functions",
+            Preset::AzureFunctions => "azure-functions",
+        }
+    }
+
+    /// The preset's defaults.
+    pub fn defaults(self) -> Pricing {
+        let ms = std::time::Duration::from_millis;
+        match self {
+            Preset::Local => Pricing {
+                memory_mb: 1769,
+                price_per_request: 0.0,
+                price_per_gb_second: 0.0,
+                billing_granularity: ms(1),
+                min_billed: ms(0),
+            },
+            Preset::AwsLambda => Pricing {
+                memory_mb: 1769,
+                price_per_request: 0.20 / 1e6,
+                price_per_gb_second: 0.000_016_666_7,
+                billing_granularity: ms(1),
+                min_billed: ms(1),
+            },
+            Preset::GcpFunctions => Pricing {
+                memory_mb: 1024,
+                price_per_request: 0.40 / 1e6,
+                price_per_gb_second: 0.000_016_5,
+                billing_granularity: ms(100),
+                min_billed: ms(100),
+            },
+            Preset::AzureFunctions => Pricing {
+                memory_mb: 1536,
+                price_per_request: 0.20 / 1e6,
+                price_per_gb_second: 0.000_016,
+                billing_granularity: ms(1),
+                min_billed: ms(100),
+            },
+        }
+    }
+}
+
+/// How invocations are billed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pricing {
+    /// Memory of each container, in MB.
+    pub memory_mb: u64,
+    /// Price of one request, in dollars.
+    pub price_per_request: f64,
+    /// Price of one GB-second of billed duration, in dollars.
+    pub price_per_gb_second: f64,
+    /// Billed durations are rounded up to a multiple of this.
+    #[serde(with = "duration_ms")]
+    pub billing_granularity: std::time::Duration,
+    /// The shortest billed duration.
+    #[serde(with = "duration_ms")]
+    pub min_billed: std::time::Duration,
+}
+
+impl Pricing {
+    /// The billed duration of an invocation that ran `d`.
+    pub fn billed(&self, d: std::time::Duration) -> std::time::Duration {
+        let g = self.billing_granularity.as_nanos().max(1);
+        let rounded = d.as_nanos().div_ceil(g) * g;
+        std::time::Duration::from_nanos(rounded as u64).max(self.min_billed)
+    }
+
+    /// What an invocation that ran `d` costs, in dollars.
+    pub fn cost(&self, d: std::time::Duration) -> f64 {
+        self.billed(d).as_secs_f64() * self.memory_mb as f64 / 1024.0 * self.price_per_gb_second
+            + self.price_per_request
+    }
+}
+
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        Ok(std::time::Duration::from_secs_f64(f64::deserialize(d)? / 1000.0))
+    }
+}
+
+/// The validated platform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformPlan {
+    /// The preset.
+    pub preset: Preset,
+    /// In-flight invocations.
+    pub concurrency: usize,
+    /// Billing.
+    pub pricing: Pricing,
+    /// Retries of a failed invocation (not counting the first attempt).
+    pub retries: u32,
+    /// The first retry's delay; each later one doubles it (with jitter).
+    pub backoff: std::time::Duration,
+    /// Failed tasks tolerated, as a percentage of the tasks of their phase
+    /// (`None`: not set). With neither this nor the count set, any failed
+    /// task fails the job; with one or both, the job fails when a set
+    /// threshold is exceeded.
+    pub tolerated_failure_percent: Option<f64>,
+    /// Failed tasks tolerated, as a count (`None`: not set).
+    pub tolerated_failure_count: Option<u64>,
+}
+
+/// Resolves a preset name, or says which ones exist.
+pub fn preset(name: &str) -> Result<Preset, String> {
+    Preset::ALL.into_iter().find(|p| p.name() == name).ok_or_else(|| {
+        let known: Vec<&str> = Preset::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown preset `{name}`, expected one of: {}", known.join(", "))
+    })
+}
+
+/// Memory sizes as platforms take them: whole MB, from a size.
+pub fn memory_mb(size: Size) -> u64 {
+    size.bytes() / 1_000_000
+}
+
+/// A duration as a std duration.
+pub fn std_duration(d: Duration) -> std::time::Duration {
+    d.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration as D;
+
+    #[test]
+    fn billing_rounds_up_and_prices() {
+        let aws = Preset::AwsLambda.defaults();
+        assert_eq!(aws.billed(D::from_micros(1500)), D::from_millis(2));
+        let gcp = Preset::GcpFunctions.defaults();
+        assert_eq!(gcp.billed(D::from_millis(101)), D::from_millis(200));
+        assert_eq!(gcp.billed(D::from_millis(1)), D::from_millis(100));
+        let azure = Preset::AzureFunctions.defaults();
+        assert_eq!(azure.billed(D::from_millis(3)), D::from_millis(100));
+        // 1 s at 1,769 MB on Lambda: 1.7275390625 GB-s.
+        let one = aws.cost(D::from_secs(1));
+        assert!((one - (1769.0 / 1024.0 * 0.000_016_666_7 + 0.0000002)).abs() < 1e-12, "{one}");
+        assert_eq!(Preset::Local.defaults().cost(D::from_secs(5)), 0.0);
+        assert_eq!(preset("aws-lambda"), Ok(Preset::AwsLambda));
+        assert_eq!(
+            preset("heroku").unwrap_err(),
+            "unknown preset `heroku`, expected one of: local, aws-lambda, gcp-functions, azure-functions"
+        );
+    }
+}
