@@ -23,6 +23,16 @@ fn run(s: &Scratch, name: &str, sets: &[String]) -> Run {
     s.run(&args)
 }
 
+/// Runs an example on `rows` generated rows at a chunk size and concurrency.
+fn run_generated(s: &Scratch, name: &str, rows: u64, chunk: &str, concurrency: usize) -> Run {
+    let sets = [
+        format!("input.generate.rows={rows}"),
+        format!("input.chunk_size={chunk}"),
+        format!("platform.concurrency={concurrency}"),
+    ];
+    run(s, name, &sets).expect(0)
+}
+
 fn summary(r: &Run) -> serde_json::Value {
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
 }
@@ -84,16 +94,7 @@ fn wordcount_matches_a_sequential_count() {
 fn csv_groupby_matches_python() {
     let s = Scratch::new();
     for (chunk, concurrency) in [("16KiB", 2), ("1MiB", 1)] {
-        run(
-            &s,
-            "csv-groupby",
-            &[
-                "input.generate.rows=20000".into(),
-                format!("input.chunk_size={chunk}"),
-                format!("platform.concurrency={concurrency}"),
-            ],
-        )
-        .expect(0);
+        run_generated(&s, "csv-groupby", 20000, chunk, concurrency);
         python(
             &s,
             r#"
@@ -125,16 +126,7 @@ print("ok")
 fn jsonl_filter_matches_python() {
     let s = Scratch::new();
     for (chunk, concurrency) in [("8KiB", 3), ("4MiB", 1)] {
-        run(
-            &s,
-            "jsonl-filter",
-            &[
-                "input.generate.rows=20000".into(),
-                format!("input.chunk_size={chunk}"),
-                format!("platform.concurrency={concurrency}"),
-            ],
-        )
-        .expect(0);
+        run_generated(&s, "jsonl-filter", 20000, chunk, concurrency);
         python(
             &s,
             r#"
