@@ -44,7 +44,7 @@ pub fn locate(job: &LoadedJob, errors: &[CompileError]) -> JobErrors {
 pub fn engine_failure(job: &LoadedJob, e: EngineError) -> Failure {
     match e {
         EngineError::Compile(errors) => Failure::invalid(locate(job, &errors)),
-        e @ EngineError::OutputExists(_) => Failure::invalid(e),
+        e @ (EngineError::OutputExists(_) | EngineError::Chaos(_)) => Failure::invalid(e),
         e => Failure::from(e),
     }
 }

@@ -5,7 +5,8 @@
 //! attempt), so a run's faults are the same every time and a retry draws
 //! afresh. An injected fault replaces the invocation: `fail` returns a
 //! transient error, `panic` panics inside the invocation (and is caught,
-//! as any panic is).
+//! as any panic is), `timeout` hangs until the invocation's deadline (so it
+//! needs `platform.timeout`).
 
 use std::str::FromStr;
 
@@ -16,6 +17,9 @@ pub struct Chaos {
     pub fail: f64,
     /// Probability that an invocation panics.
     pub panic: f64,
+    /// Probability that an invocation hangs past its deadline (needs
+    /// `platform.timeout`).
+    pub timeout: f64,
     /// The seed of the draws.
     pub seed: u64,
 }
@@ -29,6 +33,8 @@ pub enum Fault {
     Fail,
     /// A panic instead of the call.
     Panic,
+    /// A hang until the deadline instead of the call.
+    Timeout,
 }
 
 impl Chaos {
@@ -45,6 +51,8 @@ impl Chaos {
             Fault::Fail
         } else if u < self.fail + self.panic {
             Fault::Panic
+        } else if u < self.fail + self.panic + self.timeout {
+            Fault::Timeout
         } else {
             Fault::None
         }
@@ -66,15 +74,14 @@ impl FromStr for Chaos {
                 "fail" => c.fail = rate()?,
                 "panic" => c.panic = rate()?,
                 "seed" => c.seed = v.parse().map_err(|_| format!("seed={v}: not a whole number"))?,
-                "timeout" | "straggle" => {
-                    return Err(format!(
-                        "{k} faults need deadlines and backup invocations, which fanout does not have yet"
-                    ));
+                "timeout" => c.timeout = rate()?,
+                "straggle" => {
+                    return Err("straggle faults need backup invocations, which fanout does not have yet".into());
                 }
-                other => return Err(format!("unknown fault `{other}`, expected one of: fail, panic, seed")),
+                other => return Err(format!("unknown fault `{other}`, expected one of: fail, panic, timeout, seed")),
             }
         }
-        if c.fail + c.panic > 1.0 {
+        if c.fail + c.panic + c.timeout > 1.0 {
             return Err("the fault rates add up to more than 1".into());
         }
         Ok(c)
@@ -88,14 +95,15 @@ mod tests {
     #[test]
     fn chaos_parses_and_draws_at_its_rates() {
         let c: Chaos = "fail=0.1, panic=0.05,seed=7".parse().unwrap();
-        assert_eq!(c, Chaos { fail: 0.1, panic: 0.05, seed: 7 });
+        assert_eq!(c, Chaos { fail: 0.1, panic: 0.05, timeout: 0.0, seed: 7 });
         let draws: Vec<Fault> = (0..20_000).map(|t| c.draw(0, 0, t, 1)).collect();
         let fails = draws.iter().filter(|f| **f == Fault::Fail).count() as f64 / 20_000.0;
         let panics = draws.iter().filter(|f| **f == Fault::Panic).count() as f64 / 20_000.0;
         assert!((fails - 0.1).abs() < 0.01 && (panics - 0.05).abs() < 0.01, "{fails} {panics}");
         assert_eq!(c.draw(1, 0, 5, 2), c.draw(1, 0, 5, 2));
         assert!("fail=2".parse::<Chaos>().unwrap_err().contains("between 0 and 1"));
-        assert!("timeout=0.1".parse::<Chaos>().unwrap_err().contains("deadlines"));
+        assert!("straggle=0.1".parse::<Chaos>().unwrap_err().contains("backup invocations"));
+        assert_eq!("timeout=0.25".parse::<Chaos>().unwrap().timeout, 0.25);
         assert!("boom=1".parse::<Chaos>().unwrap_err().starts_with("unknown fault `boom`"));
     }
 }

@@ -86,6 +86,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A --chaos setting the job cannot honour.
+    #[error("--chaos: {0}")]
+    Chaos(String),
     /// Writing the output failed.
     #[error("writing the output: {0}")]
     Output(fanout_datasets::Error),

@@ -8,6 +8,7 @@
 
 mod chaos;
 mod compile;
+mod container;
 mod error;
 mod gather;
 mod metrics;

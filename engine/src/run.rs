@@ -4,7 +4,6 @@
 //!
 //! See `engine/README.md` for the model.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
@@ -13,10 +12,11 @@ use std::time::Instant;
 use arrow_array::RecordBatch;
 use fanout_datasets::{OpenFiles, Split};
 use fanout_jobs::{JobFile, OutputMode, Plan};
-use fanout_workers::{FunctionError, Invocation, MapInstance, ReduceInstance, Registry};
+use fanout_workers::{FunctionError, Registry};
 
 use crate::chaos::{Chaos, Fault};
 use crate::compile::{Compiled, Phase, Sink, Step, compile};
+use crate::container::{Container, Instance};
 use crate::error::{EngineError, TaskFailure};
 use crate::gather::{Gather, commit};
 use crate::metrics::{InvocationRecord, Log, Recorder, StageStats};
@@ -81,6 +81,9 @@ impl From<EngineError> for RunFailure {
 /// kept in the run directory.
 pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -> Result<Report, RunFailure> {
     let started = Instant::now();
+    if opts.chaos.is_some_and(|c| c.timeout > 0.0) && plan.platform.timeout.is_none() {
+        return Err(EngineError::Chaos("timeout faults need a deadline: set platform.timeout".into()).into());
+    }
     let compiled = compile(plan, registry, &opts.cache_dir)?;
     let target = &plan.output.path;
     if plan.output.mode == OutputMode::Error && target.exists() {
@@ -193,12 +196,6 @@ impl Limit {
         *self.free.lock().expect("not poisoned") += 1;
         self.cv.notify_one();
     }
-}
-
-/// A container: a worker slot's initialised function.
-enum Container {
-    Map(u64, Box<dyn MapInstance>),
-    Reduce(u64, Box<dyn ReduceInstance>),
 }
 
 /// A worker slot, with its containers (one per stage and kind).
@@ -501,14 +498,6 @@ fn describe(input: &Input) -> String {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
-        (Some(s), _) => format!("panicked: {s}"),
-        (_, Some(s)) => format!("panicked: {s}"),
-        _ => "panicked".to_string(),
-    }
-}
-
 fn run_task(
     shared: &Shared<'_>,
     phase: &Phase,
@@ -657,43 +646,31 @@ fn invoke(
     batches: Vec<RecordBatch>,
 ) -> (u64, bool, Result<Vec<RecordBatch>, FunctionError>) {
     let stage = &shared.compiled.stages[step.stage()];
+    let timeout = shared.plan.platform.timeout;
     let slot = &mut worker.containers[stat_index(step)];
     let cold = slot.is_none();
     if cold {
         let id = shared.next_container.fetch_add(1, Relaxed);
         let init = match step {
-            Step::Reduce(_) => {
-                stage.function.init_reduce().expect("a keyed stage reduces").map(|c| Container::Reduce(id, c))
-            }
-            _ => stage.function.init().map(|c| Container::Map(id, c)),
+            Step::Reduce(_) => stage.function.init_reduce().expect("a keyed stage reduces").map(Instance::Reduce),
+            _ => stage.function.init().map(Instance::Map),
         };
         match init {
-            Ok(c) => *slot = Some(c),
+            // With a deadline, a container runs on its own thread so that a
+            // late invocation can be abandoned.
+            Ok(instance) => *slot = Some(Container::start(id, &stage.name, instance, timeout.is_some())),
             Err(e) => return (id, true, Err(FunctionError { message: format!("init: {}", e.message), ..e })),
         }
     }
     let fault = shared.chaos.map_or(Fault::None, |c| c.draw(step.stage(), stat_index(step) % 3, task, attempt));
-    let inv = Invocation { stage: &stage.name, task, attempt, deadline: None };
-    let call = |f: &mut dyn FnMut() -> Result<Vec<RecordBatch>, FunctionError>| {
-        catch_unwind(AssertUnwindSafe(|| match fault {
-            Fault::None => f(),
-            Fault::Fail => Err(FunctionError::transient("chaos: injected failure")),
-            Fault::Panic => panic!("chaos: injected panic"),
-        }))
-    };
-    let (container, result) = match slot.as_mut().expect("initialised") {
-        Container::Map(id, f) => (*id, call(&mut || f.call(&inv, batches.clone()))),
-        Container::Reduce(id, f) => (*id, call(&mut || f.call(&inv, batches.clone()))),
-    };
-    let result = match result {
-        Ok(r) => r,
-        Err(payload) => {
-            // A panicked container is not reused.
-            *slot = None;
-            Err(FunctionError::transient(panic_message(payload.as_ref())))
-        }
-    };
-    (container, cold, result)
+    let container = slot.as_mut().expect("initialised");
+    let id = container.id();
+    let reply = container.call(task, attempt, timeout, fault, batches);
+    if reply.panicked {
+        // A panicked or abandoned container is not reused.
+        *slot = None;
+    }
+    (id, cold, reply.result)
 }
 
 fn task_error(stage: String, step: Step, task: u64, input: &Input, attempt: u32, message: String) -> EngineError {

@@ -20,6 +20,8 @@ enum Behaviour {
     FailOn(u64),
     /// Fails the first `n` attempts of every task, transiently.
     FlakyFor(u32),
+    /// Hangs (ignoring its deadline) on the first attempt of `task`.
+    HangOn(u64, Duration),
     PanicOn(u64),
     Slow {
         time: Duration,
@@ -38,6 +40,7 @@ struct Double {
 static FAIL: FunctionInfo = FunctionInfo { name: "fail", shape: Shape::Map, summary: "", doc: "", params: &[] };
 static PANIC: FunctionInfo = FunctionInfo { name: "panic", shape: Shape::Map, summary: "", doc: "", params: &[] };
 static FLAKY: FunctionInfo = FunctionInfo { name: "flaky", shape: Shape::Map, summary: "", doc: "", params: &[] };
+static HANG: FunctionInfo = FunctionInfo { name: "hang", shape: Shape::Map, summary: "", doc: "", params: &[] };
 static SLOW: FunctionInfo = FunctionInfo { name: "slow", shape: Shape::Map, summary: "", doc: "", params: &[] };
 
 impl Builtin for Double {
@@ -65,6 +68,10 @@ impl MapInstance for Double {
         match &self.behaviour {
             Behaviour::FailOn(t) if *t == inv.task => Err(FunctionError::permanent("deliberate failure")),
             Behaviour::FlakyFor(n) if inv.attempt <= *n => Err(FunctionError::transient("flaky")),
+            Behaviour::HangOn(t, time) if *t == inv.task && inv.attempt == 1 => {
+                std::thread::sleep(*time);
+                Ok(input)
+            }
             Behaviour::PanicOn(t) if *t == inv.task => panic!("deliberate panic"),
             Behaviour::Slow { time, now, max } => {
                 let n = now.fetch_add(1, SeqCst) + 1;
@@ -213,4 +220,31 @@ fn tolerated_failures_are_listed_and_thresholds_enforced() {
         "1 of 20 tasks failed, more than the tolerated 4% (failures.jsonl in the run directory lists them)"
     );
     assert!(!dir.path().join("out/o.csv").exists());
+}
+
+#[test]
+fn an_invocation_past_its_deadline_is_abandoned_and_retried() {
+    let dir = setup(6);
+    // Task 2's first attempt hangs for 3 s, ignoring its 100 ms deadline.
+    let r =
+        registry(vec![Double { info: &HANG, behaviour: Behaviour::HangOn(2, Duration::from_secs(3)), schema: None }]);
+    let text = job(dir.path(), "hang", "", 2) + "timeout = \"100ms\"\nretries = 1\nbackoff = \"1ms\"\n";
+    let started = std::time::Instant::now();
+    let report = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3), "the run waited for the hung invocation");
+    assert_eq!(report.summary.retries, 1);
+    let records = std::fs::read_to_string(report.run_dir.join("invocations.jsonl")).unwrap();
+    let timed_out: Vec<&str> = records.lines().filter(|l| l.contains("timed out after 100ms")).collect();
+    assert_eq!(timed_out.len(), 1, "{records}");
+    assert!(timed_out[0].contains("\"task\":2") && timed_out[0].contains("\"attempt\":1"));
+    // The abandoned container is replaced: the retry runs on a cold one.
+    let retry = records.lines().find(|l| l.contains("\"task\":2") && l.contains("\"attempt\":2")).unwrap();
+    assert!(retry.contains("\"cold\":true"), "{retry}");
+    let out = std::fs::read_to_string(dir.path().join("out/o.csv")).unwrap();
+    assert_eq!(out.lines().count(), 7);
+    // Without a retry the job fails, and returns without waiting either.
+    std::fs::remove_file(dir.path().join("out/o.csv")).unwrap();
+    let text = job(dir.path(), "hang", "", 2) + "timeout = \"100ms\"\nretries = 0\n";
+    let failure = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap_err();
+    assert!(failure.error.to_string().ends_with("attempt 1: timed out after 100ms"), "{}", failure.error);
 }

@@ -241,6 +241,14 @@ fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobEr
         preset,
         concurrency,
         pricing,
+        timeout: match p.timeout {
+            Some(t) if t.0.is_zero() => {
+                errors.push(job.error(&at("timeout"), "timeout must be more than 0"));
+                None
+            }
+            Some(t) => Some(t.0),
+            None => preset.timeout(),
+        },
         retries: p.retries.unwrap_or(2),
         backoff: p.backoff.map_or(std::time::Duration::from_millis(100), |b| b.0),
         tolerated_failure_percent: percent,

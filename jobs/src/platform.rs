@@ -47,6 +47,18 @@ impl Preset {
         }
     }
 
+    /// The longest an invocation may run: AWS Lambda 900 s, Cloud Functions
+    /// (1st gen) 540 s, Azure Functions Consumption 600 s; none locally.
+    pub fn timeout(self) -> Option<std::time::Duration> {
+        let s = std::time::Duration::from_secs;
+        match self {
+            Preset::Local => None,
+            Preset::AwsLambda => Some(s(900)),
+            Preset::GcpFunctions => Some(s(540)),
+            Preset::AzureFunctions => Some(s(600)),
+        }
+    }
+
     /// The preset's defaults.
     pub fn defaults(self) -> Pricing {
         let ms = std::time::Duration::from_millis;
@@ -136,6 +148,9 @@ pub struct PlatformPlan {
     pub concurrency: usize,
     /// Billing.
     pub pricing: Pricing,
+    /// How long an invocation may run before it is abandoned and counts as
+    /// a failed attempt; `None`: no deadline.
+    pub timeout: Option<std::time::Duration>,
     /// Retries of a failed invocation (not counting the first attempt).
     pub retries: u32,
     /// The first retry's delay; each later one doubles it (with jitter).

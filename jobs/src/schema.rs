@@ -153,6 +153,9 @@ pub struct PlatformSpec {
     pub concurrency: Option<usize>,
     /// Memory of each container, for billing (e.g. "1769MB").
     pub memory: Option<Size>,
+    /// How long an invocation may run before it is abandoned (default: the
+    /// preset's limit; none for local).
+    pub timeout: Option<Duration>,
     /// Retries of a failed invocation (default 2; bad input is not retried).
     pub retries: Option<u32>,
     /// The first retry's delay, doubled for each later one, with jitter (default "100ms").

@@ -36,6 +36,15 @@ pub struct Invocation<'a> {
     pub deadline: Option<Instant>,
 }
 
+impl Invocation<'_> {
+    /// Whether the deadline has passed: a long-running function should
+    /// check this and stop, since the engine has abandoned the invocation
+    /// and will discard its result.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
 /// Why an invocation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionError {

@@ -134,17 +134,21 @@ impl Planned for WaitPlan {
 }
 
 impl MapInstance for WaitPlan {
-    fn call(&mut self, _: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError> {
-        if self.spin {
-            let start = Instant::now();
-            let mut x = 0u64;
-            while start.elapsed() < self.time {
+    fn call(&mut self, inv: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError> {
+        let start = Instant::now();
+        // Both stop early when the invocation's deadline passes.
+        while start.elapsed() < self.time && !inv.expired() {
+            if self.spin {
+                let mut x = 0u64;
                 for _ in 0..1000 {
                     x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
                 }
+            } else {
+                std::thread::sleep((self.time - start.elapsed()).min(Duration::from_millis(10)));
             }
-        } else {
-            std::thread::sleep(self.time);
+        }
+        if inv.expired() {
+            return Err(FunctionError::transient("deadline passed"));
         }
         Ok(input)
     }

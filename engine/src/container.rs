@@ -1,0 +1,161 @@
+//! Containers: a worker slot's initialised function, called inline, or —
+//! when invocations have a deadline — on a thread of its own, so that an
+//! invocation past its deadline can be abandoned: the function sees the
+//! deadline in its [`Invocation`] (and should stop), its late result is
+//! discarded, and the container is replaced. A hanging function never
+//! hangs the job.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use fanout_workers::{FunctionError, Invocation, MapInstance, ReduceInstance};
+
+use crate::chaos::Fault;
+
+/// A function's per-container state.
+pub(crate) enum Instance {
+    Map(Box<dyn MapInstance>),
+    Reduce(Box<dyn ReduceInstance>),
+}
+
+impl Instance {
+    /// One invocation with `fault` applied, panics caught.
+    fn call(&mut self, inv: &Invocation<'_>, fault: Fault, batches: Vec<RecordBatch>) -> Reply {
+        let result = catch_unwind(AssertUnwindSafe(|| match fault {
+            Fault::None => match self {
+                Instance::Map(f) => f.call(inv, batches),
+                Instance::Reduce(f) => f.call(inv, batches),
+            },
+            Fault::Fail => Err(FunctionError::transient("chaos: injected failure")),
+            Fault::Panic => panic!("chaos: injected panic"),
+            Fault::Timeout => unreachable!("handled by the container"),
+        }));
+        match result {
+            Ok(r) => Reply { result: r, panicked: false },
+            Err(payload) => {
+                Reply { result: Err(FunctionError::transient(panic_message(payload.as_ref()))), panicked: true }
+            }
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => format!("panicked: {s}"),
+        (_, Some(s)) => format!("panicked: {s}"),
+        _ => "panicked".to_string(),
+    }
+}
+
+/// What an invocation returned, and whether its container is spent.
+pub(crate) struct Reply {
+    pub(crate) result: Result<Vec<RecordBatch>, FunctionError>,
+    /// A panicked (or abandoned) container is not reused.
+    pub(crate) panicked: bool,
+}
+
+pub(crate) struct Call {
+    task: u64,
+    attempt: u32,
+    deadline: Option<Instant>,
+    fault: Fault,
+    batches: Vec<RecordBatch>,
+}
+
+/// A container: inline, or on its own thread.
+pub(crate) enum Container {
+    Inline { id: u64, stage: String, instance: Instance },
+    Thread { id: u64, calls: Sender<Call>, replies: Receiver<Reply> },
+}
+
+impl Container {
+    /// Starts a container for `stage`; with `threaded`, on its own thread.
+    pub(crate) fn start(id: u64, stage: &str, instance: Instance, threaded: bool) -> Container {
+        if !threaded {
+            return Container::Inline { id, stage: stage.to_string(), instance };
+        }
+        let (calls, inbox) = crossbeam_channel::bounded::<Call>(1);
+        let (outbox, replies) = crossbeam_channel::bounded::<Reply>(1);
+        let name = stage.to_string();
+        let mut instance = instance;
+        std::thread::Builder::new()
+            .name(format!("container-{id}"))
+            .spawn(move || {
+                // Ends when the worker drops the container (or it panicked).
+                for c in inbox {
+                    let inv = Invocation { stage: &name, task: c.task, attempt: c.attempt, deadline: c.deadline };
+                    let reply = instance.call(&inv, c.fault, c.batches);
+                    let panicked = reply.panicked;
+                    if outbox.send(reply).is_err() || panicked {
+                        break;
+                    }
+                }
+            })
+            .expect("a container thread starts");
+        Container::Thread { id, calls, replies }
+    }
+
+    /// The container's id.
+    pub(crate) fn id(&self) -> u64 {
+        match self {
+            Container::Inline { id, .. } | Container::Thread { id, .. } => *id,
+        }
+    }
+
+    /// One invocation. With a `timeout`, a threaded container's invocation
+    /// is abandoned when it passes it.
+    pub(crate) fn call(
+        &mut self,
+        task: u64,
+        attempt: u32,
+        timeout: Option<Duration>,
+        fault: Fault,
+        batches: Vec<RecordBatch>,
+    ) -> Reply {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if fault == Fault::Timeout {
+            // An injected hang costs what a real one does: the whole deadline.
+            let t = timeout.unwrap_or_default();
+            std::thread::sleep(t);
+            return Reply {
+                result: Err(FunctionError::transient(format!(
+                    "timed out after {} (injected by chaos)",
+                    humantime::format_duration(t)
+                ))),
+                panicked: true,
+            };
+        }
+        match self {
+            Container::Inline { stage, instance, .. } => {
+                let inv = Invocation { stage, task, attempt, deadline };
+                instance.call(&inv, fault, batches)
+            }
+            Container::Thread { calls, replies, .. } => {
+                if calls.send(Call { task, attempt, deadline, fault, batches }).is_err() {
+                    return dead();
+                }
+                let waited = match timeout {
+                    Some(t) => replies.recv_timeout(t),
+                    None => replies.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                match waited {
+                    Ok(reply) => reply,
+                    Err(RecvTimeoutError::Timeout) => Reply {
+                        result: Err(FunctionError::transient(format!(
+                            "timed out after {}",
+                            humantime::format_duration(timeout.expect("a timeout"))
+                        ))),
+                        panicked: true,
+                    },
+                    Err(RecvTimeoutError::Disconnected) => dead(),
+                }
+            }
+        }
+    }
+}
+
+fn dead() -> Reply {
+    Reply { result: Err(FunctionError::transient("the container stopped")), panicked: true }
+}
