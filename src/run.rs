@@ -142,6 +142,9 @@ fn table(r: &Report) -> String {
         "cost on {} at {} MB: {} requests, {:.3} GB-s, ${:.6}\n",
         c.preset, c.memory_mb, c.requests, c.gb_seconds, c.usd
     );
+    if c.note.starts_with("durations measured here scaled") {
+        t += &format!("  ({})\n", c.note);
+    }
     if s.shuffle_spilled_bytes > 0 {
         t += &format!("shuffle spilled {} to disk\n", mib(s.shuffle_spilled_bytes));
     }

@@ -202,6 +202,8 @@ impl Limit {
 struct Worker {
     id: usize,
     containers: Vec<Option<Container>>,
+    /// When each container last finished an invocation (for keep-alive).
+    last_used: Vec<Instant>,
     /// The input file this slot read last, kept open.
     files: OpenFiles,
 }
@@ -312,7 +314,8 @@ fn execute(
     let mut workers: Vec<(Worker, Recorder<'_>)> = (0..concurrency)
         .map(|id| {
             let containers = (0..steps).map(|_| None).collect();
-            (Worker { id, containers, files: OpenFiles::default() }, Recorder::new(&shared.log, steps))
+            let last_used = vec![Instant::now(); steps];
+            (Worker { id, containers, last_used, files: OpenFiles::default() }, Recorder::new(&shared.log, steps))
         })
         .collect();
     let mut splits = 0;
@@ -620,6 +623,16 @@ fn run_steps(
     Ok(data.unwrap_or_default())
 }
 
+/// A standard normal draw from a seed (Box–Muller over two hashes), so an
+/// emulated run's cold starts are the same every time.
+fn standard_normal(seed: u64) -> f64 {
+    let u = |salt: u64| {
+        let h = xxhash_rust::xxh3::xxh3_64(&(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes());
+        ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (-2.0 * u(1).ln()).sqrt() * (2.0 * std::f64::consts::PI * u(2)).cos()
+}
+
 /// The delay before retry `attempt` (1 = the first retry): the base doubled
 /// per attempt, capped at 30 s, with "equal jitter" (half fixed, half
 /// random) so that retries of many tasks spread out.
@@ -646,11 +659,21 @@ fn invoke(
     batches: Vec<RecordBatch>,
 ) -> (u64, bool, Result<Vec<RecordBatch>, FunctionError>) {
     let stage = &shared.compiled.stages[step.stage()];
-    let timeout = shared.plan.platform.timeout;
-    let slot = &mut worker.containers[stat_index(step)];
+    let platform = &shared.plan.platform;
+    let timeout = platform.timeout;
+    let at = stat_index(step);
+    let model = &platform.containers;
+    // An idle container past its keep-alive has been retired.
+    if model.keep_alive.is_some_and(|k| worker.last_used[at].elapsed() > k) {
+        worker.containers[at] = None;
+    }
+    let slot = &mut worker.containers[at];
     let cold = slot.is_none();
     if cold {
         let id = shared.next_container.fetch_add(1, Relaxed);
+        if platform.emulate {
+            std::thread::sleep(model.cold_start.sample(standard_normal(id)));
+        }
         let init = match step {
             Step::Reduce(_) => stage.function.init_reduce().expect("a keyed stage reduces").map(Instance::Reduce),
             _ => stage.function.init().map(Instance::Map),
@@ -662,10 +685,14 @@ fn invoke(
             Err(e) => return (id, true, Err(FunctionError { message: format!("init: {}", e.message), ..e })),
         }
     }
+    if platform.emulate {
+        std::thread::sleep(model.overhead);
+    }
     let fault = shared.chaos.map_or(Fault::None, |c| c.draw(step.stage(), stat_index(step) % 3, task, attempt));
     let container = slot.as_mut().expect("initialised");
     let id = container.id();
     let reply = container.call(task, attempt, timeout, fault, batches);
+    worker.last_used[at] = Instant::now();
     if reply.panicked {
         // A panicked or abandoned container is not reused.
         *slot = None;

@@ -209,8 +209,17 @@ pub(crate) fn summarize(
         billed_seconds,
         gb_seconds,
         usd: gb_seconds * pricing.price_per_gb_second + all.invocations as f64 * pricing.price_per_request,
-        note: "durations measured on this machine, one core per invocation; not scaled to the platform's CPU share"
-            .to_string(),
+        note: if pricing.cpu_scale > 1.0 {
+            format!(
+                "durations measured here scaled by {:.2}: at {} MB the platform gives {:.2} of a vCPU, so CPU-bound work \
+                 runs that much slower",
+                pricing.cpu_scale,
+                pricing.memory_mb,
+                1.0 / pricing.cpu_scale
+            )
+        } else {
+            "durations as measured on this machine, one core per invocation".to_string()
+        },
     };
     let failed_tasks = state
         .failures

@@ -248,3 +248,41 @@ fn an_invocation_past_its_deadline_is_abandoned_and_retried() {
     let failure = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap_err();
     assert!(failure.error.to_string().ends_with("attempt 1: timed out after 100ms"), "{}", failure.error);
 }
+
+#[test]
+fn containers_are_cold_once_per_slot_unless_retired() {
+    let dir = setup(10);
+    let r = Registry::builtins();
+    let records =
+        |report: &fanout_engine::Report| std::fs::read_to_string(report.run_dir.join("invocations.jsonl")).unwrap();
+    // One slot, ten tasks: the first invocation is cold, nine are warm.
+    let report = common::run_in(dir.path(), &job(dir.path(), "word_count", "", 1), &r, 1 << 30).unwrap();
+    assert_eq!((report.summary.invocations.total, report.summary.invocations.cold), (10, 1));
+    let cold: Vec<u64> = records(&report)
+        .lines()
+        .filter(|l| l.contains("\"cold\":true"))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["task"].as_u64().unwrap())
+        .collect();
+    assert_eq!(cold, [0]);
+    // A keep-alive shorter than any idle gap retires every container.
+    std::fs::remove_file(dir.path().join("out/o.csv")).unwrap();
+    let text = job(dir.path(), "word_count", "", 1) + "keep_alive = \"1ns\"\n";
+    let report = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap();
+    assert_eq!((report.summary.invocations.total, report.summary.invocations.cold), (10, 10));
+    let ids: std::collections::BTreeSet<u64> = records(&report)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["container"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 10, "each invocation had a container of its own");
+    // Emulation injects the modelled cold start into the cold invocation.
+    std::fs::remove_file(dir.path().join("out/o.csv")).unwrap();
+    let text = job(dir.path(), "word_count", "", 1) + "emulate = true\ncold_start = \"40ms\"\n";
+    let report = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap();
+    let first = records(&report)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["cold"] == true)
+        .unwrap();
+    let took = first["finished_us"].as_u64().unwrap() - first["started_us"].as_u64().unwrap();
+    assert!(took >= 40_000, "a cold start of {took} µs");
+}

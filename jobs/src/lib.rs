@@ -49,7 +49,7 @@ pub use plan::{
     FunctionCatalog, FunctionProblem, FunctionRef, InputPlan, InputSource, OutputMode, OutputPlan, Plan, SortKey,
     StagePlan, TYPE_NAMES, generated_name, parse_column, validate,
 };
-pub use platform::{PlatformPlan, Preset, Pricing};
+pub use platform::{ColdStart, ContainerModel, PlatformPlan, Preset, Pricing};
 pub use schema::{
     ExternalFunction, FunctionSpec, GenerateSpec, InputSpec, JobFile, OutputSpec, Paths, PlatformSpec, StageSpec,
 };

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{JobError, JobErrors};
 use crate::load::{FieldPath, LoadedJob};
-use crate::platform::{PlatformPlan, Preset, memory_mb, preset};
+use crate::platform::{ColdStart, PlatformPlan, Preset, memory_mb, preset};
 use crate::schema::{ExternalFunction, FunctionSpec, InputSpec, OutputSpec};
 
 /// A problem a catalog finds with a function reference.
@@ -233,6 +233,27 @@ fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobEr
             pricing.billing_granularity = g.0;
         }
     }
+    if let Some(full) = preset.full_cpu_mb() {
+        pricing.cpu_scale = (full as f64 / pricing.memory_mb as f64).max(1.0);
+    }
+    let mut containers = preset.container_model();
+    match &p.cold_start {
+        None => {}
+        Some(crate::schema::ColdStartSpec::Fixed(d)) => containers.cold_start = ColdStart::Fixed(d.0),
+        Some(crate::schema::ColdStartSpec::LogNormal { median, sigma }) => {
+            let sigma = sigma.unwrap_or(0.5);
+            if !(0.0..=5.0).contains(&sigma) {
+                errors.push(job.error(&at("cold_start"), "cold_start.sigma must be between 0 and 5"));
+            }
+            containers.cold_start = ColdStart::LogNormal { median: median.0, sigma };
+        }
+    }
+    if let Some(k) = p.keep_alive {
+        containers.keep_alive = Some(k.0);
+    }
+    if let Some(o) = p.invocation_overhead {
+        containers.overhead = o.0;
+    }
     let percent = p.tolerated_failure_percent;
     if percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
         errors.push(job.error(&at("tolerated_failure_percent"), "tolerated_failure_percent must be between 0 and 100"));
@@ -249,6 +270,8 @@ fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobEr
             Some(t) => Some(t.0),
             None => preset.timeout(),
         },
+        containers,
+        emulate: p.emulate.unwrap_or(false),
         retries: p.retries.unwrap_or(2),
         backoff: p.backoff.map_or(std::time::Duration::from_millis(100), |b| b.0),
         tolerated_failure_percent: percent,

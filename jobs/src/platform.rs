@@ -47,6 +47,38 @@ impl Preset {
         }
     }
 
+    /// The memory that buys one full vCPU, where CPU is proportional to
+    /// memory (Lambda).
+    pub fn full_cpu_mb(self) -> Option<u64> {
+        matches!(self, Preset::AwsLambda).then_some(1769)
+    }
+
+    /// The modelled cold start and keep-alive: the start of a new container
+    /// (lognormal median and sigma) and how long an idle one lives.
+    /// Assumptions, not measurements: Lambda's managed runtimes start in a
+    /// few hundred ms and idle containers are reclaimed after minutes.
+    pub fn container_model(self) -> ContainerModel {
+        let ms = std::time::Duration::from_millis;
+        match self {
+            Preset::Local => ContainerModel { cold_start: ColdStart::Fixed(ms(0)), keep_alive: None, overhead: ms(0) },
+            Preset::AwsLambda => ContainerModel {
+                cold_start: ColdStart::LogNormal { median: ms(250), sigma: 0.5 },
+                keep_alive: Some(ms(600_000)),
+                overhead: ms(2),
+            },
+            Preset::GcpFunctions => ContainerModel {
+                cold_start: ColdStart::LogNormal { median: ms(500), sigma: 0.6 },
+                keep_alive: Some(ms(900_000)),
+                overhead: ms(5),
+            },
+            Preset::AzureFunctions => ContainerModel {
+                cold_start: ColdStart::LogNormal { median: ms(1000), sigma: 0.7 },
+                keep_alive: Some(ms(1_200_000)),
+                overhead: ms(5),
+            },
+        }
+    }
+
     /// The longest an invocation may run: AWS Lambda 900 s, Cloud Functions
     /// (1st gen) 540 s, Azure Functions Consumption 600 s; none locally.
     pub fn timeout(self) -> Option<std::time::Duration> {
@@ -69,6 +101,7 @@ impl Preset {
                 price_per_gb_second: 0.0,
                 billing_granularity: ms(1),
                 min_billed: ms(0),
+                cpu_scale: 1.0,
             },
             Preset::AwsLambda => Pricing {
                 memory_mb: 1769,
@@ -76,6 +109,7 @@ impl Preset {
                 price_per_gb_second: 0.000_016_666_7,
                 billing_granularity: ms(1),
                 min_billed: ms(1),
+                cpu_scale: 1.0,
             },
             Preset::GcpFunctions => Pricing {
                 memory_mb: 1024,
@@ -83,6 +117,7 @@ impl Preset {
                 price_per_gb_second: 0.000_016_5,
                 billing_granularity: ms(100),
                 min_billed: ms(100),
+                cpu_scale: 1.0,
             },
             Preset::AzureFunctions => Pricing {
                 memory_mb: 1536,
@@ -90,6 +125,7 @@ impl Preset {
                 price_per_gb_second: 0.000_016,
                 billing_granularity: ms(1),
                 min_billed: ms(100),
+                cpu_scale: 1.0,
             },
         }
     }
@@ -110,13 +146,18 @@ pub struct Pricing {
     /// The shortest billed duration.
     #[serde(with = "duration_ms")]
     pub min_billed: std::time::Duration,
+    /// How much slower CPU-bound work runs on the platform than on one
+    /// core here: on Lambda, CPU is proportional to memory (1,769 MB buys
+    /// one vCPU), so below that, durations are scaled up by this factor.
+    pub cpu_scale: f64,
 }
 
 impl Pricing {
-    /// The billed duration of an invocation that ran `d`.
+    /// The billed duration of an invocation that ran `d` here (scaled by
+    /// `cpu_scale`).
     pub fn billed(&self, d: std::time::Duration) -> std::time::Duration {
         let g = self.billing_granularity.as_nanos().max(1);
-        let rounded = d.as_nanos().div_ceil(g) * g;
+        let rounded = d.mul_f64(self.cpu_scale.max(1.0)).as_nanos().div_ceil(g) * g;
         std::time::Duration::from_nanos(rounded as u64).max(self.min_billed)
     }
 
@@ -139,6 +180,42 @@ mod duration_ms {
     }
 }
 
+/// How long a new container takes to start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ColdStart {
+    /// Always this long.
+    Fixed(std::time::Duration),
+    /// Lognormally distributed with this median and sigma (of the log).
+    LogNormal {
+        /// The median start time.
+        median: std::time::Duration,
+        /// The spread.
+        sigma: f64,
+    },
+}
+
+impl ColdStart {
+    /// A start time for a uniform draw `u` in (0, 1) and a standard normal
+    /// draw `z` (the caller's generator keeps runs reproducible).
+    pub fn sample(&self, z: f64) -> std::time::Duration {
+        match *self {
+            ColdStart::Fixed(d) => d,
+            ColdStart::LogNormal { median, sigma } => median.mul_f64((sigma * z).exp()),
+        }
+    }
+}
+
+/// Containers as the platform runs them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContainerModel {
+    /// A new container's start.
+    pub cold_start: ColdStart,
+    /// How long an idle container lives; `None`: for ever.
+    pub keep_alive: Option<std::time::Duration>,
+    /// The platform's own time per invocation (routing, marshalling).
+    pub overhead: std::time::Duration,
+}
+
 /// The validated platform.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlatformPlan {
@@ -151,6 +228,11 @@ pub struct PlatformPlan {
     /// How long an invocation may run before it is abandoned and counts as
     /// a failed attempt; `None`: no deadline.
     pub timeout: Option<std::time::Duration>,
+    /// Containers: cold start, keep-alive, per-invocation overhead.
+    pub containers: ContainerModel,
+    /// Whether to inject the modelled cold starts and overheads into a
+    /// real run, so a local run shows the shape and timing of a FaaS run.
+    pub emulate: bool,
     /// Retries of a failed invocation (not counting the first attempt).
     pub retries: u32,
     /// The first retry's delay; each later one doubles it (with jitter).
@@ -200,6 +282,14 @@ mod tests {
         let one = aws.cost(D::from_secs(1));
         assert!((one - (1769.0 / 1024.0 * 0.000_016_666_7 + 0.0000002)).abs() < 1e-12, "{one}");
         assert_eq!(Preset::Local.defaults().cost(D::from_secs(5)), 0.0);
+        // At 512 MB Lambda gives 512/1769 of a vCPU: 10 ms of CPU here
+        // bills as 35 ms there.
+        let small = Pricing { memory_mb: 512, cpu_scale: 1769.0 / 512.0, ..aws };
+        assert_eq!(small.billed(D::from_millis(10)), D::from_millis(35));
+        assert_eq!(ColdStart::Fixed(D::from_millis(7)).sample(1.3), D::from_millis(7));
+        let ln = ColdStart::LogNormal { median: D::from_millis(100), sigma: 0.5 };
+        assert_eq!(ln.sample(0.0), D::from_millis(100));
+        assert!(ln.sample(1.0) > D::from_millis(160) && ln.sample(-1.0) < D::from_millis(61));
         assert_eq!(preset("aws-lambda"), Ok(Preset::AwsLambda));
         assert_eq!(
             preset("heroku").unwrap_err(),

@@ -143,6 +143,21 @@ pub struct OutputSpec {
     pub mode: Option<String>,
 }
 
+/// A cold start: a fixed duration, or a lognormal distribution.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ColdStartSpec {
+    /// Always this long.
+    Fixed(Duration),
+    /// Lognormal.
+    LogNormal {
+        /// The median.
+        median: Duration,
+        /// The spread of the log (default 0.5).
+        sigma: Option<f64>,
+    },
+}
+
 /// `[platform]`: where invocations run.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +171,16 @@ pub struct PlatformSpec {
     /// How long an invocation may run before it is abandoned (default: the
     /// preset's limit; none for local).
     pub timeout: Option<Duration>,
+    /// A new container's start: "300ms", or { median = "250ms", sigma = 0.5 }
+    /// (lognormal); default: the preset's.
+    pub cold_start: Option<ColdStartSpec>,
+    /// How long an idle container lives before it is retired (default: the
+    /// preset's; local: for ever).
+    pub keep_alive: Option<Duration>,
+    /// The platform's own time per invocation (default: the preset's).
+    pub invocation_overhead: Option<Duration>,
+    /// Inject the modelled cold starts and overheads into this run (default false).
+    pub emulate: Option<bool>,
     /// Retries of a failed invocation (default 2; bad input is not retried).
     pub retries: Option<u32>,
     /// The first retry's delay, doubled for each later one, with jitter (default "100ms").
