@@ -63,9 +63,22 @@ pub enum ProgressMode {
 /// `fanout run`.
 #[derive(Debug, ClapArgs)]
 pub struct RunArgs {
-    /// The job.
-    #[command(flatten)]
-    pub job: JobArgs,
+    /// The job file (TOML, or JSON if it ends in .json).
+    #[arg(required_unless_present = "resume")]
+    pub job: Option<PathBuf>,
+    /// Override a field of the job, e.g. --set platform.concurrency=4.
+    #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "resume")]
+    pub set: Vec<Override>,
+    /// Where generated inputs are kept.
+    #[arg(long, value_name = "DIR", default_value = ".fanout/cache")]
+    pub cache_dir: PathBuf,
+    /// Resume an interrupted run: its completed tasks are taken from its
+    /// journal, the rest are run, with the job it was started with.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["job", "run_dir"])]
+    pub resume: Option<PathBuf>,
+    /// Do not journal completed tasks (faster on tiny tasks; no --resume).
+    #[arg(long)]
+    pub no_journal: bool,
     /// The run directory (default: `.fanout/runs/<id>`).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,

@@ -13,14 +13,23 @@ use fanout_jobs::units::Size;
 use fanout_workers::Registry;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::args::{ProgressMode, RunArgs};
+use crate::args::{JobArgs, ProgressMode, RunArgs};
 use crate::plan::{engine_failure, load_plan};
 use crate::{Failure, Outcome};
 
 /// Runs the job and reports.
 pub fn run(a: &RunArgs) -> Outcome {
     let registry = Registry::builtins();
-    let (job, plan) = load_plan(&a.job, &registry)?;
+    let job_args = JobArgs {
+        job: match (&a.job, &a.resume) {
+            (_, Some(dir)) => dir.join("job.json"),
+            (Some(job), None) => job.clone(),
+            (None, None) => unreachable!("clap requires a job or --resume"),
+        },
+        set: a.set.clone(),
+        cache_dir: a.cache_dir.clone(),
+    };
+    let (job, plan) = load_plan(&job_args, &registry)?;
     let progress = Progress::new();
     let terminal = std::io::stderr().is_terminal();
     let draw = match a.progress {
@@ -29,8 +38,10 @@ pub fn run(a: &RunArgs) -> Outcome {
         ProgressMode::Auto => terminal,
     };
     let opts = RunOptions {
-        run_dir: a.run_dir.clone(),
-        cache_dir: a.job.cache_dir.clone(),
+        run_dir: a.resume.clone().or_else(|| a.run_dir.clone()),
+        cache_dir: a.cache_dir.clone(),
+        journal: !a.no_journal,
+        resume: a.resume.is_some(),
         shuffle_memory: a.shuffle_memory.bytes(),
         progress: progress.clone(),
         chaos: a.chaos,
@@ -130,6 +141,9 @@ fn table(r: &Report) -> String {
             st.latency_ms.p99,
             st.latency_ms.max
         );
+    }
+    if s.resumed_tasks > 0 {
+        t += &format!("resumed: {} tasks taken from the journal\n", s.resumed_tasks);
     }
     if s.retries > 0 || !s.failed_tasks.is_empty() {
         t += &format!("retries: {}; tasks failed for good: {}\n", s.retries, s.failed_tasks.len());

@@ -398,3 +398,65 @@ fn the_bill_matches_the_records() {
     let got = sum["cost"]["usd"].as_f64().unwrap();
     assert!((got - usd).abs() < 1e-12, "{got} vs {usd}");
 }
+
+#[test]
+fn killed_runs_resume_to_the_same_output() {
+    let s = Scratch::new();
+    let job = example("wordcount");
+    let sets = ["input.generate.size=2MiB", "input.chunk_size=16KiB", "platform.concurrency=2"];
+    let mut args = vec!["run", job.as_str(), "--progress", "never", "--show", "0"];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    s.run(&args).expect(0);
+    let clean = std::fs::read(s.path("out/wordcount.csv")).unwrap();
+    std::fs::remove_dir_all(s.path("out")).unwrap();
+
+    let mut first: Vec<&str> = args.clone();
+    first.extend(["--run-dir", "killed"]);
+    let resume = ["run", "--resume", "killed", "--progress", "never", "--show", "0"];
+    let mut kills = 0;
+    let mut finished = false;
+    for i in 0..10u64 {
+        let argv: Vec<&str> = if i == 0 { first.clone() } else { resume.to_vec() };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fanout"))
+            .args(&argv)
+            .current_dir(s.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // The first run must get as far as making its run directory.
+        let made = std::time::Instant::now();
+        while i == 0 && !s.path("killed/job.json").exists() && made.elapsed().as_secs() < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Kill at a different point each time (SIGKILL: no cleanup runs).
+        std::thread::sleep(std::time::Duration::from_millis(40 + (i * 7919) % 300));
+        if child.try_wait().unwrap().is_some_and(|status| status.success()) {
+            finished = true;
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills > 0, "the run was never interrupted");
+    if !finished {
+        let r = s.run(&resume).expect(0);
+        assert!(r.stderr.contains("resumed: "), "{}", r.stderr);
+    }
+    assert_eq!(std::fs::read(s.path("out/wordcount.csv")).unwrap(), clean, "after {kills} kills");
+    // Every task was journaled exactly once: what was redone after a kill
+    // is only what had not been journaled, i.e. what was in flight.
+    let journal = std::fs::read_to_string(s.path("killed/journal.jsonl")).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for line in journal.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        assert!(seen.insert((line["phase"].as_u64(), line["task"].as_u64())), "task journaled twice: {line}");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("killed/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "succeeded");
+    let leftovers: Vec<_> = std::fs::read_dir(s.path("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "output and manifest only: {leftovers:?}");
+}

@@ -11,6 +11,7 @@ mod compile;
 mod container;
 mod error;
 mod gather;
+mod journal;
 mod metrics;
 mod progress;
 mod run;

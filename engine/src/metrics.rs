@@ -135,8 +135,15 @@ pub(crate) struct Log {
 }
 
 impl Log {
-    pub(crate) fn create(path: &Path) -> Result<Log, EngineError> {
-        let file = File::create(path).map_err(|e| EngineError::io(path, e))?;
+    /// Creates the log, or appends to it when a run resumes.
+    pub(crate) fn create(path: &Path, append: bool) -> Result<Log, EngineError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| EngineError::io(path, e))?;
         Ok(Log { path: path.to_path_buf(), file: Mutex::new(file) })
     }
 

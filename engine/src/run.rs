@@ -19,6 +19,7 @@ use crate::compile::{Compiled, Phase, Sink, Step, compile};
 use crate::container::{Container, Instance};
 use crate::error::{EngineError, TaskFailure};
 use crate::gather::{Gather, commit};
+use crate::journal::Journal;
 use crate::metrics::{InvocationRecord, Log, Recorder, StageStats};
 use crate::progress::{Progress, StageProgress};
 use crate::shuffle::Shuffle;
@@ -39,6 +40,11 @@ pub struct RunOptions {
     pub progress: Arc<Progress>,
     /// Faults to inject.
     pub chaos: Option<Chaos>,
+    /// Journal completed tasks and their outputs (fsync'ed), so the run can
+    /// be resumed; off trades that for speed on tiny tasks.
+    pub journal: bool,
+    /// Resume the run in `run_dir`: completed tasks are not run again.
+    pub resume: bool,
 }
 
 impl Default for RunOptions {
@@ -49,6 +55,8 @@ impl Default for RunOptions {
             shuffle_memory: 256 << 20,
             progress: Progress::new(),
             chaos: None,
+            journal: true,
+            resume: false,
         }
     }
 }
@@ -89,11 +97,13 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     if plan.output.mode == OutputMode::Error && target.exists() {
         return Err(EngineError::OutputExists(target.clone()).into());
     }
-    let (run_id, run_dir) = make_run_dir(opts.run_dir.as_deref())?;
+    let (run_id, run_dir) = make_run_dir(opts.run_dir.as_deref(), opts.resume)?;
     let fail = |error: EngineError| RunFailure { error, run_dir: Some(run_dir.clone()) };
-    let job_json = serde_json::to_vec_pretty(job).expect("a job serializes");
-    let job_path = run_dir.join("job.json");
-    std::fs::write(&job_path, job_json).map_err(|e| fail(EngineError::io(&job_path, e)))?;
+    if !opts.resume {
+        let job_json = serde_json::to_vec_pretty(job).expect("a job serializes");
+        let job_path = run_dir.join("job.json");
+        std::fs::write(&job_path, job_json).map_err(|e| fail(EngineError::io(&job_path, e)))?;
+    }
 
     let out_dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let staging = out_dir.join(format!(".fanout-staging-{run_id}"));
@@ -132,16 +142,26 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     }
 }
 
-/// `.fanout/runs/<UTC time>-<pid>` or the given directory.
-fn make_run_dir(given: Option<&Path>) -> Result<(String, PathBuf), EngineError> {
+/// `.fanout/runs/<UTC time>-<pid>` or the given directory, and its id.
+fn make_run_dir(given: Option<&Path>, resume: bool) -> Result<(String, PathBuf), EngineError> {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(['-', ':'], "");
-    let id = format!("{stamp}-{}", std::process::id());
     let dir = match given {
         Some(d) => d.to_path_buf(),
-        None => PathBuf::from(".fanout/runs").join(&id),
+        None => PathBuf::from(".fanout/runs").join(format!("{stamp}-{}", std::process::id())),
     };
+    if resume && !dir.join("job.json").is_file() {
+        return Err(EngineError::io(&dir, std::io::Error::other("not a run directory (no job.json)")));
+    }
+    // The id is the directory's name, the same when the run resumes (so its
+    // staging directory is the same too).
+    let id = dir.file_name().map_or_else(|| stamp.clone(), |n| n.to_string_lossy().into_owned());
     if dir.join("summary.json").exists() {
-        return Err(EngineError::io(&dir, std::io::Error::other("this run directory already holds a finished run")));
+        let what = if resume {
+            "this run finished; nothing to resume"
+        } else {
+            "this run directory already holds a finished run"
+        };
+        return Err(EngineError::io(&dir, std::io::Error::other(what)));
     }
     std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
     Ok((id, dir))
@@ -159,6 +179,8 @@ pub(crate) struct RunState {
     pub(crate) failure: Option<EngineError>,
     /// Tasks that failed for good.
     pub(crate) failures: Vec<TaskFailure>,
+    /// Tasks taken from the journal of an earlier run.
+    pub(crate) resumed: u64,
 }
 
 /// The index of a step's statistics.
@@ -217,6 +239,10 @@ struct Shared<'a> {
     failures: Mutex<Vec<TaskFailure>>,
     /// Failed tasks of the phase running now.
     phase_failures: AtomicU64,
+    /// Completed tasks, saved for a resume.
+    journal: Option<Journal>,
+    /// Tasks taken from the journal instead of run.
+    resumed: AtomicU64,
     started: Instant,
     log: Log,
     failed: AtomicBool,
@@ -298,8 +324,10 @@ fn execute(
         chaos: opts.chaos,
         failures: Mutex::new(Vec::new()),
         phase_failures: AtomicU64::new(0),
+        resumed: AtomicU64::new(0),
         started,
-        log: Log::create(&run_dir.join("invocations.jsonl"))?,
+        log: Log::create(&run_dir.join("invocations.jsonl"), opts.resume)?,
+        journal: opts.journal.then(|| Journal::open(run_dir, opts.resume)).transpose()?,
         failed: AtomicBool::new(false),
         failure: Mutex::new(None),
         next_container: AtomicU64::new(0),
@@ -319,9 +347,9 @@ fn execute(
         })
         .collect();
     let mut splits = 0;
-    for phase in &compiled.phases {
+    for (index, phase) in compiled.phases.iter().enumerate() {
         shared.phase_failures.store(0, Relaxed);
-        let n = run_phase(&shared, phase, &mut workers);
+        let n = run_phase(&shared, index, phase, &mut workers);
         if phase.source.is_none() {
             splits = n;
         }
@@ -366,6 +394,7 @@ fn execute(
     };
     let spilled = shared.shuffles.iter().flatten().map(|s| s.spilled.load(Relaxed)).sum();
     let state = RunState {
+        resumed: shared.resumed.load(Relaxed),
         stats,
         splits,
         input_bytes: shared.input_bytes.load(Relaxed),
@@ -378,6 +407,37 @@ fn execute(
     Ok((state, staged))
 }
 
+/// Takes task `task`'s output from the journal, if an earlier run completed
+/// it, and sends it on as if the task had just run.
+fn resumed(shared: &Shared<'_>, index: usize, phase: &Phase, task: u64, counted: &[&Arc<StageProgress>]) -> bool {
+    let Some(journal) = &shared.journal else { return false };
+    match journal.completed(index, task) {
+        Ok(None) => false,
+        Ok(Some(out)) => {
+            shared.resumed.fetch_add(1, Relaxed);
+            for p in counted {
+                p.finish_task(0, 0);
+            }
+            if let Err(e) = sink(shared, phase, task, out) {
+                shared.fail(e);
+            }
+            true
+        }
+        Err(e) => {
+            shared.fail(e);
+            true
+        }
+    }
+}
+
+/// Sends a task's output to its phase's sink.
+fn sink(shared: &Shared<'_>, phase: &Phase, task: u64, out: Vec<RecordBatch>) -> Result<(), EngineError> {
+    match phase.sink {
+        Sink::Gather => shared.gather.lock().expect("not poisoned").as_mut().expect("open").push(task, out),
+        Sink::Shuffle(s) => shared.shuffles[s].as_ref().expect("a keyed stage has a shuffle").insert(task, out),
+    }
+}
+
 /// Most tasks in one channel message.
 const GROUP_TASKS: usize = 32;
 /// Split bytes past which a group is sent: a task of this size or more
@@ -385,7 +445,7 @@ const GROUP_TASKS: usize = 32;
 const GROUP_BYTES: u64 = 256 * 1024;
 
 /// Runs one phase's tasks on the workers; returns the number of tasks.
-fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorder<'_>)]) -> u64 {
+fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(Worker, Recorder<'_>)]) -> u64 {
     // Tasks travel in small groups: many tiny splits share one channel
     // message, a large split or a partition goes alone.
     let (tx, rx) = crossbeam_channel::bounded::<Vec<(u64, Input, Instant)>>(workers.len() * 2);
@@ -398,7 +458,7 @@ fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorde
                     if shared.failed.load(Relaxed) {
                         continue;
                     }
-                    if let Err(e) = run_task(shared, phase, worker, recorder, task, input, queued) {
+                    if let Err(e) = run_task(shared, index, phase, worker, recorder, task, input, queued) {
                         shared.fail(e);
                     }
                 }
@@ -428,6 +488,9 @@ fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorde
                             for p in &counted {
                                 p.total.store(count, Relaxed);
                             }
+                            if resumed(shared, index, phase, split.index, &counted) {
+                                continue;
+                            }
                             bytes += split.bytes();
                             group.push((split.index, Input::Split(split), Instant::now()));
                             if group.len() >= GROUP_TASKS || bytes >= GROUP_BYTES {
@@ -453,6 +516,14 @@ fn run_phase(shared: &Shared<'_>, phase: &Phase, workers: &mut [(Worker, Recorde
                         break;
                     }
                     count += 1;
+                    if resumed(shared, index, phase, part as u64, &counted) {
+                        // Its shuffle input is not needed again.
+                        let shuffle = shared.shuffles[stage].as_ref().expect("a keyed stage has a shuffle");
+                        if let Err(e) = shuffle.take(part) {
+                            shared.fail(e);
+                        }
+                        continue;
+                    }
                     let _ = tx.send(vec![(part as u64, Input::Partition(part), Instant::now())]);
                 }
             }
@@ -501,8 +572,10 @@ fn describe(input: &Input) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_task(
     shared: &Shared<'_>,
+    index: usize,
     phase: &Phase,
     worker: &mut Worker,
     recorder: &mut Recorder<'_>,
@@ -511,7 +584,16 @@ fn run_task(
     queued: Instant,
 ) -> Result<(), EngineError> {
     let out = match run_steps(shared, phase, worker, recorder, task, &input, queued) {
-        Ok(out) => out,
+        Ok(out) => {
+            if let Some(journal) = &shared.journal {
+                let schema = match phase.sink {
+                    Sink::Gather => shared.compiled.output.clone(),
+                    Sink::Shuffle(s) => shared.compiled.stages[s].function.output_schema(),
+                };
+                journal.record(index, task, &schema, &out)?;
+            }
+            out
+        }
         Err(EngineError::Task(f)) => {
             if !shared.tolerate(&f) {
                 return Err(EngineError::Task(f));
@@ -521,10 +603,7 @@ fn run_task(
         }
         Err(e) => return Err(e),
     };
-    match phase.sink {
-        Sink::Gather => shared.gather.lock().expect("not poisoned").as_mut().expect("open").push(task, out),
-        Sink::Shuffle(s) => shared.shuffles[s].as_ref().expect("a keyed stage has a shuffle").insert(task, out),
-    }
+    sink(shared, phase, task, out)
 }
 
 /// Runs a task's steps, each invocation retried on transient failures.
