@@ -198,7 +198,7 @@ params = {{ ms = 0 }}
 path = "{DATA}/dispatch-out.csv"
 mode = "overwrite"
 """)
-        wall, rss, out = measure([FANOUT, "run", job, "--progress", "never", "--json"], a.runs)
+        wall, rss, out = measure([FANOUT, "run", job, "--progress", "never", "--json", "--no-journal"], a.runs)
         s = json.loads(out)
         print(f"\n## W2 dispatch: 100,000 empty invocations (one 2-byte split each)")
         print(f"fanout run: {wall:.2f} s wall, {100_000 / wall:,.0f} invocations/s end to end; "

@@ -127,6 +127,10 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     };
     let _ = std::fs::remove_dir_all(&staging);
     let _ = std::fs::remove_dir_all(run_dir.join("shuffle"));
+    if committed.is_ok() {
+        // A finished run is not resumed: its saved task outputs can go.
+        let _ = std::fs::remove_dir_all(run_dir.join("tasks"));
+    }
     opts.progress.finish();
     let (output, error) = match committed {
         Ok(info) => (Some(info), None),
@@ -370,6 +374,9 @@ fn execute(
         for (s, w) in stats.iter_mut().zip(&r.stats) {
             s.merge(w);
         }
+    }
+    if let Some(j) = &shared.journal {
+        j.finish()?;
     }
     let failures = std::mem::take(&mut *shared.failures.lock().expect("not poisoned"));
     if !failures.is_empty() {
