@@ -348,7 +348,9 @@ fn chaos_with_retries_changes_nothing_in_the_output() {
         sets.extend(["platform.retries=30".into(), "platform.backoff=1ms".into()]);
         let job = example(name);
         sets.push("platform.timeout=300ms".into());
-        let mut args = vec!["run", job.as_str(), "--json", "--chaos", "fail=0.1,panic=0.02,timeout=0.02,seed=11"];
+        sets.push("platform.backups=true".into());
+        let chaos = "fail=0.1,panic=0.02,timeout=0.02,straggle=0.05x20,seed=11";
+        let mut args = vec!["run", job.as_str(), "--json", "--chaos", chaos];
         for set in &sets {
             args.extend(["--set", set.as_str()]);
         }

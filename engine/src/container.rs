@@ -23,8 +23,9 @@ pub(crate) enum Instance {
 impl Instance {
     /// One invocation with `fault` applied, panics caught.
     fn call(&mut self, inv: &Invocation<'_>, fault: Fault, batches: Vec<RecordBatch>) -> Reply {
+        let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| match fault {
-            Fault::None => match self {
+            Fault::None | Fault::Straggle(_) => match self {
                 Instance::Map(f) => f.call(inv, batches),
                 Instance::Reduce(f) => f.call(inv, batches),
             },
@@ -32,6 +33,9 @@ impl Instance {
             Fault::Panic => panic!("chaos: injected panic"),
             Fault::Timeout => unreachable!("handled by the container"),
         }));
+        if let Fault::Straggle(slowdown) = fault {
+            std::thread::sleep(started.elapsed().mul_f64(slowdown - 1.0));
+        }
         match result {
             Ok(r) => Reply { result: r, panicked: false },
             Err(payload) => {
@@ -104,8 +108,9 @@ impl Container {
         }
     }
 
-    /// One invocation. With a `timeout`, a threaded container's invocation
-    /// is abandoned when it passes it.
+    /// One invocation. A threaded container's invocation is abandoned when
+    /// it passes its `timeout`, or as soon as `cancelled` says another run
+    /// of the task has finished first.
     pub(crate) fn call(
         &mut self,
         task: u64,
@@ -113,6 +118,7 @@ impl Container {
         timeout: Option<Duration>,
         fault: Fault,
         batches: Vec<RecordBatch>,
+        cancelled: &dyn Fn() -> bool,
     ) -> Reply {
         let deadline = timeout.map(|t| Instant::now() + t);
         if fault == Fault::Timeout {
@@ -136,25 +142,39 @@ impl Container {
                 if calls.send(Call { task, attempt, deadline, fault, batches }).is_err() {
                     return dead();
                 }
-                let waited = match timeout {
-                    Some(t) => replies.recv_timeout(t),
-                    None => replies.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                };
-                match waited {
-                    Ok(reply) => reply,
-                    Err(RecvTimeoutError::Timeout) => Reply {
-                        result: Err(FunctionError::transient(format!(
-                            "timed out after {}",
-                            humantime::format_duration(timeout.expect("a timeout"))
-                        ))),
-                        panicked: true,
-                    },
-                    Err(RecvTimeoutError::Disconnected) => dead(),
+                loop {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Reply {
+                            result: Err(FunctionError::transient(format!(
+                                "timed out after {}",
+                                humantime::format_duration(timeout.expect("a deadline has a timeout"))
+                            ))),
+                            panicked: true,
+                        };
+                    }
+                    let wait = deadline.map_or(POLL, |d| (d - now).min(POLL));
+                    match replies.recv_timeout(wait) {
+                        Ok(reply) => return reply,
+                        Err(RecvTimeoutError::Disconnected) => return dead(),
+                        Err(RecvTimeoutError::Timeout) if cancelled() => {
+                            return Reply {
+                                result: Err(FunctionError::transient(
+                                    "cancelled: another run of the task finished first",
+                                )),
+                                panicked: true,
+                            };
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
                 }
             }
         }
     }
 }
+
+/// How often a waiting worker checks whether its invocation was cancelled.
+const POLL: Duration = Duration::from_millis(5);
 
 fn dead() -> Reply {
     Reply { result: Err(FunctionError::transient("the container stopped")), panicked: true }

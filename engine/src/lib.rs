@@ -10,6 +10,7 @@ mod chaos;
 mod compile;
 mod container;
 mod error;
+mod flight;
 mod gather;
 mod journal;
 mod metrics;

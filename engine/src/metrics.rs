@@ -26,6 +26,9 @@ pub struct InvocationRecord<'a> {
     pub task: u64,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// A backup invocation of a straggling task.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backup: bool,
     /// The worker slot that ran it.
     pub worker: usize,
     /// The container (a worker slot's initialised function).

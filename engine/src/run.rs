@@ -18,6 +18,7 @@ use crate::chaos::{Chaos, Fault};
 use crate::compile::{Compiled, Phase, Sink, Step, compile};
 use crate::container::{Container, Instance};
 use crate::error::{EngineError, TaskFailure};
+use crate::flight::Flight;
 use crate::gather::{Gather, commit};
 use crate::journal::Journal;
 use crate::metrics::{InvocationRecord, Log, Recorder, StageStats};
@@ -185,6 +186,8 @@ pub(crate) struct RunState {
     pub(crate) failures: Vec<TaskFailure>,
     /// Tasks taken from the journal of an earlier run.
     pub(crate) resumed: u64,
+    /// Backup tasks started for stragglers.
+    pub(crate) backups: u64,
 }
 
 /// The index of a step's statistics.
@@ -195,6 +198,21 @@ pub(crate) fn stat_index(step: Step) -> usize {
             Step::Combine(_) => 1,
             Step::Reduce(_) => 2,
         }
+}
+
+/// A task on its way to a worker.
+struct Task {
+    id: u64,
+    input: Input,
+    queued: Instant,
+    /// A backup of a straggler, not its first run.
+    backup: bool,
+}
+
+impl Task {
+    fn new(id: u64, input: Input, backup: bool) -> Task {
+        Task { id, input, queued: Instant::now(), backup }
+    }
 }
 
 /// A task's input.
@@ -247,6 +265,10 @@ struct Shared<'a> {
     journal: Option<Journal>,
     /// Tasks taken from the journal instead of run.
     resumed: AtomicU64,
+    /// The running phase's tasks, for stragglers.
+    flight: Flight,
+    /// Backup invocations started.
+    backups: AtomicU64,
     started: Instant,
     log: Log,
     failed: AtomicBool,
@@ -329,6 +351,8 @@ fn execute(
         failures: Mutex::new(Vec::new()),
         phase_failures: AtomicU64::new(0),
         resumed: AtomicU64::new(0),
+        flight: Flight::default(),
+        backups: AtomicU64::new(0),
         started,
         log: Log::create(&run_dir.join("invocations.jsonl"), opts.resume)?,
         journal: opts.journal.then(|| Journal::open(run_dir, opts.resume)).transpose()?,
@@ -402,6 +426,7 @@ fn execute(
     let spilled = shared.shuffles.iter().flatten().map(|s| s.spilled.load(Relaxed)).sum();
     let state = RunState {
         resumed: shared.resumed.load(Relaxed),
+        backups: shared.backups.load(Relaxed),
         stats,
         splits,
         input_bytes: shared.input_bytes.load(Relaxed),
@@ -455,17 +480,18 @@ const GROUP_BYTES: u64 = 256 * 1024;
 fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(Worker, Recorder<'_>)]) -> u64 {
     // Tasks travel in small groups: many tiny splits share one channel
     // message, a large split or a partition goes alone.
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<(u64, Input, Instant)>>(workers.len() * 2);
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<Task>>(workers.len() * 2);
     let mut count = 0;
+    shared.flight.reset();
     std::thread::scope(|scope| {
         for (worker, recorder) in workers.iter_mut() {
             let rx = rx.clone();
             scope.spawn(move || {
-                for (task, input, queued) in rx.into_iter().flatten() {
+                for t in rx.into_iter().flatten() {
                     if shared.failed.load(Relaxed) {
                         continue;
                     }
-                    if let Err(e) = run_task(shared, index, phase, worker, recorder, task, input, queued) {
+                    if let Err(e) = run_task(shared, index, phase, worker, recorder, t) {
                         shared.fail(e);
                     }
                 }
@@ -499,8 +525,11 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                                 continue;
                             }
                             bytes += split.bytes();
-                            group.push((split.index, Input::Split(split), Instant::now()));
-                            if group.len() >= GROUP_TASKS || bytes >= GROUP_BYTES {
+                            group.push(Task::new(split.index, Input::Split(split), false));
+                            // With backups, tasks go one by one: a straggler must not
+                            // hold up the tasks grouped behind it.
+                            let most = if shared.plan.platform.backups { 1 } else { GROUP_TASKS };
+                            if group.len() >= most || bytes >= GROUP_BYTES {
                                 let _ = tx.send(std::mem::take(&mut group));
                                 bytes = 0;
                             }
@@ -510,6 +539,15 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                 }
                 if !group.is_empty() {
                     let _ = tx.send(group);
+                }
+                // Until every split is done, back up the stragglers.
+                let p = &shared.plan.platform;
+                while p.backups && !shared.failed.load(Relaxed) && shared.flight.finished() < count {
+                    for (task, split) in shared.flight.stragglers(count, p.backup_when_done, p.backup_after) {
+                        shared.backups.fetch_add(1, Relaxed);
+                        let _ = tx.send(vec![Task::new(task, Input::Split(split), true)]);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
                 }
             }
             Some(stage) => {
@@ -531,7 +569,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                         }
                         continue;
                     }
-                    let _ = tx.send(vec![(part as u64, Input::Partition(part), Instant::now())]);
+                    let _ = tx.send(vec![Task::new(part as u64, Input::Partition(part), false)]);
                 }
             }
         }
@@ -579,28 +617,24 @@ fn describe(input: &Input) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_task(
     shared: &Shared<'_>,
     index: usize,
     phase: &Phase,
     worker: &mut Worker,
     recorder: &mut Recorder<'_>,
-    task: u64,
-    input: Input,
-    queued: Instant,
+    t: Task,
 ) -> Result<(), EngineError> {
-    let out = match run_steps(shared, phase, worker, recorder, task, &input, queued) {
-        Ok(out) => {
-            if let Some(journal) = &shared.journal {
-                let schema = match phase.sink {
-                    Sink::Gather => shared.compiled.output.clone(),
-                    Sink::Shuffle(s) => shared.compiled.stages[s].function.output_schema(),
-                };
-                journal.record(index, task, &schema, &out)?;
-            }
-            out
-        }
+    let Task { id: task, input, queued, backup } = t;
+    let split = match &input {
+        Input::Split(s) => Some(s),
+        Input::Partition(_) => None,
+    };
+    if !shared.flight.start(task, split, backup) {
+        return Ok(());
+    }
+    let out = match run_steps(shared, phase, worker, recorder, task, &input, queued, backup) {
+        Ok(out) => out,
         Err(EngineError::Task(f)) => {
             if !shared.tolerate(&f) {
                 return Err(EngineError::Task(f));
@@ -610,10 +644,22 @@ fn run_task(
         }
         Err(e) => return Err(e),
     };
+    // The first result of a task wins; a straggler's late twin is dropped.
+    if !shared.flight.finish(task) {
+        return Ok(());
+    }
+    if let Some(journal) = &shared.journal {
+        let schema = match phase.sink {
+            Sink::Gather => shared.compiled.output.clone(),
+            Sink::Shuffle(s) => shared.compiled.stages[s].function.output_schema(),
+        };
+        journal.record(index, task, &schema, &out)?;
+    }
     sink(shared, phase, task, out)
 }
 
 /// Runs a task's steps, each invocation retried on transient failures.
+#[allow(clippy::too_many_arguments)]
 fn run_steps(
     shared: &Shared<'_>,
     phase: &Phase,
@@ -622,6 +668,7 @@ fn run_steps(
     task: u64,
     input: &Input,
     queued: Instant,
+    backup: bool,
 ) -> Result<Vec<RecordBatch>, EngineError> {
     let compiled = shared.compiled;
     let platform = &shared.plan.platform;
@@ -651,7 +698,9 @@ fn run_steps(
                 l.acquire();
             }
             let began = started.take().unwrap_or_else(Instant::now);
-            let (container, cold, result) = invoke(shared, worker, step, task, attempt, batches.clone());
+            // A backup draws its own faults.
+            let draw = if backup { attempt + 1000 } else { attempt };
+            let (container, cold, result) = invoke(shared, worker, step, task, attempt, draw, batches.clone());
             let finished = Instant::now();
             if let Some(l) = limit {
                 l.release();
@@ -673,6 +722,7 @@ fn run_steps(
                     phase: step.phase(),
                     task,
                     attempt,
+                    backup,
                     worker: worker.id,
                     container,
                     cold,
@@ -697,6 +747,9 @@ fn run_steps(
                     data = Some(out);
                     break;
                 }
+                // Another run of the task finished first: this one's result
+                // would be dropped anyway.
+                Err(_) if shared.flight.is_finished(task) => return Ok(Vec::new()),
                 Err(e) if !e.permanent && attempt <= platform.retries && !shared.failed.load(Relaxed) => {
                     std::thread::sleep(backoff(platform.backoff, attempt, task));
                     queued_at = Instant::now();
@@ -742,6 +795,7 @@ fn invoke(
     step: Step,
     task: u64,
     attempt: u32,
+    draw: u32,
     batches: Vec<RecordBatch>,
 ) -> (u64, bool, Result<Vec<RecordBatch>, FunctionError>) {
     let stage = &shared.compiled.stages[step.stage()];
@@ -765,19 +819,22 @@ fn invoke(
             _ => stage.function.init().map(Instance::Map),
         };
         match init {
-            // With a deadline, a container runs on its own thread so that a
-            // late invocation can be abandoned.
-            Ok(instance) => *slot = Some(Container::start(id, &stage.name, instance, timeout.is_some())),
+            // With a deadline or backups, a container runs on its own
+            // thread so that a late or losing invocation can be abandoned.
+            Ok(instance) => {
+                let threaded = timeout.is_some() || platform.backups;
+                *slot = Some(Container::start(id, &stage.name, instance, threaded));
+            }
             Err(e) => return (id, true, Err(FunctionError { message: format!("init: {}", e.message), ..e })),
         }
     }
     if platform.emulate {
         std::thread::sleep(model.overhead);
     }
-    let fault = shared.chaos.map_or(Fault::None, |c| c.draw(step.stage(), stat_index(step) % 3, task, attempt));
+    let fault = shared.chaos.map_or(Fault::None, |c| c.draw(step.stage(), stat_index(step) % 3, task, draw));
     let container = slot.as_mut().expect("initialised");
     let id = container.id();
-    let reply = container.call(task, attempt, timeout, fault, batches);
+    let reply = container.call(task, attempt, timeout, fault, batches, &|| shared.flight.is_finished(task));
     worker.last_used[at] = Instant::now();
     if reply.panicked {
         // A panicked or abandoned container is not reused.

@@ -158,6 +158,8 @@ pub struct Summary {
     pub retries: u64,
     /// Tasks taken from the journal of an interrupted run (`--resume`).
     pub resumed_tasks: u64,
+    /// Backup tasks started for stragglers.
+    pub backup_tasks: u64,
     /// Tasks that failed for good (tolerated, or the one that failed the job).
     pub failed_tasks: Vec<FailedTask>,
     /// The bill on the platform model.
@@ -255,6 +257,7 @@ pub(crate) fn summarize(
         latency_ms: Latency::of(&all.latency),
         retries: all.retries,
         resumed_tasks: state.resumed,
+        backup_tasks: state.backups,
         failed_tasks,
         cost,
         shuffle_spilled_bytes: state.spilled,

@@ -22,6 +22,8 @@ enum Behaviour {
     FlakyFor(u32),
     /// Hangs (ignoring its deadline) on the first attempt of `task`.
     HangOn(u64, Duration),
+    /// Takes `time` on the first run of `task` only (a straggler).
+    StraggleOn(u64, Duration, Arc<AtomicUsize>),
     PanicOn(u64),
     Slow {
         time: Duration,
@@ -41,6 +43,7 @@ static FAIL: FunctionInfo = FunctionInfo { name: "fail", shape: Shape::Map, summ
 static PANIC: FunctionInfo = FunctionInfo { name: "panic", shape: Shape::Map, summary: "", doc: "", params: &[] };
 static FLAKY: FunctionInfo = FunctionInfo { name: "flaky", shape: Shape::Map, summary: "", doc: "", params: &[] };
 static HANG: FunctionInfo = FunctionInfo { name: "hang", shape: Shape::Map, summary: "", doc: "", params: &[] };
+static STRAGGLE: FunctionInfo = FunctionInfo { name: "straggle", shape: Shape::Map, summary: "", doc: "", params: &[] };
 static SLOW: FunctionInfo = FunctionInfo { name: "slow", shape: Shape::Map, summary: "", doc: "", params: &[] };
 
 impl Builtin for Double {
@@ -68,6 +71,10 @@ impl MapInstance for Double {
         match &self.behaviour {
             Behaviour::FailOn(t) if *t == inv.task => Err(FunctionError::permanent("deliberate failure")),
             Behaviour::FlakyFor(n) if inv.attempt <= *n => Err(FunctionError::transient("flaky")),
+            Behaviour::StraggleOn(t, time, runs) if *t == inv.task && runs.fetch_add(1, SeqCst) == 0 => {
+                std::thread::sleep(*time);
+                Ok(input)
+            }
             Behaviour::HangOn(t, time) if *t == inv.task && inv.attempt == 1 => {
                 std::thread::sleep(*time);
                 Ok(input)
@@ -285,4 +292,25 @@ fn containers_are_cold_once_per_slot_unless_retired() {
         .unwrap();
     let took = first["finished_us"].as_u64().unwrap() - first["started_us"].as_u64().unwrap();
     assert!(took >= 40_000, "a cold start of {took} µs");
+}
+
+#[test]
+fn a_straggler_gets_a_backup_and_the_first_result_wins() {
+    let dir = setup(20);
+    let behaviour = Behaviour::StraggleOn(5, Duration::from_secs(5), Arc::new(AtomicUsize::new(0)));
+    let r = registry(vec![Double { info: &STRAGGLE, behaviour, schema: None }]);
+    let text = job(dir.path(), "straggle", "", 2) + "backups = true\n";
+    let started = std::time::Instant::now();
+    let report = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "the run waited for the straggler");
+    assert_eq!(report.summary.backup_tasks, 1);
+    let records = std::fs::read_to_string(report.run_dir.join("invocations.jsonl")).unwrap();
+    let task5: Vec<&str> = records.lines().filter(|l| l.contains("\"task\":5,")).collect();
+    assert_eq!(task5.len(), 2, "{records}");
+    assert!(task5.iter().any(|l| l.contains("\"backup\":true") && l.contains("\"status\":\"ok\"")));
+    assert!(task5.iter().any(|l| l.contains("cancelled: another run of the task finished first")));
+    // Nothing lost, nothing doubled.
+    let out = std::fs::read_to_string(dir.path().join("out/o.csv")).unwrap();
+    let want: String = std::iter::once("line\n".to_string()).chain((0..20).map(|i| format!("l{i:02}\n"))).collect();
+    assert_eq!(out, want);
 }

@@ -272,6 +272,26 @@ fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobEr
         },
         containers,
         emulate: p.emulate.unwrap_or(false),
+        // Backups need containers on threads of their own (to cancel the
+        // loser), which FaaS presets have for their deadlines anyway; on
+        // local the hand-off would cost ~10 µs an invocation, so it is off
+        // unless asked for.
+        backups: p.backups.unwrap_or(preset != Preset::Local),
+        backup_after: match p.backup_after {
+            Some(x) if !(x >= 1.0 && x.is_finite()) => {
+                errors
+                    .push(job.error(&at("backup_after"), "backup_after must be at least 1 (a multiple of the median)"));
+                3.0
+            }
+            x => x.unwrap_or(3.0),
+        },
+        backup_when_done: match p.backup_when_done {
+            Some(x) if !(0.0..=1.0).contains(&x) => {
+                errors.push(job.error(&at("backup_when_done"), "backup_when_done must be between 0 and 1"));
+                0.9
+            }
+            x => x.unwrap_or(0.9),
+        },
         retries: p.retries.unwrap_or(2),
         backoff: p.backoff.map_or(std::time::Duration::from_millis(100), |b| b.0),
         tolerated_failure_percent: percent,

@@ -233,6 +233,13 @@ pub struct PlatformPlan {
     /// Whether to inject the modelled cold starts and overheads into a
     /// real run, so a local run shows the shape and timing of a FaaS run.
     pub emulate: bool,
+    /// Back up stragglers: start a second run of a task that runs far past
+    /// its phase's median once most tasks are done.
+    pub backups: bool,
+    /// How far past the median (as a multiple of it) a task straggles.
+    pub backup_after: f64,
+    /// The fraction of a phase's tasks that must be done first.
+    pub backup_when_done: f64,
     /// Retries of a failed invocation (not counting the first attempt).
     pub retries: u32,
     /// The first retry's delay; each later one doubles it (with jitter).

@@ -181,6 +181,12 @@ pub struct PlatformSpec {
     pub invocation_overhead: Option<Duration>,
     /// Inject the modelled cold starts and overheads into this run (default false).
     pub emulate: Option<bool>,
+    /// Back up straggling tasks (default: true on FaaS presets, false on local).
+    pub backups: Option<bool>,
+    /// A task straggles when it runs this many times its phase's median (default 3).
+    pub backup_after: Option<f64>,
+    /// Backups start once this fraction of a phase's tasks is done (default 0.9).
+    pub backup_when_done: Option<f64>,
     /// Retries of a failed invocation (default 2; bad input is not retried).
     pub retries: Option<u32>,
     /// The first retry's delay, doubled for each later one, with jitter (default "100ms").
