@@ -145,8 +145,13 @@ fn table(r: &Report) -> String {
     if s.resumed_tasks > 0 {
         t += &format!("resumed: {} tasks taken from the journal\n", s.resumed_tasks);
     }
-    if s.retries > 0 || !s.failed_tasks.is_empty() {
-        t += &format!("retries: {}; tasks failed for good: {}\n", s.retries, s.failed_tasks.len());
+    if s.retries > 0 || s.backup_tasks > 0 || !s.failed_tasks.is_empty() {
+        t += &format!(
+            "retries: {}; backup tasks: {}; tasks failed for good: {}\n",
+            s.retries,
+            s.backup_tasks,
+            s.failed_tasks.len()
+        );
         for f in s.failed_tasks.iter().take(5) {
             t += &format!("  stage {} task {} ({}), {} attempts: {}\n", f.stage, f.task, f.input, f.attempts, f.error);
         }

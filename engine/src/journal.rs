@@ -1,19 +1,22 @@
-//! The journal: an append-only, fsync'ed record of completed tasks, each
-//! with its output saved beside it (an Arrow IPC file and its checksum), so
-//! that `fanout run --resume RUN_DIR` after a crash or `kill -9` redoes only
-//! the tasks that were not finished, and produces the same output.
+//! The journal: an append-only, fsync'ed record of completed tasks with
+//! their outputs, so that `fanout run --resume RUN_DIR` after a crash or
+//! `kill -9` redoes only the tasks that were not finished, and produces the
+//! same output.
 //!
-//! A task's output file is written and renamed into place by the worker;
-//! a syncer thread then fsyncs it and only then appends and fsyncs its
-//! journal line (in groups: one journal fsync covers every task finished
-//! meanwhile), so a journal line always names a complete, durable file and
-//! the fsyncs stay off the workers' path. A task finished but not yet
-//! journaled when the process dies is redone. A torn last line (a crash
-//! mid-append) is ignored, and its task is redone.
+//! Two files in the run directory: `tasks.data`, the task outputs as Arrow
+//! IPC streams one after another, and `journal.jsonl`, a line per task
+//! naming its bytes in `tasks.data` and their checksum. A syncer thread
+//! takes finished tasks from the workers in groups, appends their outputs,
+//! fsyncs the data, then appends their lines and fsyncs the journal: two
+//! fsyncs per group however many tasks it holds, all off the workers' path,
+//! and a journal line never names bytes that are not on disk. A task
+//! finished but not yet journaled when the process dies is redone; a torn
+//! last line is ignored.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Cursor, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -28,71 +31,66 @@ use crate::error::EngineError;
 struct Entry {
     phase: usize,
     task: u64,
-    file: String,
+    /// Where its output is in `tasks.data`.
+    offset: u64,
+    len: u64,
     xxh3: String,
+    rows: u64,
+}
+
+/// A finished task on its way to the syncer.
+struct Pending {
+    phase: usize,
+    task: u64,
+    bytes: Vec<u8>,
     rows: u64,
 }
 
 /// The journal of a run directory.
 pub(crate) struct Journal {
-    dir: PathBuf,
+    data_path: PathBuf,
+    /// Tasks completed by earlier runs.
     done: HashMap<(usize, u64), Entry>,
-    /// To the syncer: a saved output file and its entry.
-    queue: Mutex<Option<crossbeam_channel::Sender<(PathBuf, Entry)>>>,
+    queue: Mutex<Option<crossbeam_channel::Sender<Pending>>>,
     syncer: Mutex<Option<std::thread::JoinHandle<Result<(), EngineError>>>>,
-}
-
-fn checksum(path: &Path) -> std::io::Result<String> {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut f = File::open(path)?;
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(format!("{:016x}", h.digest()));
-        }
-        h.update(&buf[..n]);
-    }
 }
 
 impl Journal {
     /// Opens `run_dir`'s journal; with `resume`, reads the tasks it holds.
     pub(crate) fn open(run_dir: &Path, resume: bool) -> Result<Journal, EngineError> {
         let path = run_dir.join("journal.jsonl");
-        let dir = run_dir.join("tasks");
-        std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+        let data_path = run_dir.join("tasks.data");
         let mut done = HashMap::new();
         if resume && path.exists() {
             let f = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
             for line in BufReader::new(f).lines() {
                 let line = line.map_err(|e| EngineError::io(&path, e))?;
-                // A torn last line is a task to redo.
                 if let Ok(e) = serde_json::from_str::<Entry>(&line) {
                     done.insert((e.phase, e.task), e);
                 }
             }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| EngineError::io(&path, e))?;
-        let (tx, rx) = crossbeam_channel::unbounded::<(PathBuf, Entry)>();
+        let append = |p: &Path| {
+            OpenOptions::new().create(true).append(true).truncate(false).open(p).map_err(|e| EngineError::io(p, e))
+        };
+        let journal = append(&path)?;
+        let data = append(&data_path)?;
+        let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
+        let dp = data_path.clone();
         let syncer = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || sync_loop(rx, file, path))
+            .spawn(move || sync_loop(rx, data, dp, journal, path))
             .map_err(|e| EngineError::io(run_dir, e))?;
-        Ok(Journal { dir, done, queue: Mutex::new(Some(tx)), syncer: Mutex::new(Some(syncer)) })
+        Ok(Journal { data_path, done, queue: Mutex::new(Some(tx)), syncer: Mutex::new(Some(syncer)) })
     }
 
     /// Waits until every recorded task is journaled; reports a sync error.
     pub(crate) fn finish(&self) -> Result<(), EngineError> {
         drop(self.queue.lock().expect("not poisoned").take());
         match self.syncer.lock().expect("not poisoned").take() {
-            Some(h) => {
-                h.join().unwrap_or_else(|_| Err(EngineError::io(&self.dir, std::io::Error::other("journal panicked"))))
-            }
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(EngineError::io(&self.data_path, std::io::Error::other("journal panicked")))),
             None => Ok(()),
         }
     }
@@ -101,18 +99,19 @@ impl Journal {
     /// completed it (its checksum verified).
     pub(crate) fn completed(&self, phase: usize, task: u64) -> Result<Option<Vec<RecordBatch>>, EngineError> {
         let Some(e) = self.done.get(&(phase, task)) else { return Ok(None) };
-        let path = self.dir.join(&e.file);
-        let io = |err| EngineError::io(&path, err);
-        if checksum(&path).map_err(io)? != e.xxh3 {
-            return Err(io(std::io::Error::other("checksum mismatch: the saved task output is damaged")));
+        let path = &self.data_path;
+        let io = |err| EngineError::io(path, err);
+        let mut bytes = vec![0; e.len as usize];
+        File::open(path).and_then(|f| f.read_exact_at(&mut bytes, e.offset)).map_err(io)?;
+        if format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)) != e.xxh3 {
+            return Err(io(std::io::Error::other(format!("task {task}: checksum mismatch in the saved output"))));
         }
-        let arrow = |err: arrow_schema::ArrowError| EngineError::io(&path, std::io::Error::other(err));
-        let reader = arrow_ipc::reader::FileReader::try_new(File::open(&path).map_err(io)?, None).map_err(arrow)?;
-        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(arrow)?;
-        Ok(Some(batches))
+        let arrow = |err: arrow_schema::ArrowError| EngineError::io(path, std::io::Error::other(err));
+        let reader = arrow_ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(arrow)?;
+        Ok(Some(reader.collect::<Result<Vec<_>, _>>().map_err(arrow)?))
     }
 
-    /// Saves a completed task's output and journals it.
+    /// Hands a completed task's output to the syncer.
     pub(crate) fn record(
         &self,
         phase: usize,
@@ -120,52 +119,49 @@ impl Journal {
         schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<(), EngineError> {
-        let name = format!("p{phase}-t{task}.arrow");
-        let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |e| EngineError::io(&p, e)
-        };
-        let arrow = |e: arrow_schema::ArrowError| EngineError::io(&tmp, std::io::Error::other(e));
-        let file = File::create(&tmp).map_err(io(&tmp))?;
-        let mut w = arrow_ipc::writer::FileWriter::try_new(BufWriter::new(file), schema).map_err(arrow)?;
+        let arrow = |e: arrow_schema::ArrowError| EngineError::io(&self.data_path, std::io::Error::other(e));
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(arrow)?;
         for b in batches {
             w.write(b).map_err(arrow)?;
         }
         w.finish().map_err(arrow)?;
-        let file = w.into_inner().map_err(arrow)?.into_inner().map_err(|e| EngineError::io(&tmp, e.into_error()))?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        let entry = Entry {
-            phase,
-            task,
-            file: name,
-            xxh3: checksum(&path).map_err(io(&path))?,
-            rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
-        };
+        let bytes = w.into_inner().map_err(arrow)?;
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         if let Some(q) = self.queue.lock().expect("not poisoned").as_ref() {
-            let _ = q.send((path, entry));
+            let _ = q.send(Pending { phase, task, bytes, rows });
         }
         Ok(())
     }
 }
 
-/// The syncer: fsyncs saved outputs, then journals them, a group at a time.
+/// The syncer: appends outputs, fsyncs, then journals them, a group at a
+/// time.
 fn sync_loop(
-    rx: crossbeam_channel::Receiver<(PathBuf, Entry)>,
+    rx: crossbeam_channel::Receiver<Pending>,
+    mut data: File,
+    data_path: PathBuf,
     mut journal: File,
     path: PathBuf,
 ) -> Result<(), EngineError> {
+    let mut offset = data.metadata().map_err(|e| EngineError::io(&data_path, e))?.len();
     while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        group.extend(rx.try_iter());
         let mut lines = Vec::new();
-        for (file, entry) in &group {
-            File::open(file).and_then(|f| f.sync_all()).map_err(|e| EngineError::io(file, e))?;
-            lines.extend(serde_json::to_vec(entry).expect("serializes"));
+        let mut bytes = Vec::new();
+        for p in std::iter::once(first).chain(rx.try_iter()) {
+            let entry = Entry {
+                phase: p.phase,
+                task: p.task,
+                offset: offset + bytes.len() as u64,
+                len: p.bytes.len() as u64,
+                xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&p.bytes)),
+                rows: p.rows,
+            };
+            bytes.extend_from_slice(&p.bytes);
+            lines.extend(serde_json::to_vec(&entry).expect("serializes"));
             lines.push(b'\n');
         }
+        data.write_all(&bytes).and_then(|()| data.sync_data()).map_err(|e| EngineError::io(&data_path, e))?;
+        offset += bytes.len() as u64;
         journal.write_all(&lines).and_then(|()| journal.sync_data()).map_err(|e| EngineError::io(&path, e))?;
     }
     Ok(())

@@ -130,7 +130,7 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     let _ = std::fs::remove_dir_all(run_dir.join("shuffle"));
     if committed.is_ok() {
         // A finished run is not resumed: its saved task outputs can go.
-        let _ = std::fs::remove_dir_all(run_dir.join("tasks"));
+        let _ = std::fs::remove_file(run_dir.join("tasks.data"));
     }
     opts.progress.finish();
     let (output, error) = match committed {
