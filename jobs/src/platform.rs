@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Duration, Size};
+use crate::units::Size;
 
 /// A platform model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,11 +264,6 @@ pub fn preset(name: &str) -> Result<Preset, String> {
 /// Memory sizes as platforms take them: whole MB, from a size.
 pub fn memory_mb(size: Size) -> u64 {
     size.bytes() / 1_000_000
-}
-
-/// A duration as a std duration.
-pub fn std_duration(d: Duration) -> std::time::Duration {
-    d.0
 }
 
 #[cfg(test)]
