@@ -630,7 +630,9 @@ fn run_task(
         Input::Split(s) => Some(s),
         Input::Partition(_) => None,
     };
-    if !shared.flight.start(task, split, backup) {
+    // Without backups each task runs once: nothing to track.
+    let tracked = shared.plan.platform.backups;
+    if tracked && !shared.flight.start(task, split, backup) {
         return Ok(());
     }
     let out = match run_steps(shared, phase, worker, recorder, task, &input, queued, backup) {
@@ -645,7 +647,7 @@ fn run_task(
         Err(e) => return Err(e),
     };
     // The first result of a task wins; a straggler's late twin is dropped.
-    if !shared.flight.finish(task) {
+    if tracked && !shared.flight.finish(task) {
         return Ok(());
     }
     if let Some(journal) = &shared.journal {
@@ -749,7 +751,7 @@ fn run_steps(
                 }
                 // Another run of the task finished first: this one's result
                 // would be dropped anyway.
-                Err(_) if shared.flight.is_finished(task) => return Ok(Vec::new()),
+                Err(_) if platform.backups && shared.flight.is_finished(task) => return Ok(Vec::new()),
                 Err(e) if !e.permanent && attempt <= platform.retries && !shared.failed.load(Relaxed) => {
                     std::thread::sleep(backoff(platform.backoff, attempt, task));
                     queued_at = Instant::now();
