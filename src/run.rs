@@ -30,6 +30,12 @@ pub fn run(a: &RunArgs) -> Outcome {
         cache_dir: a.cache_dir.clone(),
     };
     let (job, plan) = load_plan(&job_args, &registry)?;
+    if let fanout_jobs::InputSource::Generate(g) = &plan.input.source {
+        let path = a.cache_dir.join(fanout_jobs::generated_name(g));
+        if !path.exists() && a.progress != ProgressMode::Never {
+            eprintln!("generating the input: {} into {}", g.kind, path.display());
+        }
+    }
     let progress = Progress::new();
     let terminal = std::io::stderr().is_terminal();
     let draw = match a.progress {
@@ -211,17 +217,24 @@ fn draw_bars(progress: &Arc<Progress>) {
         .expect("a valid template")
         .progress_chars("=> ");
     let mut bars: Vec<ProgressBar> = Vec::new();
-    let start = Instant::now();
+    // When each stage got its first task: rates count from there.
+    let mut starts: Vec<Option<Instant>> = Vec::new();
     loop {
         let stages = progress.stages();
         while bars.len() < stages.len() {
             let s = &stages[bars.len()];
             let bar = multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(s.name.clone()));
             bars.push(bar);
+            starts.push(None);
         }
-        let secs = start.elapsed().as_secs_f64().max(1e-3);
-        for (bar, s) in bars.iter().zip(&stages) {
-            bar.set_length(s.total.load(Relaxed));
+        for ((bar, s), start) in bars.iter().zip(&stages).zip(&mut starts) {
+            let total = s.total.load(Relaxed);
+            if total > 0 && start.is_none() {
+                *start = Some(Instant::now());
+            }
+            let secs = start.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(1e-3);
+            // An empty bar until the stage has tasks.
+            bar.set_length(total.max(1));
             bar.set_position(s.done.load(Relaxed));
             bar.set_message(stage_line(s, secs));
         }
