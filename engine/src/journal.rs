@@ -53,6 +53,8 @@ pub(crate) struct Journal {
     done: HashMap<(usize, u64), Entry>,
     queue: Mutex<Option<crossbeam_channel::Sender<Pending>>>,
     syncer: Mutex<Option<std::thread::JoinHandle<Result<(), EngineError>>>>,
+    /// Tells the syncer to drop what is left instead of syncing it.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Journal {
@@ -77,15 +79,21 @@ impl Journal {
         let data = append(&data_path)?;
         let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
         let dp = data_path.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
         let syncer = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || sync_loop(rx, data, dp, journal, path))
+            .spawn(move || sync_loop(rx, data, dp, journal, path, &halt))
             .map_err(|e| EngineError::io(run_dir, e))?;
-        Ok(Journal { data_path, done, queue: Mutex::new(Some(tx)), syncer: Mutex::new(Some(syncer)) })
+        Ok(Journal { data_path, done, queue: Mutex::new(Some(tx)), syncer: Mutex::new(Some(syncer)), stop })
     }
 
-    /// Waits until every recorded task is journaled; reports a sync error.
-    pub(crate) fn finish(&self) -> Result<(), EngineError> {
+    /// Ends the journal and reports a sync error. With `all_done` (every
+    /// task finished, so nothing will be resumed) what is still queued is
+    /// dropped rather than synced; otherwise it waits until every recorded
+    /// task is journaled.
+    pub(crate) fn finish(&self, all_done: bool) -> Result<(), EngineError> {
+        self.stop.store(all_done, std::sync::atomic::Ordering::Relaxed);
         drop(self.queue.lock().expect("not poisoned").take());
         match self.syncer.lock().expect("not poisoned").take() {
             Some(h) => h
@@ -142,9 +150,13 @@ fn sync_loop(
     data_path: PathBuf,
     mut journal: File,
     path: PathBuf,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<(), EngineError> {
     let mut offset = data.metadata().map_err(|e| EngineError::io(&data_path, e))?.len();
     while let Ok(first) = rx.recv() {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         let mut lines = Vec::new();
         let mut bytes = Vec::new();
         for p in std::iter::once(first).chain(rx.try_iter()) {

@@ -400,7 +400,7 @@ fn execute(
         }
     }
     if let Some(j) = &shared.journal {
-        j.finish()?;
+        j.finish(!shared.failed.load(Relaxed))?;
     }
     let failures = std::mem::take(&mut *shared.failures.lock().expect("not poisoned"));
     if !failures.is_empty() {
