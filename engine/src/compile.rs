@@ -10,6 +10,7 @@ use arrow_ord::sort::SortOptions;
 use arrow_schema::SchemaRef;
 use fanout_datasets::Dataset;
 use fanout_jobs::{FunctionRef, Plan};
+use fanout_workers::external::{self, Backend, ExternalContext};
 use fanout_workers::{Planned, Registry, StageSpec};
 
 use crate::error::{CompileError, EngineError};
@@ -31,6 +32,9 @@ pub struct CompiledStage {
     pub concurrency: usize,
     /// The schema of what the stage passes on.
     pub output: SchemaRef,
+    /// Whether its function runs outside the process (exec, lambda): each
+    /// invocation then costs far more than a hand-off between threads.
+    pub external: bool,
 }
 
 /// One step of a task's chain.
@@ -106,19 +110,36 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
     let mut stages = Vec::new();
     let mut errors = Vec::new();
     for (index, s) in plan.stages.iter().enumerate() {
-        let name = match &s.function {
-            FunctionRef::Builtin(n) => n,
-            other => {
-                errors.push(CompileError::stage(index, None, format!("{other} functions are not supported yet")));
+        let planned = match &s.function {
+            FunctionRef::Builtin(name) => {
+                let Some(builtin) = registry.get(name) else {
+                    errors.push(CompileError::stage(index, None, format!("unknown function `{name}`")));
+                    continue;
+                };
+                builtin.plan(&StageSpec { params: &s.params, input: &schema, key: s.key.as_deref() })
+            }
+            FunctionRef::Exec(x) | FunctionRef::Lambda(x) => {
+                let backend = if matches!(s.function, FunctionRef::Exec(_)) { Backend::Exec } else { Backend::Lambda };
+                let ctx = ExternalContext {
+                    stage: &s.name,
+                    input: &schema,
+                    input_format: (index == 0).then(|| dataset.format()),
+                    csv_header: plan.input.options.csv.header,
+                    key: s.key.as_deref(),
+                    params: &s.params,
+                    payload_limit: plan.platform.payload_limit,
+                    memory_limit: plan.platform.memory_limit,
+                    memory_mb: plan.platform.pricing.memory_mb,
+                };
+                external::plan(backend, x, &ctx)
+            }
+            FunctionRef::Http(url) => {
+                errors.push(CompileError::stage(index, None, format!("http functions ({url}) are not supported yet")));
                 continue;
             }
         };
-        let Some(builtin) = registry.get(name) else {
-            errors.push(CompileError::stage(index, None, format!("unknown function `{name}`")));
-            continue;
-        };
-        let spec = StageSpec { params: &s.params, input: &schema, key: s.key.as_deref() };
-        let function = match builtin.plan(&spec) {
+        let name = &s.name;
+        let function = match planned {
             Ok(f) => f,
             Err(e) => {
                 errors.push(CompileError::stage(index, None, e.message));
@@ -154,6 +175,7 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
             partitions: s.partitions,
             concurrency: s.concurrency,
             output,
+            external: !matches!(s.function, FunctionRef::Builtin(_)),
         });
     }
     let mut sort = Vec::new();

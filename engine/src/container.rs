@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use fanout_datasets::Split;
 use fanout_workers::{FunctionError, Invocation, MapInstance, ReduceInstance};
 
 use crate::chaos::Fault;
@@ -21,6 +22,14 @@ pub(crate) enum Instance {
 }
 
 impl Instance {
+    /// Whether the container is gone (its process died or was killed).
+    fn spent(&self) -> bool {
+        match self {
+            Instance::Map(f) => f.spent(),
+            Instance::Reduce(f) => f.spent(),
+        }
+    }
+
     /// One invocation with `fault` applied, panics caught.
     fn call(&mut self, inv: &Invocation<'_>, fault: Fault, batches: Vec<RecordBatch>) -> Reply {
         let started = Instant::now();
@@ -37,7 +46,7 @@ impl Instance {
             std::thread::sleep(started.elapsed().mul_f64(slowdown - 1.0));
         }
         match result {
-            Ok(r) => Reply { result: r, panicked: false },
+            Ok(r) => Reply { result: r, panicked: self.spent() },
             Err(payload) => {
                 Reply { result: Err(FunctionError::transient(panic_message(payload.as_ref()))), panicked: true }
             }
@@ -56,7 +65,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// What an invocation returned, and whether its container is spent.
 pub(crate) struct Reply {
     pub(crate) result: Result<Vec<RecordBatch>, FunctionError>,
-    /// A panicked (or abandoned) container is not reused.
+    /// A panicked, abandoned or spent container is not reused.
     pub(crate) panicked: bool,
 }
 
@@ -66,6 +75,7 @@ pub(crate) struct Call {
     deadline: Option<Instant>,
     fault: Fault,
     batches: Vec<RecordBatch>,
+    split: Option<Split>,
 }
 
 /// A container: inline, or on its own thread.
@@ -89,7 +99,13 @@ impl Container {
             .spawn(move || {
                 // Ends when the worker drops the container (or it panicked).
                 for c in inbox {
-                    let inv = Invocation { stage: &name, task: c.task, attempt: c.attempt, deadline: c.deadline };
+                    let inv = Invocation {
+                        stage: &name,
+                        task: c.task,
+                        attempt: c.attempt,
+                        deadline: c.deadline,
+                        split: c.split.as_ref(),
+                    };
                     let reply = instance.call(&inv, c.fault, c.batches);
                     let panicked = reply.panicked;
                     if outbox.send(reply).is_err() || panicked {
@@ -111,6 +127,7 @@ impl Container {
     /// One invocation. A threaded container's invocation is abandoned when
     /// it passes its `timeout`, or as soon as `cancelled` says another run
     /// of the task has finished first.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn call(
         &mut self,
         task: u64,
@@ -118,6 +135,7 @@ impl Container {
         timeout: Option<Duration>,
         fault: Fault,
         batches: Vec<RecordBatch>,
+        split: Option<&Split>,
         cancelled: &dyn Fn() -> bool,
     ) -> Reply {
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -135,11 +153,12 @@ impl Container {
         }
         match self {
             Container::Inline { stage, instance, .. } => {
-                let inv = Invocation { stage, task, attempt, deadline };
+                let inv = Invocation { stage, task, attempt, deadline, split };
                 instance.call(&inv, fault, batches)
             }
             Container::Thread { calls, replies, .. } => {
-                if calls.send(Call { task, attempt, deadline, fault, batches }).is_err() {
+                let split = split.cloned();
+                if calls.send(Call { task, attempt, deadline, fault, batches, split }).is_err() {
                     return dead();
                 }
                 loop {

@@ -507,6 +507,8 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
             .filter(|s| !matches!(s, Step::Combine(_)))
             .map(|s| &shared.progress[s.stage()])
             .collect();
+        let alone = shared.plan.platform.backups
+            || phase.steps.iter().any(|s| shared.compiled.stages[s.stage()].external);
         match phase.source {
             None => {
                 let mut group = Vec::new();
@@ -527,8 +529,10 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                             bytes += split.bytes();
                             group.push(Task::new(split.index, Input::Split(split), false));
                             // With backups, tasks go one by one: a straggler must not
-                            // hold up the tasks grouped behind it.
-                            let most = if shared.plan.platform.backups { 1 } else { GROUP_TASKS };
+                            // hold up the tasks grouped behind it. So do tasks of
+                            // functions outside the process, whose invocations cost
+                            // far more than the hand-off.
+                            let most = if alone { 1 } else { GROUP_TASKS };
                             if group.len() >= most || bytes >= GROUP_BYTES {
                                 let _ = tx.send(std::mem::take(&mut group));
                                 bytes = 0;
@@ -683,10 +687,21 @@ fn run_steps(
         let stage = &compiled.stages[step.stage()];
         let limit = shared.limits[step.stage()].as_ref();
         let started = Instant::now();
+        // The first step over a split passes it on (a function may read it
+        // itself instead of being sent records).
+        let split = match (&data, input) {
+            (None, Input::Split(s)) => Some(s),
+            _ => None,
+        };
         let (batches, bytes_in) = match data.take() {
             Some(d) => {
                 let bytes = d.iter().map(|b| b.get_array_memory_size() as u64).sum();
                 (d, bytes)
+            }
+            None if split.is_some() && stage.function.reads_split() => {
+                let bytes = split.map_or(0, Split::bytes);
+                shared.input_bytes.fetch_add(bytes, Relaxed);
+                (Vec::new(), bytes)
             }
             // Bad input fails the task at once: a retry would read the same.
             None => load(shared, &mut worker.files, input, phase.source)
@@ -702,7 +717,7 @@ fn run_steps(
             let began = started.take().unwrap_or_else(Instant::now);
             // A backup draws its own faults.
             let draw = if backup { attempt + 1000 } else { attempt };
-            let (container, cold, result) = invoke(shared, worker, step, task, attempt, draw, batches.clone());
+            let (container, cold, result) = invoke(shared, worker, step, task, attempt, draw, batches.clone(), split);
             let finished = Instant::now();
             if let Some(l) = limit {
                 l.release();
@@ -791,6 +806,7 @@ fn backoff(base: std::time::Duration, attempt: u32, task: u64) -> std::time::Dur
 /// One invocation on the worker's container for `step` (started cold if
 /// the slot has none), with chaos applied. Returns the container id,
 /// whether it was cold, and the result.
+#[allow(clippy::too_many_arguments)]
 fn invoke(
     shared: &Shared<'_>,
     worker: &mut Worker,
@@ -799,6 +815,7 @@ fn invoke(
     attempt: u32,
     draw: u32,
     batches: Vec<RecordBatch>,
+    split: Option<&Split>,
 ) -> (u64, bool, Result<Vec<RecordBatch>, FunctionError>) {
     let stage = &shared.compiled.stages[step.stage()];
     let platform = &shared.plan.platform;
@@ -836,7 +853,7 @@ fn invoke(
     let fault = shared.chaos.map_or(Fault::None, |c| c.draw(step.stage(), stat_index(step) % 3, task, draw));
     let container = slot.as_mut().expect("initialised");
     let id = container.id();
-    let reply = container.call(task, attempt, timeout, fault, batches, &|| shared.flight.is_finished(task));
+    let reply = container.call(task, attempt, timeout, fault, batches, split, &|| shared.flight.is_finished(task));
     worker.last_used[at] = Instant::now();
     if reply.panicked {
         // A panicked or abandoned container is not reused.

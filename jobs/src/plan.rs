@@ -98,9 +98,9 @@ pub enum FunctionRef {
     /// A builtin (or registered) function by name.
     Builtin(String),
     /// An executable run per invocation.
-    Exec(Vec<String>),
+    Exec(ExternalPlan),
     /// A Lambda Runtime API worker command.
-    Lambda(Vec<String>),
+    Lambda(ExternalPlan),
     /// A remote endpoint.
     Http(String),
 }
@@ -109,11 +109,83 @@ impl std::fmt::Display for FunctionRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FunctionRef::Builtin(n) => f.write_str(n),
-            FunctionRef::Exec(argv) => write!(f, "exec {argv:?}"),
-            FunctionRef::Lambda(argv) => write!(f, "lambda {argv:?}"),
+            FunctionRef::Exec(x) => write!(f, "exec {:?}", x.command),
+            FunctionRef::Lambda(x) => write!(f, "lambda {:?}", x.command),
             FunctionRef::Http(url) => write!(f, "http {url}"),
         }
     }
+}
+
+/// How records travel to and from an exec function's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoFormat {
+    /// One record per line (a single `line` column).
+    Lines,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// An Arrow IPC stream.
+    Arrow,
+}
+
+impl IoFormat {
+    /// Its name in job files.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoFormat::Lines => "lines",
+            IoFormat::Csv => "csv",
+            IoFormat::Jsonl => "jsonl",
+            IoFormat::Arrow => "arrow",
+        }
+    }
+}
+
+impl FromStr for IoFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lines" | "text" => Ok(IoFormat::Lines),
+            "csv" => Ok(IoFormat::Csv),
+            "jsonl" | "ndjson" => Ok(IoFormat::Jsonl),
+            "arrow" | "ipc" => Ok(IoFormat::Arrow),
+            _ => Err(format!("unknown io format `{s}`, expected one of: lines, csv, jsonl, arrow")),
+        }
+    }
+}
+
+/// What a Lambda event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventMode {
+    /// The task's records, inline.
+    Records,
+    /// A reference to the task's split, which the function reads itself.
+    Split,
+    /// Records when they fit the payload limit, else the reference.
+    Auto,
+}
+
+/// An external function's command and settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalPlan {
+    /// The argv (never run through a shell).
+    pub command: Vec<String>,
+    /// exec: stdin's format (`None`: chosen from the stage's input).
+    pub io: Option<IoFormat>,
+    /// exec: stdout's format (`None`: as stdin).
+    pub output: Option<IoFormat>,
+    /// The columns the function returns (`None`: `line` for lines output,
+    /// else the stage's input columns).
+    pub schema: Option<arrow_schema::SchemaRef>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// The working directory (`None`: the current one).
+    pub cwd: Option<PathBuf>,
+    /// lambda: what an event carries.
+    pub event: EventMode,
+    /// lambda: the `_HANDLER` variable.
+    pub handler: String,
 }
 
 /// A validated stage.
@@ -296,6 +368,16 @@ fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobEr
         backoff: p.backoff.map_or(std::time::Duration::from_millis(100), |b| b.0),
         tolerated_failure_percent: percent,
         tolerated_failure_count: p.tolerated_failure_count,
+        payload_limit: match p.payload_limit {
+            Some(l) if l.bytes() == 0 => {
+                errors.push(job.error(&at("payload_limit"), "payload_limit must be at least 1 byte"));
+                preset.payload_limit()
+            }
+            Some(l) => l.bytes(),
+            None => preset.payload_limit(),
+        },
+        // Platforms mean MB of 2^20 bytes (Lambda's 1,769 MB is 1,769 MiB).
+        memory_limit: (p.memory.is_some() || preset != Preset::Local).then(|| pricing.memory_mb << 20),
     }
 }
 
@@ -479,11 +561,17 @@ fn validate_stages(
                 }
                 FunctionRef::Builtin(name.clone())
             }
-            FunctionSpec::External(ext) => external(job, &at, ext, errors),
+            FunctionSpec::External(ext) => external(job, &at, i, ext, errors),
         };
-        let name = s.name.clone().unwrap_or_else(|| match &function {
-            FunctionRef::Builtin(n) => n.clone(),
-            _ => format!("stage{i}"),
+        let name = s.name.clone().unwrap_or_else(|| {
+            let base = match &function {
+                FunctionRef::Builtin(n) => n.clone(),
+                // The program for exec; the script (its stem) for lambda.
+                FunctionRef::Exec(x) => x.command.first().map_or_else(String::new, |p| stem(p, false)),
+                FunctionRef::Lambda(x) => x.command.last().map_or_else(String::new, |p| stem(p, true)),
+                FunctionRef::Http(_) => "http".to_string(),
+            };
+            if base.is_empty() || stages.iter().any(|p| p.name == base) { format!("{base}{i}") } else { base }
         });
         if name.is_empty() {
             errors.push(job.error(&at.key("name"), "a stage name cannot be empty"));
@@ -524,22 +612,132 @@ fn validate_stages(
     stages
 }
 
-fn external(job: &LoadedJob, at: &FieldPath, ext: &ExternalFunction, errors: &mut Vec<JobError>) -> FunctionRef {
+fn external(
+    job: &LoadedJob,
+    at: &FieldPath,
+    index: usize,
+    ext: &ExternalFunction,
+    errors: &mut Vec<JobError>,
+) -> FunctionRef {
     let given = [ext.exec.is_some(), ext.lambda.is_some(), ext.http.is_some()];
     let at = at.key("function");
     if given.iter().filter(|&&g| g).count() != 1 {
         errors.push(job.error(&at, "a function table needs exactly one of exec, lambda or http"));
     }
-    let (kind, function) = match ext {
-        ExternalFunction { exec: Some(argv), .. } => ("exec", FunctionRef::Exec(argv.clone())),
-        ExternalFunction { lambda: Some(argv), .. } => ("lambda", FunctionRef::Lambda(argv.clone())),
-        ExternalFunction { http: Some(url), .. } => ("http", FunctionRef::Http(url.clone())),
-        _ => return FunctionRef::Exec(vec![]),
+    let (kind, command) = match ext {
+        ExternalFunction { exec: Some(argv), .. } => ("exec", argv),
+        ExternalFunction { lambda: Some(argv), .. } => ("lambda", argv),
+        ExternalFunction { http: Some(url), .. } => {
+            errors.push(job.error(
+                &at.key("http"),
+                "http functions are not supported by this version of fanout; use exec, lambda or a builtin",
+            ));
+            return FunctionRef::Http(url.clone());
+        }
+        _ => return FunctionRef::Builtin(String::new()),
     };
-    errors.push(
-        job.error(&at, format!("{kind} functions are not supported by this version of fanout; use a builtin function")),
-    );
-    function
+    let only = |key: &str, set: bool, owner: &str, errors: &mut Vec<JobError>| {
+        if set && kind != owner {
+            errors.push(job.error(&at.key(key), format!("`{key}` applies to {owner} functions only")));
+        }
+    };
+    only("io", ext.io.is_some(), "exec", errors);
+    only("output", ext.output.is_some(), "exec", errors);
+    only("event", ext.event.is_some(), "lambda", errors);
+    only("handler", ext.handler.is_some(), "lambda", errors);
+    match command.first() {
+        None => errors.push(job.error(&at.key(kind), format!("{kind} needs a command: [\"program\", \"arg\", ...]"))),
+        Some(program) => {
+            if let Err(m) = find_program(program, ext.cwd.as_deref()) {
+                errors.push(job.error(&at.key(kind).index(0), m));
+            }
+        }
+    }
+    let mut io_format = |key: &str, value: &Option<String>| {
+        value.as_ref().and_then(|v| v.parse::<IoFormat>().map_err(|m| errors.push(job.error(&at.key(key), m))).ok())
+    };
+    let io = io_format("io", &ext.io);
+    let output = io_format("output", &ext.output);
+    let schema = ext.schema.as_ref().map(|columns| {
+        let mut fields = Vec::new();
+        for (i, c) in columns.iter().enumerate() {
+            match parse_column(c) {
+                Ok(f) => fields.push(f),
+                Err(m) => errors.push(job.error(&at.key("schema").index(i), m)),
+            }
+        }
+        if columns.is_empty() {
+            errors.push(job.error(&at.key("schema"), "schema needs at least one column"));
+        }
+        Arc::new(Schema::new(fields))
+    });
+    if let (Some(IoFormat::Lines), Some(s)) = (output.or(io), &schema)
+        && (s.fields().len() != 1 || s.field(0).data_type() != &DataType::Utf8)
+    {
+        errors.push(job.error(&at.key("schema"), "lines output is one utf8 column; use csv, jsonl or arrow for more"));
+    }
+    let cwd = ext.cwd.as_ref().map(PathBuf::from);
+    if let Some(dir) = &cwd
+        && !dir.is_dir()
+    {
+        errors.push(job.error(&at.key("cwd"), format!("{}: not a directory", dir.display())));
+    }
+    let event = match ext.event.as_deref() {
+        None | Some("records") => EventMode::Records,
+        Some("split") => EventMode::Split,
+        Some("auto") => EventMode::Auto,
+        Some(other) => {
+            errors.push(
+                job.error(&at.key("event"), format!("unknown event `{other}`, expected one of: records, split, auto")),
+            );
+            EventMode::Records
+        }
+    };
+    if event != EventMode::Records && index > 0 {
+        errors.push(job.error(
+            &at.key("event"),
+            "only the first stage reads the input's splits; later stages get records (event = \"records\")",
+        ));
+    }
+    let plan = ExternalPlan {
+        command: command.clone(),
+        io,
+        output,
+        schema,
+        env: ext.env.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        cwd,
+        event,
+        handler: ext.handler.clone().unwrap_or_else(|| "handler.handler".to_string()),
+    };
+    if kind == "exec" { FunctionRef::Exec(plan) } else { FunctionRef::Lambda(plan) }
+}
+
+/// The file name of `path`, without its extension if `strip`.
+fn stem(path: &str, strip: bool) -> String {
+    let p = Path::new(path);
+    let name = if strip { p.file_stem() } else { p.file_name() };
+    name.map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Checks that `program` can be run: a path that exists (relative to `cwd`
+/// if given), or a name found on `PATH`.
+fn find_program(program: &str, cwd: Option<&str>) -> Result<(), String> {
+    if program.is_empty() {
+        return Err("the command's program is empty".to_string());
+    }
+    if program.contains('/') {
+        let path = match cwd {
+            Some(dir) if !program.starts_with('/') => Path::new(dir).join(program),
+            _ => PathBuf::from(program),
+        };
+        return if path.is_file() { Ok(()) } else { Err(format!("{}: no such file", path.display())) };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| dir.join(program).is_file()) {
+        Ok(())
+    } else {
+        Err(format!("`{program}` is not found on PATH"))
+    }
 }
 
 fn validate_output(

@@ -91,6 +91,18 @@ impl Preset {
         }
     }
 
+    /// The largest event or response of one invocation: AWS Lambda 6 MB
+    /// (synchronous invocations, 6,291,456 bytes), Cloud Functions (1st gen)
+    /// 10 MB for HTTP requests, Azure Functions 100 MB; local takes Lambda's,
+    /// since its Runtime API is Lambda's.
+    pub fn payload_limit(self) -> u64 {
+        match self {
+            Preset::Local | Preset::AwsLambda => 6 << 20,
+            Preset::GcpFunctions => 10 << 20,
+            Preset::AzureFunctions => 100 << 20,
+        }
+    }
+
     /// The preset's defaults.
     pub fn defaults(self) -> Pricing {
         let ms = std::time::Duration::from_millis;
@@ -251,6 +263,11 @@ pub struct PlatformPlan {
     pub tolerated_failure_percent: Option<f64>,
     /// Failed tasks tolerated, as a count (`None`: not set).
     pub tolerated_failure_count: Option<u64>,
+    /// The largest event or response of one invocation, in bytes.
+    pub payload_limit: u64,
+    /// The memory limit of each worker process, in bytes (`None`: no limit;
+    /// set when the job gives platform.memory or a FaaS preset).
+    pub memory_limit: Option<u64>,
 }
 
 /// Resolves a preset name, or says which ones exist.

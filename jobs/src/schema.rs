@@ -114,7 +114,8 @@ pub enum FunctionSpec {
     External(ExternalFunction),
 }
 
-/// `function = { exec = [...] }` and its siblings.
+/// `function = { exec = [...] }` and its siblings, with the settings of an
+/// external function.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalFunction {
@@ -124,6 +125,25 @@ pub struct ExternalFunction {
     pub lambda: Option<Vec<String>>,
     /// A remote function endpoint.
     pub http: Option<String>,
+    /// exec: how records go to stdin: lines | csv | jsonl | arrow (default:
+    /// the input's format for a first stage; lines for one `line` column;
+    /// else jsonl).
+    pub io: Option<String>,
+    /// exec: the format of stdout (default: `io`).
+    pub output: Option<String>,
+    /// The columns the function returns, as "name:type" (default: `line`
+    /// for lines output, else the stage's input columns).
+    pub schema: Option<Vec<String>>,
+    /// Environment variables for the function's processes.
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// The working directory of the function's processes.
+    pub cwd: Option<String>,
+    /// lambda: what an event carries: "records" (inline, the default),
+    /// "split" (a reference the function reads itself) or "auto" (records
+    /// when they fit the payload limit, else the reference).
+    pub event: Option<String>,
+    /// lambda: the `_HANDLER` variable (default "handler.handler").
+    pub handler: Option<String>,
 }
 
 /// `[output]`: where and how the result is written.
@@ -201,4 +221,7 @@ pub struct PlatformSpec {
     pub price_per_gb_second: Option<f64>,
     /// Billed durations round up to this (default: the preset's).
     pub billing_granularity: Option<Duration>,
+    /// The largest event or response of an invocation (default: the
+    /// preset's; local: Lambda's 6 MB).
+    pub payload_limit: Option<Size>,
 }

@@ -34,6 +34,9 @@ pub struct Invocation<'a> {
     pub attempt: u32,
     /// When the invocation must have finished, if it has a deadline.
     pub deadline: Option<Instant>,
+    /// The input split, for the first step of a task over the input (a
+    /// function may read it itself: see [`Planned::reads_split`]).
+    pub split: Option<&'a fanout_datasets::Split>,
 }
 
 impl Invocation<'_> {
@@ -120,12 +123,24 @@ pub trait Planned: Send + Sync {
     fn init_reduce(&self) -> Option<Result<Box<dyn ReduceInstance>, FunctionError>> {
         None
     }
+
+    /// Whether the function reads its split itself: the engine then reads
+    /// nothing and calls it with no batches and [`Invocation::split`] set.
+    fn reads_split(&self) -> bool {
+        false
+    }
 }
 
 /// The per-container state of a map function.
 pub trait MapInstance: Send {
     /// One invocation: every batch of one task, in order.
     fn call(&mut self, inv: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError>;
+
+    /// Whether the container is gone (its process died or was killed): the
+    /// next invocation then starts a new one, cold.
+    fn spent(&self) -> bool {
+        false
+    }
 }
 
 /// The per-container state of a reduce function.
@@ -133,6 +148,11 @@ pub trait ReduceInstance: Send {
     /// One invocation: every batch of one key partition (rows of one key
     /// are all in the same partition).
     fn call(&mut self, inv: &Invocation<'_>, input: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, FunctionError>;
+
+    /// Whether the container is gone: see [`MapInstance::spent`].
+    fn spent(&self) -> bool {
+        false
+    }
 }
 
 /// A planned function that applies the same per-batch map to every batch:

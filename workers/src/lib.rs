@@ -1,5 +1,6 @@
-//! Functions for fanout: the function model, the builtin catalog and the
-//! registry that names them.
+//! Functions for fanout: the function model, the builtin catalog, the
+//! registry that names them, and the backends that host functions outside
+//! the process ([`external`]: exec and the Lambda Runtime API).
 //!
 //! A stage's function is [planned](function::Builtin::plan) once — its
 //! parameters checked against the stage's input schema, so a wrong
@@ -19,7 +20,7 @@
 //! let spec = StageSpec { params: &params, input: &lines.schema(), key: None };
 //! let planned = Registry::builtins().get("word_count").unwrap().plan(&spec)?;
 //! let mut container = planned.init()?; // the cold start
-//! let inv = Invocation { stage: "count", task: 0, attempt: 1, deadline: None };
+//! let inv = Invocation { stage: "count", task: 0, attempt: 1, deadline: None, split: None };
 //! let out = container.call(&inv, vec![lines])?;
 //! assert_eq!(out[0].num_rows(), 2); // a: 2, b: 1
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -27,6 +28,7 @@
 
 pub mod builtins;
 pub mod catalog;
+pub mod external;
 pub mod function;
 pub mod params;
 mod registry;

@@ -1,0 +1,396 @@
+//! The lambda backend: worker processes that speak the AWS Lambda Runtime
+//! API. Each process is a container (a sandbox): it gets a Runtime API of
+//! its own on a loopback port (`AWS_LAMBDA_RUNTIME_API`) and the standard
+//! `AWS_LAMBDA_*` variables, so functions written for Lambda's runtimes
+//! (awslambdaric, the Rust `lambda_runtime` crate, a custom `bootstrap`)
+//! run unchanged. Its init phase lasts from spawn to its first
+//! `GET .../invocation/next`; an init error fails the stage with the
+//! function's own message. A process past its deadline is killed (with
+//! its process group) and the attempt fails; a crashed one fails its
+//! attempt; either way the container is spent and the next invocation
+//! starts a new one.
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use fanout_datasets::{Format, Split, SplitRange};
+use fanout_jobs::EventMode;
+
+use crate::external::api::{Api, Event, Outcome, Signal};
+use crate::external::exec::signal_name;
+use crate::external::{Tail, codec, kill_group, runtime};
+use crate::function::{FunctionError, Invocation};
+
+/// How long a new process may take to ask for its first event (Lambda's
+/// init phase limit).
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a waiting invocation checks its process and deadline.
+const POLL: Duration = Duration::from_millis(10);
+
+/// A lambda function's settings, shared by its sandboxes.
+pub(crate) struct LambdaSpec {
+    pub(crate) command: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: Option<std::path::PathBuf>,
+    pub(crate) handler: String,
+    pub(crate) event: EventMode,
+    pub(crate) stage: String,
+    pub(crate) input_schema: SchemaRef,
+    pub(crate) output_schema: SchemaRef,
+    /// The input's format, for split references (first stages only).
+    pub(crate) input_format: Option<Format>,
+    /// Whether csv input files start with a header line.
+    pub(crate) csv_header: bool,
+    /// The stage's params, as JSON.
+    pub(crate) params: String,
+    pub(crate) payload_limit: u64,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) memory_mb: u64,
+}
+
+static SANDBOXES: AtomicU64 = AtomicU64::new(0);
+
+/// A live worker process and its Runtime API.
+pub(crate) struct Sandbox {
+    spec: Arc<LambdaSpec>,
+    child: Child,
+    api: Arc<Api>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    server: tokio::task::AbortHandle,
+    logs: Arc<Mutex<Tail>>,
+    id: u64,
+    seq: u64,
+    /// The process died or was killed: the container must be replaced.
+    pub(crate) spent: bool,
+}
+
+impl Sandbox {
+    /// Starts a process and waits for its init phase to end.
+    pub(crate) fn start(spec: Arc<LambdaSpec>) -> Result<Sandbox, FunctionError> {
+        let io = |what: &str, e: std::io::Error| FunctionError::transient(format!("{what}: {e}"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("runtime API", e))?;
+        listener.set_nonblocking(true).map_err(|e| io("runtime API", e))?;
+        let port = listener.local_addr().map_err(|e| io("runtime API", e))?.port();
+        let (signals, signalled) = crossbeam_channel::unbounded();
+        let (api, events) = Api::new(signals, spec.payload_limit, &spec.stage);
+        let rt = runtime();
+        let server = {
+            let _in = rt.enter();
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| io("runtime API", e))?;
+            rt.spawn(api.clone().serve(listener)).abort_handle()
+        };
+        let id = SANDBOXES.fetch_add(1, Relaxed);
+        let mut child = match spawn(&spec, port, id) {
+            Ok(c) => c,
+            Err(e) => {
+                server.abort();
+                return Err(e);
+            }
+        };
+        let logs = Arc::new(Mutex::new(Tail::default()));
+        for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as _)]
+            .into_iter()
+            .flatten()
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || Tail::drain_into(pipe, &logs));
+        }
+        let mut sandbox = Sandbox { spec, child, api, events, server, logs, id, seq: 0, spent: false };
+        let started = Instant::now();
+        loop {
+            match signalled.recv_timeout(POLL) {
+                Ok(Signal::Ready) => return Ok(sandbox),
+                Ok(Signal::InitError(message)) => {
+                    sandbox.spent = true;
+                    return Err(FunctionError::permanent(sandbox.with_logs(format!("init error: {message}"))));
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = sandbox.child.try_wait() {
+                        sandbox.spent = true;
+                        let program = &sandbox.spec.command[0];
+                        return Err(FunctionError::permanent(sandbox.with_logs(format!(
+                            "`{program}` {} before asking for its first event",
+                            exit(status)
+                        ))));
+                    }
+                    if started.elapsed() > INIT_TIMEOUT {
+                        sandbox.spent = true;
+                        return Err(FunctionError::transient(sandbox.with_logs(format!(
+                            "init timed out: no request for an event within {}",
+                            humantime::format_duration(INIT_TIMEOUT)
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One invocation.
+    pub(crate) fn call(&mut self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, FunctionError> {
+        let body = self.event(inv, batches)?;
+        self.seq += 1;
+        let id = request_id(self.id, self.seq);
+        let (reply, replies) = crossbeam_channel::bounded(1);
+        self.api.begin(&id, reply);
+        let now = Instant::now();
+        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let left = inv.deadline.map_or(Duration::from_secs(900), |d| d.saturating_duration_since(now));
+        let event = Event { id, deadline_ms: (epoch + left).as_millis() as u64, trace: trace_id(epoch, self.id, self.seq), body };
+        if self.events.send(event).is_err() {
+            self.spent = true;
+            return Err(FunctionError::transient("the sandbox stopped"));
+        }
+        loop {
+            let wait = inv.deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
+            match replies.recv_timeout(wait) {
+                Ok(Outcome::Response(body)) => return self.records(&body),
+                Ok(Outcome::Error { kind, message }) => {
+                    return Err(FunctionError::transient(self.memory(format!("{kind}: {message}"))));
+                }
+                Ok(Outcome::TooLarge) => {
+                    return Err(FunctionError::permanent(format!(
+                        "the response is over the payload limit of {} bytes (platform.payload_limit)",
+                        self.spec.payload_limit
+                    )));
+                }
+                Err(_) => {
+                    if inv.expired() {
+                        self.kill();
+                        let took = humantime::format_duration(Duration::from_millis(now.elapsed().as_millis() as u64));
+                        return Err(FunctionError::transient(
+                            self.with_logs(format!("timed out after {took}; the process was killed")),
+                        ));
+                    }
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        self.spent = true;
+                        let program = &self.spec.command[0];
+                        let message = format!("`{program}` {} during the invocation", exit(status));
+                        return Err(FunctionError::transient(self.memory(self.with_logs(message))));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The event's JSON: the invocation's context and params, then the
+    /// records or the split reference.
+    fn event(&self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Bytes, FunctionError> {
+        let spec = &self.spec;
+        let mut out = Vec::new();
+        let head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
+        let head = head.to_string();
+        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        out.extend_from_slice(b",\"params\":");
+        out.extend_from_slice(spec.params.as_bytes());
+        let mark = out.len();
+        let split = |out: &mut Vec<u8>| -> Result<(), FunctionError> {
+            let split = inv.split.ok_or_else(|| FunctionError::permanent("no split to refer to: this stage's input is records"))?;
+            out.extend_from_slice(b",\"split\":");
+            out.extend_from_slice(split_json(split, spec).to_string().as_bytes());
+            Ok(())
+        };
+        match spec.event {
+            EventMode::Split => split(&mut out)?,
+            EventMode::Records | EventMode::Auto => {
+                out.extend_from_slice(b",\"records\":");
+                codec::json_records(batches, &mut out).map_err(FunctionError::permanent)?;
+                if spec.event == EventMode::Auto && out.len() as u64 + 1 > spec.payload_limit && inv.split.is_some() {
+                    out.truncate(mark);
+                    split(&mut out)?;
+                }
+            }
+        }
+        out.push(b'}');
+        if out.len() as u64 > spec.payload_limit {
+            let hint = if inv.split.is_some() {
+                "lower input.chunk_size, or set event = \"auto\" or \"split\" to pass a reference to the split"
+            } else {
+                "lower input.chunk_size, or send less to this stage"
+            };
+            return Err(FunctionError::permanent(format!(
+                "the event is {} bytes, over the payload limit of {} bytes (platform.payload_limit): {hint}",
+                out.len(),
+                spec.payload_limit
+            )));
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// The response's records as batches of the declared schema.
+    fn records(&self, body: &[u8]) -> Result<Vec<RecordBatch>, FunctionError> {
+        let bad = |m: String| FunctionError::permanent(format!("the response {m}"));
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| bad(format!("is not JSON ({e}): {}", preview(body))))?;
+        let records = value
+            .get("records")
+            .and_then(|r| r.as_array())
+            .ok_or_else(|| bad(format!("is not {{\"records\": [...]}}: {}", preview(body))))?;
+        codec::from_json_records(records, &self.spec.output_schema).map_err(bad)
+    }
+
+    /// Marks an error as out of memory when it looks like one and the
+    /// process had a memory limit.
+    fn memory(&self, message: String) -> String {
+        let Some(limit) = self.spec.memory_limit else { return message };
+        let logs = self.logs.lock().expect("not poisoned").text();
+        let markers = ["MemoryError", "memory allocation of", "out of memory", "Cannot allocate memory", "bad_alloc"];
+        if markers.iter().any(|m| message.contains(m) || logs.contains(m)) {
+            format!("out of memory: the function passed its limit of {} MB (platform.memory); {message}", limit >> 20)
+        } else {
+            message
+        }
+    }
+
+    fn with_logs(&self, message: String) -> String {
+        let tail = self.logs.lock().expect("not poisoned").text();
+        if tail.is_empty() { message } else { format!("{message}; the end of its output:\n{tail}") }
+    }
+
+    fn kill(&mut self) {
+        self.spent = true;
+        kill_group(self.child.id());
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+        self.server.abort();
+    }
+}
+
+/// Starts the worker process with Lambda's environment.
+fn spawn(spec: &LambdaSpec, port: u16, id: u64) -> Result<Child, FunctionError> {
+    let program = &spec.command[0];
+    let root = match &spec.cwd {
+        Some(d) => std::path::absolute(d),
+        None => std::env::current_dir(),
+    }
+    .map_err(|e| FunctionError::transient(format!("the working directory: {e}")))?;
+    let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.command[1..])
+        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
+        .env("_HANDLER", &spec.handler)
+        .env("AWS_LAMBDA_FUNCTION_NAME", &spec.stage)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.stage))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("{}/[$LATEST]{id:032x}", date[..10].replace('-', "/")))
+        .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+        .env("AWS_EXECUTION_ENV", "AWS_Lambda_fanout")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("LAMBDA_TASK_ROOT", &root)
+        .env("LAMBDA_RUNTIME_DIR", &root)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    if let Some(bytes) = spec.memory_limit {
+        limit_memory(&mut cmd, bytes);
+    }
+    cmd.spawn().map_err(|e| FunctionError::permanent(format!("cannot start `{program}`: {e}")))
+}
+
+/// Caps the process's data memory (heap and anonymous mappings) at
+/// `bytes`, as a container's memory limit: allocations past it fail.
+#[allow(unsafe_code)]
+fn limit_memory(cmd: &mut Command, bytes: u64) {
+    use nix::sys::resource::{Resource, setrlimit};
+    // SAFETY: the closure runs in the child between fork and exec; it
+    // only calls setrlimit(2), which is async-signal-safe, and allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || setrlimit(Resource::RLIMIT_DATA, bytes, bytes).map_err(std::io::Error::from));
+    }
+}
+
+/// How a process ended, for messages.
+fn exit(status: std::process::ExitStatus) -> String {
+    match status.signal() {
+        Some(s) => format!("was killed by signal {s} ({})", signal_name(s)),
+        None => format!("exited with {status}"),
+    }
+}
+
+/// The split reference of a `split` event.
+fn split_json(split: &Split, spec: &LambdaSpec) -> serde_json::Value {
+    let path = std::path::absolute(&split.file.path).unwrap_or_else(|_| split.file.path.clone());
+    let mut v = serde_json::json!({
+        "path": path,
+        "format": spec.input_format.map_or("unknown", Format::name),
+        "compression": format!("{:?}", split.file.compression).to_lowercase(),
+    });
+    let m = v.as_object_mut().expect("an object");
+    match split.range {
+        SplitRange::Bytes { offset, len } => {
+            m.insert("offset".into(), offset.into());
+            m.insert("length".into(), len.into());
+        }
+        SplitRange::Whole => {
+            m.insert("offset".into(), 0.into());
+            m.insert("length".into(), split.file.size.into());
+        }
+        SplitRange::RowGroups { start, end, .. } => {
+            m.insert("row_groups".into(), serde_json::json!([start, end]));
+        }
+        SplitRange::Batches { start, end, .. } => {
+            m.insert("batches".into(), serde_json::json!([start, end]));
+        }
+    }
+    if spec.input_format == Some(Format::Csv) {
+        // A byte range never holds the header: the columns say what it had.
+        m.insert("header".into(), spec.csv_header.into());
+    }
+    let columns: Vec<&str> = spec.input_schema.fields().iter().map(|f| f.name().as_str()).collect();
+    m.insert("columns".into(), columns.into());
+    v
+}
+
+fn preview(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    if body.len() > 200 { format!("{text}...") } else { text }
+}
+
+/// splitmix64: spreads ids into random-looking bits.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A request id shaped like Lambda's (a version 4 UUID).
+fn request_id(sandbox: u64, seq: u64) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let a = mix(sandbox.rotate_left(40) ^ seq ^ nanos);
+    let b = mix(a);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// An X-Ray trace header shaped like Lambda's.
+fn trace_id(epoch: Duration, sandbox: u64, seq: u64) -> String {
+    let a = mix(sandbox ^ seq.rotate_left(32));
+    let b = mix(a);
+    format!("Root=1-{:08x}-{:08x}{:016x};Parent={:016x};Sampled=0", epoch.as_secs(), a >> 32, b, mix(b))
+}
