@@ -110,7 +110,7 @@ fn keyed_stages_are_checked() {
     let job = OK.replace("function = \"word_count\"", "function = \"aggregate\"");
     let err = invalid(&job, &[]);
     assert!(err.contains("aggregate needs a keyed stage"), "{err}");
-    let job = format!("{OK}\n[[stage]]\nfunction = \"word_count\"\n");
+    let job = format!("{OK}\n[[stage]]\nname = \"word_count\"\nfunction = \"grep\"\nparams = {{ pattern = \"a\" }}\n");
     let err = invalid(&job, &[]);
     assert!(err.contains("two stages are named `word_count`"), "{err}");
 }
@@ -189,4 +189,32 @@ fn a_missing_job_file_is_a_usage_error() {
     let r = s.run(&["validate", "nope.toml"]).expect(2);
     assert!(r.stderr.starts_with("error: nope.toml: cannot read the job file"), "{}", r.stderr);
     s.run(&["validate"]).expect(2);
+}
+
+#[test]
+fn external_functions_are_checked() {
+    let ext = |table: &str| OK.replace("function = \"word_count\"", &format!("function = {{ {table} }}"));
+    let err = invalid(&ext(r#"exec = ["cat"], event = "split""#), &[]);
+    assert!(err.contains("job.toml:5:38: `event` applies to lambda functions only"), "{err}");
+    let err = invalid(&ext(r#"lambda = ["cat"], io = "csv""#), &[]);
+    assert!(err.contains("`io` applies to exec functions only"), "{err}");
+    let err = invalid(&ext(r#"exec = ["cat"], io = "xml""#), &[]);
+    assert!(err.contains("unknown io format `xml`, expected one of: lines, csv, jsonl, arrow"), "{err}");
+    let err = invalid(&ext(r#"exec = []"#), &[]);
+    assert!(err.contains("exec needs a command"), "{err}");
+    let err = invalid(&ext(r#"exec = ["./nowhere.sh"]"#), &[]);
+    assert!(err.contains("./nowhere.sh: no such file"), "{err}");
+    let err = invalid(&ext(r#"exec = ["cat"], lambda = ["cat"]"#), &[]);
+    assert!(err.contains("a function table needs exactly one of exec, lambda or http"), "{err}");
+    let err = invalid(&ext(r#"exec = ["cat"], schema = ["a"]"#), &[]);
+    assert!(err.contains("column `a` must be written name:type"), "{err}");
+    let err = invalid(&ext(r#"exec = ["cat"], output = "lines", schema = ["a:int64"]"#), &[]);
+    assert!(err.contains("lines output is one utf8 column"), "{err}");
+    let err = invalid(&ext(r#"http = "http://localhost:9/fn""#), &[]);
+    assert!(err.contains("http functions are not supported by this version"), "{err}");
+    let job = format!("{OK}\n[[stage]]\nfunction = {{ lambda = [\"cat\"], event = \"split\" }}\n");
+    let err = invalid(&job, &[]);
+    assert!(err.contains("only the first stage reads the input's splits"), "{err}");
+    let err = invalid(&OK.replace("[output]", "[platform]\npayload_limit = 0\n[output]"), &[]);
+    assert!(err.contains("payload_limit must be at least 1 byte"), "{err}");
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-use crate::util::{Run, Scratch, root};
+use crate::util::{Run, Scratch, python, root, summary};
 
 fn example(name: &str) -> String {
     root().join("jobs/examples").join(format!("{name}.toml")).display().to_string()
@@ -31,20 +31,6 @@ fn run_generated(s: &Scratch, name: &str, rows: u64, chunk: &str, concurrency: u
         format!("platform.concurrency={concurrency}"),
     ];
     run(s, name, &sets).expect(0)
-}
-
-fn summary(r: &Run) -> serde_json::Value {
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
-}
-
-fn python(s: &Scratch, script: &str) {
-    let out = Command::new("python3").arg("-c").arg(script).current_dir(s.dir.path()).output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "ok",
-        "python oracle: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod util;
 
 mod datasets_gen;
+mod external;
 mod job_errors;
 mod plan;
 mod run;

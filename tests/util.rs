@@ -64,3 +64,19 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Run {
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The summary a run printed with `--json`.
+pub fn summary(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+}
+
+/// Runs a Python oracle in the scratch directory; it must print `ok`.
+pub fn python(s: &Scratch, script: &str) {
+    let out = Command::new("python3").arg("-c").arg(script).current_dir(s.dir.path()).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "python oracle: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -164,12 +164,17 @@ impl Container {
                 loop {
                     let now = Instant::now();
                     if deadline.is_some_and(|d| now >= d) {
-                        return Reply {
-                            result: Err(FunctionError::transient(format!(
-                                "timed out after {}",
-                                humantime::format_duration(timeout.expect("a deadline has a timeout"))
-                            ))),
-                            panicked: true,
+                        let timed_out = FunctionError::transient(format!(
+                            "timed out after {}",
+                            humantime::format_duration(timeout.expect("a deadline has a timeout"))
+                        ));
+                        // A function that watches its deadline (an external
+                        // one kills its process) gets a moment to say so;
+                        // a late success is discarded all the same.
+                        return match replies.recv_timeout(GRACE) {
+                            Ok(Reply { result: Err(e), panicked }) => Reply { result: Err(e), panicked },
+                            Ok(Reply { result: Ok(_), panicked }) => Reply { result: Err(timed_out), panicked },
+                            Err(_) => Reply { result: Err(timed_out), panicked: true },
                         };
                     }
                     let wait = deadline.map_or(POLL, |d| (d - now).min(POLL));
@@ -194,6 +199,9 @@ impl Container {
 
 /// How often a waiting worker checks whether its invocation was cancelled.
 const POLL: Duration = Duration::from_millis(5);
+/// How long a worker waits past a deadline for the function's own answer
+/// before it abandons the container.
+const GRACE: Duration = Duration::from_millis(100);
 
 fn dead() -> Reply {
     Reply { result: Err(FunctionError::transient("the container stopped")), panicked: true }

@@ -507,8 +507,8 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
             .filter(|s| !matches!(s, Step::Combine(_)))
             .map(|s| &shared.progress[s.stage()])
             .collect();
-        let alone = shared.plan.platform.backups
-            || phase.steps.iter().any(|s| shared.compiled.stages[s.stage()].external);
+        let alone =
+            shared.plan.platform.backups || phase.steps.iter().any(|s| shared.compiled.stages[s.stage()].external);
         match phase.source {
             None => {
                 let mut group = Vec::new();

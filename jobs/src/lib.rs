@@ -46,8 +46,8 @@ pub mod units;
 pub use error::{JobError, JobErrors};
 pub use load::{FieldPath, LoadedJob, Override, Seg, Source, Syntax, load, load_source};
 pub use plan::{
-    EventMode, ExternalPlan, FunctionCatalog, FunctionProblem, FunctionRef, InputPlan, IoFormat, InputSource, OutputMode, OutputPlan, Plan, SortKey,
-    StagePlan, TYPE_NAMES, generated_name, parse_column, validate,
+    EventMode, ExternalPlan, FunctionCatalog, FunctionProblem, FunctionRef, InputPlan, InputSource, IoFormat,
+    OutputMode, OutputPlan, Plan, SortKey, StagePlan, TYPE_NAMES, generated_name, parse_column, validate,
 };
 pub use platform::{ColdStart, ContainerModel, PlatformPlan, Preset, Pricing};
 pub use schema::{

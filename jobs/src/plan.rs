@@ -377,7 +377,7 @@ fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobEr
             None => preset.payload_limit(),
         },
         // Platforms mean MB of 2^20 bytes (Lambda's 1,769 MB is 1,769 MiB).
-        memory_limit: (p.memory.is_some() || preset != Preset::Local).then(|| pricing.memory_mb << 20),
+        memory_limit: (p.memory.is_some() || preset != Preset::Local).then_some(pricing.memory_mb << 20),
     }
 }
 

@@ -111,7 +111,7 @@ pub enum FunctionSpec {
     /// A builtin, by name.
     Builtin(String),
     /// An external function.
-    External(ExternalFunction),
+    External(Box<ExternalFunction>),
 }
 
 /// `function = { exec = [...] }` and its siblings, with the settings of an

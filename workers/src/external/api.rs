@@ -281,7 +281,11 @@ fn not_allowed() -> Reply {
 }
 
 fn invalid_id(id: &str) -> Reply {
-    error(StatusCode::BAD_REQUEST, "InvalidRequestID", &format!("invalid request ID `{id}`: unknown or already answered"))
+    error(
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestID",
+        &format!("invalid request ID `{id}`: unknown or already answered"),
+    )
 }
 
 fn too_large(limit: u64) -> Reply {

@@ -100,7 +100,8 @@ pub(crate) fn decode(format: IoFormat, bytes: &[u8], schema: &SchemaRef) -> Resu
             }
             let header_end = memchr_newline(bytes);
             let header = String::from_utf8_lossy(&bytes[..header_end]);
-            let names: Vec<&str> = header.trim_end_matches('\r').split(',').map(|s| s.trim().trim_matches('"')).collect();
+            let names: Vec<&str> =
+                header.trim_end_matches('\r').split(',').map(|s| s.trim().trim_matches('"')).collect();
             let want: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             if names != want {
                 return Err(format!(
@@ -131,12 +132,15 @@ pub(crate) fn decode(format: IoFormat, bytes: &[u8], schema: &SchemaRef) -> Resu
                 arrow_ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| e.to_string())?;
             let got = reader.schema();
             if !same_columns(&got, schema) {
-                return Err(format!("the arrow stream's schema {} is not the declared {}", columns(&got), columns(schema)));
+                return Err(format!(
+                    "the arrow stream's schema {} is not the declared {}",
+                    columns(&got),
+                    columns(schema)
+                ));
             }
             reader
                 .map(|b| {
-                    b.map_err(|e| e.to_string())
-                        .and_then(|b| b.with_schema(schema.clone()).map_err(|e| e.to_string()))
+                    b.map_err(|e| e.to_string()).and_then(|b| b.with_schema(schema.clone()).map_err(|e| e.to_string()))
                 })
                 .collect()
         }
@@ -168,9 +172,8 @@ pub(crate) fn columns(s: &Schema) -> String {
 /// Writes `batches` as a JSON array of objects (nulls written as null).
 pub(crate) fn json_records(batches: &[RecordBatch], out: &mut Vec<u8>) -> Result<(), String> {
     let start = out.len();
-    let mut w = arrow_json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, arrow_json::writer::JsonArray>(&mut *out);
+    let mut w =
+        arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::JsonArray>(&mut *out);
     for b in batches {
         w.write(b).map_err(|e| e.to_string())?;
     }
@@ -202,9 +205,8 @@ pub(crate) fn from_json_records(records: &[serde_json::Value], schema: &SchemaRe
             Err(e) => {
                 // Find the record at fault, one by one.
                 for (i, r) in chunk.iter().enumerate() {
-                    let mut one = arrow_json::ReaderBuilder::new(schema.clone())
-                        .build_decoder()
-                        .map_err(|e| e.to_string())?;
+                    let mut one =
+                        arrow_json::ReaderBuilder::new(schema.clone()).build_decoder().map_err(|e| e.to_string())?;
                     if let Err(e) = one.serialize(std::slice::from_ref(r)).and_then(|_| one.flush()) {
                         return Err(format!(
                             "record {}: {e} (declared columns {})",

@@ -37,7 +37,11 @@ pub(crate) struct Exec {
 
 impl Exec {
     /// One invocation: a process fed the batches.
-    pub(crate) fn call(&self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, FunctionError> {
+    pub(crate) fn call(
+        &self,
+        inv: &Invocation<'_>,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<RecordBatch>, FunctionError> {
         let input = codec::encode(self.io, &self.input_schema, batches).map_err(FunctionError::permanent)?;
         let mut cmd = Command::new(&self.command[0]);
         cmd.args(&self.command[1..])
@@ -61,8 +65,7 @@ impl Exec {
         let timed_out = watchdog.is_some_and(Watchdog::stop);
         let (status, stdout, stderr) = result.map_err(|e| FunctionError::transient(format!("`{program}`: {e}")))?;
         let tail = stderr.text();
-        let with_stderr =
-            |m: String| if tail.is_empty() { m } else { format!("{m}; the end of its stderr:\n{tail}") };
+        let with_stderr = |m: String| if tail.is_empty() { m } else { format!("{m}; the end of its stderr:\n{tail}") };
         if timed_out {
             return Err(FunctionError::transient(with_stderr(format!(
                 "`{program}` passed its deadline and was killed with its process group"
@@ -78,7 +81,10 @@ impl Exec {
             return Err(FunctionError::transient(with_stderr(format!("`{program}` exited with {status}"))));
         }
         codec::decode(self.output, &stdout, &self.output_schema).map_err(|e| {
-            FunctionError::transient(with_stderr(format!("`{program}` wrote {} that does not parse: {e}", self.output.name())))
+            FunctionError::transient(with_stderr(format!(
+                "`{program}` wrote {} that does not parse: {e}",
+                self.output.name()
+            )))
         })
     }
 }

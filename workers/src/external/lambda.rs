@@ -95,9 +95,12 @@ impl Sandbox {
             }
         };
         let logs = Arc::new(Mutex::new(Tail::default()));
-        for pipe in [child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>), child.stderr.take().map(|p| Box::new(p) as _)]
-            .into_iter()
-            .flatten()
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as _),
+        ]
+        .into_iter()
+        .flatten()
         {
             let logs = logs.clone();
             std::thread::spawn(move || Tail::drain_into(pipe, &logs));
@@ -115,10 +118,10 @@ impl Sandbox {
                     if let Ok(Some(status)) = sandbox.child.try_wait() {
                         sandbox.spent = true;
                         let program = &sandbox.spec.command[0];
-                        return Err(FunctionError::permanent(sandbox.with_logs(format!(
-                            "`{program}` {} before asking for its first event",
-                            exit(status)
-                        ))));
+                        return Err(FunctionError::permanent(
+                            sandbox
+                                .with_logs(format!("`{program}` {} before asking for its first event", exit(status))),
+                        ));
                     }
                     if started.elapsed() > INIT_TIMEOUT {
                         sandbox.spent = true;
@@ -133,7 +136,11 @@ impl Sandbox {
     }
 
     /// One invocation.
-    pub(crate) fn call(&mut self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, FunctionError> {
+    pub(crate) fn call(
+        &mut self,
+        inv: &Invocation<'_>,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<RecordBatch>, FunctionError> {
         let body = self.event(inv, batches)?;
         self.seq += 1;
         let id = request_id(self.id, self.seq);
@@ -142,7 +149,12 @@ impl Sandbox {
         let now = Instant::now();
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let left = inv.deadline.map_or(Duration::from_secs(900), |d| d.saturating_duration_since(now));
-        let event = Event { id, deadline_ms: (epoch + left).as_millis() as u64, trace: trace_id(epoch, self.id, self.seq), body };
+        let event = Event {
+            id,
+            deadline_ms: (epoch + left).as_millis() as u64,
+            trace: trace_id(epoch, self.id, self.seq),
+            body,
+        };
         if self.events.send(event).is_err() {
             self.spent = true;
             return Err(FunctionError::transient("the sandbox stopped"));
@@ -191,7 +203,9 @@ impl Sandbox {
         out.extend_from_slice(spec.params.as_bytes());
         let mark = out.len();
         let split = |out: &mut Vec<u8>| -> Result<(), FunctionError> {
-            let split = inv.split.ok_or_else(|| FunctionError::permanent("no split to refer to: this stage's input is records"))?;
+            let split = inv
+                .split
+                .ok_or_else(|| FunctionError::permanent("no split to refer to: this stage's input is records"))?;
             out.extend_from_slice(b",\"split\":");
             out.extend_from_slice(split_json(split, spec).to_string().as_bytes());
             Ok(())
