@@ -2,12 +2,14 @@
 """Macro benchmarks: fanout against the hand-written limit (benches/limits.rs)
 and peers, in the same command, so only ratios are quoted.
 
-Usage: python3 benches/macro.py [--size 1GiB] [--runs 3] [--only wordcount,groupby,pi,dispatch]
+Usage: python3 benches/macro.py [--size 1GiB] [--runs 3]
+           [--only wordcount,groupby,pi,dispatch,exec,lambda]
 
 Builds the release binaries, generates the data under target/macro/ (kept
 between runs), runs each program --runs times and prints the median wall
 time, peak RSS and the ratio to the limit. DuckDB and Polars are measured
-when their Python packages are installed (pip install duckdb polars).
+when their Python packages are installed (pip install duckdb polars); GNU
+parallel when it is on PATH (apt-get install parallel).
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
@@ -71,7 +73,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1GiB")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default="wordcount,groupby,pi,dispatch")
+    ap.add_argument("--only", default="wordcount,groupby,pi,dispatch,exec,lambda")
     a = ap.parse_args()
     only = a.only.split(",")
     os.makedirs(DATA, exist_ok=True)
@@ -203,6 +205,105 @@ mode = "overwrite"
         print(f"\n## W2 dispatch: 100,000 empty invocations (one 2-byte split each)")
         print(f"fanout run: {wall:.2f} s wall, {100_000 / wall:,.0f} invocations/s end to end; "
               f"{s['invocations']['per_second']:,.0f}/s inside the run; peak RSS {rss:.0f} MiB")
+
+    if "exec" in only:
+        bench_exec(a.runs)
+    if "lambda" in only:
+        bench_lambda(a.runs)
+
+
+def run_json(job, runs, extra=()):
+    """Median wall seconds and the summary of a fanout run."""
+    wall, _, out = measure([FANOUT, "run", job, "--progress", "never", "--json", *extra], runs)
+    return wall, json.loads(out)
+
+
+def tiny_lines(n):
+    """A file of n two-byte lines: with chunk_size = 1, n tasks of one record."""
+    path = os.path.join(DATA, f"tiny-{n}.txt")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("a\n" * n)
+    return path
+
+
+def bench_exec(runs):
+    """W5: a process per small chunk. fanout's exec backend and GNU parallel
+    --pipepart on the same 1 KiB blocks of a text, `cat` as the tool."""
+    text = os.path.join(DATA, "text-2MiB.txt")
+    if not os.path.exists(text):
+        sh([FANOUT, "datasets", "gen", "text", "--size", "2MiB", "--seed", "1", "--out", text])
+
+    def job(name, function):
+        return job_file(f"{name}.toml", f"""
+[input]
+path = "{text}"
+chunk_size = "1KiB"
+[[stage]]
+function = {function}
+[output]
+path = "{DATA}/{name}-out.csv"
+mode = "overwrite"
+""")
+
+    exec_wall, s = run_json(job("exec-cat", '{ exec = ["cat"] }'), runs)
+    tasks = s["invocations"]["total"]
+    local_wall, _ = run_json(job("exec-local", '"select"\nparams = { columns = ["line"] }'), runs)
+    rows = [("fanout, in-process (select)", local_wall), ("fanout, exec cat", exec_wall)]
+    print(f"\n## W5 exec: {tasks:,} chunks of 1 KiB, a process each")
+    print("| program | wall s | jobs/s | x GNU parallel |")
+    print("|---|---|---|---|")
+    par = None
+    if subprocess.run(["sh", "-c", "command -v parallel"], capture_output=True).returncode == 0:
+        cmd = ["sh", "-c", f"parallel --pipepart -a {text} --block 1k -j2 cat > /dev/null"]
+        par, _, _ = measure(cmd, runs)
+    for name, wall in rows + ([("GNU parallel --pipepart --block 1k -j2 cat", par)] if par else []):
+        ratio = f"{par / wall:.1f}" if par else "-"
+        print(f"| {name} | {wall:.2f} | {tasks / wall:,.0f} | {ratio} |")
+    sys.stdout.flush()
+
+
+def bench_lambda(runs):
+    """W6: warm Lambda Runtime API invocations of a trivial Rust function
+    (the lambda_runtime fixture), against the in-process backend on the
+    same one-record tasks, and the stdlib Python runtime."""
+    target = os.path.join(ROOT, "target", "fixtures")
+    sh(["cargo", "build", "--release", "--manifest-path", "tests/fixtures/lambda-rust/Cargo.toml"],
+       env=dict(os.environ, CARGO_TARGET_DIR=target))
+    rust = os.path.join(target, "release", "fanout-lambda-fixture")
+    n = 20_000
+    tiny = tiny_lines(n)
+
+    def job(name, function, schema):
+        return job_file(f"{name}.toml", f"""
+[input]
+path = "{tiny}"
+chunk_size = 1
+[[stage]]
+function = {function}
+[output]
+path = "{DATA}/{name}-out.csv"
+mode = "overwrite"
+[platform]
+concurrency = 2
+""")
+
+    rows = []
+    for name, function in [
+        ("in-process (select)", '"select"\nparams = { columns = ["line"] }'),
+        ("lambda, Rust lambda_runtime", f'{{ lambda = ["{rust}"], schema = ["line:utf8", "echoed:bool"] }}'),
+        ("lambda, Python stdlib runtime",
+         f'{{ lambda = ["python3", "{ROOT}/tests/fixtures/lambda/bootstrap.py"], handler = "handlers.echo" }}'),
+    ]:
+        wall, s = run_json(job(f"lambda-{len(rows)}", function, None), runs, ["--no-journal"])
+        rows.append((name, wall, s["invocations"]["total"], s["invocations"]["per_second"]))
+    print(f"\n## W6 lambda: {n:,} one-record invocations, concurrency 2, --no-journal")
+    print("| program | wall s | invocations/s (end to end) | invocations/s (in the run) | x in-process |")
+    print("|---|---|---|---|---|")
+    base = rows[0][3]
+    for name, wall, total, per_second in rows:
+        print(f"| {name} | {wall:.2f} | {total / wall:,.0f} | {per_second:,.0f} | {per_second / base:.3f} |")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

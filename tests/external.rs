@@ -487,3 +487,96 @@ concurrency = 2
         "import json\nids=[json.loads(l)['id'] for l in open('in.jsonl')]\nout=[json.loads(l) for l in open('out.jsonl')]\nassert out==[{'id':i,'echoed':True} for i in ids], out[:3]\nprint('ok')",
     );
 }
+
+#[test]
+fn a_straggling_reduce_partition_gets_a_backup() {
+    let s = Scratch::new();
+    generate(&s, "text", &["--size", "8KiB"], "in.txt");
+    // The first run of partition 1 hangs; its backup (and every other
+    // run) passes the words through.
+    let job = |script: &str, extra: &str| {
+        format!(
+            r#"
+[input]
+path = "in.txt"
+chunk_size = "1KiB"
+[[stage]]
+function = "word_count"
+[[stage]]
+name = "pass"
+key = ["word"]
+partitions = 4
+function = {{ exec = ["sh", "-c", '{script}'] }}
+[output]
+path = "out.csv"
+sort = ["word", "count"]
+mode = "overwrite"
+[platform]
+{extra}
+"#
+        )
+    };
+    run_job(&s, &job("cat", ""), &[]).expect(0);
+    let want = std::fs::read_to_string(s.path("out.csv")).unwrap();
+    let hang = r#"if [ "$FANOUT_TASK" = 1 ] && mkdir straggled 2>/dev/null; then sleep 30; fi; cat"#;
+    let started = Instant::now();
+    let r = run_job(&s, &job(hang, "backups = true\nbackup_when_done = 0.5"), &["--run-dir", "rd"]).expect(0);
+    assert!(started.elapsed().as_secs() < 20, "the run waited for the straggler: {:?}", started.elapsed());
+    assert_eq!(summary(&r)["backup_tasks"], 1, "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), want);
+    let log = std::fs::read_to_string(s.path("rd/invocations.jsonl")).unwrap();
+    let part1: Vec<&str> = log.lines().filter(|l| l.contains("\"phase\":\"reduce\",\"task\":1,")).collect();
+    assert_eq!(part1.len(), 2, "{log}");
+    assert!(part1.iter().any(|l| l.contains("\"backup\":true") && l.contains("\"status\":\"ok\"")), "{log}");
+    assert!(part1.iter().any(|l| l.contains("cancelled")), "{log}");
+}
+
+#[test]
+fn a_resumed_run_reports_the_failures_and_invocations_before_the_kill() {
+    let s = Scratch::new();
+    s.write("in.txt", (0..20).map(|i| format!("line {i}\n")).collect::<String>());
+    let job = r#"
+[input]
+path = "in.txt"
+chunk_size = 1
+[[stage]]
+name = "tool"
+function = { exec = ["sh", "-c", 'if [ "$FANOUT_TASK" = 3 ]; then echo broken >&2; exit 1; fi; sleep 0.2; cat'] }
+[output]
+path = "out.csv"
+[platform]
+concurrency = 2
+retries = 0
+tolerated_failure_count = 1
+"#;
+    s.write("job.toml", job);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(["run", "job.toml", "--progress", "never", "--run-dir", "rd"])
+        .current_dir(s.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !s.path("rd/failures.jsonl").exists() && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!s.path("rd/summary.json").exists(), "the run finished before the kill");
+    let r = s.run(&["run", "--resume", "rd", "--progress", "never", "--json"]).expect(0);
+    let sum = summary(&r);
+    assert_eq!(sum["failed_tasks"].as_array().unwrap().len(), 1, "{}", r.stdout);
+    assert_eq!(sum["failed_tasks"][0]["task"], 3);
+    assert!(sum["failed_tasks"][0]["error"].as_str().unwrap().contains("broken"));
+    assert!(sum["resumed_tasks"].as_u64().unwrap() >= 3, "{}", r.stdout);
+    // Every task's invocations, before and after the kill, are counted.
+    assert!(sum["invocations"]["total"].as_u64().unwrap() >= 20, "{}", r.stdout);
+    let failures = std::fs::read_to_string(s.path("rd/failures.jsonl")).unwrap();
+    assert_eq!(failures.lines().count(), 1, "{failures}");
+    let want: String = std::iter::once("line\n".to_string())
+        .chain((0..20).filter(|&i| i != 3).map(|i| format!("line {i}\n")))
+        .collect();
+    assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), want);
+}

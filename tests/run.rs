@@ -445,6 +445,17 @@ fn killed_runs_resume_to_the_same_output() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.path("killed/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["status"], "succeeded");
+    // The summary covers the whole run, interrupted parts included: every
+    // map task and every partition ran at least once somewhere.
+    let splits = summary["input"]["splits"].as_u64().unwrap();
+    let stages = summary["stages"].as_array().unwrap();
+    let calls = |name: &str, phase: &str| {
+        stages.iter().find(|st| st["name"] == name && st["phase"] == phase).unwrap()["invocations"].as_u64().unwrap()
+    };
+    assert!(calls("count", "map") >= splits, "{summary}");
+    assert!(calls("total", "reduce") >= 2, "{summary}");
+    let logged = std::fs::read_to_string(s.path("killed/invocations.jsonl")).unwrap().lines().count() as u64;
+    assert_eq!(summary["invocations"]["total"].as_u64().unwrap(), logged, "{summary}");
     let leftovers: Vec<_> = std::fs::read_dir(s.path("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "output and manifest only: {leftovers:?}");
 }

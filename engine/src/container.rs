@@ -6,6 +6,8 @@
 //! hangs the job.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -76,6 +78,7 @@ pub(crate) struct Call {
     fault: Fault,
     batches: Vec<RecordBatch>,
     split: Option<Split>,
+    cancel: Arc<AtomicBool>,
 }
 
 /// A container: inline, or on its own thread.
@@ -105,6 +108,7 @@ impl Container {
                         attempt: c.attempt,
                         deadline: c.deadline,
                         split: c.split.as_ref(),
+                        cancel: Some(&c.cancel),
                     };
                     let reply = instance.call(&inv, c.fault, c.batches);
                     let panicked = reply.panicked;
@@ -153,14 +157,22 @@ impl Container {
         }
         match self {
             Container::Inline { stage, instance, .. } => {
-                let inv = Invocation { stage, task, attempt, deadline, split };
+                let inv = Invocation { stage, task, attempt, deadline, split, cancel: None };
                 instance.call(&inv, fault, batches)
             }
             Container::Thread { calls, replies, .. } => {
                 let split = split.cloned();
-                if calls.send(Call { task, attempt, deadline, fault, batches, split }).is_err() {
+                let cancel = Arc::new(AtomicBool::new(false));
+                let call = Call { task, attempt, deadline, fault, batches, split, cancel: cancel.clone() };
+                if calls.send(call).is_err() {
                     return dead();
                 }
+                // An abandoned invocation is told, so that it stops (an
+                // external one kills its process).
+                let abandon = |reply: Reply| {
+                    cancel.store(true, Relaxed);
+                    reply
+                };
                 loop {
                     let now = Instant::now();
                     if deadline.is_some_and(|d| now >= d) {
@@ -174,7 +186,7 @@ impl Container {
                         return match replies.recv_timeout(GRACE) {
                             Ok(Reply { result: Err(e), panicked }) => Reply { result: Err(e), panicked },
                             Ok(Reply { result: Ok(_), panicked }) => Reply { result: Err(timed_out), panicked },
-                            Err(_) => Reply { result: Err(timed_out), panicked: true },
+                            Err(_) => abandon(Reply { result: Err(timed_out), panicked: true }),
                         };
                     }
                     let wait = deadline.map_or(POLL, |d| (d - now).min(POLL));
@@ -182,12 +194,12 @@ impl Container {
                         Ok(reply) => return reply,
                         Err(RecvTimeoutError::Disconnected) => return dead(),
                         Err(RecvTimeoutError::Timeout) if cancelled() => {
-                            return Reply {
+                            return abandon(Reply {
                                 result: Err(FunctionError::transient(
                                     "cancelled: another run of the task finished first",
                                 )),
                                 panicked: true,
-                            };
+                            });
                         }
                         Err(RecvTimeoutError::Timeout) => {}
                     }

@@ -7,15 +7,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fanout_datasets::Split;
-
 /// The shortest wait before a backup, whatever the median.
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
-#[derive(Default)]
-struct State {
-    /// Split tasks running, and when their first run started.
-    running: HashMap<u64, (Instant, Split)>,
+struct State<T> {
+    /// Tasks running, when their first run started, and what a backup of
+    /// each needs.
+    running: HashMap<u64, (Instant, T)>,
     /// Tasks with a result (or a tolerated failure): later results lose.
     finished: HashSet<u64>,
     /// How long finished tasks took.
@@ -24,13 +22,24 @@ struct State {
     backed_up: HashSet<u64>,
 }
 
-/// The phase's tasks in flight.
-#[derive(Default)]
-pub(crate) struct Flight {
-    state: Mutex<State>,
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        State { running: HashMap::new(), finished: HashSet::new(), durations: Vec::new(), backed_up: HashSet::new() }
+    }
 }
 
-impl Flight {
+/// The phase's tasks in flight; `T` is a task's input, as a backup needs it.
+pub(crate) struct Flight<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T> Default for Flight<T> {
+    fn default() -> Self {
+        Flight { state: Mutex::new(State::default()) }
+    }
+}
+
+impl<T: Clone> Flight<T> {
     /// A phase starts.
     pub(crate) fn reset(&self) {
         *self.state.lock().expect("not poisoned") = State::default();
@@ -38,13 +47,13 @@ impl Flight {
 
     /// Whether task `task` still needs running (a backup that arrives after
     /// the original finished does not).
-    pub(crate) fn start(&self, task: u64, split: Option<&Split>, backup: bool) -> bool {
+    pub(crate) fn start(&self, task: u64, input: &T, backup: bool) -> bool {
         let mut s = self.state.lock().expect("not poisoned");
         if s.finished.contains(&task) {
             return false;
         }
-        if !backup && let Some(split) = split {
-            s.running.insert(task, (Instant::now(), split.clone()));
+        if !backup {
+            s.running.insert(task, (Instant::now(), input.clone()));
         }
         true
     }
@@ -73,7 +82,7 @@ impl Flight {
 
     /// Tasks that deserve a backup now, out of `total`: once `done` of them
     /// have finished, those running longer than `after` × the median.
-    pub(crate) fn stragglers(&self, total: u64, done: f64, after: f64) -> Vec<(u64, Split)> {
+    pub(crate) fn stragglers(&self, total: u64, done: f64, after: f64) -> Vec<(u64, T)> {
         let mut s = self.state.lock().expect("not poisoned");
         if total == 0 || (s.finished.len() as f64) < done * total as f64 || s.durations.is_empty() {
             return Vec::new();
@@ -81,11 +90,11 @@ impl Flight {
         let mut sorted = s.durations.clone();
         sorted.sort();
         let wait = sorted[sorted.len() / 2].mul_f64(after).max(MIN_WAIT);
-        let slow: Vec<(u64, Split)> = s
+        let slow: Vec<(u64, T)> = s
             .running
             .iter()
             .filter(|(task, (started, _))| started.elapsed() > wait && !s.backed_up.contains(task))
-            .map(|(task, (_, split))| (*task, split.clone()))
+            .map(|(task, (_, input))| (*task, input.clone()))
             .collect();
         for (task, _) in &slow {
             s.backed_up.insert(*task);

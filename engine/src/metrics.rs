@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 
@@ -57,6 +57,69 @@ pub struct InvocationRecord<'a> {
     pub bytes_out: u64,
     /// Output records.
     pub records_out: u64,
+}
+
+/// The fields of a recorded invocation that statistics need.
+#[derive(Deserialize)]
+struct Recorded {
+    stage: String,
+    phase: String,
+    attempt: u32,
+    cold: bool,
+    started_us: u64,
+    finished_us: u64,
+    billed_us: u64,
+    status: String,
+    bytes_in: u64,
+    records_in: u64,
+    bytes_out: u64,
+    records_out: u64,
+}
+
+/// Reads the records an interrupted run left in `path` into `stats`, at
+/// the index `step` gives a (stage, phase); returns how many it read.
+pub(crate) fn replay(
+    path: &Path,
+    step: impl Fn(&str, &str) -> Option<usize>,
+    stats: &mut [StageStats],
+) -> Result<u64, EngineError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(EngineError::io(path, e)),
+    };
+    let mut n = 0;
+    // A line cut short by the crash does not parse, and is left out.
+    for r in text.lines().filter_map(|l| serde_json::from_str::<Recorded>(l).ok()) {
+        let Some(i) = step(&r.stage, &r.phase) else { continue };
+        let phase = match r.phase.as_str() {
+            "map" => "map",
+            "combine" => "combine",
+            _ => "reduce",
+        };
+        stats[i].add(&InvocationRecord {
+            stage: &r.stage,
+            phase,
+            task: 0,
+            attempt: r.attempt,
+            backup: false,
+            worker: 0,
+            container: 0,
+            cold: r.cold,
+            queued_us: 0,
+            started_us: r.started_us,
+            finished_us: r.finished_us,
+            billed_us: r.billed_us,
+            status: if r.status == "ok" { "ok" } else { "error" },
+            error: None,
+            bytes_in: r.bytes_in,
+            records_in: r.records_in,
+            bytes_out: r.bytes_out,
+            records_out: r.records_out,
+        });
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Totals for one (stage, phase).
@@ -113,7 +176,7 @@ impl StageStats {
         self.bytes_out += r.bytes_out;
         self.retries += u64::from(r.attempt > 1);
         self.billed_us += r.billed_us;
-        self.latency.saturating_record((r.finished_us - r.started_us).max(1));
+        self.latency.saturating_record(r.finished_us.saturating_sub(r.started_us).max(1));
     }
 
     /// Adds another worker's totals.
@@ -138,8 +201,16 @@ pub(crate) struct Log {
 }
 
 impl Log {
-    /// Creates the log, or appends to it when a run resumes.
+    /// Creates the log, or appends to it when a run resumes (dropping a
+    /// last record cut short by a crash).
     pub(crate) fn create(path: &Path, append: bool) -> Result<Log, EngineError> {
+        if append && let Ok(bytes) = std::fs::read(path) {
+            let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if whole < bytes.len() {
+                let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| EngineError::io(path, e))?;
+                f.set_len(whole as u64).map_err(|e| EngineError::io(path, e))?;
+            }
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)

@@ -216,9 +216,13 @@ impl Task {
 }
 
 /// A task's input.
+#[derive(Clone)]
 enum Input {
     Split(Split),
     Partition(usize),
+    /// A partition taken from its shuffle (for tasks that may get a
+    /// backup, which needs the same batches).
+    Taken(usize, Vec<RecordBatch>),
 }
 
 /// A counting semaphore for per-stage concurrency.
@@ -261,12 +265,14 @@ struct Shared<'a> {
     failures: Mutex<Vec<TaskFailure>>,
     /// Failed tasks of the phase running now.
     phase_failures: AtomicU64,
+    /// Where failed tasks are listed.
+    failures_path: PathBuf,
     /// Completed tasks, saved for a resume.
     journal: Option<Journal>,
     /// Tasks taken from the journal instead of run.
     resumed: AtomicU64,
     /// The running phase's tasks, for stragglers.
-    flight: Flight,
+    flight: Flight<Input>,
     /// Backup invocations started.
     backups: AtomicU64,
     started: Instant,
@@ -290,8 +296,20 @@ impl Shared<'_> {
     /// Records a failed task; whether the job tolerates it (so far: a
     /// percentage threshold is checked when the phase ends).
     fn tolerate(&self, f: &TaskFailure) -> bool {
-        self.failures.lock().expect("not poisoned").push(f.clone());
-        let failed = self.phase_failures.fetch_add(1, Relaxed) + 1;
+        let mut failures = self.failures.lock().expect("not poisoned");
+        // A task that failed before a crash and fails again after the
+        // resume is still one failed task.
+        let again = failures.iter().any(|o| o.stage == f.stage && o.phase == f.phase && o.task == f.task);
+        failures.push(f.clone());
+        // Listed at once, so that a run killed later still reports it when
+        // resumed (the list is rewritten whole at the end).
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.failures_path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, failure_line(f).as_bytes()));
+        drop(failures);
+        let failed = self.phase_failures.fetch_add(u64::from(!again), Relaxed) + u64::from(!again);
         let p = &self.plan.platform;
         match (p.tolerated_failure_count, p.tolerated_failure_percent) {
             (None, None) => false,
@@ -344,11 +362,37 @@ fn execute(
         .iter()
         .map(|s| (s.concurrency < concurrency).then(|| Limit { free: Mutex::new(s.concurrency), cv: Condvar::new() }))
         .collect();
+    // A resumed run reports the whole run: the interrupted part's
+    // invocations and failed tasks count too.
+    let steps = compiled.stages.len() * 3;
+    let mut earlier_stats = vec![StageStats::default(); steps];
+    let mut earlier_failures = Vec::new();
+    if opts.resume {
+        let step_of = |stage: &str, phase: &str| {
+            let s = compiled.stages.iter().position(|c| c.name == stage)?;
+            let kind = ["map", "combine", "reduce"].iter().position(|p| *p == phase)?;
+            Some(s * 3 + kind)
+        };
+        crate::metrics::replay(&run_dir.join("invocations.jsonl"), step_of, &mut earlier_stats)?;
+        earlier_failures = read_failures(&run_dir.join("failures.jsonl"))?;
+    } else {
+        let _ = std::fs::remove_file(run_dir.join("failures.jsonl"));
+    }
+    let phase_of = |f: &TaskFailure| {
+        compiled
+            .phases
+            .iter()
+            .position(|p| p.steps.iter().any(|s| compiled.stages[s.stage()].name == f.stage && s.phase() == f.phase))
+    };
+    let earlier_by_phase: Vec<u64> = (0..compiled.phases.len())
+        .map(|i| earlier_failures.iter().filter(|f| phase_of(f) == Some(i)).count() as u64)
+        .collect();
     let shared = Shared {
         compiled,
         plan,
         chaos: opts.chaos,
-        failures: Mutex::new(Vec::new()),
+        failures: Mutex::new(earlier_failures),
+        failures_path: run_dir.join("failures.jsonl"),
         phase_failures: AtomicU64::new(0),
         resumed: AtomicU64::new(0),
         flight: Flight::default(),
@@ -366,7 +410,6 @@ fn execute(
         input_records: AtomicU64::new(0),
         input_bytes: AtomicU64::new(0),
     };
-    let steps = compiled.stages.len() * 3;
     let mut workers: Vec<(Worker, Recorder<'_>)> = (0..concurrency)
         .map(|id| {
             let containers = (0..steps).map(|_| None).collect();
@@ -376,7 +419,7 @@ fn execute(
         .collect();
     let mut splits = 0;
     for (index, phase) in compiled.phases.iter().enumerate() {
-        shared.phase_failures.store(0, Relaxed);
+        shared.phase_failures.store(earlier_by_phase[index], Relaxed);
         let n = run_phase(&shared, index, phase, &mut workers);
         if phase.source.is_none() {
             splits = n;
@@ -392,7 +435,7 @@ fn execute(
             break;
         }
     }
-    let mut stats = vec![StageStats::default(); steps];
+    let mut stats = earlier_stats;
     for (_, r) in &mut workers {
         r.flush()?;
         for (s, w) in stats.iter_mut().zip(&r.stats) {
@@ -402,19 +445,10 @@ fn execute(
     if let Some(j) = &shared.journal {
         j.finish(!shared.failed.load(Relaxed))?;
     }
-    let failures = std::mem::take(&mut *shared.failures.lock().expect("not poisoned"));
+    let failures = dedupe(std::mem::take(&mut *shared.failures.lock().expect("not poisoned")));
     if !failures.is_empty() {
         let path = run_dir.join("failures.jsonl");
-        let lines: String = failures
-            .iter()
-            .map(|f| {
-                let v = serde_json::json!({
-                    "stage": f.stage, "phase": f.phase, "task": f.task, "input": f.input,
-                    "attempts": f.attempt, "error": f.message,
-                });
-                format!("{v}\n")
-            })
-            .collect();
+        let lines: String = failures.iter().map(failure_line).collect();
         std::fs::write(&path, lines).map_err(|e| EngineError::io(&path, e))?;
     }
     let failure = shared.failure.lock().expect("not poisoned").take();
@@ -437,6 +471,59 @@ fn execute(
         failures,
     };
     Ok((state, staged))
+}
+
+/// The failed tasks an interrupted run listed in `path`.
+fn read_failures(path: &Path) -> Result<Vec<TaskFailure>, EngineError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(EngineError::io(path, e)),
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let phase = match v["phase"].as_str() {
+            Some("combine") => "combine",
+            Some("reduce") => "reduce",
+            _ => "map",
+        };
+        out.push(TaskFailure {
+            stage: text("stage"),
+            phase,
+            task: v["task"].as_u64().unwrap_or_default(),
+            attempt: v["attempts"].as_u64().unwrap_or_default() as u32,
+            input: text("input"),
+            message: text("error"),
+        });
+    }
+    Ok(dedupe(out))
+}
+
+/// One line of `failures.jsonl`.
+fn failure_line(f: &TaskFailure) -> String {
+    let v = serde_json::json!({
+        "stage": f.stage, "phase": f.phase, "task": f.task, "input": f.input,
+        "attempts": f.attempt, "error": f.message,
+    });
+    format!("{v}\n")
+}
+
+/// Keeps the last failure of each task (a task redone after a crash may
+/// have failed before it).
+fn dedupe(failures: Vec<TaskFailure>) -> Vec<TaskFailure> {
+    let mut last = std::collections::HashMap::new();
+    for (i, f) in failures.iter().enumerate() {
+        last.insert((f.stage.clone(), f.phase, f.task), i);
+    }
+    let mut out = failures;
+    let mut i = 0;
+    out.retain(|f| {
+        i += 1;
+        last[&(f.stage.clone(), f.phase, f.task)] == i - 1
+    });
+    out
 }
 
 /// Takes task `task`'s output from the journal, if an earlier run completed
@@ -545,14 +632,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     let _ = tx.send(group);
                 }
                 // Until every split is done, back up the stragglers.
-                let p = &shared.plan.platform;
-                while p.backups && !shared.failed.load(Relaxed) && shared.flight.finished() < count {
-                    for (task, split) in shared.flight.stragglers(count, p.backup_when_done, p.backup_after) {
-                        shared.backups.fetch_add(1, Relaxed);
-                        let _ = tx.send(vec![Task::new(task, Input::Split(split), true)]);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
+                backups(shared, &tx, count);
             }
             Some(stage) => {
                 let n = shared.shuffles[stage].as_ref().expect("a keyed stage has a shuffle").partitions();
@@ -575,6 +655,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     }
                     let _ = tx.send(vec![Task::new(part as u64, Input::Partition(part), false)]);
                 }
+                backups(shared, &tx, count);
             }
         }
         for p in &counted {
@@ -583,6 +664,19 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
         drop(tx);
     });
     count
+}
+
+/// Until the phase's `count` tasks are done, backs up its stragglers (when
+/// the platform has backups).
+fn backups(shared: &Shared<'_>, tx: &crossbeam_channel::Sender<Vec<Task>>, count: u64) {
+    let p = &shared.plan.platform;
+    while p.backups && !shared.failed.load(Relaxed) && shared.flight.finished() < count {
+        for (task, input) in shared.flight.stragglers(count, p.backup_when_done, p.backup_after) {
+            shared.backups.fetch_add(1, Relaxed);
+            let _ = tx.send(vec![Task::new(task, input, true)]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Reads a task's input: a split's records, or a partition's batches.
@@ -606,18 +700,27 @@ fn load(
             Ok((batches, split.bytes()))
         }
         Input::Partition(p) => {
-            let shuffle = shared.shuffles[stage.expect("a partition belongs to a keyed stage")].as_ref();
-            let batches = shuffle.expect("a keyed stage has a shuffle").take(*p)?;
+            let batches = take(shared, stage, *p)?;
             let bytes = batches.iter().map(|b| b.get_array_memory_size() as u64).sum();
             Ok((batches, bytes))
         }
+        Input::Taken(_, batches) => {
+            let bytes = batches.iter().map(|b| b.get_array_memory_size() as u64).sum();
+            Ok((batches.clone(), bytes))
+        }
     }
+}
+
+/// Takes partition `p` of keyed stage `stage`'s shuffle.
+fn take(shared: &Shared<'_>, stage: Option<usize>, p: usize) -> Result<Vec<RecordBatch>, EngineError> {
+    let shuffle = shared.shuffles[stage.expect("a partition belongs to a keyed stage")].as_ref();
+    shuffle.expect("a keyed stage has a shuffle").take(p)
 }
 
 fn describe(input: &Input) -> String {
     match input {
         Input::Split(s) => s.to_string(),
-        Input::Partition(p) => format!("partition {p}"),
+        Input::Partition(p) | Input::Taken(p, _) => format!("partition {p}"),
     }
 }
 
@@ -629,15 +732,17 @@ fn run_task(
     recorder: &mut Recorder<'_>,
     t: Task,
 ) -> Result<(), EngineError> {
-    let Task { id: task, input, queued, backup } = t;
-    let split = match &input {
-        Input::Split(s) => Some(s),
-        Input::Partition(_) => None,
-    };
+    let Task { id: task, mut input, queued, backup } = t;
     // Without backups each task runs once: nothing to track.
     let tracked = shared.plan.platform.backups;
-    if tracked && !shared.flight.start(task, split, backup) {
-        return Ok(());
+    if tracked {
+        // A backup of a partition needs its batches: take them now.
+        if let Input::Partition(p) = input {
+            input = Input::Taken(p, take(shared, phase.source, p)?);
+        }
+        if !shared.flight.start(task, &input, backup) {
+            return Ok(());
+        }
     }
     let out = match run_steps(shared, phase, worker, recorder, task, &input, queued, backup) {
         Ok(out) => out,
@@ -655,6 +760,9 @@ fn run_task(
         return Ok(());
     }
     if let Some(journal) = &shared.journal {
+        // The task's invocation records reach the log before the task is
+        // journaled, so that a resumed run's report misses none of them.
+        recorder.flush()?;
         let schema = match phase.sink {
             Sink::Gather => shared.compiled.output.clone(),
             Sink::Shuffle(s) => shared.compiled.stages[s].function.output_schema(),

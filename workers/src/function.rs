@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use arrow_array::RecordBatch;
@@ -37,14 +38,22 @@ pub struct Invocation<'a> {
     /// The input split, for the first step of a task over the input (a
     /// function may read it itself: see [`Planned::reads_split`]).
     pub split: Option<&'a fanout_datasets::Split>,
+    /// Set when the engine abandons the invocation (another run of the
+    /// task finished first, or the deadline passed).
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 impl Invocation<'_> {
-    /// Whether the deadline has passed: a long-running function should
-    /// check this and stop, since the engine has abandoned the invocation
-    /// and will discard its result.
+    /// Whether the deadline has passed or the invocation was cancelled: a
+    /// long-running function should check this and stop, since the engine
+    /// has abandoned the invocation and will discard its result.
     pub fn expired(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.deadline.is_some_and(|d| Instant::now() >= d) || self.cancelled()
+    }
+
+    /// Whether the engine cancelled the invocation.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 

@@ -20,7 +20,7 @@
 //! let spec = StageSpec { params: &params, input: &lines.schema(), key: None };
 //! let planned = Registry::builtins().get("word_count").unwrap().plan(&spec)?;
 //! let mut container = planned.init()?; // the cold start
-//! let inv = Invocation { stage: "count", task: 0, attempt: 1, deadline: None, split: None };
+//! let inv = Invocation { stage: "count", task: 0, attempt: 1, deadline: None, split: None, cancel: None };
 //! let out = container.call(&inv, vec![lines])?;
 //! assert_eq!(out[0].num_rows(), 2); // a: 2, b: 1
 //! # Ok::<(), Box<dyn std::error::Error>>(())

@@ -60,15 +60,27 @@ impl Exec {
         }
         let program = &self.command[0];
         let mut child = cmd.spawn().map_err(|e| FunctionError::permanent(format!("cannot start `{program}`: {e}")))?;
-        let watchdog = inv.deadline.map(|d| Watchdog::start(child.id(), d));
-        let result = run(&mut child, input);
-        let timed_out = watchdog.is_some_and(Watchdog::stop);
+        // With a deadline or a way to be cancelled, a watchdog kills the
+        // process group when either comes.
+        let (result, timed_out) = if inv.deadline.is_some() || inv.cancel.is_some() {
+            let pid = child.id();
+            let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+            std::thread::scope(|scope| {
+                let watchdog = scope.spawn(|| watch(pid, inv, &stopped));
+                let result = run(&mut child, input);
+                let _ = stop.send(());
+                (result, watchdog.join().unwrap_or(false))
+            })
+        } else {
+            (run(&mut child, input), false)
+        };
         let (status, stdout, stderr) = result.map_err(|e| FunctionError::transient(format!("`{program}`: {e}")))?;
         let tail = stderr.text();
         let with_stderr = |m: String| if tail.is_empty() { m } else { format!("{m}; the end of its stderr:\n{tail}") };
         if timed_out {
+            let why = if inv.cancelled() { "was cancelled" } else { "passed its deadline" };
             return Err(FunctionError::transient(with_stderr(format!(
-                "`{program}` passed its deadline and was killed with its process group"
+                "`{program}` {why} and was killed with its process group"
             ))));
         }
         if let Some(signal) = status.signal() {
@@ -116,32 +128,22 @@ fn run(child: &mut Child, input: Vec<u8>) -> std::io::Result<(std::process::Exit
     Ok((status, out, tail))
 }
 
-/// Kills a process group at its deadline unless stopped first.
-struct Watchdog {
-    stop: crossbeam_channel::Sender<()>,
-    thread: std::thread::JoinHandle<bool>,
-}
+/// How often the watchdog checks for a cancellation.
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-impl Watchdog {
-    fn start(pid: u32, deadline: Instant) -> Watchdog {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
-        let thread = std::thread::spawn(move || {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match stopped.recv_timeout(wait) {
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    kill_group(pid);
-                    true
-                }
-                _ => false,
+/// Waits until `stopped` says the process ended, or kills its group at the
+/// invocation's deadline or cancellation; whether it killed it.
+fn watch(pid: u32, inv: &Invocation<'_>, stopped: &crossbeam_channel::Receiver<()>) -> bool {
+    loop {
+        let wait = inv.deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
+        match stopped.recv_timeout(wait) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) if inv.expired() => {
+                kill_group(pid);
+                return true;
             }
-        });
-        Watchdog { stop, thread }
-    }
-
-    /// Stops the watchdog; whether it had fired.
-    fn stop(self) -> bool {
-        let _ = self.stop.send(());
-        self.thread.join().unwrap_or(false)
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return false,
+        }
     }
 }
 

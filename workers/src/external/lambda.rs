@@ -175,6 +175,9 @@ impl Sandbox {
                 Err(_) => {
                     if inv.expired() {
                         self.kill();
+                        if inv.cancelled() {
+                            return Err(FunctionError::transient("cancelled; the process was killed"));
+                        }
                         let took = humantime::format_duration(Duration::from_millis(now.elapsed().as_millis() as u64));
                         return Err(FunctionError::transient(
                             self.with_logs(format!("timed out after {took}; the process was killed")),
