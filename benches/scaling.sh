@@ -4,16 +4,19 @@
 # csv group-by (W3), Monte Carlo pi (W4) and dispatch (W2), each pair in
 # the same loop so that only ratios are compared.
 #
-# Usage: benches/scaling.sh FANOUT LIMITS [OUT_DIR]
+# Usage: benches/scaling.sh FANOUT LIMITS [LAMBDA_FIXTURE] [OUT_DIR]
 #   FANOUT: a release build of the fanout binary
 #   LIMITS: the release build of benches/limits.rs
 #           (cargo bench --bench limits --no-run prints its path)
+#   LAMBDA_FIXTURE: a release build of tests/fixtures/lambda-rust, for the
+#           exec (W5) and lambda (W6) rows
 # Prints a markdown table per workload; data goes to OUT_DIR (default
 # target/scaling), generated once.
 set -euo pipefail
 FANOUT=$(realpath "$1")
 LIMITS=$(realpath "$2")
-OUT=${3:-target/scaling}
+FIXTURE=${3:+$(realpath "$3")}
+OUT=${4:-target/scaling}
 mkdir -p "$OUT"
 cd "$OUT"
 CORES=$(nproc)
@@ -21,7 +24,7 @@ THREADS=""
 for t in 1 2 4 8 16 32; do
     if [ "$t" -le "$CORES" ]; then THREADS="$THREADS $t"; fi
 done
-SIZE=${SIZE:-2GiB}
+SIZE=${SIZE:-1GiB}
 
 now() { date +%s.%N; }
 calc() { awk "BEGIN { print $1 }"; }
@@ -37,7 +40,7 @@ wall() {
 [ -f text.txt ] || "$FANOUT" datasets gen text --size "$SIZE" --seed 1 --out text.txt >/dev/null
 [ -f events.csv ] || "$FANOUT" datasets gen csv --rows 10000000 --seed 1 --out events.csv >/dev/null
 [ -f range.csv ] || "$FANOUT" datasets gen range --rows 1000 --out range.csv >/dev/null
-[ -f tiny.txt ] || yes a | head -n 200000 > tiny.txt
+[ -f tiny.txt ] || awk 'BEGIN { for (i = 0; i < 200000; i++) print "a" }' > tiny.txt
 
 cat > wordcount.toml <<EOF
 [input]
@@ -141,4 +144,38 @@ echo "|---|---|---|"
 for t in $THREADS; do
     f=$(wall run dispatch.toml "$t" --no-journal)
     printf "| %s | %.2f | %.0f |\n" "$t" "$f" "$(calc "200000 / $f")"
+done
+
+[ -n "$FIXTURE" ] || exit 0
+[ -f tiny-20k.txt ] || head -n 20000 tiny.txt > tiny-20k.txt
+[ -f text-2MiB.txt ] || "$FANOUT" datasets gen text --size 2MiB --seed 1 --out text-2MiB.txt >/dev/null
+CHUNKS=$(( $(stat -c %s text-2MiB.txt) / 1024 ))
+cat > exec.toml <<EOF
+[input]
+path = "text-2MiB.txt"
+chunk_size = "1KiB"
+[[stage]]
+function = { exec = ["cat"] }
+[output]
+path = "exec-out.csv"
+mode = "overwrite"
+EOF
+cat > lambda.toml <<EOF
+[input]
+path = "tiny-20k.txt"
+chunk_size = 1
+[[stage]]
+function = { lambda = ["$FIXTURE"], schema = ["line:utf8", "echoed:bool"] }
+[output]
+path = "lambda-out.csv"
+mode = "overwrite"
+EOF
+echo
+echo "## W5 exec (a cat process per 1 KiB chunk, about $CHUNKS chunks) and W6 lambda (20,000 invocations of the lambda_runtime fixture), --no-journal"
+echo "| threads | exec jobs/s | lambda invocations/s |"
+echo "|---|---|---|"
+for t in $THREADS; do
+    e=$(wall run exec.toml "$t" --no-journal)
+    l=$(wall run lambda.toml "$t" --no-journal)
+    printf "| %s | %.0f | %.0f |\n" "$t" "$(calc "$CHUNKS / $e")" "$(calc "20000 / $l")"
 done

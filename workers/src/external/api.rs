@@ -54,7 +54,7 @@ pub(crate) enum Outcome {
 enum Phase {
     Init,
     Ready,
-    Invoking { id: String, delivered: bool, reply: crossbeam_channel::Sender<Outcome> },
+    Invoking { id: String, delivered: bool, reply: tokio::sync::oneshot::Sender<Outcome> },
 }
 
 struct State {
@@ -65,7 +65,7 @@ struct State {
 pub(crate) struct Api {
     state: Mutex<State>,
     events: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Event>>,
-    signals: crossbeam_channel::Sender<Signal>,
+    signals: tokio::sync::mpsc::UnboundedSender<Signal>,
     payload_limit: u64,
     function_arn: String,
 }
@@ -75,7 +75,7 @@ type Reply = Response<Full<Bytes>>;
 impl Api {
     /// A new API, and the sender its events come from.
     pub(crate) fn new(
-        signals: crossbeam_channel::Sender<Signal>,
+        signals: tokio::sync::mpsc::UnboundedSender<Signal>,
         payload_limit: u64,
         function: &str,
     ) -> (Arc<Api>, tokio::sync::mpsc::UnboundedSender<Event>) {
@@ -91,7 +91,7 @@ impl Api {
     }
 
     /// Starts an invocation: the next event delivered answers to `reply`.
-    pub(crate) fn begin(&self, id: &str, reply: crossbeam_channel::Sender<Outcome>) {
+    pub(crate) fn begin(&self, id: &str, reply: tokio::sync::oneshot::Sender<Outcome>) {
         let mut st = self.state.lock().expect("not poisoned");
         st.phase = Phase::Invoking { id: id.to_string(), delivered: false, reply };
     }

@@ -5,7 +5,7 @@
 //! with the end of its stderr; a process past its deadline is killed with
 //! its whole process group.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -25,6 +25,8 @@ const INLINE_INPUT: usize = 64 * 1024;
 /// An exec function, ready to run.
 pub(crate) struct Exec {
     pub(crate) command: Vec<String>,
+    /// The program, found on `PATH` once rather than at every spawn.
+    pub(crate) program: std::path::PathBuf,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) cwd: Option<std::path::PathBuf>,
     pub(crate) io: IoFormat,
@@ -36,14 +38,21 @@ pub(crate) struct Exec {
 }
 
 impl Exec {
-    /// One invocation: a process fed the batches.
+    /// One invocation: a process fed the batches. `stderr`, a scratch
+    /// file of the container's, takes the process's stderr (no thread to
+    /// drain a pipe); without one, a pipe is drained.
     pub(crate) fn call(
         &self,
         inv: &Invocation<'_>,
         batches: &[RecordBatch],
+        mut stderr: Option<&mut std::fs::File>,
     ) -> Result<Vec<RecordBatch>, FunctionError> {
+        if let Some(f) = stderr.as_deref_mut() {
+            f.set_len(0).and_then(|_| f.rewind()).map_err(|e| FunctionError::transient(format!("stderr: {e}")))?;
+        }
+        let stderr = stderr.as_deref();
         let input = codec::encode(self.io, &self.input_schema, batches).map_err(FunctionError::permanent)?;
-        let mut cmd = Command::new(&self.command[0]);
+        let mut cmd = Command::new(&self.program);
         cmd.args(&self.command[1..])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("FANOUT_STAGE", inv.stage)
@@ -52,7 +61,10 @@ impl Exec {
             .env("FANOUT_PARAMS", &self.params)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(match stderr {
+                Some(f) => Stdio::from(f.try_clone().map_err(|e| FunctionError::transient(format!("stderr: {e}")))?),
+                None => Stdio::piped(),
+            })
             // Its own process group, so that a kill takes its children too.
             .process_group(0);
         if let Some(dir) = &self.cwd {
@@ -67,12 +79,12 @@ impl Exec {
             let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
             std::thread::scope(|scope| {
                 let watchdog = scope.spawn(|| watch(pid, inv, &stopped));
-                let result = run(&mut child, input);
+                let result = run(&mut child, input, stderr);
                 let _ = stop.send(());
                 (result, watchdog.join().unwrap_or(false))
             })
         } else {
-            (run(&mut child, input), false)
+            (run(&mut child, input, stderr), false)
         };
         let (status, stdout, stderr) = result.map_err(|e| FunctionError::transient(format!("`{program}`: {e}")))?;
         let tail = stderr.text();
@@ -101,11 +113,15 @@ impl Exec {
     }
 }
 
-/// Feeds stdin, collects stdout and the end of stderr, and waits.
-fn run(child: &mut Child, input: Vec<u8>) -> std::io::Result<(std::process::ExitStatus, Vec<u8>, Tail)> {
+/// Feeds stdin, collects stdout and the end of stderr (from the pipe, or
+/// from `stderr`, the file it went to), and waits.
+fn run(
+    child: &mut Child,
+    input: Vec<u8>,
+    stderr: Option<&std::fs::File>,
+) -> std::io::Result<(std::process::ExitStatus, Vec<u8>, Tail)> {
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
     let writer = if input.len() <= INLINE_INPUT {
         // A process that exits without reading its input is not an error.
         let _ = stdin.write_all(&input);
@@ -116,14 +132,23 @@ fn run(child: &mut Child, input: Vec<u8>) -> std::io::Result<(std::process::Exit
             let _ = stdin.write_all(&input);
         }))
     };
-    let errors = std::thread::spawn(move || Tail::drain(stderr));
+    let errors = child.stderr.take().map(|pipe| std::thread::spawn(move || Tail::drain(pipe)));
     let mut out = Vec::new();
     let read = stdout.read_to_end(&mut out);
     let status = child.wait()?;
     if let Some(w) = writer {
         let _ = w.join();
     }
-    let tail = errors.join().unwrap_or_default();
+    let tail = match (errors, stderr) {
+        (Some(t), _) => t.join().unwrap_or_default(),
+        (None, Some(mut f)) => {
+            // The end of what the process wrote.
+            let len = f.seek(SeekFrom::End(0))?;
+            f.seek(SeekFrom::Start(len.saturating_sub(super::TAIL_BYTES as u64)))?;
+            Tail::drain(f)
+        }
+        (None, None) => Tail::default(),
+    };
     read?;
     Ok((status, out, tail))
 }

@@ -25,7 +25,7 @@ use fanout_jobs::EventMode;
 
 use crate::external::api::{Api, Event, Outcome, Signal};
 use crate::external::exec::signal_name;
-use crate::external::{Tail, codec, kill_group, runtime};
+use crate::external::{Tail, codec, kill_group};
 use crate::function::{FunctionError, Invocation};
 
 /// How long a new process may take to ask for its first event (Lambda's
@@ -57,9 +57,18 @@ pub(crate) struct LambdaSpec {
 
 static SANDBOXES: AtomicU64 = AtomicU64::new(0);
 
+/// How waiting for an invocation's answer ended.
+enum Waited {
+    Outcome(Outcome),
+    Stopped,
+    Expired,
+    Exited(std::process::ExitStatus),
+}
+
 /// A live worker process and its Runtime API.
 pub(crate) struct Sandbox {
     spec: Arc<LambdaSpec>,
+    rt: tokio::runtime::Runtime,
     child: Child,
     api: Arc<Api>,
     events: tokio::sync::mpsc::UnboundedSender<Event>,
@@ -75,62 +84,70 @@ impl Sandbox {
     /// Starts a process and waits for its init phase to end.
     pub(crate) fn start(spec: Arc<LambdaSpec>) -> Result<Sandbox, FunctionError> {
         let io = |what: &str, e: std::io::Error| FunctionError::transient(format!("{what}: {e}"));
+        // The sandbox's Runtime API runs on the thread that invokes it,
+        // only while it waits for the process: no hand-off between
+        // threads on the way to the function and back.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| io("runtime API", e))?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("runtime API", e))?;
         listener.set_nonblocking(true).map_err(|e| io("runtime API", e))?;
         let port = listener.local_addr().map_err(|e| io("runtime API", e))?.port();
-        let (signals, signalled) = crossbeam_channel::unbounded();
+        let (signals, mut signalled) = tokio::sync::mpsc::unbounded_channel();
         let (api, events) = Api::new(signals, spec.payload_limit, &spec.stage);
-        let rt = runtime();
         let server = {
             let _in = rt.enter();
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| io("runtime API", e))?;
             rt.spawn(api.clone().serve(listener)).abort_handle()
         };
         let id = SANDBOXES.fetch_add(1, Relaxed);
-        let mut child = match spawn(&spec, port, id) {
-            Ok(c) => c,
-            Err(e) => {
-                server.abort();
-                return Err(e);
-            }
-        };
+        let child = spawn(&spec, port, id)?;
         let logs = Arc::new(Mutex::new(Tail::default()));
-        for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as _),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let logs = logs.clone();
+        let mut sandbox = Sandbox { spec, rt, child, api, events, server, logs, id, seq: 0, spent: false };
+        let pipes = [
+            sandbox.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            sandbox.child.stderr.take().map(|p| Box::new(p) as _),
+        ];
+        for pipe in pipes.into_iter().flatten() {
+            let logs = sandbox.logs.clone();
             std::thread::spawn(move || Tail::drain_into(pipe, &logs));
         }
-        let mut sandbox = Sandbox { spec, child, api, events, server, logs, id, seq: 0, spent: false };
         let started = Instant::now();
-        loop {
-            match signalled.recv_timeout(POLL) {
-                Ok(Signal::Ready) => return Ok(sandbox),
-                Ok(Signal::InitError(message)) => {
-                    sandbox.spent = true;
-                    return Err(FunctionError::permanent(sandbox.with_logs(format!("init error: {message}"))));
-                }
-                Err(_) => {
-                    if let Ok(Some(status)) = sandbox.child.try_wait() {
-                        sandbox.spent = true;
-                        let program = &sandbox.spec.command[0];
-                        return Err(FunctionError::permanent(
-                            sandbox
-                                .with_logs(format!("`{program}` {} before asking for its first event", exit(status))),
-                        ));
-                    }
-                    if started.elapsed() > INIT_TIMEOUT {
-                        sandbox.spent = true;
-                        return Err(FunctionError::transient(sandbox.with_logs(format!(
-                            "init timed out: no request for an event within {}",
-                            humantime::format_duration(INIT_TIMEOUT)
-                        ))));
+        let Sandbox { rt, child, .. } = &mut sandbox;
+        let outcome = rt.block_on(async {
+            loop {
+                match tokio::time::timeout(POLL, signalled.recv()).await {
+                    Ok(Some(Signal::Ready)) => return Ok(()),
+                    Ok(Some(Signal::InitError(message))) => return Err(Err(format!("init error: {message}"))),
+                    Ok(None) => return Err(Ok(None)),
+                    Err(_) => {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            return Err(Ok(Some(status)));
+                        }
+                        if started.elapsed() > INIT_TIMEOUT {
+                            return Err(Ok(None));
+                        }
                     }
                 }
+            }
+        });
+        match outcome {
+            Ok(()) => Ok(sandbox),
+            Err(failure) => {
+                sandbox.spent = true;
+                let program = &sandbox.spec.command[0];
+                Err(match failure {
+                    Err(message) => FunctionError::permanent(sandbox.with_logs(message)),
+                    Ok(Some(status)) => FunctionError::permanent(
+                        sandbox.with_logs(format!("`{program}` {} before asking for its first event", exit(status))),
+                    ),
+                    Ok(None) => FunctionError::transient(sandbox.with_logs(format!(
+                        "init timed out: no request for an event within {}",
+                        humantime::format_duration(INIT_TIMEOUT)
+                    ))),
+                })
             }
         }
     }
@@ -144,7 +161,7 @@ impl Sandbox {
         let body = self.event(inv, batches)?;
         self.seq += 1;
         let id = request_id(self.id, self.seq);
-        let (reply, replies) = crossbeam_channel::bounded(1);
+        let (reply, mut replied) = tokio::sync::oneshot::channel();
         self.api.begin(&id, reply);
         let now = Instant::now();
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -159,37 +176,50 @@ impl Sandbox {
             self.spent = true;
             return Err(FunctionError::transient("the sandbox stopped"));
         }
-        loop {
-            let wait = inv.deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
-            match replies.recv_timeout(wait) {
-                Ok(Outcome::Response(body)) => return self.records(&body),
-                Ok(Outcome::Error { kind, message }) => {
-                    return Err(FunctionError::transient(self.memory(format!("{kind}: {message}"))));
-                }
-                Ok(Outcome::TooLarge) => {
-                    return Err(FunctionError::permanent(format!(
-                        "the response is over the payload limit of {} bytes (platform.payload_limit)",
-                        self.spec.payload_limit
-                    )));
-                }
-                Err(_) => {
-                    if inv.expired() {
-                        self.kill();
-                        if inv.cancelled() {
-                            return Err(FunctionError::transient("cancelled; the process was killed"));
+        let Sandbox { rt, child, .. } = self;
+        let waited = rt.block_on(async {
+            loop {
+                let wait = inv.deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
+                match tokio::time::timeout(wait, &mut replied).await {
+                    // The connection wrote its 202 in the same poll that
+                    // sent the outcome, before this future runs again.
+                    Ok(Ok(outcome)) => return Waited::Outcome(outcome),
+                    Ok(Err(_)) => return Waited::Stopped,
+                    Err(_) if inv.expired() => return Waited::Expired,
+                    Err(_) => {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            return Waited::Exited(status);
                         }
-                        let took = humantime::format_duration(Duration::from_millis(now.elapsed().as_millis() as u64));
-                        return Err(FunctionError::transient(
-                            self.with_logs(format!("timed out after {took}; the process was killed")),
-                        ));
-                    }
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        self.spent = true;
-                        let program = &self.spec.command[0];
-                        let message = format!("`{program}` {} during the invocation", exit(status));
-                        return Err(FunctionError::transient(self.memory(self.with_logs(message))));
                     }
                 }
+            }
+        });
+        match waited {
+            Waited::Outcome(Outcome::Response(body)) => self.records(&body),
+            Waited::Outcome(Outcome::Error { kind, message }) => {
+                Err(FunctionError::transient(self.memory(format!("{kind}: {message}"))))
+            }
+            Waited::Outcome(Outcome::TooLarge) => Err(FunctionError::permanent(format!(
+                "the response is over the payload limit of {} bytes (platform.payload_limit)",
+                self.spec.payload_limit
+            ))),
+            Waited::Stopped => {
+                self.spent = true;
+                Err(FunctionError::transient("the sandbox stopped"))
+            }
+            Waited::Expired => {
+                self.kill();
+                if inv.cancelled() {
+                    return Err(FunctionError::transient("cancelled; the process was killed"));
+                }
+                let took = humantime::format_duration(Duration::from_millis(now.elapsed().as_millis() as u64));
+                Err(FunctionError::transient(self.with_logs(format!("timed out after {took}; the process was killed"))))
+            }
+            Waited::Exited(status) => {
+                self.spent = true;
+                let program = &self.spec.command[0];
+                let message = format!("`{program}` {} during the invocation", exit(status));
+                Err(FunctionError::transient(self.memory(self.with_logs(message))))
             }
         }
     }

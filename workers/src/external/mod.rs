@@ -13,7 +13,7 @@ mod exec;
 mod lambda;
 
 use std::io::Read;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -83,6 +83,7 @@ pub fn plan(backend: Backend, x: &ExternalPlan, ctx: &ExternalContext<'_>) -> Re
             }
             Kind::Exec(Arc::new(Exec {
                 command: x.command.clone(),
+                program: resolve(&x.command[0]),
                 env: x.env.clone(),
                 cwd: x.cwd.clone(),
                 io,
@@ -127,7 +128,8 @@ struct External {
 impl External {
     fn instance(&self) -> Result<Instance, FunctionError> {
         Ok(match &self.kind {
-            Kind::Exec(e) => Instance::Exec(e.clone()),
+            // A scratch file for the processes' stderr; a pipe if none.
+            Kind::Exec(e) => Instance::Exec(e.clone(), tempfile::tempfile().ok()),
             Kind::Lambda(spec) => Instance::Lambda(Sandbox::start(spec.clone())?),
         })
     }
@@ -171,14 +173,14 @@ impl MapInstance for PassThrough {
 /// A container of an external function: nothing for exec (each invocation
 /// is a new process), a live worker process for lambda.
 enum Instance {
-    Exec(Arc<Exec>),
+    Exec(Arc<Exec>, Option<std::fs::File>),
     Lambda(Sandbox),
 }
 
 impl Instance {
     fn invoke(&mut self, inv: &Invocation<'_>, input: &[RecordBatch]) -> Result<Vec<RecordBatch>, FunctionError> {
         match self {
-            Instance::Exec(e) => e.call(inv, input),
+            Instance::Exec(e, stderr) => e.call(inv, input, stderr.as_mut()),
             Instance::Lambda(s) => s.call(inv, input),
         }
     }
@@ -208,18 +210,16 @@ impl ReduceInstance for Instance {
     }
 }
 
-/// The runtime that serves every sandbox's Runtime API: one thread, since
-/// each request is a few microseconds of work.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fanout-runtime-api")
-            .enable_io()
-            .build()
-            .expect("a tokio runtime starts")
-    })
+/// The program of a command: a name is looked up on `PATH` once (a spawn
+/// would search it every time); a path is kept as it is.
+fn resolve(program: &str) -> std::path::PathBuf {
+    if !program.contains('/')
+        && let Some(path) = std::env::var_os("PATH")
+        && let Some(found) = std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+    {
+        return found;
+    }
+    std::path::PathBuf::from(program)
 }
 
 /// Kills a process group (a process started as its group's leader, and
@@ -235,7 +235,7 @@ pub(crate) struct Tail {
 }
 
 /// Bytes of output kept.
-const TAIL_BYTES: usize = 8 * 1024;
+pub(crate) const TAIL_BYTES: usize = 8 * 1024;
 /// Lines of output shown.
 const TAIL_LINES: usize = 20;
 
