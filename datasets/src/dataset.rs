@@ -402,11 +402,18 @@ pub(crate) fn open_whole(file: &InputFile) -> Result<Box<dyn Read + Send>> {
     open_range(file, &SplitRange::Whole)
 }
 
-/// File handles kept between reads: the last file a worker read.
+/// File handles kept between reads: the last file a worker read, and a
+/// window of it read ahead, so that many tiny splits of one file (a
+/// worker gets neighbouring splits together) cost one read, not one each.
 #[derive(Debug, Default)]
 pub struct OpenFiles {
     last: Option<(std::path::PathBuf, Arc<File>)>,
+    /// Bytes `[start, start + len)` of the last file.
+    window: Option<(u64, Arc<Vec<u8>>)>,
 }
+
+/// Bytes read ahead for small splits.
+const WINDOW: u64 = 64 * 1024;
 
 impl OpenFiles {
     /// The bytes of `range` of `file`, through a kept handle where one
@@ -420,10 +427,61 @@ impl OpenFiles {
             _ => {
                 let handle = Arc::new(File::open(&file.path).map_err(|e| Error::io(&file.path, e))?);
                 self.last = Some((file.path.clone(), handle.clone()));
+                self.window = None;
                 handle
             }
         };
-        Ok(Box::new(RangeReader { file: handle, at: offset, end: offset + len }))
+        if len > WINDOW / 4 {
+            return Ok(Box::new(RangeReader { file: handle, at: offset, end: offset + len }));
+        }
+        let covered = |w: &(u64, Arc<Vec<u8>>)| w.0 <= offset && offset + len <= w.0 + w.1.len() as u64;
+        if !self.window.as_ref().is_some_and(covered) {
+            // Reuse the buffer unless a reader still holds it.
+            let mut buf = match self.window.take() {
+                Some((_, b)) => Arc::try_unwrap(b).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let end = file.size.max(offset + len).min(offset + WINDOW).max(offset + len);
+            buf.resize((end - offset) as usize, 0);
+            let n = read_full_at(&handle, &mut buf, offset).map_err(|e| Error::io(&file.path, e))?;
+            buf.truncate(n);
+            self.window = Some((offset, Arc::new(buf)));
+        }
+        let (start, bytes) = self.window.as_ref().expect("just read");
+        let from = (offset - start) as usize;
+        let to = (from + len as usize).min(bytes.len());
+        Ok(Box::new(WindowReader { bytes: bytes.clone(), at: from, end: to }))
+    }
+}
+
+/// Reads into all of `buf` from `offset`, short only at the end of the file.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Reads a slice of a read-ahead window.
+struct WindowReader {
+    bytes: Arc<Vec<u8>>,
+    at: usize,
+    end: usize,
+}
+
+impl Read for WindowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.end - self.at);
+        buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 

@@ -8,7 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use fanout_datasets::{CsvOptions, Dataset, DatasetOptions, Format, Split, SplitRange, Writer};
+use fanout_datasets::{CsvOptions, Dataset, DatasetOptions, Format, OpenFiles, Split, SplitRange, Writer};
 use proptest::prelude::*;
 
 fn open(path: &Path, format: Format, chunk: u64, csv: CsvOptions, schema: Option<SchemaRef>) -> Dataset {
@@ -26,7 +26,17 @@ fn open(path: &Path, format: Format, chunk: u64, csv: CsvOptions, schema: Option
 /// Reads every split and checks that byte ranges tile the data.
 fn read_split_by_split(ds: &Dataset) -> (Vec<Split>, Vec<RecordBatch>) {
     let splits: Vec<Split> = ds.splits().collect::<Result<_, _>>().unwrap();
-    let batches = splits.iter().flat_map(|s| ds.read(s).unwrap()).collect::<Result<Vec<_>, _>>().unwrap();
+    // One worker's handles for every split (its read-ahead window serves
+    // neighbours), then the splits again backwards through other handles.
+    let mut files = OpenFiles::default();
+    let read =
+        |s: &Split, files: &mut OpenFiles| ds.read_with(s, files).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let per_split: Vec<Vec<RecordBatch>> = splits.iter().map(|s| read(s, &mut files)).collect();
+    let mut back = OpenFiles::default();
+    for (i, s) in splits.iter().enumerate().rev() {
+        assert_eq!(read(s, &mut back), per_split[i], "split {i} read backwards");
+    }
+    let batches: Vec<RecordBatch> = per_split.into_iter().flatten().collect();
     for (i, pair) in splits.windows(2).enumerate() {
         if let (SplitRange::Bytes { offset, len }, SplitRange::Bytes { offset: next, .. }) =
             (&pair[0].range, &pair[1].range)

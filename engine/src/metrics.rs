@@ -59,6 +59,48 @@ pub struct InvocationRecord<'a> {
     pub records_out: u64,
 }
 
+impl InvocationRecord<'_> {
+    /// Appends the record as one line of JSON: what serde writes for it,
+    /// field for field, without its per-field machinery (a record is
+    /// written for every invocation).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut n = itoa::Buffer::new();
+        let mut num = |out: &mut Vec<u8>, key: &[u8], v: u64| {
+            out.extend_from_slice(key);
+            out.extend_from_slice(n.format(v).as_bytes());
+        };
+        out.extend_from_slice(b"{\"stage\":");
+        serde_json::to_writer(&mut *out, self.stage).expect("a string serializes");
+        out.extend_from_slice(b",\"phase\":\"");
+        out.extend_from_slice(self.phase.as_bytes());
+        out.push(b'"');
+        num(out, b",\"task\":", self.task);
+        num(out, b",\"attempt\":", u64::from(self.attempt));
+        if self.backup {
+            out.extend_from_slice(b",\"backup\":true");
+        }
+        num(out, b",\"worker\":", self.worker as u64);
+        num(out, b",\"container\":", self.container);
+        out.extend_from_slice(if self.cold { b",\"cold\":true" } else { b",\"cold\":false" });
+        num(out, b",\"queued_us\":", self.queued_us);
+        num(out, b",\"started_us\":", self.started_us);
+        num(out, b",\"finished_us\":", self.finished_us);
+        num(out, b",\"billed_us\":", self.billed_us);
+        out.extend_from_slice(b",\"status\":\"");
+        out.extend_from_slice(self.status.as_bytes());
+        out.push(b'"');
+        if let Some(e) = self.error {
+            out.extend_from_slice(b",\"error\":");
+            serde_json::to_writer(&mut *out, e).expect("a string serializes");
+        }
+        num(out, b",\"bytes_in\":", self.bytes_in);
+        num(out, b",\"records_in\":", self.records_in);
+        num(out, b",\"bytes_out\":", self.bytes_out);
+        num(out, b",\"records_out\":", self.records_out);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
 /// The fields of a recorded invocation that statistics need.
 #[derive(Deserialize)]
 struct Recorded {
@@ -244,8 +286,7 @@ impl<'a> Recorder<'a> {
 
     pub(crate) fn record(&mut self, step: usize, r: &InvocationRecord<'_>) -> Result<(), EngineError> {
         self.stats[step].add(r);
-        serde_json::to_writer(&mut self.buf, r).expect("records serialize");
-        self.buf.push(b'\n');
+        r.write_json(&mut self.buf);
         if self.buf.len() >= FLUSH_AT { self.flush() } else { Ok(()) }
     }
 
@@ -255,5 +296,44 @@ impl<'a> Recorder<'a> {
             self.buf.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_written_as_serde_writes_them() {
+        let mut r = InvocationRecord {
+            stage: "count \"words\"\n",
+            phase: "map",
+            task: 7,
+            attempt: 2,
+            backup: false,
+            worker: 1,
+            container: 12,
+            cold: true,
+            queued_us: 5,
+            started_us: 10,
+            finished_us: u64::MAX,
+            billed_us: 1000,
+            status: "ok",
+            error: None,
+            bytes_in: 3,
+            records_in: 0,
+            bytes_out: 99,
+            records_out: 1,
+        };
+        for (backup, error) in [(false, None), (true, Some("bad\tinput \u{1F600} \\"))] {
+            r.backup = backup;
+            r.error = error;
+            r.status = if error.is_some() { "error" } else { "ok" };
+            let mut ours = Vec::new();
+            r.write_json(&mut ours);
+            let mut want = serde_json::to_vec(&r).unwrap();
+            want.push(b'\n');
+            assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(want).unwrap());
+        }
     }
 }

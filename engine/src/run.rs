@@ -275,6 +275,8 @@ struct Shared<'a> {
     flight: Flight<Input>,
     /// Backup invocations started.
     backups: AtomicU64,
+    /// Per worker: time spent on tasks, for sizing task groups.
+    busy: Vec<Busy>,
     started: Instant,
     log: Log,
     failed: AtomicBool,
@@ -397,6 +399,7 @@ fn execute(
         resumed: AtomicU64::new(0),
         flight: Flight::default(),
         backups: AtomicU64::new(0),
+        busy: (0..concurrency).map(|_| Busy::default()).collect(),
         started,
         log: Log::create(&run_dir.join("invocations.jsonl"), opts.resume)?,
         journal: opts.journal.then(|| Journal::open(run_dir, opts.resume)).transpose()?,
@@ -559,6 +562,35 @@ fn sink(shared: &Shared<'_>, phase: &Phase, task: u64, out: Vec<RecordBatch>) ->
 
 /// Most tasks in one channel message.
 const GROUP_TASKS: usize = 32;
+/// The work one channel message should carry: tasks are grouped only as
+/// far as their measured time stays under this, so that tiny tasks share
+/// the hand-off while costly ones spread over every worker.
+const GROUP_TIME_NANOS: u64 = 100_000;
+
+/// Time a worker spent on its tasks so far in the phase (each on a cache
+/// line of its own: only its worker writes it).
+#[repr(align(128))]
+#[derive(Default)]
+struct Busy {
+    nanos: AtomicU64,
+    tasks: AtomicU64,
+}
+
+/// How many tasks the next message carries: one until tasks have been
+/// measured, then as many as fit [`GROUP_TIME_NANOS`] at the mean task
+/// time, up to [`GROUP_TASKS`].
+fn group_size(shared: &Shared<'_>) -> usize {
+    let (mut nanos, mut tasks) = (0, 0);
+    for b in &shared.busy {
+        nanos += b.nanos.load(Relaxed);
+        tasks += b.tasks.load(Relaxed);
+    }
+    if tasks == 0 {
+        return 1;
+    }
+    let mean = (nanos / tasks).max(1);
+    (GROUP_TIME_NANOS / mean).clamp(1, GROUP_TASKS as u64) as usize
+}
 /// Split bytes past which a group is sent: a task of this size or more
 /// travels alone.
 const GROUP_BYTES: u64 = 256 * 1024;
@@ -570,17 +602,28 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
     let (tx, rx) = crossbeam_channel::bounded::<Vec<Task>>(workers.len() * 2);
     let mut count = 0;
     shared.flight.reset();
+    for b in &shared.busy {
+        b.nanos.store(0, Relaxed);
+        b.tasks.store(0, Relaxed);
+    }
     std::thread::scope(|scope| {
         for (worker, recorder) in workers.iter_mut() {
             let rx = rx.clone();
             scope.spawn(move || {
-                for t in rx.into_iter().flatten() {
-                    if shared.failed.load(Relaxed) {
-                        continue;
+                let busy = &shared.busy[worker.id];
+                for group in rx {
+                    let began = Instant::now();
+                    let n = group.len() as u64;
+                    for t in group {
+                        if shared.failed.load(Relaxed) {
+                            continue;
+                        }
+                        if let Err(e) = run_task(shared, index, phase, worker, recorder, t) {
+                            shared.fail(e);
+                        }
                     }
-                    if let Err(e) = run_task(shared, index, phase, worker, recorder, t) {
-                        shared.fail(e);
-                    }
+                    busy.nanos.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
+                    busy.tasks.fetch_add(n, Relaxed);
                 }
                 if let Err(e) = recorder.flush() {
                     shared.fail(e);
@@ -619,7 +662,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                             // hold up the tasks grouped behind it. So do tasks of
                             // functions outside the process, whose invocations cost
                             // far more than the hand-off.
-                            let most = if alone { 1 } else { GROUP_TASKS };
+                            let most = if alone { 1 } else { group_size(shared) };
                             if group.len() >= most || bytes >= GROUP_BYTES {
                                 let _ = tx.send(std::mem::take(&mut group));
                                 bytes = 0;
@@ -962,7 +1005,9 @@ fn invoke(
     let container = slot.as_mut().expect("initialised");
     let id = container.id();
     let reply = container.call(task, attempt, timeout, fault, batches, split, &|| shared.flight.is_finished(task));
-    worker.last_used[at] = Instant::now();
+    if model.keep_alive.is_some() {
+        worker.last_used[at] = Instant::now();
+    }
     if reply.panicked {
         // A panicked or abandoned container is not reused.
         *slot = None;
