@@ -18,13 +18,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Cursor, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
+use crate::metrics::Log;
 
 /// One completed task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +45,9 @@ struct Pending {
     task: u64,
     bytes: Vec<u8>,
     rows: u64,
+    /// Invocation records (JSON lines) of the worker's, up to this task's:
+    /// they reach the log before the task is journaled.
+    records: Vec<u8>,
 }
 
 /// The journal of a run directory.
@@ -59,7 +63,7 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Opens `run_dir`'s journal; with `resume`, reads the tasks it holds.
-    pub(crate) fn open(run_dir: &Path, resume: bool) -> Result<Journal, EngineError> {
+    pub(crate) fn open(run_dir: &Path, resume: bool, log: Arc<Log>) -> Result<Journal, EngineError> {
         let path = run_dir.join("journal.jsonl");
         let data_path = run_dir.join("tasks.data");
         let mut done = HashMap::new();
@@ -83,7 +87,7 @@ impl Journal {
         let halt = stop.clone();
         let syncer = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || sync_loop(rx, data, dp, journal, path, &halt))
+            .spawn(move || sync_loop(rx, data, dp, journal, path, &log, &halt))
             .map_err(|e| EngineError::io(run_dir, e))?;
         Ok(Journal { data_path, done, queue: Mutex::new(Some(tx)), syncer: Mutex::new(Some(syncer)), stop })
     }
@@ -126,6 +130,7 @@ impl Journal {
         task: u64,
         schema: &SchemaRef,
         batches: &[RecordBatch],
+        records: Vec<u8>,
     ) -> Result<(), EngineError> {
         let arrow = |e: arrow_schema::ArrowError| EngineError::io(&self.data_path, std::io::Error::other(e));
         let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(arrow)?;
@@ -136,7 +141,7 @@ impl Journal {
         let bytes = w.into_inner().map_err(arrow)?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         if let Some(q) = self.queue.lock().expect("not poisoned").as_ref() {
-            let _ = q.send(Pending { phase, task, bytes, rows });
+            let _ = q.send(Pending { phase, task, bytes, rows, records });
         }
         Ok(())
     }
@@ -150,16 +155,22 @@ fn sync_loop(
     data_path: PathBuf,
     mut journal: File,
     path: PathBuf,
+    log: &Log,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<(), EngineError> {
     let mut offset = data.metadata().map_err(|e| EngineError::io(&data_path, e))?.len();
     while let Ok(first) = rx.recv() {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(());
+            // Nothing more to journal; the records still belong in the log.
+            let records: Vec<u8> = std::iter::once(first).chain(rx.try_iter()).flat_map(|p| p.records).collect();
+            return log.append(&records);
         }
+        let group: Vec<Pending> = std::iter::once(first).chain(rx.try_iter()).collect();
+        let records: Vec<u8> = group.iter().flat_map(|p| p.records.iter().copied()).collect();
+        log.append(&records)?;
         let mut lines = Vec::new();
         let mut bytes = Vec::new();
-        for p in std::iter::once(first).chain(rx.try_iter()) {
+        for p in group {
             let entry = Entry {
                 phase: p.phase,
                 task: p.task,

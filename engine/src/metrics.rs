@@ -263,7 +263,11 @@ impl Log {
         Ok(Log { path: path.to_path_buf(), file: Mutex::new(file) })
     }
 
-    fn append(&self, bytes: &[u8]) -> Result<(), EngineError> {
+    /// Appends whole records.
+    pub(crate) fn append(&self, bytes: &[u8]) -> Result<(), EngineError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let mut f = self.file.lock().expect("not poisoned");
         f.write_all(bytes).map_err(|e| EngineError::io(&self.path, e))
     }
@@ -288,6 +292,12 @@ impl<'a> Recorder<'a> {
         self.stats[step].add(r);
         r.write_json(&mut self.buf);
         if self.buf.len() >= FLUSH_AT { self.flush() } else { Ok(()) }
+    }
+
+    /// The records buffered so far, handed over (to the journal, which
+    /// writes them before it journals the task they end with).
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
     }
 
     pub(crate) fn flush(&mut self) -> Result<(), EngineError> {

@@ -254,6 +254,36 @@ struct Worker {
     last_used: Vec<Instant>,
     /// The input file this slot read last, kept open.
     files: OpenFiles,
+    /// Counts not yet added to the shared ones (adding them once a task
+    /// group keeps workers off each other's cache lines).
+    counts: Counts,
+}
+
+/// A worker's counts since it last published them.
+#[derive(Default)]
+struct Counts {
+    /// Per stage: tasks done, input bytes, records out.
+    stages: Vec<[u64; 3]>,
+    input_records: u64,
+    input_bytes: u64,
+}
+
+impl Counts {
+    fn publish(&mut self, shared: &Shared<'_>) {
+        for (stage, c) in self.stages.iter_mut().enumerate() {
+            if c[0] > 0 {
+                let p = &shared.progress[stage];
+                p.done.fetch_add(c[0], Relaxed);
+                p.bytes.fetch_add(c[1], Relaxed);
+                p.records.fetch_add(c[2], Relaxed);
+                *c = [0; 3];
+            }
+        }
+        if self.input_bytes > 0 || self.input_records > 0 {
+            shared.input_records.fetch_add(std::mem::take(&mut self.input_records), Relaxed);
+            shared.input_bytes.fetch_add(std::mem::take(&mut self.input_bytes), Relaxed);
+        }
+    }
 }
 
 /// Everything the workers share during a run.
@@ -278,7 +308,7 @@ struct Shared<'a> {
     /// Per worker: time spent on tasks, for sizing task groups.
     busy: Vec<Busy>,
     started: Instant,
-    log: Log,
+    log: Arc<Log>,
     failed: AtomicBool,
     failure: Mutex<Option<EngineError>>,
     next_container: AtomicU64,
@@ -389,6 +419,7 @@ fn execute(
     let earlier_by_phase: Vec<u64> = (0..compiled.phases.len())
         .map(|i| earlier_failures.iter().filter(|f| phase_of(f) == Some(i)).count() as u64)
         .collect();
+    let log = Arc::new(Log::create(&run_dir.join("invocations.jsonl"), opts.resume)?);
     let shared = Shared {
         compiled,
         plan,
@@ -401,8 +432,8 @@ fn execute(
         backups: AtomicU64::new(0),
         busy: (0..concurrency).map(|_| Busy::default()).collect(),
         started,
-        log: Log::create(&run_dir.join("invocations.jsonl"), opts.resume)?,
-        journal: opts.journal.then(|| Journal::open(run_dir, opts.resume)).transpose()?,
+        journal: opts.journal.then(|| Journal::open(run_dir, opts.resume, log.clone())).transpose()?,
+        log,
         failed: AtomicBool::new(false),
         failure: Mutex::new(None),
         next_container: AtomicU64::new(0),
@@ -417,7 +448,11 @@ fn execute(
         .map(|id| {
             let containers = (0..steps).map(|_| None).collect();
             let last_used = vec![Instant::now(); steps];
-            (Worker { id, containers, last_used, files: OpenFiles::default() }, Recorder::new(&shared.log, steps))
+            let counts = Counts { stages: vec![[0; 3]; compiled.stages.len()], ..Counts::default() };
+            (
+                Worker { id, containers, last_used, files: OpenFiles::default(), counts },
+                Recorder::new(&shared.log, steps),
+            )
         })
         .collect();
     let mut splits = 0;
@@ -624,6 +659,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     }
                     busy.nanos.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
                     busy.tasks.fetch_add(n, Relaxed);
+                    worker.counts.publish(shared);
                 }
                 if let Err(e) = recorder.flush() {
                     shared.fail(e);
@@ -650,8 +686,12 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     match split {
                         Ok(split) => {
                             count += 1;
-                            for p in &counted {
-                                p.total.store(count, Relaxed);
+                            // The running total, for the progress display: not
+                            // at every split, to keep off the workers' lines.
+                            if count % 64 == 1 {
+                                for p in &counted {
+                                    p.total.store(count, Relaxed);
+                                }
                             }
                             if resumed(shared, index, phase, split.index, &counted) {
                                 continue;
@@ -702,6 +742,9 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
             }
         }
         for p in &counted {
+            if phase.source.is_none() {
+                p.total.store(count, Relaxed);
+            }
             p.total_known.store(true, Relaxed);
         }
         drop(tx);
@@ -726,6 +769,7 @@ fn backups(shared: &Shared<'_>, tx: &crossbeam_channel::Sender<Vec<Task>>, count
 fn load(
     shared: &Shared<'_>,
     files: &mut OpenFiles,
+    counts: &mut Counts,
     input: &Input,
     stage: Option<usize>,
 ) -> Result<(Vec<RecordBatch>, u64), EngineError> {
@@ -738,8 +782,8 @@ fn load(
                 .and_then(|b| b.collect())
                 .map_err(EngineError::Input)?;
             let records: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-            shared.input_records.fetch_add(records, Relaxed);
-            shared.input_bytes.fetch_add(split.bytes(), Relaxed);
+            counts.input_records += records;
+            counts.input_bytes += split.bytes();
             Ok((batches, split.bytes()))
         }
         Input::Partition(p) => {
@@ -803,14 +847,13 @@ fn run_task(
         return Ok(());
     }
     if let Some(journal) = &shared.journal {
-        // The task's invocation records reach the log before the task is
-        // journaled, so that a resumed run's report misses none of them.
-        recorder.flush()?;
         let schema = match phase.sink {
             Sink::Gather => shared.compiled.output.clone(),
             Sink::Shuffle(s) => shared.compiled.stages[s].function.output_schema(),
         };
-        journal.record(index, task, &schema, &out)?;
+        // The task's invocation records reach the log before the task is
+        // journaled, so that a resumed run's report misses none of them.
+        journal.record(index, task, &schema, &out, recorder.take())?;
     }
     sink(shared, phase, task, out)
 }
@@ -831,7 +874,7 @@ fn run_steps(
     let platform = &shared.plan.platform;
     let mut data: Option<Vec<RecordBatch>> = None;
     if phase.steps.is_empty() {
-        return Ok(load(shared, &mut worker.files, input, phase.source)?.0);
+        return Ok(load(shared, &mut worker.files, &mut worker.counts, input, phase.source)?.0);
     }
     let mut queued_at = queued;
     for &step in &phase.steps {
@@ -851,11 +894,11 @@ fn run_steps(
             }
             None if split.is_some() && stage.function.reads_split() => {
                 let bytes = split.map_or(0, Split::bytes);
-                shared.input_bytes.fetch_add(bytes, Relaxed);
+                worker.counts.input_bytes += bytes;
                 (Vec::new(), bytes)
             }
             // Bad input fails the task at once: a retry would read the same.
-            None => load(shared, &mut worker.files, input, phase.source)
+            None => load(shared, &mut worker.files, &mut worker.counts, input, phase.source)
                 .map_err(|e| task_error(stage.name.clone(), step, task, input, 1, e.to_string()))?,
         };
         let records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
@@ -910,7 +953,10 @@ fn run_steps(
             match result {
                 Ok(out) => {
                     if !matches!(step, Step::Combine(_)) {
-                        shared.progress[step.stage()].finish_task(bytes_in, records_out);
+                        let c = &mut worker.counts.stages[step.stage()];
+                        c[0] += 1;
+                        c[1] += bytes_in;
+                        c[2] += records_out;
                     }
                     data = Some(out);
                     break;
