@@ -159,17 +159,24 @@ fn sync_loop(
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<(), EngineError> {
     let mut offset = data.metadata().map_err(|e| EngineError::io(&data_path, e))?.len();
+    // Buffers kept across groups.
+    let (mut records, mut lines, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
     while let Ok(first) = rx.recv() {
+        let group: Vec<Pending> = std::iter::once(first).chain(rx.try_iter()).collect();
+        records.clear();
+        for p in &group {
+            records.extend_from_slice(&p.records);
+        }
+        log.append(&records)?;
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             // Nothing more to journal; the records still belong in the log.
-            let records: Vec<u8> = std::iter::once(first).chain(rx.try_iter()).flat_map(|p| p.records).collect();
-            return log.append(&records);
+            for p in rx.try_iter() {
+                log.append(&p.records)?;
+            }
+            return Ok(());
         }
-        let group: Vec<Pending> = std::iter::once(first).chain(rx.try_iter()).collect();
-        let records: Vec<u8> = group.iter().flat_map(|p| p.records.iter().copied()).collect();
-        log.append(&records)?;
-        let mut lines = Vec::new();
-        let mut bytes = Vec::new();
+        lines.clear();
+        bytes.clear();
         for p in group {
             let entry = Entry {
                 phase: p.phase,
