@@ -16,6 +16,12 @@ pub fn list(name: Option<&str>) -> Outcome {
             writeln!(out, "{:width$}  {}", f.name, f.summary)?;
         }
         writeln!(out, "\n`fanout functions NAME` explains one.")?;
+        writeln!(
+            out,
+            "A stage may also run a program: function = {{ exec = [\"awk\", \"NF > 3\"] }} (a process per task,\n\
+             records on stdin and stdout) or function = {{ lambda = [\"python3\", \"handler.py\"] }} (worker\n\
+             processes on the AWS Lambda Runtime API); see the README's \"Functions in any language\"."
+        )?;
         return Ok(());
     };
     let f = info(name).ok_or_else(|| {
