@@ -257,6 +257,8 @@ struct Worker {
     /// Counts not yet added to the shared ones (adding them once a task
     /// group keeps workers off each other's cache lines).
     counts: Counts,
+    /// Task outputs for the gather, handed over once a task group.
+    gathered: Vec<(u64, Vec<RecordBatch>)>,
 }
 
 /// A worker's counts since it last published them.
@@ -450,7 +452,7 @@ fn execute(
             let last_used = vec![Instant::now(); steps];
             let counts = Counts { stages: vec![[0; 3]; compiled.stages.len()], ..Counts::default() };
             (
-                Worker { id, containers, last_used, files: OpenFiles::default(), counts },
+                Worker { id, containers, last_used, files: OpenFiles::default(), counts, gathered: Vec::new() },
                 Recorder::new(&shared.log, steps),
             )
         })
@@ -660,6 +662,17 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     busy.nanos.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
                     busy.tasks.fetch_add(n, Relaxed);
                     worker.counts.publish(shared);
+                    if !worker.gathered.is_empty() {
+                        let outputs = std::mem::take(&mut worker.gathered);
+                        let mut gather = shared.gather.lock().expect("not poisoned");
+                        let pushed = outputs
+                            .into_iter()
+                            .try_for_each(|(task, out)| gather.as_mut().expect("open").push(task, out));
+                        if let Err(e) = pushed {
+                            drop(gather);
+                            shared.fail(e);
+                        }
+                    }
                 }
                 if let Err(e) = recorder.flush() {
                     shared.fail(e);
@@ -855,7 +868,15 @@ fn run_task(
         // journaled, so that a resumed run's report misses none of them.
         journal.record(index, task, &schema, &out, recorder.take())?;
     }
-    sink(shared, phase, task, out)
+    match phase.sink {
+        // Outputs for the gather wait for the end of the task group: one
+        // lock of the gather per group, not per task.
+        Sink::Gather => {
+            worker.gathered.push((task, out));
+            Ok(())
+        }
+        Sink::Shuffle(_) => sink(shared, phase, task, out),
+    }
 }
 
 /// Runs a task's steps, each invocation retried on transient failures.
