@@ -261,6 +261,25 @@ struct Worker {
     gathered: Vec<(u64, Vec<RecordBatch>)>,
 }
 
+impl Worker {
+    /// Drops container `at` if it has been idle past `keep_alive` (a
+    /// worker process is killed with it).
+    fn retire(&mut self, at: usize, keep_alive: Option<std::time::Duration>) {
+        if keep_alive.is_some_and(|k| self.last_used[at].elapsed() > k) {
+            self.containers[at] = None;
+        }
+    }
+
+    /// Drops every container idle past `keep_alive`.
+    fn retire_idle(&mut self, keep_alive: Option<std::time::Duration>) {
+        if keep_alive.is_some() {
+            for at in 0..self.containers.len() {
+                self.retire(at, keep_alive);
+            }
+        }
+    }
+}
+
 /// A worker's counts since it last published them.
 #[derive(Default)]
 struct Counts {
@@ -662,6 +681,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     busy.nanos.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
                     busy.tasks.fetch_add(n, Relaxed);
                     worker.counts.publish(shared);
+                    worker.retire_idle(shared.plan.platform.containers.keep_alive);
                     if !worker.gathered.is_empty() {
                         let outputs = std::mem::take(&mut worker.gathered);
                         let mut gather = shared.gather.lock().expect("not poisoned");
@@ -1041,9 +1061,7 @@ fn invoke(
     let at = stat_index(step);
     let model = &platform.containers;
     // An idle container past its keep-alive has been retired.
-    if model.keep_alive.is_some_and(|k| worker.last_used[at].elapsed() > k) {
-        worker.containers[at] = None;
-    }
+    worker.retire(at, model.keep_alive);
     let slot = &mut worker.containers[at];
     let cold = slot.is_none();
     if cold {
