@@ -580,3 +580,45 @@ tolerated_failure_count = 1
         .collect();
     assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), want);
 }
+
+#[test]
+fn idle_lambda_processes_are_retired_after_keep_alive() {
+    let s = Scratch::new();
+    s.write("in.txt", (0..8).map(|i| format!("w{i} x\n")).collect::<String>());
+    let pids = s.path("pids").display().to_string();
+    // Map: a lambda stage noting its process ids. Reduce: a keyed exec
+    // stage that waits past the keep-alive, then says whether those
+    // processes still live. The map's container is idle the whole reduce
+    // phase, so after the first partition's task it is retired.
+    let job = format!(
+        r#"
+[input]
+path = "in.txt"
+chunk_size = 1
+[[stage]]
+name = "map"
+params = {{ pids = "{pids}" }}
+function = {{ lambda = ["python3", "{}"], handler = "handlers.echo_pid" }}
+[[stage]]
+name = "check"
+key = ["line"]
+partitions = 4
+function = {{ exec = ["sh", "-c", 'cat >/dev/null; sleep 0.3; for p in $(sort -u {pids}); do kill -0 $p 2>/dev/null && echo alive || echo dead; done'], output = "lines", schema = ["line:utf8"] }}
+[output]
+path = "out.csv"
+mode = "overwrite"
+[platform]
+concurrency = 1
+keep_alive = "100ms"
+"#,
+        fixture("bootstrap.py")
+    );
+    run_job(&s, &job, &[]).expect(0);
+    let out = std::fs::read_to_string(s.path("out.csv")).unwrap();
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    // The first check runs before its slot retires anything; the last one
+    // after: the idle process has been killed.
+    assert_eq!(lines.first(), Some(&"alive"), "{out}");
+    assert_eq!(lines.last(), Some(&"dead"), "{out}");
+}
