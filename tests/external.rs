@@ -622,3 +622,47 @@ keep_alive = "100ms"
     assert_eq!(lines.first(), Some(&"alive"), "{out}");
     assert_eq!(lines.last(), Some(&"dead"), "{out}");
 }
+
+#[test]
+fn a_first_exec_stage_gets_the_split_bytes_as_the_file_has_them() {
+    let s = Scratch::new();
+    // Formatting a re-encoding would change: "1.50", quotes that need
+    // none, a quoted newline, CRLF.
+    let mut csv = String::from("id,amount,note\r\n");
+    for i in 0..300 {
+        csv.push_str(&format!("{i},{}.50,\"line {i}\nmore\"\r\n", i % 7));
+    }
+    s.write("in.csv", &csv);
+    let hex = r#"["python3", "-c", "import sys, binascii; print(binascii.hexlify(sys.stdin.buffer.read()).decode())"]"#;
+    let job = |path: &str| {
+        format!(
+            "[input]\npath = \"{path}\"\nchunk_size = \"1KiB\"\n[[stage]]\nfunction = {{ exec = {hex}, output = \"lines\" }}\n[output]\npath = \"out.csv\"\nmode = \"overwrite\"\n"
+        )
+    };
+    let decoded = |s: &Scratch| -> Vec<Vec<u8>> {
+        let out = std::fs::read_to_string(s.path("out.csv")).unwrap();
+        out.lines()
+            .skip(1)
+            .map(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect())
+            .collect()
+    };
+    let r = run_job(&s, &job("in.csv"), &[]).expect(0);
+    let sum = summary(&r);
+    assert!(sum["input"]["splits"].as_u64().unwrap() > 5, "{}", r.stdout);
+    // The records are counted though the engine parsed none of them.
+    assert_eq!(sum["input"]["records"], 300, "{}", r.stdout);
+    assert_eq!(sum["stages"][0]["records_in"], 300, "{}", r.stdout);
+    let header = b"id,amount,note\r\n";
+    let mut body = Vec::new();
+    for task in decoded(&s) {
+        assert!(task.starts_with(header), "{}", String::from_utf8_lossy(&task));
+        body.extend_from_slice(&task[header.len()..]);
+    }
+    assert_eq!(String::from_utf8(body).unwrap(), csv[header.len()..]);
+
+    // A compressed file is one split: its whole decompressed stream.
+    let gz = Command::new("gzip").args(["-k", "-n", "in.csv"]).current_dir(s.dir.path()).status().unwrap();
+    assert!(gz.success());
+    run_job(&s, &job("in.csv.gz"), &[]).expect(0);
+    assert_eq!(decoded(&s), vec![csv.as_bytes().to_vec()]);
+}

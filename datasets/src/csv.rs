@@ -165,6 +165,15 @@ impl Records {
     }
 }
 
+/// The header record of the csv file at `path`, as its bytes with their
+/// line end (empty for an empty file): found with the same quote-aware
+/// scan as the splits.
+pub fn header_bytes(path: &Path, opts: CsvOptions) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let (_, header) = Records::splitter(path, len, len.max(1), CsvOptions { header: true, ..opts })?;
+    Ok(header)
+}
+
 impl Boundaries for Records {
     fn end_of_record(&mut self, from: u64, target: u64, len: u64) -> Result<u64> {
         let mut scanner = Scanner::new(&self.opts);

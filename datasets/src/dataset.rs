@@ -505,6 +505,14 @@ impl Read for RangeReader {
     }
 }
 
+/// The bytes of `split` as they are in its file — a byte range, or the
+/// decompressed stream of a whole compressed file (with a csv header, if
+/// the file has one) — for a program that takes the data as it is, as GNU
+/// parallel's `--pipepart` passes it.
+pub fn split_bytes(split: &Split) -> Result<Box<dyn Read + Send>> {
+    open_range(&split.file, &split.range)
+}
+
 /// The bytes of a split's range: a slice of an uncompressed file or the
 /// decompressed stream of a whole file.
 fn open_range(file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {

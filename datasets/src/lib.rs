@@ -37,7 +37,7 @@ pub mod text;
 mod writer;
 
 pub use crate::csv::CsvOptions;
-pub use dataset::{Batches, Dataset, DatasetOptions, OpenFiles, Summary};
+pub use dataset::{Batches, Dataset, DatasetOptions, OpenFiles, Summary, split_bytes};
 pub use error::{Error, Location, Result};
 pub use format::{Compression, Format, UnknownFormat};
 pub use listing::InputFile;

@@ -125,6 +125,7 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
                     input: &schema,
                     input_format: (index == 0).then(|| dataset.format()),
                     csv_header: plan.input.options.csv.header,
+                    csv: plan.input.options.csv,
                     key: s.key.as_deref(),
                     params: &s.params,
                     payload_limit: plan.platform.payload_limit,

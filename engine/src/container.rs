@@ -24,6 +24,14 @@ pub(crate) enum Instance {
 }
 
 impl Instance {
+    /// Records the last call read itself.
+    fn records_read(&self) -> Option<u64> {
+        match self {
+            Instance::Map(f) => f.records_read(),
+            Instance::Reduce(_) => None,
+        }
+    }
+
     /// Whether the container is gone (its process died or was killed).
     fn spent(&self) -> bool {
         match self {
@@ -48,10 +56,12 @@ impl Instance {
             std::thread::sleep(started.elapsed().mul_f64(slowdown - 1.0));
         }
         match result {
-            Ok(r) => Reply { result: r, panicked: self.spent() },
-            Err(payload) => {
-                Reply { result: Err(FunctionError::transient(panic_message(payload.as_ref()))), panicked: true }
-            }
+            Ok(r) => Reply { result: r, panicked: self.spent(), read: self.records_read() },
+            Err(payload) => Reply {
+                result: Err(FunctionError::transient(panic_message(payload.as_ref()))),
+                panicked: true,
+                read: None,
+            },
         }
     }
 }
@@ -69,6 +79,8 @@ pub(crate) struct Reply {
     pub(crate) result: Result<Vec<RecordBatch>, FunctionError>,
     /// A panicked, abandoned or spent container is not reused.
     pub(crate) panicked: bool,
+    /// Records the function read itself (a function that reads its split).
+    pub(crate) read: Option<u64>,
 }
 
 pub(crate) struct Call {
@@ -153,6 +165,7 @@ impl Container {
                     humantime::format_duration(t)
                 ))),
                 panicked: true,
+                read: None,
             };
         }
         match self {
@@ -184,9 +197,13 @@ impl Container {
                         // one kills its process) gets a moment to say so;
                         // a late success is discarded all the same.
                         return match replies.recv_timeout(GRACE) {
-                            Ok(Reply { result: Err(e), panicked }) => Reply { result: Err(e), panicked },
-                            Ok(Reply { result: Ok(_), panicked }) => Reply { result: Err(timed_out), panicked },
-                            Err(_) => abandon(Reply { result: Err(timed_out), panicked: true }),
+                            Ok(Reply { result: Err(e), panicked, .. }) => {
+                                Reply { result: Err(e), panicked, read: None }
+                            }
+                            Ok(Reply { result: Ok(_), panicked, .. }) => {
+                                Reply { result: Err(timed_out), panicked, read: None }
+                            }
+                            Err(_) => abandon(Reply { result: Err(timed_out), panicked: true, read: None }),
                         };
                     }
                     let wait = deadline.map_or(POLL, |d| (d - now).min(POLL));
@@ -199,6 +216,7 @@ impl Container {
                                     "cancelled: another run of the task finished first",
                                 )),
                                 panicked: true,
+                                read: None,
                             });
                         }
                         Err(RecvTimeoutError::Timeout) => {}
@@ -216,5 +234,5 @@ const POLL: Duration = Duration::from_millis(5);
 const GRACE: Duration = Duration::from_millis(100);
 
 fn dead() -> Reply {
-    Reply { result: Err(FunctionError::transient("the container stopped")), panicked: true }
+    Reply { result: Err(FunctionError::transient("the container stopped")), panicked: true, read: None }
 }

@@ -942,7 +942,8 @@ fn run_steps(
             None => load(shared, &mut worker.files, &mut worker.counts, input, phase.source)
                 .map_err(|e| task_error(stage.name.clone(), step, task, input, 1, e.to_string()))?,
         };
-        let records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let mut records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let mut counted_read = false;
         let mut attempt = 1;
         let mut started = Some(started);
         loop {
@@ -952,7 +953,16 @@ fn run_steps(
             let began = started.take().unwrap_or_else(Instant::now);
             // A backup draws its own faults.
             let draw = if backup { attempt + 1000 } else { attempt };
-            let (container, cold, result) = invoke(shared, worker, step, task, attempt, draw, batches.clone(), split);
+            let (container, cold, result, read) =
+                invoke(shared, worker, step, task, attempt, draw, batches.clone(), split);
+            // A function that read its split itself may say how many records.
+            if let Some(n) = read {
+                records_in = n;
+                if !counted_read {
+                    worker.counts.input_records += n;
+                    counted_read = true;
+                }
+            }
             let finished = Instant::now();
             if let Some(l) = limit {
                 l.release();
@@ -1054,7 +1064,7 @@ fn invoke(
     draw: u32,
     batches: Vec<RecordBatch>,
     split: Option<&Split>,
-) -> (u64, bool, Result<Vec<RecordBatch>, FunctionError>) {
+) -> (u64, bool, Result<Vec<RecordBatch>, FunctionError>, Option<u64>) {
     let stage = &shared.compiled.stages[step.stage()];
     let platform = &shared.plan.platform;
     let timeout = platform.timeout;
@@ -1080,7 +1090,7 @@ fn invoke(
                 let threaded = timeout.is_some() || platform.backups;
                 *slot = Some(Container::start(id, &stage.name, instance, threaded));
             }
-            Err(e) => return (id, true, Err(FunctionError { message: format!("init: {}", e.message), ..e })),
+            Err(e) => return (id, true, Err(FunctionError { message: format!("init: {}", e.message), ..e }), None),
         }
     }
     if platform.emulate {
@@ -1097,7 +1107,7 @@ fn invoke(
         // A panicked or abandoned container is not reused.
         *slot = None;
     }
-    (id, cold, reply.result)
+    (id, cold, reply.result, reply.read)
 }
 
 fn task_error(stage: String, step: Step, task: u64, input: &Input, attempt: u32, message: String) -> EngineError {

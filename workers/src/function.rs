@@ -150,6 +150,13 @@ pub trait MapInstance: Send {
     fn spent(&self) -> bool {
         false
     }
+
+    /// For a function that reads its split itself: how many records the
+    /// last call read, if it knows (the engine, which read nothing, counts
+    /// them as the invocation's input).
+    fn records_read(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The per-container state of a reduce function.

@@ -10,6 +10,8 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use fanout_jobs::IoFormat;
@@ -22,8 +24,68 @@ use crate::function::{FunctionError, Invocation};
 /// of its own while stdout is read.
 const INLINE_INPUT: usize = 64 * 1024;
 
+/// Input passed as the file holds it, not re-encoded.
+pub(crate) struct Raw {
+    /// The dialect of csv input, whose byte ranges need the header first.
+    pub(crate) csv: Option<fanout_datasets::CsvOptions>,
+    /// Header bytes per csv file, read once.
+    pub(crate) headers: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<Vec<u8>>>>,
+}
+
+impl Raw {
+    /// How many records `input` holds: its lines (csv: outside quotes,
+    /// less the header).
+    fn records(&self, input: &[u8]) -> u64 {
+        let mut lines = if self.csv.is_some() {
+            let mut quoted = false;
+            let mut n = 0;
+            for &b in input {
+                match b {
+                    b'"' => quoted = !quoted,
+                    b'\n' if !quoted => n += 1,
+                    _ => {}
+                }
+            }
+            n
+        } else {
+            memchr::memchr_iter(b'\n', input).count() as u64
+        };
+        if !input.is_empty() && !input.ends_with(b"\n") {
+            lines += 1;
+        }
+        if self.csv.is_some() { lines.saturating_sub(1) } else { lines }
+    }
+
+    /// The split's bytes as the program gets them.
+    fn input(&self, split: &fanout_datasets::Split) -> Result<Vec<u8>, FunctionError> {
+        let bad = |e: fanout_datasets::Error| FunctionError::permanent(e.to_string());
+        let mut out = Vec::with_capacity(split.bytes() as usize + 1024);
+        if let (Some(opts), fanout_datasets::SplitRange::Bytes { .. }) = (self.csv, &split.range) {
+            let path = &split.file.path;
+            let mut headers = self.headers.lock().expect("not poisoned");
+            let header = match headers.get(path) {
+                Some(h) => h.clone(),
+                None => {
+                    let h = Arc::new(fanout_datasets::csv::header_bytes(path, opts).map_err(bad)?);
+                    headers.insert(path.clone(), h.clone());
+                    h
+                }
+            };
+            drop(headers);
+            out.extend_from_slice(&header);
+        }
+        fanout_datasets::split_bytes(split)
+            .map_err(bad)?
+            .read_to_end(&mut out)
+            .map_err(|e| FunctionError::transient(format!("{split}: {e}")))?;
+        Ok(out)
+    }
+}
+
 /// An exec function, ready to run.
 pub(crate) struct Exec {
+    /// A first stage fed the split's own bytes.
+    pub(crate) raw: Option<Raw>,
     pub(crate) command: Vec<String>,
     /// The program, found on `PATH` once rather than at every spawn.
     pub(crate) program: std::path::PathBuf,
@@ -46,12 +108,21 @@ impl Exec {
         inv: &Invocation<'_>,
         batches: &[RecordBatch],
         mut stderr: Option<&mut std::fs::File>,
+        read: &mut Option<u64>,
     ) -> Result<Vec<RecordBatch>, FunctionError> {
         if let Some(f) = stderr.as_deref_mut() {
             f.set_len(0).and_then(|_| f.rewind()).map_err(|e| FunctionError::transient(format!("stderr: {e}")))?;
         }
         let stderr = stderr.as_deref();
-        let input = codec::encode(self.io, &self.input_schema, batches).map_err(FunctionError::permanent)?;
+        *read = None;
+        let input = match (&self.raw, inv.split) {
+            (Some(raw), Some(split)) => {
+                let input = raw.input(split)?;
+                *read = Some(raw.records(&input));
+                input
+            }
+            _ => codec::encode(self.io, &self.input_schema, batches).map_err(FunctionError::permanent)?,
+        };
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.command[1..])
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -45,6 +45,8 @@ pub struct ExternalContext<'a> {
     pub input_format: Option<Format>,
     /// Whether csv input files start with a header.
     pub csv_header: bool,
+    /// The csv input's dialect (for passing its bytes as they are).
+    pub csv: fanout_datasets::CsvOptions,
     /// Key columns of a keyed stage.
     pub key: Option<&'a [String]>,
     /// The stage's params, passed to the function.
@@ -81,7 +83,24 @@ pub fn plan(backend: Backend, x: &ExternalPlan, ctx: &ExternalContext<'_>) -> Re
                     codec::columns(&input)
                 )));
             }
+            // A first stage whose io is the input's own format gets the
+            // split's bytes as they are in the file, as GNU parallel's
+            // --pipepart passes them (csv: standard dialect with a header).
+            let plain_csv =
+                ctx.csv.header && ctx.csv.delimiter == b',' && ctx.csv.quote == b'"' && ctx.csv.escape.is_none();
+            let raw = !keyed
+                && matches!(
+                    (ctx.input_format, io),
+                    (Some(Format::Text), IoFormat::Lines)
+                        | (Some(Format::Jsonl), IoFormat::Jsonl)
+                        | (Some(Format::Csv), IoFormat::Csv)
+                )
+                && (ctx.input_format != Some(Format::Csv) || plain_csv);
             Kind::Exec(Arc::new(Exec {
+                raw: raw.then(|| exec::Raw {
+                    csv: (ctx.input_format == Some(Format::Csv)).then_some(ctx.csv),
+                    headers: Default::default(),
+                }),
                 command: x.command.clone(),
                 program: resolve(&x.command[0]),
                 env: x.env.clone(),
@@ -129,7 +148,7 @@ impl External {
     fn instance(&self) -> Result<Instance, FunctionError> {
         Ok(match &self.kind {
             // A scratch file for the processes' stderr; a pipe if none.
-            Kind::Exec(e) => Instance::Exec(e.clone(), tempfile::tempfile().ok()),
+            Kind::Exec(e) => Instance::Exec(e.clone(), tempfile::tempfile().ok(), None),
             Kind::Lambda(spec) => Instance::Lambda(Sandbox::start(spec.clone())?),
         })
     }
@@ -156,7 +175,10 @@ impl Planned for External {
     }
 
     fn reads_split(&self) -> bool {
-        matches!(&self.kind, Kind::Lambda(s) if s.event == EventMode::Split) && !self.keyed
+        match &self.kind {
+            Kind::Lambda(s) => s.event == EventMode::Split && !self.keyed,
+            Kind::Exec(e) => e.raw.is_some(),
+        }
     }
 }
 
@@ -173,14 +195,16 @@ impl MapInstance for PassThrough {
 /// A container of an external function: nothing for exec (each invocation
 /// is a new process), a live worker process for lambda.
 enum Instance {
-    Exec(Arc<Exec>, Option<std::fs::File>),
+    /// The function, a scratch file for stderr, the records its last call
+    /// read itself.
+    Exec(Arc<Exec>, Option<std::fs::File>, Option<u64>),
     Lambda(Sandbox),
 }
 
 impl Instance {
     fn invoke(&mut self, inv: &Invocation<'_>, input: &[RecordBatch]) -> Result<Vec<RecordBatch>, FunctionError> {
         match self {
-            Instance::Exec(e, stderr) => e.call(inv, input, stderr.as_mut()),
+            Instance::Exec(e, stderr, read) => e.call(inv, input, stderr.as_mut(), read),
             Instance::Lambda(s) => s.call(inv, input),
         }
     }
@@ -197,6 +221,13 @@ impl MapInstance for Instance {
 
     fn spent(&self) -> bool {
         self.is_spent()
+    }
+
+    fn records_read(&self) -> Option<u64> {
+        match self {
+            Instance::Exec(_, _, read) => *read,
+            Instance::Lambda(_) => None,
+        }
     }
 }
 
