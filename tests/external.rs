@@ -294,6 +294,12 @@ fn lambda_errors_crashes_deadlines_and_memory() {
     let r = run_job(&s, &lambda_job("wrong_type", r#"["line:utf8", "n:int64"]"#, "in.txt", "1KiB", ""), &[]).expect(1);
     assert!(r.stderr.contains("task 0"), "{}", r.stderr);
     assert!(r.stderr.contains("the response record 0"), "{}", r.stderr);
+    let r = run_job(&s, &lambda_job("misspelled", schema, "in.txt", "1KiB", ""), &[]).expect(1);
+    assert!(
+        r.stderr.contains("the response has no record with the declared column `line`; its records have: lnie"),
+        "{}",
+        r.stderr
+    );
     let r = run_job(&s, &lambda_job("not_records", schema, "in.txt", "1KiB", ""), &[]).expect(1);
     assert!(r.stderr.contains(r#"the response is not {"records": [...]}: {"result": 42}"#), "{}", r.stderr);
 }

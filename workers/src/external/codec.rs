@@ -189,6 +189,23 @@ pub(crate) fn json_records(batches: &[RecordBatch], out: &mut Vec<u8>) -> Result
 /// Builds batches of `schema` from JSON objects. A value of the wrong
 /// type is an error naming the record and column.
 pub(crate) fn from_json_records(records: &[serde_json::Value], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
+    // A declared column that no record has is a misspelling far more often
+    // than a column of nulls (which a function writes as `null`).
+    if !records.is_empty() {
+        for f in schema.fields() {
+            if !records.iter().any(|r| r.get(f.name()).is_some()) {
+                let mut keys: Vec<&str> =
+                    records.iter().filter_map(|r| r.as_object()).flat_map(|o| o.keys().map(String::as_str)).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                return Err(format!(
+                    "has no record with the declared column `{}`; its records have: {}",
+                    f.name(),
+                    keys.join(", ")
+                ));
+            }
+        }
+    }
     let mut out = Vec::new();
     for (chunk_no, chunk) in records.chunks(BATCH_ROWS).enumerate() {
         let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
