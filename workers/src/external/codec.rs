@@ -98,7 +98,7 @@ pub(crate) fn decode(format: IoFormat, bytes: &[u8], schema: &SchemaRef) -> Resu
             if bytes.is_empty() {
                 return Ok(Vec::new());
             }
-            let header_end = memchr_newline(bytes);
+            let header_end = memchr::memchr(b'\n', bytes).unwrap_or(bytes.len());
             let header = String::from_utf8_lossy(&bytes[..header_end]);
             let names: Vec<&str> =
                 header.trim_end_matches('\r').split(',').map(|s| s.trim().trim_matches('"')).collect();
@@ -145,10 +145,6 @@ pub(crate) fn decode(format: IoFormat, bytes: &[u8], schema: &SchemaRef) -> Resu
                 .collect()
         }
     }
-}
-
-fn memchr_newline(bytes: &[u8]) -> usize {
-    bytes.iter().position(|&b| b == b'\n').unwrap_or(bytes.len())
 }
 
 fn lines_batch(schema: &SchemaRef, lines: &mut Vec<&str>) -> Result<RecordBatch, String> {

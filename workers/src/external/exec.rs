@@ -6,7 +6,7 @@
 //! its whole process group.
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use fanout_jobs::IoFormat;
 
-use crate::external::{Tail, codec, kill_group};
+use crate::external::{Tail, codec, ended, kill_group};
 use crate::function::{FunctionError, Invocation};
 
 /// Input up to this size is written before stdout is read: a pipe holds
@@ -166,14 +166,8 @@ impl Exec {
                 "`{program}` {why} and was killed with its process group"
             ))));
         }
-        if let Some(signal) = status.signal() {
-            return Err(FunctionError::transient(with_stderr(format!(
-                "`{program}` was killed by signal {signal} ({})",
-                signal_name(signal)
-            ))));
-        }
         if !status.success() {
-            return Err(FunctionError::transient(with_stderr(format!("`{program}` exited with {status}"))));
+            return Err(FunctionError::transient(with_stderr(format!("`{program}` {}", ended(status)))));
         }
         codec::decode(self.output, &stdout, &self.output_schema).map_err(|e| {
             FunctionError::transient(with_stderr(format!(
@@ -241,9 +235,4 @@ fn watch(pid: u32, inv: &Invocation<'_>, stopped: &crossbeam_channel::Receiver<(
             _ => return false,
         }
     }
-}
-
-/// The name of a signal, for messages.
-pub(crate) fn signal_name(signal: i32) -> &'static str {
-    nix::sys::signal::Signal::try_from(signal).map_or("unknown", |s| s.as_str())
 }

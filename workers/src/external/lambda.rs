@@ -11,7 +11,7 @@
 //! starts a new one.
 
 use std::io::Read;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -24,8 +24,7 @@ use fanout_datasets::{Format, Split, SplitRange};
 use fanout_jobs::EventMode;
 
 use crate::external::api::{Api, Event, Outcome, Signal};
-use crate::external::exec::signal_name;
-use crate::external::{Tail, codec, kill_group};
+use crate::external::{Tail, codec, ended, kill_group};
 use crate::function::{FunctionError, Invocation};
 
 /// How long a new process may take to ask for its first event (Lambda's
@@ -141,7 +140,7 @@ impl Sandbox {
                 Err(match failure {
                     Err(message) => FunctionError::permanent(sandbox.with_logs(message)),
                     Ok(Some(status)) => FunctionError::permanent(
-                        sandbox.with_logs(format!("`{program}` {} before asking for its first event", exit(status))),
+                        sandbox.with_logs(format!("`{program}` {} before asking for its first event", ended(status))),
                     ),
                     Ok(None) => FunctionError::transient(sandbox.with_logs(format!(
                         "init timed out: no request for an event within {}",
@@ -218,7 +217,7 @@ impl Sandbox {
             Waited::Exited(status) => {
                 self.spent = true;
                 let program = &self.spec.command[0];
-                let message = format!("`{program}` {} during the invocation", exit(status));
+                let message = format!("`{program}` {} during the invocation", ended(status));
                 Err(FunctionError::transient(self.memory(self.with_logs(message))))
             }
         }
@@ -362,14 +361,6 @@ fn limit_memory(cmd: &mut Command, bytes: u64) {
     // nothing.
     unsafe {
         cmd.pre_exec(move || setrlimit(Resource::RLIMIT_DATA, bytes, bytes).map_err(std::io::Error::from));
-    }
-}
-
-/// How a process ended, for messages.
-fn exit(status: std::process::ExitStatus) -> String {
-    match status.signal() {
-        Some(s) => format!("was killed by signal {s} ({})", signal_name(s)),
-        None => format!("exited with {status}"),
     }
 }
 

@@ -253,6 +253,19 @@ fn resolve(program: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(program)
 }
 
+/// How a process ended, for messages: `exited with exit status: 3`, or
+/// `was killed by signal 9 (SIGKILL)`.
+fn ended(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        Some(s) => {
+            let name = nix::sys::signal::Signal::try_from(s).map_or("unknown", |s| s.as_str());
+            format!("was killed by signal {s} ({name})")
+        }
+        None => format!("exited with {status}"),
+    }
+}
+
 /// Kills a process group (a process started as its group's leader, and
 /// every process it started).
 fn kill_group(pid: u32) {
@@ -279,13 +292,10 @@ impl Tail {
     }
 
     /// Reads `r` to its end, keeping the tail.
-    fn drain(mut r: impl Read) -> Tail {
-        let mut tail = Tail::default();
-        let mut buf = [0u8; 8192];
-        while let Ok(n @ 1..) = r.read(&mut buf) {
-            tail.push(&buf[..n]);
-        }
-        tail
+    fn drain(r: impl Read) -> Tail {
+        let tail = Mutex::new(Tail::default());
+        Tail::drain_into(r, &tail);
+        tail.into_inner().expect("not poisoned")
     }
 
     /// Reads `r` to its end into a shared tail.
