@@ -19,19 +19,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use bytes::Bytes;
 use fanout_datasets::{Format, Split, SplitRange};
 use fanout_jobs::EventMode;
 
-use crate::external::api::{Api, Event, Outcome, Signal};
+use crate::external::api::{Api, Event, Happened, Outcome, POLL};
 use crate::external::{Tail, codec, ended, kill_group};
 use crate::function::{FunctionError, Invocation};
 
 /// How long a new process may take to ask for its first event (Lambda's
 /// init phase limit).
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a waiting invocation checks its process and deadline.
-const POLL: Duration = Duration::from_millis(10);
 
 /// A lambda function's settings, shared by its sandboxes.
 pub(crate) struct LambdaSpec {
@@ -67,11 +64,11 @@ enum Waited {
 /// A live worker process and its Runtime API.
 pub(crate) struct Sandbox {
     spec: Arc<LambdaSpec>,
-    rt: tokio::runtime::Runtime,
     child: Child,
-    api: Arc<Api>,
-    events: tokio::sync::mpsc::UnboundedSender<Event>,
-    server: tokio::task::AbortHandle,
+    /// The sandbox's Runtime API, served by the thread that invokes it,
+    /// only while it waits for the process: no hand-off between threads
+    /// on the way to the function and back.
+    api: Api,
     logs: Arc<Mutex<Tail>>,
     id: u64,
     seq: u64,
@@ -82,29 +79,12 @@ pub(crate) struct Sandbox {
 impl Sandbox {
     /// Starts a process and waits for its init phase to end.
     pub(crate) fn start(spec: Arc<LambdaSpec>) -> Result<Sandbox, FunctionError> {
-        let io = |what: &str, e: std::io::Error| FunctionError::transient(format!("{what}: {e}"));
-        // The sandbox's Runtime API runs on the thread that invokes it,
-        // only while it waits for the process: no hand-off between
-        // threads on the way to the function and back.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| io("runtime API", e))?;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io("runtime API", e))?;
-        listener.set_nonblocking(true).map_err(|e| io("runtime API", e))?;
-        let port = listener.local_addr().map_err(|e| io("runtime API", e))?.port();
-        let (signals, mut signalled) = tokio::sync::mpsc::unbounded_channel();
-        let (api, events) = Api::new(signals, spec.payload_limit, &spec.stage);
-        let server = {
-            let _in = rt.enter();
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| io("runtime API", e))?;
-            rt.spawn(api.clone().serve(listener)).abort_handle()
-        };
+        let io = |e: std::io::Error| FunctionError::transient(format!("runtime API: {e}"));
+        let api = Api::bind(spec.payload_limit, &spec.stage).map_err(io)?;
         let id = SANDBOXES.fetch_add(1, Relaxed);
-        let child = spawn(&spec, port, id)?;
+        let child = spawn(&spec, api.port().map_err(io)?, id)?;
         let logs = Arc::new(Mutex::new(Tail::default()));
-        let mut sandbox = Sandbox { spec, rt, child, api, events, server, logs, id, seq: 0, spent: false };
+        let mut sandbox = Sandbox { spec, child, api, logs, id, seq: 0, spent: false };
         let pipes = [
             sandbox.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
             sandbox.child.stderr.take().map(|p| Box::new(p) as _),
@@ -114,24 +94,22 @@ impl Sandbox {
             std::thread::spawn(move || Tail::drain_into(pipe, &logs));
         }
         let started = Instant::now();
-        let Sandbox { rt, child, .. } = &mut sandbox;
-        let outcome = rt.block_on(async {
-            loop {
-                match tokio::time::timeout(POLL, signalled.recv()).await {
-                    Ok(Some(Signal::Ready)) => return Ok(()),
-                    Ok(Some(Signal::InitError(message))) => return Err(Err(format!("init error: {message}"))),
-                    Ok(None) => return Err(Ok(None)),
-                    Err(_) => {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            return Err(Ok(Some(status)));
-                        }
-                        if started.elapsed() > INIT_TIMEOUT {
-                            return Err(Ok(None));
-                        }
+        let outcome = loop {
+            match sandbox.api.turn(Instant::now() + POLL) {
+                Ok(Some(Happened::Ready)) => break Ok(()),
+                Ok(Some(Happened::InitError(message))) => break Err(Err(format!("init error: {message}"))),
+                Ok(Some(Happened::Answered(_))) => {}
+                Ok(None) => {
+                    if let Ok(Some(status)) = sandbox.child.try_wait() {
+                        break Err(Ok(Some(status)));
+                    }
+                    if started.elapsed() > INIT_TIMEOUT {
+                        break Err(Ok(None));
                     }
                 }
+                Err(e) => break Err(Err(format!("the runtime API failed: {e}"))),
             }
-        });
+        };
         match outcome {
             Ok(()) => Ok(sandbox),
             Err(failure) => {
@@ -160,39 +138,26 @@ impl Sandbox {
         let body = self.event(inv, batches)?;
         self.seq += 1;
         let id = request_id(self.id, self.seq);
-        let (reply, mut replied) = tokio::sync::oneshot::channel();
-        self.api.begin(&id, reply);
         let now = Instant::now();
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let left = inv.deadline.map_or(Duration::from_secs(900), |d| d.saturating_duration_since(now));
-        let event = Event {
-            id,
-            deadline_ms: (epoch + left).as_millis() as u64,
-            trace: trace_id(epoch, self.id, self.seq),
-            body,
-        };
-        if self.events.send(event).is_err() {
-            self.spent = true;
-            return Err(FunctionError::transient("the sandbox stopped"));
-        }
-        let Sandbox { rt, child, .. } = self;
-        let waited = rt.block_on(async {
-            loop {
-                let wait = inv.deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
-                match tokio::time::timeout(wait, &mut replied).await {
-                    // The connection wrote its 202 in the same poll that
-                    // sent the outcome, before this future runs again.
-                    Ok(Ok(outcome)) => return Waited::Outcome(outcome),
-                    Ok(Err(_)) => return Waited::Stopped,
-                    Err(_) if inv.expired() => return Waited::Expired,
-                    Err(_) => {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            return Waited::Exited(status);
-                        }
+        let trace = trace_id(epoch, self.id, self.seq);
+        self.api.begin(&Event { id: &id, deadline_ms: (epoch + left).as_millis() as u64, trace: &trace, body: &body });
+        let waited = loop {
+            let until = Instant::now() + POLL;
+            match self.api.turn(inv.deadline.map_or(until, |d| d.min(until))) {
+                // The 202 is written before the outcome is returned.
+                Ok(Some(Happened::Answered(outcome))) => break Waited::Outcome(outcome),
+                Ok(Some(_)) => {}
+                Ok(None) if inv.expired() => break Waited::Expired,
+                Ok(None) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        break Waited::Exited(status);
                     }
                 }
+                Err(_) => break Waited::Stopped,
             }
-        });
+        };
         match waited {
             Waited::Outcome(Outcome::Response(body)) => self.records(&body),
             Waited::Outcome(Outcome::Error { kind, message }) => {
@@ -225,7 +190,7 @@ impl Sandbox {
 
     /// The event's JSON: the invocation's context and params, then the
     /// records or the split reference.
-    fn event(&self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Bytes, FunctionError> {
+    fn event(&self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<u8>, FunctionError> {
         let spec = &self.spec;
         let mut out = Vec::new();
         let head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
@@ -266,7 +231,7 @@ impl Sandbox {
                 spec.payload_limit
             )));
         }
-        Ok(Bytes::from(out))
+        Ok(out)
     }
 
     /// The response's records as batches of the declared schema.
@@ -309,7 +274,6 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         kill_group(self.child.id());
         let _ = self.child.wait();
-        self.server.abort();
     }
 }
 
