@@ -67,6 +67,12 @@ pub(crate) fn encode(format: IoFormat, schema: &SchemaRef, batches: &[RecordBatc
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 8192;
 
+/// The batch size for decoding `bytes` of one record per line: readers
+/// reserve their batch size up front, and most outputs are small.
+fn batch_rows(bytes: &[u8]) -> usize {
+    (memchr::memchr_iter(b'\n', bytes).take(BATCH_ROWS).count() + 1).min(BATCH_ROWS)
+}
+
 /// Reads what a function wrote in `format` as batches of `schema`. Errors
 /// say what did not fit and where (line numbers count from 1).
 pub(crate) fn decode(format: IoFormat, bytes: &[u8], schema: &SchemaRef) -> Result<Vec<RecordBatch>, String> {
@@ -112,14 +118,14 @@ pub(crate) fn decode(format: IoFormat, bytes: &[u8], schema: &SchemaRef) -> Resu
             }
             let reader = arrow_csv::ReaderBuilder::new(schema.clone())
                 .with_header(true)
-                .with_batch_size(BATCH_ROWS)
+                .with_batch_size(batch_rows(bytes))
                 .build(Cursor::new(bytes))
                 .map_err(|e| e.to_string())?;
             reader.map(|b| b.map_err(|e| e.to_string())).collect()
         }
         IoFormat::Jsonl => {
             let reader = arrow_json::ReaderBuilder::new(schema.clone())
-                .with_batch_size(BATCH_ROWS)
+                .with_batch_size(batch_rows(bytes))
                 .build(Cursor::new(bytes))
                 .map_err(|e| e.to_string())?;
             reader.map(|b| b.map_err(|e| e.to_string())).collect()
@@ -204,8 +210,9 @@ pub(crate) fn from_json_records(records: &[serde_json::Value], schema: &SchemaRe
     }
     let mut out = Vec::new();
     for (chunk_no, chunk) in records.chunks(BATCH_ROWS).enumerate() {
+        // Sized to the chunk: the decoder reserves its batch size up front.
         let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
-            .with_batch_size(BATCH_ROWS)
+            .with_batch_size(chunk.len())
             .build_decoder()
             .map_err(|e| e.to_string())?;
         if let Some(bad) = chunk.iter().position(|r| !r.is_object()) {
@@ -218,8 +225,10 @@ pub(crate) fn from_json_records(records: &[serde_json::Value], schema: &SchemaRe
             Err(e) => {
                 // Find the record at fault, one by one.
                 for (i, r) in chunk.iter().enumerate() {
-                    let mut one =
-                        arrow_json::ReaderBuilder::new(schema.clone()).build_decoder().map_err(|e| e.to_string())?;
+                    let mut one = arrow_json::ReaderBuilder::new(schema.clone())
+                        .with_batch_size(1)
+                        .build_decoder()
+                        .map_err(|e| e.to_string())?;
                     if let Err(e) = one.serialize(std::slice::from_ref(r)).and_then(|_| one.flush()) {
                         return Err(format!(
                             "record {}: {e} (declared columns {})",
