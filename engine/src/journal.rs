@@ -4,9 +4,13 @@
 //! same output.
 //!
 //! Two files in the run directory: `tasks.data`, the task outputs as Arrow
-//! IPC streams one after another, and `journal.jsonl`, a line per task
-//! naming its bytes in `tasks.data` and their checksum. A syncer thread
-//! takes finished tasks from the workers in groups, appends their outputs,
+//! IPC messages, and `journal.jsonl`, a line per task naming its bytes in
+//! `tasks.data` and their checksum. A task's bytes are its record batch
+//! messages alone — the schema is the phase's, known again on resume and
+//! put in front when they are read — unless the schema has dictionaries:
+//! then they are a whole IPC stream. Workers gather their finished tasks
+//! into a [`Batch`] and hand it over once a task group. A syncer thread
+//! takes the batches in groups, appends their outputs,
 //! fsyncs the data, then appends their lines and fsyncs the journal: two
 //! fsyncs per group however many tasks it holds, all off the workers' path,
 //! and a journal line never names bytes that are not on disk. Groups are
@@ -45,15 +49,25 @@ struct Entry {
     rows: u64,
 }
 
-/// A finished task on its way to the syncer.
-struct Pending {
-    phase: usize,
-    task: u64,
+/// A worker's side of the journal: the batch it fills, and its IPC
+/// encoder's buffers, reused from task to task.
+#[derive(Default)]
+pub(crate) struct Local {
+    /// Finished tasks not yet handed over.
+    pub(crate) batch: Batch,
+    context: arrow_ipc::writer::IpcWriteContext,
+}
+
+/// A worker's finished tasks on their way to the syncer.
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// The tasks' outputs, one after another.
     bytes: Vec<u8>,
-    rows: u64,
-    /// Invocation records (JSON lines) of the worker's, up to this task's:
-    /// they reach the log before the task is journaled.
-    records: Vec<u8>,
+    /// Per task: phase, task, its bytes' length, rows.
+    tasks: Vec<(usize, u64, usize, u64)>,
+    /// Invocation records (JSON lines) of the worker's, up to its last
+    /// task: they reach the log before the tasks are journaled.
+    pub(crate) records: Vec<u8>,
 }
 
 /// The journal of a run directory.
@@ -61,7 +75,7 @@ pub(crate) struct Journal {
     data_path: PathBuf,
     /// Tasks completed by earlier runs.
     done: HashMap<(usize, u64), Entry>,
-    queue: Mutex<Option<crossbeam_channel::Sender<Pending>>>,
+    queue: Mutex<Option<crossbeam_channel::Sender<Batch>>>,
     syncer: Mutex<Option<std::thread::JoinHandle<Result<(), EngineError>>>>,
     /// Tells the syncer to drop what is left instead of syncing it.
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -87,7 +101,7 @@ impl Journal {
         };
         let journal = append(&path)?;
         let data = append(&data_path)?;
-        let (tx, rx) = crossbeam_channel::unbounded::<Pending>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Batch>();
         let dp = data_path.clone();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let halt = stop.clone();
@@ -116,9 +130,15 @@ impl Journal {
         }
     }
 
-    /// The saved output of task `task` of phase `phase`, if an earlier run
-    /// completed it (its checksum verified).
-    pub(crate) fn completed(&self, phase: usize, task: u64) -> Result<Option<Vec<RecordBatch>>, EngineError> {
+    /// The saved output of task `task` of phase `phase`, whose output
+    /// schema is `schema`, if an earlier run completed it (its checksum
+    /// verified).
+    pub(crate) fn completed(
+        &self,
+        phase: usize,
+        task: u64,
+        schema: &SchemaRef,
+    ) -> Result<Option<Vec<RecordBatch>>, EngineError> {
         let Some(e) = self.done.get(&(phase, task)) else { return Ok(None) };
         let path = &self.data_path;
         let io = |err| EngineError::io(path, err);
@@ -128,38 +148,90 @@ impl Journal {
             return Err(io(std::io::Error::other(format!("task {task}: checksum mismatch in the saved output"))));
         }
         let arrow = |err: arrow_schema::ArrowError| EngineError::io(path, std::io::Error::other(err));
+        if !has_dictionaries(schema) {
+            let mut stream = Vec::with_capacity(bytes.len() + 256);
+            let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut stream, schema).map_err(arrow)?;
+            w.flush().map_err(arrow)?;
+            drop(w);
+            stream.extend_from_slice(&bytes);
+            bytes = stream;
+        }
         let reader = arrow_ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(arrow)?;
         Ok(Some(reader.collect::<Result<Vec<_>, _>>().map_err(arrow)?))
     }
 
-    /// Hands a completed task's output to the syncer.
+    /// Adds a completed task's output to a worker's batch.
     pub(crate) fn record(
         &self,
+        local: &mut Local,
         phase: usize,
         task: u64,
         schema: &SchemaRef,
         batches: &[RecordBatch],
-        records: Vec<u8>,
     ) -> Result<(), EngineError> {
         let arrow = |e: arrow_schema::ArrowError| EngineError::io(&self.data_path, std::io::Error::other(e));
-        let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), schema).map_err(arrow)?;
-        for b in batches {
-            w.write(b).map_err(arrow)?;
+        let Local { batch, context } = local;
+        let start = batch.bytes.len();
+        if has_dictionaries(schema) {
+            let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut batch.bytes, schema).map_err(arrow)?;
+            for b in batches {
+                w.write(b).map_err(arrow)?;
+            }
+            w.finish().map_err(arrow)?;
+        } else {
+            // Record batch messages alone: no schema message per task.
+            let generator = arrow_ipc::writer::IpcDataGenerator::default();
+            let options = arrow_ipc::writer::IpcWriteOptions::default();
+            let mut tracker = arrow_ipc::writer::DictionaryTracker::new(false);
+            for b in batches {
+                let (_, message) = generator.encode(b, &mut tracker, &options, context).map_err(arrow)?;
+                arrow_ipc::writer::write_message(&mut batch.bytes, message, &options).map_err(arrow)?;
+            }
         }
-        w.finish().map_err(arrow)?;
-        let bytes = w.into_inner().map_err(arrow)?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        if let Some(q) = self.queue.lock().expect("not poisoned").as_ref() {
-            let _ = q.send(Pending { phase, task, bytes, rows, records });
-        }
+        batch.tasks.push((phase, task, batch.bytes.len() - start, rows));
         Ok(())
     }
+
+    /// Hands a worker's batch to the syncer (once a task group).
+    pub(crate) fn hand_over(&self, local: &mut Local) {
+        if local.batch.tasks.is_empty() && local.batch.records.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut local.batch);
+        if let Some(q) = self.queue.lock().expect("not poisoned").as_ref() {
+            let _ = q.send(batch);
+        }
+    }
+}
+
+/// Whether a schema has dictionary-encoded columns, at any depth (their
+/// messages need the schema's dictionary ids: such tasks are saved as
+/// whole streams).
+fn has_dictionaries(schema: &SchemaRef) -> bool {
+    fn dict(t: &arrow_schema::DataType) -> bool {
+        use arrow_schema::DataType as T;
+        match t {
+            T::Dictionary(..) => true,
+            T::List(f)
+            | T::LargeList(f)
+            | T::FixedSizeList(f, _)
+            | T::ListView(f)
+            | T::LargeListView(f)
+            | T::Map(f, _) => dict(f.data_type()),
+            T::Struct(fs) => fs.iter().any(|f| dict(f.data_type())),
+            T::Union(fs, _) => fs.iter().any(|(_, f)| dict(f.data_type())),
+            T::RunEndEncoded(_, v) => dict(v.data_type()),
+            _ => false,
+        }
+    }
+    schema.fields().iter().any(|f| dict(f.data_type()))
 }
 
 /// The syncer: appends outputs, fsyncs, then journals them, a group at a
 /// time.
 fn sync_loop(
-    rx: crossbeam_channel::Receiver<Pending>,
+    rx: crossbeam_channel::Receiver<Batch>,
     mut data: File,
     data_path: PathBuf,
     mut journal: File,
@@ -175,45 +247,108 @@ fn sync_loop(
         // What finishes meanwhile joins the group; `finish` unparks.
         std::thread::park_timeout(SYNC_INTERVAL);
         let first = match held.take().map_or_else(|| rx.try_recv(), Ok) {
-            Ok(p) => p,
+            Ok(b) => b,
             Err(crossbeam_channel::TryRecvError::Empty) => continue,
             Err(crossbeam_channel::TryRecvError::Disconnected) => return Ok(()),
         };
-        let group: Vec<Pending> = std::iter::once(first).chain(rx.try_iter()).collect();
+        let group: Vec<Batch> = std::iter::once(first).chain(rx.try_iter()).collect();
         records.clear();
-        for p in &group {
-            records.extend_from_slice(&p.records);
+        for b in &group {
+            records.extend_from_slice(&b.records);
         }
         log.append(&records)?;
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             // Nothing more to journal; the records still belong in the log.
-            for p in rx.try_iter() {
-                log.append(&p.records)?;
+            for b in rx.try_iter() {
+                log.append(&b.records)?;
             }
             return Ok(());
         }
         lines.clear();
         bytes.clear();
-        for p in group {
-            let entry = Entry {
-                phase: p.phase,
-                task: p.task,
-                offset: offset + bytes.len() as u64,
-                len: p.bytes.len() as u64,
-                xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&p.bytes)),
-                rows: p.rows,
-            };
-            bytes.extend_from_slice(&p.bytes);
-            lines.extend(serde_json::to_vec(&entry).expect("serializes"));
-            lines.push(b'\n');
+        for b in &group {
+            let mut at = 0;
+            for &(phase, task, len, rows) in &b.tasks {
+                let task_bytes = &b.bytes[at..at + len];
+                at += len;
+                let entry = Entry {
+                    phase,
+                    task,
+                    offset: offset + bytes.len() as u64,
+                    len: len as u64,
+                    xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(task_bytes)),
+                    rows,
+                };
+                bytes.extend_from_slice(task_bytes);
+                serde_json::to_writer(&mut lines, &entry).expect("serializes");
+                lines.push(b'\n');
+            }
         }
+        drop(group);
         data.write_all(&bytes).and_then(|()| data.sync_data()).map_err(|e| EngineError::io(&data_path, e))?;
         offset += bytes.len() as u64;
         journal.write_all(&lines).and_then(|()| journal.sync_data()).map_err(|e| EngineError::io(&path, e))?;
         match rx.try_recv() {
-            Ok(p) => held = Some(p),
+            Ok(b) => held = Some(b),
             Err(crossbeam_channel::TryRecvError::Empty) => {}
             Err(crossbeam_channel::TryRecvError::Disconnected) => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, DictionaryArray, Int64Array, RecordBatch, StringArray, types::Int32Type};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn plain() -> RecordBatch {
+        let ids: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]));
+        let names: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
+        RecordBatch::try_from_iter([("id", ids), ("name", names)]).unwrap()
+    }
+
+    fn dictionary() -> RecordBatch {
+        let keys: DictionaryArray<Int32Type> = vec!["x", "y", "x"].into_iter().collect();
+        let schema = Schema::new(vec![Field::new(
+            "k",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        )]);
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(keys)]).unwrap()
+    }
+
+    #[test]
+    fn tasks_come_back_as_they_were_recorded_with_and_without_dictionaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [(0, plain()), (1, dictionary())];
+        {
+            let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
+            let journal = Journal::open(dir.path(), false, log).unwrap();
+            let mut local = Local::default();
+            for (phase, batch) in &cases {
+                let schema = batch.schema();
+                journal.record(&mut local, *phase, 7, &schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
+                journal.record(&mut local, *phase, 8, &schema, &[]).unwrap();
+                local.batch.records.extend_from_slice(b"{}\n");
+                journal.hand_over(&mut local);
+            }
+            journal.finish(false).unwrap();
+        }
+        let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), true).unwrap());
+        let journal = Journal::open(dir.path(), true, log).unwrap();
+        for (phase, batch) in &cases {
+            let schema = batch.schema();
+            let back = journal.completed(*phase, 7, &schema).unwrap().expect("journaled");
+            assert_eq!(back, vec![batch.clone(), batch.slice(1, 2)]);
+            assert_eq!(journal.completed(*phase, 8, &schema).unwrap().expect("journaled"), vec![]);
+            assert!(journal.completed(*phase, 9, &schema).unwrap().is_none());
+        }
+        journal.finish(true).unwrap();
+        let records = std::fs::read_to_string(dir.path().join("invocations.jsonl")).unwrap();
+        assert_eq!(records, "{}\n{}\n");
     }
 }

@@ -294,10 +294,11 @@ impl<'a> Recorder<'a> {
         if self.buf.len() >= FLUSH_AT { self.flush() } else { Ok(()) }
     }
 
-    /// The records buffered so far, handed over (to the journal, which
+    /// Moves the records buffered so far to `out` (the journal's, which
     /// writes them before it journals the task they end with).
-    pub(crate) fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.buf)
+    pub(crate) fn take_into(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.buf);
+        self.buf.clear();
     }
 
     pub(crate) fn flush(&mut self) -> Result<(), EngineError> {

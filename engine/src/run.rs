@@ -259,6 +259,8 @@ struct Worker {
     counts: Counts,
     /// Task outputs for the gather, handed over once a task group.
     gathered: Vec<(u64, Vec<RecordBatch>)>,
+    /// Finished tasks for the journal, handed over once a task group.
+    journaled: crate::journal::Local,
 }
 
 impl Worker {
@@ -471,7 +473,15 @@ fn execute(
             let last_used = vec![Instant::now(); steps];
             let counts = Counts { stages: vec![[0; 3]; compiled.stages.len()], ..Counts::default() };
             (
-                Worker { id, containers, last_used, files: OpenFiles::default(), counts, gathered: Vec::new() },
+                Worker {
+                    id,
+                    containers,
+                    last_used,
+                    files: OpenFiles::default(),
+                    counts,
+                    gathered: Vec::new(),
+                    journaled: Default::default(),
+                },
                 Recorder::new(&shared.log, steps),
             )
         })
@@ -589,7 +599,7 @@ fn dedupe(failures: Vec<TaskFailure>) -> Vec<TaskFailure> {
 /// it, and sends it on as if the task had just run.
 fn resumed(shared: &Shared<'_>, index: usize, phase: &Phase, task: u64, counted: &[&Arc<StageProgress>]) -> bool {
     let Some(journal) = &shared.journal else { return false };
-    match journal.completed(index, task) {
+    match journal.completed(index, task, &sink_schema(shared, phase)) {
         Ok(None) => false,
         Ok(Some(out)) => {
             shared.resumed.fetch_add(1, Relaxed);
@@ -605,6 +615,14 @@ fn resumed(shared: &Shared<'_>, index: usize, phase: &Phase, task: u64, counted:
             shared.fail(e);
             true
         }
+    }
+}
+
+/// The schema of what a phase's tasks send to its sink.
+fn sink_schema(shared: &Shared<'_>, phase: &Phase) -> arrow_schema::SchemaRef {
+    match phase.sink {
+        Sink::Gather => shared.compiled.output.clone(),
+        Sink::Shuffle(s) => shared.compiled.stages[s].function.output_schema(),
     }
 }
 
@@ -681,6 +699,9 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     busy.nanos.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
                     busy.tasks.fetch_add(n, Relaxed);
                     worker.counts.publish(shared);
+                    if let Some(journal) = &shared.journal {
+                        journal.hand_over(&mut worker.journaled);
+                    }
                     worker.retire_idle(shared.plan.platform.containers.keep_alive);
                     if !worker.gathered.is_empty() {
                         let outputs = std::mem::take(&mut worker.gathered);
@@ -880,13 +901,10 @@ fn run_task(
         return Ok(());
     }
     if let Some(journal) = &shared.journal {
-        let schema = match phase.sink {
-            Sink::Gather => shared.compiled.output.clone(),
-            Sink::Shuffle(s) => shared.compiled.stages[s].function.output_schema(),
-        };
+        journal.record(&mut worker.journaled, index, task, &sink_schema(shared, phase), &out)?;
         // The task's invocation records reach the log before the task is
         // journaled, so that a resumed run's report misses none of them.
-        journal.record(index, task, &schema, &out, recorder.take())?;
+        recorder.take_into(&mut worker.journaled.batch.records);
     }
     match phase.sink {
         // Outputs for the gather wait for the end of the task group: one
