@@ -34,6 +34,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::EngineError;
 use crate::metrics::Log;
 
+/// How many emptied batches wait for reuse.
+const SPARE_BATCHES: usize = 64;
+
 /// The least time between two groups.
 const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -76,6 +79,9 @@ pub(crate) struct Journal {
     /// Tasks completed by earlier runs.
     done: HashMap<(usize, u64), Entry>,
     queue: Mutex<Option<crossbeam_channel::Sender<Batch>>>,
+    /// Emptied batches back from the syncer, their buffers still
+    /// allocated: workers reuse them instead of growing new ones.
+    spare: crossbeam_channel::Receiver<Batch>,
     syncer: Mutex<Option<std::thread::JoinHandle<Result<(), EngineError>>>>,
     /// Tells the syncer to drop what is left instead of syncing it.
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -102,14 +108,15 @@ impl Journal {
         let journal = append(&path)?;
         let data = append(&data_path)?;
         let (tx, rx) = crossbeam_channel::unbounded::<Batch>();
+        let (spare_tx, spare) = crossbeam_channel::bounded::<Batch>(SPARE_BATCHES);
         let dp = data_path.clone();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let halt = stop.clone();
         let syncer = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || sync_loop(rx, data, dp, journal, path, &log, &halt))
+            .spawn(move || sync_loop(rx, &spare_tx, data, dp, journal, path, &log, &halt))
             .map_err(|e| EngineError::io(run_dir, e))?;
-        Ok(Journal { data_path, done, queue: Mutex::new(Some(tx)), syncer: Mutex::new(Some(syncer)), stop })
+        Ok(Journal { data_path, done, queue: Mutex::new(Some(tx)), spare, syncer: Mutex::new(Some(syncer)), stop })
     }
 
     /// Ends the journal and reports a sync error. With `all_done` (every
@@ -198,7 +205,7 @@ impl Journal {
         if local.batch.tasks.is_empty() && local.batch.records.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut local.batch);
+        let batch = std::mem::replace(&mut local.batch, self.spare.try_recv().unwrap_or_default());
         if let Some(q) = self.queue.lock().expect("not poisoned").as_ref() {
             let _ = q.send(batch);
         }
@@ -230,8 +237,10 @@ fn has_dictionaries(schema: &SchemaRef) -> bool {
 
 /// The syncer: appends outputs, fsyncs, then journals them, a group at a
 /// time.
+#[allow(clippy::too_many_arguments)]
 fn sync_loop(
     rx: crossbeam_channel::Receiver<Batch>,
+    spare: &crossbeam_channel::Sender<Batch>,
     mut data: File,
     data_path: PathBuf,
     mut journal: File,
@@ -284,7 +293,12 @@ fn sync_loop(
                 lines.push(b'\n');
             }
         }
-        drop(group);
+        for mut b in group {
+            b.bytes.clear();
+            b.tasks.clear();
+            b.records.clear();
+            let _ = spare.try_send(b);
+        }
         data.write_all(&bytes).and_then(|()| data.sync_data()).map_err(|e| EngineError::io(&data_path, e))?;
         offset += bytes.len() as u64;
         journal.write_all(&lines).and_then(|()| journal.sync_data()).map_err(|e| EngineError::io(&path, e))?;
