@@ -222,6 +222,7 @@ pub(crate) fn header_names(header: &[u8], opts: &CsvOptions) -> Result<Vec<Strin
 pub(crate) fn read<R: Read + Send + 'static>(
     source: R,
     schema: SchemaRef,
+    projection: Option<Vec<usize>>,
     opts: &CsvOptions,
     skip_header: bool,
     batch_rows: usize,
@@ -234,6 +235,9 @@ pub(crate) fn read<R: Read + Send + 'static>(
         .with_batch_size(batch_rows);
     if let Some(e) = opts.escape {
         builder = builder.with_escape(e);
+    }
+    if let Some(p) = projection {
+        builder = builder.with_projection(p);
     }
     let reader = builder.build(BufReader::with_capacity(buffer.max(64), source)).map_err(|e| e.to_string())?;
     Ok(reader.map(|r| r.map_err(|e| e.to_string())))
@@ -250,7 +254,7 @@ pub(crate) fn locate(
     opts: &CsvOptions,
     skip_header: bool,
 ) -> Option<(u64, u64)> {
-    let good = read(first, schema, opts, skip_header, 1, 64 * 1024).ok()?.take_while(Result::is_ok).count();
+    let good = read(first, schema, None, opts, skip_header, 1, 64 * 1024).ok()?.take_while(Result::is_ok).count();
     let mut skip = good + usize::from(skip_header);
     let mut scanner = Scanner::new(opts);
     let mut buf = vec![0; 64 * 1024];

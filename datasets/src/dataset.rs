@@ -70,7 +70,11 @@ pub struct Dataset {
     /// Whether the format was given rather than told from extensions.
     explicit: bool,
     opts: DatasetOptions,
+    /// The schema of the batches read: the files' own, or its projection.
     schema: SchemaRef,
+    /// The files' schema and, when only some columns are read, which.
+    full: SchemaRef,
+    projection: Option<Vec<usize>>,
 }
 
 impl Dataset {
@@ -127,7 +131,33 @@ impl Dataset {
             (None, Format::Parquet) => parquet::schema(&first.path)?,
             (None, Format::Arrow) => ipc::schema(&first.path)?,
         };
-        Ok(Dataset { inputs, format, explicit: opts.format.is_some(), opts, schema })
+        let full = schema.clone();
+        Ok(Dataset { inputs, format, explicit: opts.format.is_some(), opts, schema, full, projection: None })
+    }
+
+    /// The same dataset read for the columns named `columns` only (in the
+    /// files' order): the readers skip parsing the others — a value that
+    /// would not parse in a skipped column is never seen. None when that
+    /// would read every column (or none), or for text, which has one.
+    pub fn project(&self, columns: &[String]) -> Result<Option<Dataset>> {
+        let mut indices = Vec::with_capacity(columns.len());
+        for c in columns {
+            let i = self.full.index_of(c).map_err(|_| Error::Config(format!("no input column `{c}` to read")))?;
+            indices.push(i);
+        }
+        indices.sort_unstable();
+        indices.dedup();
+        let all = indices.len() == self.full.fields().len();
+        if indices.is_empty() || all || self.format == Format::Text || self.projection.is_some() {
+            return Ok(None);
+        }
+        let schema = Arc::new(self.full.project(&indices).map_err(|e| Error::Config(e.to_string()))?);
+        Ok(Some(Dataset { schema, projection: Some(indices), ..self.clone() }))
+    }
+
+    /// The columns read, as indices into the files' schema (None: all).
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
     }
 
     /// The format of every file.
@@ -234,7 +264,7 @@ impl Dataset {
 
     fn check_header(&self, path: &Path, header: &[u8]) -> Result<()> {
         let names = csv::header_names(header, &self.opts.csv).map_err(|m| Error::invalid(path, m))?;
-        let expected: Vec<&String> = self.schema.fields().iter().map(|f| f.name()).collect();
+        let expected: Vec<&String> = self.full.fields().iter().map(|f| f.name()).collect();
         if names.iter().ne(expected.iter().copied()) {
             return Err(Error::invalid(
                 path,
@@ -245,8 +275,8 @@ impl Dataset {
     }
 
     fn check_schema(&self, path: &Path, schema: SchemaRef) -> Result<()> {
-        if schema.fields() != self.schema.fields() {
-            return Err(Error::invalid(path, format!("schema {schema} differs from the first file's {}", self.schema)));
+        if schema.fields() != self.full.fields() {
+            return Err(Error::invalid(path, format!("schema {schema} differs from the first file's {}", self.full)));
         }
         Ok(())
     }
@@ -272,14 +302,14 @@ impl Dataset {
         };
         match (self.format, &range) {
             (_, SplitRange::RowGroups { start, end, .. }) => {
-                let batches = parquet::read(&path, *start, *end, batch_rows)?;
+                let batches = parquet::read(&path, *start, *end, batch_rows, self.projection.as_deref())?;
                 let at = split.to_string();
                 Ok(Box::new(fuse_errors(
                     batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}")))),
                 )))
             }
             (_, SplitRange::Batches { start, end, .. }) => {
-                let batches = ipc::read(&path, *start, *end)?;
+                let batches = ipc::read(&path, *start, *end, self.projection.clone())?;
                 let at = split.to_string();
                 Ok(Box::new(fuse_errors(
                     batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}")))),
@@ -294,14 +324,23 @@ impl Dataset {
             (Format::Csv, _) => {
                 let opts = self.opts.csv;
                 let skip_header = opts.header && range == SplitRange::Whole;
-                let batches =
-                    csv::read(files.open(&file, &range)?, schema.clone(), &opts, skip_header, batch_rows, buffer)
-                        .map_err(|m| Error::invalid(&path, m))?;
+                let full = self.full.clone();
+                let projection = self.projection.clone();
+                let batches = csv::read(
+                    files.open(&file, &range)?,
+                    full.clone(),
+                    projection,
+                    &opts,
+                    skip_header,
+                    batch_rows,
+                    buffer,
+                )
+                .map_err(|m| Error::invalid(&path, m))?;
                 Ok(Box::new(fuse_errors(batches.map(move |r| {
                     r.map_err(|message| {
                         let located = open_range(&file, &range).ok().and_then(|a| {
                             let b = open_range(&file, &range).ok()?;
-                            csv::locate(a, b, schema.clone(), &opts, skip_header)
+                            csv::locate(a, b, full.clone(), &opts, skip_header)
                         });
                         match located {
                             Some((byte, line)) => malformed(&file, &range, byte, Some(line), message),

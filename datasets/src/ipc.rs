@@ -45,14 +45,16 @@ pub(crate) fn schema(path: &Path) -> Result<SchemaRef> {
     Ok(reader.schema())
 }
 
-/// Reads record batches `[start, end)` of `path`.
+/// Reads record batches `[start, end)` of `path`, only the columns
+/// `projection` if given.
 pub(crate) fn read(
     path: &Path,
     start: usize,
     end: usize,
+    projection: Option<Vec<usize>>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send + use<>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = FileReader::try_new(file, None).map_err(|e| Error::invalid(path, e))?;
+    let mut reader = FileReader::try_new(file, projection).map_err(|e| Error::invalid(path, e))?;
     reader.set_index(start).map_err(|e| Error::invalid(path, e))?;
     Ok(reader.take(end - start).map(|r| r.map_err(|e| e.to_string())))
 }

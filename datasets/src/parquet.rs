@@ -26,16 +26,27 @@ pub(crate) fn schema(path: &Path) -> Result<SchemaRef> {
     Ok(builder.schema().clone())
 }
 
-/// Reads row groups `[start, end)` of `path` in batches of `batch_rows`.
+/// Reads row groups `[start, end)` of `path` in batches of `batch_rows`,
+/// only the top-level columns `projection` if given.
 pub(crate) fn read(
     path: &Path,
     start: usize,
     end: usize,
     batch_rows: usize,
+    projection: Option<&[usize]>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send + use<>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_row_groups((start..end).collect()).with_batch_size(batch_rows).build())
+        .and_then(|b| {
+            let b = b.with_row_groups((start..end).collect()).with_batch_size(batch_rows);
+            match projection {
+                Some(p) => {
+                    let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), p.iter().copied());
+                    b.with_projection(mask).build()
+                }
+                None => b.build(),
+            }
+        })
         .map_err(|e| Error::invalid(path, e))?;
     Ok(reader.map(|r| r.map_err(|e| e.to_string())))
 }

@@ -269,3 +269,52 @@ fn generated_data_reads_back_in_any_chunking() {
         assert_eq!(counts, [9000, 9000, 9000], "{kind}");
     }
 }
+
+#[test]
+fn projected_datasets_read_the_same_values_of_fewer_columns() {
+    use fanout_datasets::generator::{Amount, GenKind, GenSpec, generate};
+    let dir = tempfile::tempdir().unwrap();
+    for kind in GenKind::ALL {
+        let path = dir.path().join(format!("p.{}", kind.format().extension()));
+        generate(&GenSpec { kind, amount: Amount::Rows(3000), seed: 5 }, &path).unwrap();
+        let ds = Dataset::open(
+            vec![path.display().to_string()],
+            DatasetOptions { chunk_size: 1 << 14, ..Default::default() },
+        )
+        .unwrap();
+        let names: Vec<String> = ds.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert!(ds.project(&names).unwrap().is_none(), "{kind}: every column is no projection");
+        assert!(ds.project(&["no_such".to_string()]).is_err(), "{kind}: an unknown column");
+        if names.len() < 2 {
+            assert!(ds.project(&names[..1]).unwrap().is_none(), "{kind}: one column, nothing to skip");
+            continue;
+        }
+        // Asked for out of order: read in the files' order.
+        let asked = vec![names[names.len() - 1].clone(), names[0].clone()];
+        let projected = ds.project(&asked).unwrap().expect("fewer columns");
+        assert_eq!(projected.projection(), Some(&[0, names.len() - 1][..]));
+        let (_, full) = read_split_by_split(&ds);
+        let (_, part) = read_split_by_split(&projected);
+        let want: Vec<RecordBatch> = full.iter().map(|b| b.project(&[0, names.len() - 1]).unwrap()).collect();
+        assert_eq!(part, want, "{kind}");
+        assert_eq!(part[0].schema(), projected.schema());
+    }
+}
+
+#[test]
+fn a_bad_value_in_a_column_not_read_is_not_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    std::fs::write(&path, "id,n\n1,2\n2,3\n").unwrap();
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("n", DataType::Int64, true)]));
+    let ds = open(&path, Format::Csv, 1 << 20, CsvOptions::default(), Some(schema));
+    std::fs::write(&path, "id,n\n1,2\n2,x\n").unwrap();
+    let read = |ds: &Dataset| -> Result<Vec<RecordBatch>, fanout_datasets::Error> {
+        let split = ds.splits().next().unwrap().unwrap();
+        ds.read(&split)?.collect()
+    };
+    assert!(read(&ds).is_err(), "`x` is not an int64");
+    let ids = read(&ds.project(&["id".to_string()]).unwrap().unwrap()).unwrap();
+    assert_eq!(ids[0].column(0).as_primitive::<Int64Type>().values().to_vec(), vec![1, 2]);
+}

@@ -105,7 +105,7 @@ pub struct Compiled {
 /// `cache_dir` if they are not there yet.
 pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Compiled, EngineError> {
     let paths = plan.input.paths(cache_dir).map_err(EngineError::Input)?;
-    let dataset = Dataset::open(paths, plan.input.options.clone()).map_err(EngineError::Input)?;
+    let mut dataset = Dataset::open(paths, plan.input.options.clone()).map_err(EngineError::Input)?;
     let mut schema = dataset.schema();
     let mut stages = Vec::new();
     let mut errors = Vec::new();
@@ -140,7 +140,7 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
             }
         };
         let name = &s.name;
-        let function = match planned {
+        let mut function = match planned {
             Ok(f) => f,
             Err(e) => {
                 errors.push(CompileError::stage(index, None, e.message));
@@ -148,6 +148,24 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
                 break;
             }
         };
+        // Projection pushdown: a first builtin stage that reads only some
+        // columns gets the input read for those alone (planned again on
+        // that schema; its output must not change).
+        if index == 0
+            && let FunctionRef::Builtin(name) = &s.function
+            && let Some(columns) = function.input_columns()
+            && let Some(projected) = dataset.project(&columns).map_err(EngineError::Input)?
+            && let Some(builtin) = registry.get(name)
+        {
+            let input = projected.schema();
+            if let Ok(f) = builtin.plan(&StageSpec { params: &s.params, input: &input, key: s.key.as_deref() })
+                && f.output_schema() == function.output_schema()
+                && f.reduce_schema() == function.reduce_schema()
+            {
+                function = f;
+                dataset = projected;
+            }
+        }
         let (key, output) = match &s.key {
             Some(cols) => {
                 let combined = function.output_schema();

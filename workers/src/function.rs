@@ -138,6 +138,41 @@ pub trait Planned: Send + Sync {
     fn reads_split(&self) -> bool {
         false
     }
+
+    /// The input columns the function reads, by name, when its output
+    /// depends on no others: a first stage's input is then read for those
+    /// columns only (the rest are not parsed). None: every column.
+    fn input_columns(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// A planned function that reads only `columns` of its input.
+pub(crate) struct ReadsOnly {
+    pub(crate) inner: Arc<dyn Planned>,
+    pub(crate) columns: Vec<String>,
+}
+
+impl Planned for ReadsOnly {
+    fn output_schema(&self) -> SchemaRef {
+        self.inner.output_schema()
+    }
+
+    fn init(&self) -> Result<Box<dyn MapInstance>, FunctionError> {
+        self.inner.init()
+    }
+
+    fn reduce_schema(&self) -> Option<SchemaRef> {
+        self.inner.reduce_schema()
+    }
+
+    fn init_reduce(&self) -> Option<Result<Box<dyn ReduceInstance>, FunctionError>> {
+        self.inner.init_reduce()
+    }
+
+    fn input_columns(&self) -> Option<Vec<String>> {
+        Some(self.columns.clone())
+    }
 }
 
 /// The per-container state of a map function.

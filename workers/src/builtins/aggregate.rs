@@ -124,7 +124,20 @@ impl Builtin for Aggregate {
             })
             .collect();
         let final_schema = schema(&key_fields, &merge, &last);
-        Ok(Arc::new(Plan { keys, key_fields, partial, merge, means: last, partial_schema, final_schema }))
+        let mut read: Vec<usize> = keys.iter().copied().chain(partial.iter().filter_map(|a| a.input)).collect();
+        read.sort_unstable();
+        read.dedup();
+        let input_columns = read.iter().map(|&i| input.field(i).name().clone()).collect();
+        Ok(Arc::new(Plan {
+            keys,
+            key_fields,
+            partial,
+            merge,
+            means: last,
+            partial_schema,
+            final_schema,
+            input_columns,
+        }))
     }
 }
 
@@ -147,6 +160,8 @@ struct Plan {
     means: Vec<Mean>,
     partial_schema: SchemaRef,
     final_schema: SchemaRef,
+    /// The input columns read: keys and aggregated columns.
+    input_columns: Vec<String>,
 }
 
 impl Plan {
@@ -176,6 +191,10 @@ impl Plan {
 impl Planned for Plan {
     fn output_schema(&self) -> SchemaRef {
         self.partial_schema.clone()
+    }
+
+    fn input_columns(&self) -> Option<Vec<String>> {
+        Some(self.input_columns.clone())
     }
 
     fn init(&self) -> Result<Box<dyn MapInstance>, FunctionError> {

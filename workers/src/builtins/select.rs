@@ -6,7 +6,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema};
 
 use crate::catalog::{FunctionInfo, info};
-use crate::function::{Builtin, FunctionError, Invocation, PerBatch, Planned, StageSpec, per_batch};
+use crate::function::{Builtin, FunctionError, Invocation, PerBatch, Planned, ReadsOnly, StageSpec, per_batch};
 use crate::params::{Params, column};
 
 /// The registered `select`.
@@ -38,7 +38,8 @@ impl Builtin for Select {
         }
         let schema = Arc::new(Schema::new(fields));
         let out = schema.clone();
-        Ok(Arc::new(PerBatch {
+        let columns = indices.iter().map(|&i| spec.input.field(i).name().clone()).collect();
+        let inner = Arc::new(PerBatch {
             schema,
             make: move || {
                 let (indices, out) = (indices.clone(), out.clone());
@@ -47,6 +48,7 @@ impl Builtin for Select {
                     Ok(RecordBatch::try_new(out.clone(), columns)?)
                 }))
             },
-        }))
+        });
+        Ok(Arc::new(ReadsOnly { inner, columns }))
     }
 }

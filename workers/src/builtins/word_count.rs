@@ -118,12 +118,13 @@ impl Builtin for WordCount {
                 spec.input.field(col).data_type()
             )));
         }
-        Ok(Arc::new(Plan { col, lowercase: p.boolean("lowercase") }))
+        Ok(Arc::new(Plan { col, name, lowercase: p.boolean("lowercase") }))
     }
 }
 
 struct Plan {
     col: usize,
+    name: String,
     lowercase: bool,
 }
 
@@ -135,6 +136,10 @@ pub fn schema() -> SchemaRef {
 impl Planned for Plan {
     fn output_schema(&self) -> SchemaRef {
         schema()
+    }
+
+    fn input_columns(&self) -> Option<Vec<String>> {
+        Some(vec![self.name.clone()])
     }
 
     fn init(&self) -> Result<Box<dyn MapInstance>, FunctionError> {
