@@ -51,14 +51,34 @@ def measure(cmd, runs, env=None):
     return statistics.median(walls), max(rss), stdout
 
 
+def compare(programs, runs):
+    """Runs the programs in interleaved rounds (A B C, A B C, ...), so that
+    this VM's drift between minutes hits each program alike. Returns rows
+    of (name, walls, max peak RSS MiB) in the programs' order."""
+    walls = [[] for _ in programs]
+    rss = [0.0 for _ in programs]
+    for _ in range(runs):
+        for i, (_, cmd, env) in enumerate(programs):
+            wall, peak, _ = measure(cmd, 1, env)
+            walls[i].append(wall)
+            rss[i] = max(rss[i], peak)
+    return [(name, walls[i], rss[i]) for i, (name, _, _) in enumerate(programs)]
+
+
 def report(title, size_bytes, rows):
+    """Prints rows of (name, walls, rss): the median wall, and each
+    program's time over the first's, the median of the per-round ratios
+    and their range."""
     print(f"\n## {title}")
-    print("| program | wall s | MiB/s | peak RSS MiB | x limit |")
+    print("| program | wall s (median) | MiB/s | peak RSS MiB | x first (median, range over rounds) |")
     print("|---|---|---|---|---|")
-    limit = rows[0][1]
-    for name, wall, rss in rows:
+    base = rows[0][1]
+    for name, walls, rss in rows:
+        wall = statistics.median(walls)
         mibs = f"{size_bytes / 2**20 / wall:.0f}" if size_bytes else "-"
-        print(f"| {name} | {wall:.2f} | {mibs} | {rss:.0f} | {wall / limit:.2f} |")
+        ratios = [w / b for w, b in zip(walls, base)]
+        spread = f" ({min(ratios):.2f}–{max(ratios):.2f})" if len(ratios) > 1 else ""
+        print(f"| {name} | {wall:.2f} | {mibs} | {rss:.0f} | {statistics.median(ratios):.2f}{spread} |")
     sys.stdout.flush()
 
 
@@ -79,7 +99,7 @@ def main():
     os.makedirs(DATA, exist_ok=True)
     sh(["cargo", "build", "--release", "--bin", "fanout"])
     limits = limits_binary()
-    print(f"machine: {os.cpu_count()} cores; runs: {a.runs} (median)")
+    print(f"machine: {os.cpu_count()} cores; runs: {a.runs} (interleaved rounds; median)")
 
     if "wordcount" in only:
         text = os.path.join(DATA, f"text-{a.size}.txt")
@@ -103,19 +123,17 @@ sort = ["-sum_count", "word"]
 limit = 100
 mode = "overwrite"
 """)
-        rows = [("limit (rayon, hand-written)",) + measure([limits, "wordcount", text], a.runs)[:2]]
-        wall, rss, _ = measure([FANOUT, "run", job, "--progress", "never", "--show", "0"], a.runs)
-        rows.append(("fanout run", wall, rss))
+        programs = [("limit (rayon, hand-written)", [limits, "wordcount", text], None),
+                    ("fanout run", [FANOUT, "run", job, "--progress", "never", "--show", "0"], None)]
         try:
             import duckdb  # noqa: F401
             q = (f"SET threads=2; SELECT w, count(*) c FROM (SELECT unnest(string_split(line, ' ')) w FROM "
                  f"read_csv('{text}', columns={{'line':'VARCHAR'}}, header=false, delim='\\t', quote='', escape='', "
                  f"auto_detect=false)) WHERE w <> '' GROUP BY w ORDER BY c DESC, w LIMIT 100")
-            wall, rss, _ = measure([sys.executable, "-c", f"import duckdb; duckdb.sql(\"\"\"{q}\"\"\").fetchall()"], a.runs)
-            rows.append(("DuckDB", wall, rss))
+            programs.append(("DuckDB", [sys.executable, "-c", f"import duckdb; duckdb.sql(\"\"\"{q}\"\"\").fetchall()"], None))
         except ImportError:
             pass
-        report(f"W1 word count, {a.size} text", size, rows)
+        report(f"W1 word count, {a.size} text", size, compare(programs, a.runs))
 
     if "groupby" in only:
         csv = os.path.join(DATA, "events-5M.csv")
@@ -136,28 +154,25 @@ path = "{DATA}/groupby-out.csv"
 sort = ["country", "category"]
 mode = "overwrite"
 """)
-        rows = []
+        programs = []
         try:
             import duckdb  # noqa: F401
             q = (f"SET threads=2; SELECT country, category, sum(amount), count(*) FROM read_csv('{csv}', header=true) "
                  f"GROUP BY 1, 2")
-            wall, rss, _ = measure([sys.executable, "-c", f"import duckdb; duckdb.sql(\"\"\"{q}\"\"\").fetchall()"], a.runs)
-            rows.append(("DuckDB (as the reference)", wall, rss))
+            programs.append(("DuckDB (as the reference)",
+                             [sys.executable, "-c", f"import duckdb; duckdb.sql(\"\"\"{q}\"\"\").fetchall()"], None))
         except ImportError:
             print("DuckDB not installed: pip install duckdb")
         try:
             import polars  # noqa: F401
             code = (f"import polars as pl; pl.scan_csv('{csv}').group_by(['country','category'])"
                     f".agg(pl.col('amount').sum(), pl.len()).collect()")
-            env = dict(os.environ, POLARS_MAX_THREADS="2")
-            wall, rss, _ = measure([sys.executable, "-c", code], a.runs, env)
-            rows.append(("Polars", wall, rss))
+            programs.append(("Polars", [sys.executable, "-c", code], dict(os.environ, POLARS_MAX_THREADS="2")))
         except ImportError:
             pass
-        wall, rss, _ = measure([FANOUT, "run", job, "--progress", "never", "--show", "0"], a.runs)
-        rows.append(("fanout run", wall, rss))
-        if rows:
-            report(f"W3 csv group-by, {size / 2**20:.0f} MiB events csv (5M rows, quoted notes)", size, rows)
+        programs.append(("fanout run", [FANOUT, "run", job, "--progress", "never", "--show", "0"], None))
+        report(f"W3 csv group-by, {size / 2**20:.0f} MiB events csv (5M rows, quoted notes)", size,
+               compare(programs, a.runs))
 
     if "pi" in only:
         rng = os.path.join(DATA, "range-1000.csv")
@@ -179,10 +194,9 @@ params = {{ sum = ["inside", "samples"] }}
 path = "{DATA}/pi-out.csv"
 mode = "overwrite"
 """)
-        rows = [("limit (rayon, hand-written)",) + measure([limits, "pi", "1000", "200000"], a.runs)[:2]]
-        wall, rss, _ = measure([FANOUT, "run", job, "--progress", "never", "--show", "0"], a.runs)
-        rows.append(("fanout run", wall, rss))
-        report("W4 Monte Carlo pi, 2e8 samples in 1,000 rows", 0, rows)
+        programs = [("limit (rayon, hand-written)", [limits, "pi", "1000", "200000"], None),
+                    ("fanout run", [FANOUT, "run", job, "--progress", "never", "--show", "0"], None)]
+        report("W4 Monte Carlo pi, 2e8 samples in 1,000 rows", 0, compare(programs, a.runs))
 
     if "dispatch" in only:
         tiny = os.path.join(DATA, "tiny-100k.txt")
@@ -200,11 +214,12 @@ params = {{ ms = 0 }}
 path = "{DATA}/dispatch-out.csv"
 mode = "overwrite"
 """)
-        wall, rss, out = measure([FANOUT, "run", job, "--progress", "never", "--json", "--no-journal"], a.runs)
-        s = json.loads(out)
         print(f"\n## W2 dispatch: 100,000 empty invocations (one 2-byte split each)")
-        print(f"fanout run: {wall:.2f} s wall, {100_000 / wall:,.0f} invocations/s end to end; "
-              f"{s['invocations']['per_second']:,.0f}/s inside the run; peak RSS {rss:.0f} MiB")
+        for what, extra in [("--no-journal", ["--no-journal"]), ("journal (default)", [])]:
+            wall, rss, out = measure([FANOUT, "run", job, "--progress", "never", "--json", *extra], a.runs)
+            s = json.loads(out)
+            print(f"fanout run, {what}: {wall:.2f} s wall, {100_000 / wall:,.0f} invocations/s end to end; "
+                  f"{s['invocations']['per_second']:,.0f}/s inside the run; peak RSS {rss:.0f} MiB")
 
     if "exec" in only:
         bench_exec(a.runs)
@@ -297,7 +312,10 @@ concurrency = 2
     ]:
         wall, s = run_json(job(f"lambda-{len(rows)}", function, None), runs, ["--no-journal"])
         rows.append((name, wall, s["invocations"]["total"], s["invocations"]["per_second"]))
-    print(f"\n## W6 lambda: {n:,} one-record invocations, concurrency 2, --no-journal")
+        if "Rust" in name:
+            wall, s = run_json(job(f"lambda-{len(rows) - 1}", function, None), runs)
+            rows.append((name + ", journal on", wall, s["invocations"]["total"], s["invocations"]["per_second"]))
+    print(f"\n## W6 lambda: {n:,} one-record invocations, concurrency 2, --no-journal unless said")
     print("| program | wall s | invocations/s (end to end) | invocations/s (in the run) | x in-process |")
     print("|---|---|---|---|---|")
     base = rows[0][3]
