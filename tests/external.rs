@@ -564,10 +564,11 @@ tolerated_failure_count = 1
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while !s.path("rd/failures.jsonl").exists() && started.elapsed().as_secs() < 20 {
+    // Kill once the failure is reported and three tasks are journaled.
+    let journaled = || std::fs::read_to_string(s.path("rd/journal.jsonl")).map_or(0, |j| j.lines().count());
+    while !(s.path("rd/failures.jsonl").exists() && journaled() >= 3) && started.elapsed().as_secs() < 20 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!s.path("rd/summary.json").exists(), "the run finished before the kill");

@@ -70,6 +70,8 @@ pub(crate) struct Sandbox {
     /// on the way to the function and back.
     api: Api,
     logs: Arc<Mutex<Tail>>,
+    /// The response decoder, kept from one invocation to the next.
+    decoder: Option<arrow_json::reader::Decoder>,
     id: u64,
     seq: u64,
     /// The process died or was killed: the container must be replaced.
@@ -84,7 +86,7 @@ impl Sandbox {
         let id = SANDBOXES.fetch_add(1, Relaxed);
         let child = spawn(&spec, api.port().map_err(io)?, id)?;
         let logs = Arc::new(Mutex::new(Tail::default()));
-        let mut sandbox = Sandbox { spec, child, api, logs, id, seq: 0, spent: false };
+        let mut sandbox = Sandbox { spec, child, api, logs, decoder: None, id, seq: 0, spent: false };
         let pipes = [
             sandbox.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
             sandbox.child.stderr.take().map(|p| Box::new(p) as _),
@@ -235,15 +237,13 @@ impl Sandbox {
     }
 
     /// The response's records as batches of the declared schema.
-    fn records(&self, body: &[u8]) -> Result<Vec<RecordBatch>, FunctionError> {
+    fn records(&mut self, body: &[u8]) -> Result<Vec<RecordBatch>, FunctionError> {
         let bad = |m: String| FunctionError::permanent(format!("the response {m}"));
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| bad(format!("is not JSON ({e}): {}", preview(body))))?;
-        let records = value
-            .get("records")
-            .and_then(|r| r.as_array())
-            .ok_or_else(|| bad(format!("is not {{\"records\": [...]}}: {}", preview(body))))?;
-        codec::from_json_records(records, &self.spec.output_schema).map_err(bad)
+        codec::response_records(body, &self.spec.output_schema, &mut self.decoder).map_err(|e| match e {
+            codec::ResponseError::NotJson(e) => bad(format!("is not JSON ({e}): {}", preview(body))),
+            codec::ResponseError::NotRecords => bad(format!("is not {{\"records\": [...]}}: {}", preview(body))),
+            codec::ResponseError::Records(m) => bad(m),
+        })
     }
 
     /// Marks an error as out of memory when it looks like one and the

@@ -149,7 +149,7 @@ impl External {
         Ok(match &self.kind {
             // A scratch file for the processes' stderr; a pipe if none.
             Kind::Exec(e) => Instance::Exec(e.clone(), tempfile::tempfile().ok(), None),
-            Kind::Lambda(spec) => Instance::Lambda(Sandbox::start(spec.clone())?),
+            Kind::Lambda(spec) => Instance::Lambda(Box::new(Sandbox::start(spec.clone())?)),
         })
     }
 }
@@ -198,7 +198,7 @@ enum Instance {
     /// The function, a scratch file for stderr, the records its last call
     /// read itself.
     Exec(Arc<Exec>, Option<std::fs::File>, Option<u64>),
-    Lambda(Sandbox),
+    Lambda(Box<Sandbox>),
 }
 
 impl Instance {
