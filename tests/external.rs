@@ -631,6 +631,45 @@ keep_alive = "100ms"
 }
 
 #[test]
+fn a_slot_waiting_for_tasks_retires_its_idle_lambda_process() {
+    let s = Scratch::new();
+    s.write("in.txt", (0..6).map(|i| format!("w{i}\n")).collect::<String>());
+    let pids = s.path("pids").display().to_string();
+    // Two slots; the last task keeps one busy while the other has nothing
+    // left to run: that slot's process must go once past the keep-alive,
+    // not at the end of the phase.
+    let job = |keep_alive: &str| {
+        format!(
+            r#"
+[input]
+path = "in.txt"
+chunk_size = 1
+[[stage]]
+name = "map"
+params = {{ pids = "{pids}", last = 5, wait = 0.8 }}
+function = {{ lambda = ["python3", "{}"], handler = "handlers.watch", schema = ["line:utf8", "other:utf8"] }}
+[output]
+path = "out.csv"
+mode = "overwrite"
+[platform]
+concurrency = 2
+{keep_alive}
+"#,
+            fixture("bootstrap.py")
+        )
+    };
+    let watched = |keep_alive: &str| {
+        let _ = std::fs::remove_file(s.path("pids"));
+        run_job(&s, &job(keep_alive), &[]).expect(0);
+        let out = std::fs::read_to_string(s.path("out.csv")).unwrap();
+        out.lines().find(|l| l.starts_with("watch,")).map(str::to_string).unwrap_or_else(|| panic!("{out}"))
+    };
+    assert_eq!(watched("keep_alive = \"100ms\""), "watch,dead");
+    // Without a keep-alive the idle process lives on: the check can fail.
+    assert_eq!(watched(""), "watch,alive");
+}
+
+#[test]
 fn a_first_exec_stage_gets_the_split_bytes_as_the_file_has_them() {
     let s = Scratch::new();
     // Formatting a re-encoding would change: "1.50", quotes that need

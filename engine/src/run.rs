@@ -272,6 +272,57 @@ impl Worker {
         }
     }
 
+    /// The next task group; None once there are no more. With a
+    /// keep-alive, a slot waiting for tasks still retires its containers
+    /// as they pass it (a lambda process is not left running while its
+    /// slot idles).
+    fn next_group(
+        &mut self,
+        rx: &crossbeam_channel::Receiver<Vec<Task>>,
+        keep_alive: Option<std::time::Duration>,
+    ) -> Option<Vec<Task>> {
+        let Some(keep) = keep_alive else { return rx.recv().ok() };
+        loop {
+            let Some(wait) = self.next_expiry(keep) else { return rx.recv().ok() };
+            match rx.recv_timeout(wait) {
+                Ok(group) => return Some(group),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.retire_idle(keep_alive),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// How long until the next of this slot's containers passes `keep`
+    /// (a millisecond past it); None when it holds none.
+    fn next_expiry(&self, keep: std::time::Duration) -> Option<std::time::Duration> {
+        (self.containers.iter().zip(&self.last_used))
+            .filter(|(c, _)| c.is_some())
+            .map(|(_, used)| keep.saturating_sub(used.elapsed()) + std::time::Duration::from_millis(1))
+            .min()
+    }
+
+    /// Called by a slot with no tasks left in the phase: counts it out of
+    /// `running`, and while other slots still run (and it holds containers
+    /// that a keep-alive will retire) retires them as they pass it.
+    fn idle_until_done(
+        &mut self,
+        running: &(std::sync::Mutex<usize>, std::sync::Condvar),
+        keep_alive: Option<std::time::Duration>,
+    ) {
+        let (count, done) = running;
+        let mut n = count.lock().expect("not poisoned");
+        *n -= 1;
+        if *n == 0 {
+            done.notify_all();
+        }
+        let Some(keep) = keep_alive else { return };
+        while *n > 0 {
+            let Some(wait) = self.next_expiry(keep) else { return };
+            n = done.wait_timeout(n, wait).expect("not poisoned").0;
+            self.retire_idle(keep_alive);
+        }
+    }
+
     /// Drops every container idle past `keep_alive`.
     fn retire_idle(&mut self, keep_alive: Option<std::time::Duration>) {
         if keep_alive.is_some() {
@@ -680,12 +731,16 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
         b.nanos.store(0, Relaxed);
         b.tasks.store(0, Relaxed);
     }
+    // Slots still running this phase's tasks (see `Worker::idle_until_done`).
+    let running = (std::sync::Mutex::new(workers.len()), std::sync::Condvar::new());
     std::thread::scope(|scope| {
         for (worker, recorder) in workers.iter_mut() {
             let rx = rx.clone();
+            let running = &running;
             scope.spawn(move || {
                 let busy = &shared.busy[worker.id];
-                for group in rx {
+                let keep_alive = shared.plan.platform.containers.keep_alive;
+                while let Some(group) = worker.next_group(&rx, keep_alive) {
                     let began = Instant::now();
                     let n = group.len() as u64;
                     for t in group {
@@ -718,6 +773,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                 if let Err(e) = recorder.flush() {
                     shared.fail(e);
                 }
+                worker.idle_until_done(running, keep_alive);
             });
         }
         drop(rx);
