@@ -89,8 +89,12 @@ pub fn plan(a: &JobArgs) -> Outcome {
     }
     let sum = ds.summary().map_err(Failure::invalid)?;
     let columns: Vec<String> =
-        ds.schema().fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+        ds.file_schema().fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
     writeln!(out, "  format: {}; columns: {}", ds.format(), columns.join(", "))?;
+    if ds.projection().is_some() {
+        let read: Vec<String> = ds.schema().fields().iter().map(|f| f.name().clone()).collect();
+        writeln!(out, "  reads only: {} (what the first stage uses)", read.join(", "))?;
+    }
     writeln!(out, "  files: {}, {} ({} bytes)", sum.files, Size(sum.bytes), sum.bytes)?;
     writeln!(
         out,

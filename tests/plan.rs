@@ -63,3 +63,19 @@ fn plan_rejects_mismatched_files() {
         r.stderr
     );
 }
+
+#[test]
+fn plan_shows_the_columns_a_first_stage_reads() {
+    let s = Scratch::new();
+    s.write("in.csv", "id,country,amount,note\n1,FR,2.5,x\n2,DE,1.0,y\n");
+    let job =
+        |function: &str| format!("[input]\npath = \"in.csv\"\n[[stage]]\n{function}\n[output]\npath = \"o.csv\"\n");
+    s.write("agg.toml", job("function = \"aggregate\"\nkey = [\"country\"]\nparams = { sum = [\"amount\"] }"));
+    let r = s.run(&["plan", "agg.toml"]).expect(0);
+    assert!(r.stdout.contains("columns: id: Int64, country: Utf8, amount: Float64, note: Utf8"), "{}", r.stdout);
+    assert!(r.stdout.contains("  reads only: country, amount (what the first stage uses)"), "{}", r.stdout);
+    // A filter passes every column on: all are read.
+    s.write("filter.toml", job("function = \"filter\"\nparams = { where = \"amount > 1\" }"));
+    let r = s.run(&["plan", "filter.toml"]).expect(0);
+    assert!(!r.stdout.contains("reads only"), "{}", r.stdout);
+}

@@ -155,6 +155,11 @@ impl Dataset {
         Ok(Some(Dataset { schema, projection: Some(indices), ..self.clone() }))
     }
 
+    /// The files' own schema, whatever the projection.
+    pub fn file_schema(&self) -> SchemaRef {
+        self.full.clone()
+    }
+
     /// The columns read, as indices into the files' schema (None: all).
     pub fn projection(&self) -> Option<&[usize]> {
         self.projection.as_deref()
