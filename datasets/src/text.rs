@@ -5,7 +5,7 @@
 //! sequence is an error naming the file and the line.
 
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use arrow_array::RecordBatch;
 use arrow_array::builder::StringBuilder;
@@ -13,7 +13,11 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 /// The schema of a text dataset: one non-null Utf8 column, `line`.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, false)]))
+    // One instance shared by every batch: a tiny split's batch would
+    // otherwise allocate (and free) a schema of its own.
+    static SCHEMA: LazyLock<SchemaRef> =
+        LazyLock::new(|| Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, false)])));
+    SCHEMA.clone()
 }
 
 /// A decoding error: the stream offset and line (counted from the start of
