@@ -757,7 +757,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     if let Some(journal) = &shared.journal {
                         journal.hand_over(&mut worker.journaled);
                     }
-                    worker.retire_idle(shared.plan.platform.containers.keep_alive);
+                    worker.retire_idle(keep_alive);
                     if !worker.gathered.is_empty() {
                         let outputs = std::mem::take(&mut worker.gathered);
                         let mut gather = shared.gather.lock().expect("not poisoned");

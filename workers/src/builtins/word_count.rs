@@ -86,9 +86,14 @@ impl Short {
         Short([word(0), word(1), word(2)])
     }
 
-    fn bytes(&self) -> Vec<u8> {
-        let b: Vec<u8> = self.0.iter().flat_map(|w| w.to_le_bytes()).collect();
-        b[..b[23] as usize].to_vec()
+    /// The word's bytes (in the first `len` bytes of the array) and `len`.
+    fn bytes(&self) -> ([u8; 24], usize) {
+        let mut b = [0u8; 24];
+        for (i, w) in self.0.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let len = b[23] as usize;
+        (b, len)
     }
 }
 
@@ -191,16 +196,18 @@ impl MapInstance for Counter {
         let n = short.len() + counts.len() + folded.len();
         let mut words = StringBuilder::with_capacity(n, n * 8);
         let mut numbers = Int64Builder::with_capacity(n);
-        let short: Vec<(Vec<u8>, i64)> = short.iter().map(|(w, c)| (w.bytes(), *c)).collect();
-        let pairs = short
-            .iter()
-            .map(|(w, c)| (&w[..], *c))
-            .chain(counts.iter().map(|(w, c)| (w.0, *c)))
-            .chain(folded.iter().map(|(w, c)| (&w[..], *c)));
-        for (word, count) in pairs {
+        let mut push = |word: &[u8], count: i64| -> Result<(), FunctionError> {
             // Words are cut at ASCII bytes of valid UTF-8, so they are UTF-8.
             words.append_value(std::str::from_utf8(word).map_err(|e| FunctionError::permanent(e.to_string()))?);
             numbers.append_value(count);
+            Ok(())
+        };
+        for (w, &c) in &short {
+            let (bytes, len) = w.bytes();
+            push(&bytes[..len], c)?;
+        }
+        for (w, &c) in counts.iter().map(|(w, c)| (w.0, c)).chain(folded.iter().map(|(w, c)| (&w[..], c))) {
+            push(w, c)?;
         }
         let batch = RecordBatch::try_new(schema(), vec![Arc::new(words.finish()), Arc::new(numbers.finish())])?;
         Ok(vec![batch])

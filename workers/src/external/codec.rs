@@ -174,8 +174,15 @@ pub(crate) fn columns(s: &Schema) -> String {
 /// Whether [`json_records`] writes a column of this type itself.
 fn simple_json(t: &DataType) -> bool {
     t.is_integer()
-        || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Boolean | DataType::Null)
-        || matches!(t, DataType::Float32 | DataType::Float64)
+        || matches!(
+            t,
+            DataType::Float32
+                | DataType::Float64
+                | DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Boolean
+                | DataType::Null
+        )
 }
 
 /// Writes one value of a [`simple_json`] column.
