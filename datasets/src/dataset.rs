@@ -320,6 +320,19 @@ impl Dataset {
                     batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}")))),
                 )))
             }
+            (Format::Text, &SplitRange::Bytes { offset, len }) if len <= WINDOW / 4 => {
+                // A small split: its lines straight from the read-ahead
+                // window, when they fit one batch.
+                let (bytes, from, to) = files.window(&file, offset, len)?;
+                if let Some(batch) = text::whole(&bytes[from..to], batch_rows) {
+                    let batch = batch.map_err(|e| malformed(&file, &range, e.byte, Some(e.line), e.message));
+                    return Ok(Box::new(batch.transpose().into_iter()));
+                }
+                let lines = text::Lines::new(WindowReader { bytes, at: from, end: to }, batch_rows, buffer);
+                Ok(Box::new(fuse_errors(
+                    lines.map(move |r| r.map_err(|e| malformed(&file, &range, e.byte, Some(e.line), e.message))),
+                )))
+            }
             (Format::Text, _) => {
                 let lines = text::Lines::new(files.open(&file, &range)?, batch_rows, buffer);
                 Ok(Box::new(fuse_errors(
@@ -466,18 +479,32 @@ impl OpenFiles {
         let SplitRange::Bytes { offset, len } = *range else {
             return open_range(file, range);
         };
-        let handle = match &self.last {
-            Some((path, handle)) if *path == file.path => handle.clone(),
+        if len > WINDOW / 4 {
+            let handle = self.handle(file)?;
+            return Ok(Box::new(RangeReader { file: handle, at: offset, end: offset + len }));
+        }
+        let (bytes, at, end) = self.window(file, offset, len)?;
+        Ok(Box::new(WindowReader { bytes, at, end }))
+    }
+
+    /// The kept handle of `file`, opened if it is not the last one.
+    fn handle(&mut self, file: &InputFile) -> Result<Arc<File>> {
+        match &self.last {
+            Some((path, handle)) if *path == file.path => Ok(handle.clone()),
             _ => {
                 let handle = Arc::new(File::open(&file.path).map_err(|e| Error::io(&file.path, e))?);
                 self.last = Some((file.path.clone(), handle.clone()));
                 self.window = None;
-                handle
+                Ok(handle)
             }
-        };
-        if len > WINDOW / 4 {
-            return Ok(Box::new(RangeReader { file: handle, at: offset, end: offset + len }));
         }
+    }
+
+    /// The read-ahead window holding bytes `[offset, offset + len)` of
+    /// `file` (a small split), read if it does not hold them yet, and where
+    /// they are in it.
+    fn window(&mut self, file: &InputFile, offset: u64, len: u64) -> Result<(Arc<Vec<u8>>, usize, usize)> {
+        let handle = self.handle(file)?;
         let covered = |w: &(u64, Arc<Vec<u8>>)| w.0 <= offset && offset + len <= w.0 + w.1.len() as u64;
         if !self.window.as_ref().is_some_and(covered) {
             // Reuse the buffer unless a reader still holds it.
@@ -494,7 +521,7 @@ impl OpenFiles {
         let (start, bytes) = self.window.as_ref().expect("just read");
         let from = (offset - start) as usize;
         let to = (from + len as usize).min(bytes.len());
-        Ok(Box::new(WindowReader { bytes: bytes.clone(), at: from, end: to }))
+        Ok((bytes.clone(), from, to))
     }
 }
 

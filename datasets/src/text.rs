@@ -106,20 +106,10 @@ impl<R: Read> Lines<R> {
                 }
             };
             let block = &self.buf[self.at..self.at + end];
-            let text = std::str::from_utf8(block).map_err(|e| {
-                let bad = e.valid_up_to();
-                let line_start = memchr::memrchr(b'\n', &block[..bad]).map_or(0, |i| i + 1);
-                let before = memchr::memchr_iter(b'\n', &block[..line_start]).count() as u64;
-                LineError {
-                    byte: self.base + (self.at + line_start) as u64,
-                    line: self.lines + before,
-                    message: format!("invalid UTF-8 at byte {} of the line", bad - line_start),
-                }
-            })?;
+            let text = utf8(block, self.base + self.at as u64, self.lines)?;
             let mut used = 0;
             for line in text.split_inclusive('\n') {
-                let l = line.strip_suffix('\n').unwrap_or(line);
-                builder.append_value(l.strip_suffix('\r').unwrap_or(l));
+                builder.append_value(content(line));
                 used += line.len();
                 rows += 1;
                 if rows == self.batch_rows {
@@ -139,6 +129,60 @@ impl<R: Read> Lines<R> {
     fn error(&self, offset: usize, message: String) -> LineError {
         LineError { byte: self.base + (self.at + offset) as u64, line: self.lines, message }
     }
+}
+
+/// `block` as text; for invalid UTF-8, an error naming the line, with
+/// `byte` and `line` the stream offset and line count of `block[0]`.
+fn utf8(block: &[u8], byte: u64, line: u64) -> Result<&str, LineError> {
+    std::str::from_utf8(block).map_err(|e| {
+        let bad = e.valid_up_to();
+        let line_start = memchr::memrchr(b'\n', &block[..bad]).map_or(0, |i| i + 1);
+        let before = memchr::memchr_iter(b'\n', &block[..line_start]).count() as u64;
+        LineError {
+            byte: byte + line_start as u64,
+            line: line + before,
+            message: format!("invalid UTF-8 at byte {} of the line", bad - line_start),
+        }
+    })
+}
+
+/// A line without its `\n` or `\r\n`.
+fn content(line: &str) -> &str {
+    let l = line.strip_suffix('\n').unwrap_or(line);
+    l.strip_suffix('\r').unwrap_or(l)
+}
+
+/// The lines of `bytes`, a whole stream held in memory, as one batch built
+/// straight from them (no read buffer, no builder growth): the fast path
+/// for small splits. `Ok(None)` for no lines; `None` when they do not fit
+/// one batch of `batch_rows` rows, or 32-bit offsets.
+pub(crate) fn whole(bytes: &[u8], batch_rows: usize) -> Option<Result<Option<RecordBatch>, LineError>> {
+    let rows = memchr::memchr_iter(b'\n', bytes).count() + usize::from(bytes.last().is_some_and(|&b| b != b'\n'));
+    if rows > batch_rows.max(1) || bytes.len() > i32::MAX as usize {
+        return None;
+    }
+    if rows == 0 {
+        return Some(Ok(None));
+    }
+    let text = match utf8(bytes, 0, 0) {
+        Ok(text) => text,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut offsets: Vec<i32> = Vec::with_capacity(rows + 1);
+    let mut values: Vec<u8> = Vec::with_capacity(bytes.len());
+    offsets.push(0);
+    for line in text.split_inclusive('\n') {
+        values.extend_from_slice(content(line).as_bytes());
+        offsets.push(values.len() as i32);
+    }
+    // The offsets start at 0 and never decrease, and each cut is at a `\n`
+    // or `\r` of valid UTF-8: the checks `new` makes pass.
+    let array = arrow_array::StringArray::new(
+        arrow_buffer::OffsetBuffer::new(arrow_buffer::ScalarBuffer::from(offsets)),
+        arrow_buffer::Buffer::from_vec(values),
+        None,
+    );
+    Some(Ok(Some(RecordBatch::try_new(schema(), vec![Arc::new(array)]).expect("schema fits"))))
 }
 
 impl<R: Read> Iterator for Lines<R> {
@@ -172,6 +216,21 @@ mod tests {
             assert!(lines(b"", batch).unwrap().is_empty());
             assert_eq!(lines("é\nü".as_bytes(), batch).unwrap(), ["é", "ü"]);
         }
+    }
+
+    #[test]
+    fn a_whole_small_stream_reads_as_the_lines_reader_reads_it() {
+        let cases: [&[u8]; 8] = [b"a\r\nb\n\nc", b"a\n", b"", b"\n", b"\r\n\r", "é\nü\n".as_bytes(), b"x", b"a\nb\n"];
+        for data in cases {
+            let batches: Vec<RecordBatch> = Lines::new(data, 100, 7).collect::<Result<_, _>>().unwrap();
+            let fast = whole(data, 100).expect("fits").unwrap();
+            assert_eq!(fast.into_iter().collect::<Vec<_>>(), batches, "{data:?}");
+        }
+        assert!(whole(b"a\nb\nc", 2).is_none());
+        assert!(whole(b"a\nb\n", 2).is_some());
+        let err = whole(b"ok\nfine\nbad \xff here\n", 100).expect("fits").unwrap_err();
+        assert_eq!((err.line, err.byte), (2, 8));
+        assert_eq!(err.message, "invalid UTF-8 at byte 4 of the line");
     }
 
     #[test]
