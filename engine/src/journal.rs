@@ -8,7 +8,11 @@
 //! `tasks.data` and their checksum. A task's bytes are its record batch
 //! messages alone — the schema is the phase's, known again on resume and
 //! put in front when they are read — unless the schema has dictionaries:
-//! then they are a whole IPC stream. Workers gather their finished tasks
+//! then they are a whole IPC stream. Small outputs (under
+//! [`SHARED_BYTES`]) of a worker's task group are saved together, as one
+//! record batch whose rows each task's line locates (`skip`, `rows`):
+//! encoding a message costs some microseconds, more than a tiny task. Batch
+//! boundaries within a task's output are not kept. Workers gather their finished tasks
 //! into a [`Batch`] and hand it over once a task group. A syncer thread
 //! takes the batches in groups ([`WRITE_INTERVAL`] at least between them,
 //! so that tiny tasks share a write and a worker handing a task over never
@@ -48,38 +52,82 @@ const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
 /// The most time a written task waits for its fsync.
 const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Outputs smaller than this (Arrow memory) are saved together with the
+/// other small outputs of the worker's task group.
+const SHARED_BYTES: usize = 64 * 1024;
+
+/// Bytes of small outputs a worker holds before it saves them.
+const PENDING_BYTES: usize = 1 << 20;
+
 /// One completed task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     phase: usize,
     task: u64,
-    /// Where its output is in `tasks.data`.
+    /// Where its saved bytes are in `tasks.data`: its own, or those it
+    /// shares with other small outputs.
     offset: u64,
     len: u64,
     xxh3: String,
     rows: u64,
+    /// Rows of the saved bytes before its own.
+    #[serde(default)]
+    skip: u64,
 }
 
-/// A worker's side of the journal: the batch it fills, and its IPC
-/// encoder's buffers, reused from task to task.
+impl Entry {
+    /// Appends the entry as one line of JSON, as serde would write it.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut n = itoa::Buffer::new();
+        let mut num = |out: &mut Vec<u8>, key: &[u8], v: u64| {
+            out.extend_from_slice(key);
+            out.extend_from_slice(n.format(v).as_bytes());
+        };
+        num(out, b"{\"phase\":", self.phase as u64);
+        num(out, b",\"task\":", self.task);
+        num(out, b",\"offset\":", self.offset);
+        num(out, b",\"len\":", self.len);
+        out.extend_from_slice(b",\"xxh3\":\"");
+        out.extend_from_slice(self.xxh3.as_bytes());
+        num(out, b"\",\"rows\":", self.rows);
+        num(out, b",\"skip\":", self.skip);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// A worker's side of the journal: the batch it fills, its small outputs
+/// waiting to be saved together, and its IPC encoder's buffers, reused
+/// from task to task.
 #[derive(Default)]
 pub(crate) struct Local {
     /// Finished tasks not yet handed over.
     pub(crate) batch: Batch,
     context: arrow_ipc::writer::IpcWriteContext,
+    /// Small outputs not yet encoded: phase, task and rows of each task,
+    /// their batches, their schema and size.
+    pending: Vec<(usize, u64, u64)>,
+    pending_batches: Vec<RecordBatch>,
+    pending_schema: Option<SchemaRef>,
+    pending_bytes: usize,
 }
 
 /// A worker's finished tasks on their way to the syncer.
 #[derive(Default)]
 pub(crate) struct Batch {
-    /// The tasks' outputs, one after another.
+    /// The saved outputs, one after another.
     bytes: Vec<u8>,
-    /// Per task: phase, task, its bytes' length, rows.
-    tasks: Vec<(usize, u64, usize, u64)>,
+    /// Per saved output: its bytes' length, and how many tasks of `tasks`
+    /// (the next ones) it holds.
+    saved: Vec<(usize, usize)>,
+    /// Per task: phase, task, rows before its own in its saved output, rows.
+    tasks: Vec<(usize, u64, u64, u64)>,
     /// Invocation records (JSON lines) of the worker's, up to its last
     /// task: they reach the log before the tasks are journaled.
     pub(crate) records: Vec<u8>,
 }
+
+/// Saved bytes read back: their offset and length, and their batches.
+type Saved = ((u64, u64), Vec<RecordBatch>);
 
 /// The journal of a run directory.
 pub(crate) struct Journal {
@@ -93,6 +141,9 @@ pub(crate) struct Journal {
     syncer: Mutex<Option<std::thread::JoinHandle<Result<(), EngineError>>>>,
     /// Tells the syncer to drop what is left instead of syncing it.
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The last saved output read back (offset and length, batches): the
+    /// tasks sharing it are resumed one after another.
+    last: Mutex<Option<Saved>>,
 }
 
 impl Journal {
@@ -124,7 +175,15 @@ impl Journal {
             .name("journal".into())
             .spawn(move || sync_loop(rx, &spare_tx, data, dp, journal, path, &log, &halt))
             .map_err(|e| EngineError::io(run_dir, e))?;
-        Ok(Journal { data_path, done, queue: Mutex::new(Some(tx)), spare, syncer: Mutex::new(Some(syncer)), stop })
+        Ok(Journal {
+            data_path,
+            done,
+            queue: Mutex::new(Some(tx)),
+            spare,
+            syncer: Mutex::new(Some(syncer)),
+            stop,
+            last: Mutex::new(None),
+        })
     }
 
     /// Ends the journal and reports a sync error. With `all_done` (every
@@ -157,6 +216,20 @@ impl Journal {
         schema: &SchemaRef,
     ) -> Result<Option<Vec<RecordBatch>>, EngineError> {
         let Some(e) = self.done.get(&(phase, task)) else { return Ok(None) };
+        let mut last = self.last.lock().expect("not poisoned");
+        let saved = match &*last {
+            Some((at, batches)) if *at == (e.offset, e.len) => batches,
+            _ => match self.read_saved(e, schema)? {
+                Some(batches) => &last.insert(((e.offset, e.len), batches)).1,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(rows(saved, e.skip as usize, e.rows as usize)))
+    }
+
+    /// The batches saved at `e`'s bytes; `None` if they are not on disk as
+    /// they were written.
+    fn read_saved(&self, e: &Entry, schema: &SchemaRef) -> Result<Option<Vec<RecordBatch>>, EngineError> {
         let path = &self.data_path;
         let io = |err| EngineError::io(path, err);
         let mut bytes = vec![0; e.len as usize];
@@ -181,7 +254,9 @@ impl Journal {
         Ok(Some(reader.collect::<Result<Vec<_>, _>>().map_err(arrow)?))
     }
 
-    /// Adds a completed task's output to a worker's batch.
+    /// Adds a completed task's output to a worker's batch: encoded now if
+    /// it is large or has dictionaries, else held to be saved with the
+    /// other small outputs of the task group.
     pub(crate) fn record(
         &self,
         local: &mut Local,
@@ -190,8 +265,54 @@ impl Journal {
         schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<(), EngineError> {
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        if size > SHARED_BYTES || has_dictionaries(schema) {
+            let len = self.encode(local, schema, batches)?;
+            local.batch.saved.push((len, 1));
+            local.batch.tasks.push((phase, task, 0, rows));
+            return Ok(());
+        }
+        if local.pending_schema.as_ref().is_some_and(|s| !Arc::ptr_eq(s, schema) && s != schema) {
+            self.save_pending(local)?;
+        }
+        local.pending_schema.get_or_insert_with(|| schema.clone());
+        local.pending.push((phase, task, rows));
+        local.pending_batches.extend(batches.iter().filter(|b| b.num_rows() > 0).cloned());
+        local.pending_bytes += size;
+        if local.pending_bytes > PENDING_BYTES {
+            self.save_pending(local)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the small outputs held as one record batch.
+    fn save_pending(&self, local: &mut Local) -> Result<(), EngineError> {
+        let Some(schema) = local.pending_schema.take() else { return Ok(()) };
+        let merged = match local.pending_batches.len() {
+            0 => None,
+            1 => local.pending_batches.pop(),
+            _ => Some(
+                arrow_select::concat::concat_batches(&schema, &local.pending_batches)
+                    .map_err(|e| EngineError::io(&self.data_path, std::io::Error::other(e)))?,
+            ),
+        };
+        local.pending_batches.clear();
+        local.pending_bytes = 0;
+        let len = self.encode(local, &schema, merged.as_slice())?;
+        local.batch.saved.push((len, local.pending.len()));
+        let mut skip = 0;
+        for (phase, task, rows) in local.pending.drain(..) {
+            local.batch.tasks.push((phase, task, skip, rows));
+            skip += rows;
+        }
+        Ok(())
+    }
+
+    /// Appends `batches` to the worker's bytes; returns their length.
+    fn encode(&self, local: &mut Local, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<usize, EngineError> {
         let arrow = |e: arrow_schema::ArrowError| EngineError::io(&self.data_path, std::io::Error::other(e));
-        let Local { batch, context } = local;
+        let Local { batch, context, .. } = local;
         let start = batch.bytes.len();
         if has_dictionaries(schema) {
             let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut batch.bytes, schema).map_err(arrow)?;
@@ -209,21 +330,44 @@ impl Journal {
                 arrow_ipc::writer::write_message(&mut batch.bytes, message, &options).map_err(arrow)?;
             }
         }
-        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        batch.tasks.push((phase, task, batch.bytes.len() - start, rows));
-        Ok(())
+        Ok(batch.bytes.len() - start)
     }
 
-    /// Hands a worker's batch to the syncer (once a task group).
-    pub(crate) fn hand_over(&self, local: &mut Local) {
+    /// Hands a worker's batch to the syncer (once a task group), its small
+    /// outputs saved first.
+    pub(crate) fn hand_over(&self, local: &mut Local) -> Result<(), EngineError> {
+        self.save_pending(local)?;
         if local.batch.tasks.is_empty() && local.batch.records.is_empty() {
-            return;
+            return Ok(());
         }
         let batch = std::mem::replace(&mut local.batch, self.spare.try_recv().unwrap_or_default());
         if let Some(q) = self.queue.lock().expect("not poisoned").as_ref() {
             let _ = q.send(batch);
         }
+        Ok(())
     }
+}
+
+/// Rows `[skip, skip + rows)` of `batches`, as slices of them (all of them
+/// when that is every row).
+fn rows(batches: &[RecordBatch], skip: usize, rows: usize) -> Vec<RecordBatch> {
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if skip == 0 && rows == total {
+        return batches.to_vec();
+    }
+    let (mut at, end) = (skip, skip + rows);
+    let mut first = 0;
+    let mut out = Vec::new();
+    for b in batches {
+        let last = first + b.num_rows();
+        if at < end && at < last && first <= at {
+            let take = last.min(end) - at;
+            out.push(b.slice(at - first, take));
+            at += take;
+        }
+        first = last;
+    }
+    out
 }
 
 /// Whether a schema has dictionary-encoded columns, at any depth (their
@@ -303,25 +447,23 @@ fn sync_loop(
             lines.clear();
             bytes.clear();
             for b in &group {
-                let mut at = 0;
-                for &(phase, task, len, rows) in &b.tasks {
-                    let task_bytes = &b.bytes[at..at + len];
+                let (mut at, mut t) = (0, 0);
+                for &(len, count) in &b.saved {
+                    let saved = &b.bytes[at..at + len];
                     at += len;
-                    let entry = Entry {
-                        phase,
-                        task,
-                        offset: offset + bytes.len() as u64,
-                        len: len as u64,
-                        xxh3: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(task_bytes)),
-                        rows,
-                    };
-                    bytes.extend_from_slice(task_bytes);
-                    serde_json::to_writer(&mut lines, &entry).expect("serializes");
-                    lines.push(b'\n');
+                    let xxh3 = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(saved));
+                    for &(phase, task, skip, rows) in &b.tasks[t..t + count] {
+                        let offset = offset + bytes.len() as u64;
+                        let entry = Entry { phase, task, offset, len: len as u64, xxh3: xxh3.clone(), rows, skip };
+                        entry.write_json(&mut lines);
+                    }
+                    t += count;
+                    bytes.extend_from_slice(saved);
                 }
             }
             for mut b in group {
                 b.bytes.clear();
+                b.saved.clear();
                 b.tasks.clear();
                 b.records.clear();
                 let _ = spare.try_send(b);
@@ -356,6 +498,7 @@ mod tests {
 
     use arrow_array::{ArrayRef, DictionaryArray, Int64Array, RecordBatch, StringArray, types::Int32Type};
     use arrow_schema::{DataType, Field, Schema};
+    use arrow_select::concat::concat_batches;
 
     use super::*;
 
@@ -388,7 +531,7 @@ mod tests {
                 journal.record(&mut local, *phase, 7, &schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
                 journal.record(&mut local, *phase, 8, &schema, &[]).unwrap();
                 local.batch.records.extend_from_slice(b"{}\n");
-                journal.hand_over(&mut local);
+                journal.hand_over(&mut local).unwrap();
             }
             journal.finish(false).unwrap();
         }
@@ -397,7 +540,9 @@ mod tests {
         for (phase, batch) in &cases {
             let schema = batch.schema();
             let back = journal.completed(*phase, 7, &schema).unwrap().expect("journaled");
-            assert_eq!(back, vec![batch.clone(), batch.slice(1, 2)]);
+            // The rows come back; batch boundaries need not.
+            let expected = concat_batches(&schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
+            assert_eq!(concat_batches(&schema, &back).unwrap(), expected);
             assert_eq!(journal.completed(*phase, 8, &schema).unwrap().expect("journaled"), vec![]);
             assert!(journal.completed(*phase, 9, &schema).unwrap().is_none());
         }
@@ -415,10 +560,11 @@ mod tests {
             let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
             let journal = Journal::open(dir.path(), false, log).unwrap();
             let mut local = Local::default();
+            // One task per hand-over: each saved on its own.
             for task in 0..3 {
                 journal.record(&mut local, 0, task, &schema, std::slice::from_ref(&batch)).unwrap();
+                journal.hand_over(&mut local).unwrap();
             }
-            journal.hand_over(&mut local);
             journal.finish(false).unwrap();
         }
         // As after a machine crash between the writes and their fsync:
@@ -434,6 +580,48 @@ mod tests {
         assert_eq!(journal.completed(0, 0, &schema).unwrap(), Some(vec![batch.clone()]));
         assert_eq!(journal.completed(0, 1, &schema).unwrap(), None);
         assert_eq!(journal.completed(0, 2, &schema).unwrap(), None);
+        journal.finish(true).unwrap();
+    }
+
+    #[test]
+    fn small_outputs_saved_together_come_back_task_by_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = plain().schema();
+        let ids = |n: i64| -> RecordBatch {
+            let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..n));
+            let names: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("row {i}"))));
+            RecordBatch::try_new(schema.clone(), vec![ids, names]).unwrap()
+        };
+        // Small, empty, two batches, large enough to be saved alone, small.
+        let large = ids(10_000);
+        assert!(large.get_array_memory_size() > SHARED_BYTES);
+        let tasks: Vec<Vec<RecordBatch>> =
+            vec![vec![ids(3)], vec![], vec![ids(2), ids(4).slice(1, 3)], vec![large], vec![ids(1)]];
+        {
+            let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
+            let journal = Journal::open(dir.path(), false, log).unwrap();
+            let mut local = Local::default();
+            for (task, out) in tasks.iter().enumerate() {
+                journal.record(&mut local, 0, task as u64, &schema, out).unwrap();
+            }
+            journal.hand_over(&mut local).unwrap();
+            journal.finish(false).unwrap();
+        }
+        let lines = std::fs::read_to_string(dir.path().join("journal.jsonl")).unwrap();
+        let entries: Vec<Entry> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(entries.len(), 5);
+        // The four small outputs share one saved batch, the large one not.
+        let shared: Vec<_> = entries.iter().filter(|e| e.task != 3).map(|e| (e.offset, e.skip, e.rows)).collect();
+        let at = shared[0].0;
+        assert_eq!(shared, vec![(at, 0, 3), (at, 3, 0), (at, 3, 5), (at, 8, 1)]);
+        let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), true).unwrap());
+        let journal = Journal::open(dir.path(), true, log).unwrap();
+        // In any order, each task gets its own rows back.
+        for task in [4, 0, 3, 1, 2] {
+            let back = journal.completed(0, task as u64, &schema).unwrap().expect("journaled");
+            let want = concat_batches(&schema, &tasks[task]).unwrap();
+            assert_eq!(concat_batches(&schema, &back).unwrap(), want, "task {task}");
+        }
         journal.finish(true).unwrap();
     }
 }

@@ -754,8 +754,10 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     busy.nanos.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
                     busy.tasks.fetch_add(n, Relaxed);
                     worker.counts.publish(shared);
-                    if let Some(journal) = &shared.journal {
-                        journal.hand_over(&mut worker.journaled);
+                    if let Some(journal) = &shared.journal
+                        && let Err(e) = journal.hand_over(&mut worker.journaled)
+                    {
+                        shared.fail(e);
                     }
                     worker.retire_idle(keep_alive);
                     if !worker.gathered.is_empty() {
