@@ -228,6 +228,18 @@ pub(crate) fn read<R: Read + Send + 'static>(
     batch_rows: usize,
     buffer: usize,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send + use<R>, String> {
+    let builder = builder(schema, projection, opts, skip_header, batch_rows);
+    let reader = builder.build(BufReader::with_capacity(buffer.max(64), source)).map_err(|e| e.to_string())?;
+    Ok(reader.map(|r| r.map_err(|e| e.to_string())))
+}
+
+fn builder(
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    opts: &CsvOptions,
+    skip_header: bool,
+    batch_rows: usize,
+) -> arrow_csv::ReaderBuilder {
     let mut builder = arrow_csv::ReaderBuilder::new(schema)
         .with_header(skip_header)
         .with_delimiter(opts.delimiter)
@@ -239,8 +251,41 @@ pub(crate) fn read<R: Read + Send + 'static>(
     if let Some(p) = projection {
         builder = builder.with_projection(p);
     }
-    let reader = builder.build(BufReader::with_capacity(buffer.max(64), source)).map_err(|e| e.to_string())?;
-    Ok(reader.map(|r| r.map_err(|e| e.to_string())))
+    builder
+}
+
+/// A decoder of csv records (no header) as batches of `schema`, to be
+/// kept by a worker across small splits: building one costs more than
+/// decoding a tiny split (csv_core builds its state machine, ~250,000
+/// instructions).
+pub(crate) fn decoder(
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    opts: &CsvOptions,
+    batch_rows: usize,
+) -> arrow_csv::reader::Decoder {
+    builder(schema, projection, opts, false, batch_rows).build_decoder()
+}
+
+/// Decodes `bytes` — whole records, the last ending with a newline, so the
+/// decoder is at the start of a record again afterwards — with a kept
+/// `decoder`. After an error the decoder must not be used again.
+pub(crate) fn decode_records(
+    decoder: &mut arrow_csv::reader::Decoder,
+    bytes: &[u8],
+) -> Result<Vec<RecordBatch>, arrow_schema::ArrowError> {
+    debug_assert_eq!(bytes.last(), Some(&b'\n'));
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        at += decoder.decode(&bytes[at..])?;
+        if at == bytes.len() || decoder.capacity() == 0 {
+            out.extend(decoder.flush()?);
+        }
+        if at == bytes.len() {
+            return Ok(out);
+        }
+    }
 }
 
 /// Finds where the first bad record of a failing stream starts: reads

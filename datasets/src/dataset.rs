@@ -297,14 +297,29 @@ impl Dataset {
     pub fn read_with(&self, split: &Split, files: &mut OpenFiles) -> Result<Batches> {
         let file = split.file.clone();
         let path = file.path.clone();
-        let batch_rows = self.opts.batch_rows.max(1);
-        let schema = self.schema.clone();
         let range = split.range.clone();
+        // A split of `len` bytes holds at most `len + 1` records: decoders
+        // size their buffers to the batch, and a tiny split's need not be
+        // the 8,192 rows' (zeroed, per split).
+        let batch_rows = match range {
+            SplitRange::Bytes { len, .. } => {
+                self.opts.batch_rows.min(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(1))
+            }
+            _ => self.opts.batch_rows,
+        }
+        .max(1);
+        let schema = self.schema.clone();
         // Read buffers fit the split: a tiny split needs no megabyte.
         let buffer = match range {
             SplitRange::Bytes { len, .. } => (len as usize).saturating_add(1).min(1 << 20),
             _ => 1 << 20,
         };
+        if let (Format::Csv, &SplitRange::Bytes { offset, len }) = (self.format, &range)
+            && len <= WINDOW / 4
+            && let Some(batches) = self.small_csv(&file, offset, len, files)?
+        {
+            return Ok(Box::new(batches.into_iter().map(Ok)));
+        }
         match (self.format, &range) {
             (_, SplitRange::RowGroups { start, end, .. }) => {
                 let batches = parquet::read(&path, *start, *end, batch_rows, self.projection.as_deref())?;
@@ -381,6 +396,41 @@ impl Dataset {
                 }))))
             }
             (Format::Parquet | Format::Arrow, _) => unreachable!("parquet and arrow splits are unit ranges"),
+        }
+    }
+
+    /// Decodes a small csv split from the read-ahead window with the
+    /// worker's kept decoder. `None` when that cannot be done — the split
+    /// does not end with a newline (the end of a file), or the decoder
+    /// failed (it is dropped, and the caller reads the split again the
+    /// usual way, for an error that names the record).
+    fn small_csv(
+        &self,
+        file: &InputFile,
+        offset: u64,
+        len: u64,
+        files: &mut OpenFiles,
+    ) -> Result<Option<Vec<RecordBatch>>> {
+        let (bytes, from, to) = files.window(file, offset, len)?;
+        let data = &bytes[from..to];
+        if data.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        let key = (Arc::as_ptr(&self.full) as *const () as usize, self.projection.clone(), self.opts.csv);
+        let mut kept = match files.csv.take() {
+            Some(k) if k.key == key => k,
+            _ => {
+                let full = self.full.clone();
+                let decoder = csv::decoder(full, self.projection.clone(), &self.opts.csv, self.opts.batch_rows.max(1));
+                KeptCsv { key, decoder }
+            }
+        };
+        match csv::decode_records(&mut kept.decoder, data) {
+            Ok(batches) => {
+                files.csv = Some(kept);
+                Ok(Some(batches))
+            }
+            Err(_) => Ok(None),
         }
     }
 
@@ -467,6 +517,21 @@ pub struct OpenFiles {
     last: Option<(std::path::PathBuf, Arc<File>)>,
     /// Bytes `[start, start + len)` of the last file.
     window: Option<(u64, Arc<Vec<u8>>)>,
+    /// The csv decoder of the last small csv split, and what it decodes.
+    csv: Option<KeptCsv>,
+}
+
+/// A csv decoder kept between small splits, for the dataset (its schema's
+/// address), projection and dialect it was built for.
+struct KeptCsv {
+    key: (usize, Option<Vec<usize>>, CsvOptions),
+    decoder: arrow_csv::reader::Decoder,
+}
+
+impl std::fmt::Debug for KeptCsv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptCsv").field("key", &self.key).finish_non_exhaustive()
+    }
 }
 
 /// Bytes read ahead for small splits.

@@ -318,3 +318,32 @@ fn a_bad_value_in_a_column_not_read_is_not_seen() {
     let ids = read(&ds.project(&["id".to_string()]).unwrap().unwrap()).unwrap();
     assert_eq!(ids[0].column(0).as_primitive::<Int64Type>().values().to_vec(), vec![1, 2]);
 }
+
+#[test]
+fn a_kept_csv_decoder_reports_a_bad_record_as_a_fresh_read_does_and_reads_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    std::fs::write(&path, "id,n\n1,2\n2,3\n3,x\n4,5\n5,6,7\n6,7\n").unwrap();
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("n", DataType::Int64, true)]));
+    let ds = open(&path, Format::Csv, 1, CsvOptions::default(), Some(schema));
+    let splits: Vec<Split> = ds.splits().collect::<Result<_, _>>().unwrap();
+    assert_eq!(splits.len(), 6);
+    // One worker's handles (its kept decoder) for every split in turn.
+    let mut files = OpenFiles::default();
+    let results: Vec<Result<Vec<RecordBatch>, String>> = splits
+        .iter()
+        .map(|s| ds.read_with(s, &mut files).and_then(|b| b.collect()).map_err(|e| e.to_string()))
+        .collect();
+    for (i, (s, r)) in splits.iter().zip(&results).enumerate() {
+        let fresh = ds.read(s).and_then(|b| b.collect::<Result<Vec<_>, _>>()).map_err(|e| e.to_string());
+        assert_eq!(r, &fresh, "split {i}");
+    }
+    let ids =
+        |r: &Result<Vec<RecordBatch>, String>| r.as_ref().unwrap()[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!([0, 1, 3, 5].map(|i| ids(&results[i])), [1, 2, 4, 6]);
+    let bad_value = results[2].as_ref().unwrap_err();
+    assert!(bad_value.contains("line 4"), "{bad_value}");
+    let bad_record = results[4].as_ref().unwrap_err();
+    assert!(bad_record.contains("line 6"), "{bad_record}");
+}

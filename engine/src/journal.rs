@@ -12,8 +12,9 @@
 //! [`SHARED_BYTES`]) of a worker's task group are saved together, as one
 //! record batch whose rows each task's line locates (`skip`, `rows`):
 //! encoding a message costs some microseconds, more than a tiny task. Batch
-//! boundaries within a task's output are not kept. Workers gather their finished tasks
-//! into a [`Batch`] and hand it over once a task group. A syncer thread
+//! boundaries within a task's output are not kept. Workers gather their
+//! finished tasks into a [`Batch`] and hand it over once a task group. A
+//! syncer thread
 //! takes the batches in groups ([`WRITE_INTERVAL`] at least between them,
 //! so that tiny tasks share a write and a worker handing a task over never
 //! has to wake it) and appends their outputs, then their lines. Once
