@@ -13,8 +13,9 @@
 //! record batch whose rows each task's line locates (`skip`, `rows`):
 //! encoding a message costs some microseconds, more than a tiny task. Batch
 //! boundaries within a task's output are not kept. Workers gather their
-//! finished tasks into a [`Batch`] and hand it over once a task group. A
-//! syncer thread
+//! finished tasks into a [`Batch`] and hand it over between task groups,
+//! once it holds enough or its oldest task is 2 ms old, or when they have
+//! no more tasks waiting. A syncer thread
 //! takes the batches in groups ([`WRITE_INTERVAL`] at least between them,
 //! so that tiny tasks share a write and a worker handing a task over never
 //! has to wake it) and appends their outputs, then their lines. Once
@@ -46,6 +47,14 @@ use crate::metrics::Log;
 
 /// How many emptied batches wait for reuse.
 const SPARE_BATCHES: usize = 64;
+
+/// A worker hands its batch over once it holds this many tasks, this many
+/// bytes, or a task this old (checked between task groups), or when it has
+/// nothing else to do: tiny tasks share a hand-off, an encode and a
+/// channel message, and no task waits long.
+const HAND_OVER_TASKS: usize = 256;
+const HAND_OVER_BYTES: usize = 256 * 1024;
+const HAND_OVER_AGE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The least time between two groups written.
 const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);
@@ -110,6 +119,8 @@ pub(crate) struct Local {
     pending_batches: Vec<RecordBatch>,
     pending_schema: Option<SchemaRef>,
     pending_bytes: usize,
+    /// When the oldest task not yet handed over finished.
+    since: Option<std::time::Instant>,
 }
 
 /// A worker's finished tasks on their way to the syncer.
@@ -266,6 +277,7 @@ impl Journal {
         schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<(), EngineError> {
+        local.since.get_or_insert_with(std::time::Instant::now);
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
         if size > SHARED_BYTES || has_dictionaries(schema) {
@@ -334,9 +346,18 @@ impl Journal {
         Ok(batch.bytes.len() - start)
     }
 
-    /// Hands a worker's batch to the syncer (once a task group), its small
-    /// outputs saved first.
-    pub(crate) fn hand_over(&self, local: &mut Local) -> Result<(), EngineError> {
+    /// Hands a worker's batch to the syncer, its small outputs saved
+    /// first: `now`, or once it holds enough (see [`HAND_OVER_TASKS`]).
+    /// Called between task groups.
+    pub(crate) fn hand_over(&self, local: &mut Local, now: bool) -> Result<(), EngineError> {
+        let tasks = local.batch.tasks.len() + local.pending.len();
+        let full = tasks >= HAND_OVER_TASKS
+            || local.batch.bytes.len() + local.pending_bytes + local.batch.records.len() >= HAND_OVER_BYTES
+            || local.since.is_some_and(|t| t.elapsed() >= HAND_OVER_AGE);
+        if !now && !full {
+            return Ok(());
+        }
+        local.since = None;
         self.save_pending(local)?;
         if local.batch.tasks.is_empty() && local.batch.records.is_empty() {
             return Ok(());
@@ -532,7 +553,7 @@ mod tests {
                 journal.record(&mut local, *phase, 7, &schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
                 journal.record(&mut local, *phase, 8, &schema, &[]).unwrap();
                 local.batch.records.extend_from_slice(b"{}\n");
-                journal.hand_over(&mut local).unwrap();
+                journal.hand_over(&mut local, true).unwrap();
             }
             journal.finish(false).unwrap();
         }
@@ -564,7 +585,7 @@ mod tests {
             // One task per hand-over: each saved on its own.
             for task in 0..3 {
                 journal.record(&mut local, 0, task, &schema, std::slice::from_ref(&batch)).unwrap();
-                journal.hand_over(&mut local).unwrap();
+                journal.hand_over(&mut local, true).unwrap();
             }
             journal.finish(false).unwrap();
         }
@@ -605,7 +626,7 @@ mod tests {
             for (task, out) in tasks.iter().enumerate() {
                 journal.record(&mut local, 0, task as u64, &schema, out).unwrap();
             }
-            journal.hand_over(&mut local).unwrap();
+            journal.hand_over(&mut local, true).unwrap();
             journal.finish(false).unwrap();
         }
         let lines = std::fs::read_to_string(dir.path().join("journal.jsonl")).unwrap();
@@ -623,6 +644,36 @@ mod tests {
             let want = concat_batches(&schema, &tasks[task]).unwrap();
             assert_eq!(concat_batches(&schema, &back).unwrap(), want, "task {task}");
         }
+        journal.finish(true).unwrap();
+    }
+
+    #[test]
+    fn a_worker_hands_tasks_over_when_asked_or_when_they_wait_too_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = plain();
+        let schema = batch.schema();
+        {
+            let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
+            let journal = Journal::open(dir.path(), false, log).unwrap();
+            let mut local = Local::default();
+            let mut record = |task| journal.record(&mut local, 0, task, &schema, std::slice::from_ref(&batch)).unwrap();
+            record(0);
+            journal.hand_over(&mut local, false).unwrap();
+            assert_eq!(local.pending.len(), 1, "one fresh task is not handed over yet");
+            std::thread::sleep(HAND_OVER_AGE);
+            journal.hand_over(&mut local, false).unwrap();
+            assert!(local.pending.is_empty() && local.batch.tasks.is_empty(), "an old one is");
+            journal.record(&mut local, 0, 1, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.hand_over(&mut local, true).unwrap();
+            journal.record(&mut local, 0, 2, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.hand_over(&mut local, false).unwrap();
+            journal.finish(false).unwrap();
+        }
+        let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), true).unwrap());
+        let journal = Journal::open(dir.path(), true, log).unwrap();
+        assert!(journal.completed(0, 0, &schema).unwrap().is_some());
+        assert!(journal.completed(0, 1, &schema).unwrap().is_some());
+        assert!(journal.completed(0, 2, &schema).unwrap().is_none(), "never handed over");
         journal.finish(true).unwrap();
     }
 }

@@ -754,8 +754,10 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     busy.nanos.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
                     busy.tasks.fetch_add(n, Relaxed);
                     worker.counts.publish(shared);
+                    // Tasks are journaled in bunches while more wait, at
+                    // once when none does.
                     if let Some(journal) = &shared.journal
-                        && let Err(e) = journal.hand_over(&mut worker.journaled)
+                        && let Err(e) = journal.hand_over(&mut worker.journaled, rx.is_empty())
                     {
                         shared.fail(e);
                     }
@@ -771,6 +773,11 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                             shared.fail(e);
                         }
                     }
+                }
+                if let Some(journal) = &shared.journal
+                    && let Err(e) = journal.hand_over(&mut worker.journaled, true)
+                {
+                    shared.fail(e);
                 }
                 if let Err(e) = recorder.flush() {
                     shared.fail(e);
