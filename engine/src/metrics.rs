@@ -64,17 +64,28 @@ impl InvocationRecord<'_> {
     /// field for field, without its per-field machinery (a record is
     /// written for every invocation).
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_head(out);
+        self.write_rest(out);
+    }
+
+    /// The record's start, the same for every record of a stage and
+    /// phase: `{"stage":...,"phase":"...",`.
+    fn write_head(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"stage\":");
+        serde_json::to_writer(&mut *out, self.stage).expect("a string serializes");
+        out.extend_from_slice(b",\"phase\":\"");
+        out.extend_from_slice(self.phase.as_bytes());
+        out.extend_from_slice(b"\",");
+    }
+
+    /// The rest of the record, from `"task"` on.
+    fn write_rest(&self, out: &mut Vec<u8>) {
         let mut n = itoa::Buffer::new();
         let mut num = |out: &mut Vec<u8>, key: &[u8], v: u64| {
             out.extend_from_slice(key);
             out.extend_from_slice(n.format(v).as_bytes());
         };
-        out.extend_from_slice(b"{\"stage\":");
-        serde_json::to_writer(&mut *out, self.stage).expect("a string serializes");
-        out.extend_from_slice(b",\"phase\":\"");
-        out.extend_from_slice(self.phase.as_bytes());
-        out.push(b'"');
-        num(out, b",\"task\":", self.task);
+        num(out, b"\"task\":", self.task);
         num(out, b",\"attempt\":", u64::from(self.attempt));
         if self.backup {
             out.extend_from_slice(b",\"backup\":true");
@@ -279,18 +290,31 @@ pub(crate) struct Recorder<'a> {
     log: &'a Log,
     buf: Vec<u8>,
     pub(crate) stats: Vec<StageStats>,
+    /// Per step, its records' common start (see `write_head`), once known.
+    heads: Vec<Vec<u8>>,
 }
 
 const FLUSH_AT: usize = 256 * 1024;
 
 impl<'a> Recorder<'a> {
     pub(crate) fn new(log: &'a Log, steps: usize) -> Self {
-        Recorder { log, buf: Vec::with_capacity(FLUSH_AT + 4096), stats: vec![StageStats::default(); steps] }
+        Recorder {
+            log,
+            buf: Vec::with_capacity(FLUSH_AT + 4096),
+            stats: vec![StageStats::default(); steps],
+            heads: vec![Vec::new(); steps],
+        }
     }
 
+    /// Records an invocation of step `step` (an index of a stage and phase).
     pub(crate) fn record(&mut self, step: usize, r: &InvocationRecord<'_>) -> Result<(), EngineError> {
         self.stats[step].add(r);
-        r.write_json(&mut self.buf);
+        let head = &mut self.heads[step];
+        if head.is_empty() {
+            r.write_head(head);
+        }
+        self.buf.extend_from_slice(head);
+        r.write_rest(&mut self.buf);
         if self.buf.len() >= FLUSH_AT { self.flush() } else { Ok(()) }
     }
 

@@ -168,9 +168,14 @@ impl Pricing {
     /// The billed duration of an invocation that ran `d` here (scaled by
     /// `cpu_scale`).
     pub fn billed(&self, d: std::time::Duration) -> std::time::Duration {
-        let g = self.billing_granularity.as_nanos().max(1);
-        let rounded = d.mul_f64(self.cpu_scale.max(1.0)).as_nanos().div_ceil(g) * g;
-        std::time::Duration::from_nanos(rounded as u64).max(self.min_billed)
+        // In 64-bit nanoseconds (584 years): this runs for every invocation.
+        let nanos = |d: std::time::Duration| {
+            d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))
+        };
+        let d = if self.cpu_scale > 1.0 { d.mul_f64(self.cpu_scale) } else { d };
+        let g = nanos(self.billing_granularity).max(1);
+        let rounded = nanos(d).div_ceil(g).saturating_mul(g);
+        std::time::Duration::from_nanos(rounded).max(self.min_billed)
     }
 
     /// What an invocation that ran `d` costs, in dollars.
@@ -285,6 +290,30 @@ pub fn memory_mb(size: Size) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn billed_durations_round_up_to_the_granularity_after_scaling() {
+        let ms = std::time::Duration::from_millis;
+        let p = |granularity, min, cpu_scale| Pricing {
+            memory_mb: 1024,
+            price_per_request: 0.0,
+            price_per_gb_second: 0.0,
+            billing_granularity: granularity,
+            min_billed: min,
+            cpu_scale,
+        };
+        let lambda = p(ms(1), ms(0), 1.0);
+        assert_eq!(lambda.billed(std::time::Duration::from_micros(150_200)), ms(151));
+        assert_eq!(lambda.billed(ms(150)), ms(150));
+        assert_eq!(lambda.billed(ms(0)), ms(0));
+        let coarse = p(ms(100), ms(100), 1.0);
+        assert_eq!(coarse.billed(ms(0)), ms(100));
+        assert_eq!(coarse.billed(ms(101)), ms(200));
+        let slower = p(ms(1), ms(0), 2.5);
+        assert_eq!(slower.billed(ms(10)), ms(25));
+        // A granularity of zero bills the nanoseconds.
+        assert_eq!(p(ms(0), ms(0), 1.0).billed(std::time::Duration::from_nanos(7)), std::time::Duration::from_nanos(7));
+    }
+
     use super::*;
     use std::time::Duration as D;
 
