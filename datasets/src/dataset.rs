@@ -291,6 +291,38 @@ impl Dataset {
         self.read_with(split, &mut OpenFiles::default())
     }
 
+    /// Reads all of `split`, as [`Dataset::read_with`] does, into a vector
+    /// — a small split straight into it, with no iterator in between.
+    pub fn read_all_with(&self, split: &Split, files: &mut OpenFiles) -> Result<Vec<RecordBatch>> {
+        match self.read_small(split, files)? {
+            Some(batches) => batches,
+            None => self.read_with(split, files)?.collect(),
+        }
+    }
+
+    /// A small split read at once from the read-ahead window: text lines
+    /// that fit one batch, or csv records decoded with the worker's kept
+    /// decoder. `None` for any other split (or when the kept decoder
+    /// fails: the split is then read the usual way, for the error).
+    fn read_small(&self, split: &Split, files: &mut OpenFiles) -> Result<Option<Result<Vec<RecordBatch>>>> {
+        let SplitRange::Bytes { offset, len } = split.range else { return Ok(None) };
+        if len > WINDOW / 4 {
+            return Ok(None);
+        }
+        match self.format {
+            Format::Text => {
+                let (bytes, from, to) = files.window(&split.file, offset, len)?;
+                let batch_rows = self.opts.batch_rows.min(len as usize + 1).max(1);
+                Ok(text::whole(&bytes[from..to], batch_rows).map(|r| match r {
+                    Ok(batch) => Ok(batch.into_iter().collect()),
+                    Err(e) => Err(malformed(&split.file, &split.range, e.byte, Some(e.line), e.message)),
+                }))
+            }
+            Format::Csv => Ok(self.small_csv(&split.file, offset, len, files)?.map(Ok)),
+            _ => Ok(None),
+        }
+    }
+
     /// Reads `split`, reusing a file handle that `files` kept from an
     /// earlier split of the same file (a worker reading many small splits
     /// of one file opens it once).
@@ -314,11 +346,10 @@ impl Dataset {
             SplitRange::Bytes { len, .. } => (len as usize).saturating_add(1).min(1 << 20),
             _ => 1 << 20,
         };
-        if let (Format::Csv, &SplitRange::Bytes { offset, len }) = (self.format, &range)
-            && len <= WINDOW / 4
-            && let Some(batches) = self.small_csv(&file, offset, len, files)?
-        {
-            return Ok(Box::new(batches.into_iter().map(Ok)));
+        match self.read_small(split, files)? {
+            Some(Ok(batches)) => return Ok(Box::new(batches.into_iter().map(Ok))),
+            Some(Err(e)) => return Ok(Box::new(std::iter::once(Err(e)))),
+            None => {}
         }
         match (self.format, &range) {
             (_, SplitRange::RowGroups { start, end, .. }) => {
@@ -336,13 +367,8 @@ impl Dataset {
                 )))
             }
             (Format::Text, &SplitRange::Bytes { offset, len }) if len <= WINDOW / 4 => {
-                // A small split: its lines straight from the read-ahead
-                // window, when they fit one batch.
+                // A small split of more lines than a batch: from the window.
                 let (bytes, from, to) = files.window(&file, offset, len)?;
-                if let Some(batch) = text::whole(&bytes[from..to], batch_rows) {
-                    let batch = batch.map_err(|e| malformed(&file, &range, e.byte, Some(e.line), e.message));
-                    return Ok(Box::new(batch.transpose().into_iter()));
-                }
                 let lines = text::Lines::new(WindowReader { bytes, at: from, end: to }, batch_rows, buffer);
                 Ok(Box::new(fuse_errors(
                     lines.map(move |r| r.map_err(|e| malformed(&file, &range, e.byte, Some(e.line), e.message))),

@@ -81,14 +81,19 @@ impl Gather {
     pub(crate) fn push(&mut self, task: u64, batches: Vec<RecordBatch>) -> Result<(), EngineError> {
         match &mut self.mode {
             Mode::Ordered { next, pending } => {
-                pending.insert(task, batches);
-                let mut ready = Vec::new();
-                while let Some(batches) = pending.remove(next) {
-                    *next += 1;
-                    ready.extend(batches);
+                if task != *next {
+                    pending.insert(task, batches);
+                    return Ok(());
                 }
-                for b in ready {
+                // The next task in order: written, then the ones it freed.
+                *next += 1;
+                for b in batches {
                     self.write(b)?;
+                }
+                while let Some(batches) = self.next_pending() {
+                    for b in batches {
+                        self.write(b)?;
+                    }
                 }
             }
             Mode::Sorted { keys, batches: held, rows } => {
@@ -106,6 +111,14 @@ impl Gather {
             }
         }
         Ok(())
+    }
+
+    /// The held output of the next task in order, if it is done.
+    fn next_pending(&mut self) -> Option<Vec<RecordBatch>> {
+        let Mode::Ordered { next, pending } = &mut self.mode else { return None };
+        let batches = pending.remove(next)?;
+        *next += 1;
+        Some(batches)
     }
 
     fn write(&mut self, batch: RecordBatch) -> Result<(), EngineError> {

@@ -765,10 +765,10 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     }
                     worker.retire_idle(keep_alive);
                     if !worker.gathered.is_empty() {
-                        let outputs = std::mem::take(&mut worker.gathered);
                         let mut gather = shared.gather.lock().expect("not poisoned");
-                        let pushed = outputs
-                            .into_iter()
+                        let pushed = worker
+                            .gathered
+                            .drain(..)
                             .try_for_each(|(task, out)| gather.as_mut().expect("open").push(task, out));
                         if let Err(e) = pushed {
                             drop(gather);
@@ -896,12 +896,7 @@ fn load(
 ) -> Result<(Vec<RecordBatch>, u64), EngineError> {
     match input {
         Input::Split(split) => {
-            let batches: Vec<RecordBatch> = shared
-                .compiled
-                .dataset
-                .read_with(split, files)
-                .and_then(|b| b.collect())
-                .map_err(EngineError::Input)?;
+            let batches = shared.compiled.dataset.read_all_with(split, files).map_err(EngineError::Input)?;
             let records: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
             counts.input_records += records;
             counts.input_bytes += split.bytes();
