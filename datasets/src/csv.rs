@@ -326,19 +326,28 @@ fn temporal(b: &[u8]) -> u16 {
     if !time {
         return TEXT;
     }
-    match b.get(19) {
-        None => SECONDS,
-        Some(b'.') => {
-            let fraction = b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
-            match fraction {
-                1..=3 => SECONDS << 1,
-                4..=6 => SECONDS << 2,
-                7..=9 => SECONDS << 3,
-                _ => TEXT,
-            }
+    // What may follow: nothing, or a character that is not a digit (nor,
+    // right after the seconds, a `.`) and then anything but a newline —
+    // arrow-csv's `(?:[^\d].*)?$`, whose `.` stops at one.
+    let tail = |rest: &[u8], dot: bool| match rest.split_first() {
+        None => true,
+        Some((c, more)) => !(c.is_ascii_digit() || (dot && *c == b'.') || more.contains(&b'\n')),
+    };
+    if b.get(19) == Some(&b'.') {
+        let fraction = b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !tail(&b[20 + fraction..], false) {
+            return TEXT;
         }
-        Some(c) if !c.is_ascii_digit() => SECONDS,
-        Some(_) => TEXT,
+        match fraction {
+            1..=3 => SECONDS << 1,
+            4..=6 => SECONDS << 2,
+            7..=9 => SECONDS << 3,
+            _ => TEXT,
+        }
+    } else if tail(&b[19..], true) {
+        SECONDS
+    } else {
+        TEXT
     }
 }
 
@@ -521,6 +530,8 @@ mod tests {
             "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{0,11}(Z|[+-][0-9]{2}:?[0-9]{2}|x[0-9])?",
             "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}[Z+ 0-9-][0-9:]{0,5}",
             "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{1}",
+            // Quoted values with newlines after a timestamp or a fraction.
+            "[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,4})?[\n a.Z]{1,3}[a\n]{0,2}",
             "\"[a-z0-9]{0,3}\"",
             "[a-z .]{1,4}",
         ]
@@ -533,7 +544,9 @@ mod tests {
             header in any::<bool>(),
             infer_rows in 0usize..14,
         ) {
-            let quote = |v: &String| if v.contains(['"', ',']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v.clone() };
+            let quote = |v: &String| {
+                if v.contains(['"', ',', '\n']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v.clone() }
+            };
             let mut data = String::new();
             if header {
                 data.push_str("a,b,c\n");

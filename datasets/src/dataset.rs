@@ -296,7 +296,7 @@ impl Dataset {
     pub fn read_all_with(&self, split: &Split, files: &mut OpenFiles) -> Result<Vec<RecordBatch>> {
         match self.read_small(split, files)? {
             Some(batches) => batches,
-            None => self.read_with(split, files)?.collect(),
+            None => self.read_stream(split, files)?.collect(),
         }
     }
 
@@ -327,6 +327,15 @@ impl Dataset {
     /// earlier split of the same file (a worker reading many small splits
     /// of one file opens it once).
     pub fn read_with(&self, split: &Split, files: &mut OpenFiles) -> Result<Batches> {
+        match self.read_small(split, files)? {
+            Some(Ok(batches)) => Ok(Box::new(batches.into_iter().map(Ok))),
+            Some(Err(e)) => Ok(Box::new(std::iter::once(Err(e)))),
+            None => self.read_stream(split, files),
+        }
+    }
+
+    /// Reads `split` as a stream of batches (not the small-split path).
+    fn read_stream(&self, split: &Split, files: &mut OpenFiles) -> Result<Batches> {
         let file = split.file.clone();
         let path = file.path.clone();
         let range = split.range.clone();
@@ -346,11 +355,6 @@ impl Dataset {
             SplitRange::Bytes { len, .. } => (len as usize).saturating_add(1).min(1 << 20),
             _ => 1 << 20,
         };
-        match self.read_small(split, files)? {
-            Some(Ok(batches)) => return Ok(Box::new(batches.into_iter().map(Ok))),
-            Some(Err(e)) => return Ok(Box::new(std::iter::once(Err(e)))),
-            None => {}
-        }
         match (self.format, &range) {
             (_, SplitRange::RowGroups { start, end, .. }) => {
                 let batches = parquet::read(&path, *start, *end, batch_rows, self.projection.as_deref())?;
@@ -437,18 +441,30 @@ impl Dataset {
         len: u64,
         files: &mut OpenFiles,
     ) -> Result<Option<Vec<RecordBatch>>> {
+        // Only a split the splitter cut, at the end of a record: the end of
+        // the file may be inside an unterminated quote, which would leave
+        // the decoder in the middle of a field.
+        if offset + len >= file.size {
+            return Ok(None);
+        }
         let (bytes, from, to) = files.window(file, offset, len)?;
         let data = &bytes[from..to];
         if data.last() != Some(&b'\n') {
             return Ok(None);
         }
-        let key = (Arc::as_ptr(&self.full) as *const () as usize, self.projection.clone(), self.opts.csv);
+        let batch_rows = self.opts.batch_rows.max(1);
+        let same = |k: &KeptCsv| {
+            Arc::ptr_eq(&k.key.0, &self.full)
+                && k.key.1 == self.projection
+                && k.key.2 == self.opts.csv
+                && k.key.3 == batch_rows
+        };
         let mut kept = match files.csv.take() {
-            Some(k) if k.key == key => k,
+            Some(k) if same(&k) => k,
             _ => {
                 let full = self.full.clone();
-                let decoder = csv::decoder(full, self.projection.clone(), &self.opts.csv, self.opts.batch_rows.max(1));
-                KeptCsv { key, decoder }
+                let decoder = csv::decoder(full.clone(), self.projection.clone(), &self.opts.csv, batch_rows);
+                KeptCsv { key: (full, self.projection.clone(), self.opts.csv, batch_rows), decoder }
             }
         };
         match csv::decode_records(&mut kept.decoder, data) {
@@ -547,10 +563,11 @@ pub struct OpenFiles {
     csv: Option<KeptCsv>,
 }
 
-/// A csv decoder kept between small splits, for the dataset (its schema's
-/// address), projection and dialect it was built for.
+/// A csv decoder kept between small splits, with the schema (compared by
+/// address: held here, it cannot be another's), projection, dialect and
+/// batch size it was built for.
 struct KeptCsv {
-    key: (usize, Option<Vec<usize>>, CsvOptions),
+    key: (SchemaRef, Option<Vec<usize>>, CsvOptions, usize),
     decoder: arrow_csv::reader::Decoder,
 }
 

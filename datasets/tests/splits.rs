@@ -347,3 +347,24 @@ fn a_kept_csv_decoder_reports_a_bad_record_as_a_fresh_read_does_and_reads_on() {
     let bad_record = results[4].as_ref().unwrap_err();
     assert!(bad_record.contains("line 6"), "{bad_record}");
 }
+
+#[test]
+fn a_last_split_ending_inside_a_quote_leaves_no_state_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    // The file ends inside an unterminated quote, after a newline.
+    std::fs::write(&path, "1\n2\n\"x\n").unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
+    let csv = CsvOptions { header: false, ..CsvOptions::default() };
+    let ds = open(&path, Format::Csv, 1, csv, Some(schema));
+    let splits: Vec<Split> = ds.splits().collect::<Result<_, _>>().unwrap();
+    assert_eq!(splits.len(), 3);
+    // One worker's handles for every split, twice over: the last split must
+    // not leave its kept decoder inside the quote for the next read.
+    let mut files = OpenFiles::default();
+    for (i, s) in splits.iter().chain(&splits).enumerate() {
+        let kept = ds.read_all_with(s, &mut files).map_err(|e| e.to_string());
+        let fresh = ds.read(s).and_then(|b| b.collect::<Result<Vec<_>, _>>()).map_err(|e| e.to_string());
+        assert_eq!(kept, fresh, "read {i}");
+    }
+}

@@ -14,8 +14,8 @@
 //! encoding a message costs some microseconds, more than a tiny task. Batch
 //! boundaries within a task's output are not kept. Workers gather their
 //! finished tasks into a [`Batch`] and hand it over between task groups,
-//! once it holds enough or its oldest task is 2 ms old, or when they have
-//! no more tasks waiting. A syncer thread
+//! once it holds enough or its oldest task is 2 ms old, and always before
+//! they wait for more tasks. A syncer thread
 //! takes the batches in groups ([`WRITE_INTERVAL`] at least between them,
 //! so that tiny tasks share a write and a worker handing a task over never
 //! has to wake it) and appends their outputs, then their lines. Once
@@ -138,8 +138,9 @@ pub(crate) struct Batch {
     pub(crate) records: Vec<u8>,
 }
 
-/// Saved bytes read back: their offset and length, and their batches.
-type Saved = ((u64, u64), Vec<RecordBatch>);
+/// Saved bytes read back: their offset, length and checksum, and their
+/// batches.
+type Saved = ((u64, u64, String), Vec<RecordBatch>);
 
 /// The journal of a run directory.
 pub(crate) struct Journal {
@@ -229,10 +230,13 @@ impl Journal {
     ) -> Result<Option<Vec<RecordBatch>>, EngineError> {
         let Some(e) = self.done.get(&(phase, task)) else { return Ok(None) };
         let mut last = self.last.lock().expect("not poisoned");
+        // The checksum is part of the key: after a machine crash, a line
+        // may name bytes that were lost and later overwritten by others at
+        // the same place.
         let saved = match &*last {
-            Some((at, batches)) if *at == (e.offset, e.len) => batches,
+            Some(((offset, len, xxh3), batches)) if (*offset, *len, xxh3) == (e.offset, e.len, &e.xxh3) => batches,
             _ => match self.read_saved(e, schema)? {
-                Some(batches) => &last.insert(((e.offset, e.len), batches)).1,
+                Some(batches) => &last.insert(((e.offset, e.len, e.xxh3.clone()), batches)).1,
                 None => return Ok(None),
             },
         };
@@ -300,19 +304,30 @@ impl Journal {
     }
 
     /// Encodes the small outputs held as one record batch.
+    /// On an error the held outputs are dropped (their tasks are not
+    /// journaled, and will run again on resume) and the batch is left as
+    /// it was before.
     fn save_pending(&self, local: &mut Local) -> Result<(), EngineError> {
         let Some(schema) = local.pending_schema.take() else { return Ok(()) };
-        let merged = match local.pending_batches.len() {
-            0 => None,
-            1 => local.pending_batches.pop(),
-            _ => Some(
-                arrow_select::concat::concat_batches(&schema, &local.pending_batches)
-                    .map_err(|e| EngineError::io(&self.data_path, std::io::Error::other(e)))?,
-            ),
-        };
-        local.pending_batches.clear();
+        let batches = std::mem::take(&mut local.pending_batches);
         local.pending_bytes = 0;
-        let len = self.encode(local, &schema, merged.as_slice())?;
+        let merged = match batches.len() {
+            0 => Ok(None),
+            1 => Ok(batches.into_iter().next()),
+            _ => arrow_select::concat::concat_batches(&schema, &batches).map(Some),
+        };
+        let start = local.batch.bytes.len();
+        let len = merged
+            .map_err(|e| EngineError::io(&self.data_path, std::io::Error::other(e)))
+            .and_then(|merged| self.encode(local, &schema, merged.as_slice()));
+        let len = match len {
+            Ok(len) => len,
+            Err(e) => {
+                local.batch.bytes.truncate(start);
+                local.pending.clear();
+                return Err(e);
+            }
+        };
         local.batch.saved.push((len, local.pending.len()));
         let mut skip = 0;
         for (phase, task, rows) in local.pending.drain(..) {
@@ -358,15 +373,21 @@ impl Journal {
             return Ok(());
         }
         local.since = None;
-        self.save_pending(local)?;
-        if local.batch.tasks.is_empty() && local.batch.records.is_empty() {
-            return Ok(());
+        // What is already in the batch (invocation records, large outputs)
+        // goes over even if the small outputs cannot be saved.
+        let saved = self.save_pending(local);
+        if !(local.batch.tasks.is_empty() && local.batch.records.is_empty()) {
+            let batch = std::mem::replace(&mut local.batch, self.spare.try_recv().unwrap_or_default());
+            if let Some(q) = self.queue.lock().expect("not poisoned").as_ref() {
+                let _ = q.send(batch);
+            }
         }
-        let batch = std::mem::replace(&mut local.batch, self.spare.try_recv().unwrap_or_default());
-        if let Some(q) = self.queue.lock().expect("not poisoned").as_ref() {
-            let _ = q.send(batch);
-        }
-        Ok(())
+        saved
+    }
+
+    /// Whether the worker holds finished tasks not yet handed over.
+    pub(crate) fn holds(&self, local: &Local) -> bool {
+        !(local.pending.is_empty() && local.batch.tasks.is_empty() && local.batch.records.is_empty())
     }
 }
 
@@ -674,6 +695,32 @@ mod tests {
         assert!(journal.completed(0, 0, &schema).unwrap().is_some());
         assert!(journal.completed(0, 1, &schema).unwrap().is_some());
         assert!(journal.completed(0, 2, &schema).unwrap().is_none(), "never handed over");
+        journal.finish(true).unwrap();
+    }
+
+    #[test]
+    fn a_stale_line_naming_bytes_since_overwritten_is_not_served_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = plain();
+        let schema = batch.schema();
+        {
+            let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
+            let journal = Journal::open(dir.path(), false, log).unwrap();
+            let mut local = Local::default();
+            journal.record(&mut local, 0, 1, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.hand_over(&mut local, true).unwrap();
+            journal.finish(false).unwrap();
+        }
+        let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), true).unwrap());
+        let mut journal = Journal::open(dir.path(), true, log).unwrap();
+        // Task 0's line names the same place, but bytes that were lost
+        // (another checksum), as after a machine crash and a later run.
+        let mut stale = journal.done[&(0, 1)].clone();
+        stale.task = 0;
+        stale.xxh3 = "0000000000000000".into();
+        journal.done.insert((0, 0), stale);
+        assert_eq!(journal.completed(0, 1, &schema).unwrap(), Some(vec![batch.clone()]));
+        assert_eq!(journal.completed(0, 0, &schema).unwrap(), None);
         journal.finish(true).unwrap();
     }
 }

@@ -272,15 +272,30 @@ impl Worker {
         }
     }
 
-    /// The next task group; None once there are no more. With a
-    /// keep-alive, a slot waiting for tasks still retires its containers
-    /// as they pass it (a lambda process is not left running while its
-    /// slot idles).
+    /// The next task group; None once there are no more. A slot about to
+    /// wait hands the tasks it has not journaled yet to the `journal`
+    /// first (an error goes to `failed`). With a keep-alive, a slot
+    /// waiting for tasks still retires its containers as they pass it (a
+    /// lambda process is not left running while its slot idles).
     fn next_group(
         &mut self,
         rx: &crossbeam_channel::Receiver<Vec<Task>>,
         keep_alive: Option<std::time::Duration>,
+        journal: Option<&Journal>,
+        failed: impl Fn(EngineError),
     ) -> Option<Vec<Task>> {
+        match rx.try_recv() {
+            Ok(group) => return Some(group),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+            Err(crossbeam_channel::TryRecvError::Empty) => {}
+        }
+        // No task waits: journal what the slot holds before it waits.
+        if let Some(journal) = journal
+            && journal.holds(&self.journaled)
+            && let Err(e) = journal.hand_over(&mut self.journaled, true)
+        {
+            failed(e);
+        }
         let Some(keep) = keep_alive else { return rx.recv().ok() };
         loop {
             let Some(wait) = self.next_expiry(keep) else { return rx.recv().ok() };
@@ -742,7 +757,8 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
             scope.spawn(move || {
                 let busy = &shared.busy[worker.id];
                 let keep_alive = shared.plan.platform.containers.keep_alive;
-                while let Some(group) = worker.next_group(&rx, keep_alive) {
+                while let Some(group) = worker.next_group(&rx, keep_alive, shared.journal.as_ref(), |e| shared.fail(e))
+                {
                     let began = Instant::now();
                     let n = group.len() as u64;
                     for t in group {
@@ -756,10 +772,10 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     busy.nanos.fetch_add(began.elapsed().as_nanos() as u64, Relaxed);
                     busy.tasks.fetch_add(n, Relaxed);
                     worker.counts.publish(shared);
-                    // Tasks are journaled in bunches while more wait, at
-                    // once when none does.
+                    // Tasks are journaled in bunches while more wait (and
+                    // before the slot waits: see `next_group`).
                     if let Some(journal) = &shared.journal
-                        && let Err(e) = journal.hand_over(&mut worker.journaled, rx.is_empty())
+                        && let Err(e) = journal.hand_over(&mut worker.journaled, false)
                     {
                         shared.fail(e);
                     }
