@@ -45,6 +45,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::EngineError;
 use crate::metrics::Log;
 
+/// How many saved outputs read back on resume are kept.
+const KEPT_SAVED: usize = 16;
+
 /// How many emptied batches wait for reuse.
 const SPARE_BATCHES: usize = 64;
 
@@ -154,9 +157,10 @@ pub(crate) struct Journal {
     syncer: Mutex<Option<std::thread::JoinHandle<Result<(), EngineError>>>>,
     /// Tells the syncer to drop what is left instead of syncing it.
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// The last saved output read back (offset and length, batches): the
-    /// tasks sharing it are resumed one after another.
-    last: Mutex<Option<Saved>>,
+    /// The saved outputs read back last, most recent first: the tasks
+    /// sharing one are resumed close together (a worker's task groups
+    /// alternate with the other workers').
+    last: Mutex<Vec<Saved>>,
 }
 
 impl Journal {
@@ -195,7 +199,7 @@ impl Journal {
             spare,
             syncer: Mutex::new(Some(syncer)),
             stop,
-            last: Mutex::new(None),
+            last: Mutex::new(Vec::new()),
         })
     }
 
@@ -233,13 +237,16 @@ impl Journal {
         // The checksum is part of the key: after a machine crash, a line
         // may name bytes that were lost and later overwritten by others at
         // the same place.
-        let saved = match &*last {
-            Some(((offset, len, xxh3), batches)) if (*offset, *len, xxh3) == (e.offset, e.len, &e.xxh3) => batches,
-            _ => match self.read_saved(e, schema)? {
-                Some(batches) => &last.insert(((e.offset, e.len, e.xxh3.clone()), batches)).1,
-                None => return Ok(None),
-            },
-        };
+        let key = (e.offset, e.len, e.xxh3.clone());
+        match last.iter().position(|(k, _)| *k == key) {
+            Some(i) => last[..=i].rotate_right(1),
+            None => {
+                let Some(batches) = self.read_saved(e, schema)? else { return Ok(None) };
+                last.truncate(KEPT_SAVED - 1);
+                last.insert(0, (key, batches));
+            }
+        }
+        let saved = &last[0].1;
         Ok(Some(rows(saved, e.skip as usize, e.rows as usize)))
     }
 
