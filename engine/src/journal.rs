@@ -552,6 +552,12 @@ mod tests {
 
     use super::*;
 
+    /// The journal of run directory `dir` (resumed: reading what it holds).
+    fn open(dir: &std::path::Path, resume: bool) -> Journal {
+        let log = Arc::new(Log::create(&dir.join("invocations.jsonl"), resume).unwrap());
+        Journal::open(dir, resume, log).unwrap()
+    }
+
     fn plain() -> RecordBatch {
         let ids: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]));
         let names: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
@@ -573,8 +579,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cases = [(0, plain()), (1, dictionary())];
         {
-            let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
-            let journal = Journal::open(dir.path(), false, log).unwrap();
+            let journal = open(dir.path(), false);
             let mut local = Local::default();
             for (phase, batch) in &cases {
                 let schema = batch.schema();
@@ -585,8 +590,7 @@ mod tests {
             }
             journal.finish(false).unwrap();
         }
-        let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), true).unwrap());
-        let journal = Journal::open(dir.path(), true, log).unwrap();
+        let journal = open(dir.path(), true);
         for (phase, batch) in &cases {
             let schema = batch.schema();
             let back = journal.completed(*phase, 7, &schema).unwrap().expect("journaled");
@@ -607,8 +611,7 @@ mod tests {
         let batch = plain();
         let schema = batch.schema();
         {
-            let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
-            let journal = Journal::open(dir.path(), false, log).unwrap();
+            let journal = open(dir.path(), false);
             let mut local = Local::default();
             // One task per hand-over: each saved on its own.
             for task in 0..3 {
@@ -625,8 +628,7 @@ mod tests {
         bytes[third + 8] ^= 0xff;
         bytes.truncate(2 * third + 1);
         std::fs::write(&data, bytes).unwrap();
-        let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), true).unwrap());
-        let journal = Journal::open(dir.path(), true, log).unwrap();
+        let journal = open(dir.path(), true);
         assert_eq!(journal.completed(0, 0, &schema).unwrap(), Some(vec![batch.clone()]));
         assert_eq!(journal.completed(0, 1, &schema).unwrap(), None);
         assert_eq!(journal.completed(0, 2, &schema).unwrap(), None);
@@ -648,8 +650,7 @@ mod tests {
         let tasks: Vec<Vec<RecordBatch>> =
             vec![vec![ids(3)], vec![], vec![ids(2), ids(4).slice(1, 3)], vec![large], vec![ids(1)]];
         {
-            let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
-            let journal = Journal::open(dir.path(), false, log).unwrap();
+            let journal = open(dir.path(), false);
             let mut local = Local::default();
             for (task, out) in tasks.iter().enumerate() {
                 journal.record(&mut local, 0, task as u64, &schema, out).unwrap();
@@ -664,8 +665,7 @@ mod tests {
         let shared: Vec<_> = entries.iter().filter(|e| e.task != 3).map(|e| (e.offset, e.skip, e.rows)).collect();
         let at = shared[0].0;
         assert_eq!(shared, vec![(at, 0, 3), (at, 3, 0), (at, 3, 5), (at, 8, 1)]);
-        let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), true).unwrap());
-        let journal = Journal::open(dir.path(), true, log).unwrap();
+        let journal = open(dir.path(), true);
         // In any order, each task gets its own rows back.
         for task in [4, 0, 3, 1, 2] {
             let back = journal.completed(0, task as u64, &schema).unwrap().expect("journaled");
@@ -681,8 +681,7 @@ mod tests {
         let batch = plain();
         let schema = batch.schema();
         {
-            let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
-            let journal = Journal::open(dir.path(), false, log).unwrap();
+            let journal = open(dir.path(), false);
             let mut local = Local::default();
             let mut record = |task| journal.record(&mut local, 0, task, &schema, std::slice::from_ref(&batch)).unwrap();
             record(0);
@@ -697,8 +696,7 @@ mod tests {
             journal.hand_over(&mut local, false).unwrap();
             journal.finish(false).unwrap();
         }
-        let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), true).unwrap());
-        let journal = Journal::open(dir.path(), true, log).unwrap();
+        let journal = open(dir.path(), true);
         assert!(journal.completed(0, 0, &schema).unwrap().is_some());
         assert!(journal.completed(0, 1, &schema).unwrap().is_some());
         assert!(journal.completed(0, 2, &schema).unwrap().is_none(), "never handed over");
@@ -711,15 +709,13 @@ mod tests {
         let batch = plain();
         let schema = batch.schema();
         {
-            let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), false).unwrap());
-            let journal = Journal::open(dir.path(), false, log).unwrap();
+            let journal = open(dir.path(), false);
             let mut local = Local::default();
             journal.record(&mut local, 0, 1, &schema, std::slice::from_ref(&batch)).unwrap();
             journal.hand_over(&mut local, true).unwrap();
             journal.finish(false).unwrap();
         }
-        let log = Arc::new(Log::create(&dir.path().join("invocations.jsonl"), true).unwrap());
-        let mut journal = Journal::open(dir.path(), true, log).unwrap();
+        let mut journal = open(dir.path(), true);
         // Task 0's line names the same place, but bytes that were lost
         // (another checksum), as after a machine crash and a later run.
         let mut stale = journal.done[&(0, 1)].clone();
