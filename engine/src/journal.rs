@@ -247,7 +247,8 @@ impl Journal {
             }
         }
         let saved = &last[0].1;
-        Ok(Some(rows(saved, e.skip as usize, e.rows as usize)))
+        let arrow = |err| EngineError::io(&self.data_path, std::io::Error::other(err));
+        Ok(Some(rows(saved, e.skip as usize, e.rows as usize).map_err(arrow)?))
     }
 
     /// The batches saved at `e`'s bytes; `None` if they are not on disk as
@@ -398,12 +399,13 @@ impl Journal {
     }
 }
 
-/// Rows `[skip, skip + rows)` of `batches`, as slices of them (all of them
-/// when that is every row).
-fn rows(batches: &[RecordBatch], skip: usize, rows: usize) -> Vec<RecordBatch> {
+/// Rows `[skip, skip + rows)` of `batches`: all of them when that is every
+/// row, else copied out (a slice would keep, and be counted by the
+/// shuffle's memory budget as, the whole saved output it shares).
+fn rows(batches: &[RecordBatch], skip: usize, rows: usize) -> Result<Vec<RecordBatch>, arrow_schema::ArrowError> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if skip == 0 && rows == total {
-        return batches.to_vec();
+        return Ok(batches.to_vec());
     }
     let (mut at, end) = (skip, skip + rows);
     let mut first = 0;
@@ -412,12 +414,14 @@ fn rows(batches: &[RecordBatch], skip: usize, rows: usize) -> Vec<RecordBatch> {
         let last = first + b.num_rows();
         if at < end && at < last && first <= at {
             let take = last.min(end) - at;
-            out.push(b.slice(at - first, take));
+            // `take` copies: a slice would share the whole buffer.
+            let indices = arrow_array::UInt32Array::from_iter_values((at - first) as u32..(at - first + take) as u32);
+            out.push(arrow_select::take::take_record_batch(b, &indices)?);
             at += take;
         }
         first = last;
     }
-    out
+    Ok(out)
 }
 
 /// Whether a schema has dictionary-encoded columns, at any depth (their
@@ -671,6 +675,16 @@ mod tests {
             let back = journal.completed(0, task as u64, &schema).unwrap().expect("journaled");
             let want = concat_batches(&schema, &tasks[task]).unwrap();
             assert_eq!(concat_batches(&schema, &back).unwrap(), want, "task {task}");
+            // A task's rows of a shared output are its own memory, not
+            // slices holding (and counted as) the whole saved batch.
+            if task != 3 {
+                let size: usize = back.iter().map(RecordBatch::get_array_memory_size).sum();
+                assert!(
+                    size <= want.get_array_memory_size(),
+                    "task {task}: {size} bytes, want {}",
+                    want.get_array_memory_size()
+                );
+            }
         }
         journal.finish(true).unwrap();
     }
