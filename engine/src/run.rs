@@ -259,7 +259,8 @@ struct Worker {
     counts: Counts,
     /// Task outputs for the gather, handed over once a task group.
     gathered: Vec<(u64, Vec<RecordBatch>)>,
-    /// Finished tasks for the journal, handed over once a task group.
+    /// Finished tasks for the journal, handed over in bunches (see
+    /// `Journal::hand_over`).
     journaled: crate::journal::Local,
 }
 
