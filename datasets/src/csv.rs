@@ -262,7 +262,7 @@ const TEXT: u16 = 1 << 8;
 fn kind(s: &str) -> u16 {
     let b = s.as_bytes();
     let digits = |b: &[u8]| !b.is_empty() && b.iter().all(u8::is_ascii_digit);
-    let unsigned = b.strip_prefix(b"+").or_else(|| b.strip_prefix(b"-")).unwrap_or(b);
+    let unsigned = unsigned(b);
     if b[0] == b'"' {
         TEXT
     } else if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") {
@@ -277,6 +277,11 @@ fn kind(s: &str) -> u16 {
     }
 }
 
+/// `b` without a leading `+` or `-`.
+fn unsigned(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"+").or_else(|| b.strip_prefix(b"-")).unwrap_or(b)
+}
+
 /// `digits.digits` (one side may be empty, not both) or `digits`, then an
 /// optional exponent — required after bare digits.
 fn is_float(b: &[u8]) -> bool {
@@ -286,7 +291,7 @@ fn is_float(b: &[u8]) -> bool {
         None => (b, None),
     };
     if let Some(e) = exponent {
-        let e = e.strip_prefix(b"+").or_else(|| e.strip_prefix(b"-")).unwrap_or(e);
+        let e = unsigned(e);
         if e.is_empty() || !digits(e) {
             return false;
         }

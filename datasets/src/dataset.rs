@@ -312,8 +312,7 @@ impl Dataset {
         match self.format {
             Format::Text => {
                 let (bytes, from, to) = files.window(&split.file, offset, len)?;
-                let batch_rows = self.opts.batch_rows.min(len as usize + 1).max(1);
-                Ok(text::whole(&bytes[from..to], batch_rows).map(|r| match r {
+                Ok(text::whole(&bytes[from..to], self.batch_rows(&split.range)).map(|r| match r {
                     Ok(batch) => Ok(batch.into_iter().collect()),
                     Err(e) => Err(malformed(&split.file, &split.range, e.byte, Some(e.line), e.message)),
                 }))
@@ -334,21 +333,26 @@ impl Dataset {
         }
     }
 
-    /// Reads `split` as a stream of batches (not the small-split path).
-    fn read_stream(&self, split: &Split, files: &mut OpenFiles) -> Result<Batches> {
-        let file = split.file.clone();
-        let path = file.path.clone();
-        let range = split.range.clone();
-        // A split of `len` bytes holds at most `len + 1` records: decoders
-        // size their buffers to the batch, and a tiny split's need not be
-        // the 8,192 rows' (zeroed, per split).
-        let batch_rows = match range {
+    /// Rows per batch for a split of `range`. A split of `len` bytes holds
+    /// at most `len + 1` records: decoders size their buffers to the
+    /// batch, and a tiny split's need not be the 8,192 rows' (zeroed, per
+    /// split).
+    fn batch_rows(&self, range: &SplitRange) -> usize {
+        match *range {
             SplitRange::Bytes { len, .. } => {
                 self.opts.batch_rows.min(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(1))
             }
             _ => self.opts.batch_rows,
         }
-        .max(1);
+        .max(1)
+    }
+
+    /// Reads `split` as a stream of batches (not the small-split path).
+    fn read_stream(&self, split: &Split, files: &mut OpenFiles) -> Result<Batches> {
+        let file = split.file.clone();
+        let path = file.path.clone();
+        let range = split.range.clone();
+        let batch_rows = self.batch_rows(&range);
         let schema = self.schema.clone();
         // Read buffers fit the split: a tiny split needs no megabyte.
         let buffer = match range {
@@ -453,19 +457,22 @@ impl Dataset {
             return Ok(None);
         }
         let batch_rows = self.opts.batch_rows.max(1);
-        let same = |k: &KeptCsv| {
-            Arc::ptr_eq(&k.key.0, &self.full)
-                && k.key.1 == self.projection
-                && k.key.2 == self.opts.csv
-                && k.key.3 == batch_rows
-        };
         let mut kept = match files.csv.take() {
-            Some(k) if same(&k) => k,
-            _ => {
-                let full = self.full.clone();
-                let decoder = csv::decoder(full.clone(), self.projection.clone(), &self.opts.csv, batch_rows);
-                KeptCsv { key: (full, self.projection.clone(), self.opts.csv, batch_rows), decoder }
+            Some(k)
+                if Arc::ptr_eq(&k.schema, &self.full)
+                    && k.projection == self.projection
+                    && k.csv == self.opts.csv
+                    && k.batch_rows == batch_rows =>
+            {
+                k
             }
+            _ => KeptCsv {
+                decoder: csv::decoder(self.full.clone(), self.projection.clone(), &self.opts.csv, batch_rows),
+                schema: self.full.clone(),
+                projection: self.projection.clone(),
+                csv: self.opts.csv,
+                batch_rows,
+            },
         };
         match csv::decode_records(&mut kept.decoder, data) {
             Ok(batches) => {
@@ -567,13 +574,19 @@ pub struct OpenFiles {
 /// address: held here, it cannot be another's), projection, dialect and
 /// batch size it was built for.
 struct KeptCsv {
-    key: (SchemaRef, Option<Vec<usize>>, CsvOptions, usize),
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    csv: CsvOptions,
+    batch_rows: usize,
     decoder: arrow_csv::reader::Decoder,
 }
 
 impl std::fmt::Debug for KeptCsv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeptCsv").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("KeptCsv")
+            .field("projection", &self.projection)
+            .field("batch_rows", &self.batch_rows)
+            .finish_non_exhaustive()
     }
 }
 

@@ -91,11 +91,7 @@ struct Entry {
 impl Entry {
     /// Appends the entry as one line of JSON, as serde would write it.
     fn write_json(&self, out: &mut Vec<u8>) {
-        let mut n = itoa::Buffer::new();
-        let mut num = |out: &mut Vec<u8>, key: &[u8], v: u64| {
-            out.extend_from_slice(key);
-            out.extend_from_slice(n.format(v).as_bytes());
-        };
+        let num = crate::metrics::push_u64_field;
         num(out, b"{\"phase\":", self.phase as u64);
         num(out, b",\"task\":", self.task);
         num(out, b",\"offset\":", self.offset);
@@ -391,11 +387,6 @@ impl Journal {
             }
         }
         saved
-    }
-
-    /// Whether the worker holds finished tasks not yet handed over.
-    pub(crate) fn holds(&self, local: &Local) -> bool {
-        !(local.pending.is_empty() && local.batch.tasks.is_empty() && local.batch.records.is_empty())
     }
 }
 

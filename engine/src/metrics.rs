@@ -80,11 +80,7 @@ impl InvocationRecord<'_> {
 
     /// The rest of the record, from `"task"` on.
     fn write_rest(&self, out: &mut Vec<u8>) {
-        let mut n = itoa::Buffer::new();
-        let mut num = |out: &mut Vec<u8>, key: &[u8], v: u64| {
-            out.extend_from_slice(key);
-            out.extend_from_slice(n.format(v).as_bytes());
-        };
+        let num = push_u64_field;
         num(out, b"\"task\":", self.task);
         num(out, b",\"attempt\":", u64::from(self.attempt));
         if self.backup {
@@ -110,6 +106,12 @@ impl InvocationRecord<'_> {
         num(out, b",\"records_out\":", self.records_out);
         out.extend_from_slice(b"}\n");
     }
+}
+
+/// Appends `key` (the JSON text before a number: `,"task":`) and `v`.
+pub(crate) fn push_u64_field(out: &mut Vec<u8>, key: &[u8], v: u64) {
+    out.extend_from_slice(key);
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// The fields of a recorded invocation that statistics need.

@@ -292,7 +292,6 @@ impl Worker {
         }
         // No task waits: journal what the slot holds before it waits.
         if let Some(journal) = journal
-            && journal.holds(&self.journaled)
             && let Err(e) = journal.hand_over(&mut self.journaled, true)
         {
             failed(e);
