@@ -36,6 +36,12 @@ impl Failure {
     pub fn invalid(error: impl Into<anyhow::Error>) -> Self {
         Failure { code: INVALID, error: error.into() }
     }
+
+    /// A failure with its own exit code (128 + a signal's number, for a
+    /// run a signal interrupted, as shells report it).
+    pub fn with_code(code: u8, error: impl Into<anyhow::Error>) -> Self {
+        Failure { code, error: error.into() }
+    }
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -69,12 +75,30 @@ fn main() -> ExitCode {
         Err(f) if is_broken_pipe(&f.error) => ExitCode::SUCCESS,
         Err(f) => {
             let _ = std::io::stdout().flush();
-            for line in format!("{:#}", f.error).lines() {
+            for line in message(&f.error).lines() {
                 eprintln!("error: {line}");
             }
             ExitCode::from(f.code)
         }
     }
+}
+
+/// An error and its causes on one line, `outer: cause: ...`, each clause
+/// once: an error that already shows its cause in its own text (as
+/// `path: {source}` does) is not followed by the cause again.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let clause = cause.to_string();
+        if text.contains(&clause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&clause);
+    }
+    text
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

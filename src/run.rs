@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use fanout_datasets::{Dataset, DatasetOptions};
-use fanout_engine::{Progress, Report, RunOptions, Summary};
+use fanout_engine::{EngineError, Progress, Report, RunOptions, Stop, Summary};
 use fanout_jobs::units::Size;
 use fanout_workers::Registry;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -19,6 +19,21 @@ use crate::{Failure, Outcome};
 
 /// Runs the job and reports.
 pub fn run(a: &RunArgs) -> Outcome {
+    // Before any thread starts, so that every thread inherits the mask.
+    let stop = Stop::new();
+    watch_signals(stop.clone());
+    if let Some(dir) = &a.resume
+        && !dir.join("job.json").is_file()
+    {
+        return Err(Failure::invalid(anyhow::anyhow!("{}: not a run directory (no job.json)", dir.display())));
+    }
+    if let Some(dir) = &a.resume
+        && let Some(summary) = fanout_engine::finished_run(dir).map_err(Failure::from)?
+    {
+        // A pipeline may resume a run again and again: a finished one is
+        // not an error.
+        return finished_before(dir, &summary, a.json);
+    }
     let registry = Registry::builtins();
     let job_args = JobArgs {
         job: match (&a.job, &a.resume) {
@@ -51,6 +66,7 @@ pub fn run(a: &RunArgs) -> Outcome {
         shuffle_memory: a.shuffle_memory.bytes(),
         progress: progress.clone(),
         chaos: a.chaos,
+        stop,
     };
     let bars =
         draw.then(|| std::thread::spawn(move || if terminal { draw_bars(&progress) } else { print_lines(&progress) }));
@@ -64,9 +80,23 @@ pub fn run(a: &RunArgs) -> Outcome {
             if let Some(dir) = &f.run_dir {
                 eprintln!("run directory: {}", dir.display());
             }
+            if let EngineError::Interrupted { signal } = f.error {
+                if let Some(dir) = &f.run_dir {
+                    let kept = if opts.journal {
+                        "its finished tasks are journaled"
+                    } else {
+                        "it kept no journal (--no-journal), so every task runs again"
+                    };
+                    eprintln!("to finish the run: fanout run --resume {} ({kept})", dir.display());
+                }
+                return Err(Failure::with_code(128 + signal as u8, f.error));
+            }
             return Err(engine_failure(&job, f.error));
         }
     };
+    if report.finished_before {
+        return finished_before(&report.run_dir, &report.summary, a.json);
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
         serde_json::to_writer_pretty(&mut out, &report.summary)?;
@@ -83,7 +113,96 @@ pub fn run(a: &RunArgs) -> Outcome {
     Ok(())
 }
 
-/// The first `rows` rows of the committed output, as a table.
+/// Stops the run at SIGINT (Ctrl-C) or SIGTERM: the engine stops issuing
+/// tasks, cancels what is in flight (worker processes are killed) and
+/// keeps its journal; the run then fails as interrupted, with the exit
+/// code a shell gives (130, 143). A second signal exits at once. The
+/// signals are blocked in every thread but the one waiting for them
+/// (processes started later get the usual mask back).
+fn watch_signals(stop: Arc<Stop>) {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        while let Ok(signal) = set.wait() {
+            if stop.interrupted().is_some() {
+                eprintln!("{}: stopping at once", signal.as_str());
+                std::process::exit(128 + signal as i32);
+            }
+            eprintln!(
+                "{}: stopping the run (in-flight invocations are cancelled); again to stop at once",
+                signal.as_str()
+            );
+            stop.interrupt(signal as i32);
+        }
+    });
+}
+
+/// Reports a run resumed after it had finished: nothing ran, and its
+/// output is where it was committed.
+fn finished_before(dir: &std::path::Path, summary: &Summary, json: bool) -> Outcome {
+    let output = match &summary.output {
+        Some(o) if o.path.exists() => {
+            format!("its output is {} ({} rows, {})", o.path.display(), o.rows, Size(o.bytes))
+        }
+        Some(o) => format!("its output was committed to {}, which is no longer there", o.path.display()),
+        None => "it wrote no output".to_string(),
+    };
+    eprintln!("nothing to resume: the run in {} finished; {output}", dir.display());
+    if json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, summary)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// The longest a cell of the preview shows, in characters (Polars shows
+/// 32 of a string, DuckDB what fits the terminal); the rest is cut to `…`.
+const CELL_CHARS: usize = 40;
+
+/// A cell's text, cut at [`CELL_CHARS`], control characters escaped (a
+/// newline in a cell would break the table). Formatting stops at the cut:
+/// a 64 MiB value costs no more than a short one.
+fn cell(value: &dyn std::fmt::Display) -> String {
+    struct Cut {
+        text: String,
+        chars: usize,
+        cut: bool,
+    }
+    impl std::fmt::Write for Cut {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for c in s.chars() {
+                if self.chars == CELL_CHARS {
+                    self.cut = true;
+                    return Err(std::fmt::Error);
+                }
+                self.chars += 1;
+                match c {
+                    '\n' => self.text.push_str("\\n"),
+                    '\r' => self.text.push_str("\\r"),
+                    '\t' => self.text.push_str("\\t"),
+                    c if c.is_control() => self.text.extend(c.escape_unicode()),
+                    c => self.text.push(c),
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut cut = Cut { text: String::new(), chars: 0, cut: false };
+    let _ = std::fmt::write(&mut cut, format_args!("{value}"));
+    if cut.cut {
+        cut.text.push('…');
+    }
+    cut.text
+}
+
+/// The first `rows` rows of the committed output, as a table whose long
+/// cells are cut (see [`cell`]).
 fn preview(o: &fanout_engine::OutputInfo, format: fanout_datasets::Format, rows: usize) -> anyhow::Result<String> {
     let opts = DatasetOptions { format: Some(format), batch_rows: rows.max(1), ..Default::default() };
     let ds = Dataset::open(vec![o.path.display().to_string()], opts)?;
@@ -98,9 +217,29 @@ fn preview(o: &fanout_engine::OutputInfo, format: fanout_datasets::Format, rows:
             break;
         }
     }
-    let shown = arrow_cast::pretty::pretty_format_batches(&batches)?.to_string();
+    let shown = arrow_cast::pretty::pretty_format_batches(&cut_cells(&batches)?)?.to_string();
     let more = if o.rows as usize > n { format!("\n({} of {} rows)", n, o.rows) } else { String::new() };
     Ok(format!("{shown}{more}"))
+}
+
+/// The batches with every cell as cut text (nulls stay null).
+fn cut_cells(batches: &[RecordBatch]) -> anyhow::Result<Vec<RecordBatch>> {
+    use arrow_array::{Array, ArrayRef, StringArray};
+    use arrow_cast::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default();
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (field, column) in b.schema().fields().iter().zip(b.columns()) {
+            let f = ArrayFormatter::try_new(column.as_ref(), &options)?;
+            let texts: StringArray = (0..column.len()).map(|i| column.is_valid(i).then(|| cell(&f.value(i)))).collect();
+            fields.push(arrow_schema::Field::new(field.name(), arrow_schema::DataType::Utf8, true));
+            columns.push(Arc::new(texts));
+        }
+        out.push(RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)?);
+    }
+    Ok(out)
 }
 
 /// The summary table.

@@ -5,6 +5,7 @@ mod util;
 
 mod datasets_gen;
 mod external;
+mod faults;
 mod job_errors;
 mod plan;
 mod run;

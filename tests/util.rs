@@ -51,8 +51,14 @@ impl Run {
     }
 }
 
+/// The binary under test: this build's, or `FANOUT_BIN` (to check that a
+/// test fails on an older build).
+pub fn binary() -> PathBuf {
+    std::env::var_os("FANOUT_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fanout")), PathBuf::from)
+}
+
 pub fn run_in(dir: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_fanout")).args(args).current_dir(dir).output().unwrap();
+    let out: Output = Command::new(binary()).args(args).current_dir(dir).output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -79,4 +85,75 @@ pub fn python(s: &Scratch, script: &str) {
         "python oracle: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+impl Scratch {
+    /// Starts `fanout ARGS` in the scratch directory, its output piped.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(binary())
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs `fanout ARGS`, failing the test (and killing the run) if it
+    /// has not ended after `secs` seconds: a hang is a failure, not a
+    /// test that never ends.
+    #[track_caller]
+    pub fn run_within(&self, secs: u64, args: &[&str]) -> Run {
+        finish_within(self.spawn(args), secs, args)
+    }
+}
+
+/// Waits for a child started by [`Scratch::spawn`], at most `secs`
+/// seconds (then kills it and fails the test).
+#[track_caller]
+pub fn finish_within(mut child: std::process::Child, secs: u64, args: &[&str]) -> Run {
+    // Drain the pipes while waiting, or a chatty child would block.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("`fanout {}` did not end within {secs} s", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    Run { code: status.code().unwrap_or(-1), stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+/// Waits until `ready` holds, polling every millisecond, at most `secs`
+/// seconds; whether it held.
+pub fn wait_for(secs: u64, mut ready: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed().as_secs() < secs {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
+
+/// Lines in a file (0 if it does not exist).
+pub fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }

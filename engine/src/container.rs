@@ -141,8 +141,9 @@ impl Container {
     }
 
     /// One invocation. A threaded container's invocation is abandoned when
-    /// it passes its `timeout`, or as soon as `cancelled` says another run
-    /// of the task has finished first.
+    /// it passes its `timeout`, or as soon as `cancelled` says so (another
+    /// run of the task finished first, or the run stops); an inline one is
+    /// told through `stopped`, the run's stop flag, which it may watch.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn call(
         &mut self,
@@ -152,6 +153,7 @@ impl Container {
         fault: Fault,
         batches: Vec<RecordBatch>,
         split: Option<&Split>,
+        stopped: &AtomicBool,
         cancelled: &dyn Fn() -> bool,
     ) -> Reply {
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -170,7 +172,7 @@ impl Container {
         }
         match self {
             Container::Inline { stage, instance, .. } => {
-                let inv = Invocation { stage, task, attempt, deadline, split, cancel: None };
+                let inv = Invocation { stage, task, attempt, deadline, split, cancel: Some(stopped) };
                 instance.call(&inv, fault, batches)
             }
             Container::Thread { calls, replies, .. } => {

@@ -92,6 +92,22 @@ pub enum EngineError {
     /// Writing the output failed.
     #[error("writing the output: {0}")]
     Output(fanout_datasets::Error),
+    /// A signal (Ctrl-C, SIGTERM) interrupted the run.
+    #[error("interrupted by {}", signal_name(*.signal))]
+    Interrupted {
+        /// The signal's number.
+        signal: i32,
+    },
+}
+
+/// `SIGINT`, `SIGTERM`, or `signal N`.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT".to_string(),
+        15 => "SIGTERM".to_string(),
+        1 => "SIGHUP".to_string(),
+        n => format!("signal {n}"),
+    }
 }
 
 impl EngineError {

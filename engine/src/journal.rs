@@ -86,6 +86,10 @@ struct Entry {
     /// Rows of the saved bytes before its own.
     #[serde(default)]
     skip: u64,
+    /// Records the task read from its split (a first phase's task), for
+    /// the summary of a resumed run.
+    #[serde(default)]
+    input: u64,
 }
 
 impl Entry {
@@ -100,6 +104,7 @@ impl Entry {
         out.extend_from_slice(self.xxh3.as_bytes());
         num(out, b"\",\"rows\":", self.rows);
         num(out, b",\"skip\":", self.skip);
+        num(out, b",\"input\":", self.input);
         out.extend_from_slice(b"}\n");
     }
 }
@@ -112,9 +117,9 @@ pub(crate) struct Local {
     /// Finished tasks not yet handed over.
     pub(crate) batch: Batch,
     context: arrow_ipc::writer::IpcWriteContext,
-    /// Small outputs not yet encoded: phase, task and rows of each task,
-    /// their batches, their schema and size.
-    pending: Vec<(usize, u64, u64)>,
+    /// Small outputs not yet encoded: each task's line (its `skip` still
+    /// to be set), their batches, their schema and size.
+    pending: Vec<Done>,
     pending_batches: Vec<RecordBatch>,
     pending_schema: Option<SchemaRef>,
     pending_bytes: usize,
@@ -130,11 +135,32 @@ pub(crate) struct Batch {
     /// Per saved output: its bytes' length, and how many tasks of `tasks`
     /// (the next ones) it holds.
     saved: Vec<(usize, usize)>,
-    /// Per task: phase, task, rows before its own in its saved output, rows.
-    tasks: Vec<(usize, u64, u64, u64)>,
+    /// Per task: its line, with the rows before its own in its saved output.
+    tasks: Vec<Done>,
     /// Invocation records (JSON lines) of the worker's, up to its last
     /// task: they reach the log before the tasks are journaled.
     pub(crate) records: Vec<u8>,
+}
+
+/// A finished task, as a worker's batch holds it until the syncer
+/// journals it.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    phase: usize,
+    task: u64,
+    /// Rows of its saved output before its own.
+    skip: u64,
+    rows: u64,
+    /// Records it read from its split.
+    input: u64,
+}
+
+/// A journaled task as a resumed run gets it back.
+pub(crate) struct Completed {
+    /// Its output.
+    pub(crate) batches: Vec<RecordBatch>,
+    /// The records it read from its split.
+    pub(crate) input_records: u64,
 }
 
 /// Saved bytes read back: their offset, length and checksum, and their
@@ -217,6 +243,11 @@ impl Journal {
         }
     }
 
+    /// Whether an earlier run journaled task `task` of phase `phase`.
+    pub(crate) fn has(&self, phase: usize, task: u64) -> bool {
+        self.done.contains_key(&(phase, task))
+    }
+
     /// The saved output of task `task` of phase `phase`, whose output
     /// schema is `schema`, if an earlier run completed it and its bytes
     /// are on disk as they were written (their checksum verified). Bytes
@@ -227,7 +258,7 @@ impl Journal {
         phase: usize,
         task: u64,
         schema: &SchemaRef,
-    ) -> Result<Option<Vec<RecordBatch>>, EngineError> {
+    ) -> Result<Option<Completed>, EngineError> {
         let Some(e) = self.done.get(&(phase, task)) else { return Ok(None) };
         let mut last = self.last.lock().expect("not poisoned");
         // The checksum is part of the key: after a machine crash, a line
@@ -244,7 +275,8 @@ impl Journal {
         }
         let saved = &last[0].1;
         let arrow = |err| EngineError::io(&self.data_path, std::io::Error::other(err));
-        Ok(Some(rows(saved, e.skip as usize, e.rows as usize).map_err(arrow)?))
+        let batches = rows(saved, e.skip as usize, e.rows as usize).map_err(arrow)?;
+        Ok(Some(Completed { batches, input_records: e.input }))
     }
 
     /// The batches saved at `e`'s bytes; `None` if they are not on disk as
@@ -276,29 +308,33 @@ impl Journal {
 
     /// Adds a completed task's output to a worker's batch: encoded now if
     /// it is large or has dictionaries, else held to be saved with the
-    /// other small outputs of the task group.
+    /// other small outputs of the task group. `input` is the records the
+    /// task read from its split.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn record(
         &self,
         local: &mut Local,
         phase: usize,
         task: u64,
+        input: u64,
         schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<(), EngineError> {
         local.since.get_or_insert_with(std::time::Instant::now);
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        let done = Done { phase, task, skip: 0, rows, input };
         if size > SHARED_BYTES || has_dictionaries(schema) {
             let len = self.encode(local, schema, batches)?;
             local.batch.saved.push((len, 1));
-            local.batch.tasks.push((phase, task, 0, rows));
+            local.batch.tasks.push(done);
             return Ok(());
         }
         if local.pending_schema.as_ref().is_some_and(|s| !Arc::ptr_eq(s, schema) && s != schema) {
             self.save_pending(local)?;
         }
         local.pending_schema.get_or_insert_with(|| schema.clone());
-        local.pending.push((phase, task, rows));
+        local.pending.push(done);
         local.pending_batches.extend(batches.iter().filter(|b| b.num_rows() > 0).cloned());
         local.pending_bytes += size;
         if local.pending_bytes > PENDING_BYTES {
@@ -334,9 +370,9 @@ impl Journal {
         };
         local.batch.saved.push((len, local.pending.len()));
         let mut skip = 0;
-        for (phase, task, rows) in local.pending.drain(..) {
-            local.batch.tasks.push((phase, task, skip, rows));
-            skip += rows;
+        for done in local.pending.drain(..) {
+            local.batch.tasks.push(Done { skip, ..done });
+            skip += done.rows;
         }
         Ok(())
     }
@@ -369,10 +405,15 @@ impl Journal {
     /// first: `now`, or once it holds enough (see [`HAND_OVER_TASKS`]).
     /// Called between task groups.
     pub(crate) fn hand_over(&self, local: &mut Local, now: bool) -> Result<(), EngineError> {
+        self.hand_over_at(local, now, std::time::Instant::now())
+    }
+
+    /// [`Journal::hand_over`] at time `at`.
+    fn hand_over_at(&self, local: &mut Local, now: bool, at: std::time::Instant) -> Result<(), EngineError> {
         let tasks = local.batch.tasks.len() + local.pending.len();
         let full = tasks >= HAND_OVER_TASKS
             || local.batch.bytes.len() + local.pending_bytes + local.batch.records.len() >= HAND_OVER_BYTES
-            || local.since.is_some_and(|t| t.elapsed() >= HAND_OVER_AGE);
+            || local.since.is_some_and(|t| at.saturating_duration_since(t) >= HAND_OVER_AGE);
         if !now && !full {
             return Ok(());
         }
@@ -497,9 +538,11 @@ fn sync_loop(
                     let saved = &b.bytes[at..at + len];
                     at += len;
                     let xxh3 = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(saved));
-                    for &(phase, task, skip, rows) in &b.tasks[t..t + count] {
+                    for d in &b.tasks[t..t + count] {
                         let offset = offset + bytes.len() as u64;
-                        let entry = Entry { phase, task, offset, len: len as u64, xxh3: xxh3.clone(), rows, skip };
+                        let (phase, task, rows, skip, input) = (d.phase, d.task, d.rows, d.skip, d.input);
+                        let entry =
+                            Entry { phase, task, offset, len: len as u64, xxh3: xxh3.clone(), rows, skip, input };
                         entry.write_json(&mut lines);
                     }
                     t += count;
@@ -578,8 +621,8 @@ mod tests {
             let mut local = Local::default();
             for (phase, batch) in &cases {
                 let schema = batch.schema();
-                journal.record(&mut local, *phase, 7, &schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
-                journal.record(&mut local, *phase, 8, &schema, &[]).unwrap();
+                journal.record(&mut local, *phase, 7, 42, &schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
+                journal.record(&mut local, *phase, 8, 0, &schema, &[]).unwrap();
                 local.batch.records.extend_from_slice(b"{}\n");
                 journal.hand_over(&mut local, true).unwrap();
             }
@@ -588,12 +631,14 @@ mod tests {
         let journal = open(dir.path(), true);
         for (phase, batch) in &cases {
             let schema = batch.schema();
-            let back = journal.completed(*phase, 7, &schema).unwrap().expect("journaled");
+            let back = journal.completed(*phase, 7, &schema).unwrap().map(|c| c.batches).expect("journaled");
             // The rows come back; batch boundaries need not.
             let expected = concat_batches(&schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
             assert_eq!(concat_batches(&schema, &back).unwrap(), expected);
-            assert_eq!(journal.completed(*phase, 8, &schema).unwrap().expect("journaled"), vec![]);
-            assert!(journal.completed(*phase, 9, &schema).unwrap().is_none());
+            assert_eq!(journal.completed(*phase, 8, &schema).unwrap().map(|c| c.batches).expect("journaled"), vec![]);
+            // The records a task read come back with it, for the summary.
+            assert_eq!(journal.completed(*phase, 7, &schema).unwrap().map(|c| c.input_records), Some(42));
+            assert!(journal.completed(*phase, 9, &schema).unwrap().map(|c| c.batches).is_none());
         }
         journal.finish(true).unwrap();
         let records = std::fs::read_to_string(dir.path().join("invocations.jsonl")).unwrap();
@@ -610,7 +655,7 @@ mod tests {
             let mut local = Local::default();
             // One task per hand-over: each saved on its own.
             for task in 0..3 {
-                journal.record(&mut local, 0, task, &schema, std::slice::from_ref(&batch)).unwrap();
+                journal.record(&mut local, 0, task, 0, &schema, std::slice::from_ref(&batch)).unwrap();
                 journal.hand_over(&mut local, true).unwrap();
             }
             journal.finish(false).unwrap();
@@ -624,9 +669,9 @@ mod tests {
         bytes.truncate(2 * third + 1);
         std::fs::write(&data, bytes).unwrap();
         let journal = open(dir.path(), true);
-        assert_eq!(journal.completed(0, 0, &schema).unwrap(), Some(vec![batch.clone()]));
-        assert_eq!(journal.completed(0, 1, &schema).unwrap(), None);
-        assert_eq!(journal.completed(0, 2, &schema).unwrap(), None);
+        assert_eq!(journal.completed(0, 0, &schema).unwrap().map(|c| c.batches), Some(vec![batch.clone()]));
+        assert_eq!(journal.completed(0, 1, &schema).unwrap().map(|c| c.batches), None);
+        assert_eq!(journal.completed(0, 2, &schema).unwrap().map(|c| c.batches), None);
         journal.finish(true).unwrap();
     }
 
@@ -648,7 +693,7 @@ mod tests {
             let journal = open(dir.path(), false);
             let mut local = Local::default();
             for (task, out) in tasks.iter().enumerate() {
-                journal.record(&mut local, 0, task as u64, &schema, out).unwrap();
+                journal.record(&mut local, 0, task as u64, 0, &schema, out).unwrap();
             }
             journal.hand_over(&mut local, true).unwrap();
             journal.finish(false).unwrap();
@@ -663,7 +708,7 @@ mod tests {
         let journal = open(dir.path(), true);
         // In any order, each task gets its own rows back.
         for task in [4, 0, 3, 1, 2] {
-            let back = journal.completed(0, task as u64, &schema).unwrap().expect("journaled");
+            let back = journal.completed(0, task as u64, &schema).unwrap().map(|c| c.batches).expect("journaled");
             let want = concat_batches(&schema, &tasks[task]).unwrap();
             assert_eq!(concat_batches(&schema, &back).unwrap(), want, "task {task}");
             // A task's rows of a shared output are its own memory, not
@@ -688,23 +733,24 @@ mod tests {
         {
             let journal = open(dir.path(), false);
             let mut local = Local::default();
-            let mut record = |task| journal.record(&mut local, 0, task, &schema, std::slice::from_ref(&batch)).unwrap();
-            record(0);
-            journal.hand_over(&mut local, false).unwrap();
+            journal.record(&mut local, 0, 0, 0, &schema, std::slice::from_ref(&batch)).unwrap();
+            // Time as the hand-over sees it, not as this (maybe busy)
+            // machine runs the test.
+            let recorded = local.since.unwrap();
+            journal.hand_over_at(&mut local, false, recorded + HAND_OVER_AGE / 2).unwrap();
             assert_eq!(local.pending.len(), 1, "one fresh task is not handed over yet");
-            std::thread::sleep(HAND_OVER_AGE);
-            journal.hand_over(&mut local, false).unwrap();
+            journal.hand_over_at(&mut local, false, recorded + HAND_OVER_AGE).unwrap();
             assert!(local.pending.is_empty() && local.batch.tasks.is_empty(), "an old one is");
-            journal.record(&mut local, 0, 1, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.record(&mut local, 0, 1, 0, &schema, std::slice::from_ref(&batch)).unwrap();
             journal.hand_over(&mut local, true).unwrap();
-            journal.record(&mut local, 0, 2, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.record(&mut local, 0, 2, 0, &schema, std::slice::from_ref(&batch)).unwrap();
             journal.hand_over(&mut local, false).unwrap();
             journal.finish(false).unwrap();
         }
         let journal = open(dir.path(), true);
-        assert!(journal.completed(0, 0, &schema).unwrap().is_some());
-        assert!(journal.completed(0, 1, &schema).unwrap().is_some());
-        assert!(journal.completed(0, 2, &schema).unwrap().is_none(), "never handed over");
+        assert!(journal.completed(0, 0, &schema).unwrap().map(|c| c.batches).is_some());
+        assert!(journal.completed(0, 1, &schema).unwrap().map(|c| c.batches).is_some());
+        assert!(journal.completed(0, 2, &schema).unwrap().map(|c| c.batches).is_none(), "never handed over");
         journal.finish(true).unwrap();
     }
 
@@ -716,7 +762,7 @@ mod tests {
         {
             let journal = open(dir.path(), false);
             let mut local = Local::default();
-            journal.record(&mut local, 0, 1, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.record(&mut local, 0, 1, 0, &schema, std::slice::from_ref(&batch)).unwrap();
             journal.hand_over(&mut local, true).unwrap();
             journal.finish(false).unwrap();
         }
@@ -727,8 +773,8 @@ mod tests {
         stale.task = 0;
         stale.xxh3 = "0000000000000000".into();
         journal.done.insert((0, 0), stale);
-        assert_eq!(journal.completed(0, 1, &schema).unwrap(), Some(vec![batch.clone()]));
-        assert_eq!(journal.completed(0, 0, &schema).unwrap(), None);
+        assert_eq!(journal.completed(0, 1, &schema).unwrap().map(|c| c.batches), Some(vec![batch.clone()]));
+        assert_eq!(journal.completed(0, 0, &schema).unwrap().map(|c| c.batches), None);
         journal.finish(true).unwrap();
     }
 }

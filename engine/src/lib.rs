@@ -17,6 +17,7 @@ mod metrics;
 mod progress;
 mod run;
 mod shuffle;
+mod stop;
 mod summary;
 
 pub use chaos::{Chaos, Fault};
@@ -25,5 +26,6 @@ pub use error::{CompileError, EngineError, TaskFailure};
 pub use gather::OutputInfo;
 pub use metrics::{InvocationRecord, StageStats};
 pub use progress::{Progress, StageProgress};
-pub use run::{Report, RunFailure, RunOptions, run};
+pub use run::{Report, RunFailure, RunOptions, finished_run, run};
+pub use stop::Stop;
 pub use summary::{Cost, FailedTask, InputSummary, Invocations, Latency, StageSummary, Summary};

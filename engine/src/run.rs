@@ -5,7 +5,7 @@
 //! See `engine/README.md` for the model.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -18,12 +18,13 @@ use crate::chaos::{Chaos, Fault};
 use crate::compile::{Compiled, Phase, Sink, Step, compile};
 use crate::container::{Container, Instance};
 use crate::error::{EngineError, TaskFailure};
-use crate::flight::Flight;
+use crate::flight::{Ended, Flight};
 use crate::gather::{Gather, commit};
 use crate::journal::Journal;
 use crate::metrics::{InvocationRecord, Log, Recorder, StageStats};
 use crate::progress::{Progress, StageProgress};
 use crate::shuffle::Shuffle;
+use crate::stop::Stop;
 use crate::summary::{Summary, summarize};
 
 /// How a run behaves (not what it computes): where it keeps its files, how
@@ -46,6 +47,8 @@ pub struct RunOptions {
     pub journal: bool,
     /// Resume the run in `run_dir`: completed tasks are not run again.
     pub resume: bool,
+    /// Stops the run from outside (an interrupt); one per run.
+    pub stop: Arc<Stop>,
 }
 
 impl Default for RunOptions {
@@ -58,6 +61,7 @@ impl Default for RunOptions {
             chaos: None,
             journal: true,
             resume: false,
+            stop: Stop::new(),
         }
     }
 }
@@ -69,6 +73,24 @@ pub struct Report {
     pub run_dir: PathBuf,
     /// What `summary.json` holds.
     pub summary: Summary,
+    /// The run had finished before: `--resume` found nothing to do, and
+    /// `summary` is what it wrote then.
+    pub finished_before: bool,
+}
+
+/// The summary of the run in `dir` if it finished successfully (its
+/// output committed), so that resuming it has nothing to do; `None` for
+/// a run that has not finished, or failed, or was interrupted.
+pub fn finished_run(dir: &Path) -> Result<Option<Summary>, EngineError> {
+    let path = dir.join("summary.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::io(&path, e)),
+    };
+    let summary: Summary = serde_json::from_slice(&bytes)
+        .map_err(|e| EngineError::io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    Ok((summary.status == "succeeded").then_some(summary))
 }
 
 /// A run that failed, and its directory if it got as far as making one.
@@ -90,6 +112,13 @@ impl From<EngineError> for RunFailure {
 /// kept in the run directory.
 pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -> Result<Report, RunFailure> {
     let started = Instant::now();
+    if opts.resume
+        && let Some(dir) = &opts.run_dir
+        && let Some(summary) = finished_run(dir)?
+    {
+        opts.progress.finish();
+        return Ok(Report { run_dir: dir.clone(), summary, finished_before: true });
+    }
     if opts.chaos.is_some_and(|c| c.timeout > 0.0) && plan.platform.timeout.is_none() {
         return Err(EngineError::Chaos("timeout faults need a deadline: set platform.timeout".into()).into());
     }
@@ -143,7 +172,7 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
         .map_err(|e| EngineError::io(&summary_path, e));
     match (error, written) {
         (Some(e), _) | (None, Err(e)) => Err(fail(e)),
-        (None, Ok(())) => Ok(Report { run_dir, summary }),
+        (None, Ok(())) => Ok(Report { run_dir, summary, finished_before: false }),
     }
 }
 
@@ -160,13 +189,10 @@ fn make_run_dir(given: Option<&Path>, resume: bool) -> Result<(String, PathBuf),
     // The id is the directory's name, the same when the run resumes (so its
     // staging directory is the same too).
     let id = dir.file_name().map_or_else(|| stamp.clone(), |n| n.to_string_lossy().into_owned());
-    if dir.join("summary.json").exists() {
-        let what = if resume {
-            "this run finished; nothing to resume"
-        } else {
-            "this run directory already holds a finished run"
-        };
-        return Err(EngineError::io(&dir, std::io::Error::other(what)));
+    // A run that failed or was interrupted may be resumed (its failed
+    // tasks run again); one that succeeded is not run again (see `run`).
+    if !resume && dir.join("summary.json").exists() {
+        return Err(EngineError::io(&dir, std::io::Error::other("this run directory already holds a finished run")));
     }
     std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
     Ok((id, dir))
@@ -398,7 +424,8 @@ struct Shared<'a> {
     busy: Vec<Busy>,
     started: Instant,
     log: Arc<Log>,
-    failed: AtomicBool,
+    /// Set when the run stops early: a failure, or an interrupt.
+    stop: Arc<Stop>,
     failure: Mutex<Option<EngineError>>,
     next_container: AtomicU64,
     shuffles: Vec<Option<Shuffle<'a>>>,
@@ -420,19 +447,17 @@ impl Shared<'_> {
     /// percentage threshold is checked when the phase ends).
     fn tolerate(&self, f: &TaskFailure) -> bool {
         let mut failures = self.failures.lock().expect("not poisoned");
-        // A task that failed before a crash and fails again after the
-        // resume is still one failed task.
-        let again = failures.iter().any(|o| o.stage == f.stage && o.phase == f.phase && o.task == f.task);
         failures.push(f.clone());
         // Listed at once, so that a run killed later still reports it when
-        // resumed (the list is rewritten whole at the end).
+        // resumed (the list is rewritten whole at the end). A resumed run
+        // kept only the failures of tasks it does not run again.
         let _ = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.failures_path)
             .and_then(|mut file| std::io::Write::write_all(&mut file, failure_line(f).as_bytes()));
         drop(failures);
-        let failed = self.phase_failures.fetch_add(u64::from(!again), Relaxed) + u64::from(!again);
+        let failed = self.phase_failures.fetch_add(1, Relaxed) + 1;
         let p = &self.plan.platform;
         match (p.tolerated_failure_count, p.tolerated_failure_percent) {
             (None, None) => false,
@@ -446,7 +471,13 @@ impl Shared<'_> {
         if f.is_none() {
             *f = Some(e);
         }
-        self.failed.store(true, Relaxed);
+        drop(f);
+        self.stop.stop();
+    }
+
+    /// Whether the run is stopping (a failure, or an interrupt).
+    fn failed(&self) -> bool {
+        self.stop.is_stopped()
     }
 }
 
@@ -507,10 +538,15 @@ fn execute(
             .iter()
             .position(|p| p.steps.iter().any(|s| compiled.stages[s.stage()].name == f.stage && s.phase() == f.phase))
     };
+    let log = Arc::new(Log::create(&run_dir.join("invocations.jsonl"), opts.resume)?);
+    let journal = opts.journal.then(|| Journal::open(run_dir, opts.resume, log.clone())).transpose()?;
+    // A failed task that was journaled was tolerated: it stays failed. One
+    // that was not (it failed the run, or the run stopped before its line
+    // was written) runs again, and counts only if it fails again.
+    earlier_failures.retain(|f| journal.as_ref().zip(phase_of(f)).is_some_and(|(j, phase)| j.has(phase, f.task)));
     let earlier_by_phase: Vec<u64> = (0..compiled.phases.len())
         .map(|i| earlier_failures.iter().filter(|f| phase_of(f) == Some(i)).count() as u64)
         .collect();
-    let log = Arc::new(Log::create(&run_dir.join("invocations.jsonl"), opts.resume)?);
     let shared = Shared {
         compiled,
         plan,
@@ -523,9 +559,9 @@ fn execute(
         backups: AtomicU64::new(0),
         busy: (0..concurrency).map(|_| Busy::default()).collect(),
         started,
-        journal: opts.journal.then(|| Journal::open(run_dir, opts.resume, log.clone())).transpose()?,
+        journal,
         log,
-        failed: AtomicBool::new(false),
+        stop: opts.stop.clone(),
         failure: Mutex::new(None),
         next_container: AtomicU64::new(0),
         shuffles,
@@ -568,7 +604,7 @@ fn execute(
         {
             shared.fail(EngineError::TooManyFailures { failed, tasks: n, percent });
         }
-        if shared.failed.load(Relaxed) {
+        if shared.failed() {
             break;
         }
     }
@@ -580,11 +616,18 @@ fn execute(
         }
     }
     if let Some(j) = &shared.journal {
-        j.finish(!shared.failed.load(Relaxed))?;
+        j.finish(!shared.failed())?;
+    }
+    // An interrupted run says so, whatever its cancelled invocations said.
+    if let Some(signal) = shared.stop.interrupted() {
+        *shared.failure.lock().expect("not poisoned") = Some(EngineError::Interrupted { signal });
     }
     let failures = dedupe(std::mem::take(&mut *shared.failures.lock().expect("not poisoned")));
-    if !failures.is_empty() {
-        let path = run_dir.join("failures.jsonl");
+    let path = run_dir.join("failures.jsonl");
+    if failures.is_empty() {
+        // A resumed run whose failed tasks all succeeded this time.
+        let _ = std::fs::remove_file(&path);
+    } else {
         let lines: String = failures.iter().map(failure_line).collect();
         std::fs::write(&path, lines).map_err(|e| EngineError::io(&path, e))?;
     }
@@ -664,17 +707,30 @@ fn dedupe(failures: Vec<TaskFailure>) -> Vec<TaskFailure> {
 }
 
 /// Takes task `task`'s output from the journal, if an earlier run completed
-/// it, and sends it on as if the task had just run.
-fn resumed(shared: &Shared<'_>, index: usize, phase: &Phase, task: u64, counted: &[&Arc<StageProgress>]) -> bool {
+/// it, and sends it on as if the task had just run. A split task's input
+/// (`split`) counts as read, as it was before the resume.
+fn resumed(
+    shared: &Shared<'_>,
+    index: usize,
+    phase: &Phase,
+    task: u64,
+    split: Option<&Split>,
+    counted: &[&Arc<StageProgress>],
+) -> bool {
     let Some(journal) = &shared.journal else { return false };
     match journal.completed(index, task, &sink_schema(shared, phase)) {
         Ok(None) => false,
-        Ok(Some(out)) => {
+        Ok(Some(done)) => {
             shared.resumed.fetch_add(1, Relaxed);
-            for p in counted {
-                p.finish_task(0, 0);
+            let bytes = split.map_or(0, Split::bytes);
+            if split.is_some() {
+                shared.input_bytes.fetch_add(bytes, Relaxed);
+                shared.input_records.fetch_add(done.input_records, Relaxed);
             }
-            if let Err(e) = sink(shared, phase, task, out) {
+            for p in counted {
+                p.finish_task(bytes, 0);
+            }
+            if let Err(e) = sink(shared, phase, task, done.batches) {
                 shared.fail(e);
             }
             true
@@ -743,6 +799,8 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
     // message, a large split or a partition goes alone.
     let (tx, rx) = crossbeam_channel::bounded::<Vec<Task>>(workers.len() * 2);
     let mut count = 0;
+    // Tasks sent to the slots: the phase's tasks less those resumed.
+    let mut sent = 0;
     shared.flight.reset();
     for b in &shared.busy {
         b.nanos.store(0, Relaxed);
@@ -762,7 +820,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     let began = Instant::now();
                     let n = group.len() as u64;
                     for t in group {
-                        if shared.failed.load(Relaxed) {
+                        if shared.failed() {
                             continue;
                         }
                         if let Err(e) = run_task(shared, index, phase, worker, recorder, t) {
@@ -817,7 +875,7 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                 let mut group = Vec::new();
                 let mut bytes = 0;
                 for split in shared.compiled.dataset.splits() {
-                    if shared.failed.load(Relaxed) {
+                    if shared.failed() {
                         break;
                     }
                     match split {
@@ -830,9 +888,10 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                                     p.total.store(count, Relaxed);
                                 }
                             }
-                            if resumed(shared, index, phase, split.index, &counted) {
+                            if resumed(shared, index, phase, split.index, Some(&split), &counted) {
                                 continue;
                             }
+                            sent += 1;
                             bytes += split.bytes();
                             group.push(Task::new(split.index, Input::Split(split), false));
                             // With backups, tasks go one by one: a straggler must not
@@ -851,8 +910,8 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                 if !group.is_empty() {
                     let _ = tx.send(group);
                 }
-                // Until every split is done, back up the stragglers.
-                backups(shared, &tx, count);
+                // Until every split sent is done, back up the stragglers.
+                backups(shared, &tx, sent);
             }
             Some(stage) => {
                 let n = shared.shuffles[stage].as_ref().expect("a keyed stage has a shuffle").partitions();
@@ -861,11 +920,11 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                     p.total_known.store(true, Relaxed);
                 }
                 for part in 0..n {
-                    if shared.failed.load(Relaxed) {
+                    if shared.failed() {
                         break;
                     }
                     count += 1;
-                    if resumed(shared, index, phase, part as u64, &counted) {
+                    if resumed(shared, index, phase, part as u64, None, &counted) {
                         // Its shuffle input is not needed again.
                         let shuffle = shared.shuffles[stage].as_ref().expect("a keyed stage has a shuffle");
                         if let Err(e) = shuffle.take(part) {
@@ -873,9 +932,10 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
                         }
                         continue;
                     }
+                    sent += 1;
                     let _ = tx.send(vec![Task::new(part as u64, Input::Partition(part), false)]);
                 }
-                backups(shared, &tx, count);
+                backups(shared, &tx, sent);
             }
         }
         for p in &counted {
@@ -889,16 +949,17 @@ fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, workers: &mut [(W
     count
 }
 
-/// Until the phase's `count` tasks are done, backs up its stragglers (when
-/// the platform has backups).
-fn backups(shared: &Shared<'_>, tx: &crossbeam_channel::Sender<Vec<Task>>, count: u64) {
+/// Until the `sent` tasks of the phase are decided, backs up its
+/// stragglers (when the platform has backups). Tasks taken from the
+/// journal were never sent, and are not waited for.
+fn backups(shared: &Shared<'_>, tx: &crossbeam_channel::Sender<Vec<Task>>, sent: u64) {
     let p = &shared.plan.platform;
-    while p.backups && !shared.failed.load(Relaxed) && shared.flight.finished() < count {
-        for (task, input) in shared.flight.stragglers(count, p.backup_when_done, p.backup_after) {
+    while p.backups && !shared.failed() && shared.flight.finished() < sent {
+        for (task, input) in shared.flight.stragglers(sent, p.backup_when_done, p.backup_after, Instant::now()) {
             shared.backups.fetch_add(1, Relaxed);
             let _ = tx.send(vec![Task::new(task, input, true)]);
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        shared.stop.sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -959,27 +1020,30 @@ fn run_task(
         if let Input::Partition(p) = input {
             input = Input::Taken(p, take(shared, phase.source, p)?);
         }
-        if !shared.flight.start(task, &input, backup) {
+        if !shared.flight.start(task, &input, backup, Instant::now()) {
             return Ok(());
         }
     }
-    let out = match run_steps(shared, phase, worker, recorder, task, &input, queued, backup) {
-        Ok(out) => out,
+    let (out, read) = match run_steps(shared, phase, worker, recorder, task, &input, queued, backup) {
+        // The first result of a task wins; a straggler's late twin is dropped.
+        Ok(_) if tracked && shared.flight.finish(task, Instant::now()) == Ended::Dropped => return Ok(()),
+        Ok(done) => done,
         Err(EngineError::Task(f)) => {
+            // A run that fails while its twin still runs leaves the task
+            // to the twin: a task fails only when all its runs have.
+            if tracked && shared.flight.fail(task) == Ended::Dropped {
+                return Ok(());
+            }
             if !shared.tolerate(&f) {
                 return Err(EngineError::Task(f));
             }
             // A tolerated failure contributes no output.
-            Vec::new()
+            (Vec::new(), 0)
         }
         Err(e) => return Err(e),
     };
-    // The first result of a task wins; a straggler's late twin is dropped.
-    if tracked && !shared.flight.finish(task) {
-        return Ok(());
-    }
     if let Some(journal) = &shared.journal {
-        journal.record(&mut worker.journaled, index, task, &sink_schema(shared, phase), &out)?;
+        journal.record(&mut worker.journaled, index, task, read, &sink_schema(shared, phase), &out)?;
         // The task's invocation records reach the log before the task is
         // journaled, so that a resumed run's report misses none of them.
         recorder.take_into(&mut worker.journaled.batch.records);
@@ -995,7 +1059,9 @@ fn run_task(
     }
 }
 
-/// Runs a task's steps, each invocation retried on transient failures.
+/// Runs a task's steps, each invocation retried on transient failures;
+/// returns the output and the records read from the task's split (none
+/// for a partition).
 #[allow(clippy::too_many_arguments)]
 fn run_steps(
     shared: &Shared<'_>,
@@ -1006,13 +1072,17 @@ fn run_steps(
     input: &Input,
     queued: Instant,
     backup: bool,
-) -> Result<Vec<RecordBatch>, EngineError> {
+) -> Result<(Vec<RecordBatch>, u64), EngineError> {
     let compiled = shared.compiled;
     let platform = &shared.plan.platform;
     let mut data: Option<Vec<RecordBatch>> = None;
+    let is_split = matches!(input, Input::Split(_));
     if phase.steps.is_empty() {
-        return Ok(load(shared, &mut worker.files, &mut worker.counts, input, phase.source)?.0);
+        let out = load(shared, &mut worker.files, &mut worker.counts, input, phase.source)?.0;
+        let read = if is_split { out.iter().map(|b| b.num_rows() as u64).sum() } else { 0 };
+        return Ok((out, read));
     }
+    let mut split_records = 0;
     let mut queued_at = queued;
     for &step in &phase.steps {
         let stage = &compiled.stages[step.stage()];
@@ -1038,6 +1108,7 @@ fn run_steps(
             None => load(shared, &mut worker.files, &mut worker.counts, input, phase.source)
                 .map_err(|e| task_error(stage.name.clone(), step, task, input, 1, e.to_string()))?,
         };
+        let first = data.is_none() && is_split && split.is_some();
         let mut records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let mut counted_read = false;
         let mut attempt = 1;
@@ -1099,6 +1170,9 @@ fn run_steps(
             queued_at = finished;
             match result {
                 Ok(out) => {
+                    if first {
+                        split_records = records_in;
+                    }
                     if !matches!(step, Step::Combine(_)) {
                         let c = &mut worker.counts.stages[step.stage()];
                         c[0] += 1;
@@ -1110,9 +1184,9 @@ fn run_steps(
                 }
                 // Another run of the task finished first: this one's result
                 // would be dropped anyway.
-                Err(_) if platform.backups && shared.flight.is_finished(task) => return Ok(Vec::new()),
-                Err(e) if !e.permanent && attempt <= platform.retries && !shared.failed.load(Relaxed) => {
-                    std::thread::sleep(backoff(platform.backoff, attempt, task));
+                Err(_) if platform.backups && shared.flight.is_finished(task) => return Ok((Vec::new(), 0)),
+                Err(e) if !e.permanent && attempt <= platform.retries && !shared.failed() => {
+                    shared.stop.sleep(backoff(platform.backoff, attempt, task));
                     queued_at = Instant::now();
                     attempt += 1;
                 }
@@ -1120,7 +1194,7 @@ fn run_steps(
             }
         }
     }
-    Ok(data.unwrap_or_default())
+    Ok((data.unwrap_or_default(), split_records))
 }
 
 /// A standard normal draw from a seed (Box–Muller over two hashes), so an
@@ -1195,7 +1269,11 @@ fn invoke(
     let fault = shared.chaos.map_or(Fault::None, |c| c.draw(step.stage(), stat_index(step) % 3, task, draw));
     let container = slot.as_mut().expect("initialised");
     let id = container.id();
-    let reply = container.call(task, attempt, timeout, fault, batches, split, &|| shared.flight.is_finished(task));
+    // A threaded container's invocation is abandoned once another run of
+    // its task has finished, or the run stops.
+    let tracked = platform.backups;
+    let cancelled = || shared.failed() || (tracked && shared.flight.is_finished(task));
+    let reply = container.call(task, attempt, timeout, fault, batches, split, shared.stop.flag(), &cancelled);
     if model.keep_alive.is_some() {
         worker.last_used[at] = Instant::now();
     }

@@ -143,21 +143,10 @@ impl Exec {
         }
         let program = &self.command[0];
         let mut child = cmd.spawn().map_err(|e| FunctionError::permanent(format!("cannot start `{program}`: {e}")))?;
-        // With a deadline or a way to be cancelled, a watchdog kills the
-        // process group when either comes.
-        let (result, timed_out) = if inv.deadline.is_some() || inv.cancel.is_some() {
-            let pid = child.id();
-            let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
-            std::thread::scope(|scope| {
-                let watchdog = scope.spawn(|| watch(pid, inv, &stopped));
-                let result = run(&mut child, input, stderr);
-                let _ = stop.send(());
-                (result, watchdog.join().unwrap_or(false))
-            })
-        } else {
-            (run(&mut child, input, stderr), false)
-        };
-        let (status, stdout, stderr) = result.map_err(|e| FunctionError::transient(format!("`{program}`: {e}")))?;
+        // Its process group is killed when the deadline passes or the
+        // invocation is cancelled, while its stdout is read.
+        let (status, stdout, stderr, timed_out) =
+            run(&mut child, input, stderr, inv).map_err(|e| FunctionError::transient(format!("`{program}`: {e}")))?;
         let tail = stderr.text();
         let with_stderr = |m: String| if tail.is_empty() { m } else { format!("{m}; the end of its stderr:\n{tail}") };
         if timed_out {
@@ -179,12 +168,14 @@ impl Exec {
 }
 
 /// Feeds stdin, collects stdout and the end of stderr (from the pipe, or
-/// from `stderr`, the file it went to), and waits.
+/// from `stderr`, the file it went to), and waits; kills the process group
+/// when the invocation expires (says so in the last value).
 fn run(
     child: &mut Child,
     input: Vec<u8>,
     stderr: Option<&std::fs::File>,
-) -> std::io::Result<(std::process::ExitStatus, Vec<u8>, Tail)> {
+    inv: &Invocation<'_>,
+) -> std::io::Result<(std::process::ExitStatus, Vec<u8>, Tail, bool)> {
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let writer = if input.len() <= INLINE_INPUT {
@@ -199,7 +190,11 @@ fn run(
     };
     let errors = child.stderr.take().map(|pipe| std::thread::spawn(move || Tail::drain(pipe)));
     let mut out = Vec::new();
-    let read = stdout.read_to_end(&mut out);
+    let (read, killed) = if inv.deadline.is_some() || inv.cancel.is_some() {
+        read_watching(&mut stdout, &mut out, child.id(), inv)
+    } else {
+        (stdout.read_to_end(&mut out).map(drop), false)
+    };
     let status = child.wait()?;
     if let Some(w) = writer {
         let _ = w.join();
@@ -215,24 +210,49 @@ fn run(
         (None, None) => Tail::default(),
     };
     read?;
-    Ok((status, out, tail))
+    Ok((status, out, tail, killed))
 }
 
-/// How often the watchdog checks for a cancellation.
+/// How often a process's invocation is checked for a cancellation.
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Waits until `stopped` says the process ended, or kills its group at the
-/// invocation's deadline or cancellation; whether it killed it.
-fn watch(pid: u32, inv: &Invocation<'_>, stopped: &crossbeam_channel::Receiver<()>) -> bool {
+/// Reads `stdout` to its end, waiting on it with poll(2) so that the
+/// process group of `pid` is killed as soon as the invocation expires (its
+/// deadline, or a cancellation); whether it was killed. Its output up to
+/// the kill is read all the same (the pipe closes when the group dies).
+fn read_watching(
+    stdout: &mut std::process::ChildStdout,
+    out: &mut Vec<u8>,
+    pid: u32,
+    inv: &Invocation<'_>,
+) -> (std::io::Result<()>, bool) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut killed = false;
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let wait = inv.deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
-        match stopped.recv_timeout(wait) {
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) if inv.expired() => {
-                kill_group(pid);
-                return true;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            _ => return false,
+        if !killed && inv.expired() {
+            kill_group(pid);
+            killed = true;
+        }
+        let wait = if killed {
+            PollTimeout::NONE
+        } else {
+            let left = inv.deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
+            // Rounded up: a zero timeout at the deadline would spin.
+            PollTimeout::from(left.as_millis().clamp(1, POLL.as_millis()) as u16)
+        };
+        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, wait) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => return (Err(e.into()), killed),
+        }
+        match stdout.read(&mut buf) {
+            Ok(0) => return (Ok(()), killed),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), killed),
         }
     }
 }
