@@ -3,7 +3,14 @@
 and peers, in the same command, so only ratios are quoted.
 
 Usage: python3 benches/macro.py [--size 1GiB] [--runs 3]
-           [--only wordcount,groupby,pi,dispatch,exec,lambda]
+           [--only wordcount,groupby,pi,dispatch,exec,lambda,tasks]
+           [--tasks 1000000,10000000] [--baseline OLD_FANOUT_BINARY]
+
+With --baseline, every workload also runs the given (older) fanout binary,
+interleaved round by round with this one, so a before/after comparison is
+one command's ratios. `tasks` (not run by default: minutes at 10^7) runs a
+million-task (and larger) job and reports peak RSS, time per task and the
+run directory's bytes per invocation.
 
 Builds the release binaries, generates the data under target/macro/ (kept
 between runs), runs each program --runs times and prints the median wall
@@ -16,6 +23,7 @@ import argparse, json, os, statistics, subprocess, sys, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "target", "macro")
 FANOUT = os.path.join(ROOT, "target", "release", "fanout")
+BASELINE = None
 
 
 def sh(cmd, **kw):
@@ -94,8 +102,12 @@ def main():
     ap.add_argument("--size", default="1GiB")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", default="wordcount,groupby,pi,dispatch,exec,lambda")
+    ap.add_argument("--tasks", default="1000000,10000000")
+    ap.add_argument("--baseline", help="an older fanout binary, run interleaved with this one")
     a = ap.parse_args()
     only = a.only.split(",")
+    global BASELINE
+    BASELINE = a.baseline
     os.makedirs(DATA, exist_ok=True)
     sh(["cargo", "build", "--release", "--bin", "fanout"])
     limits = limits_binary()
@@ -125,6 +137,7 @@ mode = "overwrite"
 """)
         programs = [("limit (rayon, hand-written)", [limits, "wordcount", text], None),
                     ("fanout run", [FANOUT, "run", job, "--progress", "never", "--show", "0"], None)]
+        programs += baseline_of(programs[-1])
         try:
             import duckdb  # noqa: F401
             q = (f"SET threads=2; SELECT w, count(*) c FROM (SELECT unnest(string_split(line, ' ')) w FROM "
@@ -171,6 +184,7 @@ mode = "overwrite"
         except ImportError:
             pass
         programs.append(("fanout run", [FANOUT, "run", job, "--progress", "never", "--show", "0"], None))
+        programs += baseline_of(programs[-1])
         report(f"W3 csv group-by, {size / 2**20:.0f} MiB events csv (5M rows, quoted notes)", size,
                compare(programs, a.runs))
 
@@ -196,6 +210,7 @@ mode = "overwrite"
 """)
         programs = [("limit (rayon, hand-written)", [limits, "pi", "1000", "200000"], None),
                     ("fanout run", [FANOUT, "run", job, "--progress", "never", "--show", "0"], None)]
+        programs += baseline_of(programs[-1])
         report("W4 Monte Carlo pi, 2e8 samples in 1,000 rows", 0, compare(programs, a.runs))
 
     if "dispatch" in only:
@@ -216,15 +231,78 @@ mode = "overwrite"
 """)
         print(f"\n## W2 dispatch: 100,000 empty invocations (one 2-byte split each)")
         for what, extra in [("--no-journal", ["--no-journal"]), ("journal (default)", [])]:
-            wall, rss, out = measure([FANOUT, "run", job, "--progress", "never", "--json", *extra], a.runs)
-            s = json.loads(out)
-            print(f"fanout run, {what}: {wall:.2f} s wall, {100_000 / wall:,.0f} invocations/s end to end; "
-                  f"{s['invocations']['per_second']:,.0f}/s inside the run; peak RSS {rss:.0f} MiB")
+            programs = [("fanout run", [FANOUT, "run", job, "--progress", "never", "--show", "0", *extra], None)]
+            programs += baseline_of(programs[0])
+            for name, walls, rss in compare(programs, a.runs):
+                wall = statistics.median(walls)
+                print(f"{name}, {what}: {wall:.2f} s wall (median), {100_000 / wall:,.0f} invocations/s end to end "
+                      f"(rounds {100_000 / max(walls):,.0f}–{100_000 / min(walls):,.0f}); peak RSS {rss:.0f} MiB")
 
     if "exec" in only:
         bench_exec(a.runs)
     if "lambda" in only:
         bench_lambda(a.runs)
+    if "tasks" in only:
+        bench_tasks([int(n) for n in a.tasks.split(",")])
+
+
+def baseline_of(program):
+    """The same program run by the --baseline binary, if one was given."""
+    if not BASELINE:
+        return []
+    name, cmd, env = program
+    return [(name + " (baseline)", [BASELINE, *cmd[1:]], env)]
+
+
+def bench_tasks(sizes):
+    """Many tiny tasks: N one-line splits -> burn ms=0 -> a keyed count over
+    97 keys. Memory must not grow with N, time must grow linearly, and the
+    run directory must stay small (records and journal per invocation)."""
+    print("\n## Tasks: N one-line splits -> burn ms=0 -> aggregate count by key (97 keys)")
+    print("| program | tasks | wall s | tasks/s | peak RSS MiB | records B/invocation | journal B/task |")
+    print("|---|---|---|---|---|---|---|")
+    base = None
+    for n in sizes:
+        path = os.path.join(DATA, f"keys-{n}.txt")
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                for i in range(n):
+                    f.write(f"k{i % 97}\n")
+        job = job_file(f"tasks-{n}.toml", f"""
+[input]
+path = "{path}"
+chunk_size = 1
+[[stage]]
+name = "work"
+function = "burn"
+params = {{ ms = 0 }}
+[[stage]]
+name = "count"
+function = "aggregate"
+key = ["line"]
+params = {{ count = true }}
+[output]
+path = "{DATA}/tasks-out.csv"
+mode = "overwrite"
+""")
+        binaries = [("fanout run", FANOUT)] + ([("fanout run (baseline)", BASELINE)] if BASELINE else [])
+        for name, binary in binaries:
+            run_dir = os.path.join(DATA, "tasks-run")
+            subprocess.run(["rm", "-rf", run_dir], check=True)
+            wall, rss, out = measure([binary, "run", job, "--progress", "never", "--json", "--run-dir", run_dir], 1)
+            s = json.loads(out)
+            invocations = s["invocations"]["total"]
+            records = sum(os.path.getsize(os.path.join(run_dir, f)) for f in os.listdir(run_dir)
+                          if f.startswith("invocations."))
+            journal = os.path.getsize(os.path.join(run_dir, "journal.jsonl"))
+            print(f"| {name} | {n:,} | {wall:.1f} | {n / wall:,.0f} | {rss:.0f} | {records / invocations:.1f} | "
+                  f"{journal / n:.1f} |")
+            sys.stdout.flush()
+            if name == "fanout run":
+                if base is None:
+                    base = (n, wall)
+                else:
+                    print(f"(time for {n:,} tasks: {wall / base[1]:.2f}x that for {base[0]:,})")
 
 
 def run_json(job, runs, extra=()):

@@ -34,6 +34,12 @@ pub enum Command {
         /// A function to explain in full.
         name: Option<String>,
     },
+    /// Print a run's invocation records as JSON lines (they are kept in
+    /// `invocations.arrows`, an Arrow IPC stream).
+    Records {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
 }
 
 /// A job file and its overrides.

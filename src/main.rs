@@ -6,6 +6,7 @@ mod args;
 mod datasets;
 mod functions;
 mod plan;
+mod records;
 mod run;
 
 use std::io::Write;
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => plan::plan(&a),
         Command::Datasets { command: DatasetsCommand::Gen(a) } => datasets::generate(&a),
         Command::Functions { name } => functions::list(name.as_deref()),
+        Command::Records { run_dir } => records::print(&run_dir),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -272,7 +272,7 @@ fn lambda_errors_crashes_deadlines_and_memory() {
     assert_eq!(sum["stages"][0]["invocations"].as_u64().unwrap(), 2 * tasks);
     // Every attempt ran on a fresh process: a cold start each.
     assert_eq!(sum["stages"][0]["cold"].as_u64().unwrap(), 2 * tasks);
-    let log = std::fs::read_to_string(s.path("crash/invocations.jsonl")).unwrap();
+    let log = s.records("crash");
     assert!(log.lines().any(|l| l.contains("during the invocation")), "{log}");
 
     // Past its deadline, the process is killed and the attempt fails.
@@ -530,7 +530,7 @@ mode = "overwrite"
     assert!(started.elapsed().as_secs() < 20, "the run waited for the straggler: {:?}", started.elapsed());
     assert_eq!(summary(&r)["backup_tasks"], 1, "{}", r.stdout);
     assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), want);
-    let log = std::fs::read_to_string(s.path("rd/invocations.jsonl")).unwrap();
+    let log = s.records("rd");
     let part1: Vec<&str> = log.lines().filter(|l| l.contains("\"phase\":\"reduce\",\"task\":1,")).collect();
     assert_eq!(part1.len(), 2, "{log}");
     // One run of the partition hangs and the other wins. The one that hangs
@@ -568,7 +568,7 @@ tolerated_failure_count = 1
         .unwrap();
     let started = Instant::now();
     // Kill once the failure is reported and three tasks are journaled.
-    let journaled = || std::fs::read_to_string(s.path("rd/journal.jsonl")).map_or(0, |j| j.lines().count());
+    let journaled = || crate::util::journaled(&s.path("rd")).len();
     while !(s.path("rd/failures.jsonl").exists() && journaled() >= 3) && started.elapsed().as_secs() < 20 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::util::{Scratch, finish_within, lines_in, python, root, summary, wait_for};
+use crate::util::{Scratch, finish_within, journaled, lines_in, python, root, summary, wait_for};
 
 const PRESETS: [&str; 4] = ["local", "aws-lambda", "gcp-functions", "azure-functions"];
 
@@ -204,7 +204,7 @@ concurrency = 2
     let child = s.spawn(&args);
     let pid = child.id();
     assert!(wait_for(60, || processes_with("31.4159").len() >= 2), "the slow tasks did not start");
-    assert!(wait_for(60, || lines_in(&s.path("rd/journal.jsonl")) >= 4), "the first tasks were not journaled");
+    assert!(wait_for(60, || journaled(&s.path("rd")).len() >= 4), "the first tasks were not journaled");
     signal(pid, "INT");
     let r = finish_within(child, 30, &args);
     assert_eq!(r.code, 130, "{}", r.stderr);
@@ -252,7 +252,7 @@ concurrency = 2
     let args = ["run", "job.toml", "--progress", "never", "--run-dir", "rd"];
     let child = s.spawn(&args);
     let pid = child.id();
-    assert!(wait_for(60, || lines_in(&s.path("rd/journal.jsonl")) >= 2), "no task was journaled");
+    assert!(wait_for(60, || journaled(&s.path("rd")).len() >= 2), "no task was journaled");
     assert!(!processes_with("bootstrap-sigterm-test").is_empty(), "no lambda process");
     signal(pid, "TERM");
     let r = finish_within(child, 30, &args);
@@ -318,7 +318,7 @@ fn error_messages_say_each_thing_once() {
     );
     // A full disk, where the run keeps its invocation records and journal.
     std::fs::create_dir(s.path("full")).unwrap();
-    for f in ["invocations.jsonl", "tasks.data", "journal.jsonl"] {
+    for f in ["invocations.arrows", "tasks.data", "journal.jsonl"] {
         std::os::unix::fs::symlink("/dev/full", s.path(&format!("full/{f}"))).unwrap();
     }
     one_clean_line(

@@ -199,9 +199,9 @@ fn the_summary_table_and_preview_are_printed() {
     assert!(r.stderr.contains("wordcount succeeded in "), "{}", r.stderr);
     assert!(r.stderr.contains("count            map"), "{}", r.stderr);
     assert!(r.stderr.contains("output: out/wordcount.csv (100 rows"), "{}", r.stderr);
-    // Records: one JSON line per invocation, in the run directory.
+    // Records: one per invocation, in the run directory.
     let dir = r.stderr.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap();
-    let records = std::fs::read_to_string(s.path(dir).join("invocations.jsonl")).unwrap();
+    let records = s.records(dir);
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.path(dir).join("summary.json")).unwrap()).unwrap();
     assert_eq!(records.lines().count() as u64, summary["invocations"]["total"].as_u64().unwrap());
@@ -366,7 +366,7 @@ fn the_bill_matches_the_records() {
     let sum = summary(&r);
     let dir = s.path(".fanout/runs");
     let run_dir = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
-    let records = std::fs::read_to_string(run_dir.join("invocations.jsonl")).unwrap();
+    let records = s.records(&run_dir.display().to_string());
     // By hand: each duration rounded up to 100 ms, 2048 MB = 2,048,000,000
     // bytes = 2048 MB as the platform counts it, $0.0000165/GB-s and
     // $0.40 per million requests.
@@ -437,11 +437,11 @@ fn killed_runs_resume_to_the_same_output() {
     assert_eq!(std::fs::read(s.path("out/wordcount.csv")).unwrap(), clean, "after {kills} kills");
     // Every task was journaled exactly once: what was redone after a kill
     // is only what had not been journaled, i.e. what was in flight.
-    let journal = std::fs::read_to_string(s.path("killed/journal.jsonl")).unwrap();
     let mut seen = std::collections::HashSet::new();
-    for line in journal.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
-        assert!(seen.insert((line["phase"].as_u64(), line["task"].as_u64())), "task journaled twice: {line}");
+    for task in crate::util::journaled(&s.path("killed")) {
+        assert!(seen.insert(task), "task journaled twice: {task:?}");
     }
+    assert!(!seen.is_empty());
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.path("killed/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["status"], "succeeded");
@@ -454,7 +454,7 @@ fn killed_runs_resume_to_the_same_output() {
     };
     assert!(calls("count", "map") >= splits, "{summary}");
     assert!(calls("total", "reduce") >= 2, "{summary}");
-    let logged = std::fs::read_to_string(s.path("killed/invocations.jsonl")).unwrap().lines().count() as u64;
+    let logged = s.records("killed").lines().count() as u64;
     assert_eq!(summary["invocations"]["total"].as_u64().unwrap(), logged, "{summary}");
     let leftovers: Vec<_> = std::fs::read_dir(s.path("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "output and manifest only: {leftovers:?}");

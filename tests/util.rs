@@ -157,3 +157,28 @@ pub fn wait_for(secs: u64, mut ready: impl FnMut() -> bool) -> bool {
 pub fn lines_in(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
+
+impl Scratch {
+    /// The invocation records of run directory `dir`, as JSON lines
+    /// (`fanout records DIR`).
+    #[track_caller]
+    pub fn records(&self, dir: &str) -> String {
+        self.run(&["records", dir]).expect(0).stdout
+    }
+}
+
+/// The (phase, task) pairs journaled in a run directory's `journal.jsonl`,
+/// in the order of its lines (each line lists runs of tasks:
+/// `[first, count, rows, input]`).
+pub fn journaled(run_dir: &Path) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        let phase = line["phase"].as_u64().unwrap();
+        for run in line["tasks"].as_array().unwrap() {
+            let (first, count) = (run[0].as_u64().unwrap(), run[1].as_u64().unwrap());
+            out.extend((first..first + count).map(|t| (phase, t)));
+        }
+    }
+    out
+}

@@ -21,9 +21,10 @@ use crate::error::{EngineError, TaskFailure};
 use crate::flight::{Ended, Flight};
 use crate::gather::{Gather, commit};
 use crate::journal::Journal;
-use crate::metrics::{InvocationRecord, Log, Recorder, StageStats};
 use crate::progress::{Progress, StageProgress};
+use crate::records::{InvocationRecord, Log, Recorder};
 use crate::shuffle::Shuffle;
+use crate::stats::StageStats;
 use crate::stop::Stop;
 use crate::summary::{Summary, summarize};
 
@@ -527,7 +528,7 @@ fn execute(
             let kind = ["map", "combine", "reduce"].iter().position(|p| *p == phase)?;
             Some(s * 3 + kind)
         };
-        crate::metrics::replay(&run_dir.join("invocations.jsonl"), step_of, &mut earlier_stats)?;
+        crate::records::replay(run_dir, step_of, &mut earlier_stats)?;
         earlier_failures = read_failures(&run_dir.join("failures.jsonl"))?;
     } else {
         let _ = std::fs::remove_file(run_dir.join("failures.jsonl"));
@@ -538,7 +539,11 @@ fn execute(
             .iter()
             .position(|p| p.steps.iter().any(|s| compiled.stages[s.stage()].name == f.stage && s.phase() == f.phase))
     };
-    let log = Arc::new(Log::create(&run_dir.join("invocations.jsonl"), opts.resume)?);
+    // Each step index's stage and phase, for the records.
+    let names = (compiled.stages.iter())
+        .flat_map(|s| ["map", "combine", "reduce"].map(|phase| (s.name.clone(), phase)))
+        .collect();
+    let log = Arc::new(Log::create(&run_dir.join(crate::records::FILE), opts.resume, names)?);
     let journal = opts.journal.then(|| Journal::open(run_dir, opts.resume, log.clone())).transpose()?;
     // A failed task that was journaled was tolerated: it stays failed. One
     // that was not (it failed the run, or the run stopped before its line

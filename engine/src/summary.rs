@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::compile::{Compiled, Step};
 use crate::error::EngineError;
 use crate::gather::OutputInfo;
-use crate::metrics::StageStats;
 use crate::run::{RunState, stat_index};
+use crate::stats::StageStats;
 
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -132,7 +132,7 @@ fn a_failing_function_fails_its_task_and_the_job() {
     assert!(!dir.path().join("out/o.csv").exists());
     assert_eq!(std::fs::read_dir(dir.path().join("out")).unwrap().count(), 0, "no staging left");
     let run_dir = failure.run_dir.unwrap();
-    let records = std::fs::read_to_string(run_dir.join("invocations.jsonl")).unwrap();
+    let records = common::records(&run_dir);
     assert!(records.lines().any(|l| l.contains("\"task\":7") && l.contains("\"error\":\"deliberate failure\"")));
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run_dir.join("summary.json")).unwrap()).unwrap();
@@ -240,7 +240,7 @@ fn an_invocation_past_its_deadline_is_abandoned_and_retried() {
     let report = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap();
     assert!(started.elapsed() < Duration::from_secs(3), "the run waited for the hung invocation");
     assert_eq!(report.summary.retries, 1);
-    let records = std::fs::read_to_string(report.run_dir.join("invocations.jsonl")).unwrap();
+    let records = common::records(&report.run_dir);
     let timed_out: Vec<&str> = records.lines().filter(|l| l.contains("timed out after 100ms")).collect();
     assert_eq!(timed_out.len(), 1, "{records}");
     assert!(timed_out[0].contains("\"task\":2") && timed_out[0].contains("\"attempt\":1"));
@@ -260,8 +260,7 @@ fn an_invocation_past_its_deadline_is_abandoned_and_retried() {
 fn containers_are_cold_once_per_slot_unless_retired() {
     let dir = setup(10);
     let r = Registry::builtins();
-    let records =
-        |report: &fanout_engine::Report| std::fs::read_to_string(report.run_dir.join("invocations.jsonl")).unwrap();
+    let records = |report: &fanout_engine::Report| common::records(&report.run_dir);
     // One slot, ten tasks: the first invocation is cold, nine are warm.
     let report = common::run_in(dir.path(), &job(dir.path(), "word_count", "", 1), &r, 1 << 30).unwrap();
     assert_eq!((report.summary.invocations.total, report.summary.invocations.cold), (10, 1));
@@ -304,7 +303,7 @@ fn a_straggler_gets_a_backup_and_the_first_result_wins() {
     let report = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "the run waited for the straggler");
     assert_eq!(report.summary.backup_tasks, 1);
-    let records = std::fs::read_to_string(report.run_dir.join("invocations.jsonl")).unwrap();
+    let records = common::records(&report.run_dir);
     let task5: Vec<&str> = records.lines().filter(|l| l.contains("\"task\":5,")).collect();
     assert_eq!(task5.len(), 2, "{records}");
     assert!(task5.iter().any(|l| l.contains("\"backup\":true") && l.contains("\"status\":\"ok\"")));

@@ -30,3 +30,8 @@ pub fn run_in(dir: &Path, text: &str, registry: &Registry, shuffle_memory: u64) 
     };
     run(&plan, &file, registry, &opts)
 }
+
+/// A run's invocation records as JSON lines, as `fanout records` prints them.
+pub fn records(run_dir: &Path) -> String {
+    fanout_engine::records::read(run_dir).unwrap().map(|r| serde_json::to_string(&r.unwrap()).unwrap() + "\n").collect()
+}

@@ -31,25 +31,31 @@
 //! task finished but not yet written when the process died; a torn last
 //! line is ignored.
 
-use std::collections::HashMap;
+mod index;
+mod syncer;
+
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Cursor, Write};
+use std::io::{BufRead, BufReader, Cursor};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
-use crate::metrics::Log;
+use crate::records::{Columns, Log};
+use index::{Entry, Index};
 
 /// How many saved outputs read back on resume are kept.
 const KEPT_SAVED: usize = 16;
 
 /// How many emptied batches wait for reuse.
 const SPARE_BATCHES: usize = 64;
+
+/// How many batches wait for the syncer before a worker handing one over
+/// waits too.
+const QUEUED_BATCHES: usize = 64;
 
 /// A worker hands its batch over once it holds this many tasks, this many
 /// bytes, or a task this old (checked between task groups), or when it has
@@ -71,43 +77,6 @@ const SHARED_BYTES: usize = 64 * 1024;
 
 /// Bytes of small outputs a worker holds before it saves them.
 const PENDING_BYTES: usize = 1 << 20;
-
-/// One completed task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    phase: usize,
-    task: u64,
-    /// Where its saved bytes are in `tasks.data`: its own, or those it
-    /// shares with other small outputs.
-    offset: u64,
-    len: u64,
-    xxh3: String,
-    rows: u64,
-    /// Rows of the saved bytes before its own.
-    #[serde(default)]
-    skip: u64,
-    /// Records the task read from its split (a first phase's task), for
-    /// the summary of a resumed run.
-    #[serde(default)]
-    input: u64,
-}
-
-impl Entry {
-    /// Appends the entry as one line of JSON, as serde would write it.
-    fn write_json(&self, out: &mut Vec<u8>) {
-        let num = crate::metrics::push_u64_field;
-        num(out, b"{\"phase\":", self.phase as u64);
-        num(out, b",\"task\":", self.task);
-        num(out, b",\"offset\":", self.offset);
-        num(out, b",\"len\":", self.len);
-        out.extend_from_slice(b",\"xxh3\":\"");
-        out.extend_from_slice(self.xxh3.as_bytes());
-        num(out, b"\",\"rows\":", self.rows);
-        num(out, b",\"skip\":", self.skip);
-        num(out, b",\"input\":", self.input);
-        out.extend_from_slice(b"}\n");
-    }
-}
 
 /// A worker's side of the journal: the batch it fills, its small outputs
 /// waiting to be saved together, and its IPC encoder's buffers, reused
@@ -137,9 +106,9 @@ pub(crate) struct Batch {
     saved: Vec<(usize, usize)>,
     /// Per task: its line, with the rows before its own in its saved output.
     tasks: Vec<Done>,
-    /// Invocation records (JSON lines) of the worker's, up to its last
-    /// task: they reach the log before the tasks are journaled.
-    pub(crate) records: Vec<u8>,
+    /// Invocation records of the worker's, up to its last task: they
+    /// reach the log before the tasks are journaled.
+    pub(crate) records: Columns,
 }
 
 /// A finished task, as a worker's batch holds it until the syncer
@@ -165,13 +134,13 @@ pub(crate) struct Completed {
 
 /// Saved bytes read back: their offset, length and checksum, and their
 /// batches.
-type Saved = ((u64, u64, String), Vec<RecordBatch>);
+type Saved = ((u64, u64, u64), Vec<RecordBatch>);
 
 /// The journal of a run directory.
 pub(crate) struct Journal {
     data_path: PathBuf,
     /// Tasks completed by earlier runs.
-    done: HashMap<(usize, u64), Entry>,
+    done: Index,
     queue: Mutex<Option<crossbeam_channel::Sender<Batch>>>,
     /// Emptied batches back from the syncer, their buffers still
     /// allocated: workers reuse them instead of growing new ones.
@@ -190,14 +159,14 @@ impl Journal {
     pub(crate) fn open(run_dir: &Path, resume: bool, log: Arc<Log>) -> Result<Journal, EngineError> {
         let path = run_dir.join("journal.jsonl");
         let data_path = run_dir.join("tasks.data");
-        let mut done = HashMap::new();
+        let mut done = Index::default();
         if resume && path.exists() {
             let f = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
-            for line in BufReader::new(f).lines() {
-                let line = line.map_err(|e| EngineError::io(&path, e))?;
-                if let Ok(e) = serde_json::from_str::<Entry>(&line) {
-                    done.insert((e.phase, e.task), e);
-                }
+            let mut failed = None;
+            let lines = BufReader::new(f).lines().map_while(|l| l.map_err(|e| failed = Some(e)).ok());
+            done = Index::read(lines);
+            if let Some(e) = failed {
+                return Err(EngineError::io(&path, e));
             }
         }
         let append = |p: &Path| {
@@ -205,14 +174,16 @@ impl Journal {
         };
         let journal = append(&path)?;
         let data = append(&data_path)?;
-        let (tx, rx) = crossbeam_channel::unbounded::<Batch>();
+        // Bounded: workers that finish tasks faster than the disk takes
+        // them wait, rather than hold every batch in memory.
+        let (tx, rx) = crossbeam_channel::bounded::<Batch>(QUEUED_BATCHES);
         let (spare_tx, spare) = crossbeam_channel::bounded::<Batch>(SPARE_BATCHES);
         let dp = data_path.clone();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let halt = stop.clone();
         let syncer = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || sync_loop(rx, &spare_tx, data, dp, journal, path, &log, &halt))
+            .spawn(move || syncer::run(rx, &spare_tx, data, dp, journal, path, &log, &halt))
             .map_err(|e| EngineError::io(run_dir, e))?;
         Ok(Journal {
             data_path,
@@ -245,7 +216,7 @@ impl Journal {
 
     /// Whether an earlier run journaled task `task` of phase `phase`.
     pub(crate) fn has(&self, phase: usize, task: u64) -> bool {
-        self.done.contains_key(&(phase, task))
+        self.done.get(phase, task).is_some()
     }
 
     /// The saved output of task `task` of phase `phase`, whose output
@@ -259,16 +230,16 @@ impl Journal {
         task: u64,
         schema: &SchemaRef,
     ) -> Result<Option<Completed>, EngineError> {
-        let Some(e) = self.done.get(&(phase, task)) else { return Ok(None) };
+        let Some(e) = self.done.get(phase, task) else { return Ok(None) };
         let mut last = self.last.lock().expect("not poisoned");
         // The checksum is part of the key: after a machine crash, a line
         // may name bytes that were lost and later overwritten by others at
         // the same place.
-        let key = (e.offset, e.len, e.xxh3.clone());
+        let key = (e.offset, e.len, e.xxh3);
         match last.iter().position(|(k, _)| *k == key) {
             Some(i) => last[..=i].rotate_right(1),
             None => {
-                let Some(batches) = self.read_saved(e, schema)? else { return Ok(None) };
+                let Some(batches) = self.read_saved(&e, schema)? else { return Ok(None) };
                 last.truncate(KEPT_SAVED - 1);
                 last.insert(0, (key, batches));
             }
@@ -290,7 +261,7 @@ impl Journal {
             Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(err) => return Err(io(err)),
         }
-        if format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)) != e.xxh3 {
+        if xxhash_rust::xxh3::xxh3_64(&bytes) != e.xxh3 {
             return Ok(None);
         }
         let arrow = |err: arrow_schema::ArrowError| EngineError::io(path, std::io::Error::other(err));
@@ -412,7 +383,7 @@ impl Journal {
     fn hand_over_at(&self, local: &mut Local, now: bool, at: std::time::Instant) -> Result<(), EngineError> {
         let tasks = local.batch.tasks.len() + local.pending.len();
         let full = tasks >= HAND_OVER_TASKS
-            || local.batch.bytes.len() + local.pending_bytes + local.batch.records.len() >= HAND_OVER_BYTES
+            || local.batch.bytes.len() + local.pending_bytes >= HAND_OVER_BYTES
             || local.since.is_some_and(|t| at.saturating_duration_since(t) >= HAND_OVER_AGE);
         if !now && !full {
             return Ok(());
@@ -479,107 +450,6 @@ fn has_dictionaries(schema: &SchemaRef) -> bool {
     schema.fields().iter().any(|f| dict(f.data_type()))
 }
 
-/// The syncer: appends outputs, then journals them, a group at a time;
-/// fsyncs both at most [`SYNC_INTERVAL`] after a write, and at the end
-/// unless `stop` says nothing will be resumed.
-#[allow(clippy::too_many_arguments)]
-fn sync_loop(
-    rx: crossbeam_channel::Receiver<Batch>,
-    spare: &crossbeam_channel::Sender<Batch>,
-    mut data: File,
-    data_path: PathBuf,
-    mut journal: File,
-    path: PathBuf,
-    log: &Log,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<(), EngineError> {
-    let mut offset = data.metadata().map_err(|e| EngineError::io(&data_path, e))?.len();
-    // Buffers kept across groups.
-    let (mut records, mut lines, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
-    let mut held = None;
-    // When the oldest write not yet synced happened.
-    let mut unsynced: Option<std::time::Instant> = None;
-    // Data first: a line that reached the disk names bytes that did,
-    // unless the machine crashed in between (then its checksum fails).
-    let sync = |data: &File, journal: &File, unsynced: &mut Option<std::time::Instant>| {
-        if unsynced.take().is_some() {
-            data.sync_data().map_err(|e| EngineError::io(&data_path, e))?;
-            journal.sync_data().map_err(|e| EngineError::io(&path, e))?;
-        }
-        Ok::<(), EngineError>(())
-    };
-    loop {
-        // What finishes meanwhile joins the group; `finish` unparks.
-        std::thread::park_timeout(WRITE_INTERVAL);
-        let first = match held.take().map_or_else(|| rx.try_recv(), Ok) {
-            Ok(b) => Some(b),
-            Err(crossbeam_channel::TryRecvError::Empty) => None,
-            Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-        };
-        if let Some(first) = first {
-            let group: Vec<Batch> = std::iter::once(first).chain(rx.try_iter()).collect();
-            records.clear();
-            for b in &group {
-                records.extend_from_slice(&b.records);
-            }
-            log.append(&records)?;
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // Nothing more to journal; the records still belong in the log.
-                for b in rx.try_iter() {
-                    log.append(&b.records)?;
-                }
-                return Ok(());
-            }
-            lines.clear();
-            bytes.clear();
-            for b in &group {
-                let (mut at, mut t) = (0, 0);
-                for &(len, count) in &b.saved {
-                    let saved = &b.bytes[at..at + len];
-                    at += len;
-                    let xxh3 = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(saved));
-                    for d in &b.tasks[t..t + count] {
-                        let offset = offset + bytes.len() as u64;
-                        let (phase, task, rows, skip, input) = (d.phase, d.task, d.rows, d.skip, d.input);
-                        let entry =
-                            Entry { phase, task, offset, len: len as u64, xxh3: xxh3.clone(), rows, skip, input };
-                        entry.write_json(&mut lines);
-                    }
-                    t += count;
-                    bytes.extend_from_slice(saved);
-                }
-            }
-            for mut b in group {
-                b.bytes.clear();
-                b.saved.clear();
-                b.tasks.clear();
-                b.records.clear();
-                let _ = spare.try_send(b);
-            }
-            if !lines.is_empty() {
-                data.write_all(&bytes).map_err(|e| EngineError::io(&data_path, e))?;
-                offset += bytes.len() as u64;
-                journal.write_all(&lines).map_err(|e| EngineError::io(&path, e))?;
-                unsynced.get_or_insert_with(std::time::Instant::now);
-            }
-        }
-        if unsynced.is_some_and(|t| t.elapsed() >= SYNC_INTERVAL) {
-            sync(&data, &journal, &mut unsynced)?;
-        }
-        match rx.try_recv() {
-            Ok(b) => held = Some(b),
-            Err(crossbeam_channel::TryRecvError::Empty) => {}
-            Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-        }
-    }
-    // The channel is closed: the run is over. A run that may be resumed
-    // keeps everything it journaled.
-    if !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        sync(&data, &journal, &mut unsynced)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -592,7 +462,8 @@ mod tests {
 
     /// The journal of run directory `dir` (resumed: reading what it holds).
     fn open(dir: &std::path::Path, resume: bool) -> Journal {
-        let log = Arc::new(Log::create(&dir.join("invocations.jsonl"), resume).unwrap());
+        let names = vec![("s".to_string(), "map")];
+        let log = Arc::new(Log::create(&dir.join(crate::records::FILE), resume, names).unwrap());
         Journal::open(dir, resume, log).unwrap()
     }
 
@@ -623,7 +494,7 @@ mod tests {
                 let schema = batch.schema();
                 journal.record(&mut local, *phase, 7, 42, &schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
                 journal.record(&mut local, *phase, 8, 0, &schema, &[]).unwrap();
-                local.batch.records.extend_from_slice(b"{}\n");
+                local.batch.records.push(0, &crate::records::tests::record(*phase as u64, None));
                 journal.hand_over(&mut local, true).unwrap();
             }
             journal.finish(false).unwrap();
@@ -641,8 +512,8 @@ mod tests {
             assert!(journal.completed(*phase, 9, &schema).unwrap().map(|c| c.batches).is_none());
         }
         journal.finish(true).unwrap();
-        let records = std::fs::read_to_string(dir.path().join("invocations.jsonl")).unwrap();
-        assert_eq!(records, "{}\n{}\n");
+        let records: Vec<u64> = crate::records::read(dir.path()).unwrap().map(|r| r.unwrap().task).collect();
+        assert_eq!(records, [0, 1]);
     }
 
     #[test]
@@ -699,10 +570,12 @@ mod tests {
             journal.finish(false).unwrap();
         }
         let lines = std::fs::read_to_string(dir.path().join("journal.jsonl")).unwrap();
-        let entries: Vec<Entry> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(entries.len(), 5);
-        // The four small outputs share one saved batch, the large one not.
-        let shared: Vec<_> = entries.iter().filter(|e| e.task != 3).map(|e| (e.offset, e.skip, e.rows)).collect();
+        // The four small outputs share one saved batch (one line), the
+        // large one not.
+        assert_eq!(lines.lines().count(), 2, "{lines}");
+        let index = Index::read(lines.lines().map(String::from));
+        let shared: Vec<_> =
+            [0, 1, 2, 4].into_iter().map(|t| index.get(0, t).unwrap()).map(|e| (e.offset, e.skip, e.rows)).collect();
         let at = shared[0].0;
         assert_eq!(shared, vec![(at, 0, 3), (at, 3, 0), (at, 3, 5), (at, 8, 1)]);
         let journal = open(dir.path(), true);
@@ -766,13 +639,14 @@ mod tests {
             journal.hand_over(&mut local, true).unwrap();
             journal.finish(false).unwrap();
         }
-        let mut journal = open(dir.path(), true);
         // Task 0's line names the same place, but bytes that were lost
         // (another checksum), as after a machine crash and a later run.
-        let mut stale = journal.done[&(0, 1)].clone();
-        stale.task = 0;
-        stale.xxh3 = "0000000000000000".into();
-        journal.done.insert((0, 0), stale);
+        let path = dir.path().join("journal.jsonl");
+        let mut lines = std::fs::read(&path).unwrap();
+        let e = Index::read(std::str::from_utf8(&lines).unwrap().lines().map(String::from)).get(0, 1).unwrap();
+        index::write_line(&mut lines, 0, e.offset, e.len, 0, 0, [(0, e.rows, 0)].into_iter());
+        std::fs::write(&path, lines).unwrap();
+        let journal = open(dir.path(), true);
         assert_eq!(journal.completed(0, 1, &schema).unwrap().map(|c| c.batches), Some(vec![batch.clone()]));
         assert_eq!(journal.completed(0, 0, &schema).unwrap().map(|c| c.batches), None);
         journal.finish(true).unwrap();

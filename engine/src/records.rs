@@ -1,0 +1,645 @@
+//! Invocation records: one per invocation, in `invocations.arrows` in the
+//! run directory — an Arrow IPC stream, its buffers zstd-compressed, which
+//! pyarrow, Polars and DuckDB read as they are; [`read`] reads it back
+//! (`fanout records RUN_DIR` prints it as JSON lines).
+//!
+//! Recording costs a few stores per invocation: each worker keeps its
+//! records column by column ([`Columns`]) and writes them as one record
+//! batch message every [`FLUSH_ROWS`] records; the journal's syncer writes
+//! those of journaled tasks (see `journal.rs`). Messages are whole when
+//! appended; a message cut short by a crash is dropped when the run
+//! resumes, and ignored by [`read`].
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt32Type, UInt64Type};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+use crate::stats::StageStats;
+
+/// The records' file in a run directory.
+pub const FILE: &str = "invocations.arrows";
+
+/// Records a worker holds before it writes them.
+const FLUSH_ROWS: usize = 4096;
+
+/// zstd's level: its fastest, which on these columns (small, repetitive
+/// numbers) already gives ~10 bytes a record.
+const ZSTD_LEVEL: i32 = 1;
+
+/// One invocation, as the engine records it.
+#[derive(Debug, Clone)]
+pub struct InvocationRecord<'a> {
+    /// The stage's name.
+    pub stage: &'a str,
+    /// map, combine or reduce.
+    pub phase: &'static str,
+    /// The task: a split index, or a partition.
+    pub task: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// A backup invocation of a straggling task.
+    pub backup: bool,
+    /// The worker slot that ran it.
+    pub worker: usize,
+    /// The container (a worker slot's initialised function).
+    pub container: u64,
+    /// Whether the container was started for this invocation.
+    pub cold: bool,
+    /// When the task was queued, in microseconds since the run started.
+    pub queued_us: u64,
+    /// When the invocation started.
+    pub started_us: u64,
+    /// When it finished.
+    pub finished_us: u64,
+    /// Its billed duration on the platform model, in microseconds.
+    pub billed_us: u64,
+    /// ok or error.
+    pub status: &'static str,
+    /// The error, if it failed.
+    pub error: Option<&'a str>,
+    /// Input bytes: the split's bytes on disk for the first step of a map
+    /// task, else the in-memory size of the input batches.
+    pub bytes_in: u64,
+    /// Input records.
+    pub records_in: u64,
+    /// In-memory size of the output batches.
+    pub bytes_out: u64,
+    /// Output records.
+    pub records_out: u64,
+}
+
+/// One invocation, as read back from a run directory. Serialized, it is
+/// one line of `fanout records`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The stage's name.
+    pub stage: String,
+    /// map, combine or reduce.
+    pub phase: String,
+    /// The task: a split index, or a partition.
+    pub task: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// A backup invocation of a straggling task.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backup: bool,
+    /// The worker slot that ran it.
+    pub worker: u32,
+    /// The container.
+    pub container: u64,
+    /// Whether the container was started for this invocation.
+    pub cold: bool,
+    /// When the task was queued, in microseconds since the run started.
+    pub queued_us: u64,
+    /// When the invocation started.
+    pub started_us: u64,
+    /// When it finished.
+    pub finished_us: u64,
+    /// Its billed duration, in microseconds.
+    pub billed_us: u64,
+    /// ok or error.
+    pub status: String,
+    /// The error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Input bytes.
+    pub bytes_in: u64,
+    /// Input records.
+    pub records_in: u64,
+    /// Output bytes (in memory).
+    pub bytes_out: u64,
+    /// Output records.
+    pub records_out: u64,
+}
+
+impl Record {
+    /// The record as the engine's statistics take it.
+    pub(crate) fn as_invocation(&self) -> InvocationRecord<'_> {
+        InvocationRecord {
+            stage: &self.stage,
+            phase: match self.phase.as_str() {
+                "map" => "map",
+                "combine" => "combine",
+                _ => "reduce",
+            },
+            task: self.task,
+            attempt: self.attempt,
+            backup: self.backup,
+            worker: self.worker as usize,
+            container: self.container,
+            cold: self.cold,
+            queued_us: self.queued_us,
+            started_us: self.started_us,
+            finished_us: self.finished_us,
+            billed_us: self.billed_us,
+            status: if self.status == "ok" { "ok" } else { "error" },
+            error: self.error.as_deref(),
+            bytes_in: self.bytes_in,
+            records_in: self.records_in,
+            bytes_out: self.bytes_out,
+            records_out: self.records_out,
+        }
+    }
+}
+
+/// The schema of the records' file.
+pub fn schema() -> SchemaRef {
+    let u64 = |name| Field::new(name, DataType::UInt64, false);
+    Arc::new(Schema::new(vec![
+        Field::new("stage", DataType::Utf8, false),
+        Field::new("phase", DataType::Utf8, false),
+        u64("task"),
+        Field::new("attempt", DataType::UInt32, false),
+        Field::new("backup", DataType::Boolean, false),
+        Field::new("worker", DataType::UInt32, false),
+        u64("container"),
+        Field::new("cold", DataType::Boolean, false),
+        u64("queued_us"),
+        u64("started_us"),
+        u64("finished_us"),
+        u64("billed_us"),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        u64("bytes_in"),
+        u64("records_in"),
+        u64("bytes_out"),
+        u64("records_out"),
+    ]))
+}
+
+/// Records held column by column, until written.
+#[derive(Debug, Default)]
+pub(crate) struct Columns {
+    /// Per record, its step (an index into the log's step names).
+    step: Vec<u16>,
+    task: Vec<u64>,
+    attempt: Vec<u32>,
+    backup: Vec<bool>,
+    worker: Vec<u32>,
+    container: Vec<u64>,
+    cold: Vec<bool>,
+    queued: Vec<u64>,
+    started: Vec<u64>,
+    finished: Vec<u64>,
+    billed: Vec<u64>,
+    /// The records that failed, and their errors (few).
+    errors: Vec<(usize, String)>,
+    bytes_in: Vec<u64>,
+    records_in: Vec<u64>,
+    bytes_out: Vec<u64>,
+    records_out: Vec<u64>,
+}
+
+impl Columns {
+    /// Records held.
+    pub(crate) fn len(&self) -> usize {
+        self.task.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.task.is_empty()
+    }
+
+    /// Adds a record of step `step`.
+    pub(crate) fn push(&mut self, step: usize, r: &InvocationRecord<'_>) {
+        if let Some(e) = r.error {
+            self.errors.push((self.task.len(), e.to_string()));
+        }
+        self.step.push(step as u16);
+        self.task.push(r.task);
+        self.attempt.push(r.attempt);
+        self.backup.push(r.backup);
+        self.worker.push(r.worker as u32);
+        self.container.push(r.container);
+        self.cold.push(r.cold);
+        self.queued.push(r.queued_us);
+        self.started.push(r.started_us);
+        self.finished.push(r.finished_us);
+        self.billed.push(r.billed_us);
+        self.bytes_in.push(r.bytes_in);
+        self.records_in.push(r.records_in);
+        self.bytes_out.push(r.bytes_out);
+        self.records_out.push(r.records_out);
+    }
+
+    /// Moves `other`'s records to the end of these.
+    pub(crate) fn append(&mut self, other: &mut Columns) {
+        let at = self.len();
+        self.errors.extend(other.errors.drain(..).map(|(row, e)| (row + at, e)));
+        self.step.append(&mut other.step);
+        self.task.append(&mut other.task);
+        self.attempt.append(&mut other.attempt);
+        self.backup.append(&mut other.backup);
+        self.worker.append(&mut other.worker);
+        self.container.append(&mut other.container);
+        self.cold.append(&mut other.cold);
+        self.queued.append(&mut other.queued);
+        self.started.append(&mut other.started);
+        self.finished.append(&mut other.finished);
+        self.billed.append(&mut other.billed);
+        self.bytes_in.append(&mut other.bytes_in);
+        self.records_in.append(&mut other.records_in);
+        self.bytes_out.append(&mut other.bytes_out);
+        self.records_out.append(&mut other.records_out);
+    }
+
+    /// The records as a batch of [`schema`] (emptying these), `names`
+    /// giving each step's stage and phase.
+    fn take_batch(&mut self, names: &[(String, &'static str)]) -> Result<RecordBatch, ArrowError> {
+        let c = std::mem::take(self);
+        let n = c.task.len();
+        fn text<'a>(n: usize, f: impl Fn(usize) -> &'a str) -> ArrayRef {
+            Arc::new(StringArray::from_iter_values((0..n).map(f)))
+        }
+        let stage = text(n, |i| names[c.step[i] as usize].0.as_str());
+        let phase = text(n, |i| names[c.step[i] as usize].1);
+        let mut failed = vec![false; n];
+        for (row, _) in &c.errors {
+            failed[*row] = true;
+        }
+        let status = text(n, |i| if failed[i] { "error" } else { "ok" });
+        let mut errors: Vec<Option<String>> = vec![None; n];
+        for (row, e) in c.errors {
+            errors[row] = Some(e);
+        }
+        let u64s = |v: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(v)) };
+        let columns: Vec<ArrayRef> = vec![
+            stage,
+            phase,
+            u64s(c.task),
+            Arc::new(UInt32Array::from(c.attempt)),
+            Arc::new(BooleanArray::from(c.backup)),
+            Arc::new(UInt32Array::from(c.worker)),
+            u64s(c.container),
+            Arc::new(BooleanArray::from(c.cold)),
+            u64s(c.queued),
+            u64s(c.started),
+            u64s(c.finished),
+            u64s(c.billed),
+            status,
+            Arc::new(StringArray::from(errors)),
+            u64s(c.bytes_in),
+            u64s(c.records_in),
+            u64s(c.bytes_out),
+            u64s(c.records_out),
+        ];
+        RecordBatch::try_new(schema(), columns)
+    }
+}
+
+/// Encodes record batch messages, keeping its compression context.
+#[derive(Default)]
+pub(crate) struct Encoder {
+    context: IpcWriteContext,
+    bytes: Vec<u8>,
+}
+
+impl Encoder {
+    /// `columns` (emptied) as one IPC message, in the encoder's buffer.
+    fn encode(&mut self, columns: &mut Columns, names: &[(String, &'static str)]) -> Result<&[u8], ArrowError> {
+        let batch = columns.take_batch(names)?;
+        let options = options()?;
+        let mut tracker = DictionaryTracker::new(false);
+        let (_, message) = IpcDataGenerator::default().encode(&batch, &mut tracker, &options, &mut self.context)?;
+        self.bytes.clear();
+        arrow_ipc::writer::write_message(&mut self.bytes, message, &options)?;
+        Ok(&self.bytes)
+    }
+}
+
+fn options() -> Result<IpcWriteOptions, ArrowError> {
+    IpcWriteOptions::default()
+        .try_with_compression(Some(arrow_ipc::CompressionType::ZSTD))?
+        .try_with_compression_level(Some(ZSTD_LEVEL))
+}
+
+/// The run's records file, shared by the workers.
+pub(crate) struct Log {
+    path: PathBuf,
+    file: Mutex<File>,
+    /// Each step's stage and phase, by step index.
+    names: Vec<(String, &'static str)>,
+}
+
+impl Log {
+    /// Creates the file, or appends to it when a run resumes (dropping a
+    /// last message cut short by a crash). `names` gives each step index's
+    /// stage and phase.
+    pub(crate) fn create(path: &Path, append: bool, names: Vec<(String, &'static str)>) -> Result<Log, EngineError> {
+        let io = |e| EngineError::io(path, e);
+        let whole = if append { whole_messages(path).map_err(io)? } else { None };
+        let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(!append).open(path).map_err(io)?;
+        match whole {
+            Some(end) => {
+                file.set_len(end).map_err(io)?;
+                file.seek(SeekFrom::End(0)).map_err(io)?;
+            }
+            None => {
+                // A new stream: its schema first (after anything a resumed
+                // run's file held that was not a stream).
+                if append {
+                    file.set_len(0).map_err(io)?;
+                }
+                let mut head = Vec::new();
+                let options = options().map_err(|e| EngineError::io(path, std::io::Error::other(e)))?;
+                let w = arrow_ipc::writer::StreamWriter::try_new_with_options(&mut head, &schema(), options)
+                    .map_err(|e| EngineError::io(path, std::io::Error::other(e)))?;
+                drop(w);
+                file.write_all(&head).map_err(io)?;
+            }
+        }
+        Ok(Log { path: path.to_path_buf(), file: Mutex::new(file), names })
+    }
+
+    /// Writes `columns` (emptied) as one message.
+    pub(crate) fn write(&self, encoder: &mut Encoder, columns: &mut Columns) -> Result<(), EngineError> {
+        if columns.is_empty() {
+            return Ok(());
+        }
+        let arrow = |e| EngineError::io(&self.path, std::io::Error::other(e));
+        let bytes = encoder.encode(columns, &self.names).map_err(arrow)?;
+        self.file.lock().expect("not poisoned").write_all(bytes).map_err(|e| EngineError::io(&self.path, e))
+    }
+}
+
+/// The length of the whole messages at the start of the stream at `path`
+/// (a message cut short by a crash is not counted); `None` if the file
+/// does not hold a stream's schema yet.
+fn whole_messages(path: &Path) -> std::io::Result<Option<u64>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut r = BufReader::new(file);
+    let mut at = 0u64;
+    let mut schema_seen = false;
+    loop {
+        let mut prefix = [0u8; 8];
+        if at + 8 > len || r.read_exact(&mut prefix).is_err() {
+            break;
+        }
+        // A continuation marker, then the metadata's length.
+        let meta_len = u32::from_le_bytes(prefix[4..].try_into().expect("4 bytes")) as u64;
+        if prefix[..4] != [0xff; 4] || meta_len == 0 || at + 8 + meta_len > len {
+            break;
+        }
+        let mut meta = vec![0u8; meta_len as usize];
+        r.read_exact(&mut meta)?;
+        let Ok(message) = arrow_ipc::root_as_message(&meta) else { break };
+        let body = message.bodyLength().max(0) as u64;
+        let end = at + 8 + meta_len + body;
+        if end > len {
+            break;
+        }
+        r.seek_relative(body as i64)?;
+        at = end;
+        schema_seen = true;
+    }
+    Ok(schema_seen.then_some(at))
+}
+
+/// A worker's recorder: keeps its records until it writes them, and its
+/// statistics, indexed by step (a stage and phase).
+pub(crate) struct Recorder<'a> {
+    log: &'a Log,
+    columns: Columns,
+    encoder: Encoder,
+    pub(crate) stats: Vec<StageStats>,
+}
+
+impl<'a> Recorder<'a> {
+    pub(crate) fn new(log: &'a Log, steps: usize) -> Self {
+        Recorder {
+            log,
+            columns: Columns::default(),
+            encoder: Encoder::default(),
+            stats: vec![StageStats::default(); steps],
+        }
+    }
+
+    /// Records an invocation of step `step` (an index of a stage and phase).
+    pub(crate) fn record(&mut self, step: usize, r: &InvocationRecord<'_>) -> Result<(), EngineError> {
+        self.stats[step].add(r);
+        self.columns.push(step, r);
+        if self.columns.len() >= FLUSH_ROWS { self.flush() } else { Ok(()) }
+    }
+
+    /// Moves the records held so far to `out` (the journal's, which writes
+    /// them before it journals the task they end with).
+    pub(crate) fn take_into(&mut self, out: &mut Columns) {
+        out.append(&mut self.columns);
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<(), EngineError> {
+        self.log.write(&mut self.encoder, &mut self.columns)
+    }
+}
+
+/// The records of the run in `run_dir`, in the order they were written
+/// (by worker, not by time). A message cut short by a crash ends them.
+pub fn read(run_dir: &Path) -> Result<Records, EngineError> {
+    let path = run_dir.join(FILE);
+    let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
+    let reader = arrow_ipc::reader::StreamReader::try_new(BufReader::new(file), None)
+        .map_err(|e| EngineError::io(&path, std::io::Error::other(e)))?;
+    Ok(Records { path, reader, batch: None, row: 0 })
+}
+
+/// An iterator over a run's records (see [`read`]).
+pub struct Records {
+    path: PathBuf,
+    reader: arrow_ipc::reader::StreamReader<BufReader<File>>,
+    batch: Option<RecordBatch>,
+    row: usize,
+}
+
+impl Iterator for Records {
+    type Item = Result<Record, EngineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(b) = &self.batch
+                && self.row < b.num_rows()
+            {
+                self.row += 1;
+                return Some(Ok(row(b, self.row - 1)));
+            }
+            match self.reader.next()? {
+                Ok(b) if b.schema().fields() == schema().fields() => {
+                    self.batch = Some(b);
+                    self.row = 0;
+                }
+                Ok(_) => {
+                    let e = std::io::Error::other("not a file of invocation records (its columns differ)");
+                    return Some(Err(EngineError::io(&self.path, e)));
+                }
+                // A message cut short by a crash: the records end there.
+                Err(ArrowError::IoError(_, e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+                Err(e) => return Some(Err(EngineError::io(&self.path, std::io::Error::other(e)))),
+            }
+        }
+    }
+}
+
+/// Row `i` of a batch of [`schema`].
+fn row(b: &RecordBatch, i: usize) -> Record {
+    let text = |c: usize| b.column(c).as_string::<i32>().value(i).to_string();
+    let u64 = |c: usize| b.column(c).as_primitive::<UInt64Type>().value(i);
+    let u32 = |c: usize| b.column(c).as_primitive::<UInt32Type>().value(i);
+    let flag = |c: usize| b.column(c).as_boolean().value(i);
+    let error = b.column(13).as_string::<i32>();
+    Record {
+        stage: text(0),
+        phase: text(1),
+        task: u64(2),
+        attempt: u32(3),
+        backup: flag(4),
+        worker: u32(5),
+        container: u64(6),
+        cold: flag(7),
+        queued_us: u64(8),
+        started_us: u64(9),
+        finished_us: u64(10),
+        billed_us: u64(11),
+        status: text(12),
+        error: arrow_array::Array::is_valid(error, i).then(|| error.value(i).to_string()),
+        bytes_in: u64(14),
+        records_in: u64(15),
+        bytes_out: u64(16),
+        records_out: u64(17),
+    }
+}
+
+/// Adds the records an interrupted run left in `run_dir` to `stats`, at
+/// the index `step` gives a (stage, phase); returns how many it read.
+pub(crate) fn replay(
+    run_dir: &Path,
+    step: impl Fn(&str, &str) -> Option<usize>,
+    stats: &mut [StageStats],
+) -> Result<u64, EngineError> {
+    if !run_dir.join(FILE).exists() {
+        return Ok(0);
+    }
+    let mut n = 0;
+    for r in read(run_dir)? {
+        let r = r?;
+        if let Some(i) = step(&r.stage, &r.phase) {
+            stats[i].add(&r.as_invocation());
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn names() -> Vec<(String, &'static str)> {
+        vec![("count \"words\"\n".to_string(), "map"), ("total".to_string(), "combine")]
+    }
+
+    pub(crate) fn record(task: u64, error: Option<&str>) -> InvocationRecord<'_> {
+        InvocationRecord {
+            stage: "ignored: the step names it",
+            phase: "map",
+            task,
+            attempt: 2,
+            backup: task % 2 == 1,
+            worker: 1,
+            container: 12,
+            cold: task == 0,
+            queued_us: 5,
+            started_us: 10 + task,
+            finished_us: u64::MAX,
+            billed_us: 1000,
+            status: if error.is_some() { "error" } else { "ok" },
+            error,
+            bytes_in: 3,
+            records_in: 0,
+            bytes_out: 99,
+            records_out: 1,
+        }
+    }
+
+    #[test]
+    fn records_come_back_as_they_were_written_and_a_torn_tail_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        {
+            let log = Log::create(&path, false, names()).unwrap();
+            let mut rec = Recorder::new(&log, 2);
+            rec.record(0, &record(0, None)).unwrap();
+            rec.record(1, &record(1, Some("bad\tinput \u{1F600} \\"))).unwrap();
+            rec.flush().unwrap();
+            rec.record(0, &record(2, None)).unwrap();
+            rec.flush().unwrap();
+        }
+        let back: Vec<Record> = read(dir.path()).unwrap().map(Result::unwrap).collect();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[0].stage, "count \"words\"\n");
+        assert_eq!(
+            (back[1].stage.as_str(), back[1].phase.as_str(), back[1].status.as_str()),
+            ("total", "combine", "error")
+        );
+        assert_eq!(back[1].error.as_deref(), Some("bad\tinput \u{1F600} \\"));
+        assert_eq!((back[2].task, back[2].started_us, back[2].finished_us), (2, 12, u64::MAX));
+        assert!(back[1].backup && !back[2].backup && back[0].cold);
+        // As JSON, a record is what invocations.jsonl used to hold.
+        let json = serde_json::to_string(&back[0]).unwrap();
+        assert_eq!(
+            json,
+            "{\"stage\":\"count \\\"words\\\"\\n\",\"phase\":\"map\",\"task\":0,\"attempt\":2,\"worker\":1,\
+             \"container\":12,\"cold\":true,\"queued_us\":5,\"started_us\":10,\"finished_us\":18446744073709551615,\
+             \"billed_us\":1000,\"status\":\"ok\",\"bytes_in\":3,\"records_in\":0,\"bytes_out\":99,\"records_out\":1}"
+        );
+        // A crash cuts the last message short: the reader stops before it,
+        // and a resumed run's log drops it before appending.
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 7).unwrap();
+        assert_eq!(read(dir.path()).unwrap().count(), 2);
+        {
+            let log = Log::create(&path, true, names()).unwrap();
+            let mut rec = Recorder::new(&log, 2);
+            rec.record(0, &record(7, None)).unwrap();
+            rec.flush().unwrap();
+        }
+        let tasks: Vec<u64> = read(dir.path()).unwrap().map(|r| r.unwrap().task).collect();
+        assert_eq!(tasks, [0, 1, 7]);
+    }
+
+    #[test]
+    fn a_record_takes_few_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let log = Log::create(&path, false, names()).unwrap();
+        let mut rec = Recorder::new(&log, 2);
+        let n = 100_000u64;
+        for task in 0..n {
+            // Two workers' tasks interleaved in groups, microsecond times.
+            let mut r = record(task ^ 32, None);
+            r.started_us = task * 7;
+            r.finished_us = task * 7 + 3;
+            r.queued_us = task * 7 - task.min(2);
+            r.cold = false;
+            r.backup = false;
+            rec.record((task % 2) as usize, &r).unwrap();
+        }
+        rec.flush().unwrap();
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        assert!(bytes < 20 * n, "{} bytes a record", bytes as f64 / n as f64);
+        assert_eq!(read(dir.path()).unwrap().count() as u64, n);
+    }
+}

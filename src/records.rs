@@ -1,0 +1,19 @@
+//! `fanout records RUN_DIR`: a run's invocation records as JSON lines,
+//! one per invocation, in the order they were written.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::Outcome;
+
+/// Prints the records of the run in `run_dir`.
+pub fn print(run_dir: &Path) -> Outcome {
+    let records = fanout_engine::records::read(run_dir)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for r in records {
+        serde_json::to_writer(&mut out, &r?)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
