@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use fanout_datasets::{Dataset, DatasetOptions};
-use fanout_engine::{EngineError, Progress, Report, RunOptions, Stop, Summary};
+use fanout_engine::{EngineError, Progress, RunOptions, Stop, Summary};
 use fanout_jobs::units::Size;
 use fanout_workers::Registry;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -67,6 +67,7 @@ pub fn run(a: &RunArgs) -> Outcome {
         progress: progress.clone(),
         chaos: a.chaos,
         stop,
+        ..RunOptions::default()
     };
     let bars =
         draw.then(|| std::thread::spawn(move || if terminal { draw_bars(&progress) } else { print_lines(&progress) }));
@@ -103,7 +104,7 @@ pub fn run(a: &RunArgs) -> Outcome {
         writeln!(out)?;
         return Ok(());
     }
-    eprint!("{}", table(&report));
+    eprint!("{}", report.summary.render(&report.run_dir));
     if a.show > 0
         && let Some(o) = &report.summary.output
     {
@@ -240,83 +241,6 @@ fn cut_cells(batches: &[RecordBatch]) -> anyhow::Result<Vec<RecordBatch>> {
         out.push(RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)?);
     }
     Ok(out)
-}
-
-/// The summary table.
-fn table(r: &Report) -> String {
-    let s: &Summary = &r.summary;
-    let mut t = String::new();
-    let mib = |b: u64| Size(b).to_string();
-    t += &format!(
-        "{} {} in {:.2}s: {} splits, {} read, {} records ({:.1} MiB/s, {:.0} records/s)\n",
-        s.job,
-        s.status,
-        s.wall_seconds,
-        s.input.splits,
-        mib(s.input.bytes),
-        s.input.records,
-        s.input_mib_per_second,
-        s.records_per_second,
-    );
-    t += &format!(
-        "invocations: {} ({} cold, {} failed, {:.0}/s); latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}\n",
-        s.invocations.total,
-        s.invocations.cold,
-        s.invocations.failed,
-        s.invocations.per_second,
-        s.latency_ms.p50,
-        s.latency_ms.p95,
-        s.latency_ms.p99,
-        s.latency_ms.max
-    );
-    t += &format!(
-        "{:<16} {:<8} {:>8} {:>6} {:>12} {:>12} {:>9} {:>9} {:>9}\n",
-        "stage", "phase", "calls", "cold", "records in", "records out", "p50 ms", "p99 ms", "max ms"
-    );
-    for st in &s.stages {
-        t += &format!(
-            "{:<16} {:<8} {:>8} {:>6} {:>12} {:>12} {:>9.2} {:>9.2} {:>9.2}\n",
-            st.name,
-            st.phase,
-            st.invocations,
-            st.cold,
-            st.records_in,
-            st.records_out,
-            st.latency_ms.p50,
-            st.latency_ms.p99,
-            st.latency_ms.max
-        );
-    }
-    if s.resumed_tasks > 0 {
-        t += &format!("resumed: {} tasks taken from the journal\n", s.resumed_tasks);
-    }
-    if s.retries > 0 || s.backup_tasks > 0 || !s.failed_tasks.is_empty() {
-        t += &format!(
-            "retries: {}; backup tasks: {}; tasks failed for good: {}\n",
-            s.retries,
-            s.backup_tasks,
-            s.failed_tasks.len()
-        );
-        for f in s.failed_tasks.iter().take(5) {
-            t += &format!("  stage {} task {} ({}), {} attempts: {}\n", f.stage, f.task, f.input, f.attempts, f.error);
-        }
-    }
-    let c = &s.cost;
-    t += &format!(
-        "cost on {} at {} MB: {} requests, {:.3} GB-s, ${:.6}\n",
-        c.preset, c.memory_mb, c.requests, c.gb_seconds, c.usd
-    );
-    if c.note.starts_with("durations measured here scaled") {
-        t += &format!("  ({})\n", c.note);
-    }
-    if s.shuffle_spilled_bytes > 0 {
-        t += &format!("shuffle spilled {} to disk\n", mib(s.shuffle_spilled_bytes));
-    }
-    if let Some(o) = &s.output {
-        t += &format!("output: {} ({} rows, {})\n", o.path.display(), o.rows, mib(o.bytes));
-    }
-    t += &format!("run directory: {}\n", r.run_dir.display());
-    t
 }
 
 /// One stage's progress as text: done/total tasks and rates.

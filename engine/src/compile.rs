@@ -14,6 +14,7 @@ use fanout_workers::external::{self, Backend, ExternalContext};
 use fanout_workers::{Planned, Registry, StageSpec};
 
 use crate::error::{CompileError, EngineError};
+use crate::step::Step;
 
 /// One stage, compiled.
 #[derive(Clone)]
@@ -37,33 +38,13 @@ pub struct CompiledStage {
     pub external: bool,
 }
 
-/// One step of a task's chain.
+/// Where a phase's tasks come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// A map stage's invocation.
-    Map(usize),
-    /// A keyed stage's map-side combiner.
-    Combine(usize),
-    /// A keyed stage's reduce invocation.
-    Reduce(usize),
-}
-
-impl Step {
-    /// The stage the step belongs to.
-    pub fn stage(self) -> usize {
-        match self {
-            Step::Map(s) | Step::Combine(s) | Step::Reduce(s) => s,
-        }
-    }
-
-    /// How the step is named in records.
-    pub fn phase(self) -> &'static str {
-        match self {
-            Step::Map(_) => "map",
-            Step::Combine(_) => "combine",
-            Step::Reduce(_) => "reduce",
-        }
-    }
+pub enum Tasks {
+    /// The input's splits, one task each.
+    Splits,
+    /// The partitions of keyed stage `stage`'s shuffle, one task each.
+    Partitions(usize),
 }
 
 /// Where a phase's tasks send their output.
@@ -77,10 +58,10 @@ pub enum Sink {
 
 /// A phase: tasks (splits, or the partitions of a keyed stage) that run a
 /// chain of steps each, with no barrier in between.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Phase {
-    /// `None`: tasks are input splits; `Some(s)`: partitions of stage `s`.
-    pub source: Option<usize>,
+    /// Its tasks.
+    pub tasks: Tasks,
     /// The steps each task runs, in order.
     pub steps: Vec<Step>,
     /// Where the output goes.
@@ -209,26 +190,63 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
     if !errors.is_empty() {
         return Err(EngineError::Compile(errors));
     }
-    let phases = phases(&stages);
+    let phases = phases(stages.iter().map(|s| s.key.is_some()));
     Ok(Compiled { dataset, stages, phases, output: schema, sort })
 }
 
-/// Cuts the stages into phases at each keyed stage.
-fn phases(stages: &[CompiledStage]) -> Vec<Phase> {
+/// Cuts the stages into phases at each keyed stage (`keyed[i]`: whether
+/// stage `i` is keyed).
+fn phases(keyed: impl Iterator<Item = bool>) -> Vec<Phase> {
     let mut phases = Vec::new();
-    let mut current = Phase { source: None, steps: Vec::new(), sink: Sink::Gather };
-    for (i, s) in stages.iter().enumerate() {
-        if s.key.is_some() {
-            current.steps.push(Step::Combine(i));
+    let mut current = Phase { tasks: Tasks::Splits, steps: Vec::new(), sink: Sink::Gather };
+    for (i, keyed) in keyed.enumerate() {
+        if keyed {
+            current.steps.push(Step::combine(i));
             current.sink = Sink::Shuffle(i);
             phases.push(std::mem::replace(
                 &mut current,
-                Phase { source: Some(i), steps: vec![Step::Reduce(i)], sink: Sink::Gather },
+                Phase { tasks: Tasks::Partitions(i), steps: vec![Step::reduce(i)], sink: Sink::Gather },
             ));
         } else {
-            current.steps.push(Step::Map(i));
+            current.steps.push(Step::map(i));
         }
     }
     phases.push(current);
     phases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_cut_at_keyed_stages() {
+        // [map, map, keyed, map, keyed, map]
+        let keyed = [false, false, true, false, true, false];
+        let phases = phases(keyed.into_iter());
+        let want = vec![
+            Phase {
+                tasks: Tasks::Splits,
+                steps: vec![Step::map(0), Step::map(1), Step::combine(2)],
+                sink: Sink::Shuffle(2),
+            },
+            Phase {
+                tasks: Tasks::Partitions(2),
+                steps: vec![Step::reduce(2), Step::map(3), Step::combine(4)],
+                sink: Sink::Shuffle(4),
+            },
+            Phase { tasks: Tasks::Partitions(4), steps: vec![Step::reduce(4), Step::map(5)], sink: Sink::Gather },
+        ];
+        assert_eq!(phases, want);
+        // No stage: one phase that writes the splits as they are.
+        assert_eq!(phases_of(&[]), vec![Phase { tasks: Tasks::Splits, steps: vec![], sink: Sink::Gather }]);
+        // A keyed stage last: its reduce phase gathers.
+        let two = phases_of(&[true]);
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[1], Phase { tasks: Tasks::Partitions(0), steps: vec![Step::reduce(0)], sink: Sink::Gather });
+    }
+
+    fn phases_of(keyed: &[bool]) -> Vec<Phase> {
+        phases(keyed.iter().copied())
+    }
 }

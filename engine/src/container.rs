@@ -4,6 +4,10 @@
 //! deadline in its [`Invocation`] (and should stop), its late result is
 //! discarded, and the container is replaced. A hanging function never
 //! hangs the job.
+//!
+//! A container's start is the function's `init` (its cold start); with
+//! `emulate`, the platform's modelled start time is slept first, drawn from
+//! the container's id so that a run's cold starts are reproducible.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -16,6 +20,9 @@ use fanout_datasets::Split;
 use fanout_workers::{FunctionError, Invocation, MapInstance, ReduceInstance};
 
 use crate::chaos::Fault;
+use crate::compile::CompiledStage;
+use crate::step::{Step, StepKind};
+use crate::stop::Stop;
 
 /// A function's per-container state.
 pub(crate) enum Instance {
@@ -97,6 +104,40 @@ pub(crate) struct Call {
 pub(crate) enum Container {
     Inline { id: u64, stage: String, instance: Instance },
     Thread { id: u64, calls: Sender<Call>, replies: Receiver<Reply> },
+}
+
+/// Starts container `id` for `step` of `stage`: the modelled start time
+/// slept when the platform emulates one, then the function's `init`. A
+/// failed init is the function's error, as `init: ...`.
+pub(crate) fn cold_start(
+    id: u64,
+    stage: &CompiledStage,
+    step: Step,
+    platform: &fanout_jobs::PlatformPlan,
+    stop: &Stop,
+) -> Result<Container, FunctionError> {
+    if platform.emulate {
+        stop.sleep(platform.containers.cold_start.sample(standard_normal(id)));
+    }
+    let init = match step.kind {
+        StepKind::Reduce => stage.function.init_reduce().expect("a keyed stage reduces").map(Instance::Reduce),
+        _ => stage.function.init().map(Instance::Map),
+    };
+    let instance = init.map_err(|e| FunctionError { message: format!("init: {}", e.message), ..e })?;
+    // With a deadline or backups, a container runs on its own thread so
+    // that a late or losing invocation can be abandoned.
+    let threaded = platform.timeout.is_some() || platform.backups;
+    Ok(Container::start(id, &stage.name, instance, threaded))
+}
+
+/// A standard normal draw from a seed (Box–Muller over two hashes), so an
+/// emulated run's cold starts are the same every time.
+fn standard_normal(seed: u64) -> f64 {
+    let u = |salt: u64| {
+        let h = xxhash_rust::xxh3::xxh3_64(&(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes());
+        ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (-2.0 * u(1).ln()).sqrt() * (2.0 * std::f64::consts::PI * u(2)).cos()
 }
 
 impl Container {
@@ -237,4 +278,16 @@ const GRACE: Duration = Duration::from_millis(100);
 
 fn dead() -> Reply {
     Reply { result: Err(FunctionError::transient("the container stopped")), panicked: true, read: None }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cold_start_draws_are_standard_normal_and_reproducible() {
+        let draws: Vec<f64> = (0..20_000).map(super::standard_normal).collect();
+        assert_eq!(super::standard_normal(7), super::standard_normal(7));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        let var = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / draws.len() as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean}, variance {var}");
+    }
 }

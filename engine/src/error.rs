@@ -29,7 +29,7 @@ pub struct TaskFailure {
     /// The stage's name.
     pub stage: String,
     /// map, combine or reduce.
-    pub phase: &'static str,
+    pub phase: crate::step::StepKind,
     /// The task id.
     pub task: u64,
     /// The attempt that failed last.

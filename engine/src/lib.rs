@@ -7,6 +7,7 @@
 //! See `engine/README.md` for the execution model.
 
 mod chaos;
+mod clock;
 mod compile;
 mod container;
 mod error;
@@ -17,17 +18,22 @@ mod progress;
 pub mod records;
 mod run;
 mod shuffle;
+mod sink;
+mod source;
 mod stats;
+mod step;
 mod stop;
 mod summary;
 
 pub use chaos::{Chaos, Fault};
-pub use compile::{Compiled, CompiledStage, Phase, Sink, Step, compile};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use compile::{Compiled, CompiledStage, Phase, Sink, Tasks, compile};
 pub use error::{CompileError, EngineError, TaskFailure};
 pub use gather::OutputInfo;
 pub use progress::{Progress, StageProgress};
 pub use records::InvocationRecord;
 pub use run::{Report, RunFailure, RunOptions, finished_run, run};
 pub use stats::StageStats;
+pub use step::{Step, StepKind};
 pub use stop::Stop;
 pub use summary::{Cost, FailedTask, InputSummary, Invocations, Latency, StageSummary, Summary};

@@ -1,16 +1,36 @@
-//! `summary.json`: what a run did, how fast, and how its invocations went.
+//! `summary.json`: what a run did, how fast, and how its invocations went;
+//! and the same as the table `fanout run` prints ([`Summary::render`]).
 
+use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
 use fanout_jobs::Plan;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::compile::{Compiled, Step};
-use crate::error::EngineError;
+use crate::compile::Compiled;
+use crate::error::{EngineError, TaskFailure};
 use crate::gather::OutputInfo;
-use crate::run::{RunState, stat_index};
 use crate::stats::StageStats;
+use crate::step::Step;
+
+/// What a run measured, for its summary.
+pub(crate) struct Totals {
+    /// Statistics per step (by step index).
+    pub(crate) stats: Vec<StageStats>,
+    pub(crate) splits: u64,
+    pub(crate) input_bytes: u64,
+    pub(crate) input_records: u64,
+    pub(crate) spilled: u64,
+    pub(crate) concurrency: usize,
+    /// Tasks that failed for good.
+    pub(crate) failures: Vec<TaskFailure>,
+    /// Tasks taken from the journal of an earlier run.
+    pub(crate) resumed: u64,
+    /// Backup tasks started for stragglers.
+    pub(crate) backups: u64,
+}
 
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -107,9 +127,17 @@ pub struct Cost {
     pub gb_seconds: f64,
     /// Dollars.
     pub usd: f64,
+    /// How much slower CPU-bound work runs on the platform than on a core
+    /// here (Lambda below 1,769 MB); durations were scaled by it.
+    #[serde(default = "one")]
+    pub cpu_scale: f64,
     /// Durations are this machine's; a platform whose CPU share differs
     /// from a core here would run CPU-bound functions slower or faster.
     pub note: String,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A task that failed for good.
@@ -176,7 +204,7 @@ pub(crate) fn summarize(
     run_id: &str,
     plan: &Plan,
     compiled: &Compiled,
-    state: &RunState,
+    state: &Totals,
     wall: Duration,
     output: Option<OutputInfo>,
     error: Option<&EngineError>,
@@ -185,13 +213,13 @@ pub(crate) fn summarize(
     let mut all = StageStats::default();
     let mut stages = Vec::new();
     for (i, s) in compiled.stages.iter().enumerate() {
-        let steps = if s.key.is_some() { vec![Step::Combine(i), Step::Reduce(i)] } else { vec![Step::Map(i)] };
+        let steps = if s.key.is_some() { vec![Step::combine(i), Step::reduce(i)] } else { vec![Step::map(i)] };
         for step in steps {
-            let st = &state.stats[stat_index(step)];
+            let st = &state.stats[step.index()];
             all.merge(st);
             stages.push(StageSummary {
                 name: s.name.clone(),
-                phase: step.phase().to_string(),
+                phase: step.kind.name().to_string(),
                 invocations: st.invocations,
                 cold: st.cold,
                 failed: st.failed,
@@ -204,15 +232,15 @@ pub(crate) fn summarize(
         }
     }
     let pricing = &plan.platform.pricing;
-    let billed_seconds = all.billed_us as f64 / 1e6;
-    let gb_seconds = billed_seconds * pricing.memory_mb as f64 / 1024.0;
+    let billed = Duration::from_micros(all.billed_us);
     let cost = Cost {
         preset: plan.platform.preset.name().to_string(),
         memory_mb: pricing.memory_mb,
         requests: all.invocations,
-        billed_seconds,
-        gb_seconds,
-        usd: gb_seconds * pricing.price_per_gb_second + all.invocations as f64 * pricing.price_per_request,
+        billed_seconds: billed.as_secs_f64(),
+        gb_seconds: pricing.gb_seconds(billed),
+        usd: pricing.bill(billed, all.invocations),
+        cpu_scale: pricing.cpu_scale,
         note: if pricing.cpu_scale > 1.0 {
             format!(
                 "durations measured here scaled by {:.2}: at {} MB the platform gives {:.2} of a vCPU, so CPU-bound work \
@@ -230,7 +258,7 @@ pub(crate) fn summarize(
         .iter()
         .map(|f| FailedTask {
             stage: f.stage.clone(),
-            phase: f.phase.to_string(),
+            phase: f.phase.name().to_string(),
             task: f.task,
             input: f.input.clone(),
             attempts: f.attempt,
@@ -262,5 +290,89 @@ pub(crate) fn summarize(
         cost,
         shuffle_spilled_bytes: state.spilled,
         stages,
+    }
+}
+
+impl Summary {
+    /// The summary as the table `fanout run` prints on stderr: totals,
+    /// latencies, a line per stage and phase, retries and failures, the
+    /// bill, the output and the run directory.
+    pub fn render(&self, run_dir: &Path) -> String {
+        let mut t = String::new();
+        let size = |b: u64| fanout_jobs::units::Size(b).to_string();
+        let _ = writeln!(
+            t,
+            "{} {} in {:.2}s: {} splits, {} read, {} records ({:.1} MiB/s, {:.0} records/s)",
+            self.job,
+            self.status,
+            self.wall_seconds,
+            self.input.splits,
+            size(self.input.bytes),
+            self.input.records,
+            self.input_mib_per_second,
+            self.records_per_second,
+        );
+        let (i, l) = (&self.invocations, &self.latency_ms);
+        let _ = writeln!(
+            t,
+            "invocations: {} ({} cold, {} failed, {:.0}/s); latency ms p50 {:.2} p95 {:.2} p99 {:.2} max {:.2}",
+            i.total, i.cold, i.failed, i.per_second, l.p50, l.p95, l.p99, l.max
+        );
+        let _ = writeln!(
+            t,
+            "{:<16} {:<8} {:>8} {:>6} {:>12} {:>12} {:>9} {:>9} {:>9}",
+            "stage", "phase", "calls", "cold", "records in", "records out", "p50 ms", "p99 ms", "max ms"
+        );
+        for st in &self.stages {
+            let _ = writeln!(
+                t,
+                "{:<16} {:<8} {:>8} {:>6} {:>12} {:>12} {:>9.2} {:>9.2} {:>9.2}",
+                st.name,
+                st.phase,
+                st.invocations,
+                st.cold,
+                st.records_in,
+                st.records_out,
+                st.latency_ms.p50,
+                st.latency_ms.p99,
+                st.latency_ms.max
+            );
+        }
+        if self.resumed_tasks > 0 {
+            let _ = writeln!(t, "resumed: {} tasks taken from the journal", self.resumed_tasks);
+        }
+        if self.retries > 0 || self.backup_tasks > 0 || !self.failed_tasks.is_empty() {
+            let _ = writeln!(
+                t,
+                "retries: {}; backup tasks: {}; tasks failed for good: {}",
+                self.retries,
+                self.backup_tasks,
+                self.failed_tasks.len()
+            );
+            for f in self.failed_tasks.iter().take(5) {
+                let _ = writeln!(
+                    t,
+                    "  stage {} task {} ({}), {} attempts: {}",
+                    f.stage, f.task, f.input, f.attempts, f.error
+                );
+            }
+        }
+        let c = &self.cost;
+        let _ = writeln!(
+            t,
+            "cost on {} at {} MB: {} requests, {:.3} GB-s, ${:.6}",
+            c.preset, c.memory_mb, c.requests, c.gb_seconds, c.usd
+        );
+        if c.cpu_scale > 1.0 {
+            let _ = writeln!(t, "  ({})", c.note);
+        }
+        if self.shuffle_spilled_bytes > 0 {
+            let _ = writeln!(t, "shuffle spilled {} to disk", size(self.shuffle_spilled_bytes));
+        }
+        if let Some(o) = &self.output {
+            let _ = writeln!(t, "output: {} ({} rows, {})", o.path.display(), o.rows, size(o.bytes));
+        }
+        let _ = writeln!(t, "run directory: {}", run_dir.display());
+        t
     }
 }

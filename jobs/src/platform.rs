@@ -180,8 +180,18 @@ impl Pricing {
 
     /// What an invocation that ran `d` costs, in dollars.
     pub fn cost(&self, d: std::time::Duration) -> f64 {
-        self.billed(d).as_secs_f64() * self.memory_mb as f64 / 1024.0 * self.price_per_gb_second
-            + self.price_per_request
+        self.bill(self.billed(d), 1)
+    }
+
+    /// GB-seconds of `billed` time at this memory.
+    pub fn gb_seconds(&self, billed: std::time::Duration) -> f64 {
+        billed.as_secs_f64() * self.memory_mb as f64 / 1024.0
+    }
+
+    /// What `requests` invocations billed `billed` in all cost, in dollars:
+    /// the one formula for an invocation and for a run.
+    pub fn bill(&self, billed: std::time::Duration, requests: u64) -> f64 {
+        self.gb_seconds(billed) * self.price_per_gb_second + requests as f64 * self.price_per_request
     }
 }
 

@@ -1,0 +1,330 @@
+//! A task's run on a slot: its chain of steps, each an invocation on the
+//! slot's container for the step (started cold if there is none), retried
+//! on transient failures after a backoff, within the platform's deadline;
+//! a task that fails for good is tolerated or fails the job; a task with a
+//! twin (a straggler's backup) is decided by the first run to finish.
+
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use fanout_datasets::Split;
+use fanout_workers::FunctionError;
+
+use super::Shared;
+use super::dispatch::Task;
+use super::slot::Slot;
+use crate::chaos::Fault;
+use crate::compile::Phase;
+use crate::container::cold_start;
+use crate::error::{EngineError, TaskFailure};
+use crate::flight::Ended;
+use crate::records::{InvocationRecord, Recorder};
+use crate::source::Input;
+use crate::step::{Step, StepKind};
+
+/// Runs task `t` of phase `index` on `slot`, and sends its output on (to
+/// the slot's outputs for the phase's sink, and to the journal).
+pub(super) fn run_task(
+    shared: &Shared<'_>,
+    index: usize,
+    phase: &Phase,
+    slot: &mut Slot,
+    recorder: &mut Recorder<'_>,
+    t: Task,
+) -> Result<(), EngineError> {
+    let Task { id: task, mut input, queued, backup } = t;
+    // Without backups each task runs once: nothing to track.
+    let tracked = shared.plan.platform.backups;
+    if tracked {
+        // A backup of a partition needs its batches: take them now.
+        input = shared.sources[index].shareable(input)?;
+        if !shared.flight.start(task, &input, backup, shared.clock.now()) {
+            return Ok(());
+        }
+    }
+    let (out, read) = match run_steps(shared, index, phase, slot, recorder, task, &input, queued, backup) {
+        // The first result of a task wins; a straggler's late twin is dropped.
+        Ok(_) if tracked && shared.flight.finish(task, shared.clock.now()) == Ended::Dropped => return Ok(()),
+        Ok(done) => done,
+        Err(EngineError::Task(f)) => {
+            // A run that fails while its twin still runs leaves the task
+            // to the twin: a task fails only when all its runs have.
+            if tracked && shared.flight.fail(task) == Ended::Dropped {
+                return Ok(());
+            }
+            if !shared.failures.tolerate(&f) {
+                return Err(EngineError::Task(f));
+            }
+            // A tolerated failure contributes no output.
+            (Vec::new(), 0)
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(journal) = &shared.journal {
+        journal.record(&mut slot.journaled, index, task, read, shared.sinks[index].schema(), &out)?;
+        // The task's invocation records reach the log before the task is
+        // journaled, so that a resumed run's report misses none of them.
+        recorder.take_into(&mut slot.journaled.batch.records);
+    }
+    // Outputs wait for the end of the task group: one hand-over to the
+    // sink per group, not per task.
+    slot.outputs.push((task, out));
+    Ok(())
+}
+
+/// Runs a task's steps, each invocation retried on transient failures;
+/// returns the output and the records read from the task's split (none
+/// for a partition).
+#[allow(clippy::too_many_arguments)]
+fn run_steps(
+    shared: &Shared<'_>,
+    index: usize,
+    phase: &Phase,
+    slot: &mut Slot,
+    recorder: &mut Recorder<'_>,
+    task: u64,
+    input: &Input,
+    queued: Instant,
+    backup: bool,
+) -> Result<(Vec<RecordBatch>, u64), EngineError> {
+    let source = shared.sources[index].as_ref();
+    let split = input.split();
+    // Reads the task's input, counting a split as read.
+    let load = |slot: &mut Slot| {
+        let loaded = source.load(input, &mut slot.files)?;
+        if split.is_some() {
+            slot.counts.input_records += loaded.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            slot.counts.input_bytes += loaded.bytes;
+        }
+        Ok::<_, EngineError>(loaded)
+    };
+    if phase.steps.is_empty() {
+        let out = load(slot)?.batches;
+        let read = if split.is_some() { out.iter().map(|b| b.num_rows() as u64).sum() } else { 0 };
+        return Ok((out, read));
+    }
+    let compiled = shared.compiled;
+    let platform = &shared.plan.platform;
+    let mut data: Option<Vec<RecordBatch>> = None;
+    let mut split_records = 0;
+    let mut queued_at = queued;
+    for &step in &phase.steps {
+        let stage = &compiled.stages[step.stage];
+        let limit = shared.limits[step.stage].as_ref();
+        let started = shared.clock.now();
+        // The first step over a split passes it on (a function may read it
+        // itself instead of being sent records).
+        let first = data.is_none();
+        let own_split = if first { split } else { None };
+        let (batches, bytes_in) = match data.take() {
+            Some(d) => {
+                let bytes = d.iter().map(|b| b.get_array_memory_size() as u64).sum();
+                (d, bytes)
+            }
+            None if own_split.is_some() && stage.function.reads_split() => {
+                let bytes = own_split.map_or(0, Split::bytes);
+                slot.counts.input_bytes += bytes;
+                (Vec::new(), bytes)
+            }
+            // Bad input fails the task at once: a retry would read the same.
+            None => {
+                let loaded = load(slot).map_err(|e| task_error(&stage.name, step, task, input, 1, e.to_string()))?;
+                (loaded.batches, loaded.bytes)
+            }
+        };
+        let mut records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let mut counted_read = false;
+        let mut attempt = 1;
+        let mut began = Some(started);
+        loop {
+            if let Some(l) = limit {
+                l.acquire();
+            }
+            let began = began.take().unwrap_or_else(|| shared.clock.now());
+            // A backup draws its own faults.
+            let draw = if backup { attempt + 1000 } else { attempt };
+            let call = invoke(shared, slot, step, task, attempt, draw, batches.clone(), own_split);
+            // A function that read its split itself may say how many records.
+            if let Some(n) = call.read {
+                records_in = n;
+                if !counted_read {
+                    slot.counts.input_records += n;
+                    counted_read = true;
+                }
+            }
+            let finished = shared.clock.now();
+            if let Some(l) = limit {
+                l.release();
+            }
+            let (status, error, bytes_out, records_out) = match &call.result {
+                Ok(out) => (
+                    "ok",
+                    None,
+                    out.iter().map(|b| b.get_array_memory_size() as u64).sum(),
+                    out.iter().map(|b| b.num_rows() as u64).sum(),
+                ),
+                Err(e) => ("error", Some(e.message.as_str()), 0, 0),
+            };
+            let billed = platform.pricing.billed(finished.saturating_duration_since(began));
+            recorder.record(
+                step.index(),
+                &InvocationRecord {
+                    stage: &stage.name,
+                    phase: step.kind.name(),
+                    task,
+                    attempt,
+                    backup,
+                    worker: slot.id,
+                    container: call.container,
+                    cold: call.cold,
+                    queued_us: shared.micros(queued_at),
+                    started_us: shared.micros(began),
+                    finished_us: shared.micros(finished),
+                    billed_us: billed.as_micros() as u64,
+                    status,
+                    error,
+                    bytes_in,
+                    records_in,
+                    bytes_out,
+                    records_out,
+                },
+            )?;
+            queued_at = finished;
+            match call.result {
+                Ok(out) => {
+                    if first && split.is_some() {
+                        split_records = records_in;
+                    }
+                    if step.kind != StepKind::Combine {
+                        let c = &mut slot.counts.stages[step.stage];
+                        c[0] += 1;
+                        c[1] += bytes_in;
+                        c[2] += records_out;
+                    }
+                    data = Some(out);
+                    break;
+                }
+                // Another run of the task finished first: this one's result
+                // would be dropped anyway.
+                Err(_) if platform.backups && shared.flight.is_finished(task) => return Ok((Vec::new(), 0)),
+                Err(e) if !e.permanent && attempt <= platform.retries && !shared.failed() => {
+                    shared.stop.sleep(backoff(platform.backoff, attempt, shared.seed, step, task));
+                    queued_at = shared.clock.now();
+                    attempt += 1;
+                }
+                Err(e) => return Err(task_error(&stage.name, step, task, input, attempt, e.message)),
+            }
+        }
+    }
+    Ok((data.unwrap_or_default(), split_records))
+}
+
+/// The delay before retry `attempt` (1 = the first retry): the base doubled
+/// per attempt, capped at 30 s, with "equal jitter" (half fixed, half
+/// random) so that retries of many tasks spread out. The random half is
+/// drawn from the run's `seed` and the attempt's step, task and number, so
+/// a run's retries are reproducible.
+pub(super) fn backoff(base: Duration, attempt: u32, seed: u64, step: Step, task: u64) -> Duration {
+    let full = base.saturating_mul(1 << (attempt - 1).min(16)).min(Duration::from_secs(30));
+    let mut key = [0u8; 28];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&(step.index() as u64).to_le_bytes());
+    key[16..24].copy_from_slice(&task.to_le_bytes());
+    key[24..].copy_from_slice(&attempt.to_le_bytes());
+    let r = (xxhash_rust::xxh3::xxh3_64(&key) >> 11) as f64 / (1u64 << 53) as f64;
+    full / 2 + full.mul_f64(r / 2.0)
+}
+
+/// What one invocation came to.
+struct Call {
+    /// The container that ran it.
+    container: u64,
+    /// Whether it was started for this invocation.
+    cold: bool,
+    result: Result<Vec<RecordBatch>, FunctionError>,
+    /// Records the function read itself, when it reads its split.
+    read: Option<u64>,
+}
+
+/// One invocation on the slot's container for `step` (started cold if the
+/// slot has none), with chaos applied.
+#[allow(clippy::too_many_arguments)]
+fn invoke(
+    shared: &Shared<'_>,
+    slot: &mut Slot,
+    step: Step,
+    task: u64,
+    attempt: u32,
+    draw: u32,
+    batches: Vec<RecordBatch>,
+    split: Option<&Split>,
+) -> Call {
+    let stage = &shared.compiled.stages[step.stage];
+    let platform = &shared.plan.platform;
+    let at = step.index();
+    let model = &platform.containers;
+    // An idle container past its keep-alive has been retired.
+    slot.retire(at, model.keep_alive, shared.clock.now());
+    let cold = slot.containers[at].is_none();
+    if cold {
+        let id = shared.counters.next_container();
+        match cold_start(id, stage, step, platform, &shared.stop) {
+            Ok(container) => slot.containers[at] = Some(container),
+            Err(e) => return Call { container: id, cold: true, result: Err(e), read: None },
+        }
+    }
+    if platform.emulate {
+        shared.stop.sleep(model.overhead);
+    }
+    let fault = shared.chaos.map_or(Fault::None, |c| c.draw(step.stage, step.kind as usize, task, draw));
+    let container = slot.containers[at].as_mut().expect("started");
+    let id = container.id();
+    // A threaded container's invocation is abandoned once another run of
+    // its task has finished, or the run stops.
+    let tracked = platform.backups;
+    let cancelled = || shared.failed() || (tracked && shared.flight.is_finished(task));
+    let reply = container.call(task, attempt, platform.timeout, fault, batches, split, shared.stop.flag(), &cancelled);
+    if model.keep_alive.is_some() {
+        slot.last_used[at] = shared.clock.now();
+    }
+    if reply.panicked {
+        // A panicked or abandoned container is not reused.
+        slot.containers[at] = None;
+    }
+    Call { container: id, cold, result: reply.result, read: reply.read }
+}
+
+/// A task's failure at `step`.
+fn task_error(stage: &str, step: Step, task: u64, input: &Input, attempt: u32, message: String) -> EngineError {
+    EngineError::Task(Box::new(TaskFailure {
+        stage: stage.to_string(),
+        phase: step.kind,
+        task,
+        attempt,
+        input: input.describe(),
+        message,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_seeded_jitter() {
+        let base = Duration::from_millis(100);
+        let step = Step::map(0);
+        for attempt in 1..=5 {
+            let full = base * (1 << (attempt - 1));
+            let d = backoff(base, attempt, 7, step, 3);
+            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+            assert_eq!(d, backoff(base, attempt, 7, step, 3), "the same seed, the same delay");
+        }
+        // Capped at 30 s.
+        assert!(backoff(base, 40, 7, step, 3) <= Duration::from_secs(30));
+        // Tasks, and runs with other seeds, spread out.
+        let spread: std::collections::HashSet<Duration> = (0..50).map(|t| backoff(base, 2, 7, step, t)).collect();
+        assert!(spread.len() > 40);
+        assert_ne!(backoff(base, 2, 7, step, 3), backoff(base, 2, 8, step, 3));
+    }
+}

@@ -1,0 +1,394 @@
+//! The run: phases of tasks on a pool of worker slots, each task a chain of
+//! invocations; the shuffle between phases; the gather and the commit; the
+//! run directory with its records and summary.
+//!
+//! - `dir.rs`: the run directory (and whether a run finished before);
+//! - `dispatch.rs`: a phase's coordinator (tasks from the source, grouping,
+//!   the journal's resumed tasks, backups of stragglers);
+//! - `slot.rs`: a worker slot's loop, keep-alive and idling;
+//! - `attempt.rs`: a task's steps, invocations, retries and deadlines;
+//! - `failures.rs`: tasks that failed for good, and tolerance.
+//!
+//! See `engine/README.md` for the model.
+
+mod attempt;
+mod dir;
+mod dispatch;
+mod failures;
+mod slot;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use fanout_jobs::{JobFile, OutputMode, Plan};
+use fanout_workers::Registry;
+
+use crate::chaos::Chaos;
+use crate::clock::{Clock, SystemClock};
+use crate::compile::{Compiled, Sink, Tasks, compile};
+use crate::error::EngineError;
+use crate::flight::Flight;
+use crate::gather::{Gather, commit};
+use crate::journal::Journal;
+use crate::progress::{Progress, StageProgress};
+use crate::records::{Log, Recorder};
+use crate::shuffle::Shuffle;
+use crate::sink::{GatherSink, ShuffleSink, TaskSink};
+use crate::source::{Input, Partitions, Splits, TaskSource};
+use crate::stats::StageStats;
+use crate::step::{Step, StepKind};
+use crate::stop::Stop;
+use crate::summary::{Summary, Totals, summarize};
+use dir::RunDir;
+pub use dir::finished_run;
+use dispatch::{Busy, Limit, run_phase};
+use failures::Failures;
+use slot::Slot;
+
+/// How a run behaves (not what it computes): where it keeps its files, how
+/// much memory the shuffle may hold, where progress goes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run directory; `None` makes `.fanout/runs/<id>` under the
+    /// current directory.
+    pub run_dir: Option<PathBuf>,
+    /// Where generated inputs are kept.
+    pub cache_dir: PathBuf,
+    /// Bytes of shuffle data held in memory before spilling to disk.
+    pub shuffle_memory: u64,
+    /// Live counters for a progress display.
+    pub progress: Arc<Progress>,
+    /// Faults to inject.
+    pub chaos: Option<Chaos>,
+    /// Journal completed tasks and their outputs (fsync'ed), so the run can
+    /// be resumed; off trades that for speed on tiny tasks.
+    pub journal: bool,
+    /// Resume the run in `run_dir`: completed tasks are not run again.
+    pub resume: bool,
+    /// Stops the run from outside (an interrupt); one per run.
+    pub stop: Arc<Stop>,
+    /// The clock the scheduler reads (a real run: [`SystemClock`]).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            run_dir: None,
+            cache_dir: PathBuf::from(".fanout/cache"),
+            shuffle_memory: 256 << 20,
+            progress: Progress::new(),
+            chaos: None,
+            journal: true,
+            resume: false,
+            stop: Stop::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A finished run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Its directory.
+    pub run_dir: PathBuf,
+    /// What `summary.json` holds.
+    pub summary: Summary,
+    /// The run had finished before: `--resume` found nothing to do, and
+    /// `summary` is what it wrote then.
+    pub finished_before: bool,
+}
+
+/// A run that failed, and its directory if it got as far as making one.
+#[derive(Debug)]
+pub struct RunFailure {
+    /// What went wrong.
+    pub error: EngineError,
+    /// The run directory, with the records and summary of the failed run.
+    pub run_dir: Option<PathBuf>,
+}
+
+impl From<EngineError> for RunFailure {
+    fn from(error: EngineError) -> Self {
+        RunFailure { error, run_dir: None }
+    }
+}
+
+/// Runs a validated job. `job` is the job file as resolved (after `--set`),
+/// kept in the run directory.
+pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -> Result<Report, RunFailure> {
+    let started = opts.clock.now();
+    if opts.resume
+        && let Some(dir) = &opts.run_dir
+        && let Some(summary) = finished_run(dir)?
+    {
+        opts.progress.finish();
+        return Ok(Report { run_dir: dir.clone(), summary, finished_before: true });
+    }
+    if opts.chaos.is_some_and(|c| c.timeout > 0.0) && plan.platform.timeout.is_none() {
+        return Err(EngineError::Chaos("timeout faults need a deadline: set platform.timeout".into()).into());
+    }
+    let compiled = compile(plan, registry, &opts.cache_dir)?;
+    let target = &plan.output.path;
+    if plan.output.mode == OutputMode::Error && target.exists() {
+        return Err(EngineError::OutputExists(target.clone()).into());
+    }
+    let dir = RunDir::create(opts.run_dir.as_deref(), opts.resume)?;
+    let fail = |error: EngineError| RunFailure { error, run_dir: Some(dir.path.clone()) };
+    if !opts.resume {
+        dir.write_job(job).map_err(fail)?;
+    }
+    let out_dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let staging = out_dir.join(format!(".fanout-staging-{}", dir.id));
+    std::fs::create_dir_all(&staging).map_err(|e| fail(EngineError::io(&staging, e)))?;
+    let name = target.file_name().map(|n| n.to_owned()).unwrap_or_else(|| "output".into());
+    let executed = execute(&compiled, plan, &dir, &staging.join(&name), started, opts);
+    let (totals, staged) = match executed {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            opts.progress.finish();
+            return Err(fail(e));
+        }
+    };
+    let committed = staged.and_then(|(staged, rows)| {
+        let manifest = serde_json::json!({ "job": plan.name, "run_id": dir.id, "run_dir": dir.path });
+        commit(&staged, target, plan.output.format, rows, manifest)
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    dir.tidy(committed.is_ok());
+    opts.progress.finish();
+    let (output, error) = match committed {
+        Ok(info) => (Some(info), None),
+        Err(e) => (None, Some(e)),
+    };
+    let wall = opts.clock.now().saturating_duration_since(started);
+    let summary = summarize(&dir.id, plan, &compiled, &totals, wall, output, error.as_ref());
+    match (error, dir.write_summary(&summary)) {
+        (Some(e), _) | (None, Err(e)) => Err(fail(e)),
+        (None, Ok(())) => Ok(Report { run_dir: dir.path, summary, finished_before: false }),
+    }
+}
+
+/// Counters the slots and the coordinator share.
+#[derive(Default)]
+struct Counters {
+    /// Tasks taken from the journal instead of run.
+    resumed: AtomicU64,
+    /// Backup invocations started.
+    backups: AtomicU64,
+    /// Records and bytes read from the input.
+    input_records: AtomicU64,
+    input_bytes: AtomicU64,
+    /// Containers started, for their ids.
+    containers: AtomicU64,
+}
+
+impl Counters {
+    /// A new container's id.
+    fn next_container(&self) -> u64 {
+        self.containers.fetch_add(1, Relaxed)
+    }
+}
+
+/// Everything the slots and the coordinator share during a run.
+struct Shared<'a> {
+    compiled: &'a Compiled,
+    plan: &'a Plan,
+    chaos: Option<Chaos>,
+    clock: &'a dyn Clock,
+    /// Set when the run stops early: a failure, or an interrupt.
+    stop: Arc<Stop>,
+    /// The run's random seed (backoff jitter), from its id.
+    seed: u64,
+    /// Per phase: where its tasks come from, and where their output goes.
+    sources: Vec<Box<dyn TaskSource + 'a>>,
+    sinks: Vec<&'a dyn TaskSink>,
+    /// Tasks that failed for good.
+    failures: Failures,
+    /// Completed tasks, saved for a resume.
+    journal: Option<Journal>,
+    /// The running phase's tasks, for stragglers.
+    flight: Flight<Input>,
+    /// Per slot: time spent on tasks, for sizing task groups.
+    busy: Vec<Busy>,
+    counters: Counters,
+    /// Per stage: its progress counters.
+    progress: Vec<Arc<StageProgress>>,
+    /// Per stage: a semaphore, when the stage's concurrency is below the
+    /// platform's.
+    limits: Vec<Option<Limit>>,
+    /// When the run started: records count from here.
+    started: Instant,
+    failure: Mutex<Option<EngineError>>,
+}
+
+impl Shared<'_> {
+    /// Microseconds from the run's start to `t`.
+    fn micros(&self, t: Instant) -> u64 {
+        // Not `as_micros`: its 128-bit division is most of this.
+        let d = t.saturating_duration_since(self.started);
+        d.as_secs() * 1_000_000 + u64::from(d.subsec_micros())
+    }
+
+    /// Stops the run with `e` (the first failure is the run's).
+    fn fail(&self, e: EngineError) {
+        let mut f = self.failure.lock().expect("not poisoned");
+        if f.is_none() {
+            *f = Some(e);
+        }
+        drop(f);
+        self.stop.stop();
+    }
+
+    /// Whether the run is stopping (a failure, or an interrupt).
+    fn failed(&self) -> bool {
+        self.stop.is_stopped()
+    }
+}
+
+/// The staged output and its rows, or why there is none.
+type Staged = Result<(PathBuf, u64), EngineError>;
+
+/// Runs the phases; returns what the summary needs and the staged output.
+fn execute(
+    compiled: &Compiled,
+    plan: &Plan,
+    dir: &RunDir,
+    staged: &Path,
+    started: Instant,
+    opts: &RunOptions,
+) -> Result<(Totals, Staged), EngineError> {
+    let concurrency = plan.platform.concurrency.max(1);
+    let steps = Step::count(compiled.stages.len());
+    let run_dir = &dir.path;
+    let used = AtomicU64::new(0);
+    let shuffles: Vec<Option<Shuffle<'_>>> = (compiled.stages.iter())
+        .map(|s| {
+            s.key.as_ref().map(|key| {
+                let spill = run_dir.join("shuffle").join(&s.name);
+                Shuffle::new(s.function.output_schema(), key.clone(), s.partitions, opts.shuffle_memory, &used, spill)
+            })
+        })
+        .collect();
+    let shuffle_sinks: Vec<Option<ShuffleSink<'_, '_>>> = (shuffles.iter().zip(&compiled.stages))
+        .map(|(s, stage)| s.as_ref().map(|shuffle| ShuffleSink { shuffle, schema: stage.function.output_schema() }))
+        .collect();
+    let gather = Gather::new(
+        compiled.output.clone(),
+        plan.output.format,
+        staged.to_path_buf(),
+        compiled.sort.clone(),
+        plan.output.limit,
+    )?;
+    let gather = GatherSink { gather: Mutex::new(Some(gather)), schema: compiled.output.clone() };
+    let shuffle_of = |stage: usize| shuffles[stage].as_ref().expect("a keyed stage has a shuffle");
+    let sources: Vec<Box<dyn TaskSource + '_>> = (compiled.phases.iter())
+        .map(|p| match p.tasks {
+            Tasks::Splits => Box::new(Splits { dataset: &compiled.dataset }) as Box<dyn TaskSource>,
+            Tasks::Partitions(stage) => Box::new(Partitions { shuffle: shuffle_of(stage) }),
+        })
+        .collect();
+    let sinks: Vec<&dyn TaskSink> = (compiled.phases.iter())
+        .map(|p| match p.sink {
+            Sink::Gather => &gather as &dyn TaskSink,
+            Sink::Shuffle(stage) => shuffle_sinks[stage].as_ref().expect("a keyed stage has a shuffle"),
+        })
+        .collect();
+    // A resumed run reports the whole run: the interrupted part's
+    // invocations and failed tasks count too.
+    let mut stats = vec![StageStats::default(); steps];
+    let step_of = |stage: &str, phase: &str| {
+        let s = compiled.stages.iter().position(|c| c.name == stage)?;
+        Some(Step { stage: s, kind: StepKind::parse(phase)? }.index())
+    };
+    if opts.resume {
+        crate::records::replay(run_dir, step_of, &mut stats)?;
+    }
+    // Each step's stage and phase, for the records.
+    let names =
+        (0..steps).map(Step::from_index).map(|s| (compiled.stages[s.stage].name.clone(), s.kind.name())).collect();
+    let log = Arc::new(Log::create(&run_dir.join(crate::records::FILE), opts.resume, names)?);
+    let journal = opts.journal.then(|| Journal::open(run_dir, opts.resume, log.clone())).transpose()?;
+    let phase_of = |stage: &str, kind: StepKind| {
+        (compiled.phases.iter())
+            .position(|p| p.steps.iter().any(|s| compiled.stages[s.stage].name == stage && s.kind == kind))
+    };
+    let tolerated = (plan.platform.tolerated_failure_count, plan.platform.tolerated_failure_percent);
+    let failures = Failures::open(run_dir, opts.resume, tolerated, |f| {
+        journal.as_ref().zip(phase_of(&f.stage, f.phase)).is_some_and(|(j, phase)| j.has(phase, f.task))
+    })?;
+    let shared = Shared {
+        compiled,
+        plan,
+        chaos: opts.chaos,
+        clock: opts.clock.as_ref(),
+        stop: opts.stop.clone(),
+        seed: xxhash_rust::xxh3::xxh3_64(dir.id.as_bytes()),
+        sources,
+        sinks,
+        failures,
+        journal,
+        flight: Flight::default(),
+        busy: (0..concurrency).map(|_| Busy::default()).collect(),
+        counters: Counters::default(),
+        progress: opts.progress.register(compiled.stages.iter().map(|s| s.name.clone())),
+        limits: (compiled.stages.iter())
+            .map(|s| (s.concurrency < concurrency).then(|| Limit::new(s.concurrency)))
+            .collect(),
+        started,
+        failure: Mutex::new(None),
+    };
+    let now = shared.clock.now();
+    let mut slots: Vec<(Slot, Recorder<'_>)> = (0..concurrency)
+        .map(|id| (Slot::new(id, steps, compiled.stages.len(), now), Recorder::new(&log, steps)))
+        .collect();
+    let mut splits = 0;
+    for (index, phase) in compiled.phases.iter().enumerate() {
+        shared.failures.begin_phase(|f| phase_of(&f.stage, f.phase) == Some(index));
+        let n = run_phase(&shared, index, phase, &mut slots);
+        if phase.tasks == Tasks::Splits {
+            splits = n;
+        }
+        if let Some(e) = shared.failures.end_phase(n) {
+            shared.fail(e);
+        }
+        if shared.failed() {
+            break;
+        }
+    }
+    for (_, r) in &mut slots {
+        r.flush()?;
+        for (s, w) in stats.iter_mut().zip(&r.stats) {
+            s.merge(w);
+        }
+    }
+    if let Some(j) = &shared.journal {
+        j.finish(!shared.failed())?;
+    }
+    let failed_tasks = shared.failures.finish()?;
+    // An interrupted run says so, whatever its cancelled invocations said.
+    let failure = match shared.stop.interrupted() {
+        Some(signal) => Some(EngineError::Interrupted { signal }),
+        None => shared.failure.lock().expect("not poisoned").take(),
+    };
+    let gather = gather.finish();
+    let staged = match failure {
+        Some(e) => Err(e),
+        None => gather.finish(),
+    };
+    let totals = Totals {
+        resumed: shared.counters.resumed.load(Relaxed),
+        backups: shared.counters.backups.load(Relaxed),
+        stats,
+        splits,
+        input_bytes: shared.counters.input_bytes.load(Relaxed),
+        input_records: shared.counters.input_records.load(Relaxed),
+        spilled: shuffles.iter().flatten().map(|s| s.spilled.load(Relaxed)).sum(),
+        concurrency,
+        failures: failed_tasks,
+    };
+    Ok((totals, staged))
+}

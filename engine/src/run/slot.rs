@@ -1,0 +1,244 @@
+//! A worker slot: a thread that takes task groups from the coordinator and
+//! runs them, holding one container per step; its counts, outputs and
+//! journal hand-overs go out once per group. Between groups, and once its
+//! phase has no more tasks while other slots still run, a slot retires the
+//! containers that pass their keep-alive (a lambda process is not left
+//! running while its slot idles).
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use fanout_datasets::OpenFiles;
+
+use super::Shared;
+use super::attempt::run_task;
+use super::dispatch::Task;
+use crate::compile::Phase;
+use crate::container::Container;
+use crate::journal::Local;
+use crate::records::Recorder;
+use crate::sink::Outputs;
+
+/// A worker slot, with its containers (one per step).
+pub(super) struct Slot {
+    pub(super) id: usize,
+    /// Per step: its container, if started and not retired.
+    pub(super) containers: Vec<Option<Container>>,
+    /// Per step: when its container last finished an invocation.
+    pub(super) last_used: Vec<Instant>,
+    /// The input file this slot read last, kept open.
+    pub(super) files: OpenFiles,
+    /// Counts not yet added to the shared ones (adding them once a task
+    /// group keeps slots off each other's cache lines).
+    pub(super) counts: Counts,
+    /// Task outputs for the phase's sink, handed over once a task group.
+    pub(super) outputs: Outputs,
+    /// Finished tasks for the journal, handed over in bunches (see
+    /// `Journal::hand_over`).
+    pub(super) journaled: Local,
+}
+
+/// A slot's counts since it last published them.
+#[derive(Default)]
+pub(super) struct Counts {
+    /// Per stage: tasks done, input bytes, records out.
+    pub(super) stages: Vec<[u64; 3]>,
+    pub(super) input_records: u64,
+    pub(super) input_bytes: u64,
+}
+
+impl Counts {
+    fn publish(&mut self, shared: &Shared<'_>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (stage, c) in self.stages.iter_mut().enumerate() {
+            if c[0] > 0 {
+                let p = &shared.progress[stage];
+                p.done.fetch_add(c[0], Relaxed);
+                p.bytes.fetch_add(c[1], Relaxed);
+                p.records.fetch_add(c[2], Relaxed);
+                *c = [0; 3];
+            }
+        }
+        if self.input_bytes > 0 || self.input_records > 0 {
+            shared.counters.input_records.fetch_add(std::mem::take(&mut self.input_records), Relaxed);
+            shared.counters.input_bytes.fetch_add(std::mem::take(&mut self.input_bytes), Relaxed);
+        }
+    }
+}
+
+/// Slots still running a phase's tasks, and a wake-up when that changes.
+pub(super) type Running = (Mutex<usize>, Condvar);
+
+/// Whether a container last used at `used` has passed its `keep_alive` at
+/// `now`.
+pub(super) fn expired(used: Instant, keep_alive: Option<Duration>, now: Instant) -> bool {
+    keep_alive.is_some_and(|k| now.saturating_duration_since(used) > k)
+}
+
+/// How long from `now` until the first of the containers last used at
+/// `used` passes `keep` (a millisecond past it); `None` when there are
+/// none.
+pub(super) fn next_expiry(used: impl Iterator<Item = Instant>, keep: Duration, now: Instant) -> Option<Duration> {
+    used.map(|u| keep.saturating_sub(now.saturating_duration_since(u)) + Duration::from_millis(1)).min()
+}
+
+impl Slot {
+    /// Slot `id` of a run of `steps` steps and `stages` stages.
+    pub(super) fn new(id: usize, steps: usize, stages: usize, now: Instant) -> Slot {
+        Slot {
+            id,
+            containers: (0..steps).map(|_| None).collect(),
+            last_used: vec![now; steps],
+            files: OpenFiles::default(),
+            counts: Counts { stages: vec![[0; 3]; stages], ..Counts::default() },
+            outputs: Vec::new(),
+            journaled: Local::default(),
+        }
+    }
+
+    /// Runs phase `index`'s task groups from `rx` until there are none,
+    /// then idles (retiring containers) until every slot is done.
+    pub(super) fn run_phase(
+        &mut self,
+        shared: &Shared<'_>,
+        index: usize,
+        phase: &Phase,
+        recorder: &mut Recorder<'_>,
+        rx: &Receiver<Vec<Task>>,
+        running: &Running,
+    ) {
+        let busy = &shared.busy[self.id];
+        let keep_alive = shared.plan.platform.containers.keep_alive;
+        let sink = shared.sinks[index];
+        while let Some(group) = self.next_group(shared, rx, keep_alive) {
+            let began = shared.clock.now();
+            let n = group.len() as u64;
+            for t in group {
+                if shared.failed() {
+                    continue;
+                }
+                if let Err(e) = run_task(shared, index, phase, self, recorder, t) {
+                    shared.fail(e);
+                }
+            }
+            busy.add(shared.clock.now().saturating_duration_since(began), n);
+            self.counts.publish(shared);
+            // Tasks are journaled in bunches while more wait (and before
+            // the slot waits: see `next_group`).
+            if let Some(journal) = &shared.journal
+                && let Err(e) = journal.hand_over(&mut self.journaled, false)
+            {
+                shared.fail(e);
+            }
+            self.retire_idle(keep_alive, shared.clock.now());
+            if !self.outputs.is_empty()
+                && let Err(e) = sink.push(&mut self.outputs)
+            {
+                shared.fail(e);
+            }
+        }
+        if let Some(journal) = &shared.journal
+            && let Err(e) = journal.hand_over(&mut self.journaled, true)
+        {
+            shared.fail(e);
+        }
+        if let Err(e) = recorder.flush() {
+            shared.fail(e);
+        }
+        self.idle_until_done(shared, running, keep_alive);
+    }
+
+    /// The next task group; `None` once there are no more. A slot about to
+    /// wait hands the tasks it has not journaled yet to the journal first.
+    /// With a keep-alive, a slot waiting for tasks still retires its
+    /// containers as they pass it.
+    fn next_group(
+        &mut self,
+        shared: &Shared<'_>,
+        rx: &Receiver<Vec<Task>>,
+        keep_alive: Option<Duration>,
+    ) -> Option<Vec<Task>> {
+        match rx.try_recv() {
+            Ok(group) => return Some(group),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        // No task waits: journal what the slot holds before it waits.
+        if let Some(journal) = &shared.journal
+            && let Err(e) = journal.hand_over(&mut self.journaled, true)
+        {
+            shared.fail(e);
+        }
+        let Some(keep) = keep_alive else { return rx.recv().ok() };
+        loop {
+            let Some(wait) = self.next_expiry(keep, shared.clock.now()) else { return rx.recv().ok() };
+            match rx.recv_timeout(wait) {
+                Ok(group) => return Some(group),
+                Err(RecvTimeoutError::Timeout) => self.retire_idle(keep_alive, shared.clock.now()),
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// How long until the next of this slot's containers passes `keep`.
+    fn next_expiry(&self, keep: Duration, now: Instant) -> Option<Duration> {
+        let used = (self.containers.iter().zip(&self.last_used)).filter(|(c, _)| c.is_some()).map(|(_, u)| *u);
+        next_expiry(used, keep, now)
+    }
+
+    /// Counts the slot out of `running`, and while other slots still run
+    /// (and it holds containers that a keep-alive will retire) retires them
+    /// as they pass it.
+    fn idle_until_done(&mut self, shared: &Shared<'_>, running: &Running, keep_alive: Option<Duration>) {
+        let (count, done) = running;
+        let mut n = count.lock().expect("not poisoned");
+        *n -= 1;
+        if *n == 0 {
+            done.notify_all();
+        }
+        let Some(keep) = keep_alive else { return };
+        while *n > 0 {
+            let Some(wait) = self.next_expiry(keep, shared.clock.now()) else { return };
+            n = done.wait_timeout(n, wait).expect("not poisoned").0;
+            self.retire_idle(keep_alive, shared.clock.now());
+        }
+    }
+
+    /// Drops container `at` if it has been idle past `keep_alive` (a
+    /// worker process is killed with it).
+    pub(super) fn retire(&mut self, at: usize, keep_alive: Option<Duration>, now: Instant) {
+        if expired(self.last_used[at], keep_alive, now) {
+            self.containers[at] = None;
+        }
+    }
+
+    /// Drops every container idle past `keep_alive`.
+    fn retire_idle(&mut self, keep_alive: Option<Duration>, now: Instant) {
+        if keep_alive.is_some() {
+            for at in 0..self.containers.len() {
+                self.retire(at, keep_alive, now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_retires_what_idled_past_it_and_says_when_next() {
+        let clock = crate::clock::ManualClock::new();
+        let ms = Duration::from_millis;
+        let t0 = clock.at(ms(0));
+        let keep = Some(ms(100));
+        assert!(!expired(t0, keep, clock.at(ms(100))), "at the keep-alive, still alive");
+        assert!(expired(t0, keep, clock.at(ms(101))));
+        assert!(!expired(t0, None, clock.at(ms(1_000_000))), "no keep-alive: for ever");
+        let used = [clock.at(ms(10)), clock.at(ms(40))];
+        assert_eq!(next_expiry(used.into_iter(), ms(100), clock.at(ms(50))), Some(ms(61)));
+        assert_eq!(next_expiry(used.into_iter(), ms(100), clock.at(ms(500))), Some(ms(1)), "overdue: at once");
+        assert_eq!(next_expiry(std::iter::empty(), ms(100), t0), None);
+    }
+}
