@@ -394,3 +394,56 @@ backups = true
         assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), want);
     }
 }
+
+#[test]
+fn chaos_on_exec_and_lambda_functions_changes_nothing_and_leaves_no_process() {
+    let s = Scratch::new();
+    s.run(&["datasets", "gen", "text", "--size", "24KiB", "--out", "in.txt"]).expect(0);
+    // Names of this test's own, to find its processes by.
+    let bootstrap = s.path("bootstrap-chaos-test.py");
+    std::fs::copy(root().join("tests/fixtures/lambda/bootstrap.py"), &bootstrap).unwrap();
+    std::fs::copy(root().join("tests/fixtures/lambda/handlers.py"), s.path("handlers.py")).unwrap();
+    let functions = [
+        r#"{ exec = ["sh", "-c", "cat", "chaos-exec-test"] }"#.to_string(),
+        format!(r#"{{ lambda = ["python3", "{}"], handler = "handlers.echo" }}"#, bootstrap.display()),
+    ];
+    for function in &functions {
+        let job = format!(
+            r#"
+[input]
+path = "in.txt"
+chunk_size = "1KiB"
+[[stage]]
+name = "tool"
+function = {function}
+[[stage]]
+function = "word_count"
+[[stage]]
+name = "total"
+function = "aggregate"
+key = ["word"]
+params = {{ sum = ["count"] }}
+[output]
+path = "out.csv"
+sort = ["-sum_count", "word"]
+mode = "overwrite"
+[platform]
+concurrency = 3
+retries = 8
+backoff = "1ms"
+timeout = "5s"
+"#
+        );
+        s.write("job.toml", &job);
+        s.run_within(120, &["run", "job.toml", "--progress", "never", "--show", "0"]).expect(0);
+        let clean = std::fs::read(s.path("out.csv")).unwrap();
+        let chaos = "fail=0.15,panic=0.05,timeout=0.02,straggle=0.05x3,seed=9";
+        let args = ["run", "job.toml", "--progress", "never", "--json", "--chaos", chaos];
+        let sum = summary(&s.run_within(300, &args).expect(0));
+        assert!(sum["retries"].as_u64().unwrap() > 0, "{sum}");
+        assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), clean, "{function}");
+        for marker in ["chaos-exec-test", "bootstrap-chaos-test"] {
+            assert_eq!(processes_with(marker), Vec::<String>::new(), "{function}: processes left behind");
+        }
+    }
+}

@@ -7,5 +7,6 @@ mod datasets_gen;
 mod external;
 mod faults;
 mod job_errors;
+mod oracles;
 mod plan;
 mod run;
