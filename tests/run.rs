@@ -445,6 +445,9 @@ fn killed_runs_resume_to_the_same_output() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(s.path("killed/summary.json")).unwrap()).unwrap();
     assert_eq!(summary["status"], "succeeded");
+    // Some kill landed after tasks were journaled, and they were resumed
+    // (else this would pass as an ordinary run).
+    assert!(summary["resumed_tasks"].as_u64().unwrap() > 0, "{summary}");
     // The summary covers the whole run, interrupted parts included: every
     // map task and every partition ran at least once somewhere.
     let splits = summary["input"]["splits"].as_u64().unwrap();

@@ -130,6 +130,8 @@ impl Journal {
         let append = |p: &Path| {
             OpenOptions::new().create(true).append(true).truncate(false).open(p).map_err(|e| EngineError::io(p, e))
         };
+        // A line cut short by a crash would swallow the next line written.
+        crate::run::drop_torn_line(&path).map_err(|e| EngineError::io(&path, e))?;
         let journal = append(&path)?;
         let data = append(&data_path)?;
         // Bounded: workers that finish tasks faster than the disk takes
@@ -435,6 +437,30 @@ mod tests {
         assert!(journal.completed(0, 0, &schema).unwrap().map(|c| c.batches).is_some());
         assert!(journal.completed(0, 1, &schema).unwrap().map(|c| c.batches).is_some());
         assert!(journal.completed(0, 2, &schema).unwrap().map(|c| c.batches).is_none(), "never handed over");
+        journal.finish(true).unwrap();
+    }
+
+    #[test]
+    fn a_line_cut_short_by_a_crash_does_not_swallow_the_next_run_s_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = plain();
+        let schema = batch.schema();
+        let record = |resume: bool, task: u64| {
+            let journal = open(dir.path(), resume);
+            let mut local = Local::default();
+            journal.record(&mut local, 0, task, 0, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.hand_over(&mut local, true).unwrap();
+            journal.finish(false).unwrap();
+        };
+        record(false, 0);
+        // Killed while writing a line.
+        let path = dir.path().join("journal.jsonl");
+        let mut lines = std::fs::read(&path).unwrap();
+        lines.extend_from_slice(b"{\"phase\":0,\"off");
+        std::fs::write(&path, lines).unwrap();
+        record(true, 1);
+        let journal = open(dir.path(), true);
+        assert!(journal.has(0, 0) && journal.has(0, 1), "{}", std::fs::read_to_string(&path).unwrap());
         journal.finish(true).unwrap();
     }
 
