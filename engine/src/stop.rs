@@ -6,11 +6,14 @@
 //! waits such as a retry's backoff end at once.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-/// A run's stop flag, shared by the engine and whoever may interrupt it.
-/// One per run.
+/// A stop flag: whoever may interrupt runs holds one and passes it in
+/// `RunOptions`; each run links a flag of its own to it, which its
+/// failures stop without touching the one passed in (so options can be
+/// reused for another run), and which an interrupt of the one passed in
+/// stops too.
 #[derive(Debug, Default)]
 pub struct Stop {
     stopped: AtomicBool,
@@ -19,6 +22,8 @@ pub struct Stop {
     /// Sleepers wait on this, so that a stop wakes them.
     lock: Mutex<()>,
     wake: Condvar,
+    /// Flags linked to this one, which its interrupts reach.
+    linked: Mutex<Vec<Weak<Stop>>>,
 }
 
 impl Stop {
@@ -27,12 +32,30 @@ impl Stop {
         Arc::new(Stop::default())
     }
 
+    /// A flag of a run's own, interrupted when `self` is.
+    pub(crate) fn link(&self) -> Arc<Stop> {
+        let child = Stop::new();
+        let mut linked = self.linked.lock().expect("not poisoned");
+        linked.retain(|w| w.strong_count() > 0);
+        linked.push(Arc::downgrade(&child));
+        drop(linked);
+        if let Some(signal) = self.interrupted() {
+            child.interrupt(signal);
+        }
+        child
+    }
+
     /// Interrupts the run because of `signal` (SIGINT is 2, SIGTERM 15):
     /// the run stops as after a failure, keeps its journal for `--resume`,
     /// and fails with [`crate::EngineError::Interrupted`].
     pub fn interrupt(&self, signal: i32) {
         let _ = self.signal.compare_exchange(0, signal, Relaxed, Relaxed);
         self.stop();
+        let linked: Vec<Arc<Stop>> =
+            self.linked.lock().expect("not poisoned").iter().filter_map(Weak::upgrade).collect();
+        for child in linked {
+            child.interrupt(signal);
+        }
     }
 
     /// The signal that interrupted the run, if one did.
@@ -92,5 +115,18 @@ mod tests {
         assert_eq!(stop.interrupted(), Some(2));
         assert!(stop.is_stopped());
         assert_eq!(Stop::new().interrupted(), None);
+    }
+
+    #[test]
+    fn a_run_s_own_flag_takes_interrupts_but_keeps_its_failures() {
+        let outside = Stop::new();
+        let run = outside.link();
+        run.stop();
+        assert!(run.is_stopped() && !outside.is_stopped(), "a failed run leaves the options' flag alone");
+        let next = outside.link();
+        assert!(!next.is_stopped());
+        outside.interrupt(15);
+        assert_eq!(next.interrupted(), Some(15));
+        assert_eq!(outside.link().interrupted(), Some(15), "a run linked after an interrupt starts interrupted");
     }
 }

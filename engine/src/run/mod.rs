@@ -67,7 +67,8 @@ pub struct RunOptions {
     pub journal: bool,
     /// Resume the run in `run_dir`: completed tasks are not run again.
     pub resume: bool,
-    /// Stops the run from outside (an interrupt); one per run.
+    /// Interrupts runs from outside (Ctrl-C, SIGTERM): a run stops when it
+    /// is interrupted; its own failures do not set it.
     pub stop: Arc<Stop>,
     /// The clock the scheduler reads (a real run: [`SystemClock`]).
     pub clock: Arc<dyn Clock>,
@@ -353,7 +354,7 @@ fn execute(
         plan,
         chaos: opts.chaos,
         clock: opts.clock.as_ref(),
-        stop: opts.stop.clone(),
+        stop: opts.stop.link(),
         seed: xxhash_rust::xxh3::xxh3_64(dir.id.as_bytes()),
         sources,
         sinks,
