@@ -1,6 +1,7 @@
 //! Functions for fanout: the function model, the builtin catalog, the
 //! registry that names them, and the backends that host functions outside
-//! the process ([`external`]: exec and the Lambda Runtime API).
+//! the process ([`external`]: exec and the Lambda Runtime API), with the
+//! small HTTP/1.1 server the Runtime API is served on.
 //!
 //! A stage's function is [planned](function::Builtin::plan) once — its
 //! parameters checked against the stage's input schema, so a wrong
@@ -30,6 +31,7 @@ pub mod builtins;
 pub mod catalog;
 pub mod external;
 pub mod function;
+mod http1;
 pub mod params;
 mod registry;
 

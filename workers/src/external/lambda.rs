@@ -144,7 +144,7 @@ impl Sandbox {
         let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let left = inv.deadline.map_or(Duration::from_secs(900), |d| d.saturating_duration_since(now));
         let trace = trace_id(epoch, self.id, self.seq);
-        self.api.begin(&Event { id: &id, deadline_ms: (epoch + left).as_millis() as u64, trace: &trace, body: &body });
+        self.api.begin(Event { id, deadline_ms: (epoch + left).as_millis() as u64, trace, body });
         let waited = loop {
             let until = Instant::now() + POLL;
             match self.api.turn(inv.deadline.map_or(until, |d| d.min(until))) {
