@@ -10,7 +10,7 @@ use arrow_ord::sort::SortOptions;
 use arrow_schema::SchemaRef;
 use fanout_datasets::Dataset;
 use fanout_jobs::{FunctionRef, Plan};
-use fanout_workers::external::{self, Backend, ExternalContext};
+use fanout_workers::external::ExternalContext;
 use fanout_workers::{Planned, Registry, StageSpec};
 
 use crate::error::{CompileError, EngineError};
@@ -99,8 +99,11 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
                 };
                 builtin.plan(&StageSpec { params: &s.params, input: &schema, key: s.key.as_deref() })
             }
-            FunctionRef::Exec(x) | FunctionRef::Lambda(x) => {
-                let backend = if matches!(s.function, FunctionRef::Exec(_)) { Backend::Exec } else { Backend::Lambda };
+            FunctionRef::External(x) => {
+                let Some(backend) = registry.backend(&x.kind) else {
+                    errors.push(CompileError::stage(index, None, format!("unknown kind of function `{}`", x.kind)));
+                    continue;
+                };
                 let ctx = ExternalContext {
                     stage: &s.name,
                     input: &schema,
@@ -113,11 +116,7 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
                     memory_limit: plan.platform.memory_limit,
                     memory_mb: plan.platform.pricing.memory_mb,
                 };
-                external::plan(backend, x, &ctx)
-            }
-            FunctionRef::Http(url) => {
-                errors.push(CompileError::stage(index, None, format!("http functions ({url}) are not supported yet")));
-                continue;
+                backend.plan(x, &ctx)
             }
         };
         let name = &s.name;

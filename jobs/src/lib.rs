@@ -7,6 +7,12 @@
 //! Every error names its place: `jobs/x.toml:7:1: unknown field ...`, or the
 //! `--set KEY=VALUE` that caused it.
 //!
+//! Validation learns which functions exist from a [`FunctionCatalog`] (the
+//! workers' registry: builtins by name, and the kinds of external function
+//! a function table may name, each checking its own settings), and asks an
+//! [`Environment`] whether inputs, programs and directories exist
+//! ([`LocalEnvironment`] by default; [`validate_with`] takes another).
+//!
 //! ```
 //! use fanout_jobs::{load_source, validate, FunctionCatalog, FunctionProblem, Source};
 //! use std::path::Path;
@@ -36,20 +42,24 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod environment;
 mod error;
+mod external;
 mod load;
 mod plan;
 pub mod platform;
 mod schema;
 pub mod units;
 
+pub use environment::{Environment, LocalEnvironment};
 pub use error::{JobError, JobErrors};
+pub use external::{COMMON_KEYS, ExternalCheck, ExternalChecked, ExternalKind, ExternalRef, SettingProblem};
 pub use load::{FieldPath, LoadedJob, Override, Seg, Source, Syntax, load, load_source};
 pub use plan::{
-    EventMode, ExternalPlan, FunctionCatalog, FunctionProblem, FunctionRef, InputPlan, InputSource, IoFormat,
-    OutputMode, OutputPlan, Plan, SortKey, StagePlan, TYPE_NAMES, generated_name, parse_column, validate,
+    FunctionCatalog, FunctionProblem, FunctionRef, InputPlan, InputSource, OutputMode, OutputPlan, Plan, SortKey,
+    StagePlan, TYPE_NAMES, generated_name, parse_column, validate, validate_with,
 };
 pub use platform::{ColdStart, ContainerModel, PlatformPlan, Preset, Pricing};
 pub use schema::{
-    ExternalFunction, FunctionSpec, GenerateSpec, InputSpec, JobFile, OutputSpec, Paths, PlatformSpec, StageSpec,
+    FunctionSpec, FunctionTable, GenerateSpec, InputSpec, JobFile, OutputSpec, Paths, PlatformSpec, StageSpec,
 };

@@ -64,6 +64,13 @@ impl FieldPath {
         p
     }
 
+    /// This path extended by every step of `rest`.
+    pub fn join(&self, rest: &FieldPath) -> Self {
+        let mut p = self.clone();
+        p.0.extend(rest.0.iter().cloned());
+        p
+    }
+
     fn starts_with(&self, other: &FieldPath) -> bool {
         self.0.starts_with(&other.0)
     }

@@ -10,10 +10,12 @@ use fanout_datasets::generator::{Amount, GenKind, GenSpec};
 use fanout_datasets::{CsvOptions, DatasetOptions, Format};
 use serde_json::{Map, Value};
 
+use crate::environment::{Environment, LocalEnvironment};
 use crate::error::{JobError, JobErrors};
+use crate::external::{ExternalCheck, ExternalChecked, ExternalKind, ExternalRef, validate_external};
 use crate::load::{FieldPath, LoadedJob};
 use crate::platform::{ColdStart, PlatformPlan, Preset, memory_mb, preset};
-use crate::schema::{ExternalFunction, FunctionSpec, InputSpec, OutputSpec};
+use crate::schema::{FunctionSpec, InputSpec, OutputSpec};
 
 /// A problem a catalog finds with a function reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,12 +26,29 @@ pub struct FunctionProblem {
     pub message: String,
 }
 
-/// The functions a job may name, and their parameters. The engine's
-/// registry implements this; validation asks it about every stage.
+/// The functions a job may name, and their parameters. The workers'
+/// registry implements this; validation asks it about every stage: about
+/// a builtin by name, or about a function table (an external function)
+/// by its kind.
 pub trait FunctionCatalog {
     /// Checks that `name` is a function, that it may run in a keyed stage
     /// (`keyed`) or a map stage, and that `params` suit it.
     fn check(&self, name: &str, params: &Map<String, Value>, keyed: bool) -> Result<(), FunctionProblem>;
+
+    /// The kinds of external function, in the order messages list them,
+    /// each with the keys its function tables accept. None by default: a
+    /// catalog of builtins only.
+    fn external_kinds(&self) -> Vec<ExternalKind<'_>> {
+        Vec::new()
+    }
+
+    /// Checks the settings of an external function whose kind is one of
+    /// [`external_kinds`](Self::external_kinds), asking `env` about
+    /// programs and files. By default there is nothing to check.
+    fn check_external(&self, function: &ExternalCheck<'_>, env: &dyn Environment) -> ExternalChecked {
+        let _ = env;
+        ExternalChecked { name: function.kind.to_string(), problems: Vec::new() }
+    }
 }
 
 /// A validated job, ready to plan and run.
@@ -97,95 +116,17 @@ pub fn generated_name(spec: &GenSpec) -> String {
 pub enum FunctionRef {
     /// A builtin (or registered) function by name.
     Builtin(String),
-    /// An executable run per invocation.
-    Exec(ExternalPlan),
-    /// A Lambda Runtime API worker command.
-    Lambda(ExternalPlan),
-    /// A remote endpoint.
-    Http(String),
+    /// A function outside the process, of a kind the catalog knows.
+    External(ExternalRef),
 }
 
 impl std::fmt::Display for FunctionRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FunctionRef::Builtin(n) => f.write_str(n),
-            FunctionRef::Exec(x) => write!(f, "exec {:?}", x.command),
-            FunctionRef::Lambda(x) => write!(f, "lambda {:?}", x.command),
-            FunctionRef::Http(url) => write!(f, "http {url}"),
+            FunctionRef::External(x) => write!(f, "{x}"),
         }
     }
-}
-
-/// How records travel to and from an exec function's process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoFormat {
-    /// One record per line (a single `line` column).
-    Lines,
-    /// CSV with a header line.
-    Csv,
-    /// One JSON object per line.
-    Jsonl,
-    /// An Arrow IPC stream.
-    Arrow,
-}
-
-impl IoFormat {
-    /// Its name in job files.
-    pub fn name(self) -> &'static str {
-        match self {
-            IoFormat::Lines => "lines",
-            IoFormat::Csv => "csv",
-            IoFormat::Jsonl => "jsonl",
-            IoFormat::Arrow => "arrow",
-        }
-    }
-}
-
-impl FromStr for IoFormat {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "lines" | "text" => Ok(IoFormat::Lines),
-            "csv" => Ok(IoFormat::Csv),
-            "jsonl" | "ndjson" => Ok(IoFormat::Jsonl),
-            "arrow" | "ipc" => Ok(IoFormat::Arrow),
-            _ => Err(format!("unknown io format `{s}`, expected one of: lines, csv, jsonl, arrow")),
-        }
-    }
-}
-
-/// What a Lambda event carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventMode {
-    /// The task's records, inline.
-    Records,
-    /// A reference to the task's split, which the function reads itself.
-    Split,
-    /// Records when they fit the payload limit, else the reference.
-    Auto,
-}
-
-/// An external function's command and settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExternalPlan {
-    /// The argv (never run through a shell).
-    pub command: Vec<String>,
-    /// exec: stdin's format (`None`: chosen from the stage's input).
-    pub io: Option<IoFormat>,
-    /// exec: stdout's format (`None`: as stdin).
-    pub output: Option<IoFormat>,
-    /// The columns the function returns (`None`: `line` for lines output,
-    /// else the stage's input columns).
-    pub schema: Option<arrow_schema::SchemaRef>,
-    /// Extra environment variables.
-    pub env: Vec<(String, String)>,
-    /// The working directory (`None`: the current one).
-    pub cwd: Option<PathBuf>,
-    /// lambda: what an event carries.
-    pub event: EventMode,
-    /// lambda: the `_HANDLER` variable.
-    pub handler: String,
 }
 
 /// A validated stage.
@@ -238,9 +179,16 @@ pub struct OutputPlan {
     pub mode: OutputMode,
 }
 
-/// Validates `job` into a plan, asking `catalog` about functions. Returns
-/// every problem found, each located.
+/// Validates `job` into a plan, asking `catalog` about functions and this
+/// machine's file system about inputs, programs and directories
+/// ([`LocalEnvironment`]). Returns every problem found, each located.
 pub fn validate(job: &LoadedJob, catalog: &dyn FunctionCatalog) -> Result<Plan, JobErrors> {
+    validate_with(job, catalog, &LocalEnvironment)
+}
+
+/// Validates `job` as [`validate`] does, asking `env` instead of the local
+/// file system whether inputs, programs and directories exist.
+pub fn validate_with(job: &LoadedJob, catalog: &dyn FunctionCatalog, env: &dyn Environment) -> Result<Plan, JobErrors> {
     let mut errors = Vec::new();
     let f = &job.file;
     let name = f.name.clone().unwrap_or_else(|| {
@@ -258,9 +206,9 @@ pub fn validate(job: &LoadedJob, catalog: &dyn FunctionCatalog) -> Result<Plan, 
     };
     let platform = validate_platform(job, concurrency, &mut errors);
 
-    let input = validate_input(job, &f.input, &mut errors);
-    let stages = validate_stages(job, catalog, concurrency, &mut errors);
-    let output = validate_output(job, &f.output, &f.input, &mut errors);
+    let input = validate_input(job, &f.input, env, &mut errors);
+    let stages = validate_stages(job, catalog, env, concurrency, &mut errors);
+    let output = validate_output(job, &f.output, &f.input, env, &mut errors);
 
     if !errors.is_empty() {
         return Err(JobErrors(errors));
@@ -381,7 +329,12 @@ fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobEr
     }
 }
 
-fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>) -> Option<InputPlan> {
+fn validate_input(
+    job: &LoadedJob,
+    spec: &InputSpec,
+    env: &dyn Environment,
+    errors: &mut Vec<JobError>,
+) -> Option<InputPlan> {
     let at = |k: &str| FieldPath::keys(["input", k]);
     let before = errors.len();
     let mut told: Option<Format> = None;
@@ -400,11 +353,10 @@ fn validate_input(job: &LoadedJob, spec: &InputSpec, errors: &mut Vec<JobError>)
                 errors.push(job.error(&at("path"), "input.path is an empty list"));
             }
             for (i, p) in paths.iter().enumerate() {
-                match fanout_datasets::listing::list(std::slice::from_ref(p)).next() {
-                    Some(Ok(file)) if i == 0 => told = Format::from_path(&file.path),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => errors.push(job.error(&at("path"), e.to_string())),
-                    None => unreachable!("a listing yields a file or an error"),
+                match env.first_file(p) {
+                    Ok(file) if i == 0 => told = Format::from_path(&file),
+                    Ok(_) => {}
+                    Err(m) => errors.push(job.error(&at("path"), m)),
                 }
             }
             Some(InputSource::Paths(paths))
@@ -544,13 +496,14 @@ pub fn parse_column(s: &str) -> Result<Field, String> {
 fn validate_stages(
     job: &LoadedJob,
     catalog: &dyn FunctionCatalog,
+    env: &dyn Environment,
     default_concurrency: usize,
     errors: &mut Vec<JobError>,
 ) -> Vec<StagePlan> {
     let mut stages: Vec<StagePlan> = Vec::new();
     for (i, s) in job.file.stages.iter().enumerate() {
         let at = FieldPath::keys(["stage"]).index(i);
-        let function = match &s.function {
+        let (function, base) = match &s.function {
             FunctionSpec::Builtin(name) => {
                 if let Err(p) = catalog.check(name, &s.params, s.key.is_some()) {
                     let field = match &p.param {
@@ -559,18 +512,12 @@ fn validate_stages(
                     };
                     errors.push(job.error(&field, p.message));
                 }
-                FunctionRef::Builtin(name.clone())
+                (FunctionRef::Builtin(name.clone()), name.clone())
             }
-            FunctionSpec::External(ext) => external(job, &at, i, ext, errors),
+            // The kind names a stage by what it runs (exec: the program).
+            FunctionSpec::External(table) => validate_external(job, &at, i, table, catalog, env, errors),
         };
         let name = s.name.clone().unwrap_or_else(|| {
-            let base = match &function {
-                FunctionRef::Builtin(n) => n.clone(),
-                // The program for exec; the script (its stem) for lambda.
-                FunctionRef::Exec(x) => x.command.first().map_or_else(String::new, |p| stem(p, false)),
-                FunctionRef::Lambda(x) => x.command.last().map_or_else(String::new, |p| stem(p, true)),
-                FunctionRef::Http(_) => "http".to_string(),
-            };
             if base.is_empty() || stages.iter().any(|p| p.name == base) { format!("{base}{i}") } else { base }
         });
         if name.is_empty() {
@@ -612,138 +559,11 @@ fn validate_stages(
     stages
 }
 
-fn external(
-    job: &LoadedJob,
-    at: &FieldPath,
-    index: usize,
-    ext: &ExternalFunction,
-    errors: &mut Vec<JobError>,
-) -> FunctionRef {
-    let given = [ext.exec.is_some(), ext.lambda.is_some(), ext.http.is_some()];
-    let at = at.key("function");
-    if given.iter().filter(|&&g| g).count() != 1 {
-        errors.push(job.error(&at, "a function table needs exactly one of exec, lambda or http"));
-    }
-    let (kind, command) = match ext {
-        ExternalFunction { exec: Some(argv), .. } => ("exec", argv),
-        ExternalFunction { lambda: Some(argv), .. } => ("lambda", argv),
-        ExternalFunction { http: Some(url), .. } => {
-            errors.push(job.error(
-                &at.key("http"),
-                "http functions are not supported by this version of fanout; use exec, lambda or a builtin",
-            ));
-            return FunctionRef::Http(url.clone());
-        }
-        _ => return FunctionRef::Builtin(String::new()),
-    };
-    let only = |key: &str, set: bool, owner: &str, errors: &mut Vec<JobError>| {
-        if set && kind != owner {
-            errors.push(job.error(&at.key(key), format!("`{key}` applies to {owner} functions only")));
-        }
-    };
-    only("io", ext.io.is_some(), "exec", errors);
-    only("output", ext.output.is_some(), "exec", errors);
-    only("event", ext.event.is_some(), "lambda", errors);
-    only("handler", ext.handler.is_some(), "lambda", errors);
-    match command.first() {
-        None => errors.push(job.error(&at.key(kind), format!("{kind} needs a command: [\"program\", \"arg\", ...]"))),
-        Some(program) => {
-            if let Err(m) = find_program(program, ext.cwd.as_deref()) {
-                errors.push(job.error(&at.key(kind).index(0), m));
-            }
-        }
-    }
-    let mut io_format = |key: &str, value: &Option<String>| {
-        value.as_ref().and_then(|v| v.parse::<IoFormat>().map_err(|m| errors.push(job.error(&at.key(key), m))).ok())
-    };
-    let io = io_format("io", &ext.io);
-    let output = io_format("output", &ext.output);
-    let schema = ext.schema.as_ref().map(|columns| {
-        let mut fields = Vec::new();
-        for (i, c) in columns.iter().enumerate() {
-            match parse_column(c) {
-                Ok(f) => fields.push(f),
-                Err(m) => errors.push(job.error(&at.key("schema").index(i), m)),
-            }
-        }
-        if columns.is_empty() {
-            errors.push(job.error(&at.key("schema"), "schema needs at least one column"));
-        }
-        Arc::new(Schema::new(fields))
-    });
-    if let (Some(IoFormat::Lines), Some(s)) = (output.or(io), &schema)
-        && (s.fields().len() != 1 || s.field(0).data_type() != &DataType::Utf8)
-    {
-        errors.push(job.error(&at.key("schema"), "lines output is one utf8 column; use csv, jsonl or arrow for more"));
-    }
-    let cwd = ext.cwd.as_ref().map(PathBuf::from);
-    if let Some(dir) = &cwd
-        && !dir.is_dir()
-    {
-        errors.push(job.error(&at.key("cwd"), format!("{}: not a directory", dir.display())));
-    }
-    let event = match ext.event.as_deref() {
-        None | Some("records") => EventMode::Records,
-        Some("split") => EventMode::Split,
-        Some("auto") => EventMode::Auto,
-        Some(other) => {
-            errors.push(
-                job.error(&at.key("event"), format!("unknown event `{other}`, expected one of: records, split, auto")),
-            );
-            EventMode::Records
-        }
-    };
-    if event != EventMode::Records && index > 0 {
-        errors.push(job.error(
-            &at.key("event"),
-            "only the first stage reads the input's splits; later stages get records (event = \"records\")",
-        ));
-    }
-    let plan = ExternalPlan {
-        command: command.clone(),
-        io,
-        output,
-        schema,
-        env: ext.env.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        cwd,
-        event,
-        handler: ext.handler.clone().unwrap_or_else(|| "handler.handler".to_string()),
-    };
-    if kind == "exec" { FunctionRef::Exec(plan) } else { FunctionRef::Lambda(plan) }
-}
-
-/// The file name of `path`, without its extension if `strip`.
-fn stem(path: &str, strip: bool) -> String {
-    let p = Path::new(path);
-    let name = if strip { p.file_stem() } else { p.file_name() };
-    name.map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
-}
-
-/// Checks that `program` can be run: a path that exists (relative to `cwd`
-/// if given), or a name found on `PATH`.
-fn find_program(program: &str, cwd: Option<&str>) -> Result<(), String> {
-    if program.is_empty() {
-        return Err("the command's program is empty".to_string());
-    }
-    if program.contains('/') {
-        let path = match cwd {
-            Some(dir) if !program.starts_with('/') => Path::new(dir).join(program),
-            _ => PathBuf::from(program),
-        };
-        return if path.is_file() { Ok(()) } else { Err(format!("{}: no such file", path.display())) };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if std::env::split_paths(&path).any(|dir| dir.join(program).is_file()) {
-        Ok(())
-    } else {
-        Err(format!("`{program}` is not found on PATH"))
-    }
-}
-
 fn validate_output(
     job: &LoadedJob,
     spec: &OutputSpec,
     input: &InputSpec,
+    env: &dyn Environment,
     errors: &mut Vec<JobError>,
 ) -> Option<OutputPlan> {
     let at = |k: &str| FieldPath::keys(["output", k]);
@@ -791,7 +611,7 @@ fn validate_output(
     }
     if let Some(paths) = &input.path {
         for p in paths.to_vec() {
-            if overlaps(&p, &path) {
+            if env.overlaps(&p, &path) {
                 errors.push(job.error(
                     &at("path"),
                     format!("output.path `{}` is also an input (`{p}`); write the output elsewhere", spec.path),
@@ -806,33 +626,4 @@ fn validate_output(
         limit: spec.limit,
         mode,
     })
-}
-
-/// Whether writing `output` would touch the input named by `input`.
-fn overlaps(input: &str, output: &Path) -> bool {
-    let out = absolute(output);
-    if fanout_datasets::listing::is_glob(input) {
-        let pattern = match glob::Pattern::new(input) {
-            Ok(p) => p,
-            Err(_) => return false,
-        };
-        return pattern.matches_path(output) || pattern.matches_path(&out);
-    }
-    let input = absolute(Path::new(input));
-    out == input || (input.is_dir() && out.starts_with(&input))
-}
-
-/// `path` made absolute with symlinks resolved where it exists (or where
-/// its parent does).
-fn absolute(path: &Path) -> PathBuf {
-    if let Ok(p) = path.canonicalize() {
-        return p;
-    }
-    match (path.parent(), path.file_name()) {
-        (Some(parent), Some(name)) => {
-            let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
-            absolute(parent).join(name)
-        }
-        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
-    }
 }

@@ -111,39 +111,28 @@ pub enum FunctionSpec {
     /// A builtin, by name.
     Builtin(String),
     /// An external function.
-    External(Box<ExternalFunction>),
+    External(Box<FunctionTable>),
 }
 
-/// `function = { exec = [...] }` and its siblings, with the settings of an
-/// external function.
+/// `function = { exec = [...] }` and its siblings: an external function.
+/// One key names its kind and holds what the kind runs (`exec = [argv]`,
+/// `lambda = [argv]`); the settings below apply to every kind; the kind
+/// may accept more keys of its own (exec: `io`, `output`; lambda:
+/// `event`, `handler`). Which kinds and keys exist is up to the function
+/// catalog, so they are checked at validation, each error at its key.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExternalFunction {
-    /// An executable run once per invocation: records on stdin, result on stdout.
-    pub exec: Option<Vec<String>>,
-    /// A worker process speaking the AWS Lambda Runtime API.
-    pub lambda: Option<Vec<String>>,
-    /// A remote function endpoint.
-    pub http: Option<String>,
-    /// exec: how records go to stdin: lines | csv | jsonl | arrow (default:
-    /// the input's format for a first stage; lines for one `line` column;
-    /// else jsonl).
-    pub io: Option<String>,
-    /// exec: the format of stdout (default: `io`).
-    pub output: Option<String>,
-    /// The columns the function returns, as "name:type" (default: `line`
-    /// for lines output, else the stage's input columns).
+pub struct FunctionTable {
+    /// The columns the function returns, as "name:type" (default: the
+    /// kind's, e.g. `line` for exec's lines output, else the stage's input
+    /// columns).
     pub schema: Option<Vec<String>>,
     /// Environment variables for the function's processes.
     pub env: Option<std::collections::BTreeMap<String, String>>,
     /// The working directory of the function's processes.
     pub cwd: Option<String>,
-    /// lambda: what an event carries: "records" (inline, the default),
-    /// "split" (a reference the function reads itself) or "auto" (records
-    /// when they fit the payload limit, else the reference).
-    pub event: Option<String>,
-    /// lambda: the `_HANDLER` variable (default "handler.handler").
-    pub handler: Option<String>,
+    /// The kind's key and the kind's own settings, as written.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 /// `[output]`: where and how the result is written.

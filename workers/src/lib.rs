@@ -1,14 +1,20 @@
 //! Functions for fanout: the function model, the builtin catalog, the
 //! registry that names them, and the backends that host functions outside
-//! the process ([`external`]: exec and the Lambda Runtime API).
+//! the process ([`external`]: exec and the Lambda Runtime API, one
+//! [`Backend`](external::Backend) per kind, registered in the
+//! [`Registry`]), with the small HTTP/1.1 server the Runtime API is served
+//! on.
 //!
 //! A stage's function is [planned](function::Builtin::plan) once — its
 //! parameters checked against the stage's input schema, so a wrong
 //! parameter is an error at validate time — then initialised once per
 //! container (its cold start) and called once per invocation with all the
 //! record batches of one task. Every builtin is documented in
-//! [`catalog::BUILTINS`]; [`Registry::builtins`] holds them, and a program
-//! using this library can [register](Registry::register) its own.
+//! [`catalog::BUILTINS`]; [`Registry::builtins`] holds them (and the
+//! backends of [`external`]), and a program using this library can
+//! [register](Registry::register) its own functions, and
+//! [backends](Registry::register_backend) for other kinds of external
+//! function.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -30,6 +36,7 @@ pub mod builtins;
 pub mod catalog;
 pub mod external;
 pub mod function;
+mod http1;
 pub mod params;
 mod registry;
 

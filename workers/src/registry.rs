@@ -1,30 +1,38 @@
-//! The function registry: names to [`Builtin`]s. It holds the builtins,
-//! and a program using the library can register its own.
+//! The function registry: names to [`Builtin`]s, and kinds of external
+//! function to their [`Backend`]s. It holds the builtins and the backends
+//! of this crate, and a program using the library can register its own.
+//! Validation learns from it, as a [`FunctionCatalog`], which functions
+//! and which kinds of function table exist.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fanout_jobs::{FunctionCatalog, FunctionProblem};
+use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalKind, FunctionCatalog, FunctionProblem};
 use serde_json::{Map, Value};
 
 use crate::builtins;
 use crate::catalog::Shape;
+use crate::external::{self, Backend};
 use crate::function::Builtin;
 use crate::params;
 
-/// Functions by name.
+/// Functions by name, and backends by kind.
 #[derive(Clone)]
 pub struct Registry {
     functions: BTreeMap<String, Arc<dyn Builtin>>,
+    /// In the order they were registered, which messages follow.
+    backends: Vec<Arc<dyn Backend>>,
 }
 
 impl Registry {
-    /// An empty registry.
+    /// An empty registry: no builtins, no backends.
     pub fn empty() -> Self {
-        Registry { functions: BTreeMap::new() }
+        Registry { functions: BTreeMap::new(), backends: Vec::new() }
     }
 
-    /// Every builtin of [`crate::catalog::BUILTINS`].
+    /// Every builtin of [`crate::catalog::BUILTINS`], and the backends of
+    /// [`external`]: exec, lambda and http (which says it is not
+    /// supported yet).
     pub fn builtins() -> Self {
         let mut r = Registry::empty();
         let all: [Arc<dyn Builtin>; 13] = [
@@ -45,7 +53,23 @@ impl Registry {
         for f in all {
             r.register(f);
         }
+        r.register_backend(Arc::new(external::Exec));
+        r.register_backend(Arc::new(external::Lambda));
+        r.register_backend(Arc::new(external::Http));
         r
+    }
+
+    /// Adds (or replaces) the backend of a kind of external function.
+    pub fn register_backend(&mut self, b: Arc<dyn Backend>) {
+        match self.backends.iter_mut().find(|old| old.kind() == b.kind()) {
+            Some(old) => *old = b,
+            None => self.backends.push(b),
+        }
+    }
+
+    /// Looks a backend up by its kind (`exec`, `lambda`).
+    pub fn backend(&self, kind: &str) -> Option<&Arc<dyn Backend>> {
+        self.backends.iter().find(|b| b.kind() == kind)
     }
 
     /// Adds (or replaces) a function under its info's name.
@@ -94,5 +118,16 @@ impl FunctionCatalog for Registry {
         }
         params::check(name, info.params, params)
             .map_err(|e| FunctionProblem { param: Some(e.param), message: e.message })
+    }
+
+    fn external_kinds(&self) -> Vec<ExternalKind<'_>> {
+        self.backends.iter().map(|b| ExternalKind { name: b.kind(), keys: b.keys() }).collect()
+    }
+
+    fn check_external(&self, function: &ExternalCheck<'_>, env: &dyn Environment) -> ExternalChecked {
+        match self.backend(function.kind) {
+            Some(b) => b.check(function, env),
+            None => ExternalChecked { name: function.kind.to_string(), problems: Vec::new() },
+        }
     }
 }

@@ -8,7 +8,46 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Schema, SchemaRef};
-use fanout_jobs::IoFormat;
+
+/// How records travel to and from an exec function's process (its `io`
+/// and `output` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoFormat {
+    /// One record per line (a single `line` column).
+    Lines,
+    /// CSV with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// An Arrow IPC stream.
+    Arrow,
+}
+
+impl IoFormat {
+    /// Its name in job files.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoFormat::Lines => "lines",
+            IoFormat::Csv => "csv",
+            IoFormat::Jsonl => "jsonl",
+            IoFormat::Arrow => "arrow",
+        }
+    }
+}
+
+impl std::str::FromStr for IoFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "lines" | "text" => Ok(IoFormat::Lines),
+            "csv" => Ok(IoFormat::Csv),
+            "jsonl" | "ndjson" => Ok(IoFormat::Jsonl),
+            "arrow" | "ipc" => Ok(IoFormat::Arrow),
+            _ => Err(format!("unknown io format `{s}`, expected one of: lines, csv, jsonl, arrow")),
+        }
+    }
+}
 
 /// Writes `batches` in `format`. Lines need one utf8 column (checked when
 /// the stage is planned); a null is an empty line.

@@ -4,6 +4,10 @@
 //! non-zero exit, a signal or output that does not parse fails the attempt
 //! with the end of its stderr; a process past its deadline is killed with
 //! its whole process group.
+//!
+//! Its function table: `exec = ["program", "arg", ...]`, and besides the
+//! common keys `io` (how records go to stdin: lines, csv, jsonl or arrow)
+//! and `output` (the format of stdout; default: `io`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
@@ -13,11 +17,124 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
-use fanout_jobs::IoFormat;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use fanout_datasets::Format;
+use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef, FieldPath};
 
-use crate::external::{Tail, codec, ended, kill_group};
-use crate::function::{FunctionError, Invocation};
+use crate::external::codec::{self, IoFormat};
+use crate::external::process::{TAIL_BYTES, Tail, ended, kill_group};
+use crate::external::settings::{Settings, stem};
+use crate::external::{Backend, Container, ExternalContext, Launch, planned};
+use crate::function::{FunctionError, Invocation, Planned};
+
+/// The exec backend (`exec = [argv]`): a process per invocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exec;
+
+/// The settings of an exec function table.
+struct ExecSettings {
+    command: Vec<String>,
+    io: Option<IoFormat>,
+    output: Option<IoFormat>,
+}
+
+impl ExecSettings {
+    fn read(s: &mut Settings<'_>, lookup: Option<(&dyn Environment, Option<&std::path::Path>)>) -> Self {
+        ExecSettings { command: s.command("exec", lookup), io: s.parse("io"), output: s.parse("output") }
+    }
+}
+
+impl Backend for Exec {
+    fn kind(&self) -> &str {
+        "exec"
+    }
+
+    fn keys(&self) -> &[&str] {
+        &["io", "output"]
+    }
+
+    fn check(&self, f: &ExternalCheck<'_>, env: &dyn Environment) -> ExternalChecked {
+        let mut s = Settings::new(f.settings);
+        let x = ExecSettings::read(&mut s, Some((env, f.cwd)));
+        if let (Some(IoFormat::Lines), Some(schema)) = (x.output.or(x.io), f.schema)
+            && !one_utf8_column(schema)
+        {
+            s.problem(FieldPath::keys(["schema"]), "lines output is one utf8 column; use csv, jsonl or arrow for more");
+        }
+        // The stage is named for its program.
+        ExternalChecked {
+            name: x.command.first().map_or_else(String::new, |p| stem(p, false)),
+            problems: s.into_problems(),
+        }
+    }
+
+    fn plan(&self, f: &ExternalRef, ctx: &ExternalContext<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
+        let mut s = Settings::new(&f.settings);
+        let x = ExecSettings::read(&mut s, None);
+        s.finish()?;
+        let input = ctx.input.clone();
+        let keyed = ctx.key.is_some();
+        let io = x.io.unwrap_or_else(|| codec::default_io(if keyed { None } else { ctx.input_format }, &input));
+        let output_format = x.output.unwrap_or(io);
+        let output = match (&f.schema, output_format) {
+            (Some(s), _) => s.clone(),
+            (None, IoFormat::Lines) => Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)])),
+            (None, _) => input.clone(),
+        };
+        if io == IoFormat::Lines && !one_utf8_column(&input) {
+            return Err(FunctionError::permanent(format!(
+                "io = \"lines\" needs one utf8 column, and this stage's input is {}: use csv, jsonl or arrow",
+                codec::columns(&input)
+            )));
+        }
+        // A first stage whose io is the input's own format gets the
+        // split's bytes as they are in the file, as GNU parallel's
+        // --pipepart passes them (csv: standard dialect with a header).
+        let plain_csv =
+            ctx.csv.header && ctx.csv.delimiter == b',' && ctx.csv.quote == b'"' && ctx.csv.escape.is_none();
+        let raw = !keyed
+            && matches!(
+                (ctx.input_format, io),
+                (Some(Format::Text), IoFormat::Lines)
+                    | (Some(Format::Jsonl), IoFormat::Jsonl)
+                    | (Some(Format::Csv), IoFormat::Csv)
+            )
+            && (ctx.input_format != Some(Format::Csv) || plain_csv);
+        let function = ExecFunction {
+            raw: raw.then(|| Raw {
+                csv: (ctx.input_format == Some(Format::Csv)).then_some(ctx.csv),
+                headers: Default::default(),
+            }),
+            program: resolve(&x.command[0]),
+            command: x.command,
+            env: f.env.clone(),
+            cwd: f.cwd.clone(),
+            io,
+            output: output_format,
+            input_schema: input.clone(),
+            output_schema: output.clone(),
+            params: ctx.params_json(),
+        };
+        Ok(planned(Arc::new(function), input, output, keyed))
+    }
+}
+
+/// Whether `schema` is one utf8 column, as lines are.
+fn one_utf8_column(schema: &Schema) -> bool {
+    schema.fields().len() == 1 && schema.field(0).data_type() == &DataType::Utf8
+}
+
+/// The program of a command: a name is looked up on `PATH` once (a spawn
+/// would search it every time); a path is kept as it is.
+fn resolve(program: &str) -> std::path::PathBuf {
+    if !program.contains('/')
+        && let Some(path) = std::env::var_os("PATH")
+        && let Some(found) = std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+    {
+        return found;
+    }
+    std::path::PathBuf::from(program)
+}
 
 /// Input up to this size is written before stdout is read: a pipe holds
 /// 64 KiB, so the write cannot block. Larger input is written on a thread
@@ -25,11 +142,11 @@ use crate::function::{FunctionError, Invocation};
 const INLINE_INPUT: usize = 64 * 1024;
 
 /// Input passed as the file holds it, not re-encoded.
-pub(crate) struct Raw {
+struct Raw {
     /// The dialect of csv input, whose byte ranges need the header first.
-    pub(crate) csv: Option<fanout_datasets::CsvOptions>,
+    csv: Option<fanout_datasets::CsvOptions>,
     /// Header bytes per csv file, read once.
-    pub(crate) headers: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<Vec<u8>>>>,
+    headers: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<Vec<u8>>>>,
 }
 
 impl Raw {
@@ -83,27 +200,57 @@ impl Raw {
 }
 
 /// An exec function, ready to run.
-pub(crate) struct Exec {
+struct ExecFunction {
     /// A first stage fed the split's own bytes.
-    pub(crate) raw: Option<Raw>,
-    pub(crate) command: Vec<String>,
+    raw: Option<Raw>,
+    command: Vec<String>,
     /// The program, found on `PATH` once rather than at every spawn.
-    pub(crate) program: std::path::PathBuf,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) cwd: Option<std::path::PathBuf>,
-    pub(crate) io: IoFormat,
-    pub(crate) output: IoFormat,
-    pub(crate) input_schema: SchemaRef,
-    pub(crate) output_schema: SchemaRef,
+    program: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    cwd: Option<std::path::PathBuf>,
+    io: IoFormat,
+    output: IoFormat,
+    input_schema: SchemaRef,
+    output_schema: SchemaRef,
     /// The stage's params, as JSON, for `FANOUT_PARAMS`.
-    pub(crate) params: String,
+    params: String,
 }
 
-impl Exec {
+impl Launch for ExecFunction {
+    fn start(self: Arc<Self>) -> Result<Box<dyn Container>, FunctionError> {
+        // A scratch file for the processes' stderr; a pipe if none.
+        Ok(Box::new(ExecContainer { stderr: tempfile::tempfile().ok(), read: None, function: self }))
+    }
+
+    fn reads_split(&self) -> bool {
+        self.raw.is_some()
+    }
+}
+
+/// A container of an exec function: each invocation is a new process.
+struct ExecContainer {
+    function: Arc<ExecFunction>,
+    /// A scratch file for the processes' stderr.
+    stderr: Option<std::fs::File>,
+    /// The records the last call read itself.
+    read: Option<u64>,
+}
+
+impl Container for ExecContainer {
+    fn call(&mut self, inv: &Invocation<'_>, input: &[RecordBatch]) -> Result<Vec<RecordBatch>, FunctionError> {
+        self.function.call(inv, input, self.stderr.as_mut(), &mut self.read)
+    }
+
+    fn records_read(&self) -> Option<u64> {
+        self.read
+    }
+}
+
+impl ExecFunction {
     /// One invocation: a process fed the batches. `stderr`, a scratch
     /// file of the container's, takes the process's stderr (no thread to
     /// drain a pipe); without one, a pipe is drained.
-    pub(crate) fn call(
+    fn call(
         &self,
         inv: &Invocation<'_>,
         batches: &[RecordBatch],
@@ -204,7 +351,7 @@ fn run(
         (None, Some(mut f)) => {
             // The end of what the process wrote.
             let len = f.seek(SeekFrom::End(0))?;
-            f.seek(SeekFrom::Start(len.saturating_sub(super::TAIL_BYTES as u64)))?;
+            f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES as u64)))?;
             Tail::drain(f)
         }
         (None, None) => Tail::default(),

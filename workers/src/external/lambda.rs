@@ -1,34 +1,125 @@
 //! The lambda backend: worker processes that speak the AWS Lambda Runtime
-//! API. Each process is a container (a sandbox): it gets a Runtime API of
-//! its own on a loopback port (`AWS_LAMBDA_RUNTIME_API`) and the standard
-//! `AWS_LAMBDA_*` variables, so functions written for Lambda's runtimes
-//! (awslambdaric, the Rust `lambda_runtime` crate, a custom `bootstrap`)
-//! run unchanged. Its init phase lasts from spawn to its first
-//! `GET .../invocation/next`; an init error fails the stage with the
-//! function's own message. A process past its deadline is killed (with
-//! its process group) and the attempt fails; a crashed one fails its
-//! attempt; either way the container is spent and the next invocation
-//! starts a new one.
+//! API. Each process is a container (a sandbox, `sandbox.rs`): it gets a
+//! Runtime API of its own on a loopback port (`AWS_LAMBDA_RUNTIME_API`)
+//! and the standard `AWS_LAMBDA_*` variables, so functions written for
+//! Lambda's runtimes (awslambdaric, the Rust `lambda_runtime` crate, a
+//! custom `bootstrap`) run unchanged.
+//!
+//! Its function table: `lambda = ["program", "arg", ...]`, and besides the
+//! common keys `event` (what an event carries: "records", "split" or
+//! "auto") and `handler` (the `_HANDLER` variable).
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::str::FromStr;
+use std::sync::Arc;
 
-use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use fanout_datasets::{Format, Split, SplitRange};
-use fanout_jobs::EventMode;
+use fanout_datasets::Format;
+use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef, FieldPath};
 
-use crate::external::api::{Api, Event, Happened, Outcome, POLL};
-use crate::external::{Tail, codec, ended, kill_group};
-use crate::function::{FunctionError, Invocation};
+use crate::external::sandbox::Sandbox;
+use crate::external::settings::{Settings, stem};
+use crate::external::{Backend, Container, ExternalContext, Launch, planned};
+use crate::function::{FunctionError, Planned};
 
-/// How long a new process may take to ask for its first event (Lambda's
-/// init phase limit).
-const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The lambda backend (`lambda = [argv]`): Runtime API worker processes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lambda;
+
+/// What a Lambda event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventMode {
+    /// The task's records, inline.
+    Records,
+    /// A reference to the task's split, which the function reads itself.
+    Split,
+    /// Records when they fit the payload limit, else the reference.
+    Auto,
+}
+
+impl FromStr for EventMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "records" => Ok(EventMode::Records),
+            "split" => Ok(EventMode::Split),
+            "auto" => Ok(EventMode::Auto),
+            _ => Err(format!("unknown event `{s}`, expected one of: records, split, auto")),
+        }
+    }
+}
+
+/// The settings of a lambda function table.
+struct LambdaSettings {
+    command: Vec<String>,
+    event: EventMode,
+    handler: String,
+}
+
+impl LambdaSettings {
+    fn read(s: &mut Settings<'_>, lookup: Option<(&dyn Environment, Option<&std::path::Path>)>) -> Self {
+        LambdaSettings {
+            command: s.command("lambda", lookup),
+            event: s.parse("event").unwrap_or(EventMode::Records),
+            handler: s.string("handler").unwrap_or("handler.handler").to_string(),
+        }
+    }
+}
+
+impl Backend for Lambda {
+    fn kind(&self) -> &str {
+        "lambda"
+    }
+
+    fn keys(&self) -> &[&str] {
+        &["event", "handler"]
+    }
+
+    fn check(&self, f: &ExternalCheck<'_>, env: &dyn Environment) -> ExternalChecked {
+        let mut s = Settings::new(f.settings);
+        let x = LambdaSettings::read(&mut s, Some((env, f.cwd)));
+        if x.event != EventMode::Records && f.stage > 0 {
+            s.problem(
+                FieldPath::keys(["event"]),
+                "only the first stage reads the input's splits; later stages get records (event = \"records\")",
+            );
+        }
+        // The stage is named for its script (its stem).
+        ExternalChecked {
+            name: x.command.last().map_or_else(String::new, |p| stem(p, true)),
+            problems: s.into_problems(),
+        }
+    }
+
+    fn plan(&self, f: &ExternalRef, ctx: &ExternalContext<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
+        let mut s = Settings::new(&f.settings);
+        let x = LambdaSettings::read(&mut s, None);
+        s.finish()?;
+        let input = ctx.input.clone();
+        let keyed = ctx.key.is_some();
+        if keyed && x.event != EventMode::Records {
+            return Err(FunctionError::permanent("a keyed stage gets its partitions as records: remove event"));
+        }
+        let output = f.schema.clone().unwrap_or_else(|| input.clone());
+        let spec = LambdaSpec {
+            command: x.command,
+            env: f.env.clone(),
+            cwd: f.cwd.clone(),
+            handler: x.handler,
+            event: x.event,
+            stage: ctx.stage.to_string(),
+            input_schema: input.clone(),
+            output_schema: output.clone(),
+            input_format: ctx.input_format,
+            csv_header: ctx.csv_header,
+            params: ctx.params_json(),
+            payload_limit: ctx.payload_limit,
+            memory_limit: ctx.memory_limit,
+            memory_mb: ctx.memory_mb,
+        };
+        Ok(planned(Arc::new(spec), input, output, keyed))
+    }
+}
 
 /// A lambda function's settings, shared by its sandboxes.
 pub(crate) struct LambdaSpec {
@@ -51,348 +142,12 @@ pub(crate) struct LambdaSpec {
     pub(crate) memory_mb: u64,
 }
 
-static SANDBOXES: AtomicU64 = AtomicU64::new(0);
-
-/// How waiting for an invocation's answer ended.
-enum Waited {
-    Outcome(Outcome),
-    Stopped,
-    Expired,
-    Exited(std::process::ExitStatus),
-}
-
-/// A live worker process and its Runtime API.
-pub(crate) struct Sandbox {
-    spec: Arc<LambdaSpec>,
-    child: Child,
-    /// The sandbox's Runtime API, served by the thread that invokes it,
-    /// only while it waits for the process: no hand-off between threads
-    /// on the way to the function and back.
-    api: Api,
-    logs: Arc<Mutex<Tail>>,
-    /// The response decoder, kept from one invocation to the next.
-    decoder: Option<arrow_json::reader::Decoder>,
-    id: u64,
-    seq: u64,
-    /// The process died or was killed: the container must be replaced.
-    pub(crate) spent: bool,
-}
-
-impl Sandbox {
-    /// Starts a process and waits for its init phase to end.
-    pub(crate) fn start(spec: Arc<LambdaSpec>) -> Result<Sandbox, FunctionError> {
-        let io = |e: std::io::Error| FunctionError::transient(format!("runtime API: {e}"));
-        let api = Api::bind(spec.payload_limit, &spec.stage).map_err(io)?;
-        let id = SANDBOXES.fetch_add(1, Relaxed);
-        let child = spawn(&spec, api.port().map_err(io)?, id)?;
-        let logs = Arc::new(Mutex::new(Tail::default()));
-        let mut sandbox = Sandbox { spec, child, api, logs, decoder: None, id, seq: 0, spent: false };
-        let pipes = [
-            sandbox.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-            sandbox.child.stderr.take().map(|p| Box::new(p) as _),
-        ];
-        for pipe in pipes.into_iter().flatten() {
-            let logs = sandbox.logs.clone();
-            std::thread::spawn(move || Tail::drain_into(pipe, &logs));
-        }
-        let started = Instant::now();
-        let outcome = loop {
-            match sandbox.api.turn(Instant::now() + POLL) {
-                Ok(Some(Happened::Ready)) => break Ok(()),
-                Ok(Some(Happened::InitError(message))) => break Err(Err(format!("init error: {message}"))),
-                Ok(Some(Happened::Answered(_))) => {}
-                Ok(None) => {
-                    if let Ok(Some(status)) = sandbox.child.try_wait() {
-                        break Err(Ok(Some(status)));
-                    }
-                    if started.elapsed() > INIT_TIMEOUT {
-                        break Err(Ok(None));
-                    }
-                }
-                Err(e) => break Err(Err(format!("the runtime API failed: {e}"))),
-            }
-        };
-        match outcome {
-            Ok(()) => Ok(sandbox),
-            Err(failure) => {
-                sandbox.spent = true;
-                let program = &sandbox.spec.command[0];
-                Err(match failure {
-                    Err(message) => FunctionError::permanent(sandbox.with_logs(message)),
-                    Ok(Some(status)) => FunctionError::permanent(
-                        sandbox.with_logs(format!("`{program}` {} before asking for its first event", ended(status))),
-                    ),
-                    Ok(None) => FunctionError::transient(sandbox.with_logs(format!(
-                        "init timed out: no request for an event within {}",
-                        humantime::format_duration(INIT_TIMEOUT)
-                    ))),
-                })
-            }
-        }
+impl Launch for LambdaSpec {
+    fn start(self: Arc<Self>) -> Result<Box<dyn Container>, FunctionError> {
+        Ok(Box::new(Sandbox::start(self)?))
     }
 
-    /// One invocation.
-    pub(crate) fn call(
-        &mut self,
-        inv: &Invocation<'_>,
-        batches: &[RecordBatch],
-    ) -> Result<Vec<RecordBatch>, FunctionError> {
-        let body = self.event(inv, batches)?;
-        self.seq += 1;
-        let id = request_id(self.id, self.seq);
-        let now = Instant::now();
-        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let left = inv.deadline.map_or(Duration::from_secs(900), |d| d.saturating_duration_since(now));
-        let trace = trace_id(epoch, self.id, self.seq);
-        self.api.begin(&Event { id: &id, deadline_ms: (epoch + left).as_millis() as u64, trace: &trace, body: &body });
-        let waited = loop {
-            let until = Instant::now() + POLL;
-            match self.api.turn(inv.deadline.map_or(until, |d| d.min(until))) {
-                // The 202 is written before the outcome is returned.
-                Ok(Some(Happened::Answered(outcome))) => break Waited::Outcome(outcome),
-                Ok(Some(_)) => {}
-                Ok(None) if inv.expired() => break Waited::Expired,
-                Ok(None) => {
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        break Waited::Exited(status);
-                    }
-                }
-                Err(_) => break Waited::Stopped,
-            }
-        };
-        match waited {
-            Waited::Outcome(Outcome::Response(body)) => self.records(&body),
-            Waited::Outcome(Outcome::Error { kind, message }) => {
-                Err(FunctionError::transient(self.memory(format!("{kind}: {message}"))))
-            }
-            Waited::Outcome(Outcome::TooLarge) => Err(FunctionError::permanent(format!(
-                "the response is over the payload limit of {} bytes (platform.payload_limit)",
-                self.spec.payload_limit
-            ))),
-            Waited::Stopped => {
-                self.spent = true;
-                Err(FunctionError::transient("the sandbox stopped"))
-            }
-            Waited::Expired => {
-                self.kill();
-                if inv.cancelled() {
-                    return Err(FunctionError::transient("cancelled; the process was killed"));
-                }
-                let took = humantime::format_duration(Duration::from_millis(now.elapsed().as_millis() as u64));
-                Err(FunctionError::transient(self.with_logs(format!("timed out after {took}; the process was killed"))))
-            }
-            Waited::Exited(status) => {
-                self.spent = true;
-                let program = &self.spec.command[0];
-                let message = format!("`{program}` {} during the invocation", ended(status));
-                Err(FunctionError::transient(self.memory(self.with_logs(message))))
-            }
-        }
+    fn reads_split(&self) -> bool {
+        self.event == EventMode::Split
     }
-
-    /// The event's JSON: the invocation's context and params, then the
-    /// records or the split reference.
-    fn event(&self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<u8>, FunctionError> {
-        let spec = &self.spec;
-        let mut out = Vec::new();
-        let head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
-        let head = head.to_string();
-        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-        out.extend_from_slice(b",\"params\":");
-        out.extend_from_slice(spec.params.as_bytes());
-        let mark = out.len();
-        let split = |out: &mut Vec<u8>| -> Result<(), FunctionError> {
-            let split = inv
-                .split
-                .ok_or_else(|| FunctionError::permanent("no split to refer to: this stage's input is records"))?;
-            out.extend_from_slice(b",\"split\":");
-            out.extend_from_slice(split_json(split, spec).to_string().as_bytes());
-            Ok(())
-        };
-        match spec.event {
-            EventMode::Split => split(&mut out)?,
-            EventMode::Records | EventMode::Auto => {
-                out.extend_from_slice(b",\"records\":");
-                codec::json_records(batches, &mut out).map_err(FunctionError::permanent)?;
-                if spec.event == EventMode::Auto && out.len() as u64 + 1 > spec.payload_limit && inv.split.is_some() {
-                    out.truncate(mark);
-                    split(&mut out)?;
-                }
-            }
-        }
-        out.push(b'}');
-        if out.len() as u64 > spec.payload_limit {
-            let hint = if inv.split.is_some() {
-                "lower input.chunk_size, or set event = \"auto\" or \"split\" to pass a reference to the split"
-            } else {
-                "lower input.chunk_size, or send less to this stage"
-            };
-            return Err(FunctionError::permanent(format!(
-                "the event is {} bytes, over the payload limit of {} bytes (platform.payload_limit): {hint}",
-                out.len(),
-                spec.payload_limit
-            )));
-        }
-        Ok(out)
-    }
-
-    /// The response's records as batches of the declared schema.
-    fn records(&mut self, body: &[u8]) -> Result<Vec<RecordBatch>, FunctionError> {
-        let bad = |m: String| FunctionError::permanent(format!("the response {m}"));
-        codec::response_records(body, &self.spec.output_schema, &mut self.decoder).map_err(|e| match e {
-            codec::ResponseError::NotJson(e) => bad(format!("is not JSON ({e}): {}", preview(body))),
-            codec::ResponseError::NotRecords => bad(format!("is not {{\"records\": [...]}}: {}", preview(body))),
-            codec::ResponseError::Records(m) => bad(m),
-        })
-    }
-
-    /// Marks an error as out of memory when it looks like one and the
-    /// process had a memory limit.
-    fn memory(&self, message: String) -> String {
-        let Some(limit) = self.spec.memory_limit else { return message };
-        let logs = self.logs.lock().expect("not poisoned").text();
-        let markers = ["MemoryError", "memory allocation of", "out of memory", "Cannot allocate memory", "bad_alloc"];
-        if markers.iter().any(|m| message.contains(m) || logs.contains(m)) {
-            format!("out of memory: the function passed its limit of {} MB (platform.memory); {message}", limit >> 20)
-        } else {
-            message
-        }
-    }
-
-    fn with_logs(&self, message: String) -> String {
-        let tail = self.logs.lock().expect("not poisoned").text();
-        if tail.is_empty() { message } else { format!("{message}; the end of its output:\n{tail}") }
-    }
-
-    fn kill(&mut self) {
-        self.spent = true;
-        kill_group(self.child.id());
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        kill_group(self.child.id());
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the worker process with Lambda's environment.
-fn spawn(spec: &LambdaSpec, port: u16, id: u64) -> Result<Child, FunctionError> {
-    let program = &spec.command[0];
-    let root = match &spec.cwd {
-        Some(d) => std::path::absolute(d),
-        None => std::env::current_dir(),
-    }
-    .map_err(|e| FunctionError::transient(format!("the working directory: {e}")))?;
-    let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let mut cmd = Command::new(program);
-    cmd.args(&spec.command[1..])
-        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
-        .env("_HANDLER", &spec.handler)
-        .env("AWS_LAMBDA_FUNCTION_NAME", &spec.stage)
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", spec.memory_mb.to_string())
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{}", spec.stage))
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("{}/[$LATEST]{id:032x}", date[..10].replace('-', "/")))
-        .env("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
-        .env("AWS_EXECUTION_ENV", "AWS_Lambda_fanout")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("LAMBDA_TASK_ROOT", &root)
-        .env("LAMBDA_RUNTIME_DIR", &root)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
-    if let Some(bytes) = spec.memory_limit {
-        limit_memory(&mut cmd, bytes);
-    }
-    cmd.spawn().map_err(|e| FunctionError::permanent(format!("cannot start `{program}`: {e}")))
-}
-
-/// Caps the process's data memory (heap and anonymous mappings) at
-/// `bytes`, as a container's memory limit: allocations past it fail.
-#[allow(unsafe_code)]
-fn limit_memory(cmd: &mut Command, bytes: u64) {
-    use nix::sys::resource::{Resource, setrlimit};
-    // SAFETY: the closure runs in the child between fork and exec; it
-    // only calls setrlimit(2), which is async-signal-safe, and allocates
-    // nothing.
-    unsafe {
-        cmd.pre_exec(move || setrlimit(Resource::RLIMIT_DATA, bytes, bytes).map_err(std::io::Error::from));
-    }
-}
-
-/// The split reference of a `split` event.
-fn split_json(split: &Split, spec: &LambdaSpec) -> serde_json::Value {
-    let path = std::path::absolute(&split.file.path).unwrap_or_else(|_| split.file.path.clone());
-    let mut v = serde_json::json!({
-        "path": path,
-        "format": spec.input_format.map_or("unknown", Format::name),
-        "compression": format!("{:?}", split.file.compression).to_lowercase(),
-    });
-    let m = v.as_object_mut().expect("an object");
-    match split.range {
-        SplitRange::Bytes { offset, len } => {
-            m.insert("offset".into(), offset.into());
-            m.insert("length".into(), len.into());
-        }
-        SplitRange::Whole => {
-            m.insert("offset".into(), 0.into());
-            m.insert("length".into(), split.file.size.into());
-        }
-        SplitRange::RowGroups { start, end, .. } => {
-            m.insert("row_groups".into(), serde_json::json!([start, end]));
-        }
-        SplitRange::Batches { start, end, .. } => {
-            m.insert("batches".into(), serde_json::json!([start, end]));
-        }
-    }
-    if spec.input_format == Some(Format::Csv) {
-        // A byte range never holds the header: the columns say what it had.
-        m.insert("header".into(), spec.csv_header.into());
-    }
-    let columns: Vec<&str> = spec.input_schema.fields().iter().map(|f| f.name().as_str()).collect();
-    m.insert("columns".into(), columns.into());
-    v
-}
-
-fn preview(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-    if body.len() > 200 { format!("{text}...") } else { text }
-}
-
-/// splitmix64: spreads ids into random-looking bits.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A request id shaped like Lambda's (a version 4 UUID).
-fn request_id(sandbox: u64, seq: u64) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
-    let a = mix(sandbox.rotate_left(40) ^ seq ^ nanos);
-    let b = mix(a);
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | ((b >> 48) & 0x3fff),
-        b & 0xffff_ffff_ffff
-    )
-}
-
-/// An X-Ray trace header shaped like Lambda's.
-fn trace_id(epoch: Duration, sandbox: u64, seq: u64) -> String {
-    let a = mix(sandbox ^ seq.rotate_left(32));
-    let b = mix(a);
-    format!("Root=1-{:08x}-{:08x}{:016x};Parent={:016x};Sampled=0", epoch.as_secs(), a >> 32, b, mix(b))
 }
