@@ -60,13 +60,19 @@ def measure(cmd, runs, env=None):
 
 
 def compare(programs, runs):
-    """Runs the programs in interleaved rounds (A B C, A B C, ...), so that
-    this VM's drift between minutes hits each program alike. Returns rows
-    of (name, walls, max peak RSS MiB) in the programs' order."""
+    """Runs the programs in interleaved rounds (A B C, B C A, C A B, ...), so
+    that this VM's drift between minutes hits each program alike. Returns
+    rows of (name, walls, max peak RSS MiB) in the programs' order."""
     walls = [[] for _ in programs]
     rss = [0.0 for _ in programs]
-    for _ in range(runs):
-        for i, (_, cmd, env) in enumerate(programs):
+    for r in range(runs):
+        # Each round starts with another program, so that whatever the
+        # program before does to the machine (caches, memory) lands on
+        # each alike.
+        order = list(range(len(programs)))
+        order = order[r % len(order):] + order[:r % len(order)]
+        for i in order:
+            _, cmd, env = programs[i]
             wall, peak, _ = measure(cmd, 1, env)
             walls[i].append(wall)
             rss[i] = max(rss[i], peak)

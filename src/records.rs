@@ -10,9 +10,13 @@ use crate::Outcome;
 pub fn print(run_dir: &Path) -> Outcome {
     let records = fanout_engine::records::read(run_dir)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut line = Vec::new();
     for r in records {
-        serde_json::to_writer(&mut out, &r?)?;
-        out.write_all(b"\n")?;
+        line.clear();
+        serde_json::to_writer(&mut line, &r?)?;
+        line.push(b'\n');
+        // An io::Error, so that a closed pipe (`| head`) ends it quietly.
+        out.write_all(&line)?;
     }
     out.flush()?;
     Ok(())

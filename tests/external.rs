@@ -528,7 +528,8 @@ mode = "overwrite"
     let started = Instant::now();
     let r = run_job(&s, &job(hang, "backups = true\nbackup_when_done = 0.5"), &["--run-dir", "rd"]).expect(0);
     assert!(started.elapsed().as_secs() < 20, "the run waited for the straggler: {:?}", started.elapsed());
-    assert_eq!(summary(&r)["backup_tasks"], 1, "{}", r.stdout);
+    // Partition 1 got a backup; under load another slow partition may too.
+    assert!(summary(&r)["backup_tasks"].as_u64().unwrap() >= 1, "{}", r.stdout);
     assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), want);
     let log = s.records("rd");
     let part1: Vec<&str> = log.lines().filter(|l| l.contains("\"phase\":\"reduce\",\"task\":1,")).collect();

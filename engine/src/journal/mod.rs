@@ -275,8 +275,7 @@ mod tests {
 
     /// The journal of run directory `dir` (resumed: reading what it holds).
     fn open(dir: &std::path::Path, resume: bool) -> Journal {
-        let names = vec![("s".to_string(), "map")];
-        let log = Arc::new(Log::create(&dir.join(crate::records::FILE), resume, names).unwrap());
+        let log = Arc::new(Log::create(&dir.join(crate::records::FILE), resume, &["s".to_string()]).unwrap());
         Journal::open(dir, resume, log).unwrap()
     }
 

@@ -1,33 +1,37 @@
 //! Writing invocation records: a worker's records are kept column by
 //! column ([`Columns`]: a few stores per invocation) and encoded, every
 //! [`FLUSH_ROWS`] records or when the journal takes them, as one Arrow IPC
-//! record batch message with zstd-compressed buffers, appended whole to the
-//! run's file ([`Log`]).
+//! record batch message, appended whole to the run's file ([`Log`]).
+//!
+//! The text columns (stage, phase, status) are dictionary-encoded and the
+//! buffers LZ4-compressed: about 18 bytes an invocation, for less CPU than
+//! the JSON lines this replaced (zstd made them 8 bytes, but cost more than
+//! a tiny task's whole dispatch: measured, see BENCHMARKS.md).
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::{
+    ArrayRef, BooleanArray, DictionaryArray, RecordBatch, StringArray, UInt8Array, UInt16Array, UInt32Array,
+    UInt64Array,
+};
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
 use arrow_schema::ArrowError;
 
 use super::{InvocationRecord, schema};
 use crate::error::EngineError;
 use crate::stats::StageStats;
+use crate::step::StepKind;
 
 /// Records a worker holds before it writes them.
 const FLUSH_ROWS: usize = 4096;
 
-/// zstd's level: its fastest, which on these columns (small, repetitive
-/// numbers) already gives ~13 bytes a record.
-const ZSTD_LEVEL: i32 = 1;
-
 /// Records held column by column, until written.
 #[derive(Debug, Default)]
 pub(crate) struct Columns {
-    /// Per record, its step (an index into the log's step names).
+    /// Per record, its step's index (see `Step::index`).
     step: Vec<u16>,
     task: Vec<u64>,
     attempt: Vec<u32>,
@@ -100,25 +104,23 @@ impl Columns {
         self.records_out.append(&mut other.records_out);
     }
 
-    /// The records as a batch of [`schema`] (emptying these), `names`
-    /// giving each step's stage and phase.
-    fn take_batch(&mut self, names: &[(String, &'static str)]) -> Result<RecordBatch, ArrowError> {
+    /// The records as a batch of [`schema`] (emptying these); the stage,
+    /// phase and status columns index `dicts`.
+    fn take_batch(&mut self, dicts: &Dictionaries) -> Result<RecordBatch, ArrowError> {
         let c = std::mem::take(self);
         let n = c.task.len();
-        fn text<'a>(n: usize, f: impl Fn(usize) -> &'a str) -> ArrayRef {
-            Arc::new(StringArray::from_iter_values((0..n).map(f)))
-        }
-        let stage = text(n, |i| names[c.step[i] as usize].0.as_str());
-        let phase = text(n, |i| names[c.step[i] as usize].1);
-        let mut failed = vec![false; n];
-        for (row, _) in &c.errors {
-            failed[*row] = true;
-        }
-        let status = text(n, |i| if failed[i] { "error" } else { "ok" });
+        let steps = StepKind::ALL.len() as u16;
+        let stage = UInt16Array::from_iter_values(c.step.iter().map(|s| s / steps));
+        let phase = UInt8Array::from_iter_values(c.step.iter().map(|s| (s % steps) as u8));
+        let mut status = vec![0u8; n];
         let mut errors: Vec<Option<String>> = vec![None; n];
         for (row, e) in c.errors {
+            status[row] = 1;
             errors[row] = Some(e);
         }
+        let stage: ArrayRef = Arc::new(DictionaryArray::try_new(stage, dicts.stages.clone())?);
+        let phase: ArrayRef = Arc::new(DictionaryArray::try_new(phase, dicts.phases.clone())?);
+        let status: ArrayRef = Arc::new(DictionaryArray::try_new(UInt8Array::from(status), dicts.statuses.clone())?);
         let u64s = |v: Vec<u64>| -> ArrayRef { Arc::new(UInt64Array::from(v)) };
         let columns: Vec<ArrayRef> = vec![
             stage,
@@ -144,30 +146,64 @@ impl Columns {
     }
 }
 
-/// Encodes record batch messages, keeping its compression context.
+/// The values the dictionary columns index: the run's stage names, the
+/// phases, the statuses. Each encoder sends them once, before its first
+/// records (the same values again: a reader takes them as a replacement).
+pub(crate) struct Dictionaries {
+    stages: ArrayRef,
+    phases: ArrayRef,
+    statuses: ArrayRef,
+}
+
+impl Dictionaries {
+    /// For a run whose stages are named `stages`.
+    fn new(stages: &[String]) -> Dictionaries {
+        let text = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        Dictionaries {
+            stages: text(stages.iter().map(String::as_str).collect()),
+            phases: text(StepKind::ALL.iter().map(|k| k.name()).collect()),
+            statuses: text(vec!["ok", "error"]),
+        }
+    }
+}
+
+/// Encodes record batch messages, keeping its compression context and
+/// which dictionaries it has sent.
 #[derive(Default)]
 pub(crate) struct Encoder {
     context: IpcWriteContext,
+    tracker: Option<DictionaryTracker>,
     bytes: Vec<u8>,
 }
 
 impl Encoder {
-    /// `columns` (emptied) as one IPC message, in the encoder's buffer.
-    fn encode(&mut self, columns: &mut Columns, names: &[(String, &'static str)]) -> Result<&[u8], ArrowError> {
-        let batch = columns.take_batch(names)?;
+    /// `columns` (emptied) as IPC messages — the dictionaries, the first
+    /// time, then one record batch — in the encoder's buffer.
+    fn encode(&mut self, columns: &mut Columns, dicts: &Dictionaries) -> Result<&[u8], ArrowError> {
+        let batch = columns.take_batch(dicts)?;
         let options = options()?;
-        let mut tracker = DictionaryTracker::new(false);
-        let (_, message) = IpcDataGenerator::default().encode(&batch, &mut tracker, &options, &mut self.context)?;
+        let generator = IpcDataGenerator::default();
+        let tracker = match &mut self.tracker {
+            Some(t) => t,
+            None => {
+                // The dictionary ids are those the stream's schema gave.
+                let mut t = DictionaryTracker::new(false);
+                generator.schema_to_bytes_with_dictionary_tracker(&schema(), &mut t, &options);
+                self.tracker.insert(t)
+            }
+        };
+        let (dictionaries, message) = generator.encode(&batch, tracker, &options, &mut self.context)?;
         self.bytes.clear();
+        for d in dictionaries {
+            arrow_ipc::writer::write_message(&mut self.bytes, d, &options)?;
+        }
         arrow_ipc::writer::write_message(&mut self.bytes, message, &options)?;
         Ok(&self.bytes)
     }
 }
 
 fn options() -> Result<IpcWriteOptions, ArrowError> {
-    IpcWriteOptions::default()
-        .try_with_compression(Some(arrow_ipc::CompressionType::ZSTD))?
-        .try_with_compression_level(Some(ZSTD_LEVEL))
+    IpcWriteOptions::default().try_with_compression(Some(arrow_ipc::CompressionType::LZ4_FRAME))
 }
 
 /// The run's records file, shared by the workers.
@@ -175,14 +211,14 @@ pub(crate) struct Log {
     path: PathBuf,
     file: Mutex<File>,
     /// Each step's stage and phase, by step index.
-    names: Vec<(String, &'static str)>,
+    dicts: Dictionaries,
 }
 
 impl Log {
     /// Creates the file, or appends to it when a run resumes (dropping a
-    /// last message cut short by a crash). `names` gives each step index's
-    /// stage and phase.
-    pub(crate) fn create(path: &Path, append: bool, names: Vec<(String, &'static str)>) -> Result<Log, EngineError> {
+    /// last message cut short by a crash). `stages` are the run's stage
+    /// names, in order.
+    pub(crate) fn create(path: &Path, append: bool, stages: &[String]) -> Result<Log, EngineError> {
         let io = |e| EngineError::io(path, e);
         let whole = if append { whole_messages(path).map_err(io)? } else { None };
         let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(!append).open(path).map_err(io)?;
@@ -205,7 +241,7 @@ impl Log {
                 file.write_all(&head).map_err(io)?;
             }
         }
-        Ok(Log { path: path.to_path_buf(), file: Mutex::new(file), names })
+        Ok(Log { path: path.to_path_buf(), file: Mutex::new(file), dicts: Dictionaries::new(stages) })
     }
 
     /// Writes `columns` (emptied) as one message.
@@ -214,7 +250,7 @@ impl Log {
             return Ok(());
         }
         let arrow = |e| EngineError::io(&self.path, std::io::Error::other(e));
-        let bytes = encoder.encode(columns, &self.names).map_err(arrow)?;
+        let bytes = encoder.encode(columns, &self.dicts).map_err(arrow)?;
         self.file.lock().expect("not poisoned").write_all(bytes).map_err(|e| EngineError::io(&self.path, e))
     }
 }

@@ -336,10 +336,8 @@ fn execute(
     if opts.resume {
         crate::records::replay(run_dir, step_of, &mut stats)?;
     }
-    // Each step's stage and phase, for the records.
-    let names =
-        (0..steps).map(Step::from_index).map(|s| (compiled.stages[s.stage].name.clone(), s.kind.name())).collect();
-    let log = Arc::new(Log::create(&run_dir.join(crate::records::FILE), opts.resume, names)?);
+    let stage_names: Vec<String> = compiled.stages.iter().map(|s| s.name.clone()).collect();
+    let log = Arc::new(Log::create(&run_dir.join(crate::records::FILE), opts.resume, &stage_names)?);
     let journal = opts.journal.then(|| Journal::open(run_dir, opts.resume, log.clone())).transpose()?;
     let phase_of = |stage: &str, kind: StepKind| {
         (compiled.phases.iter())
