@@ -311,9 +311,9 @@ mode = "overwrite"
                     print(f"(time for {n:,} tasks: {wall / base[1]:.2f}x that for {base[0]:,})")
 
 
-def run_json(job, runs, extra=()):
+def run_json(job, runs, extra=(), binary=None):
     """Median wall seconds and the summary of a fanout run."""
-    wall, _, out = measure([FANOUT, "run", job, "--progress", "never", "--json", *extra], runs)
+    wall, _, out = measure([binary or FANOUT, "run", job, "--progress", "never", "--json", *extra], runs)
     return wall, json.loads(out)
 
 
@@ -349,6 +349,9 @@ mode = "overwrite"
     tasks = s["invocations"]["total"]
     local_wall, _ = run_json(job("exec-local", '"select"\nparams = { columns = ["line"] }'), runs)
     rows = [("fanout, in-process (select)", local_wall), ("fanout, exec cat", exec_wall)]
+    if BASELINE:
+        base_wall, _ = run_json(job("exec-cat", '{ exec = ["cat"] }'), runs, binary=BASELINE)
+        rows.append(("fanout (baseline), exec cat", base_wall))
     print(f"\n## W5 exec: {tasks:,} chunks of 1 KiB, a process each")
     print("| program | wall s | jobs/s | x GNU parallel |")
     print("|---|---|---|---|")
@@ -399,6 +402,11 @@ concurrency = 2
         if "Rust" in name:
             wall, s = run_json(job(f"lambda-{len(rows) - 1}", function, None), runs)
             rows.append((name + ", journal on", wall, s["invocations"]["total"], s["invocations"]["per_second"]))
+            if BASELINE:
+                for extra, what in [(["--no-journal"], ""), ([], ", journal on")]:
+                    wall, s = run_json(job(f"lambda-{len(rows)}", function, None), runs, extra, BASELINE)
+                    rows.append((name + what + " (baseline)", wall, s["invocations"]["total"],
+                                 s["invocations"]["per_second"]))
     print(f"\n## W6 lambda: {n:,} one-record invocations, concurrency 2, --no-journal unless said")
     print("| program | wall s | invocations/s (end to end) | invocations/s (in the run) | x in-process |")
     print("|---|---|---|---|---|")

@@ -376,7 +376,7 @@ fn read_watching(
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd;
     let mut killed = false;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = [0u8; 16 * 1024];
     loop {
         if !killed && inv.expired() {
             kill_group(pid);
