@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::UInt64Type;
-use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use arrow_array::types::UInt32Type;
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
@@ -44,36 +44,40 @@ const TASK_COLUMN: &str = "__fanout_task";
 enum Tasks {
     /// Every row is this task's.
     One(u64),
-    /// Per row, ascending.
-    Rows(UInt64Array),
+    /// Per row, ascending: `first` plus the row's offset (4 bytes a row,
+    /// not 8; a segment spans less than 2^32 task ids). The offsets are
+    /// `None` while the segment is spilled (its file holds them).
+    Rows { first: u64, last: u64, offsets: Option<UInt32Array> },
 }
 
 impl Tasks {
     fn first(&self) -> u64 {
         match self {
             Tasks::One(t) => *t,
-            Tasks::Rows(r) => r.value(0),
+            Tasks::Rows { first, .. } => *first,
         }
     }
 
     fn last(&self) -> u64 {
         match self {
             Tasks::One(t) => *t,
-            Tasks::Rows(r) => r.value(r.len() - 1),
+            Tasks::Rows { last, .. } => *last,
         }
     }
 
     fn at(&self, row: usize) -> u64 {
         match self {
             Tasks::One(t) => *t,
-            Tasks::Rows(r) => r.value(row),
+            Tasks::Rows { first, offsets, .. } => {
+                first + u64::from(offsets.as_ref().expect("a held segment's offsets").value(row))
+            }
         }
     }
 
     fn size(&self) -> usize {
         match self {
-            Tasks::One(_) => 0,
-            Tasks::Rows(r) => r.get_array_memory_size(),
+            Tasks::Rows { offsets: Some(o), .. } => o.get_array_memory_size(),
+            _ => 0,
         }
     }
 }
@@ -245,26 +249,36 @@ impl<'a> Shuffle<'a> {
         };
         // Coalesced outside the lock: other tasks go on adding pieces.
         if let Some(open) = full {
-            let segment = self.coalesce(p, open)?;
-            self.parts[p].lock().expect("not poisoned").segments.push(segment);
+            let segments = self.coalesce(p, open)?;
+            self.parts[p].lock().expect("not poisoned").segments.extend(segments);
         }
         Ok(())
     }
 
-    /// Small pieces as one segment, sorted by task.
-    fn coalesce(&self, p: usize, mut open: Vec<(u64, RecordBatch)>) -> Result<Segment, EngineError> {
+    /// Small pieces as segments sorted by task: one, unless their tasks
+    /// span more than offsets from the first can say.
+    fn coalesce(&self, p: usize, mut open: Vec<(u64, RecordBatch)>) -> Result<Vec<Segment>, EngineError> {
         let held: u64 = open.iter().map(|(_, b)| b.get_array_memory_size() as u64).sum();
         self.used.fetch_sub(held, Relaxed);
         open.sort_by_key(|(task, _)| *task);
-        let tasks = if open.first().map(|o| o.0) == open.last().map(|o| o.0) {
-            Tasks::One(open[0].0)
-        } else {
-            let rows = open.iter().flat_map(|(t, b)| std::iter::repeat_n(*t, b.num_rows()));
-            Tasks::Rows(UInt64Array::from_iter_values(rows))
-        };
-        let batches: Vec<&RecordBatch> = open.iter().map(|(_, b)| b).collect();
-        let batch = arrow_select::concat::concat_batches(&self.schema, batches).map_err(self.arrow())?;
-        self.segment(p, tasks, batch)
+        let mut segments = Vec::new();
+        let mut rest = &open[..];
+        while let Some(&(first, _)) = rest.first() {
+            let n = rest.iter().take_while(|(t, _)| t - first <= u64::from(u32::MAX)).count();
+            let (these, more) = rest.split_at(n);
+            rest = more;
+            let last = these[n - 1].0;
+            let tasks = if first == last {
+                Tasks::One(first)
+            } else {
+                let rows = these.iter().flat_map(|(t, b)| std::iter::repeat_n((t - first) as u32, b.num_rows()));
+                Tasks::Rows { first, last, offsets: Some(UInt32Array::from_iter_values(rows)) }
+            };
+            let batches: Vec<&RecordBatch> = these.iter().map(|(_, b)| b).collect();
+            let batch = arrow_select::concat::concat_batches(&self.schema, batches).map_err(self.arrow())?;
+            segments.push(self.segment(p, tasks, batch)?);
+        }
+        Ok(segments)
     }
 
     /// A segment of `batch`, in memory or, past the budget, spilled.
@@ -277,9 +291,7 @@ impl<'a> Shuffle<'a> {
         let path = self.spill(p, &tasks, &batch)?;
         // A spilled segment keeps only its first and last task in memory.
         let tasks = match tasks {
-            Tasks::Rows(r) if r.len() > 1 => {
-                Tasks::Rows(UInt64Array::from(vec![r.value(0), r.value(r.len() - 1)]).slice(0, 2))
-            }
+            Tasks::Rows { first, last, .. } => Tasks::Rows { first, last, offsets: None },
             t => t,
         };
         Ok(Segment { tasks, data: Stored::Spilled(path) })
@@ -295,11 +307,11 @@ impl<'a> Shuffle<'a> {
         let arrow = |e: arrow_schema::ArrowError| EngineError::io(&path, std::io::Error::other(e));
         let batch = match tasks {
             Tasks::One(_) => batch.clone(),
-            Tasks::Rows(r) => {
+            Tasks::Rows { offsets, .. } => {
                 let mut fields: Vec<Field> = self.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-                fields.push(Field::new(TASK_COLUMN, DataType::UInt64, false));
+                fields.push(Field::new(TASK_COLUMN, DataType::UInt32, false));
                 let mut columns = batch.columns().to_vec();
-                columns.push(Arc::new(r.clone()) as ArrayRef);
+                columns.push(Arc::new(offsets.clone().expect("a held segment's offsets")) as ArrayRef);
                 RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow)?
             }
         };
@@ -334,12 +346,12 @@ impl<'a> Shuffle<'a> {
         };
         match segment.tasks {
             Tasks::One(t) => Ok((batch, Tasks::One(t))),
-            Tasks::Rows(_) => {
-                let last = batch.num_columns() - 1;
-                let tasks = batch.column(last).as_primitive::<UInt64Type>().clone();
-                let batch = batch.project(&(0..last).collect::<Vec<_>>()).map_err(arrow)?;
+            Tasks::Rows { first, last, .. } => {
+                let column = batch.num_columns() - 1;
+                let offsets = batch.column(column).as_primitive::<UInt32Type>().clone();
+                let batch = batch.project(&(0..column).collect::<Vec<_>>()).map_err(arrow)?;
                 let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec()).map_err(arrow)?;
-                Ok((batch, Tasks::Rows(tasks)))
+                Ok((batch, Tasks::Rows { first, last, offsets: Some(offsets) }))
             }
         }
     }
@@ -353,7 +365,7 @@ impl<'a> Shuffle<'a> {
             (std::mem::take(&mut part.segments), std::mem::take(&mut part.open))
         };
         if !open.is_empty() {
-            segments.push(self.coalesce(p, open)?);
+            segments.extend(self.coalesce(p, open)?);
         }
         // In order of their first task; segments whose tasks do not
         // overlap the next one's need no merge.
@@ -362,57 +374,80 @@ impl<'a> Shuffle<'a> {
         if disjoint {
             return segments.into_iter().map(|s| self.load(s).map(|(b, _)| b)).collect();
         }
-        let loaded = segments.into_iter().map(|s| self.load(s)).collect::<Result<Vec<_>, _>>()?;
-        merge(loaded).map_err(self.arrow())
+        merge(segments, |s| self.load(s), self.arrow())
+    }
+}
+
+/// A segment in the merge: not read yet (spilled), read, or merged.
+enum Merging {
+    Pending(Segment),
+    Held(RecordBatch, Tasks),
+    Merged,
+}
+
+impl Merging {
+    fn held(&self) -> (&RecordBatch, &Tasks) {
+        match self {
+            Merging::Held(b, t) => (b, t),
+            _ => unreachable!("a segment being merged is held"),
+        }
     }
 }
 
 /// Merges segments, each sorted by task, into batches in (task, row) order.
-/// A task's rows are all in one segment. A segment is dropped as soon as
-/// the merge has taken its last row, so the rows held stay near the
-/// partition's size, not twice it.
-fn merge(segments: Vec<(RecordBatch, Tasks)>) -> Result<Vec<RecordBatch>, arrow_schema::ArrowError> {
-    let mut segments: Vec<Option<(RecordBatch, Tasks)>> = segments.into_iter().map(Some).collect();
+/// A task's rows are all in one segment. A segment is read (`load`) only
+/// when the merge reaches its first task, and dropped as soon as the merge
+/// has taken its last row, so the rows held beside the output are those
+/// of the segments the merge is in, not the whole partition again.
+fn merge(
+    segments: Vec<Segment>,
+    mut load: impl FnMut(Segment) -> Result<(RecordBatch, Tasks), EngineError>,
+    arrow: impl Fn(arrow_schema::ArrowError) -> EngineError,
+) -> Result<Vec<RecordBatch>, EngineError> {
     // The segment with the lowest task at its cursor comes first.
-    let mut heap: BinaryHeap<std::cmp::Reverse<(u64, usize)>> = BinaryHeap::new();
+    let mut heap: BinaryHeap<std::cmp::Reverse<(u64, usize)>> =
+        segments.iter().enumerate().map(|(i, s)| std::cmp::Reverse((s.tasks.first(), i))).collect();
+    let mut segments: Vec<Merging> = segments.into_iter().map(Merging::Pending).collect();
     let mut cursor = vec![0usize; segments.len()];
-    for (i, s) in segments.iter().enumerate() {
-        if let Some((b, tasks)) = s
-            && b.num_rows() > 0
-        {
-            heap.push(std::cmp::Reverse((tasks.first(), i)));
-        }
-    }
     let mut out = Vec::new();
     // The next output batch: (segment, row) pairs.
     let mut rows: Vec<(usize, usize)> = Vec::with_capacity(MERGED_ROWS);
     while let Some(std::cmp::Reverse((_, i))) = heap.pop() {
+        if let Merging::Pending(_) = segments[i] {
+            let Merging::Pending(segment) = std::mem::replace(&mut segments[i], Merging::Merged) else {
+                unreachable!("pending")
+            };
+            let (batch, tasks) = load(segment)?;
+            segments[i] = Merging::Held(batch, tasks);
+        }
         // Take rows from this segment while they come before the next
         // segment's first task (galloping: nearly sorted input moves in
         // long runs).
         let next = heap.peek().map_or(u64::MAX, |r| r.0.0);
-        let n = segments[i].as_ref().expect("a segment in the heap is held").0.num_rows();
+        let n = segments[i].held().0.num_rows();
         let mut row = cursor[i];
-        loop {
+        while row < n {
             rows.push((i, row));
             row += 1;
             cursor[i] = row;
             if rows.len() == MERGED_ROWS {
-                out.push(emit(&mut segments, &cursor, &mut rows)?);
+                out.push(emit(&mut segments, &cursor, &mut rows).map_err(&arrow)?);
             }
             // A tie (the same task at the head of two segments) cannot
             // happen, since a task's rows are one piece; had it, the row
             // taken above would keep the merge moving.
-            if row == n || segments[i].as_ref().expect("held").1.at(row) >= next {
+            if row < n && segments[i].held().1.at(row) >= next {
                 break;
             }
         }
+        // A finished segment is dropped by the `emit` that takes its last
+        // row.
         if row < n {
-            heap.push(std::cmp::Reverse((segments[i].as_ref().expect("held").1.at(row), i)));
+            heap.push(std::cmp::Reverse((segments[i].held().1.at(row), i)));
         }
     }
     if !rows.is_empty() {
-        out.push(emit(&mut segments, &cursor, &mut rows)?);
+        out.push(emit(&mut segments, &cursor, &mut rows).map_err(&arrow)?);
     }
     Ok(out)
 }
@@ -420,7 +455,7 @@ fn merge(segments: Vec<(RecordBatch, Tasks)>) -> Result<Vec<RecordBatch>, arrow_
 /// One output batch of the merge, from `rows` (then emptied); drops the
 /// segments it finished.
 fn emit(
-    segments: &mut [Option<(RecordBatch, Tasks)>],
+    segments: &mut [Merging],
     cursor: &[usize],
     rows: &mut Vec<(usize, usize)>,
 ) -> Result<RecordBatch, arrow_schema::ArrowError> {
@@ -429,14 +464,14 @@ fn emit(
     let mut used: Vec<usize> = rows.iter().map(|r| r.0).collect();
     used.sort_unstable();
     used.dedup();
-    let batches: Vec<&RecordBatch> = used.iter().map(|&i| &segments[i].as_ref().expect("held").0).collect();
+    let batches: Vec<&RecordBatch> = used.iter().map(|&i| segments[i].held().0).collect();
     let indices: Vec<(usize, usize)> =
         rows.iter().map(|&(i, row)| (used.binary_search(&i).expect("listed"), row)).collect();
     let batch = arrow_select::interleave::interleave_record_batch(&batches, &indices)?;
     rows.clear();
     for i in used {
-        if segments[i].as_ref().is_some_and(|(b, _)| cursor[i] >= b.num_rows()) {
-            segments[i] = None;
+        if cursor[i] >= segments[i].held().0.num_rows() {
+            segments[i] = Merging::Merged;
         }
     }
     Ok(batch)
@@ -537,6 +572,21 @@ mod tests {
                 prop_assert_eq!(left, 0, "spill files are deleted once read");
             }
         }
+    }
+
+    #[test]
+    fn tasks_far_apart_are_coalesced_into_segments_each_can_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let used = AtomicU64::new(0);
+        let shuffle = Shuffle::new(schema(), vec![0], 1, u64::MAX, &used, dir.path().join("s"));
+        let far = [1u64 << 40, 3, (1 << 40) + 7, 1 << 33, 5];
+        for &task in &far {
+            shuffle.insert(task, output(task, 1, 1)).unwrap();
+        }
+        let mut want: Vec<u64> = far.to_vec();
+        want.sort();
+        let got: Vec<i64> = values(&shuffle.take(0).unwrap());
+        assert_eq!(got, want.iter().map(|t| (t * 1_000_000) as i64).collect::<Vec<_>>());
     }
 
     #[test]
