@@ -389,6 +389,9 @@ backups = true
         let sum = summary(&r);
         assert_eq!(sum["backup_tasks"], 1, "{sum}");
         assert_eq!(sum["failed_tasks"].as_array().unwrap().len(), 0, "{sum}");
+        // Task 5 was read by both its runs, and counts once.
+        let size = std::fs::metadata(s.path("in.txt")).unwrap().len();
+        assert_eq!((sum["input"]["records"].as_u64(), sum["input"]["bytes"].as_u64()), (Some(20), Some(size)), "{sum}");
         let want: String =
             std::iter::once("line\n".to_string()).chain((0..20).map(|i| format!("line {i}\n"))).collect();
         assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), want);

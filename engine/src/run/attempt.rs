@@ -42,26 +42,35 @@ pub(super) fn run_task(
             return Ok(());
         }
     }
-    let (out, read) = match run_steps(shared, index, phase, slot, recorder, task, &input, queued, backup) {
+    // What this run read of the input: counted once the run decides its
+    // task (a twin's reading is not read twice).
+    let mut read = Read::default();
+    let ran = run_steps(shared, index, phase, slot, recorder, task, &input, queued, backup, &mut read);
+    let out = match ran {
         // The first result of a task wins; a straggler's late twin is dropped.
         Ok(_) if tracked && shared.flight.finish(task, shared.clock.now()) == Ended::Dropped => return Ok(()),
-        Ok(done) => done,
+        Ok(out) => Ok(out),
         Err(EngineError::Task(f)) => {
             // A run that fails while its twin still runs leaves the task
             // to the twin: a task fails only when all its runs have.
             if tracked && shared.flight.fail(task) == Ended::Dropped {
                 return Ok(());
             }
-            if !shared.failures.tolerate(&f) {
-                return Err(EngineError::Task(f));
-            }
-            // A tolerated failure contributes no output.
-            (Vec::new(), 0)
+            Err(f)
         }
         Err(e) => return Err(e),
     };
+    // This run decided its task: what it read counts.
+    slot.counts.input_records += read.records;
+    slot.counts.input_bytes += read.bytes;
+    let out = match out {
+        Ok(out) => out,
+        Err(f) if shared.failures.tolerate(&f) => Vec::new(),
+        // A tolerated failure contributes no output; another fails the job.
+        Err(f) => return Err(EngineError::Task(f)),
+    };
     if let Some(journal) = &shared.journal {
-        journal.record(&mut slot.journaled, index, task, read, shared.sinks[index].schema(), &out)?;
+        journal.record(&mut slot.journaled, index, task, read.records, shared.sinks[index].schema(), &out)?;
         // The task's invocation records reach the log before the task is
         // journaled, so that a resumed run's report misses none of them.
         recorder.take_into(&mut slot.journaled.batch.records);
@@ -72,9 +81,18 @@ pub(super) fn run_task(
     Ok(())
 }
 
+/// What a run of a task read of the input (a split; nothing for a
+/// partition).
+#[derive(Debug, Default, Clone, Copy)]
+struct Read {
+    /// Records: as loaded, or as a function that read its split said.
+    records: u64,
+    /// The split's bytes.
+    bytes: u64,
+}
+
 /// Runs a task's steps, each invocation retried on transient failures;
-/// returns the output and the records read from the task's split (none
-/// for a partition).
+/// returns the output, and says in `read` what it read of the input.
 #[allow(clippy::too_many_arguments)]
 fn run_steps(
     shared: &Shared<'_>,
@@ -86,27 +104,25 @@ fn run_steps(
     input: &Input,
     queued: Instant,
     backup: bool,
-) -> Result<(Vec<RecordBatch>, u64), EngineError> {
+    read: &mut Read,
+) -> Result<Vec<RecordBatch>, EngineError> {
     let source = shared.sources[index].as_ref();
     let split = input.split();
-    // Reads the task's input, counting a split as read.
-    let load = |slot: &mut Slot| {
+    // Reads the task's input, noting a split as read.
+    let load = |slot: &mut Slot, read: &mut Read| {
         let loaded = source.load(input, &mut slot.files)?;
         if split.is_some() {
-            slot.counts.input_records += loaded.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            slot.counts.input_bytes += loaded.bytes;
+            read.records = loaded.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            read.bytes = loaded.bytes;
         }
         Ok::<_, EngineError>(loaded)
     };
     if phase.steps.is_empty() {
-        let out = load(slot)?.batches;
-        let read = if split.is_some() { out.iter().map(|b| b.num_rows() as u64).sum() } else { 0 };
-        return Ok((out, read));
+        return Ok(load(slot, read)?.batches);
     }
     let compiled = shared.compiled;
     let platform = &shared.plan.platform;
     let mut data: Option<Vec<RecordBatch>> = None;
-    let mut split_records = 0;
     let mut queued_at = queued;
     for &step in &phase.steps {
         let stage = &compiled.stages[step.stage];
@@ -123,17 +139,17 @@ fn run_steps(
             }
             None if own_split.is_some() && stage.function.reads_split() => {
                 let bytes = own_split.map_or(0, Split::bytes);
-                slot.counts.input_bytes += bytes;
+                read.bytes = bytes;
                 (Vec::new(), bytes)
             }
             // Bad input fails the task at once: a retry would read the same.
             None => {
-                let loaded = load(slot).map_err(|e| task_error(&stage.name, step, task, input, 1, e.to_string()))?;
+                let loaded =
+                    load(slot, read).map_err(|e| task_error(&stage.name, step, task, input, 1, e.to_string()))?;
                 (loaded.batches, loaded.bytes)
             }
         };
         let mut records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let mut counted_read = false;
         let mut attempt = 1;
         let mut began = Some(started);
         loop {
@@ -147,10 +163,7 @@ fn run_steps(
             // A function that read its split itself may say how many records.
             if let Some(n) = call.read {
                 records_in = n;
-                if !counted_read {
-                    slot.counts.input_records += n;
-                    counted_read = true;
-                }
+                read.records = n;
             }
             let finished = shared.clock.now();
             if let Some(l) = limit {
@@ -192,9 +205,6 @@ fn run_steps(
             queued_at = finished;
             match call.result {
                 Ok(out) => {
-                    if first && split.is_some() {
-                        split_records = records_in;
-                    }
                     if step.kind != StepKind::Combine {
                         let c = &mut slot.counts.stages[step.stage];
                         c[0] += 1;
@@ -206,7 +216,7 @@ fn run_steps(
                 }
                 // Another run of the task finished first: this one's result
                 // would be dropped anyway.
-                Err(_) if platform.backups && shared.flight.is_finished(task) => return Ok((Vec::new(), 0)),
+                Err(_) if platform.backups && shared.flight.is_finished(task) => return Ok(Vec::new()),
                 Err(e) if !e.permanent && attempt <= platform.retries && !shared.failed() => {
                     shared.stop.sleep(backoff(platform.backoff, attempt, shared.seed, step, task));
                     queued_at = shared.clock.now();
@@ -216,7 +226,7 @@ fn run_steps(
             }
         }
     }
-    Ok((data.unwrap_or_default(), split_records))
+    Ok(data.unwrap_or_default())
 }
 
 /// The delay before retry `attempt` (1 = the first retry): the base doubled
