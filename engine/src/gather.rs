@@ -241,3 +241,64 @@ pub(crate) fn commit(
     std::fs::rename(&tmp, &manifest_path).map_err(io(&manifest_path))?;
     Ok(info)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("v", DataType::Int64, false)]))
+    }
+
+    /// A task's output: rows (k, v).
+    fn rows(pairs: &[(i64, i64)]) -> Vec<RecordBatch> {
+        let k = Int64Array::from_iter_values(pairs.iter().map(|p| p.0));
+        let v = Int64Array::from_iter_values(pairs.iter().map(|p| p.1));
+        vec![RecordBatch::try_new(schema(), vec![Arc::new(k), Arc::new(v)]).unwrap()]
+    }
+
+    /// Gathers `tasks` (pushed in the order given) and returns the csv.
+    fn gather(tasks: &[(u64, Vec<(i64, i64)>)], sort: Vec<(usize, SortOptions)>, limit: Option<u64>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = dir.path().join("out.csv");
+        let mut g = Gather::new(schema(), Format::Csv, staged.clone(), sort, limit).unwrap();
+        for (task, pairs) in tasks {
+            g.push(*task, rows(pairs)).unwrap();
+        }
+        let (path, _) = g.finish().unwrap();
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn outputs_are_written_in_task_order_whatever_order_they_come_in() {
+        let tasks = vec![(2, vec![(5, 0)]), (0, vec![(1, 0), (2, 0)]), (3, vec![]), (1, vec![(9, 0)])];
+        assert_eq!(gather(&tasks, vec![], None), "k,v\n1,0\n2,0\n9,0\n5,0\n");
+        // A limit without a sort: the first rows in task order.
+        assert_eq!(gather(&tasks, vec![], Some(2)), "k,v\n1,0\n2,0\n");
+    }
+
+    #[test]
+    fn sorted_output_breaks_ties_by_task_and_row_and_limits_after_compaction() {
+        // Ties on k: task order, then row order, decide.
+        let tasks = vec![(1, vec![(7, 10), (3, 11)]), (0, vec![(7, 0), (3, 1), (7, 2)])];
+        let descending = SortOptions { descending: true, nulls_first: false };
+        assert_eq!(gather(&tasks, vec![(0, descending)], None), "k,v\n7,0\n7,2\n7,10\n3,1\n3,11\n");
+        // Past the compaction threshold (65,536 held rows), with a limit.
+        let many: Vec<(u64, Vec<(i64, i64)>)> =
+            (0..40u64).rev().map(|t| (t, (0..3000).map(|r| (r % 7, t as i64 * 10_000 + r)).collect())).collect();
+        let out = gather(&many, vec![(0, SortOptions::default())], Some(70_000));
+        let got: Vec<(i64, i64)> = out
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (k, v) = l.split_once(',').unwrap();
+                (k.parse().unwrap(), v.parse().unwrap())
+            })
+            .collect();
+        let mut want: Vec<(i64, i64)> = (0..40).flat_map(|t| (0..3000).map(move |r| (r % 7, t * 10_000 + r))).collect();
+        want.sort_by_key(|&(k, _)| k); // stable: task, then row
+        want.truncate(70_000);
+        assert_eq!(got, want);
+    }
+}
