@@ -207,7 +207,12 @@ impl Boundaries for Records {
 /// One difference: digits are ASCII digits and `true`/`false` match ASCII
 /// case-insensitively, where arrow-csv's regexes take any Unicode digit and
 /// Unicode case folds (`fAlſE`), which its reader then fails to parse.
-pub(crate) fn infer_schema(source: impl Read, opts: &CsvOptions, rows: usize) -> Result<Schema, String> {
+pub(crate) fn infer_schema(
+    source: impl Read,
+    opts: &CsvOptions,
+    rows: usize,
+    skip_invalid: bool,
+) -> Result<Schema, String> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(opts.header)
         .flexible(false)
@@ -224,8 +229,12 @@ pub(crate) fn infer_schema(source: impl Read, opts: &CsvOptions, rows: usize) ->
     let mut seen = vec![0u16; names.len()];
     let mut record = csv::StringRecord::new();
     for _ in 0..rows {
-        if !reader.read_record(&mut record).map_err(record_error)? {
-            break;
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            // A bad record the job skips: left out of the sample.
+            Err(e) if skip_invalid && !matches!(e.kind(), csv::ErrorKind::Io(_)) => continue,
+            Err(e) => return Err(record_error(e)),
         }
         for (kinds, value) in seen.iter_mut().zip(record.iter()) {
             // An empty value is a null, whatever the type.
@@ -378,7 +387,7 @@ fn data_type(seen: u16) -> DataType {
 
 /// The column names in a header record.
 pub(crate) fn header_names(header: &[u8], opts: &CsvOptions) -> Result<Vec<String>, String> {
-    let schema = infer_schema(Cursor::new(header), &CsvOptions { header: true, ..*opts }, 0)?;
+    let schema = infer_schema(Cursor::new(header), &CsvOptions { header: true, ..*opts }, 0, false)?;
     Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
 }
 
@@ -561,7 +570,7 @@ mod tests {
                 data.push('\n');
             }
             let opts = CsvOptions { header, ..CsvOptions::default() };
-            let ours = infer_schema(data.as_bytes(), &opts, infer_rows).unwrap();
+            let ours = infer_schema(data.as_bytes(), &opts, infer_rows, false).unwrap();
             let arrow = arrow_infer(&data, &opts, infer_rows).unwrap();
             prop_assert_eq!(ours, arrow, "{:?}", data);
         }
@@ -570,7 +579,7 @@ mod tests {
     #[test]
     fn inference_errors_name_the_line() {
         let data = "a,b\n1,\"x\ny\"\n2,z\n3,w,extra\n";
-        let e = infer_schema(data.as_bytes(), &CsvOptions::default(), 10).unwrap_err();
+        let e = infer_schema(data.as_bytes(), &CsvOptions::default(), 10, false).unwrap_err();
         assert_eq!(e, "a record has 3 fields where the first had 2 at line 5");
         assert!(arrow_infer(data, &CsvOptions::default(), 10).unwrap_err().contains("at line 5"));
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
+use crate::bad::{BadRecords, LineIndex, OnBadRecord};
 use crate::csv::{self, CsvOptions};
 use crate::error::{Error, Location, Result};
 use crate::format::{Compression, Format};
@@ -33,6 +34,9 @@ pub struct DatasetOptions {
     pub batch_rows: usize,
     /// Records sampled from the first file to infer a csv or jsonl schema.
     pub infer_rows: usize,
+    /// What to do with records that cannot be read (see
+    /// [`Dataset::read_salvaging`]).
+    pub bad: BadRecords,
 }
 
 impl Default for DatasetOptions {
@@ -44,6 +48,7 @@ impl Default for DatasetOptions {
             schema: None,
             batch_rows: 8192,
             infer_rows: 1000,
+            bad: BadRecords::default(),
         }
     }
 }
@@ -66,15 +71,17 @@ impl Default for DatasetOptions {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     inputs: Vec<String>,
-    format: Format,
+    pub(crate) format: Format,
     /// Whether the format was given rather than told from extensions.
     explicit: bool,
-    opts: DatasetOptions,
+    pub(crate) opts: DatasetOptions,
     /// The schema of the batches read: the files' own, or its projection.
-    schema: SchemaRef,
+    pub(crate) schema: SchemaRef,
     /// The files' schema and, when only some columns are read, which.
-    full: SchemaRef,
-    projection: Option<Vec<usize>>,
+    pub(crate) full: SchemaRef,
+    pub(crate) projection: Option<Vec<usize>>,
+    /// Line numbers of offsets, for bad records.
+    pub(crate) lines: LineIndex,
 }
 
 impl Dataset {
@@ -102,19 +109,21 @@ impl Dataset {
                 "a schema can only be given for csv and jsonl inputs; {format} files carry their own"
             )));
         }
+        // Records the job skips are skipped in the sample too.
+        let skip_bad = opts.bad.on_bad != OnBadRecord::Fail;
         let schema = match (&opts.schema, format) {
             (Some(s), _) => s.clone(),
             (None, Format::Text) => text::schema(),
             (None, Format::Csv) => {
                 let source = open_whole(&first)?;
                 Arc::new(
-                    csv::infer_schema(source, &opts.csv, opts.infer_rows)
+                    csv::infer_schema(source, &opts.csv, opts.infer_rows, skip_bad)
                         .map_err(|m| Error::invalid(&first.path, format!("cannot infer a csv schema: {m}")))?,
                 )
             }
             (None, Format::Jsonl) => {
                 let source = open_whole(&first)?;
-                match jsonl::infer_schema(source, opts.infer_rows) {
+                match jsonl::infer_schema(source, opts.infer_rows, skip_bad) {
                     Ok(schema) => Arc::new(schema),
                     Err(m) => {
                         // Name the line that stopped inference, if one did.
@@ -132,7 +141,8 @@ impl Dataset {
             (None, Format::Arrow) => ipc::schema(&first.path)?,
         };
         let full = schema.clone();
-        Ok(Dataset { inputs, format, explicit: opts.format.is_some(), opts, schema, full, projection: None })
+        let explicit = opts.format.is_some();
+        Ok(Dataset { inputs, format, explicit, opts, schema, full, projection: None, lines: LineIndex::default() })
     }
 
     /// The same dataset read for the columns named `columns` only (in the
@@ -337,7 +347,7 @@ impl Dataset {
     /// at most `len + 1` records: decoders size their buffers to the
     /// batch, and a tiny split's need not be the 8,192 rows' (zeroed, per
     /// split).
-    fn batch_rows(&self, range: &SplitRange) -> usize {
+    pub(crate) fn batch_rows(&self, range: &SplitRange) -> usize {
         match *range {
             SplitRange::Bytes { len, .. } => {
                 self.opts.batch_rows.min(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(1))
@@ -596,7 +606,7 @@ const WINDOW: u64 = 64 * 1024;
 impl OpenFiles {
     /// The bytes of `range` of `file`, through a kept handle where one
     /// fits.
-    fn open(&mut self, file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {
+    pub(crate) fn open(&mut self, file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {
         let SplitRange::Bytes { offset, len } = *range else {
             return open_range(file, range);
         };

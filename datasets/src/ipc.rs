@@ -13,6 +13,12 @@ use crate::error::{Error, Result};
 
 /// The size in the file (metadata and body) of each record batch.
 pub(crate) fn batch_sizes(path: &Path) -> Result<Vec<u64>> {
+    Ok(blocks(path)?.into_iter().map(|(_, len)| len).collect())
+}
+
+/// Each record batch's place in the file: its offset and its size
+/// (metadata and body).
+pub(crate) fn blocks(path: &Path) -> Result<Vec<(u64, u64)>> {
     let bad = |m: String| Error::invalid(path, format!("not an Arrow IPC file: {m}"));
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -33,9 +39,31 @@ pub(crate) fn batch_sizes(path: &Path) -> Result<Vec<u64>> {
     Ok(footer
         .recordBatches()
         .map(|blocks| {
-            blocks.iter().map(|b| (b.metaDataLength().max(0) as u64) + b.bodyLength().max(0) as u64).collect()
+            blocks
+                .iter()
+                .map(|b| (b.offset().max(0) as u64, (b.metaDataLength().max(0) as u64) + b.bodyLength().max(0) as u64))
+                .collect()
         })
         .unwrap_or_default())
+}
+
+/// The rows of the record batch whose message starts at `offset` of the
+/// file at `path`, as its metadata says; `None` when that cannot be read.
+pub(crate) fn batch_rows_at(path: &Path, offset: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let file = File::open(path).ok()?;
+    let mut head = [0u8; 8];
+    file.read_exact_at(&mut head, offset).ok()?;
+    // A continuation marker, then the metadata's length.
+    let (at, len) = if head[..4] == [0xff; 4] {
+        (offset + 8, i32::from_le_bytes(head[4..].try_into().ok()?))
+    } else {
+        (offset + 4, i32::from_le_bytes(head[..4].try_into().ok()?))
+    };
+    let mut meta = vec![0; usize::try_from(len).ok()?.min(1 << 24)];
+    file.read_exact_at(&mut meta, at).ok()?;
+    let message = arrow_ipc::root_as_message(&meta).ok()?;
+    Some(message.header_as_record_batch()?.length().max(0) as u64)
 }
 
 /// The schema of the Arrow IPC file at `path`.

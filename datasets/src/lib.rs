@@ -23,23 +23,28 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bad;
 pub mod csv;
 mod dataset;
 mod error;
 mod format;
 pub mod generator;
 mod ipc;
+mod json_infer;
 mod jsonl;
 pub mod listing;
 mod parquet;
+mod salvage;
 pub mod split;
 pub mod text;
 mod writer;
 
 pub use crate::csv::CsvOptions;
+pub use bad::{BadRecord, BadRecords, Encoding, MaxBad, OnBadRecord, RAW_LIMIT};
 pub use dataset::{Batches, Dataset, DatasetOptions, OpenFiles, Summary, split_bytes};
 pub use error::{Error, Location, Result};
 pub use format::{Compression, Format, UnknownFormat};
+pub use json_infer::{is_json_text, json_text_field};
 pub use listing::InputFile;
 pub use split::{Split, SplitRange};
 pub use writer::Writer;

@@ -19,6 +19,21 @@ pub(crate) fn row_group_sizes(path: &Path) -> Result<Vec<u64>> {
     Ok(meta.row_groups().iter().map(|rg| rg.compressed_size().max(0) as u64).collect())
 }
 
+/// Each row group of the file at `path`: where its column chunks start,
+/// their compressed size, and its rows.
+pub(crate) fn row_groups(path: &Path) -> Result<Vec<(u64, u64, u64)>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = ParquetMetaDataReader::new().parse_and_finish(&file).map_err(|e| Error::invalid(path, e))?;
+    Ok(meta
+        .row_groups()
+        .iter()
+        .map(|rg| {
+            let start = rg.columns().iter().map(|c| c.byte_range().0).min().unwrap_or(0);
+            (start, rg.compressed_size().max(0) as u64, rg.num_rows().max(0) as u64)
+        })
+        .collect())
+}
+
 /// The Arrow schema of the parquet file at `path`.
 pub(crate) fn schema(path: &Path) -> Result<SchemaRef> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use fanout_datasets::generator::{Amount, GenKind, GenSpec};
-use fanout_datasets::{CsvOptions, DatasetOptions, Format};
+use fanout_datasets::{CsvOptions, DatasetOptions, Encoding, Format, MaxBad, OnBadRecord};
 use serde_json::{Map, Value};
 
 use crate::environment::{Environment, LocalEnvironment};
@@ -15,7 +15,7 @@ use crate::error::{JobError, JobErrors};
 use crate::external::{ExternalCheck, ExternalChecked, ExternalKind, ExternalRef, validate_external};
 use crate::load::{FieldPath, LoadedJob};
 use crate::platform::{ColdStart, PlatformPlan, Preset, memory_mb, preset};
-use crate::schema::{FunctionSpec, InputSpec, OutputSpec};
+use crate::schema::{CountOrText, FunctionSpec, InputSpec, OutputSpec};
 
 /// A problem a catalog finds with a function reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,6 +413,37 @@ fn validate_input(
     if let Some(n) = spec.infer_rows {
         opts.infer_rows = n.max(1);
     }
+    if let Some(p) = &spec.on_bad_record {
+        match p.parse::<OnBadRecord>() {
+            Ok(p) => opts.bad.on_bad = p,
+            Err(m) => errors.push(job.error(&at("on_bad_record"), m)),
+        }
+    }
+    if let Some(max) = &spec.max_bad_records {
+        let parsed = match max {
+            CountOrText::Count(n) => Ok(MaxBad::Count(*n)),
+            CountOrText::Text(t) => t.parse::<MaxBad>(),
+        };
+        match parsed {
+            Ok(_) if opts.bad.on_bad == OnBadRecord::Fail => {
+                errors.push(job.error(
+                    &at("max_bad_records"),
+                    "max_bad_records applies when on_bad_record is \"skip\" or \"reject\"",
+                ))
+            }
+            Ok(m) => opts.bad.max = Some(m),
+            Err(m) => errors.push(job.error(&at("max_bad_records"), m)),
+        }
+    }
+    if let Some(e) = &spec.encoding {
+        if format.is_some() && format != Some(Format::Text) {
+            errors.push(job.error(&at("encoding"), "input.encoding applies to text input only"));
+        }
+        match e.parse::<Encoding>() {
+            Ok(e) => opts.bad.encoding = e,
+            Err(m) => errors.push(job.error(&at("encoding"), m)),
+        }
+    }
     let is_csv = format == Some(Format::Csv);
     let tsv =
         matches!(&spec.path, Some(p) if p.to_vec().first().is_some_and(|p| p.to_ascii_lowercase().ends_with(".tsv")));
@@ -461,10 +492,11 @@ fn validate_input(
 }
 
 /// Type names accepted in `input.schema`, besides Arrow's own spelling.
-pub const TYPE_NAMES: &str =
-    "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, utf8 (string), date, timestamp";
+pub const TYPE_NAMES: &str = "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, \
+    utf8 (string), date, timestamp, json (any JSON value, kept as its text)";
 
-/// Parses a column given as `name:type`.
+/// Parses a column given as `name:type`; `json` is a JSON text column
+/// ([`fanout_datasets::json_text_field`]), which holds any JSON value.
 pub fn parse_column(s: &str) -> Result<Field, String> {
     let (name, ty) =
         s.split_once(':').ok_or_else(|| format!("column `{s}` must be written name:type, e.g. amount:float64"))?;
@@ -487,6 +519,7 @@ pub fn parse_column(s: &str) -> Result<Field, String> {
         "utf8" | "string" | "str" | "text" => DataType::Utf8,
         "date" | "date32" => DataType::Date32,
         "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "json" => return Ok(fanout_datasets::json_text_field(name)),
         _ => DataType::from_str(ty)
             .map_err(|_| format!("unknown type `{ty}` for column `{name}`, expected one of: {TYPE_NAMES}"))?,
     };
@@ -626,4 +659,20 @@ fn validate_output(
         limit: spec.limit,
         mode,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_columns_hold_json_text() {
+        let f = parse_column("license: json").unwrap();
+        assert!(fanout_datasets::is_json_text(&f));
+        assert_eq!(f, fanout_datasets::json_text_field("license"));
+        assert_eq!(parse_column("n:JSON").unwrap(), fanout_datasets::json_text_field("n"));
+        assert!(!fanout_datasets::is_json_text(&parse_column("s:utf8").unwrap()));
+        let e = parse_column("x:nope").unwrap_err();
+        assert!(e.ends_with("timestamp, json (any JSON value, kept as its text)"), "{e}");
+    }
 }

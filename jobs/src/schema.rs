@@ -48,6 +48,24 @@ pub struct InputSpec {
     pub schema: Option<Vec<String>>,
     /// csv, jsonl: records sampled to infer the schema (default 1000).
     pub infer_rows: Option<usize>,
+    /// fail | skip | reject: what to do with a record that cannot be read
+    /// (default fail).
+    pub on_bad_record: Option<String>,
+    /// With skip or reject: the most bad records tolerated, a count (100)
+    /// or a percentage ("0.1%") of the records read.
+    pub max_bad_records: Option<CountOrText>,
+    /// text: utf-8 (default) or utf-8-lossy (invalid bytes replaced).
+    pub encoding: Option<String>,
+}
+
+/// A number, or a string such as a percentage.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum CountOrText {
+    /// A whole number.
+    Count(u64),
+    /// Text.
+    Text(String),
 }
 
 /// One path or a list of them.

@@ -258,3 +258,37 @@ fn extract(
         .collect();
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::StringArray;
+    use arrow_array::types::Int64Type;
+
+    #[test]
+    fn json_extract_reads_json_text_columns() {
+        // A JSON text column as the jsonl reader fills it: a string value
+        // keeps its quotes, an object or a number is its JSON text.
+        let values = StringArray::from(vec![
+            Some(r#""MIT""#),
+            Some(r#"{"type":"Apache-2.0","n":2,"url":{"u":1}}"#),
+            Some("3"),
+            None,
+            Some(r#"[{"type":"x"}]"#),
+        ]);
+        let schema = Arc::new(Schema::new(vec![fanout_datasets::json_text_field("license")]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap();
+        let params = serde_json::json!({"column": "license", "fields": ["type:utf8", "n:int64", "url:utf8"]});
+        let spec = StageSpec { params: params.as_object().unwrap(), input: &batch.schema(), key: None };
+        let plan = JsonExtract.plan(&spec).unwrap();
+        let inv = Invocation { stage: "s", task: 0, attempt: 1, deadline: None, split: None, cancel: None };
+        let out = plan.init().unwrap().call(&inv, vec![batch]).unwrap();
+        let text = |c: usize| -> Vec<Option<String>> {
+            out[0].column(c).as_string::<i32>().iter().map(|v| v.map(String::from)).collect()
+        };
+        assert_eq!(text(0), [None, Some("Apache-2.0".into()), None, None, None]);
+        let n: Vec<_> = out[0].column(1).as_primitive::<Int64Type>().iter().collect();
+        assert_eq!(n, [None, Some(2), None, None, None]);
+        assert_eq!(text(2), [None, Some(r#"{"u":1}"#.into()), None, None, None]);
+    }
+}
