@@ -249,7 +249,12 @@ fn stage_line(s: &fanout_engine::StageProgress, secs: f64) -> String {
     let more = if s.total_known.load(Relaxed) { "" } else { "+" };
     let records = s.records.load(Relaxed) as f64 / secs;
     let mb = s.bytes.load(Relaxed) as f64 / 1e6 / secs;
-    format!("{}/{total}{more} tasks {records:.0} rec/s {mb:.1} MB/s", s.done.load(Relaxed))
+    let mut line = format!("{}/{total}{more} tasks {records:.0} rec/s {mb:.1} MB/s", s.done.load(Relaxed));
+    let bad = s.bad.load(Relaxed);
+    if bad > 0 {
+        line.push_str(&format!(" · {bad} bad records"));
+    }
+    line
 }
 
 /// Prints a line per stage every second, and once at the end: progress

@@ -7,6 +7,7 @@ mod datasets_gen;
 mod external;
 mod faults;
 mod job_errors;
+mod messy_data;
 mod oracles;
 mod plan;
 mod run;

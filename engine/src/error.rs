@@ -77,6 +77,22 @@ pub enum EngineError {
         /// The tolerated percentage.
         percent: f64,
     },
+    /// More input records could not be read than `max_bad_records`
+    /// tolerates.
+    #[error(
+        "{count} bad input records, more than max_bad_records = {limit}; the last: {last}{}",
+        rejects.as_ref().map(|p| format!(" ({} lists them)", p.display())).unwrap_or_default()
+    )]
+    TooManyBadRecords {
+        /// Bad records counted.
+        count: u64,
+        /// The limit, as written.
+        limit: String,
+        /// The last bad record: where, and what is wrong with it.
+        last: String,
+        /// The rejects file, when rejecting.
+        rejects: Option<PathBuf>,
+    },
     /// Writing the run directory, the shuffle or the output failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -20,6 +20,9 @@ pub struct StageProgress {
     pub bytes: AtomicU64,
     /// Records the stage passed on.
     pub records: AtomicU64,
+    /// Input records left out as bad (skipped or rejected): the first
+    /// stage's.
+    pub bad: AtomicU64,
 }
 
 impl StageProgress {

@@ -5,7 +5,7 @@
 //! streams are the sources to come).
 
 use arrow_array::RecordBatch;
-use fanout_datasets::{Dataset, OpenFiles, Split};
+use fanout_datasets::{BadRecord, Dataset, OpenFiles, Split};
 
 use crate::error::EngineError;
 use crate::shuffle::Shuffle;
@@ -46,6 +46,9 @@ pub(crate) struct Loaded {
     pub(crate) batches: Vec<RecordBatch>,
     /// Its size: a split's bytes on disk, else the batches' memory.
     pub(crate) bytes: u64,
+    /// Records of a split that could not be read, when the job skips or
+    /// rejects them.
+    pub(crate) bad: Vec<BadRecord>,
 }
 
 /// Where a phase's tasks come from.
@@ -100,8 +103,8 @@ impl TaskSource for Splits<'_> {
 
     fn load(&self, input: &Input, files: &mut OpenFiles) -> Result<Loaded, EngineError> {
         let split = input.split().expect("a split task");
-        let batches = self.dataset.read_all_with(split, files).map_err(EngineError::Input)?;
-        Ok(Loaded { batches, bytes: split.bytes() })
+        let (batches, bad) = self.dataset.read_salvaging(split, files).map_err(EngineError::Input)?;
+        Ok(Loaded { batches, bytes: split.bytes(), bad })
     }
 }
 
@@ -145,6 +148,6 @@ impl TaskSource for Partitions<'_, '_> {
             Input::Split(_) => unreachable!("a partition task"),
         };
         let bytes = batches.iter().map(|b| b.get_array_memory_size() as u64).sum();
-        Ok(Loaded { batches, bytes })
+        Ok(Loaded { batches, bytes, bad: Vec::new() })
     }
 }

@@ -30,6 +30,10 @@ pub(crate) struct Totals {
     pub(crate) resumed: u64,
     /// Backup tasks started for stragglers.
     pub(crate) backups: u64,
+    /// Input records that could not be read (skipped or rejected), and
+    /// the rejects file when rejecting.
+    pub(crate) bad_records: u64,
+    pub(crate) rejects: Option<std::path::PathBuf>,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -97,6 +101,17 @@ pub struct InputSummary {
     pub bytes: u64,
     /// Records read.
     pub records: u64,
+    /// Records that could not be read and were left out, under
+    /// `on_bad_record = "skip"`.
+    #[serde(default)]
+    pub skipped: u64,
+    /// Records that could not be read and were set aside in the rejects
+    /// file, under `on_bad_record = "reject"`.
+    #[serde(default)]
+    pub rejected: u64,
+    /// The rejects file, when rejecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejects: Option<std::path::PathBuf>,
 }
 
 /// Invocation totals.
@@ -272,7 +287,14 @@ pub(crate) fn summarize(
         error: error.map(ToString::to_string),
         wall_seconds: secs,
         concurrency: state.concurrency,
-        input: InputSummary { splits: state.splits, bytes: state.input_bytes, records: state.input_records },
+        input: InputSummary {
+            splits: state.splits,
+            bytes: state.input_bytes,
+            records: state.input_records,
+            skipped: if state.rejects.is_none() { state.bad_records } else { 0 },
+            rejected: if state.rejects.is_some() { state.bad_records } else { 0 },
+            rejects: state.rejects.clone(),
+        },
         input_mib_per_second: state.input_bytes as f64 / (1 << 20) as f64 / secs,
         records_per_second: state.input_records as f64 / secs,
         output,
@@ -337,6 +359,12 @@ impl Summary {
                 st.latency_ms.p99,
                 st.latency_ms.max
             );
+        }
+        if self.input.skipped > 0 {
+            let _ = writeln!(t, "bad input records skipped: {}", self.input.skipped);
+        }
+        if let Some(path) = &self.input.rejects {
+            let _ = writeln!(t, "bad input records rejected: {} (listed in {})", self.input.rejected, path.display());
         }
         if self.resumed_tasks > 0 {
             let _ = writeln!(t, "resumed: {} tasks taken from the journal", self.resumed_tasks);

@@ -3,7 +3,8 @@
 //!
 //! A line names one saved output in `tasks.data` — its offset, length and
 //! XXH3 checksum — and the tasks whose rows it holds, in order, as runs of
-//! consecutive task ids with the same rows and input records:
+//! consecutive task ids with the same rows and input records (and bad
+//! records, a fifth number when there are any):
 //! `{"phase":0,"offset":0,"len":920,"xxh3":"…","tasks":[[64,32,1,1]]}` is
 //! tasks 64 to 95 of phase 0, one row each, task 64's row first. A journal
 //! of a million one-row tasks is a few MB, and a resumed run's index holds
@@ -12,9 +13,13 @@
 
 use serde::Deserialize;
 
-/// One run of tasks in a line: the first task, how many, and the rows and
-/// input records of each.
-pub(super) type TaskRun = [u64; 4];
+/// One run of tasks in a line: the first task, how many, and the rows,
+/// input records and bad input records of each.
+pub(super) type TaskRun = [u64; 5];
+
+/// A finished task as a line lists it: its id, rows, input records and
+/// bad input records.
+pub(super) type TaskLine = (u64, u64, u64, u64);
 
 /// A line of `journal.jsonl`, either format.
 #[derive(Debug, Deserialize)]
@@ -25,7 +30,7 @@ struct Line {
     xxh3: String,
     /// This format: the runs of tasks the saved output holds.
     #[serde(default)]
-    tasks: Option<Vec<TaskRun>>,
+    tasks: Option<Vec<Vec<u64>>>,
     /// The earlier format: one task, and its rows of the saved output.
     #[serde(default)]
     task: Option<u64>,
@@ -48,7 +53,7 @@ pub(super) fn write_line(
     len: u64,
     xxh3: u64,
     skip: u64,
-    tasks: impl Iterator<Item = (u64, u64, u64)>,
+    tasks: impl Iterator<Item = TaskLine>,
 ) {
     let num = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
     out.extend_from_slice(b"{\"phase\":");
@@ -63,13 +68,14 @@ pub(super) fn write_line(
     }
     out.extend_from_slice(format!(",\"xxh3\":\"{xxh3:016x}\",\"tasks\":[").as_bytes());
     let mut first = true;
-    for [task, count, rows, input] in runs(tasks) {
+    for run in runs(tasks) {
         if !first {
             out.push(b',');
         }
         first = false;
         out.push(b'[');
-        for (i, v) in [task, count, rows, input].into_iter().enumerate() {
+        let n = if run[4] > 0 { 5 } else { 4 };
+        for (i, &v) in run[..n].iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -80,13 +86,14 @@ pub(super) fn write_line(
     out.extend_from_slice(b"]}\n");
 }
 
-/// Tasks as runs of consecutive ids with the same rows and input.
-fn runs(tasks: impl Iterator<Item = (u64, u64, u64)>) -> Vec<TaskRun> {
+/// Tasks as runs of consecutive ids with the same rows, input and bad
+/// input.
+fn runs(tasks: impl Iterator<Item = TaskLine>) -> Vec<TaskRun> {
     let mut out: Vec<TaskRun> = Vec::new();
-    for (task, rows, input) in tasks {
+    for (task, rows, input, bad) in tasks {
         match out.last_mut() {
-            Some(r) if r[0] + r[1] == task && r[2] == rows && r[3] == input => r[1] += 1,
-            _ => out.push([task, 1, rows, input]),
+            Some(r) if r[0] + r[1] == task && r[2] == rows && r[3] == input && r[4] == bad => r[1] += 1,
+            _ => out.push([task, 1, rows, input, bad]),
         }
     }
     out
@@ -105,6 +112,8 @@ pub(super) struct Entry {
     pub(super) rows: u64,
     /// Records the task read from its split.
     pub(super) input: u64,
+    /// Records of its split that could not be read (skipped or rejected).
+    pub(super) bad: u64,
 }
 
 /// A run of tasks of one line, for lookups.
@@ -121,6 +130,7 @@ struct Run {
     skip: u64,
     rows: u64,
     input: u64,
+    bad: u64,
 }
 
 /// The tasks a journal holds, as runs sorted by (phase, first task).
@@ -145,15 +155,17 @@ impl Index {
             index.saved.push((line.offset, line.len, xxh3));
             let (runs, mut skip) = match (line.tasks, line.task) {
                 (Some(runs), _) => (runs, line.skip),
-                (None, Some(task)) => (vec![[task, 1, line.rows, line.input]], line.skip),
+                (None, Some(task)) => (vec![vec![task, 1, line.rows, line.input]], line.skip),
                 (None, None) => continue,
             };
-            for [first, count, rows, input] in runs {
+            for run in runs {
+                let Some(&[first, count, rows, input]) = run.first_chunk() else { continue };
+                let bad = run.get(4).copied().unwrap_or(0);
                 if count == 0 {
                     continue;
                 }
                 index.longest = index.longest.max(count);
-                index.runs.push(Run { phase: line.phase, first, count, line: n, saved, skip, rows, input });
+                index.runs.push(Run { phase: line.phase, first, count, line: n, saved, skip, rows, input, bad });
                 skip += count * rows;
             }
         }
@@ -180,6 +192,7 @@ impl Index {
             skip: best.skip + (task - best.first) * best.rows,
             rows: best.rows,
             input: best.input,
+            bad: best.bad,
         })
     }
 }
@@ -197,20 +210,21 @@ mod tests {
         let mut out = Vec::new();
         // Tasks 4..8 with a row each, then 9 (not consecutive), 10 with
         // three rows, 11 with one.
-        let tasks = [(4, 1, 1), (5, 1, 1), (6, 1, 1), (7, 1, 1), (9, 1, 1), (10, 3, 2), (11, 1, 1)];
+        let tasks =
+            [(4, 1, 1, 0), (5, 1, 1, 0), (6, 1, 1, 0), (7, 1, 1, 0), (9, 1, 1, 0), (10, 3, 2, 0), (11, 1, 1, 2)];
         write_line(&mut out, 1, 100, 50, 0xabc, 0, tasks.iter().copied());
         assert_eq!(
             String::from_utf8(out.clone()).unwrap(),
             "{\"phase\":1,\"offset\":100,\"len\":50,\"xxh3\":\"0000000000000abc\",\
-             \"tasks\":[[4,4,1,1],[9,1,1,1],[10,1,3,2],[11,1,1,1]]}\n"
+             \"tasks\":[[4,4,1,1],[9,1,1,1],[10,1,3,2],[11,1,1,1,2]]}\n"
         );
         let index = Index::read(lines(&out));
-        let entry = |skip, rows, input| Some(Entry { offset: 100, len: 50, xxh3: 0xabc, skip, rows, input });
-        assert_eq!(index.get(1, 4), entry(0, 1, 1));
-        assert_eq!(index.get(1, 7), entry(3, 1, 1));
-        assert_eq!(index.get(1, 9), entry(4, 1, 1));
-        assert_eq!(index.get(1, 10), entry(5, 3, 2));
-        assert_eq!(index.get(1, 11), entry(8, 1, 1));
+        let entry = |skip, rows, input, bad| Some(Entry { offset: 100, len: 50, xxh3: 0xabc, skip, rows, input, bad });
+        assert_eq!(index.get(1, 4), entry(0, 1, 1, 0));
+        assert_eq!(index.get(1, 7), entry(3, 1, 1, 0));
+        assert_eq!(index.get(1, 9), entry(4, 1, 1, 0));
+        assert_eq!(index.get(1, 10), entry(5, 3, 2, 0));
+        assert_eq!(index.get(1, 11), entry(8, 1, 1, 2));
         assert_eq!(index.get(1, 8), None);
         assert_eq!(index.get(1, 12), None);
         assert_eq!(index.get(0, 5), None);
@@ -219,18 +233,21 @@ mod tests {
     #[test]
     fn a_later_line_wins_and_earlier_format_lines_are_read() {
         let mut out = Vec::new();
-        write_line(&mut out, 0, 0, 10, 1, 0, (0..100).map(|t| (t, 2, 1)));
+        write_line(&mut out, 0, 0, 10, 1, 0, (0..100).map(|t| (t, 2, 1, 0)));
         // Task 50 again, in a later line (redone after its bytes were lost),
         // after 5 rows of another phase's task.
-        write_line(&mut out, 0, 10, 10, 2, 5, [(50, 7, 1)].into_iter());
+        write_line(&mut out, 0, 10, 10, 2, 5, [(50, 7, 1, 0)].into_iter());
         out.extend_from_slice(
             b"{\"phase\":0,\"task\":200,\"offset\":20,\"len\":5,\"xxh3\":\"00000000000000ff\",\"rows\":3,\"skip\":4}\n",
         );
         out.extend_from_slice(b"{\"phase\":0,\"offset\":9"); // cut short by a crash
         let index = Index::read(lines(&out));
         assert_eq!(index.get(0, 49).unwrap().skip, 98);
-        assert_eq!(index.get(0, 50), Some(Entry { offset: 10, len: 10, xxh3: 2, skip: 5, rows: 7, input: 1 }));
+        assert_eq!(index.get(0, 50), Some(Entry { offset: 10, len: 10, xxh3: 2, skip: 5, rows: 7, input: 1, bad: 0 }));
         assert_eq!(index.get(0, 51).unwrap().skip, 102);
-        assert_eq!(index.get(0, 200), Some(Entry { offset: 20, len: 5, xxh3: 255, skip: 4, rows: 3, input: 0 }));
+        assert_eq!(
+            index.get(0, 200),
+            Some(Entry { offset: 20, len: 5, xxh3: 255, skip: 4, rows: 3, input: 0, bad: 0 })
+        );
     }
 }

@@ -56,27 +56,29 @@ pub(super) struct Done {
     pub(super) rows: u64,
     /// Records it read from its split.
     pub(super) input: u64,
+    /// Records of its split that could not be read.
+    pub(super) bad: u64,
 }
 
 impl Journal {
     /// Adds a completed task's output to a worker's batch: encoded now if
     /// it is large or has dictionaries, else held to be saved with the
     /// other small outputs of the task group. `input` is the records the
-    /// task read from its split.
+    /// task read from its split, and `bad` those it could not.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn record(
         &self,
         local: &mut Local,
         phase: usize,
         task: u64,
-        input: u64,
+        (input, bad): (u64, u64),
         schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<(), EngineError> {
         local.since.get_or_insert_with(std::time::Instant::now);
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        let done = Done { phase, task, skip: 0, rows, input };
+        let done = Done { phase, task, skip: 0, rows, input, bad };
         if size > SHARED_BYTES || has_dictionaries(schema) {
             let len = self.encode(local, schema, batches)?;
             local.batch.saved.push((len, 1));

@@ -88,6 +88,8 @@ pub(crate) struct Completed {
     pub(crate) batches: Vec<RecordBatch>,
     /// The records it read from its split.
     pub(crate) input_records: u64,
+    /// The records of its split that could not be read.
+    pub(crate) bad_records: u64,
 }
 
 /// Saved bytes read back: their offset, length and checksum, and their
@@ -207,7 +209,7 @@ impl Journal {
         let saved = &last[0].1;
         let arrow = |err| EngineError::io(&self.data_path, std::io::Error::other(err));
         let batches = rows(saved, e.skip as usize, e.rows as usize).map_err(arrow)?;
-        Ok(Some(Completed { batches, input_records: e.input }))
+        Ok(Some(Completed { batches, input_records: e.input, bad_records: e.bad }))
     }
 
     /// The batches saved at `e`'s bytes; `None` if they are not on disk as
@@ -304,8 +306,8 @@ mod tests {
             let mut local = Local::default();
             for (phase, batch) in &cases {
                 let schema = batch.schema();
-                journal.record(&mut local, *phase, 7, 42, &schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
-                journal.record(&mut local, *phase, 8, 0, &schema, &[]).unwrap();
+                journal.record(&mut local, *phase, 7, (42, 3), &schema, &[batch.clone(), batch.slice(1, 2)]).unwrap();
+                journal.record(&mut local, *phase, 8, (0, 0), &schema, &[]).unwrap();
                 local.batch.records.push(0, &crate::records::tests::record(*phase as u64, None));
                 journal.hand_over(&mut local, true).unwrap();
             }
@@ -320,7 +322,10 @@ mod tests {
             assert_eq!(concat_batches(&schema, &back).unwrap(), expected);
             assert_eq!(journal.completed(*phase, 8, &schema).unwrap().map(|c| c.batches).expect("journaled"), vec![]);
             // The records a task read come back with it, for the summary.
-            assert_eq!(journal.completed(*phase, 7, &schema).unwrap().map(|c| c.input_records), Some(42));
+            assert_eq!(
+                journal.completed(*phase, 7, &schema).unwrap().map(|c| (c.input_records, c.bad_records)),
+                Some((42, 3))
+            );
             assert!(journal.completed(*phase, 9, &schema).unwrap().map(|c| c.batches).is_none());
         }
         journal.finish(true).unwrap();
@@ -338,7 +343,7 @@ mod tests {
             let mut local = Local::default();
             // One task per hand-over: each saved on its own.
             for task in 0..3 {
-                journal.record(&mut local, 0, task, 0, &schema, std::slice::from_ref(&batch)).unwrap();
+                journal.record(&mut local, 0, task, (0, 0), &schema, std::slice::from_ref(&batch)).unwrap();
                 journal.hand_over(&mut local, true).unwrap();
             }
             journal.finish(false).unwrap();
@@ -376,7 +381,7 @@ mod tests {
             let journal = open(dir.path(), false);
             let mut local = Local::default();
             for (task, out) in tasks.iter().enumerate() {
-                journal.record(&mut local, 0, task as u64, 0, &schema, out).unwrap();
+                journal.record(&mut local, 0, task as u64, (0, 0), &schema, out).unwrap();
             }
             journal.hand_over(&mut local, true).unwrap();
             journal.finish(false).unwrap();
@@ -418,7 +423,7 @@ mod tests {
         {
             let journal = open(dir.path(), false);
             let mut local = Local::default();
-            journal.record(&mut local, 0, 0, 0, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.record(&mut local, 0, 0, (0, 0), &schema, std::slice::from_ref(&batch)).unwrap();
             // Time as the hand-over sees it, not as this (maybe busy)
             // machine runs the test.
             let recorded = local.since.unwrap();
@@ -426,9 +431,9 @@ mod tests {
             assert_eq!(local.pending.len(), 1, "one fresh task is not handed over yet");
             journal.hand_over_at(&mut local, false, recorded + HAND_OVER_AGE).unwrap();
             assert!(local.pending.is_empty() && local.batch.tasks.is_empty(), "an old one is");
-            journal.record(&mut local, 0, 1, 0, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.record(&mut local, 0, 1, (0, 0), &schema, std::slice::from_ref(&batch)).unwrap();
             journal.hand_over(&mut local, true).unwrap();
-            journal.record(&mut local, 0, 2, 0, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.record(&mut local, 0, 2, (0, 0), &schema, std::slice::from_ref(&batch)).unwrap();
             journal.hand_over(&mut local, false).unwrap();
             journal.finish(false).unwrap();
         }
@@ -447,7 +452,7 @@ mod tests {
         let record = |resume: bool, task: u64| {
             let journal = open(dir.path(), resume);
             let mut local = Local::default();
-            journal.record(&mut local, 0, task, 0, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.record(&mut local, 0, task, (0, 0), &schema, std::slice::from_ref(&batch)).unwrap();
             journal.hand_over(&mut local, true).unwrap();
             journal.finish(false).unwrap();
         };
@@ -471,7 +476,7 @@ mod tests {
         {
             let journal = open(dir.path(), false);
             let mut local = Local::default();
-            journal.record(&mut local, 0, 1, 0, &schema, std::slice::from_ref(&batch)).unwrap();
+            journal.record(&mut local, 0, 1, (0, 0), &schema, std::slice::from_ref(&batch)).unwrap();
             journal.hand_over(&mut local, true).unwrap();
             journal.finish(false).unwrap();
         }
@@ -480,7 +485,7 @@ mod tests {
         let path = dir.path().join("journal.jsonl");
         let mut lines = std::fs::read(&path).unwrap();
         let e = Index::read(std::str::from_utf8(&lines).unwrap().lines().map(String::from)).get(0, 1).unwrap();
-        index::write_line(&mut lines, 0, e.offset, e.len, 0, 0, [(0, e.rows, 0)].into_iter());
+        index::write_line(&mut lines, 0, e.offset, e.len, 0, 0, [(0, e.rows, 0, 0)].into_iter());
         std::fs::write(&path, lines).unwrap();
         let journal = open(dir.path(), true);
         assert_eq!(journal.completed(0, 1, &schema).unwrap().map(|c| c.batches), Some(vec![batch.clone()]));

@@ -76,7 +76,7 @@ pub(super) fn run(
                     // One line per phase of its tasks (in practice one: a
                     // slot hands its tasks over when its phase ends).
                     for same in b.tasks[t..t + count].chunk_by(|x, y| x.phase == y.phase) {
-                        let tasks = same.iter().map(|d| (d.task, d.rows, d.input));
+                        let tasks = same.iter().map(|d| (d.task, d.rows, d.input, d.bad));
                         write_line(&mut lines, same[0].phase, offset, len as u64, xxh3, same[0].skip, tasks);
                     }
                     t += count;

@@ -60,9 +60,17 @@ pub(super) fn run_task(
         }
         Err(e) => return Err(e),
     };
-    // This run decided its task: what it read counts.
+    // This run decided its task: what it read counts, bad records too
+    // (rejected now, before the task is journaled).
     slot.counts.input_records += read.records;
     slot.counts.input_bytes += read.bytes;
+    let bad = read.bad.iter().map(|b| b.records).sum::<u64>();
+    if bad > 0 {
+        if let Some(p) = shared.progress.first() {
+            p.bad.fetch_add(bad, std::sync::atomic::Ordering::Relaxed);
+        }
+        shared.bad.decided(task, &read.bad)?;
+    }
     let out = match out {
         Ok(out) => out,
         Err(f) if shared.failures.tolerate(&f) => Vec::new(),
@@ -70,7 +78,8 @@ pub(super) fn run_task(
         Err(f) => return Err(EngineError::Task(f)),
     };
     if let Some(journal) = &shared.journal {
-        journal.record(&mut slot.journaled, index, task, read.records, shared.sinks[index].schema(), &out)?;
+        let counts = (read.records, bad);
+        journal.record(&mut slot.journaled, index, task, counts, shared.sinks[index].schema(), &out)?;
         // The task's invocation records reach the log before the task is
         // journaled, so that a resumed run's report misses none of them.
         recorder.take_into(&mut slot.journaled.batch.records);
@@ -83,12 +92,14 @@ pub(super) fn run_task(
 
 /// What a run of a task read of the input (a split; nothing for a
 /// partition).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 struct Read {
     /// Records: as loaded, or as a function that read its split said.
     records: u64,
     /// The split's bytes.
     bytes: u64,
+    /// The split's records that could not be read.
+    bad: Vec<fanout_datasets::BadRecord>,
 }
 
 /// Runs a task's steps, each invocation retried on transient failures;
@@ -110,10 +121,11 @@ fn run_steps(
     let split = input.split();
     // Reads the task's input, noting a split as read.
     let load = |slot: &mut Slot, read: &mut Read| {
-        let loaded = source.load(input, &mut slot.files)?;
+        let mut loaded = source.load(input, &mut slot.files)?;
         if split.is_some() {
             read.records = loaded.batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             read.bytes = loaded.bytes;
+            read.bad = std::mem::take(&mut loaded.bad);
         }
         Ok::<_, EngineError>(loaded)
     };

@@ -183,6 +183,10 @@ fn resumed(shared: &Shared<'_>, index: usize, task: u64, input: &Input, counted:
     if input.split().is_some() {
         shared.counters.input_bytes.fetch_add(bytes, Relaxed);
         shared.counters.input_records.fetch_add(done.input_records, Relaxed);
+        shared.bad.resumed(done.bad_records);
+        if let Some(p) = shared.progress.first() {
+            p.bad.fetch_add(done.bad_records, Relaxed);
+        }
     }
     for p in counted {
         p.finish_task(bytes, 0);

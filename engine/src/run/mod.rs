@@ -12,6 +12,7 @@
 //! See `engine/README.md` for the model.
 
 mod attempt;
+mod bad;
 mod dir;
 mod dispatch;
 mod failures;
@@ -41,6 +42,7 @@ use crate::stats::StageStats;
 use crate::step::{Step, StepKind};
 use crate::stop::Stop;
 use crate::summary::{Summary, Totals, summarize};
+use bad::BadInput;
 use dir::RunDir;
 pub use dir::finished_run;
 use dispatch::{Busy, Limit, run_phase};
@@ -155,7 +157,11 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
         }
     };
     let committed = staged.and_then(|(staged, rows)| {
-        let manifest = serde_json::json!({ "job": plan.name, "run_id": dir.id, "run_dir": dir.path });
+        let mut manifest = serde_json::json!({ "job": plan.name, "run_id": dir.id, "run_dir": dir.path });
+        if let Some(path) = &totals.rejects {
+            let rejects = serde_json::json!({ "path": path, "records": totals.bad_records });
+            manifest["rejects"] = rejects;
+        }
         commit(&staged, target, plan.output.format, rows, manifest)
     });
     let _ = std::fs::remove_dir_all(&staging);
@@ -237,6 +243,8 @@ struct Shared<'a> {
     sinks: Vec<&'a dyn TaskSink>,
     /// Tasks that failed for good.
     failures: Failures,
+    /// Input records that could not be read.
+    bad: BadInput,
     /// Completed tasks, saved for a resume.
     journal: Option<Journal>,
     /// The running phase's tasks, for stragglers.
@@ -347,6 +355,10 @@ fn execute(
     let failures = Failures::open(run_dir, opts.resume, tolerated, |f| {
         journal.as_ref().zip(phase_of(&f.stage, f.phase)).is_some_and(|(j, phase)| j.has(phase, f.task))
     })?;
+    let splits_phase = compiled.phases.iter().position(|p| p.tasks == Tasks::Splits);
+    let bad = BadInput::open(run_dir, opts.resume, plan.input.options.bad, |task| {
+        journal.as_ref().zip(splits_phase).is_some_and(|(j, phase)| j.has(phase, task))
+    })?;
     let shared = Shared {
         compiled,
         plan,
@@ -357,6 +369,7 @@ fn execute(
         sources,
         sinks,
         failures,
+        bad,
         journal,
         flight: Flight::default(),
         busy: (0..concurrency).map(|_| Busy::default()).collect(),
@@ -378,6 +391,12 @@ fn execute(
         let n = run_phase(&shared, index, phase, &mut slots);
         if phase.tasks == Tasks::Splits {
             splits = n;
+            // The input is read: a percentage of bad records can be told.
+            if !shared.failed()
+                && let Some(e) = shared.bad.input_read(shared.counters.input_records.load(Relaxed))
+            {
+                shared.fail(e);
+            }
         }
         if let Some(e) = shared.failures.end_phase(n) {
             shared.fail(e);
@@ -396,6 +415,7 @@ fn execute(
         j.finish(!shared.failed())?;
     }
     let failed_tasks = shared.failures.finish()?;
+    shared.bad.finish()?;
     // An interrupted run says so, whatever its cancelled invocations said.
     let failure = match shared.stop.interrupted() {
         Some(signal) => Some(EngineError::Interrupted { signal }),
@@ -416,6 +436,8 @@ fn execute(
         spilled: shuffles.iter().flatten().map(|s| s.spilled.load(Relaxed)).sum(),
         concurrency,
         failures: failed_tasks,
+        bad_records: shared.bad.count(),
+        rejects: shared.bad.rejects_path().map(Path::to_path_buf),
     };
     Ok((totals, staged))
 }
