@@ -31,7 +31,7 @@ pub(crate) fn infer_schema(source: impl Read, rows: usize, skip_invalid: bool) -
 /// The reader's settings, shared by [`read`] and [`decoder`]: numbers and
 /// booleans read into Utf8 columns as their text, JSON text columns hold
 /// their values' JSON text.
-fn builder(schema: SchemaRef, batch_rows: usize) -> ReaderBuilder {
+pub(crate) fn builder(schema: SchemaRef, batch_rows: usize) -> ReaderBuilder {
     ReaderBuilder::new(schema)
         .with_batch_size(batch_rows.max(1))
         .with_coerce_primitive(true)

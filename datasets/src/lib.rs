@@ -31,6 +31,7 @@ mod format;
 pub mod generator;
 mod ipc;
 mod json_infer;
+mod json_text;
 mod jsonl;
 pub mod listing;
 mod parquet;
@@ -45,6 +46,7 @@ pub use dataset::{Batches, Dataset, DatasetOptions, OpenFiles, Summary, split_by
 pub use error::{Error, Location, Result};
 pub use format::{Compression, Format, UnknownFormat};
 pub use json_infer::{is_json_text, json_text_field};
+pub use json_text::{json_reader, json_writer};
 pub use listing::InputFile;
 pub use split::{Split, SplitRange};
 pub use writer::Writer;

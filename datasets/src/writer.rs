@@ -40,7 +40,7 @@ impl Writer {
                 return Err(Error::Config("text is an input format only; write csv or jsonl".into()));
             }
             Format::Csv => Inner::Csv(csv::writer(BufWriter::new(file), csv_opts)),
-            Format::Jsonl => Inner::Jsonl(arrow_json::LineDelimitedWriter::new(BufWriter::new(file))),
+            Format::Jsonl => Inner::Jsonl(crate::json_writer().build(BufWriter::new(file))),
             Format::Parquet => Inner::Parquet(
                 crate::parquet::writer(file, schema, PARQUET_ROW_GROUP_ROWS).map_err(|e| Error::invalid(path, e))?,
             ),

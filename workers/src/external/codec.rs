@@ -84,7 +84,7 @@ pub(crate) fn encode(format: IoFormat, schema: &SchemaRef, batches: &[RecordBatc
             }
         }
         IoFormat::Jsonl => {
-            let mut w = arrow_json::WriterBuilder::new()
+            let mut w = fanout_datasets::json_writer()
                 .with_explicit_nulls(true)
                 .build::<_, arrow_json::writer::LineDelimited>(&mut out);
             for b in batches {
@@ -163,7 +163,7 @@ pub(crate) fn decode(format: IoFormat, bytes: &[u8], schema: &SchemaRef) -> Resu
             reader.map(|b| b.map_err(|e| e.to_string())).collect()
         }
         IoFormat::Jsonl => {
-            let reader = arrow_json::ReaderBuilder::new(schema.clone())
+            let reader = fanout_datasets::json_reader(schema.clone())
                 .with_batch_size(batch_rows(bytes))
                 .build(Cursor::new(bytes))
                 .map_err(|e| e.to_string())?;
@@ -297,7 +297,7 @@ pub(crate) fn json_records(batches: &[RecordBatch], out: &mut Vec<u8>) -> Result
     }
     let start = out.len();
     let mut w =
-        arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::JsonArray>(&mut *out);
+        fanout_datasets::json_writer().with_explicit_nulls(true).build::<_, arrow_json::writer::JsonArray>(&mut *out);
     for b in batches {
         w.write(b).map_err(|e| e.to_string())?;
     }
@@ -367,8 +367,7 @@ fn fast_records(
         text.push(b'\n');
     }
     if decoder.is_none() {
-        *decoder =
-            Some(arrow_json::ReaderBuilder::new(schema.clone()).with_batch_size(BATCH_ROWS).build_decoder().ok()?);
+        *decoder = Some(fanout_datasets::json_reader(schema.clone()).with_batch_size(BATCH_ROWS).build_decoder().ok()?);
     }
     let decoder = decoder.as_mut().expect("just built");
     let mut out = Vec::new();
@@ -418,7 +417,7 @@ pub(crate) fn from_json_records(records: &[serde_json::Value], schema: &SchemaRe
     let mut out = Vec::new();
     for (chunk_no, chunk) in records.chunks(BATCH_ROWS).enumerate() {
         // Sized to the chunk: the decoder reserves its batch size up front.
-        let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
+        let mut decoder = fanout_datasets::json_reader(schema.clone())
             .with_batch_size(chunk.len())
             .build_decoder()
             .map_err(|e| e.to_string())?;
