@@ -244,14 +244,26 @@ fn escape(bytes: &[u8]) -> (String, bool) {
     (out, escaped)
 }
 
-/// Decodes records one at a time for [`salvage`].
-pub(crate) trait Salvager {
-    /// Takes one record (its bytes, ending with a newline), or says why it
-    /// is bad; a bad record leaves the salvager as it was.
-    fn push(&mut self, record: &[u8]) -> Result<(), String>;
+/// What a first, cheap look at a record tells.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Look {
+    /// Likely good: decoded with others.
+    Plausible,
+    /// Maybe bad: decoded alone.
+    Doubtful,
+    /// Surely bad, and why: not decoded.
+    Bad(String),
+}
 
-    /// The records taken since the last call, as batches.
-    fn finish(&mut self) -> Result<Vec<RecordBatch>, String>;
+/// Decodes the records of a split for [`salvage`].
+pub(crate) trait Salvager {
+    /// A cheap look at one record (its bytes, ending with a newline).
+    fn look(&mut self, record: &[u8]) -> Look;
+
+    /// Decodes whole records into batches (`one`: a single record), or
+    /// says why they cannot be; a failed decode leaves the salvager ready
+    /// for the next.
+    fn decode(&mut self, records: &[u8], one: bool) -> Result<Vec<RecordBatch>, String>;
 }
 
 /// How [`salvage`] finds records in a stream and where it is in the file.
@@ -273,8 +285,19 @@ pub(crate) struct Stream<'a> {
     pub(crate) batch_rows: usize,
 }
 
+/// Where a record held for decoding is: in the held bytes, and in the
+/// file (line, byte).
+struct Held {
+    start: usize,
+    line: u64,
+    byte: u64,
+}
+
 /// Reads `source` record by record: the good records as batches, the bad
-/// ones apart.
+/// ones apart. Plausible records are held and decoded together, up to a
+/// batch at a time; when that fails, or for a record that is not
+/// plausible, each record is decoded alone to tell the good from the bad.
+/// A split with a few bad records costs little more than a clean one.
 pub(crate) fn salvage(
     source: impl Read,
     mut at: Stream<'_>,
@@ -282,18 +305,9 @@ pub(crate) fn salvage(
 ) -> Result<(Vec<RecordBatch>, Vec<BadRecord>)> {
     let path = at.path;
     let mut reader = BufReader::with_capacity(64 * 1024, source);
-    let (mut batches, mut bad) = (Vec::new(), Vec::new());
+    let mut out = Salvaged { path, batches: Vec::new(), bad: Vec::new() };
     let mut record = Vec::new();
-    let mut pending = 0;
-    let finish = |s: &mut dyn Salvager, batches: &mut Vec<RecordBatch>, byte: u64| {
-        let done = s.finish().map_err(|message| Error::Malformed {
-            path: path.to_path_buf(),
-            location: Location { line: None, byte },
-            message,
-        })?;
-        batches.extend(done);
-        Ok::<_, Error>(())
-    };
+    let (mut held, mut bytes) = (Vec::<Held>::new(), Vec::new());
     loop {
         record.clear();
         let n = next_record(&mut reader, at.csv.as_mut(), &mut record).map_err(|e| Error::io(path, e))?;
@@ -310,32 +324,80 @@ pub(crate) fn salvage(
         if record.last() != Some(&b'\n') {
             record.push(b'\n');
         }
-        match salvager.push(&record) {
-            Ok(()) => {
-                pending += 1;
-                if pending == at.batch_rows {
-                    finish(salvager, &mut batches, byte)?;
-                    pending = 0;
+        match salvager.look(&record) {
+            Look::Plausible => {
+                held.push(Held { start: bytes.len(), line, byte });
+                bytes.extend_from_slice(&record);
+                if held.len() >= at.batch_rows {
+                    out.decode_held(salvager, &mut held, &mut bytes, at.byte);
                 }
             }
+            Look::Doubtful => {
+                out.decode_held(salvager, &mut held, &mut bytes, byte);
+                out.decode_one(salvager, &record, line, byte, n);
+            }
+            // No rows: the held records need not be decoded first.
+            Look::Bad(error) => out.bad.push(out.bad_record(&record, line, byte, n, error)),
+        }
+    }
+    out.decode_held(salvager, &mut held, &mut bytes, at.byte);
+    Ok((out.batches, out.bad))
+}
+
+/// What [`salvage`] has read so far.
+struct Salvaged<'a> {
+    path: &'a Path,
+    batches: Vec<RecordBatch>,
+    bad: Vec<BadRecord>,
+}
+
+impl Salvaged<'_> {
+    /// Decodes the held records (their `bytes`, which end at stream
+    /// offset `end`) together, or one by one when that fails.
+    fn decode_held(&mut self, s: &mut dyn Salvager, held: &mut Vec<Held>, bytes: &mut Vec<u8>, end: u64) {
+        if held.is_empty() {
+            return;
+        }
+        match s.decode(bytes, held.len() == 1) {
+            Ok(batches) => self.batches.extend(batches),
+            Err(_) => {
+                for (i, h) in held.iter().enumerate() {
+                    let stop = held.get(i + 1).map_or(bytes.len(), |next| next.start);
+                    let next_byte = held.get(i + 1).map_or(end, |next| next.byte);
+                    let len = (next_byte - h.byte) as usize;
+                    self.decode_one(s, &bytes[h.start..stop], h.line, h.byte, len);
+                }
+            }
+        }
+        held.clear();
+        bytes.clear();
+    }
+
+    /// Decodes one record (`len` bytes in the file at `line` and `byte`;
+    /// `record` may have a newline added): its rows, or a bad record.
+    fn decode_one(&mut self, s: &mut dyn Salvager, record: &[u8], line: u64, byte: u64, len: usize) {
+        match s.decode(record, true) {
+            Ok(batches) => self.batches.extend(batches),
             Err(error) => {
-                record.truncate(n.min(RAW_LIMIT));
-                bad.push(BadRecord {
-                    path: path.to_path_buf(),
-                    location: Location { line: Some(line), byte },
-                    len: n as u64,
-                    raw: std::mem::take(&mut record),
-                    range: None,
-                    records: 1,
-                    error,
-                });
+                let bad = self.bad_record(record, line, byte, len, error);
+                self.bad.push(bad);
             }
         }
     }
-    if pending > 0 {
-        finish(salvager, &mut batches, at.byte)?;
+
+    /// The bad record `record` (`len` bytes in the file at `line` and
+    /// `byte`; `record` may have a newline added).
+    fn bad_record(&self, record: &[u8], line: u64, byte: u64, len: usize, error: String) -> BadRecord {
+        BadRecord {
+            path: self.path.to_path_buf(),
+            location: Location { line: Some(line), byte },
+            len: len as u64,
+            raw: record[..len.min(record.len()).min(RAW_LIMIT)].to_vec(),
+            range: None,
+            records: 1,
+            error,
+        }
     }
-    Ok((batches, bad))
 }
 
 /// Reads the next record into `out` — a line, or a csv record whose quoted
@@ -458,27 +520,31 @@ mod tests {
     }
 
     /// Takes records that are digits only.
-    struct Digits(Vec<String>);
+    struct Digits;
 
     impl Salvager for Digits {
-        fn push(&mut self, record: &[u8]) -> Result<(), String> {
-            let text = std::str::from_utf8(record).map_err(|e| e.to_string())?.trim_end();
-            if !text.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("not digits: {text}"));
+        fn look(&mut self, record: &[u8]) -> Look {
+            match record {
+                [b'5', ..] => Look::Doubtful,
+                [b'9', ..] => Look::Bad("nines".into()),
+                _ => Look::Plausible,
             }
-            self.0.push(text.to_string());
-            Ok(())
         }
 
-        fn finish(&mut self) -> Result<Vec<RecordBatch>, String> {
-            let a = arrow_array::StringArray::from(std::mem::take(&mut self.0));
+        fn decode(&mut self, records: &[u8], _: bool) -> Result<Vec<RecordBatch>, String> {
+            let text = std::str::from_utf8(records).map_err(|e| e.to_string())?;
+            let lines: Vec<&str> = text.lines().collect();
+            if let Some(bad) = lines.iter().find(|l| !l.bytes().all(|b| b.is_ascii_digit())) {
+                return Err(format!("not digits: {bad}"));
+            }
+            let a = arrow_array::StringArray::from(lines);
             Ok(vec![RecordBatch::try_from_iter([("d", Arc::new(a) as _)]).unwrap()])
         }
     }
 
     #[test]
     fn salvage_sets_bad_records_apart_with_their_lines_and_bytes() {
-        let data = b"1\n22\nx3\n\n44\n5y";
+        let data = b"1\n22\nx3\n\n44\n9\n5y";
         let at = Stream {
             path: Path::new("f"),
             byte: 100,
@@ -488,12 +554,16 @@ mod tests {
             skip_blank: true,
             batch_rows: 2,
         };
-        let (batches, bad) = salvage(&data[..], at, &mut Digits(Vec::new())).unwrap();
+        let (batches, bad) = salvage(&data[..], at, &mut Digits).unwrap();
+        // 1 and 22 held and decoded together; x3 fails the next two held,
+        // decoded alone; 9 is surely bad; 5y doubtful, decoded alone.
         let rows: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
         assert_eq!(rows, [2, 1]);
         let at: Vec<_> = bad.iter().map(|b| (b.location.line, b.location.byte, b.raw.clone())).collect();
-        assert_eq!(at, [(Some(9), 105, b"x3\n".to_vec()), (Some(12), 112, b"5y".to_vec())]);
-        assert_eq!(bad[1].len, 2);
+        let want =
+            [(Some(9), 105, b"x3\n".to_vec()), (Some(12), 112, b"9\n".to_vec()), (Some(13), 114, b"5y".to_vec())];
+        assert_eq!(at, want);
+        assert_eq!((bad[1].error.as_str(), bad[2].len), ("nines", 2));
     }
 
     #[test]

@@ -502,6 +502,46 @@ pub(crate) fn locate(
     Some((byte, line))
 }
 
+/// Counts the fields of csv records as the reader splits them (the same
+/// csv_core settings as arrow-csv's decoder): a record whose count is not
+/// the schema's is surely bad, found without a decoder (which cannot be
+/// used again after an error, and costs more to build than a batch).
+pub(crate) struct FieldCounter {
+    reader: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl FieldCounter {
+    /// A counter for the dialect `opts`.
+    pub(crate) fn new(opts: &CsvOptions) -> Self {
+        let mut b = csv_core::ReaderBuilder::new();
+        b.delimiter(opts.delimiter).quote(opts.quote).escape(opts.escape);
+        FieldCounter { reader: b.build(), out: vec![0; 1024], ends: vec![0; 64] }
+    }
+
+    /// The fields of `record` (whole, ending with a newline); `None` when
+    /// the reader would not see it as one record.
+    pub(crate) fn count(&mut self, record: &[u8]) -> Option<usize> {
+        use csv_core::ReadRecordResult as R;
+        self.reader.reset();
+        let (mut at, mut fields) = (0, 0);
+        loop {
+            let (result, read, _, ends) = self.reader.read_record(&record[at..], &mut self.out, &mut self.ends);
+            at += read;
+            fields += ends;
+            match result {
+                R::OutputFull => self.out.resize(self.out.len() * 2, 0),
+                R::OutputEndsFull => {
+                    // Counted; the ends buffer is reused.
+                }
+                R::Record => return (record[at..].trim_ascii().is_empty()).then_some(fields),
+                R::InputEmpty | R::End => return None,
+            }
+        }
+    }
+}
+
 /// A csv writer with a header line.
 pub(crate) fn writer<W: std::io::Write>(out: W, opts: &CsvOptions) -> arrow_csv::Writer<W> {
     arrow_csv::WriterBuilder::new()
@@ -595,6 +635,28 @@ mod tests {
             ends.push(at);
         }
         ends
+    }
+
+    #[test]
+    fn fields_are_counted_as_the_reader_splits_them() {
+        let mut c = FieldCounter::new(&CsvOptions::default());
+        let cases: [(&[u8], Option<usize>); 7] = [
+            (b"a,b,c\n", Some(3)),
+            (b"a,\"b,c\"\r\n", Some(2)),
+            (b"\"x\"\"y,\",z\n", Some(2)),
+            (b"a\"b,c\n", Some(2)),
+            (b",\n", Some(2)),
+            (b"\"a\nb\",c,\"\"\n", Some(3)),
+            // A bare carriage return ends a record for the reader.
+            (b"a,b\rc,d\n", None),
+        ];
+        for (record, n) in cases {
+            assert_eq!(c.count(record), n, "{:?}", String::from_utf8_lossy(record));
+        }
+        let long = format!("{}\n", vec!["x".repeat(300); 100].join(","));
+        assert_eq!(c.count(long.as_bytes()), Some(100));
+        let mut escaped = FieldCounter::new(&CsvOptions { escape: Some(b'\\'), ..CsvOptions::default() });
+        assert_eq!(escaped.count(b"\"a\\\",b\",c\n"), Some(2));
     }
 
     #[test]

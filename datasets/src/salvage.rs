@@ -9,8 +9,8 @@ use arrow_array::RecordBatch;
 use arrow_array::builder::StringBuilder;
 use arrow_schema::SchemaRef;
 
-use crate::bad::{self, BadRecord, Encoding, OnBadRecord, Salvager, Stream};
-use crate::csv::{self, CsvOptions, Scanner};
+use crate::bad::{self, BadRecord, Encoding, Look, OnBadRecord, Salvager, Stream};
+use crate::csv::{self, CsvOptions, FieldCounter, Scanner};
 use crate::dataset::{Dataset, OpenFiles};
 use crate::error::{Error, Location, Result};
 use crate::format::Format;
@@ -92,7 +92,7 @@ impl Dataset {
         match self.format {
             Format::Text => {
                 let lossy = self.opts.bad.encoding == Encoding::Utf8Lossy;
-                let mut s = TextSalvager { lossy, lines: StringBuilder::new() };
+                let mut s = TextSalvager { lossy };
                 bad::salvage(source, at, &mut s)
             }
             Format::Csv => {
@@ -159,75 +159,79 @@ fn cause(e: &Error, path: &std::path::Path) -> String {
 /// Text lines: a line is bad when it is not UTF-8 (unless read lossily).
 struct TextSalvager {
     lossy: bool,
-    lines: StringBuilder,
 }
 
 impl Salvager for TextSalvager {
-    fn push(&mut self, record: &[u8]) -> Result<(), String> {
-        let line = record.strip_suffix(b"\n").unwrap_or(record);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        match std::str::from_utf8(line) {
-            Ok(text) => self.lines.append_value(text),
-            Err(_) if self.lossy => self.lines.append_value(String::from_utf8_lossy(line)),
-            Err(e) => return Err(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to())),
+    fn look(&mut self, record: &[u8]) -> Look {
+        match std::str::from_utf8(record) {
+            Err(e) if !self.lossy => Look::Bad(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to())),
+            _ => Look::Plausible,
         }
-        Ok(())
     }
 
-    fn finish(&mut self) -> Result<Vec<RecordBatch>, String> {
-        let lines = Arc::new(self.lines.finish());
+    fn decode(&mut self, records: &[u8], _: bool) -> Result<Vec<RecordBatch>, String> {
+        let mut lines = StringBuilder::new();
+        for line in records.split_inclusive(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match std::str::from_utf8(line) {
+                Ok(text) => lines.append_value(text),
+                Err(_) if self.lossy => lines.append_value(String::from_utf8_lossy(line)),
+                Err(e) => return Err(format!("invalid UTF-8 at byte {} of the line", e.valid_up_to())),
+            }
+        }
+        let lines = Arc::new(lines.finish());
         Ok(vec![RecordBatch::try_new(text::schema(), vec![lines]).map_err(|e| e.to_string())?])
     }
 }
 
-/// Csv records: each decoded alone to check it, the good ones decoded
-/// again together.
+/// Csv records, decoded with kept decoders (built again after an error):
+/// one for batches, one for single records (a decoder's buffers are sized
+/// to its batch, zeroed on every decode).
 struct CsvSalvager {
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
     opts: CsvOptions,
     batch_rows: usize,
-    check: arrow_csv::reader::Decoder,
-    good: Vec<u8>,
+    batch: arrow_csv::reader::Decoder,
+    one: arrow_csv::reader::Decoder,
+    fields: FieldCounter,
 }
 
 impl CsvSalvager {
     fn new(schema: SchemaRef, projection: Option<Vec<usize>>, opts: CsvOptions, batch_rows: usize) -> Self {
-        let check = csv::decoder(schema.clone(), projection.clone(), &opts, 1);
-        CsvSalvager { schema, projection, opts, batch_rows, check, good: Vec::new() }
-    }
-
-    fn decoder(&self, batch_rows: usize) -> arrow_csv::reader::Decoder {
-        csv::decoder(self.schema.clone(), self.projection.clone(), &self.opts, batch_rows)
+        let batch = csv::decoder(schema.clone(), projection.clone(), &opts, batch_rows);
+        let one = csv::decoder(schema.clone(), projection.clone(), &opts, 1);
+        CsvSalvager { schema, projection, opts, batch_rows, batch, one, fields: FieldCounter::new(&opts) }
     }
 }
 
 impl Salvager for CsvSalvager {
-    fn push(&mut self, record: &[u8]) -> Result<(), String> {
-        match csv::decode_records(&mut self.check, record) {
-            Ok(_) => {
-                self.good.extend_from_slice(record);
-                Ok(())
-            }
-            Err(e) => {
-                // A decoder is not used again after an error.
-                self.check = self.decoder(1);
-                Err(csv_message(&e.to_string()))
-            }
+    /// A record with the wrong number of fields is surely bad; one that is
+    /// not UTF-8 is likely bad (the decoder checks the fields' bytes).
+    fn look(&mut self, record: &[u8]) -> Look {
+        let want = self.schema.fields().len();
+        match self.fields.count(record) {
+            Some(n) if n != want => Look::Bad(format!("wrong number of fields: expected {want} got {n}")),
+            Some(_) if std::str::from_utf8(record).is_ok() => Look::Plausible,
+            _ => Look::Doubtful,
         }
     }
 
-    fn finish(&mut self) -> Result<Vec<RecordBatch>, String> {
-        let mut decoder = self.decoder(self.batch_rows);
-        let out = csv::decode_records(&mut decoder, &self.good).map_err(|e| e.to_string());
-        self.good.clear();
-        out
+    fn decode(&mut self, records: &[u8], one: bool) -> Result<Vec<RecordBatch>, String> {
+        let decoder = if one { &mut self.one } else { &mut self.batch };
+        csv::decode_records(decoder, records).map_err(|e| {
+            // A decoder is not used again after an error.
+            let rows = if one { 1 } else { self.batch_rows };
+            *decoder = csv::decoder(self.schema.clone(), self.projection.clone(), &self.opts, rows);
+            csv_message(&e.to_string())
+        })
     }
 }
 
-/// An arrow-csv error about one record decoded alone, without the line
-/// numbers it counts (from the decoder's first record, not the file's)
-/// and the row it repeats (the bad record shows its raw text).
+/// An arrow-csv error about records decoded on their own, without the
+/// line numbers it counts (from the decoder's first record, not the
+/// file's) and the row it repeats (the bad record shows its raw text).
 fn csv_message(message: &str) -> String {
     let m = message.strip_prefix("Csv error: ").unwrap_or(message);
     let m = m.strip_prefix("Parser error: ").unwrap_or(m);
@@ -251,19 +255,20 @@ fn csv_message(message: &str) -> String {
     out.replace("incorrect number of fields,", "wrong number of fields:")
 }
 
-/// Jsonl lines: each decoded alone to check it, the good ones decoded
-/// again together.
+/// Jsonl lines, decoded with kept decoders (built again after an error),
+/// one for batches and one for single lines.
 struct JsonSalvager {
     schema: SchemaRef,
     batch_rows: usize,
-    check: arrow_json::reader::Decoder,
-    good: Vec<u8>,
+    batch: arrow_json::reader::Decoder,
+    one: arrow_json::reader::Decoder,
 }
 
 impl JsonSalvager {
     fn new(schema: SchemaRef, batch_rows: usize) -> Result<Self, String> {
-        let check = jsonl::decoder(schema.clone(), 1)?;
-        Ok(JsonSalvager { schema, batch_rows, check, good: Vec::new() })
+        let batch = jsonl::decoder(schema.clone(), batch_rows)?;
+        let one = jsonl::decoder(schema.clone(), 1)?;
+        Ok(JsonSalvager { schema, batch_rows, batch, one })
     }
 }
 
@@ -288,24 +293,24 @@ fn decode_json(decoder: &mut arrow_json::reader::Decoder, bytes: &[u8]) -> Resul
 }
 
 impl Salvager for JsonSalvager {
-    fn push(&mut self, record: &[u8]) -> Result<(), String> {
-        match decode_json(&mut self.check, record) {
-            Ok(_) => {
-                self.good.extend_from_slice(record);
-                Ok(())
-            }
-            Err(e) => {
-                self.check = jsonl::decoder(self.schema.clone(), 1)?;
-                Err(e.strip_prefix("Json error: ").unwrap_or(&e).to_string())
-            }
+    /// A line that is not valid JSON is likely bad (decoded alone, for
+    /// the decoder's word on it).
+    fn look(&mut self, record: &[u8]) -> Look {
+        match serde_json::from_slice::<serde::de::IgnoredAny>(record) {
+            Ok(_) => Look::Plausible,
+            Err(_) => Look::Doubtful,
         }
     }
 
-    fn finish(&mut self) -> Result<Vec<RecordBatch>, String> {
-        let mut decoder = jsonl::decoder(self.schema.clone(), self.batch_rows)?;
-        let out = decode_json(&mut decoder, &self.good);
-        self.good.clear();
-        out
+    fn decode(&mut self, records: &[u8], one: bool) -> Result<Vec<RecordBatch>, String> {
+        let decoder = if one { &mut self.one } else { &mut self.batch };
+        decode_json(decoder, records).map_err(|e| {
+            match jsonl::decoder(self.schema.clone(), if one { 1 } else { self.batch_rows }) {
+                Ok(d) => *decoder = d,
+                Err(m) => return m,
+            }
+            e.strip_prefix("Json error: ").unwrap_or(&e).to_string()
+        })
     }
 }
 
