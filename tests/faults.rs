@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::util::{Scratch, finish_within, journaled, lines_in, python, root, summary, wait_for};
 
-const PRESETS: [&str; 4] = ["local", "aws-lambda", "gcp-functions", "azure-functions"];
+pub(crate) const PRESETS: [&str; 4] = ["local", "aws-lambda", "gcp-functions", "azure-functions"];
 
 fn example(name: &str) -> String {
     root().join("jobs/examples").join(format!("{name}.toml")).display().to_string()

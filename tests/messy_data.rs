@@ -346,28 +346,76 @@ fn lossy_text_replaces_invalid_bytes_instead() {
 }
 
 #[test]
-fn a_resumed_run_keeps_each_reject_once() {
+fn a_resumed_run_keeps_each_reject_once_on_every_preset() {
     let s = Scratch::new();
     inputs(&s);
     let expect: Value = serde_json::from_str(&std::fs::read_to_string(s.path("expect.json")).unwrap()).unwrap();
     let bad = expect["csv"]["bad"].as_array().unwrap().len();
-    // A stage for chaos to fail: select every column.
-    let stage = "[[stage]]\nfunction = \"select\"\nparams = { columns = [\"id\", \"name\", \"amount\", \"note\"] }";
-    let input = format!("{}\n{stage}", input("csv", "1KiB", "reject"));
-    // Tasks fail under chaos and are not retried: the run fails part way,
-    // with some tasks journaled and their rejects written.
-    let chaos = ["--run-dir", "rd", "--chaos", "fail=0.04,seed=2", "--set", "platform.retries=0"];
-    let first = run(&s, "csv", &input, "out.jsonl", 2, &chaos).expect(1);
-    assert!(!journaled(&s.path("rd")).is_empty(), "nothing journaled: {}", first.stderr);
-    let r = s.run(&["run", "--resume", "rd", "--progress", "never", "--show", "0", "--json"]).expect(0);
-    let sum = summary(&r);
-    assert!(sum["resumed_tasks"].as_u64().unwrap() > 0, "{sum}");
-    assert_eq!(sum["input"]["rejected"].as_u64(), Some(bad as u64), "{sum}");
-    // Each bad record listed once (`rejects` fails on a duplicate).
-    assert_eq!(rejects(&s, &sum).len(), bad);
     let good = expect["csv"]["good"].as_array().unwrap();
-    let got = json_lines(&std::fs::read_to_string(s.path("out.jsonl")).unwrap());
-    assert!(got.iter().eq(good.iter()), "the resumed output is not the good records in order");
+    // A stage for chaos to fail and slow down, passing records through.
+    let stage = "[[stage]]\nfunction = \"sleep\"\nparams = { ms = 5 }";
+    let input = format!("{}\n{stage}", input("csv", "1KiB", "reject"));
+    for preset in crate::faults::PRESETS {
+        let dir = format!("rd-{preset}");
+        // Tasks fail under chaos and are not retried: the run fails part
+        // way, with some tasks journaled and their rejects written.
+        let set = format!("platform.preset={preset}");
+        let chaos = ["--run-dir", &dir, "--chaos", "fail=0.04,seed=2", "--set", "platform.retries=0"];
+        let mut args = chaos.to_vec();
+        args.extend(["--set", &set]);
+        let first = run(&s, "csv", &input, "out.jsonl", 2, &args).expect(1);
+        assert!(!journaled(&s.path(&dir)).is_empty(), "{preset}: nothing journaled: {}", first.stderr);
+        let r = s.run_within(120, &["run", "--resume", &dir, "--progress", "never", "--show", "0", "--json"]);
+        let sum = summary(&r.expect(0));
+        assert!(sum["resumed_tasks"].as_u64().unwrap() > 0, "{preset}: {sum}");
+        assert_eq!(sum["input"]["rejected"].as_u64(), Some(bad as u64), "{preset}: {sum}");
+        // Each bad record listed once (`rejects` fails on a duplicate).
+        assert_eq!(rejects(&s, &sum).len(), bad, "{preset}");
+        let got = json_lines(&std::fs::read_to_string(s.path("out.jsonl")).unwrap());
+        assert!(got.iter().eq(good.iter()), "{preset}: the resumed output is not the good records in order");
+        if preset == "local" {
+            continue;
+        }
+        // Stragglers alone: their backups read the same splits again.
+        let args = ["--chaos", "straggle=0.2x20,seed=2", "--set", &set];
+        let sum = summary(&run(&s, "csv", &input, "out.jsonl", 2, &args).expect(0));
+        assert!(sum["backup_tasks"].as_u64().unwrap() > 0, "{preset}: no backups: {sum}");
+        assert_eq!(sum["input"]["rejected"].as_u64(), Some(bad as u64), "{preset}: {sum}");
+        assert_eq!(rejects(&s, &sum).len(), bad, "{preset}");
+    }
+}
+
+#[test]
+fn compressed_files_report_lines_and_bytes_of_the_decompressed_stream() {
+    let s = Scratch::new();
+    inputs(&s);
+    python(
+        &s,
+        "import gzip\nfor f in ['bad.txt', 'bad.csv', 'bad.jsonl']:\n  open(f + '.gz', 'wb').write(gzip.compress(open(f, 'rb').read()))\nprint('ok')",
+    );
+    let expect: Value = serde_json::from_str(&std::fs::read_to_string(s.path("expect.json")).unwrap()).unwrap();
+    for fmt in ["text", "csv", "jsonl"] {
+        let input =
+            input(fmt, "1KiB", "reject").replace(&format!("\"{}\"", file(fmt)), &format!("\"{}.gz\"", file(fmt)));
+        let sum = summary(&run(&s, fmt, &input, "out.jsonl", 2, &[]).expect(0));
+        let got = json_lines(&std::fs::read_to_string(s.path("out.jsonl")).unwrap());
+        assert!(got.iter().eq(expect[fmt]["good"].as_array().unwrap().iter()), "{fmt}.gz");
+        let listed: Vec<(u64, u64)> = rejects(&s, &sum)
+            .values()
+            .map(|l| (l["line"].as_u64().unwrap(), l["byte"].as_u64().unwrap()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let want: Vec<(u64, u64)> = expect[fmt]["bad"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| (b["line"].as_u64().unwrap(), b["byte"].as_u64().unwrap()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(listed, want, "{fmt}.gz");
+    }
 }
 
 /// Writes `pkgs.jsonl`: package manifests whose fields change type from
