@@ -40,6 +40,29 @@ pub enum Command {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// Serve the builtin functions over HTTP, for the `http` backend of
+    /// another fanout: `POST /functions/NAME` and the Lambda Invoke API
+    /// (`POST /2015-03-31/functions/NAME/invocations`), `GET /healthz`.
+    Serve(ServeArgs),
+}
+
+/// `fanout serve`.
+#[derive(Debug, ClapArgs)]
+pub struct ServeArgs {
+    /// Where to listen (default 127.0.0.1:8080, or 0.0.0.0:$PORT when
+    /// PORT is set, as Cloud Run and Knative set it).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Invocations at once; one more is answered 429 (default: the cores).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// A file holding the bearer token requests must carry (required
+    /// when listening beyond the loopback interface).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The largest event accepted (413 past it).
+    #[arg(long, value_name = "SIZE", default_value = "6MiB")]
+    pub payload_limit: fanout_jobs::units::Size,
 }
 
 /// A job file and its overrides.

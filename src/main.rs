@@ -8,6 +8,8 @@ mod functions;
 mod plan;
 mod records;
 mod run;
+mod serve;
+mod signals;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Datasets { command: DatasetsCommand::Gen(a) } => datasets::generate(&a),
         Command::Functions { name } => functions::list(name.as_deref()),
         Command::Records { run_dir } => records::print(&run_dir),
+        Command::Serve(a) => serve::serve(&a),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -121,25 +121,12 @@ pub fn run(a: &RunArgs) -> Outcome {
 /// signals are blocked in every thread but the one waiting for them
 /// (processes started later get the usual mask back).
 fn watch_signals(stop: Arc<Stop>) {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || {
-        while let Ok(signal) = set.wait() {
-            if stop.interrupted().is_some() {
-                eprintln!("{}: stopping at once", signal.as_str());
-                std::process::exit(128 + signal as i32);
-            }
-            eprintln!(
-                "{}: stopping the run (in-flight invocations are cancelled); again to stop at once",
-                signal.as_str()
-            );
-            stop.interrupt(signal as i32);
-        }
+    crate::signals::on_signal(move |signal| {
+        crate::signals::say(&format!(
+            "{}: stopping the run (in-flight invocations are cancelled); again to stop at once",
+            signal.as_str()
+        ));
+        stop.interrupt(signal as i32);
     });
 }
 

@@ -10,4 +10,5 @@ mod job_errors;
 mod messy_data;
 mod oracles;
 mod plan;
+mod remote;
 mod run;

@@ -22,6 +22,12 @@ pub fn json_reader(schema: SchemaRef) -> ReaderBuilder {
     crate::jsonl::builder(schema, 1024)
 }
 
+/// The schema of the JSON objects in `lines` (one a line), as a jsonl
+/// input's is inferred from its first `rows` lines.
+pub fn infer_json_schema(lines: impl std::io::Read, rows: usize) -> Result<arrow_schema::Schema, String> {
+    crate::jsonl::infer_schema(lines, rows, false)
+}
+
 /// An arrow-json writer builder that writes JSON text columns as the JSON
 /// they hold (a value that is not valid JSON is written as a string).
 pub fn json_writer() -> WriterBuilder {

@@ -46,7 +46,7 @@ pub use dataset::{Batches, Dataset, DatasetOptions, OpenFiles, Summary, split_by
 pub use error::{Error, Location, Result};
 pub use format::{Compression, Format, UnknownFormat};
 pub use json_infer::{is_json_text, json_text_field};
-pub use json_text::{json_reader, json_writer};
+pub use json_text::{infer_json_schema, json_reader, json_writer};
 pub use listing::InputFile;
 pub use split::{Split, SplitRange};
 pub use writer::Writer;

@@ -64,17 +64,25 @@ pub struct FunctionError {
     pub message: String,
     /// Whether retrying cannot help (bad input, a bug in the parameters).
     pub permanent: bool,
+    /// The least wait before a retry, when the function's host said
+    /// (an HTTP `Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl FunctionError {
     /// A failure that a retry might not repeat.
     pub fn transient(message: impl Into<String>) -> Self {
-        FunctionError { message: message.into(), permanent: false }
+        FunctionError { message: message.into(), permanent: false, retry_after: None }
     }
 
     /// A failure that a retry would repeat.
     pub fn permanent(message: impl Into<String>) -> Self {
-        FunctionError { message: message.into(), permanent: true }
+        FunctionError { message: message.into(), permanent: true, retry_after: None }
+    }
+
+    /// The same failure, to be retried no sooner than `after`.
+    pub fn retry_after(self, after: Option<std::time::Duration>) -> Self {
+        FunctionError { retry_after: after, ..self }
     }
 }
 

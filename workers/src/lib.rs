@@ -36,6 +36,7 @@ pub mod builtins;
 pub mod catalog;
 pub mod external;
 pub mod function;
+pub mod host;
 mod http1;
 pub mod params;
 mod registry;

@@ -230,7 +230,10 @@ fn run_steps(
                 // would be dropped anyway.
                 Err(_) if platform.backups && shared.flight.is_finished(task) => return Ok(Vec::new()),
                 Err(e) if !e.permanent && attempt <= platform.retries && !shared.failed() => {
-                    shared.stop.sleep(backoff(platform.backoff, attempt, shared.seed, step, task));
+                    // A host that said when to come back (Retry-After) is
+                    // not asked sooner.
+                    let wait = backoff(platform.backoff, attempt, shared.seed, step, task);
+                    shared.stop.sleep(wait.max(e.retry_after.unwrap_or_default()));
                     queued_at = shared.clock.now();
                     attempt += 1;
                 }

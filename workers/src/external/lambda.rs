@@ -9,13 +9,11 @@
 //! common keys `event` (what an event carries: "records", "split" or
 //! "auto") and `handler` (the `_HANDLER` variable).
 
-use std::str::FromStr;
 use std::sync::Arc;
 
-use arrow_schema::SchemaRef;
-use fanout_datasets::Format;
 use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef, FieldPath};
 
+use crate::external::event::{EventMode, EventSpec};
 use crate::external::sandbox::Sandbox;
 use crate::external::settings::{Settings, stem};
 use crate::external::{Backend, Container, ExternalContext, Launch, planned};
@@ -24,30 +22,6 @@ use crate::function::{FunctionError, Planned};
 /// The lambda backend (`lambda = [argv]`): Runtime API worker processes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Lambda;
-
-/// What a Lambda event carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EventMode {
-    /// The task's records, inline.
-    Records,
-    /// A reference to the task's split, which the function reads itself.
-    Split,
-    /// Records when they fit the payload limit, else the reference.
-    Auto,
-}
-
-impl FromStr for EventMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "records" => Ok(EventMode::Records),
-            "split" => Ok(EventMode::Split),
-            "auto" => Ok(EventMode::Auto),
-            _ => Err(format!("unknown event `{s}`, expected one of: records, split, auto")),
-        }
-    }
-}
 
 /// The settings of a lambda function table.
 struct LambdaSettings {
@@ -106,14 +80,8 @@ impl Backend for Lambda {
             env: f.env.clone(),
             cwd: f.cwd.clone(),
             handler: x.handler,
-            event: x.event,
             stage: ctx.stage.to_string(),
-            input_schema: input.clone(),
-            output_schema: output.clone(),
-            input_format: ctx.input_format,
-            csv_header: ctx.csv_header,
-            params: ctx.params_json(),
-            payload_limit: ctx.payload_limit,
+            events: ctx.events(x.event, output.clone()),
             memory_limit: ctx.memory_limit,
             memory_mb: ctx.memory_mb,
         };
@@ -127,17 +95,9 @@ pub(crate) struct LambdaSpec {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) cwd: Option<std::path::PathBuf>,
     pub(crate) handler: String,
-    pub(crate) event: EventMode,
     pub(crate) stage: String,
-    pub(crate) input_schema: SchemaRef,
-    pub(crate) output_schema: SchemaRef,
-    /// The input's format, for split references (first stages only).
-    pub(crate) input_format: Option<Format>,
-    /// Whether csv input files start with a header line.
-    pub(crate) csv_header: bool,
-    /// The stage's params, as JSON.
-    pub(crate) params: String,
-    pub(crate) payload_limit: u64,
+    /// Its events and responses.
+    pub(crate) events: EventSpec,
     pub(crate) memory_limit: Option<u64>,
     pub(crate) memory_mb: u64,
 }
@@ -148,6 +108,6 @@ impl Launch for LambdaSpec {
     }
 
     fn reads_split(&self) -> bool {
-        self.event == EventMode::Split
+        self.events.event == EventMode::Split
     }
 }

@@ -5,7 +5,7 @@
 //!   result on stdout;
 //! - `lambda` ([`Lambda`]): worker processes that speak the AWS Lambda
 //!   Runtime API, each a container (`sandbox.rs`, `api.rs`);
-//! - `http` ([`Http`]): remote endpoints, not supported yet.
+//! - `http` ([`Http`]): functions behind HTTP endpoints (`http.rs`).
 //!
 //! A backend says which keys its function tables take, checks them for
 //! `fanout validate` (through the jobs crate's
@@ -20,6 +20,7 @@
 
 mod api;
 pub mod codec;
+mod event;
 mod exec;
 mod http;
 mod lambda;
@@ -94,6 +95,20 @@ impl ExternalContext<'_> {
     /// The stage's params as JSON text.
     fn params_json(&self) -> String {
         serde_json::Value::Object(self.params.clone()).to_string()
+    }
+
+    /// How the stage's events are made (`event`: what they carry) and its
+    /// responses of `output` read.
+    fn events(&self, event: event::EventMode, output: SchemaRef) -> event::EventSpec {
+        event::EventSpec {
+            event,
+            input_schema: self.input.clone(),
+            output_schema: output,
+            input_format: self.input_format,
+            csv_header: self.csv_header,
+            params: self.params_json(),
+            payload_limit: self.payload_limit,
+        }
     }
 }
 

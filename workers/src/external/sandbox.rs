@@ -15,12 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
-use fanout_datasets::{Format, Split, SplitRange};
 
 use crate::external::Container;
 use crate::external::api::{Api, Event, Happened, Outcome, POLL};
-use crate::external::codec;
-use crate::external::lambda::{EventMode, LambdaSpec};
+use crate::external::lambda::LambdaSpec;
 use crate::external::process::{Tail, ended, kill_group};
 use crate::function::{FunctionError, Invocation};
 
@@ -59,7 +57,7 @@ impl Sandbox {
     /// Starts a process and waits for its init phase to end.
     pub(crate) fn start(spec: Arc<LambdaSpec>) -> Result<Sandbox, FunctionError> {
         let io = |e: std::io::Error| FunctionError::transient(format!("runtime API: {e}"));
-        let api = Api::bind(spec.payload_limit, &spec.stage).map_err(io)?;
+        let api = Api::bind(spec.events.payload_limit, &spec.stage).map_err(io)?;
         let id = SANDBOXES.fetch_add(1, Relaxed);
         let child = spawn(&spec, api.port().map_err(io)?, id)?;
         let logs = Arc::new(Mutex::new(Tail::default()));
@@ -110,7 +108,7 @@ impl Sandbox {
 
     /// One invocation.
     fn invoke(&mut self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, FunctionError> {
-        let body = self.event(inv, batches)?;
+        let body = self.spec.events.event(inv, batches)?;
         self.seq += 1;
         let id = request_id(self.id, self.seq);
         let now = Instant::now();
@@ -140,7 +138,7 @@ impl Sandbox {
             }
             Waited::Outcome(Outcome::TooLarge) => Err(FunctionError::permanent(format!(
                 "the response is over the payload limit of {} bytes (platform.payload_limit)",
-                self.spec.payload_limit
+                self.spec.events.payload_limit
             ))),
             Waited::Stopped => {
                 self.spent = true;
@@ -163,60 +161,9 @@ impl Sandbox {
         }
     }
 
-    /// The event's JSON: the invocation's context and params, then the
-    /// records or the split reference.
-    fn event(&self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<u8>, FunctionError> {
-        let spec = &self.spec;
-        let mut out = Vec::new();
-        let head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
-        let head = head.to_string();
-        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-        out.extend_from_slice(b",\"params\":");
-        out.extend_from_slice(spec.params.as_bytes());
-        let mark = out.len();
-        let split = |out: &mut Vec<u8>| -> Result<(), FunctionError> {
-            let split = inv
-                .split
-                .ok_or_else(|| FunctionError::permanent("no split to refer to: this stage's input is records"))?;
-            out.extend_from_slice(b",\"split\":");
-            out.extend_from_slice(split_json(split, spec).to_string().as_bytes());
-            Ok(())
-        };
-        match spec.event {
-            EventMode::Split => split(&mut out)?,
-            EventMode::Records | EventMode::Auto => {
-                out.extend_from_slice(b",\"records\":");
-                codec::json_records(batches, &mut out).map_err(FunctionError::permanent)?;
-                if spec.event == EventMode::Auto && out.len() as u64 + 1 > spec.payload_limit && inv.split.is_some() {
-                    out.truncate(mark);
-                    split(&mut out)?;
-                }
-            }
-        }
-        out.push(b'}');
-        if out.len() as u64 > spec.payload_limit {
-            let hint = if inv.split.is_some() {
-                "lower input.chunk_size, or set event = \"auto\" or \"split\" to pass a reference to the split"
-            } else {
-                "lower input.chunk_size, or send less to this stage"
-            };
-            return Err(FunctionError::permanent(format!(
-                "the event is {} bytes, over the payload limit of {} bytes (platform.payload_limit): {hint}",
-                out.len(),
-                spec.payload_limit
-            )));
-        }
-        Ok(out)
-    }
-
     /// The response's records as batches of the declared schema.
     fn records(&mut self, body: &[u8]) -> Result<Vec<RecordBatch>, FunctionError> {
-        let bad = |m: String| FunctionError::permanent(format!("the response {m}"));
-        codec::response_records(body, &self.spec.output_schema, &mut self.decoder).map_err(|e| match e {
-            codec::ResponseError::NotJson(e) => bad(format!("is not JSON ({e}): {}", preview(body))),
-            codec::ResponseError::NotRecords => bad(format!("is not {{\"records\": [...]}}: {}", preview(body))),
-            codec::ResponseError::Records(m) => bad(m),
-        })
+        self.spec.events.records(body, &mut self.decoder)
     }
 
     /// Marks an error as out of memory when it looks like one and the
@@ -311,46 +258,6 @@ fn limit_memory(cmd: &mut Command, bytes: u64) {
     }
 }
 
-/// The split reference of a `split` event.
-fn split_json(split: &Split, spec: &LambdaSpec) -> serde_json::Value {
-    let path = std::path::absolute(&split.file.path).unwrap_or_else(|_| split.file.path.clone());
-    let mut v = serde_json::json!({
-        "path": path,
-        "format": spec.input_format.map_or("unknown", Format::name),
-        "compression": format!("{:?}", split.file.compression).to_lowercase(),
-    });
-    let m = v.as_object_mut().expect("an object");
-    match split.range {
-        SplitRange::Bytes { offset, len } => {
-            m.insert("offset".into(), offset.into());
-            m.insert("length".into(), len.into());
-        }
-        SplitRange::Whole => {
-            m.insert("offset".into(), 0.into());
-            m.insert("length".into(), split.file.size.into());
-        }
-        SplitRange::RowGroups { start, end, .. } => {
-            m.insert("row_groups".into(), serde_json::json!([start, end]));
-        }
-        SplitRange::Batches { start, end, .. } => {
-            m.insert("batches".into(), serde_json::json!([start, end]));
-        }
-    }
-    if spec.input_format == Some(Format::Csv) {
-        // A byte range never holds the header: the columns say what it had.
-        m.insert("header".into(), spec.csv_header.into());
-    }
-    let columns: Vec<&str> = spec.input_schema.fields().iter().map(|f| f.name().as_str()).collect();
-    m.insert("columns".into(), columns.into());
-    v
-}
-
-fn preview(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-    if body.len() > 200 { format!("{text}...") } else { text }
-}
-
-/// splitmix64: spreads ids into random-looking bits.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -155,24 +155,9 @@ impl Server {
     pub(crate) fn reply(&mut self, to: ConnId, reply: &Reply<'_>) -> bool {
         let Some(conn) = self.conns.iter_mut().find(|c| c.id == to && !c.dead) else { return false };
         debug_assert!(conn.busy, "a reply to a connection with no request waiting");
-        let head = &mut self.head;
-        head.clear();
-        head.extend_from_slice(b"HTTP/1.1 ");
-        head.extend_from_slice(itoa::Buffer::new().format(reply.status).as_bytes());
-        head.push(b' ');
-        head.extend_from_slice(reason(reply.status).as_bytes());
-        head.extend_from_slice(b"\r\n");
-        for (name, value) in reply.headers {
-            head.extend_from_slice(name.as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"content-length: ");
-        head.extend_from_slice(itoa::Buffer::new().format(reply.body.len()).as_bytes());
-        head.extend_from_slice(if conn.closing { b"\r\nconnection: close\r\n\r\n" } else { b"\r\n\r\n" });
+        reply_head(&mut self.head, reply, conn.closing);
         // Head and body in one system call, the body not copied.
-        let ok = write_all(&mut conn.stream, [head.as_slice(), reply.body]);
+        let ok = write_all(&mut conn.stream, [self.head.as_slice(), reply.body]);
         conn.busy = false;
         conn.dead |= !ok || conn.closing;
         ok
@@ -283,6 +268,104 @@ impl Server {
     }
 }
 
+/// Writes the head of `reply` into `head` (`close`: the connection
+/// closes after it).
+fn reply_head(head: &mut Vec<u8>, reply: &Reply<'_>, close: bool) {
+    head.clear();
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(itoa::Buffer::new().format(reply.status).as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(reason(reply.status).as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in reply.headers {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"content-length: ");
+    head.extend_from_slice(itoa::Buffer::new().format(reply.body.len()).as_bytes());
+    head.extend_from_slice(if close { b"\r\nconnection: close\r\n\r\n" } else { b"\r\n\r\n" });
+}
+
+/// One connection served by a thread of its own, blocking: its requests
+/// in order, each answered before the next is read.
+pub(crate) struct Connection {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    scratch: Box<[u8]>,
+    head: Vec<u8>,
+    max_body: u64,
+    /// The request last read asked to close the connection after its reply.
+    closing: bool,
+}
+
+impl Connection {
+    /// Serves `stream`, reading request bodies of up to `max_body` bytes;
+    /// a read waits at most `idle` (then [`Connection::next`] returns so
+    /// its owner can look at the time).
+    pub(crate) fn new(stream: TcpStream, max_body: u64, idle: Duration) -> io::Result<Connection> {
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(idle))?;
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        Ok(Connection {
+            stream,
+            buf: Vec::new(),
+            scratch: vec![0; 64 << 10].into_boxed_slice(),
+            head: Vec::with_capacity(256),
+            max_body,
+            closing: false,
+        })
+    }
+
+    /// The next request: `Ok(None)` when none came within the idle time,
+    /// an error when the connection is closed or broken.
+    pub(crate) fn next(&mut self) -> io::Result<Option<Received>> {
+        let mut continued = false;
+        loop {
+            if !self.buf.is_empty() {
+                match parse(&self.buf, self.max_body) {
+                    Parsed::Request(req, used) => {
+                        self.buf.drain(..used);
+                        self.closing = req.close;
+                        return Ok(Some(Received::Request(req)));
+                    }
+                    Parsed::Bad(message) => {
+                        self.closing = true;
+                        return Ok(Some(Received::Malformed(ConnId::NONE, message)));
+                    }
+                    Parsed::Incomplete { expect_continue } => {
+                        if expect_continue && !continued {
+                            continued = true;
+                            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                        }
+                    }
+                }
+            }
+            match self.stream.read(&mut self.scratch) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.buf.extend_from_slice(&self.scratch[..n]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if self.buf.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Answers the request last read (`close`: close the connection after,
+    /// as it also does when the request asked to); false when the
+    /// connection is to be dropped.
+    pub(crate) fn reply(&mut self, reply: &Reply<'_>, close: bool) -> bool {
+        let close = close || self.closing;
+        reply_head(&mut self.head, reply, close);
+        write_all(&mut self.stream, [self.head.as_slice(), reply.body]) && !close
+    }
+}
+
 /// Writes all of `bytes`; false (and the connection dead) when it fails.
 fn send(conn: &mut Conn, bytes: &[u8]) -> bool {
     let ok = conn.stream.write_all(bytes).is_ok();
@@ -315,10 +398,12 @@ fn reason(status: u16) -> &'static str {
         204 => "No Content",
         400 => "Bad Request",
         403 => "Forbidden",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Payload Too Large",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",

@@ -1,0 +1,71 @@
+//! `fanout serve`: the builtins served over HTTP (see
+//! [`fanout_workers::host`]) until SIGTERM or Ctrl-C, which drain: the
+//! invocations in flight are answered, new ones refused.
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use fanout_workers::Registry;
+use fanout_workers::host::{HostOptions, beyond_loopback, serve as host};
+
+use crate::args::ServeArgs;
+use crate::signals::say;
+use crate::{Failure, Outcome};
+
+pub fn serve(a: &ServeArgs) -> Outcome {
+    let listen = match (&a.listen, std::env::var("PORT")) {
+        (Some(l), _) => l.clone(),
+        (None, Ok(port)) => format!("0.0.0.0:{port}"),
+        (None, Err(_)) => "127.0.0.1:8080".to_string(),
+    };
+    let addr: SocketAddr = listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| Failure::invalid(anyhow::anyhow!("--listen {listen}: not an address to listen on")))?;
+    let token = match &a.token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(Failure::invalid(anyhow::anyhow!("--token-file {}: the file is empty", f.display())));
+            }
+            Some(t)
+        }
+        None if beyond_loopback(&addr) => {
+            return Err(Failure::invalid(anyhow::anyhow!(
+                "listening on {addr}, beyond the loopback interface, needs a bearer token: --token-file FILE"
+            )));
+        }
+        None => None,
+    };
+    let concurrency = a.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if concurrency == 0 {
+        return Err(Failure::invalid(anyhow::anyhow!("--concurrency must be at least 1")));
+    }
+    let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone());
+    let names: Vec<String> = Registry::builtins().names().map(String::from).collect();
+    say(&format!(
+        "serving {} functions on http://{bound} ({concurrency} at once{}): POST /functions/NAME, \
+         POST /2015-03-31/functions/NAME/invocations, GET /healthz",
+        names.len(),
+        if token.is_some() { ", bearer token required" } else { "" },
+    ));
+    let opts = HostOptions { concurrency, payload_limit: a.payload_limit.bytes(), token };
+    host(listener, Arc::new(Registry::builtins()), opts, stop)?;
+    say("stopped: in-flight invocations answered");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT sets `stop`: the host drains and returns.
+fn watch_signals(stop: Arc<AtomicBool>) {
+    crate::signals::on_signal(move |signal| {
+        say(&format!("{}: draining: in-flight invocations are answered, new ones refused", signal.as_str()));
+        stop.store(true, Ordering::Relaxed);
+    });
+}

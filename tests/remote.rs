@@ -1,0 +1,328 @@
+//! Functions beyond this process over HTTP: `fanout serve` (the function
+//! host) driven by raw requests, the `http` backend against several
+//! `fanout serve` hosts (one killed mid-run, one throttling, one
+//! stalling past the deadline), and against Google's Functions Framework,
+//! the runtime Cloud Functions and Cloud Run use (.ci/run installs it).
+//! The hosts listen on addresses of their own (127.0.0.1, .2, .3).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{Run, Scratch, binary, python, summary};
+
+/// A `fanout serve` process, killed when dropped.
+struct Host {
+    child: Child,
+    addr: String,
+}
+
+impl Host {
+    /// Starts `fanout serve --listen IP:0 ARGS` and waits for it to say
+    /// where it listens.
+    fn start(ip: &str, args: &[&str]) -> Host {
+        let listen = format!("{ip}:0");
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", &listen])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        stderr.read_line(&mut first).unwrap();
+        // Keep reading, so that the host never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("serve said: {first}"))
+            .to_string();
+        Host { child, addr }
+    }
+
+    fn url(&self, function: &str) -> String {
+        format!("http://{}/functions/{function}", self.addr)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reply: status, headers (lowercase names), body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a connection of its own.
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply { status, headers, body: body.to_string() }
+}
+
+fn post(addr: &str, path: &str, body: &str) -> Reply {
+    request(addr, "POST", path, &[("content-type", "application/json")], body.as_bytes())
+}
+
+#[test]
+fn serve_answers_the_event_contract_and_the_invoke_api() {
+    let host = Host::start("127.0.0.1", &["--concurrency", "1", "--payload-limit", "1KiB"]);
+    let a = host.addr.as_str();
+    let ok = request(a, "GET", "/healthz", &[], b"");
+    assert_eq!((ok.status, ok.json()["status"].as_str()), (200, Some("ok")));
+    // The plain contract: records in, records out.
+    let r = post(
+        a,
+        "/functions/word_count",
+        r#"{"stage":"s","task":3,"attempt":1,"params":{},"records":[{"line":"a b a"},{"line":"c"}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut got: Vec<(String, i64)> = r.json()["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["word"].as_str().unwrap().to_string(), x["count"].as_i64().unwrap()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("a".into(), 2), ("b".into(), 1), ("c".into(), 1)]);
+    // No records, no work.
+    let r = post(a, "/functions/word_count", r#"{"records":[]}"#);
+    assert_eq!((r.status, r.json()["records"].as_array().map(Vec::len)), (200, Some(0)));
+    // An unknown function, a bad parameter, a body too large.
+    let r = post(a, "/functions/nope", "{}");
+    assert_eq!((r.status, r.header("x-amzn-errortype")), (404, Some("ResourceNotFoundException")));
+    let r = post(a, "/functions/grep", r#"{"params":{"bad":1},"records":[{"line":"x"}]}"#);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["errorMessage"].as_str().unwrap().contains("unknown parameter `bad`"), "{}", r.body);
+    let big = format!(r#"{{"records":[{{"line":"{}"}}]}}"#, "x".repeat(2000));
+    assert_eq!(post(a, "/functions/word_count", &big).status, 413);
+    // The Lambda Invoke API: an ARN names the function; a function error
+    // is 200 with X-Amz-Function-Error.
+    let arn = "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Agrep/invocations";
+    let r = post(a, arn, r#"{"params":{"pattern":"b"},"records":[{"line":"ab"},{"line":"c"}]}"#);
+    assert_eq!((r.status, r.header("x-amz-function-error")), (200, None), "{}", r.body);
+    assert_eq!(r.json()["records"], serde_json::json!([{"line": "ab"}]));
+    let r = post(a, arn, r#"{"params":{"bad":1},"records":[{"line":"x"}]}"#);
+    assert_eq!((r.status, r.header("x-amz-function-error")), (200, Some("Unhandled")));
+    assert_eq!(r.json()["errorType"], "InvalidParameter");
+    // At its concurrency, a host throttles: 429, as Lambda does.
+    let slow = {
+        let a = a.to_string();
+        std::thread::spawn(move || post(&a, "/functions/sleep", r#"{"params":{"ms":1500},"records":[{"x":1}]}"#))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let r = post(a, "/functions/word_count", r#"{"records":[{"line":"a"}]}"#);
+    assert_eq!((r.status, r.header("x-amzn-errortype")), (429, Some("TooManyRequestsException")));
+    assert_eq!(slow.join().unwrap().status, 200);
+    assert_eq!(post(a, "/functions/word_count", r#"{"records":[{"line":"a"}]}"#).status, 200);
+}
+
+#[test]
+fn serve_wants_a_token_beyond_loopback_and_drains_on_sigterm() {
+    let s = Scratch::new();
+    // Beyond the loopback interface, a token is required.
+    let r = s.run(&["serve", "--listen", "0.0.0.0:0"]).expect(2);
+    assert!(r.stderr.contains("needs a bearer token: --token-file FILE"), "{}", r.stderr);
+    let token = s.write("token", "s3cr3t\n");
+    let mut host = Host::start("127.0.0.1", &["--token-file", token.to_str().unwrap()]);
+    let addr = host.addr.clone();
+    let a = addr.as_str();
+    let body = br#"{"records":[{"line":"a"}]}"#;
+    let r = request(a, "POST", "/functions/word_count", &[], body);
+    assert_eq!((r.status, r.header("www-authenticate")), (401, Some("Bearer")));
+    let r = request(a, "POST", "/functions/word_count", &[("authorization", "Bearer wrong")], body);
+    assert_eq!(r.status, 401);
+    let r = request(a, "POST", "/functions/word_count", &[("authorization", "Bearer s3cr3t")], body);
+    assert_eq!(r.status, 200);
+    // SIGTERM drains: the invocation in flight is answered, then the
+    // host exits 0 and listens no more.
+    let slow = {
+        let a = a.to_string();
+        std::thread::spawn(move || {
+            let auth = [("authorization", "Bearer s3cr3t")];
+            request(&a, "POST", "/functions/sleep", &auth, br#"{"params":{"ms":800},"records":[{"x":1}]}"#)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = host.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "the invocation in flight was not answered: {}", r.body);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = host.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "serve did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(TcpStream::connect(a).is_err(), "still listening after it drained");
+}
+
+/// Writes `words.txt`: lines of lowercase words, and returns its path.
+fn words(s: &Scratch, lines: usize) {
+    python(
+        s,
+        &format!(
+            "import random\nr = random.Random(5)\nv = ['w%d' % i for i in range(300)]\n\
+             open('words.txt', 'w').write(''.join(' '.join(r.choice(v) for _ in range(r.randint(1, 12))) + '\\n' for _ in range({lines})))\nprint('ok')"
+        ),
+    );
+}
+
+/// A word-count job whose first stage is `first` (a function table or a
+/// builtin's name, with its params), run at `concurrency`.
+fn word_count_job(first: &str, params: &str, concurrency: usize, platform: &str) -> String {
+    format!(
+        "[input]\npath = \"words.txt\"\nchunk_size = \"512B\"\n\
+         [[stage]]\nname = \"remote\"\nfunction = {first}\nparams = {params}\n\
+         [[stage]]\nfunction = \"word_count\"\n\
+         [[stage]]\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = {{ sum = [\"count\"] }}\n\
+         [output]\npath = \"out.csv\"\nmode = \"overwrite\"\nsort = [\"word\"]\n\
+         [platform]\nconcurrency = {concurrency}\nretries = 6\nbackoff = \"20ms\"\n{platform}\n"
+    )
+}
+
+fn run_job(s: &Scratch, job: &str) -> Run {
+    s.write("job.toml", job);
+    s.run_within(120, &["run", "job.toml", "--progress", "never", "--show", "0", "--json"])
+}
+
+/// The output of the same job with the builtin `sleep` in this process.
+fn local_output(s: &Scratch) -> Vec<u8> {
+    run_job(s, &word_count_job("\"sleep\"", "{ ms = 1 }", 3, "")).expect(0);
+    std::fs::read(s.path("out.csv")).unwrap()
+}
+
+#[test]
+fn the_http_backend_spreads_over_hosts_and_survives_one_killed_mid_run() {
+    let s = Scratch::new();
+    words(&s, 3000);
+    let expected = local_output(&s);
+    let hosts: Vec<Host> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().map(|ip| Host::start(ip, &[])).collect();
+    let urls: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.url("sleep"))).collect();
+    let table = format!("{{ http = [{}] }}", urls.join(", "));
+    let job = word_count_job(&table, "{ ms = 15 }", 3, "");
+    s.write("job.toml", &job);
+    let child = s.spawn(&["run", "job.toml", "--progress", "never", "--show", "0", "--json"]);
+    // Kill the second host once the run is under way.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut hosts = hosts;
+    let killed = hosts.remove(1);
+    drop(killed);
+    let r = crate::util::finish_within(child, 120, &["run", "job.toml"]).expect(0);
+    let sum = summary(&r);
+    assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), expected, "the output differs from the local run's");
+    assert!(sum["retries"].as_u64().unwrap() > 0, "the killed host's invocations were not retried: {sum}");
+    assert!(sum["input"]["splits"].as_u64().unwrap() > 50, "{sum}");
+}
+
+#[test]
+fn a_throttling_host_and_a_stalled_one_are_retried_elsewhere() {
+    let s = Scratch::new();
+    words(&s, 600);
+    let expected = local_output(&s);
+    // One invocation at a time on this host; the job runs four: 429s.
+    let host = Host::start("127.0.0.1", &["--concurrency", "1"]);
+    let job = word_count_job(&format!("{{ http = \"{}\" }}", host.url("sleep")), "{ ms = 5 }", 4, "");
+    let sum = summary(&run_job(&s, &job).expect(0));
+    assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), expected);
+    assert!(sum["retries"].as_u64().unwrap() > 0, "no 429 was retried: {sum}");
+    // A host that accepts and never answers, beside a good one: its
+    // invocations time out at the deadline and are retried on the other.
+    let stall = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let stalled = format!("http://{}/functions/sleep", stall.local_addr().unwrap());
+    let _keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in stall.incoming() {
+            held.push(c);
+        }
+    });
+    let table = format!("{{ http = [\"{stalled}\", \"{}\"] }}", host.url("sleep"));
+    let job = word_count_job(&table, "{ ms = 1 }", 1, "timeout = \"500ms\"");
+    let sum = summary(&run_job(&s, &job).expect(0));
+    assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), expected);
+    assert!(sum["retries"].as_u64().unwrap() > 0, "{sum}");
+    // Permanent errors are not retried: a 404 fails the job at once.
+    let job = word_count_job(&format!("{{ http = \"{}\" }}", host.url("nope")), "{}", 1, "");
+    let r = run_job(&s, &job).expect(1);
+    assert!(r.stderr.contains("HTTP 404") && r.stderr.contains("Function not found: nope"), "{}", r.stderr);
+    assert!(r.stderr.contains("attempt 1"), "a 404 was retried: {}", r.stderr);
+}
+
+#[test]
+fn the_http_backend_calls_a_google_functions_framework_function() {
+    let s = Scratch::new();
+    words(&s, 800);
+    // The oracle: the builtin word count in this process.
+    let builtin = "[input]\npath = \"words.txt\"\nchunk_size = \"512B\"\n[[stage]]\nfunction = \"word_count\"\n\
+                   [[stage]]\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = { sum = [\"count\"] }\n\
+                   [output]\npath = \"out.csv\"\nmode = \"overwrite\"\nsort = [\"word\"]\n";
+    run_job(&s, builtin).expect(0);
+    let expected = std::fs::read(s.path("out.csv")).unwrap();
+    // The same count as a Cloud Function; every third task's first
+    // attempt answers 500.
+    s.write(
+        "main.py",
+        "def handler(request):\n    ev = request.get_json()\n    if ev['attempt'] == 1 and ev['task'] % 3 == 0:\n        return ('flaky', 500)\n    counts = {}\n    for r in ev['records']:\n        for w in r['line'].split():\n            counts[w] = counts.get(w, 0) + 1\n    return {'records': [{'word': w, 'count': c} for w, c in counts.items()]}\n",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut ff = Command::new("functions-framework")
+        .args(["--target", "handler", "--source", "main.py", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("functions-framework (pip install functions-framework; .ci/run installs it)");
+    let addr = format!("127.0.0.1:{port}");
+    assert!(crate::util::wait_for(30, || TcpStream::connect(&addr).is_ok()), "functions-framework did not start");
+    let job = builtin.replace(
+        "function = \"word_count\"",
+        &format!("function = {{ http = \"http://{addr}/\", schema = [\"word:utf8\", \"count:int64\"] }}"),
+    ) + "[platform]\nconcurrency = 3\nretries = 3\nbackoff = \"10ms\"\n";
+    let r = run_job(&s, &job);
+    let _ = ff.kill();
+    let _ = ff.wait();
+    let sum = summary(&r.expect(0));
+    assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), expected, "the output differs from the builtin run's");
+    assert!(sum["retries"].as_u64().unwrap() > 0, "the 500s were not retried: {sum}");
+}

@@ -1,0 +1,154 @@
+//! The event contract of the lambda and http backends: the JSON an
+//! invocation sends (`{"stage", "task", "attempt", "params", "records"}`,
+//! or a `split` reference the function reads itself) and the
+//! `{"records": [...]}` it gets back, within the payload limit.
+
+use std::str::FromStr;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use fanout_datasets::{Format, Split, SplitRange};
+
+use crate::external::codec;
+use crate::function::{FunctionError, Invocation};
+
+/// What an event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventMode {
+    /// The task's records, inline.
+    Records,
+    /// A reference to the task's split, which the function reads itself.
+    Split,
+    /// Records when they fit the payload limit, else the reference.
+    Auto,
+}
+
+impl FromStr for EventMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "records" => Ok(EventMode::Records),
+            "split" => Ok(EventMode::Split),
+            "auto" => Ok(EventMode::Auto),
+            _ => Err(format!("unknown event `{s}`, expected one of: records, split, auto")),
+        }
+    }
+}
+
+/// How a function's events are made and its responses read.
+pub(crate) struct EventSpec {
+    pub(crate) event: EventMode,
+    pub(crate) input_schema: SchemaRef,
+    pub(crate) output_schema: SchemaRef,
+    /// The input's format, for split references (first stages only).
+    pub(crate) input_format: Option<Format>,
+    /// Whether csv input files start with a header line.
+    pub(crate) csv_header: bool,
+    /// The stage's params, as JSON.
+    pub(crate) params: String,
+    pub(crate) payload_limit: u64,
+}
+
+impl EventSpec {
+    /// The event's JSON: the invocation's context and params, then the
+    /// records or the split reference.
+    pub(crate) fn event(&self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<u8>, FunctionError> {
+        let spec = self;
+        let mut out = Vec::new();
+        let head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
+        let head = head.to_string();
+        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        out.extend_from_slice(b",\"params\":");
+        out.extend_from_slice(spec.params.as_bytes());
+        let mark = out.len();
+        let split = |out: &mut Vec<u8>| -> Result<(), FunctionError> {
+            let split = inv
+                .split
+                .ok_or_else(|| FunctionError::permanent("no split to refer to: this stage's input is records"))?;
+            out.extend_from_slice(b",\"split\":");
+            out.extend_from_slice(split_json(split, spec).to_string().as_bytes());
+            Ok(())
+        };
+        match spec.event {
+            EventMode::Split => split(&mut out)?,
+            EventMode::Records | EventMode::Auto => {
+                out.extend_from_slice(b",\"records\":");
+                codec::json_records(batches, &mut out).map_err(FunctionError::permanent)?;
+                if spec.event == EventMode::Auto && out.len() as u64 + 1 > spec.payload_limit && inv.split.is_some() {
+                    out.truncate(mark);
+                    split(&mut out)?;
+                }
+            }
+        }
+        out.push(b'}');
+        if out.len() as u64 > spec.payload_limit {
+            let hint = if inv.split.is_some() {
+                "lower input.chunk_size, or set event = \"auto\" or \"split\" to pass a reference to the split"
+            } else {
+                "lower input.chunk_size, or send less to this stage"
+            };
+            return Err(FunctionError::permanent(format!(
+                "the event is {} bytes, over the payload limit of {} bytes (platform.payload_limit): {hint}",
+                out.len(),
+                spec.payload_limit
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The response's records as batches of the declared schema;
+    /// `decoder` is the caller's, kept from one response to the next.
+    pub(crate) fn records(
+        &self,
+        body: &[u8],
+        decoder: &mut Option<arrow_json::reader::Decoder>,
+    ) -> Result<Vec<RecordBatch>, FunctionError> {
+        let bad = |m: String| FunctionError::permanent(format!("the response {m}"));
+        codec::response_records(body, &self.output_schema, decoder).map_err(|e| match e {
+            codec::ResponseError::NotJson(e) => bad(format!("is not JSON ({e}): {}", preview(body))),
+            codec::ResponseError::NotRecords => bad(format!("is not {{\"records\": [...]}}: {}", preview(body))),
+            codec::ResponseError::Records(m) => bad(m),
+        })
+    }
+}
+
+/// The split reference of a `split` event.
+fn split_json(split: &Split, spec: &EventSpec) -> serde_json::Value {
+    let path = std::path::absolute(&split.file.path).unwrap_or_else(|_| split.file.path.clone());
+    let mut v = serde_json::json!({
+        "path": path,
+        "format": spec.input_format.map_or("unknown", Format::name),
+        "compression": format!("{:?}", split.file.compression).to_lowercase(),
+    });
+    let m = v.as_object_mut().expect("an object");
+    match split.range {
+        SplitRange::Bytes { offset, len } => {
+            m.insert("offset".into(), offset.into());
+            m.insert("length".into(), len.into());
+        }
+        SplitRange::Whole => {
+            m.insert("offset".into(), 0.into());
+            m.insert("length".into(), split.file.size.into());
+        }
+        SplitRange::RowGroups { start, end, .. } => {
+            m.insert("row_groups".into(), serde_json::json!([start, end]));
+        }
+        SplitRange::Batches { start, end, .. } => {
+            m.insert("batches".into(), serde_json::json!([start, end]));
+        }
+    }
+    if spec.input_format == Some(Format::Csv) {
+        // A byte range never holds the header: the columns say what it had.
+        m.insert("header".into(), spec.csv_header.into());
+    }
+    let columns: Vec<&str> = spec.input_schema.fields().iter().map(|f| f.name().as_str()).collect();
+    m.insert("columns".into(), columns.into());
+    v
+}
+
+/// The start of a body, for messages.
+pub(crate) fn preview(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    if body.len() > 200 { format!("{text}...") } else { text }
+}

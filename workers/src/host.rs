@@ -1,0 +1,406 @@
+//! A function host: the registry's builtins served over HTTP, so that any
+//! machine, container platform or FaaS platform can run fanout's
+//! functions for the `http` backend of another fanout (`fanout serve`).
+//!
+//! - `POST /functions/{name}`: the event contract (`{"stage", "task",
+//!   "attempt", "params", "records": [...]}`), answered
+//!   `{"records": [...]}`. A function's error is 500 (retried by the
+//!   caller) or 400 when retrying cannot help, with a body
+//!   `{"errorType", "errorMessage"}`.
+//! - `POST /2015-03-31/functions/{name}/invocations`: the AWS Lambda
+//!   Invoke API, as the SDKs expect it: a function error is 200 with
+//!   `X-Amz-Function-Error: Unhandled`; an unknown function is 404
+//!   `ResourceNotFoundException`; throttling is 429
+//!   `TooManyRequestsException`.
+//! - `GET /healthz`: 200 while serving, 503 while draining.
+//!
+//! At most `concurrency` invocations run at once: one more is refused
+//! with 429, as Lambda throttles. A body over the payload limit is 413; an
+//! unknown function 404. With a token, a request without
+//! `Authorization: Bearer TOKEN` is 401. Each connection is served by a
+//! thread of its own (keep-alive, requests in order). Once `stop` is set,
+//! the host stops accepting, answers what is in flight, refuses new
+//! requests (503) and returns.
+//!
+//! A builtin is planned for the schema its records have (inferred as a
+//! jsonl input's is) and the event's params; plans and warm instances are
+//! kept per connection for the next invocation of the same function,
+//! params and schema.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use serde_json::value::RawValue;
+
+use crate::external::codec;
+use crate::function::{FunctionError, Invocation, MapInstance, StageSpec};
+use crate::http1::{Body, Connection, Received, Reply, Request};
+use crate::registry::Registry;
+
+/// How a host serves.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Invocations at once; one more is refused (429).
+    pub concurrency: usize,
+    /// The largest request body, in bytes (413 past it).
+    pub payload_limit: u64,
+    /// A bearer token every request must carry.
+    pub token: Option<String>,
+}
+
+/// Serves the builtins of `registry` on `listener` until `stop` is set,
+/// then drains: what is in flight is answered, new requests are refused.
+pub fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    opts: HostOptions,
+    stop: Arc<AtomicBool>,
+) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let shared =
+        Arc::new(Shared { registry, opts, running: AtomicUsize::new(0), stop, connections: AtomicUsize::new(0) });
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                let mine = shared.clone();
+                let spawned = std::thread::Builder::new().name("fanout-serve".into()).spawn(move || {
+                    let _ = serve_connection(stream, &mine);
+                    mine.connections.fetch_sub(1, Ordering::Relaxed);
+                });
+                if spawned.is_err() {
+                    shared.connections.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    drop(listener);
+    // Draining: connections answer what they have and close.
+    while shared.connections.load(Ordering::Relaxed) > 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// What every connection shares.
+struct Shared {
+    registry: Arc<Registry>,
+    opts: HostOptions,
+    /// Invocations running now.
+    running: AtomicUsize,
+    stop: Arc<AtomicBool>,
+    connections: AtomicUsize,
+}
+
+/// How long a connection waits for a request before it looks at `stop`.
+const IDLE: Duration = Duration::from_millis(50);
+
+/// A planned builtin kept warm on a connection: which function, params and
+/// input schema it is for.
+struct Warm {
+    name: String,
+    params: String,
+    schema: SchemaRef,
+    instance: Box<dyn MapInstance>,
+}
+
+fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    let mut conn = Connection::new(stream, shared.opts.payload_limit, IDLE)?;
+    let mut warm: Option<Warm> = None;
+    loop {
+        let received = match conn.next() {
+            Ok(Some(r)) => r,
+            Ok(None) if shared.stop.load(Ordering::Relaxed) => return Ok(()),
+            Ok(None) => continue,
+            Err(_) => return Ok(()),
+        };
+        let answer = match received {
+            Received::Malformed(_, message) => Answer::error(400, "InvalidRequestContentException", &message),
+            Received::Request(req) => handle(&req, shared, &mut warm),
+        };
+        let headers: Vec<(&str, &str)> = answer.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let draining = shared.stop.load(Ordering::Relaxed);
+        if !conn.reply(&Reply { status: answer.status, headers: &headers, body: &answer.body }, draining) {
+            return Ok(());
+        }
+    }
+}
+
+/// A reply, owned.
+struct Answer {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(status: u16, body: Vec<u8>) -> Answer {
+        Answer { status, headers: vec![("content-type", "application/json".into())], body }
+    }
+
+    /// The host's own error (not the function's), as AWS's services send
+    /// one: `{"Type": "User", "message": ...}` with the exception's name in
+    /// `x-amzn-ErrorType`.
+    fn error(status: u16, kind: &str, message: &str) -> Answer {
+        let body = serde_json::json!({ "Type": "User", "message": message });
+        let mut a = Answer::json(status, body.to_string().into_bytes());
+        a.headers.push(("x-amzn-errortype", kind.to_string()));
+        a
+    }
+
+    /// A function's error, as Lambda's runtimes report one:
+    /// `{"errorType", "errorMessage"}`.
+    fn function_error(status: u16, kind: &str, message: &str) -> Answer {
+        let body = serde_json::json!({ "errorType": kind, "errorMessage": message });
+        Answer::json(status, body.to_string().into_bytes())
+    }
+}
+
+/// Where a request is going.
+enum Route<'a> {
+    Health,
+    /// A function, by the plain contract or the Lambda Invoke API.
+    Function {
+        name: &'a str,
+        invoke_api: bool,
+    },
+    Unknown,
+}
+
+fn route(req: &Request) -> Route<'_> {
+    let path = req.path().split('?').next().unwrap_or_default();
+    if path == "/healthz" {
+        return Route::Health;
+    }
+    if let Some(name) = path.strip_prefix("/functions/") {
+        return Route::Function { name, invoke_api: false };
+    }
+    if let Some(name) = path.strip_prefix("/2015-03-31/functions/").and_then(|p| p.strip_suffix("/invocations")) {
+        return Route::Function { name, invoke_api: true };
+    }
+    Route::Unknown
+}
+
+/// The function a Lambda Invoke API path names: a name, `name:qualifier`,
+/// or a full or partial ARN (`arn:aws:lambda:REGION:ACCOUNT:function:NAME`,
+/// `ACCOUNT:function:NAME`), percent-encoded as the SDKs send it.
+fn function_name(raw: &str) -> String {
+    let decoded = percent_decode(raw);
+    let parts: Vec<&str> = decoded.split(':').collect();
+    match parts.iter().position(|p| *p == "function") {
+        Some(i) => parts.get(i + 1).copied().unwrap_or_default().to_string(),
+        None => parts[0].to_string(),
+    }
+}
+
+/// `text` with `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
+    if let Some(token) = &shared.opts.token {
+        let given = req.header("authorization").and_then(|v| v.strip_prefix("Bearer "));
+        if given.map(str::trim) != Some(token.as_str()) {
+            let mut a = Answer::error(401, "UnauthorizedException", "a bearer token is required");
+            a.headers.push(("www-authenticate", "Bearer".into()));
+            return a;
+        }
+    }
+    let (name, invoke_api) = match route(req) {
+        Route::Health if req.method() == "GET" => {
+            return if shared.stop.load(Ordering::Relaxed) {
+                Answer::json(503, b"{\"status\":\"draining\"}".to_vec())
+            } else {
+                Answer::json(200, b"{\"status\":\"ok\"}".to_vec())
+            };
+        }
+        Route::Function { name, invoke_api } if req.method() == "POST" => {
+            (if invoke_api { function_name(name) } else { percent_decode(name) }, invoke_api)
+        }
+        Route::Unknown => return Answer::error(404, "ResourceNotFoundException", &format!("no route {}", req.path())),
+        _ => return Answer::error(405, "MethodNotAllowed", &format!("{} {} is not served", req.method(), req.path())),
+    };
+    if shared.stop.load(Ordering::Relaxed) {
+        return Answer::error(503, "ServiceException", "the host is shutting down");
+    }
+    let Some(builtin) = shared.registry.get(&name) else {
+        let message = format!("Function not found: {name}");
+        return Answer::error(404, "ResourceNotFoundException", &message);
+    };
+    let body = match &req.body {
+        Body::Complete(b) => b,
+        Body::TooLarge => {
+            let limit = shared.opts.payload_limit;
+            return Answer::error(413, "RequestTooLargeException", &format!("the event is over {limit} bytes"));
+        }
+    };
+    // A slot for the invocation, or 429 as Lambda throttles.
+    if shared.running.fetch_add(1, Ordering::AcqRel) >= shared.opts.concurrency {
+        shared.running.fetch_sub(1, Ordering::AcqRel);
+        let message = format!("Rate Exceeded: {} invocations at once", shared.opts.concurrency);
+        return Answer::error(429, "TooManyRequestsException", &message);
+    }
+    let outcome = invoke(&name, builtin.as_ref(), body, warm);
+    shared.running.fetch_sub(1, Ordering::AcqRel);
+    match outcome {
+        Ok(body) => Answer::json(200, body),
+        Err(e) if invoke_api => {
+            let kind = if e.permanent { "InvalidParameter" } else { "FunctionError" };
+            let mut a = Answer::function_error(200, kind, &e.message);
+            a.headers.push(("x-amz-function-error", "Unhandled".into()));
+            a
+        }
+        Err(e) if e.permanent => Answer::function_error(400, "InvalidParameter", &e.message),
+        Err(e) => Answer::function_error(500, "FunctionError", &e.message),
+    }
+}
+
+/// An event, as far as the host reads it.
+#[derive(serde::Deserialize)]
+struct Event<'a> {
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    task: u64,
+    #[serde(default = "first")]
+    attempt: u32,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    records: Option<Vec<&'a RawValue>>,
+    #[serde(default, borrow)]
+    split: Option<&'a RawValue>,
+}
+
+fn first() -> u32 {
+    1
+}
+
+/// Runs builtin `name` on the event `body`; the reply's body.
+fn invoke(
+    name: &str,
+    builtin: &dyn crate::function::Builtin,
+    body: &[u8],
+    warm: &mut Option<Warm>,
+) -> Result<Vec<u8>, FunctionError> {
+    let event: Event<'_> =
+        serde_json::from_slice(body).map_err(|e| FunctionError::permanent(format!("the event is not JSON: {e}")))?;
+    if event.split.is_some() && event.records.is_none() {
+        return Err(FunctionError::permanent(
+            "this host reads records from events, not split references: send event = \"records\"",
+        ));
+    }
+    let records = event.records.unwrap_or_default();
+    if records.is_empty() {
+        return Ok(b"{\"records\":[]}".to_vec());
+    }
+    let mut lines = Vec::with_capacity(body.len());
+    for r in &records {
+        if !r.get().starts_with('{') {
+            return Err(FunctionError::permanent(format!("a record is not a JSON object: {}", r.get())));
+        }
+        lines.extend_from_slice(r.get().as_bytes());
+        lines.push(b'\n');
+    }
+    let params_text = event.params.map_or("{}", RawValue::get);
+    let schema: SchemaRef = match warm {
+        // The same function and params as last time: the records most
+        // likely have the same schema (checked by decoding with it).
+        Some(w) if w.name == name && w.params == params_text => w.schema.clone(),
+        _ => infer(&lines)?,
+    };
+    let batches = match decode(&lines, &schema, records.len()) {
+        Ok(b) => b,
+        Err(_) => {
+            let schema = infer(&lines)?;
+            let b = decode(&lines, &schema, records.len())?;
+            *warm = None;
+            b
+        }
+    };
+    let schema = batches.first().map_or(schema, RecordBatch::schema);
+    let fits = warm.as_ref().is_some_and(|w| w.name == name && w.params == params_text && w.schema == schema);
+    if !fits {
+        let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(params_text)
+            .map_err(|e| FunctionError::permanent(format!("params must be a JSON object: {e}")))?;
+        let planned = builtin.plan(&StageSpec { params: &params, input: &schema, key: None })?;
+        let instance = planned.init()?;
+        *warm =
+            Some(Warm { name: name.to_string(), params: params_text.to_string(), schema: schema.clone(), instance });
+    }
+    let w = warm.as_mut().expect("just made");
+    let stage = event.stage.as_deref().unwrap_or(name);
+    let inv = Invocation { stage, task: event.task, attempt: event.attempt, deadline: None, split: None, cancel: None };
+    let out = w.instance.call(&inv, batches)?;
+    let mut reply = Vec::with_capacity(64 + out.iter().map(|b| b.get_array_memory_size()).sum::<usize>());
+    reply.extend_from_slice(b"{\"records\":");
+    codec::json_records(&out, &mut reply).map_err(FunctionError::permanent)?;
+    reply.push(b'}');
+    Ok(reply)
+}
+
+/// The schema of JSON object lines, as a jsonl input's is inferred.
+fn infer(lines: &[u8]) -> Result<SchemaRef, FunctionError> {
+    fanout_datasets::infer_json_schema(lines, usize::MAX)
+        .map(Arc::new)
+        .map_err(|m| FunctionError::permanent(format!("the records' schema: {m}")))
+}
+
+/// Decodes JSON object lines with `schema`.
+fn decode(lines: &[u8], schema: &SchemaRef, rows: usize) -> Result<Vec<RecordBatch>, FunctionError> {
+    let mut decoder = fanout_datasets::json_reader(schema.clone())
+        .with_batch_size(rows.max(1))
+        .build_decoder()
+        .map_err(|e| FunctionError::permanent(e.to_string()))?;
+    decoder.decode(lines).map_err(|e| FunctionError::permanent(format!("the records: {e}")))?;
+    Ok(decoder.flush().map_err(|e| FunctionError::permanent(format!("the records: {e}")))?.into_iter().collect())
+}
+
+/// The address `serve` would be reached at from elsewhere: whether it
+/// listens beyond the loopback interface (and so needs a token).
+pub fn beyond_loopback(addr: &SocketAddr) -> bool {
+    !addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoke_api_paths_name_their_function() {
+        assert_eq!(function_name("word_count"), "word_count");
+        assert_eq!(function_name("word_count:PROD"), "word_count");
+        assert_eq!(function_name("arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Agrep"), "grep");
+        assert_eq!(function_name("123456789012:function:select:7"), "select");
+        assert_eq!(percent_decode("a%2Fb%zz"), "a/b%zz");
+    }
+}
