@@ -3,7 +3,7 @@
 and peers, in the same command, so only ratios are quoted.
 
 Usage: python3 benches/macro.py [--size 1GiB] [--runs 3]
-           [--only wordcount,groupby,pi,dispatch,exec,lambda,tasks]
+           [--only wordcount,groupby,pi,dispatch,exec,lambda,http,tasks]
            [--tasks 1000000,10000000] [--baseline OLD_FANOUT_BINARY]
 
 With --baseline, every workload also runs the given (older) fanout binary,
@@ -107,7 +107,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1GiB")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default="wordcount,groupby,pi,dispatch,exec,lambda")
+    ap.add_argument("--only", default="wordcount,groupby,pi,dispatch,exec,lambda,http")
     ap.add_argument("--tasks", default="1000000,10000000")
     ap.add_argument("--baseline", help="an older fanout binary, run interleaved with this one")
     a = ap.parse_args()
@@ -248,6 +248,8 @@ mode = "overwrite"
         bench_exec(a.runs)
     if "lambda" in only:
         bench_lambda(a.runs)
+    if "http" in only:
+        bench_http(a.runs)
     if "tasks" in only:
         bench_tasks([int(n) for n in a.tasks.split(",")])
 
@@ -408,6 +410,50 @@ concurrency = 2
                     rows.append((name + what + " (baseline)", wall, s["invocations"]["total"],
                                  s["invocations"]["per_second"]))
     print(f"\n## W6 lambda: {n:,} one-record invocations, concurrency 2, --no-journal unless said")
+    print("| program | wall s | invocations/s (end to end) | invocations/s (in the run) | x in-process |")
+    print("|---|---|---|---|---|")
+    base = rows[0][3]
+    for name, wall, total, per_second in rows:
+        print(f"| {name} | {wall:.2f} | {total / wall:,.0f} | {per_second:,.0f} | {per_second / base:.3f} |")
+    sys.stdout.flush()
+
+
+def bench_http(runs):
+    """W7: empty invocations over loopback HTTP to one `fanout serve`
+    (`select` of the one column, keep-alive connections), against the same
+    function in-process, one-record tasks, concurrency 2."""
+    n = 20_000
+    tiny = tiny_lines(n)
+    host = subprocess.Popen([FANOUT, "serve", "--listen", "127.0.0.1:0", "--concurrency", "8"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        addr = host.stderr.readline().split("http://")[1].split()[0]
+
+        def job(name, function):
+            return job_file(f"{name}.toml", f"""
+[input]
+path = "{tiny}"
+chunk_size = 1
+[[stage]]
+function = {function}
+params = {{ columns = ["line"] }}
+[output]
+path = "{DATA}/{name}-out.csv"
+mode = "overwrite"
+[platform]
+concurrency = 2
+""")
+
+        rows = []
+        for name, function in [("in-process (select)", '"select"'),
+                               ("http, fanout serve (select)", f'{{ http = "http://{addr}/functions/select" }}')]:
+            for extra, what in [(["--no-journal"], ""), ([], ", journal on")]:
+                wall, s = run_json(job(f"http-{len(rows)}", function), runs, extra)
+                rows.append((name + what, wall, s["invocations"]["total"], s["invocations"]["per_second"]))
+    finally:
+        host.terminate()
+        host.wait()
+    print(f"\n## W7 http: {n:,} one-record invocations over loopback, concurrency 2")
     print("| program | wall s | invocations/s (end to end) | invocations/s (in the run) | x in-process |")
     print("|---|---|---|---|---|")
     base = rows[0][3]

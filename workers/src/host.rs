@@ -107,12 +107,12 @@ struct Shared {
 /// How long a connection waits for a request before it looks at `stop`.
 const IDLE: Duration = Duration::from_millis(50);
 
-/// A planned builtin kept warm on a connection: which function, params and
-/// input schema it is for.
+/// A planned builtin kept warm on a connection: which function and params
+/// it is for, and a decoder of its input's schema.
 struct Warm {
     name: String,
     params: String,
-    schema: SchemaRef,
+    decoder: arrow_json::reader::Decoder,
     instance: Box<dyn MapInstance>,
 }
 
@@ -332,31 +332,28 @@ fn invoke(
         lines.push(b'\n');
     }
     let params_text = event.params.map_or("{}", RawValue::get);
-    let schema: SchemaRef = match warm {
-        // The same function and params as last time: the records most
-        // likely have the same schema (checked by decoding with it).
-        Some(w) if w.name == name && w.params == params_text => w.schema.clone(),
-        _ => infer(&lines)?,
+    // The same function and params as last time: the records most likely
+    // have the same schema. They are decoded with it strictly (a field it
+    // does not have is an error, not dropped), and on any error the
+    // schema is inferred again.
+    let reused = match warm {
+        Some(w) if w.name == name && w.params == params_text => decode(&mut w.decoder, &lines).ok(),
+        _ => None,
     };
-    let batches = match decode(&lines, &schema, records.len()) {
-        Ok(b) => b,
-        Err(_) => {
+    let batches = match reused {
+        Some(b) => b,
+        None => {
             let schema = infer(&lines)?;
-            let b = decode(&lines, &schema, records.len())?;
-            *warm = None;
-            b
+            let mut decoder = decoder(&schema)?;
+            let batches = decode(&mut decoder, &lines)?;
+            let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(params_text)
+                .map_err(|e| FunctionError::permanent(format!("params must be a JSON object: {e}")))?;
+            let planned = builtin.plan(&StageSpec { params: &params, input: &schema, key: None })?;
+            let instance = planned.init()?;
+            *warm = Some(Warm { name: name.to_string(), params: params_text.to_string(), decoder, instance });
+            batches
         }
     };
-    let schema = batches.first().map_or(schema, RecordBatch::schema);
-    let fits = warm.as_ref().is_some_and(|w| w.name == name && w.params == params_text && w.schema == schema);
-    if !fits {
-        let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(params_text)
-            .map_err(|e| FunctionError::permanent(format!("params must be a JSON object: {e}")))?;
-        let planned = builtin.plan(&StageSpec { params: &params, input: &schema, key: None })?;
-        let instance = planned.init()?;
-        *warm =
-            Some(Warm { name: name.to_string(), params: params_text.to_string(), schema: schema.clone(), instance });
-    }
     let w = warm.as_mut().expect("just made");
     let stage = event.stage.as_deref().unwrap_or(name);
     let inv = Invocation { stage, task: event.task, attempt: event.attempt, deadline: None, split: None, cancel: None };
@@ -375,14 +372,31 @@ fn infer(lines: &[u8]) -> Result<SchemaRef, FunctionError> {
         .map_err(|m| FunctionError::permanent(format!("the records' schema: {m}")))
 }
 
-/// Decodes JSON object lines with `schema`.
-fn decode(lines: &[u8], schema: &SchemaRef, rows: usize) -> Result<Vec<RecordBatch>, FunctionError> {
-    let mut decoder = fanout_datasets::json_reader(schema.clone())
-        .with_batch_size(rows.max(1))
+/// A strict decoder of JSON object lines of `schema`: a field the schema
+/// does not have is an error.
+fn decoder(schema: &SchemaRef) -> Result<arrow_json::reader::Decoder, FunctionError> {
+    fanout_datasets::json_reader(schema.clone())
+        .with_batch_size(8192)
+        .with_strict_mode(true)
         .build_decoder()
-        .map_err(|e| FunctionError::permanent(e.to_string()))?;
-    decoder.decode(lines).map_err(|e| FunctionError::permanent(format!("the records: {e}")))?;
-    Ok(decoder.flush().map_err(|e| FunctionError::permanent(format!("the records: {e}")))?.into_iter().collect())
+        .map_err(|e| FunctionError::permanent(e.to_string()))
+}
+
+/// Decodes JSON object lines (whole ones) with `decoder`.
+fn decode(decoder: &mut arrow_json::reader::Decoder, lines: &[u8]) -> Result<Vec<RecordBatch>, FunctionError> {
+    let bad = |e: arrow_schema::ArrowError| FunctionError::permanent(format!("the records: {e}"));
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < lines.len() {
+        let n = decoder.decode(&lines[at..]).map_err(bad)?;
+        at += n;
+        match decoder.flush().map_err(bad)? {
+            Some(b) => out.push(b),
+            None if n == 0 => return Err(FunctionError::permanent("the records: the decoder took no bytes")),
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The address `serve` would be reached at from elsewhere: whether it
@@ -402,5 +416,20 @@ mod tests {
         assert_eq!(function_name("arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Agrep"), "grep");
         assert_eq!(function_name("123456789012:function:select:7"), "select");
         assert_eq!(percent_decode("a%2Fb%zz"), "a/b%zz");
+    }
+
+    #[test]
+    fn a_warm_instance_sees_fields_its_first_records_did_not_have() {
+        let registry = Registry::builtins();
+        let sleep = registry.get("sleep").unwrap();
+        let mut warm = None;
+        let first = invoke("sleep", sleep.as_ref(), br#"{"params":{"ms":0},"records":[{"a":1}]}"#, &mut warm).unwrap();
+        assert_eq!(String::from_utf8(first).unwrap(), r#"{"records":[{"a":1}]}"#);
+        let body = br#"{"params":{"ms":0},"records":[{"a":2,"b":"x"},{"a":3}]}"#;
+        let second = invoke("sleep", sleep.as_ref(), body, &mut warm).unwrap();
+        assert_eq!(String::from_utf8(second).unwrap(), r#"{"records":[{"a":2,"b":"x"},{"a":3,"b":null}]}"#);
+        // The same records again: decoded with the warm schema.
+        let third = invoke("sleep", sleep.as_ref(), body, &mut warm).unwrap();
+        assert!(String::from_utf8(third).unwrap().contains(r#""b":"x""#));
     }
 }
