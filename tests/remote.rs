@@ -326,3 +326,26 @@ fn the_http_backend_calls_a_google_functions_framework_function() {
     assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), expected, "the output differs from the builtin run's");
     assert!(sum["retries"].as_u64().unwrap() > 0, "the 500s were not retried: {sum}");
 }
+
+#[test]
+fn http_function_tables_are_checked_at_their_keys() {
+    let s = Scratch::new();
+    s.write("in.txt", "a\n");
+    let check = |table: &str| {
+        s.write(
+            "job.toml",
+            format!("[input]\npath = \"in.txt\"\n[[stage]]\nfunction = {table}\n[output]\npath = \"o.csv\"\n"),
+        );
+        s.run(&["validate", "job.toml"])
+    };
+    let r = check("{ http = \"https://example.invalid/f\" }").expect(2);
+    assert!(r.stderr.contains("job.toml:4:") && r.stderr.contains("the `tls` feature"), "{}", r.stderr);
+    let r = check("{ http = [\"http://a:1/f\", \"ftp://b/f\"] }").expect(2);
+    assert!(r.stderr.contains("`ftp://b/f` is not an http:// or https:// URL"), "{}", r.stderr);
+    let r = check("{ http = \"http://a:1/f\", headers = { X = 1 } }").expect(2);
+    assert!(r.stderr.contains("a header's value is a string"), "{}", r.stderr);
+    let r =
+        check("{ http = \"http://a:1/f\", headers = { Authorization = \"Bearer ${FANOUT_SURELY_UNSET}\" } }").expect(2);
+    assert!(r.stderr.contains("the variable FANOUT_SURELY_UNSET is not set"), "{}", r.stderr);
+    check("{ http = \"http://a:1/f\", headers = { X = \"${PATH}\" } }").expect(0);
+}
