@@ -349,3 +349,53 @@ fn http_function_tables_are_checked_at_their_keys() {
     assert!(r.stderr.contains("the variable FANOUT_SURELY_UNSET is not set"), "{}", r.stderr);
     check("{ http = \"http://a:1/f\", headers = { X = \"${PATH}\" } }").expect(0);
 }
+
+#[test]
+fn the_invoke_api_answers_boto3_as_lambda_does() {
+    let s = Scratch::new();
+    let host = Host::start("127.0.0.1", &["--concurrency", "1"]);
+    python(
+        &s,
+        &format!(
+            r#"
+import json, threading, boto3, botocore
+from botocore.config import Config
+c = boto3.client("lambda", endpoint_url="http://{addr}", region_name="us-east-1",
+                 aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret",
+                 config=Config(retries={{"max_attempts": 0}}))
+# An invocation: the records come back in the payload.
+r = c.invoke(FunctionName="word_count", Payload=json.dumps({{"records": [{{"line": "a b a"}}]}}))
+assert r["StatusCode"] == 200 and "FunctionError" not in r, r
+out = json.loads(r["Payload"].read())
+assert sorted((x["word"], x["count"]) for x in out["records"]) == [("a", 2), ("b", 1)], out
+# By ARN, with a qualifier.
+arn = "arn:aws:lambda:us-east-1:123456789012:function:grep"
+r = c.invoke(FunctionName=arn, Qualifier="1", Payload=json.dumps({{"params": {{"pattern": "x"}}, "records": [{{"line": "x"}}, {{"line": "y"}}]}}))
+assert json.loads(r["Payload"].read()) == {{"records": [{{"line": "x"}}]}}
+# A function error: 200, FunctionError set, the error in the payload.
+r = c.invoke(FunctionName="grep", Payload=json.dumps({{"params": {{"bad": 1}}, "records": [{{"line": "x"}}]}}))
+assert r["StatusCode"] == 200 and r["FunctionError"] == "Unhandled", r
+err = json.loads(r["Payload"].read())
+assert err["errorType"] == "InvalidParameter" and "unknown parameter" in err["errorMessage"], err
+# An unknown function: the SDK's own exception.
+try:
+    c.invoke(FunctionName="nope", Payload=b"{{}}")
+    raise SystemExit("no error")
+except c.exceptions.ResourceNotFoundException as e:
+    assert "nope" in str(e), e
+# Throttling: TooManyRequestsException while the one slot is busy.
+slow = threading.Thread(target=lambda: c.invoke(FunctionName="sleep", Payload=json.dumps({{"params": {{"ms": 1500}}, "records": [{{"x": 1}}]}})))
+slow.start()
+import time; time.sleep(0.4)
+try:
+    c.invoke(FunctionName="word_count", Payload=json.dumps({{"records": [{{"line": "a"}}]}}))
+    raise SystemExit("not throttled")
+except c.exceptions.TooManyRequestsException:
+    pass
+slow.join()
+print("ok")
+"#,
+            addr = host.addr
+        ),
+    );
+}
