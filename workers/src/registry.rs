@@ -56,6 +56,7 @@ impl Registry {
         r.register_backend(Arc::new(external::Exec));
         r.register_backend(Arc::new(external::Lambda));
         r.register_backend(Arc::new(external::Http));
+        r.register_backend(Arc::new(external::AwsLambda));
         r
     }
 

@@ -54,6 +54,17 @@ impl EventSpec {
     /// The event's JSON: the invocation's context and params, then the
     /// records or the split reference.
     pub(crate) fn event(&self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<u8>, FunctionError> {
+        self.event_as(inv, batches, self.event)
+    }
+
+    /// The event, carrying what `mode` says (a split reference, when the
+    /// platform refused the records as too large).
+    pub(crate) fn event_as(
+        &self,
+        inv: &Invocation<'_>,
+        batches: &[RecordBatch],
+        mode: EventMode,
+    ) -> Result<Vec<u8>, FunctionError> {
         let spec = self;
         let mut out = Vec::new();
         let head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
@@ -70,12 +81,12 @@ impl EventSpec {
             out.extend_from_slice(split_json(split, spec).to_string().as_bytes());
             Ok(())
         };
-        match spec.event {
+        match mode {
             EventMode::Split => split(&mut out)?,
             EventMode::Records | EventMode::Auto => {
                 out.extend_from_slice(b",\"records\":");
                 codec::json_records(batches, &mut out).map_err(FunctionError::permanent)?;
-                if spec.event == EventMode::Auto && out.len() as u64 + 1 > spec.payload_limit && inv.split.is_some() {
+                if mode == EventMode::Auto && out.len() as u64 + 1 > spec.payload_limit && inv.split.is_some() {
                     out.truncate(mark);
                     split(&mut out)?;
                 }

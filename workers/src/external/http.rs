@@ -96,7 +96,7 @@ impl HttpSettings {
 }
 
 /// Whether `url` is one this build can call.
-fn check_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
     let rest = if let Some(r) = url.strip_prefix("http://") {
         r
     } else if let Some(r) = url.strip_prefix("https://") {
@@ -174,23 +174,52 @@ impl Backend for Http {
         }
         let input = ctx.input.clone();
         let output = f.schema.clone().unwrap_or_else(|| input.clone());
-        let avoid = Mutex::new(vec![None; x.urls.len()]);
-        let spec = HttpSpec { urls: x.urls, headers, events: ctx.events(x.event, output.clone()), avoid };
+        let spec = HttpSpec::new(x.urls, headers, ctx.events(x.event, output.clone()));
         Ok(planned(Arc::new(spec), input, output, keyed))
     }
 }
 
+/// Signs a request: the headers to add for its URL, headers and body
+/// (the aws_lambda backend's SigV4).
+pub(crate) trait Sign: Send + Sync {
+    fn sign(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, FunctionError>;
+}
+
 /// An http function's settings and the endpoints' health, shared by its
 /// containers.
-struct HttpSpec {
+pub(crate) struct HttpSpec {
     urls: Vec<String>,
     headers: Vec<(String, String)>,
     events: EventSpec,
     /// Per endpoint: avoided until then, after a failure.
     avoid: Mutex<Vec<Option<Instant>>>,
+    /// Signs each request.
+    signer: Option<Box<dyn Sign>>,
+    /// A 413 is answered by sending a split reference instead of the
+    /// records, at once (Lambda's payload limit is the platform's).
+    split_on_413: bool,
 }
 
 impl HttpSpec {
+    /// An http function calling `urls` with `headers`.
+    pub(crate) fn new(urls: Vec<String>, headers: Vec<(String, String)>, events: EventSpec) -> Self {
+        let avoid = Mutex::new(vec![None; urls.len()]);
+        HttpSpec { urls, headers, events, avoid, signer: None, split_on_413: false }
+    }
+
+    /// The same, each request signed by `signer`, and a 413 answered with
+    /// a split reference.
+    pub(crate) fn signed(mut self, signer: Box<dyn Sign>) -> Self {
+        self.signer = Some(signer);
+        self.split_on_413 = true;
+        self
+    }
+
     /// The endpoint for attempt `attempt` of `task`: tasks spread over the
     /// endpoints, a retry goes to the next one, and one avoided after a
     /// failure is passed over while another is not.
@@ -244,17 +273,51 @@ impl Container for Client {
         let spec = self.spec.clone();
         let body = spec.events.event(inv, input)?;
         let i = spec.endpoint(inv.task, inv.attempt);
+        match self.post(inv, i, &body)? {
+            Posted::Records(batches) => Ok(batches),
+            // Too large for the platform: the function reads its split.
+            Posted::TooLarge(_)
+                if spec.split_on_413 && inv.split.is_some() && spec.events.event != EventMode::Split =>
+            {
+                let body = spec.events.event_as(inv, input, EventMode::Split)?;
+                match self.post(inv, i, &body)? {
+                    Posted::Records(batches) => Ok(batches),
+                    Posted::TooLarge(e) => Err(e),
+                }
+            }
+            Posted::TooLarge(e) => Err(e),
+        }
+    }
+}
+
+/// What a POST that did not fail got.
+enum Posted {
+    Records(Vec<arrow_array::RecordBatch>),
+    /// 413: the event was too large for the host.
+    TooLarge(FunctionError),
+}
+
+impl Client {
+    /// POSTs `body` to endpoint `i`; a failure is classified as permanent
+    /// or not, with the host's `Retry-After`.
+    fn post(&mut self, inv: &Invocation<'_>, i: usize, body: &[u8]) -> Result<Posted, FunctionError> {
+        let spec = self.spec.clone();
         let url = &spec.urls[i];
         let started = Instant::now();
         let mut request = self.agent.post(url).header("content-type", "application/json");
         for (k, v) in &spec.headers {
             request = request.header(k, v);
         }
+        if let Some(signer) = &spec.signer {
+            for (k, v) in signer.sign(url, &spec.headers, body)? {
+                request = request.header(k, v);
+            }
+        }
         if let Some(deadline) = inv.deadline {
             let left = deadline.saturating_duration_since(started).max(Duration::from_millis(1));
             request = request.config().timeout_global(Some(left)).build();
         }
-        let mut response = match request.send(&body[..]) {
+        let mut response = match request.send(body) {
             Ok(r) => r,
             Err(e) => {
                 spec.failed(i, AVOID);
@@ -290,7 +353,12 @@ impl Container for Client {
         };
         match status {
             200..=299 if function_error => Err(FunctionError::transient(format!("{url}: {}", error_text(&body)))),
-            200..=299 => spec.events.records(&body, &mut self.decoder),
+            200..=299 => spec.events.records(&body, &mut self.decoder).map(Posted::Records),
+            413 => Ok(Posted::TooLarge(FunctionError::permanent(format!(
+                "{url}: HTTP 413: {}; lower input.chunk_size{}",
+                error_text(&body),
+                if inv.split.is_some() { ", or set event = \"auto\" or \"split\"" } else { "" }
+            )))),
             408 | 429 | 500..=599 => {
                 spec.failed(i, retry_after.unwrap_or(AVOID));
                 Err(FunctionError::transient(format!("{url}: HTTP {status}: {}", error_text(&body)))
@@ -343,10 +411,10 @@ mod tests {
 
     #[test]
     fn tasks_spread_over_endpoints_and_avoid_failed_ones() {
-        let spec = HttpSpec {
-            urls: vec!["a".into(), "b".into(), "c".into()],
-            headers: Vec::new(),
-            events: EventSpec {
+        let spec = HttpSpec::new(
+            vec!["a".into(), "b".into(), "c".into()],
+            Vec::new(),
+            EventSpec {
                 event: EventMode::Records,
                 input_schema: Arc::new(arrow_schema::Schema::empty()),
                 output_schema: Arc::new(arrow_schema::Schema::empty()),
@@ -355,8 +423,7 @@ mod tests {
                 params: "{}".into(),
                 payload_limit: 1 << 20,
             },
-            avoid: Mutex::new(vec![None; 3]),
-        };
+        );
         assert_eq!((0..6).map(|t| spec.endpoint(t, 1)).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
         // A retry goes to the next endpoint.
         assert_eq!(spec.endpoint(0, 2), 1);

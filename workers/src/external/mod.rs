@@ -5,7 +5,9 @@
 //!   result on stdout;
 //! - `lambda` ([`Lambda`]): worker processes that speak the AWS Lambda
 //!   Runtime API, each a container (`sandbox.rs`, `api.rs`);
-//! - `http` ([`Http`]): functions behind HTTP endpoints (`http.rs`).
+//! - `http` ([`Http`]): functions behind HTTP endpoints (`http.rs`);
+//! - `aws_lambda` ([`AwsLambda`]): functions on AWS Lambda, called with the
+//!   Invoke API and SigV4 (`aws_lambda.rs`, on the http backend's client).
 //!
 //! A backend says which keys its function tables take, checks them for
 //! `fanout validate` (through the jobs crate's
@@ -19,6 +21,7 @@
 //! passes records through) and calls the function once per partition.
 
 mod api;
+mod aws_lambda;
 pub mod codec;
 mod event;
 mod exec;
@@ -37,6 +40,7 @@ use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef};
 
 use crate::function::{FunctionError, Invocation, MapInstance, Planned, ReduceInstance};
 
+pub use aws_lambda::AwsLambda;
 pub use exec::Exec;
 pub use http::Http;
 pub use lambda::Lambda;
