@@ -195,7 +195,7 @@ fn a_missing_job_file_is_a_usage_error() {
 fn external_functions_are_checked() {
     let ext = |table: &str| OK.replace("function = \"word_count\"", &format!("function = {{ {table} }}"));
     let err = invalid(&ext(r#"exec = ["cat"], event = "split""#), &[]);
-    assert!(err.contains("job.toml:5:38: `event` applies to lambda functions only"), "{err}");
+    assert!(err.contains("job.toml:5:38: `event` applies to lambda, http or aws_lambda functions only"), "{err}");
     let err = invalid(&ext(r#"lambda = ["cat"], io = "csv""#), &[]);
     assert!(err.contains("`io` applies to exec functions only"), "{err}");
     let err = invalid(&ext(r#"exec = ["cat"], io = "xml""#), &[]);
@@ -205,13 +205,13 @@ fn external_functions_are_checked() {
     let err = invalid(&ext(r#"exec = ["./nowhere.sh"]"#), &[]);
     assert!(err.contains("./nowhere.sh: no such file"), "{err}");
     let err = invalid(&ext(r#"exec = ["cat"], lambda = ["cat"]"#), &[]);
-    assert!(err.contains("a function table needs exactly one of exec, lambda or http"), "{err}");
+    assert!(err.contains("a function table needs exactly one of exec, lambda, http or aws_lambda"), "{err}");
     let err = invalid(&ext(r#"exec = ["cat"], schema = ["a"]"#), &[]);
     assert!(err.contains("column `a` must be written name:type"), "{err}");
     let err = invalid(&ext(r#"exec = ["cat"], output = "lines", schema = ["a:int64"]"#), &[]);
     assert!(err.contains("lines output is one utf8 column"), "{err}");
-    let err = invalid(&ext(r#"http = "http://localhost:9/fn""#), &[]);
-    assert!(err.contains("http functions are not supported by this version"), "{err}");
+    let err = invalid(&ext(r#"http = "localhost:9/fn""#), &[]);
+    assert!(err.contains("`localhost:9/fn` is not an http:// or https:// URL"), "{err}");
     let job = format!("{OK}\n[[stage]]\nfunction = {{ lambda = [\"cat\"], event = \"split\" }}\n");
     let err = invalid(&job, &[]);
     assert!(err.contains("only the first stage reads the input's splits"), "{err}");
