@@ -15,6 +15,16 @@ use crate::signals::say;
 use crate::{Failure, Outcome};
 
 pub fn serve(a: &ServeArgs) -> Outcome {
+    // Started by a Lambda runtime (AWS's, or fanout's lambda backend): a
+    // custom runtime serving the builtin the handler names.
+    if let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") {
+        let handler = std::env::var("_HANDLER").ok().filter(|h| !h.is_empty());
+        let name = handler.or_else(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok()).unwrap_or_default();
+        // A handler written as `file.function` names the function last.
+        let name = name.rsplit('.').next().unwrap_or_default().to_string();
+        fanout_workers::host::lambda_runtime(&api, &Registry::builtins(), &name)?;
+        return Ok(());
+    }
     let listen = match (&a.listen, std::env::var("PORT")) {
         (Some(l), _) => l.clone(),
         (None, Ok(port)) => format!("0.0.0.0:{port}"),

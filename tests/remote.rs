@@ -520,3 +520,31 @@ print("ok")
 "#,
     );
 }
+
+#[test]
+fn fanout_serve_is_a_lambda_custom_runtime() {
+    let s = Scratch::new();
+    words(&s, 400);
+    let builtin = "[input]\npath = \"words.txt\"\nchunk_size = \"1KiB\"\n[[stage]]\nfunction = \"word_count\"\nparams = { lowercase = true }\n\
+                   [[stage]]\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = { sum = [\"count\"] }\n\
+                   [output]\npath = \"out.csv\"\nmode = \"overwrite\"\nsort = [\"word\"]\n";
+    run_job(&s, builtin).expect(0);
+    let expected = std::fs::read(s.path("out.csv")).unwrap();
+    // The same binary under fanout's own lambda backend: it finds
+    // AWS_LAMBDA_RUNTIME_API and serves the builtin the handler names.
+    let bin = binary().display().to_string();
+    let lambda = |handler: &str| {
+        format!(
+            "{{ lambda = [\"{bin}\", \"serve\"], handler = \"{handler}\", schema = [\"word:utf8\", \"count:int64\"] }}"
+        )
+    };
+    let job = builtin.replace("function = \"word_count\"", &format!("function = {}", lambda("word_count")))
+        + "[platform]\nconcurrency = 2\n";
+    let sum = summary(&run_job(&s, &job).expect(0));
+    assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), expected, "the output differs from the builtin run's");
+    assert_eq!(sum["invocations"]["failed"].as_u64(), Some(0), "{sum}");
+    // A handler that names no builtin is the function's init error.
+    let job = builtin.replace("function = \"word_count\"", &format!("function = {}", lambda("nope")));
+    let r = run_job(&s, &job).expect(1);
+    assert!(r.stderr.contains("Runtime.HandlerNotFound: no builtin function `nope`"), "{}", r.stderr);
+}
