@@ -548,3 +548,38 @@ fn fanout_serve_is_a_lambda_custom_runtime() {
     let r = run_job(&s, &job).expect(1);
     assert!(r.stderr.contains("Runtime.HandlerNotFound: no builtin function `nope`"), "{}", r.stderr);
 }
+
+#[test]
+fn a_host_reads_split_references_itself() {
+    let s = Scratch::new();
+    s.run(&["datasets", "gen", "csv", "--rows", "3000", "--out", "events.csv"]).expect(0);
+    // Row groups of 250 rows: a split per row group or two.
+    python(
+        &s,
+        "import pyarrow.csv as c, pyarrow.parquet as pq\npq.write_table(c.read_csv('events.csv'), 'events.parquet', row_group_size=250)\nprint('ok')",
+    );
+    let host = Host::start("127.0.0.1", &[]);
+    for (file, chunk) in [("events.csv", "16KiB"), ("events.parquet", "8KiB")] {
+        let stage = |function: &str| {
+            format!(
+                "[input]\npath = \"{file}\"\nchunk_size = \"{chunk}\"\n\
+                 [[stage]]\nfunction = {function}\nparams = {{ columns = [\"id\", \"country\", \"amount\"] }}\n\
+                 [output]\npath = \"out.csv\"\nmode = \"overwrite\"\n[platform]\nconcurrency = 2\n"
+            )
+        };
+        run_job(&s, &stage("\"select\"")).expect(0);
+        let expected = std::fs::read(s.path("out.csv")).unwrap();
+        // The event names the split; the host reads the file itself.
+        let table = format!(
+            "{{ http = \"{}\", event = \"split\", schema = [\"id:int64\", \"country:utf8\", \"amount:float64\"] }}",
+            host.url("select")
+        );
+        let sum = summary(&run_job(&s, &stage(&table)).expect(0));
+        assert_eq!(
+            std::fs::read(s.path("out.csv")).unwrap(),
+            expected,
+            "{file}: the output differs from the builtin run's"
+        );
+        assert!(sum["input"]["splits"].as_u64().unwrap() > 3, "{file}: {sum}");
+    }
+}

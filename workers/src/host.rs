@@ -112,6 +112,7 @@ const IDLE: Duration = Duration::from_millis(50);
 struct Warm {
     name: String,
     params: String,
+    schema: SchemaRef,
     decoder: arrow_json::reader::Decoder,
     instance: Box<dyn MapInstance>,
 }
@@ -312,14 +313,22 @@ fn invoke(
     body: &[u8],
     warm: &mut Option<Warm>,
 ) -> Result<Vec<u8>, FunctionError> {
-    let event: Event<'_> =
+    let mut event: Event<'_> =
         serde_json::from_slice(body).map_err(|e| FunctionError::permanent(format!("the event is not JSON: {e}")))?;
-    if event.split.is_some() && event.records.is_none() {
-        return Err(FunctionError::permanent(
-            "this host reads records from events, not split references: send event = \"records\"",
-        ));
+    let params_text = event.params.map_or("{}", RawValue::get);
+    if let (Some(split), None) = (event.split, &event.records) {
+        let batches = read_split(split.get())?;
+        let Some(schema) = batches.first().map(RecordBatch::schema) else {
+            return Ok(b"{\"records\":[]}".to_vec());
+        };
+        let fits = warm.as_ref().is_some_and(|w| w.name == name && w.params == params_text && w.schema == schema);
+        if !fits {
+            let decoder = decoder(&schema)?;
+            *warm = Some(plan(name, builtin, params_text, schema, decoder)?);
+        }
+        return call(warm.as_mut().expect("just made"), &event, name, batches);
     }
-    let records = event.records.unwrap_or_default();
+    let records = event.records.take().unwrap_or_default();
     if records.is_empty() {
         return Ok(b"{\"records\":[]}".to_vec());
     }
@@ -331,7 +340,6 @@ fn invoke(
         lines.extend_from_slice(r.get().as_bytes());
         lines.push(b'\n');
     }
-    let params_text = event.params.map_or("{}", RawValue::get);
     // The same function and params as last time: the records most likely
     // have the same schema. They are decoded with it strictly (a field it
     // does not have is an error, not dropped), and on any error the
@@ -346,15 +354,31 @@ fn invoke(
             let schema = infer(&lines)?;
             let mut decoder = decoder(&schema)?;
             let batches = decode(&mut decoder, &lines)?;
-            let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(params_text)
-                .map_err(|e| FunctionError::permanent(format!("params must be a JSON object: {e}")))?;
-            let planned = builtin.plan(&StageSpec { params: &params, input: &schema, key: None })?;
-            let instance = planned.init()?;
-            *warm = Some(Warm { name: name.to_string(), params: params_text.to_string(), decoder, instance });
+            *warm = Some(plan(name, builtin, params_text, schema, decoder)?);
             batches
         }
     };
-    let w = warm.as_mut().expect("just made");
+    call(warm.as_mut().expect("just made"), &event, name, batches)
+}
+
+/// Plans builtin `name` for `schema` with the params `params_text`, and
+/// starts an instance of it.
+fn plan(
+    name: &str,
+    builtin: &dyn crate::function::Builtin,
+    params_text: &str,
+    schema: SchemaRef,
+    decoder: arrow_json::reader::Decoder,
+) -> Result<Warm, FunctionError> {
+    let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(params_text)
+        .map_err(|e| FunctionError::permanent(format!("params must be a JSON object: {e}")))?;
+    let planned = builtin.plan(&StageSpec { params: &params, input: &schema, key: None })?;
+    let instance = planned.init()?;
+    Ok(Warm { name: name.to_string(), params: params_text.to_string(), schema, decoder, instance })
+}
+
+/// Calls the warm instance on `batches`; the reply's body.
+fn call(w: &mut Warm, event: &Event<'_>, name: &str, batches: Vec<RecordBatch>) -> Result<Vec<u8>, FunctionError> {
     let stage = event.stage.as_deref().unwrap_or(name);
     let inv = Invocation { stage, task: event.task, attempt: event.attempt, deadline: None, split: None, cancel: None };
     let out = w.instance.call(&inv, batches)?;
@@ -363,6 +387,60 @@ fn invoke(
     codec::json_records(&out, &mut reply).map_err(FunctionError::permanent)?;
     reply.push(b'}');
     Ok(reply)
+}
+
+/// A split reference, as the event contract sends one.
+#[derive(serde::Deserialize)]
+struct SplitRef {
+    path: std::path::PathBuf,
+    format: String,
+    #[serde(default)]
+    offset: Option<u64>,
+    #[serde(default)]
+    length: Option<u64>,
+    #[serde(default)]
+    compression: Option<String>,
+    #[serde(default)]
+    row_groups: Option<[usize; 2]>,
+    #[serde(default)]
+    batches: Option<[usize; 2]>,
+    #[serde(default)]
+    header: Option<bool>,
+    #[serde(default)]
+    columns: Option<Vec<String>>,
+}
+
+/// Reads the records of a split reference from a file this host can see
+/// (a shared file system): the file's schema is inferred as the
+/// coordinator's was, and only the referenced columns are read.
+fn read_split(json: &str) -> Result<Vec<RecordBatch>, FunctionError> {
+    use fanout_datasets::{Dataset, DatasetOptions, Format, InputFile, OpenFiles, Split, SplitRange};
+    let bad = |m: String| FunctionError::permanent(format!("the split reference: {m}"));
+    let r: SplitRef = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let format: Format = r.format.parse().map_err(|e: fanout_datasets::UnknownFormat| bad(e.to_string()))?;
+    let mut opts = DatasetOptions { format: Some(format), ..DatasetOptions::default() };
+    opts.csv.header = r.header.unwrap_or(true);
+    if r.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv")) {
+        opts.csv.delimiter = b'\t';
+    }
+    let path = r.path.display().to_string();
+    let read = |e: fanout_datasets::Error| FunctionError::permanent(e.to_string());
+    let mut dataset = Dataset::open(vec![path.clone()], opts).map_err(read)?;
+    if let Some(columns) = &r.columns
+        && let Some(projected) = dataset.project(columns).map_err(read)?
+    {
+        dataset = projected;
+    }
+    let file = InputFile::stat(&r.path).map_err(read)?;
+    let range = match (r.row_groups, r.batches, r.offset, r.length) {
+        (Some([start, end]), ..) => SplitRange::RowGroups { start, end, bytes: 0 },
+        (_, Some([start, end]), ..) => SplitRange::Batches { start, end, bytes: 0 },
+        _ if r.compression.as_deref().is_some_and(|c| c != "none") => SplitRange::Whole,
+        (_, _, Some(offset), Some(len)) => SplitRange::Bytes { offset, len },
+        _ => return Err(bad("no offset and length, row_groups or batches".into())),
+    };
+    let split = Split { index: 0, file: std::sync::Arc::new(file), range };
+    dataset.read_all_with(&split, &mut OpenFiles::default()).map_err(read)
 }
 
 /// The schema of JSON object lines, as a jsonl input's is inferred.
