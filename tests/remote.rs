@@ -581,5 +581,7 @@ fn a_host_reads_split_references_itself() {
             "{file}: the output differs from the builtin run's"
         );
         assert!(sum["input"]["splits"].as_u64().unwrap() > 3, "{file}: {sum}");
+        // The host says how many records it read: they count as the input.
+        assert_eq!(sum["input"]["records"].as_u64(), Some(3000), "{file}: {sum}");
     }
 }

@@ -318,15 +318,20 @@ fn invoke(
     let params_text = event.params.map_or("{}", RawValue::get);
     if let (Some(split), None) = (event.split, &event.records) {
         let batches = read_split(split.get())?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
-            return Ok(b"{\"records\":[]}".to_vec());
+            return Ok(b"{\"records\":[],\"records_read\":0}".to_vec());
         };
         let fits = warm.as_ref().is_some_and(|w| w.name == name && w.params == params_text && w.schema == schema);
         if !fits {
             let decoder = decoder(&schema)?;
             *warm = Some(plan(name, builtin, params_text, schema, decoder)?);
         }
-        return call(warm.as_mut().expect("just made"), &event, name, batches);
+        let mut reply = call(warm.as_mut().expect("just made"), &event, name, batches)?;
+        // The records it read, for the caller's input count.
+        reply.pop();
+        reply.extend_from_slice(format!(",\"records_read\":{rows}}}").as_bytes());
+        return Ok(reply);
     }
     let records = event.records.take().unwrap_or_default();
     if records.is_empty() {

@@ -158,6 +158,18 @@ fn split_json(split: &Split, spec: &EventSpec) -> serde_json::Value {
     v
 }
 
+/// The `records_read` a response to a split reference may carry: how many
+/// records the function read from its split (the engine counts them as
+/// the invocation's input).
+pub(crate) fn records_read(body: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Read {
+        #[serde(default)]
+        records_read: Option<u64>,
+    }
+    serde_json::from_slice::<Read>(body).ok()?.records_read
+}
+
 /// The start of a body, for messages.
 pub(crate) fn preview(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef, FieldPath};
 use serde_json::Value;
 
-use crate::external::event::{EventMode, EventSpec, preview};
+use crate::external::event::{EventMode, EventSpec, preview, records_read};
 use crate::external::settings::Settings;
 use crate::external::{Backend, Container, ExternalContext, Launch, planned};
 use crate::function::{FunctionError, Invocation, Planned};
@@ -249,7 +249,7 @@ impl Launch for HttpSpec {
             .user_agent("fanout")
             .build()
             .into();
-        Ok(Box::new(Client { spec: self, agent, decoder: None }))
+        Ok(Box::new(Client { spec: self, agent, decoder: None, read: None }))
     }
 
     fn reads_split(&self) -> bool {
@@ -262,15 +262,22 @@ struct Client {
     spec: Arc<HttpSpec>,
     agent: ureq::Agent,
     decoder: Option<arrow_json::reader::Decoder>,
+    /// The records the function said it read from its split, last call.
+    read: Option<u64>,
 }
 
 impl Container for Client {
+    fn records_read(&self) -> Option<u64> {
+        self.read
+    }
+
     fn call(
         &mut self,
         inv: &Invocation<'_>,
         input: &[arrow_array::RecordBatch],
     ) -> Result<Vec<arrow_array::RecordBatch>, FunctionError> {
         let spec = self.spec.clone();
+        self.read = None;
         let body = spec.events.event(inv, input)?;
         let i = spec.endpoint(inv.task, inv.attempt);
         match self.post(inv, i, &body)? {
@@ -353,7 +360,13 @@ impl Client {
         };
         match status {
             200..=299 if function_error => Err(FunctionError::transient(format!("{url}: {}", error_text(&body)))),
-            200..=299 => spec.events.records(&body, &mut self.decoder).map(Posted::Records),
+            200..=299 => {
+                let batches = spec.events.records(&body, &mut self.decoder)?;
+                if inv.split.is_some() && spec.events.event != EventMode::Records || spec.split_on_413 {
+                    self.read = records_read(&body);
+                }
+                Ok(Posted::Records(batches))
+            }
             413 => Ok(Posted::TooLarge(FunctionError::permanent(format!(
                 "{url}: HTTP 413: {}; lower input.chunk_size{}",
                 error_text(&body),

@@ -18,6 +18,7 @@ use arrow_array::RecordBatch;
 
 use crate::external::Container;
 use crate::external::api::{Api, Event, Happened, Outcome, POLL};
+use crate::external::event::{EventMode, records_read};
 use crate::external::lambda::LambdaSpec;
 use crate::external::process::{Tail, ended, kill_group};
 use crate::function::{FunctionError, Invocation};
@@ -51,6 +52,8 @@ pub(crate) struct Sandbox {
     seq: u64,
     /// The process died or was killed: the container must be replaced.
     spent: bool,
+    /// The records the function said it read from its split, last call.
+    read: Option<u64>,
 }
 
 impl Sandbox {
@@ -61,7 +64,7 @@ impl Sandbox {
         let id = SANDBOXES.fetch_add(1, Relaxed);
         let child = spawn(&spec, api.port().map_err(io)?, id)?;
         let logs = Arc::new(Mutex::new(Tail::default()));
-        let mut sandbox = Sandbox { spec, child, api, logs, decoder: None, id, seq: 0, spent: false };
+        let mut sandbox = Sandbox { spec, child, api, logs, decoder: None, id, seq: 0, spent: false, read: None };
         let pipes = [
             sandbox.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
             sandbox.child.stderr.take().map(|p| Box::new(p) as _),
@@ -108,6 +111,7 @@ impl Sandbox {
 
     /// One invocation.
     fn invoke(&mut self, inv: &Invocation<'_>, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, FunctionError> {
+        self.read = None;
         let body = self.spec.events.event(inv, batches)?;
         self.seq += 1;
         let id = request_id(self.id, self.seq);
@@ -161,9 +165,14 @@ impl Sandbox {
         }
     }
 
-    /// The response's records as batches of the declared schema.
+    /// The response's records as batches of the declared schema (and what
+    /// a function that read its split says it read).
     fn records(&mut self, body: &[u8]) -> Result<Vec<RecordBatch>, FunctionError> {
-        self.spec.events.records(body, &mut self.decoder)
+        let batches = self.spec.events.records(body, &mut self.decoder)?;
+        if self.spec.events.event != EventMode::Records {
+            self.read = records_read(body);
+        }
+        Ok(batches)
     }
 
     /// Marks an error as out of memory when it looks like one and the
@@ -197,6 +206,10 @@ impl Container for Sandbox {
 
     fn spent(&self) -> bool {
         self.spent
+    }
+
+    fn records_read(&self) -> Option<u64> {
+        self.read
     }
 }
 
