@@ -22,9 +22,20 @@ impl Host {
     /// Starts `fanout serve --listen IP:0 ARGS` and waits for it to say
     /// where it listens.
     fn start(ip: &str, args: &[&str]) -> Host {
+        Host::start_in(None, ip, args)
+    }
+
+    /// Starts the host in network namespace `netns`, if given.
+    fn start_in(netns: Option<&str>, ip: &str, args: &[&str]) -> Host {
         let listen = format!("{ip}:0");
-        let mut child = Command::new(binary())
-            .args(["serve", "--listen", &listen])
+        let bin = binary().display().to_string();
+        let mut argv: Vec<&str> = match netns {
+            Some(ns) => vec!["ip", "netns", "exec", ns, &bin],
+            None => vec![&bin],
+        };
+        argv.extend(["serve", "--listen", &listen]);
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -233,14 +244,69 @@ fn local_output(s: &Scratch) -> Vec<u8> {
     std::fs::read(s.path("out.csv")).unwrap()
 }
 
+/// A network namespace linked to this one by a veth pair: a host of its
+/// own at 10.X.Y.2, reached from here at 10.X.Y.1. Removed when dropped.
+struct Netns {
+    name: String,
+    ip: String,
+}
+
+impl Netns {
+    /// Namespace `i` of this test process; `None` when namespaces cannot
+    /// be made here (not root, no `ip`).
+    fn new(i: u32) -> Option<Netns> {
+        let id = std::process::id() % 200 + 20;
+        let name = format!("fo{id}h{i}");
+        let (here, there) = (format!("fo{id}a{i}"), format!("fo{id}b{i}"));
+        let (near, far) = (format!("10.{id}.{i}.1/24"), format!("10.{id}.{i}.2/24"));
+        let ns = Netns { name: name.clone(), ip: format!("10.{id}.{i}.2") };
+        let steps: [&[&str]; 8] = [
+            &["netns", "add", &name],
+            &["link", "add", &here, "type", "veth", "peer", "name", &there],
+            &["link", "set", &there, "netns", &name],
+            &["addr", "add", &near, "dev", &here],
+            &["link", "set", &here, "up"],
+            &["netns", "exec", &name, "ip", "addr", "add", &far, "dev", &there],
+            &["netns", "exec", &name, "ip", "link", "set", &there, "up"],
+            &["netns", "exec", &name, "ip", "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            let ok = Command::new("ip").args(step).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+        }
+        Some(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
 #[test]
 fn the_http_backend_spreads_over_hosts_and_survives_one_killed_mid_run() {
     let s = Scratch::new();
     words(&s, 3000);
     let expected = local_output(&s);
-    let hosts: Vec<Host> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().map(|ip| Host::start(ip, &[])).collect();
+    // Three hosts, each in a network namespace of its own (listening
+    // beyond loopback, so with a token), or on 127.0.0.1-3 where
+    // namespaces cannot be made.
+    let namespaces: Option<Vec<Netns>> = (1..=3).map(Netns::new).collect();
+    let token = s.write("token", "t0k3n\n");
+    let token = token.to_str().unwrap();
+    let hosts: Vec<Host> = match &namespaces {
+        Some(ns) => ns.iter().map(|n| Host::start_in(Some(&n.name), &n.ip, &["--token-file", token])).collect(),
+        None => {
+            eprintln!("network namespaces cannot be made here: the hosts listen on 127.0.0.1-3");
+            ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().map(|ip| Host::start(ip, &["--token-file", token])).collect()
+        }
+    };
     let urls: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.url("sleep"))).collect();
-    let table = format!("{{ http = [{}] }}", urls.join(", "));
+    let table = format!("{{ http = [{}], headers = {{ Authorization = \"Bearer t0k3n\" }} }}", urls.join(", "));
     let job = word_count_job(&table, "{ ms = 15 }", 3, "");
     s.write("job.toml", &job);
     let child = s.spawn(&["run", "job.toml", "--progress", "never", "--show", "0", "--json"]);
