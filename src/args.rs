@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// The largest event accepted (413 past it).
     #[arg(long, value_name = "SIZE", default_value = "6MiB")]
     pub payload_limit: fanout_jobs::units::Size,
+    /// Also serve the external functions (exec, lambda, ...) of this job
+    /// file, each under its stage's name.
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<PathBuf>,
 }
 
 /// A job file and its overrides.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use fanout_workers::Registry;
-use fanout_workers::host::{HostOptions, beyond_loopback, serve as host};
+use fanout_workers::host::{HostOptions, JobFunction, beyond_loopback, serve as host};
 
 use crate::args::ServeArgs;
 use crate::signals::say;
@@ -59,17 +59,56 @@ pub fn serve(a: &ServeArgs) -> Outcome {
     let bound = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
-    let names: Vec<String> = Registry::builtins().names().map(String::from).collect();
+    let registry = Registry::builtins();
+    let names: Vec<String> = registry.names().map(String::from).collect();
     say(&format!(
         "serving {} functions on http://{bound} ({concurrency} at once{}): POST /functions/NAME, \
          POST /2015-03-31/functions/NAME/invocations, GET /healthz",
         names.len(),
         if token.is_some() { ", bearer token required" } else { "" },
     ));
-    let opts = HostOptions { concurrency, payload_limit: a.payload_limit.bytes(), token };
-    host(listener, Arc::new(Registry::builtins()), opts, stop)?;
+    let functions = match &a.job {
+        Some(path) => job_functions(path, &registry)?,
+        None => Vec::new(),
+    };
+    let opts = HostOptions { concurrency, payload_limit: a.payload_limit.bytes(), token, functions };
+    if !opts.functions.is_empty() {
+        let served: Vec<&str> = opts.functions.iter().map(|f| f.name.as_str()).collect();
+        say(&format!(
+            "and from {}: {}",
+            a.job.as_ref().map_or(String::new(), |j| j.display().to_string()),
+            served.join(", ")
+        ));
+    }
+    host(listener, Arc::new(registry), opts, stop)?;
     say("stopped: in-flight invocations answered");
     Ok(())
+}
+
+/// The external functions of the job file at `path`, by stage name.
+fn job_functions(path: &std::path::Path, registry: &Registry) -> Result<Vec<JobFunction>, Failure> {
+    let job = fanout_jobs::load(path, &[]).map_err(Failure::invalid)?;
+    let plan = fanout_jobs::validate(&job, registry).map_err(Failure::invalid)?;
+    let functions: Vec<JobFunction> = plan
+        .stages
+        .iter()
+        .filter_map(|s| match &s.function {
+            fanout_jobs::FunctionRef::External(f) => Some(JobFunction {
+                name: s.name.clone(),
+                function: f.clone(),
+                memory_limit: plan.platform.memory_limit,
+                memory_mb: plan.platform.pricing.memory_mb,
+            }),
+            fanout_jobs::FunctionRef::Builtin(_) => None,
+        })
+        .collect();
+    if functions.is_empty() {
+        return Err(Failure::invalid(anyhow::anyhow!(
+            "--job {}: the job has no external function (exec, lambda, ...) to serve; its builtins are served anyway",
+            path.display()
+        )));
+    }
+    Ok(functions)
 }
 
 /// SIGTERM or SIGINT sets `stop`: the host drains and returns.

@@ -27,6 +27,11 @@ impl Host {
 
     /// Starts the host in network namespace `netns`, if given.
     fn start_in(netns: Option<&str>, ip: &str, args: &[&str]) -> Host {
+        Host::start_at(std::path::Path::new("."), netns, ip, args)
+    }
+
+    /// Starts the host in directory `dir`.
+    fn start_at(dir: &std::path::Path, netns: Option<&str>, ip: &str, args: &[&str]) -> Host {
         let listen = format!("{ip}:0");
         let bin = binary().display().to_string();
         let mut argv: Vec<&str> = match netns {
@@ -37,6 +42,7 @@ impl Host {
         let mut child = Command::new(argv[0])
             .args(&argv[1..])
             .args(args)
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -650,4 +656,49 @@ fn a_host_reads_split_references_itself() {
         // The host says how many records it read: they count as the input.
         assert_eq!(sum["input"]["records"].as_u64(), Some(3000), "{file}: {sum}");
     }
+}
+
+#[test]
+fn serve_hosts_the_exec_and_lambda_functions_of_a_job_file() {
+    let s = Scratch::new();
+    words(&s, 300);
+    // The functions, as a job file defines them (its input is not read).
+    s.write("tag.py", "import json,sys\nfor l in sys.stdin:\n  x=json.loads(l)\n  print(json.dumps({'line':x['line'],'words':len(x['line'].split())}))\n");
+    let handlers = crate::util::root().join("tests/fixtures/lambda");
+    let functions = format!(
+        "[input]\npath = \"words.txt\"\n\
+         [[stage]]\nname = \"tag\"\nfunction = {{ exec = [\"python3\", \"tag.py\"], io = \"jsonl\", schema = [\"line:utf8\", \"words:int64\"] }}\n\
+         [[stage]]\nname = \"upper\"\nfunction = {{ lambda = [\"python3\", \"{}/bootstrap.py\"], handler = \"handlers.upper\", cwd = \"{}\", schema = [\"line:utf8\", \"n:int64\"] }}\n\
+         [output]\npath = \"unused.csv\"\n",
+        handlers.display(),
+        handlers.display()
+    );
+    s.write("functions.toml", &functions);
+    let job = |stage: &str, function: &str, schema: &str| {
+        format!(
+            "[input]\npath = \"words.txt\"\nchunk_size = \"1KiB\"\n[[stage]]\nname = \"{stage}\"\nfunction = {function}\n\
+             [output]\npath = \"out-{stage}.csv\"\nmode = \"overwrite\"\n[platform]\nconcurrency = 2\n{schema}"
+        )
+    };
+    // The oracle: the same functions run by this fanout.
+    let local = functions.split("[[stage]]").collect::<Vec<_>>();
+    let table = |part: &str| part.split("function = ").nth(1).unwrap().lines().next().unwrap().to_string();
+    for (stage, part) in [("tag", local[1]), ("upper", local[2])] {
+        run_job(&s, &job(stage, &table(part), "")).expect(0);
+        std::fs::rename(s.path(&format!("out-{stage}.csv")), s.path(&format!("want-{stage}.csv"))).unwrap();
+    }
+    let host = Host::start_at(s.dir.path(), None, "127.0.0.1", &["--job", "functions.toml"]);
+    for (stage, schema) in [("tag", "[\"line:utf8\", \"words:int64\"]"), ("upper", "[\"line:utf8\", \"n:int64\"]")] {
+        let function = format!("{{ http = \"{}\", schema = {schema} }}", host.url(stage));
+        run_job(&s, &job(stage, &function, "")).expect(0);
+        let (got, want) = (s.path(&format!("out-{stage}.csv")), s.path(&format!("want-{stage}.csv")));
+        assert_eq!(std::fs::read(got).unwrap(), std::fs::read(want).unwrap(), "{stage}: differs from the local run");
+    }
+    // A job with no external function has nothing to add.
+    s.write(
+        "builtin.toml",
+        "[input]\npath = \"words.txt\"\n[[stage]]\nfunction = \"word_count\"\n[output]\npath = \"o.csv\"\n",
+    );
+    let r = s.run(&["serve", "--listen", "127.0.0.1:0", "--job", "builtin.toml"]).expect(2);
+    assert!(r.stderr.contains("the job has no external function"), "{}", r.stderr);
 }

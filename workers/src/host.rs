@@ -51,6 +51,58 @@ pub struct HostOptions {
     pub payload_limit: u64,
     /// A bearer token every request must carry.
     pub token: Option<String>,
+    /// Functions of a job file (exec, lambda, ...), by stage name, served
+    /// beside the builtins.
+    pub functions: Vec<JobFunction>,
+}
+
+/// An external function of a job file, served under its stage's name.
+#[derive(Debug, Clone)]
+pub struct JobFunction {
+    /// The stage's name: the function's name on the host.
+    pub name: String,
+    /// The function.
+    pub function: fanout_jobs::ExternalRef,
+    /// The job's platform settings its processes get.
+    pub memory_limit: Option<u64>,
+    /// The platform's memory setting, in MB.
+    pub memory_mb: u64,
+}
+
+/// What a name on the host serves.
+enum Served<'a> {
+    Builtin(&'a dyn crate::function::Builtin),
+    Job(&'a JobFunction, &'a dyn crate::external::Backend),
+}
+
+impl Served<'_> {
+    /// Plans the function for records of `schema` with `params`.
+    fn plan(
+        &self,
+        name: &str,
+        params: &serde_json::Map<String, serde_json::Value>,
+        schema: &SchemaRef,
+        payload_limit: u64,
+    ) -> Result<Arc<dyn crate::function::Planned>, FunctionError> {
+        match self {
+            Served::Builtin(b) => b.plan(&StageSpec { params, input: schema, key: None }),
+            Served::Job(f, backend) => backend.plan(
+                &f.function,
+                &crate::external::ExternalContext {
+                    stage: name,
+                    input: schema,
+                    input_format: None,
+                    csv_header: true,
+                    csv: fanout_datasets::CsvOptions::default(),
+                    key: None,
+                    params,
+                    payload_limit,
+                    memory_limit: f.memory_limit,
+                    memory_mb: f.memory_mb,
+                },
+            ),
+        }
+    }
 }
 
 /// Serves the builtins of `registry` on `listener` until `stop` is set,
@@ -253,9 +305,16 @@ fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
     if shared.stop.load(Ordering::Relaxed) {
         return Answer::error(503, "ServiceException", "the host is shutting down");
     }
-    let Some(builtin) = shared.registry.get(&name) else {
-        let message = format!("Function not found: {name}");
-        return Answer::error(404, "ResourceNotFoundException", &message);
+    let served = match (shared.registry.get(&name), shared.opts.functions.iter().find(|f| f.name == name)) {
+        (Some(b), _) => Served::Builtin(b.as_ref()),
+        (None, Some(f)) => match shared.registry.backend(&f.function.kind) {
+            Some(backend) => Served::Job(f, backend.as_ref()),
+            None => return Answer::error(500, "ServiceException", &format!("no backend for {}", f.function.kind)),
+        },
+        (None, None) => {
+            let message = format!("Function not found: {name}");
+            return Answer::error(404, "ResourceNotFoundException", &message);
+        }
     };
     let body = match &req.body {
         Body::Complete(b) => b,
@@ -270,7 +329,7 @@ fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
         let message = format!("Rate Exceeded: {} invocations at once", shared.opts.concurrency);
         return Answer::error(429, "TooManyRequestsException", &message);
     }
-    let outcome = invoke(&name, builtin.as_ref(), body, warm);
+    let outcome = invoke(&name, &served, body, warm, shared.opts.payload_limit);
     shared.running.fetch_sub(1, Ordering::AcqRel);
     match outcome {
         Ok(body) => Answer::json(200, body),
@@ -306,12 +365,13 @@ fn first() -> u32 {
     1
 }
 
-/// Runs builtin `name` on the event `body`; the reply's body.
+/// Runs function `name` on the event `body`; the reply's body.
 fn invoke(
     name: &str,
-    builtin: &dyn crate::function::Builtin,
+    served: &Served<'_>,
     body: &[u8],
     warm: &mut Option<Warm>,
+    payload_limit: u64,
 ) -> Result<Vec<u8>, FunctionError> {
     let mut event: Event<'_> =
         serde_json::from_slice(body).map_err(|e| FunctionError::permanent(format!("the event is not JSON: {e}")))?;
@@ -325,7 +385,7 @@ fn invoke(
         let fits = warm.as_ref().is_some_and(|w| w.name == name && w.params == params_text && w.schema == schema);
         if !fits {
             let decoder = decoder(&schema)?;
-            *warm = Some(plan(name, builtin, params_text, schema, decoder)?);
+            *warm = Some(plan(name, served, params_text, schema, decoder, payload_limit)?);
         }
         let mut reply = call(warm.as_mut().expect("just made"), &event, name, batches)?;
         // The records it read, for the caller's input count.
@@ -359,25 +419,26 @@ fn invoke(
             let schema = infer(&lines)?;
             let mut decoder = decoder(&schema)?;
             let batches = decode(&mut decoder, &lines)?;
-            *warm = Some(plan(name, builtin, params_text, schema, decoder)?);
+            *warm = Some(plan(name, served, params_text, schema, decoder, payload_limit)?);
             batches
         }
     };
     call(warm.as_mut().expect("just made"), &event, name, batches)
 }
 
-/// Plans builtin `name` for `schema` with the params `params_text`, and
-/// starts an instance of it.
+/// Plans function `name` for `schema` with the params `params_text`, and
+/// starts an instance of it (its cold start).
 fn plan(
     name: &str,
-    builtin: &dyn crate::function::Builtin,
+    served: &Served<'_>,
     params_text: &str,
     schema: SchemaRef,
     decoder: arrow_json::reader::Decoder,
+    payload_limit: u64,
 ) -> Result<Warm, FunctionError> {
     let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(params_text)
         .map_err(|e| FunctionError::permanent(format!("params must be a JSON object: {e}")))?;
-    let planned = builtin.plan(&StageSpec { params: &params, input: &schema, key: None })?;
+    let planned = served.plan(name, &params, &schema, payload_limit)?;
     let instance = planned.init()?;
     Ok(Warm { name: name.to_string(), params: params_text.to_string(), schema, decoder, instance })
 }
@@ -515,7 +576,7 @@ pub fn lambda_runtime(api: &str, registry: &Registry, function: &str) -> io::Res
             .unwrap_or_default()
             .to_string();
         let event = next.body_mut().with_config().limit(u64::MAX).read_to_vec().map_err(failed)?;
-        match invoke(function, builtin.as_ref(), &event, &mut warm) {
+        match invoke(function, &Served::Builtin(builtin.as_ref()), &event, &mut warm, u64::MAX) {
             Ok(body) => {
                 agent.post(format!("{base}/invocation/{id}/response")).send(&body[..]).map_err(failed)?;
             }
@@ -554,15 +615,16 @@ mod tests {
     #[test]
     fn a_warm_instance_sees_fields_its_first_records_did_not_have() {
         let registry = Registry::builtins();
-        let sleep = registry.get("sleep").unwrap();
+        let served = Served::Builtin(registry.get("sleep").unwrap().as_ref());
         let mut warm = None;
-        let first = invoke("sleep", sleep.as_ref(), br#"{"params":{"ms":0},"records":[{"a":1}]}"#, &mut warm).unwrap();
+        let first =
+            invoke("sleep", &served, br#"{"params":{"ms":0},"records":[{"a":1}]}"#, &mut warm, 1 << 20).unwrap();
         assert_eq!(String::from_utf8(first).unwrap(), r#"{"records":[{"a":1}]}"#);
         let body = br#"{"params":{"ms":0},"records":[{"a":2,"b":"x"},{"a":3}]}"#;
-        let second = invoke("sleep", sleep.as_ref(), body, &mut warm).unwrap();
+        let second = invoke("sleep", &served, body, &mut warm, 1 << 20).unwrap();
         assert_eq!(String::from_utf8(second).unwrap(), r#"{"records":[{"a":2,"b":"x"},{"a":3,"b":null}]}"#);
         // The same records again: decoded with the warm schema.
-        let third = invoke("sleep", sleep.as_ref(), body, &mut warm).unwrap();
+        let third = invoke("sleep", &served, body, &mut warm, 1 << 20).unwrap();
         assert!(String::from_utf8(third).unwrap().contains(r#""b":"x""#));
     }
 }
