@@ -305,10 +305,14 @@ fn the_http_backend_spreads_over_hosts_and_survives_one_killed_mid_run() {
     let token = s.write("token", "t0k3n\n");
     let token = token.to_str().unwrap();
     let hosts: Vec<Host> = match &namespaces {
-        Some(ns) => ns.iter().map(|n| Host::start_in(Some(&n.name), &n.ip, &["--token-file", token])).collect(),
+        Some(ns) => ns
+            .iter()
+            .map(|n| Host::start_in(Some(&n.name), &n.ip, &["--token-file", token, "--concurrency", "8"]))
+            .collect(),
         None => {
             eprintln!("network namespaces cannot be made here: the hosts listen on 127.0.0.1-3");
-            ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().map(|ip| Host::start(ip, &["--token-file", token])).collect()
+            let args = ["--token-file", token, "--concurrency", "8"];
+            ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().map(|ip| Host::start(ip, &args)).collect()
         }
     };
     let urls: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.url("sleep"))).collect();

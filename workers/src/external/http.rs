@@ -14,7 +14,7 @@
 //! permanent, except 408 and 429; 408, 429, 5xx, refused or broken
 //! connections and timeouts are retried with the platform's backoff, no
 //! sooner than a `Retry-After` says, and the endpoint that failed is
-//! avoided for a while by every slot. Each container (a worker slot's
+//! avoided for a while by every slot (briefly after a 429). Each container (a worker slot's
 //! instance of the function) keeps its own keep-alive connections, so the
 //! pool is sized to the stage's concurrency. The deadline
 //! (`platform.timeout`) is the client's timeout.
@@ -32,6 +32,9 @@ use crate::function::{FunctionError, Invocation, Planned};
 
 /// How long an endpoint that failed is avoided, unless it said how long.
 const AVOID: Duration = Duration::from_secs(1);
+
+/// How long an endpoint that throttled (429) is avoided, unless it said.
+const THROTTLED: Duration = Duration::from_millis(100);
 
 /// How long to wait for a connection to an endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -373,7 +376,9 @@ impl Client {
                 if inv.split.is_some() { ", or set event = \"auto\" or \"split\"" } else { "" }
             )))),
             408 | 429 | 500..=599 => {
-                spec.failed(i, retry_after.unwrap_or(AVOID));
+                // A throttled host is busy for a moment, not down.
+                let avoid = if status == 429 { THROTTLED } else { AVOID };
+                spec.failed(i, retry_after.unwrap_or(avoid));
                 Err(FunctionError::transient(format!("{url}: HTTP {status}: {}", error_text(&body)))
                     .retry_after(retry_after))
             }
