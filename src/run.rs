@@ -230,16 +230,55 @@ fn cut_cells(batches: &[RecordBatch]) -> anyhow::Result<Vec<RecordBatch>> {
     Ok(out)
 }
 
-/// One stage's progress as text: done/total tasks and rates.
-fn stage_line(s: &fanout_engine::StageProgress, secs: f64) -> String {
-    let total = s.total.load(Relaxed);
+/// A stage's progress: how far, out of how much, and in which unit.
+struct Measure {
+    done: u64,
+    total: u64,
+    /// Bytes of the input (the first stage, once the listing summed them)
+    /// rather than tasks.
+    bytes: bool,
+}
+
+fn measure(s: &fanout_engine::StageProgress) -> Measure {
+    let total_bytes = s.total_bytes.load(Relaxed);
+    if total_bytes > 0 && total_bytes < u64::MAX {
+        Measure { done: s.bytes.load(Relaxed).min(total_bytes), total: total_bytes, bytes: true }
+    } else {
+        Measure { done: s.done.load(Relaxed), total: s.total.load(Relaxed), bytes: false }
+    }
+}
+
+/// One stage's progress as text: input bytes (or tasks) done of the total,
+/// tasks, invocations running, tasks queued and retrying, rates, and (for
+/// logs) the time left at the rate so far.
+fn stage_line(progress: &Progress, stage: usize, s: &fanout_engine::StageProgress, secs: f64, eta: bool) -> String {
+    // While the splitting goes on, the tasks handed out so far.
+    let total = s.total.load(Relaxed).max(s.sent.load(Relaxed));
     let more = if s.total_known.load(Relaxed) { "" } else { "+" };
     let records = s.records.load(Relaxed) as f64 / secs;
     let mb = s.bytes.load(Relaxed) as f64 / 1e6 / secs;
-    let mut line = format!("{}/{total}{more} tasks {records:.0} rec/s {mb:.1} MB/s", s.done.load(Relaxed));
+    let m = measure(s);
+    let f = progress.in_flight(stage);
+    let mut line = String::new();
+    if m.bytes {
+        line.push_str(&format!("{} of {} · ", Size(m.done), Size(m.total)));
+    }
+    line.push_str(&format!(
+        "{}/{total}{more} tasks · {} running, {} queued, {} retrying · {records:.0} rec/s {mb:.1} MB/s",
+        s.done.load(Relaxed),
+        f.running,
+        f.queued,
+        f.retrying
+    ));
     let bad = s.bad.load(Relaxed);
     if bad > 0 {
         line.push_str(&format!(" · {bad} bad records"));
+    }
+    // Time left, at the rate so far: only once the total is known (bytes
+    // from the listing, or every task split).
+    if eta && m.done > 0 && m.done < m.total && (m.bytes || s.total_known.load(Relaxed)) {
+        let left = (m.total - m.done) as f64 * secs / m.done as f64;
+        line.push_str(&format!(" · ETA {}", humantime::format_duration(Duration::from_secs(left.ceil() as u64))));
     }
     line
 }
@@ -254,8 +293,8 @@ fn print_lines(progress: &Arc<Progress>) {
         if finished || last.elapsed() >= Duration::from_secs(1) {
             last = Instant::now();
             let secs = start.elapsed().as_secs_f64().max(1e-3);
-            for s in progress.stages() {
-                eprintln!("{}: {}", s.name, stage_line(&s, secs));
+            for (i, s) in progress.stages().iter().enumerate() {
+                crate::signals::say(&format!("{}: {}", s.name, stage_line(progress, i, s, secs, true)));
             }
         }
         if finished {
@@ -282,16 +321,17 @@ fn draw_bars(progress: &Arc<Progress>) {
             bars.push(bar);
             starts.push(None);
         }
-        for ((bar, s), start) in bars.iter().zip(&stages).zip(&mut starts) {
-            let total = s.total.load(Relaxed);
-            if total > 0 && start.is_none() {
+        for (i, ((bar, s), start)) in bars.iter().zip(&stages).zip(&mut starts).enumerate() {
+            let m = measure(s);
+            if m.total > 0 && start.is_none() {
                 *start = Some(Instant::now());
             }
             let secs = start.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(1e-3);
-            // An empty bar until the stage has tasks.
-            bar.set_length(total.max(1));
-            bar.set_position(s.done.load(Relaxed));
-            bar.set_message(stage_line(s, secs));
+            // An empty bar until the stage has tasks; by bytes, its ETA is
+            // the input's, from the first second.
+            bar.set_length(m.total.max(1));
+            bar.set_position(m.done);
+            bar.set_message(stage_line(progress, i, s, secs, false));
         }
         if progress.is_finished() {
             for b in &bars {

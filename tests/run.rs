@@ -228,9 +228,36 @@ fn progress_always_reports_without_a_terminal() {
     let r = r.expect(0);
     // The last line for the stage shows every task done, the total known.
     let last = r.stderr.lines().rfind(|l| l.starts_with("darts: ")).unwrap();
-    let (done, total) = last["darts: ".len()..].split_once(" tasks").unwrap().0.split_once('/').unwrap();
+    let tasks = last.split_once(" tasks").unwrap().0.split_whitespace().last().unwrap();
+    let (done, total) = tasks.split_once('/').unwrap();
     assert_eq!(done, total, "{}", r.stderr);
     assert!(r.stderr.contains("total: 1/1 tasks"), "{}", r.stderr);
+}
+
+#[test]
+fn progress_goes_by_input_bytes_with_an_eta_while_the_splitting_goes_on() {
+    let s = Scratch::new();
+    let text: String = (0..2000).map(|i| format!("line {i} of some words\n")).collect();
+    s.write("in.txt", &text);
+    let job = "[input]\npath = \"in.txt\"\nchunk_size = \"2KiB\"\n[[stage]]\nname = \"slow\"\nfunction = \"sleep\"\nparams = { ms = 150 }\n\
+               [output]\npath = \"out.csv\"\nmode = \"overwrite\"\n[platform]\nconcurrency = 2\n";
+    s.write("job.toml", job);
+    let r = s.run(&["run", "job.toml", "--progress", "always", "--show", "0"]).expect(0);
+    let lines: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("slow: ")).collect();
+    // A line a second while it runs (~3 s), and one at the end.
+    assert!(lines.len() >= 2, "{}", r.stderr);
+    let total = format!(" of {} · ", fanout_jobs_size(text.len() as u64));
+    assert!(lines.iter().all(|l| l.contains(&total)), "the input's size is not shown from the start: {}", r.stderr);
+    let mid = lines[0];
+    assert!(mid.contains(" running, ") && mid.contains(" queued, ") && mid.contains(" retrying"), "{mid}");
+    assert!(mid.contains(" · ETA "), "no ETA mid-run: {mid}");
+    assert!(!lines.last().unwrap().contains("ETA"), "{}", r.stderr);
+}
+
+/// A size as fanout prints it (`41.0 KiB`).
+fn fanout_jobs_size(bytes: u64) -> String {
+    let kib = bytes as f64 / 1024.0;
+    format!("{kib:.1} KiB")
 }
 
 #[test]

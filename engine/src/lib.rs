@@ -30,7 +30,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use compile::{Compiled, CompiledStage, Phase, Sink, Tasks, compile};
 pub use error::{CompileError, EngineError, TaskFailure};
 pub use gather::OutputInfo;
-pub use progress::{Progress, StageProgress};
+pub use progress::{InFlight, Progress, SlotGauge, StageProgress};
 pub use records::InvocationRecord;
 pub use run::{Report, RunFailure, RunOptions, finished_run, run};
 pub use stats::StageStats;

@@ -171,7 +171,9 @@ fn run_steps(
             let began = began.take().unwrap_or_else(|| shared.clock.now());
             // A backup draws its own faults.
             let draw = if backup { attempt + 1000 } else { attempt };
+            slot.gauge.running.store(step.stage + 1, std::sync::atomic::Ordering::Relaxed);
             let call = invoke(shared, slot, step, task, attempt, draw, batches.clone(), own_split);
+            slot.gauge.running.store(0, std::sync::atomic::Ordering::Relaxed);
             // A function that read its split itself may say how many records.
             if let Some(n) = call.read {
                 records_in = n;
@@ -233,7 +235,9 @@ fn run_steps(
                     // A host that said when to come back (Retry-After) is
                     // not asked sooner.
                     let wait = backoff(platform.backoff, attempt, shared.seed, step, task);
+                    slot.gauge.retrying.store(step.stage + 1, std::sync::atomic::Ordering::Relaxed);
                     shared.stop.sleep(wait.max(e.retry_after.unwrap_or_default()));
+                    slot.gauge.retrying.store(0, std::sync::atomic::Ordering::Relaxed);
                     queued_at = shared.clock.now();
                     attempt += 1;
                 }

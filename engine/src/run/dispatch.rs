@@ -116,7 +116,16 @@ fn produce(shared: &Shared<'_>, index: usize, phase: &Phase, tx: &Sender<Vec<Tas
     };
     if let Some(n) = source.total() {
         set_total(n, true);
+        // A shuffle's partitions: progress by tasks, not the input's bytes.
+        for p in &counted {
+            p.total_bytes.store(u64::MAX, Relaxed);
+        }
     }
+    let handed = |n: usize| {
+        for p in &counted {
+            p.sent.fetch_add(n as u64, Relaxed);
+        }
+    };
     // With backups, tasks go one by one: a straggler must not hold up the
     // tasks grouped behind it. So do tasks of functions outside the
     // process, whose invocations cost far more than the hand-off.
@@ -151,11 +160,13 @@ fn produce(shared: &Shared<'_>, index: usize, phase: &Phase, tx: &Sender<Vec<Tas
         group.push(Task { id, input, queued: shared.clock.now(), backup: false });
         let most = if alone { 1 } else { group_size(&shared.busy) };
         if group.len() >= most || bytes >= GROUP_BYTES {
+            handed(group.len());
             let _ = tx.send(std::mem::take(&mut group));
             bytes = 0;
         }
     }
     if !group.is_empty() {
+        handed(group.len());
         let _ = tx.send(group);
     }
     set_total(count, true);

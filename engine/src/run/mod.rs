@@ -382,9 +382,20 @@ fn execute(
         failure: Mutex::new(None),
     };
     let now = shared.clock.now();
+    let gauges = opts.progress.register_slots(concurrency);
     let mut slots: Vec<(Slot, Recorder<'_>)> = (0..concurrency)
-        .map(|id| (Slot::new(id, steps, compiled.stages.len(), now), Recorder::new(&log, steps)))
+        .map(|id| (Slot::new(id, steps, compiled.stages.len(), now, gauges[id].clone()), Recorder::new(&log, steps)))
         .collect();
+    // The input's size, summed from the listing on a thread of its own: the
+    // first stage's progress goes by bytes from the start.
+    if let Some(first) = compiled.phases.iter().find(|p| p.tasks == Tasks::Splits).and_then(|p| p.steps.first()) {
+        let dataset = compiled.dataset.clone();
+        let progress = shared.progress[first.stage].clone();
+        let _ = std::thread::Builder::new().name("input-size".into()).spawn(move || {
+            let total: u64 = dataset.files().map_while(Result::ok).map(|f| f.size).sum();
+            let _ = progress.total_bytes.compare_exchange(0, total.max(1), Relaxed, Relaxed);
+        });
+    }
     let mut splits = 0;
     for (index, phase) in compiled.phases.iter().enumerate() {
         shared.failures.begin_phase(|f| phase_of(&f.stage, f.phase) == Some(index));

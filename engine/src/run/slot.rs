@@ -5,7 +5,7 @@
 //! containers that pass their keep-alive (a lambda process is not left
 //! running while its slot idles).
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
@@ -17,6 +17,7 @@ use super::dispatch::Task;
 use crate::compile::Phase;
 use crate::container::Container;
 use crate::journal::Local;
+use crate::progress::SlotGauge;
 use crate::records::Recorder;
 use crate::sink::Outputs;
 
@@ -37,6 +38,8 @@ pub(super) struct Slot {
     /// Finished tasks for the journal, handed over in bunches (see
     /// `Journal::hand_over`).
     pub(super) journaled: Local,
+    /// What the slot is doing, for the progress display.
+    pub(super) gauge: Arc<SlotGauge>,
 }
 
 /// A slot's counts since it last published them.
@@ -85,7 +88,7 @@ pub(super) fn next_expiry(used: impl Iterator<Item = Instant>, keep: Duration, n
 
 impl Slot {
     /// Slot `id` of a run of `steps` steps and `stages` stages.
-    pub(super) fn new(id: usize, steps: usize, stages: usize, now: Instant) -> Slot {
+    pub(super) fn new(id: usize, steps: usize, stages: usize, now: Instant, gauge: Arc<SlotGauge>) -> Slot {
         Slot {
             id,
             containers: (0..steps).map(|_| None).collect(),
@@ -94,6 +97,7 @@ impl Slot {
             counts: Counts { stages: vec![[0; 3]; stages], ..Counts::default() },
             outputs: Vec::new(),
             journaled: Local::default(),
+            gauge,
         }
     }
 
