@@ -40,6 +40,17 @@ pub enum Command {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// Write a run's invocations as a Chrome trace (Perfetto,
+    /// chrome://tracing): a track per worker slot, a slice per invocation,
+    /// a counter per stage of invocations in flight.
+    Trace {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Where to write it (default RUN_DIR/trace.json; gzip when it
+        /// ends in .gz).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Serve the builtin functions over HTTP, for the `http` backend of
     /// another fanout: `POST /functions/NAME` and the Lambda Invoke API
     /// (`POST /2015-03-31/functions/NAME/invocations`), `GET /healthz`.

@@ -10,6 +10,7 @@ mod records;
 mod run;
 mod serve;
 mod signals;
+mod trace;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -74,6 +75,7 @@ fn main() -> ExitCode {
         Command::Functions { name } => functions::list(name.as_deref()),
         Command::Records { run_dir } => records::print(&run_dir),
         Command::Serve(a) => serve::serve(&a),
+        Command::Trace { run_dir, out } => trace::trace(&run_dir, out.as_deref()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

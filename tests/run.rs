@@ -489,3 +489,61 @@ fn killed_runs_resume_to_the_same_output() {
     let leftovers: Vec<_> = std::fs::read_dir(s.path("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "output and manifest only: {leftovers:?}");
 }
+
+#[test]
+fn a_run_traces_as_chrome_trace_events() {
+    let s = Scratch::new();
+    let text: String = (0..3000).map(|i| format!("w{} w{} w{}\n", i % 7, i % 11, i % 13)).collect();
+    s.write("in.txt", &text);
+    let job = "[input]\npath = \"in.txt\"\nchunk_size = \"1KiB\"\n[[stage]]\nfunction = \"word_count\"\n\
+               [[stage]]\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = { sum = [\"count\"] }\n\
+               [output]\npath = \"out.csv\"\nmode = \"overwrite\"\n[platform]\nconcurrency = 3\nretries = 5\n";
+    s.write("job.toml", job);
+    let args = [
+        "run",
+        "job.toml",
+        "--progress",
+        "never",
+        "--show",
+        "0",
+        "--json",
+        "--run-dir",
+        "rd",
+        "--chaos",
+        "fail=0.1,seed=3",
+    ];
+    let sum: serde_json::Value = serde_json::from_str(&s.run(&args).expect(0).stdout).unwrap();
+    let r = s.run(&["trace", "rd"]).expect(0);
+    assert!(r.stdout.contains("rd/trace.json: ") && r.stdout.contains("on 3 worker slots"), "{}", r.stdout);
+    s.run(&["trace", "rd", "--out", "t.json.gz"]).expect(0);
+    crate::util::python(
+        &s,
+        &format!(
+            r#"
+import gzip, json
+d = json.load(open("rd/trace.json"))
+assert d == json.load(gzip.open("t.json.gz")), "the gzip trace differs"
+ev = d["traceEvents"]
+slices = [e for e in ev if e["ph"] == "X"]
+assert len(slices) == {total}, (len(slices), {total})
+assert sum(1 for e in slices if e["args"]["status"] == "error") == {failed}
+assert all("error" in e["args"] for e in slices if e["args"]["status"] == "error")
+tracks = {{e["tid"] for e in ev if e["ph"] == "M" and e["name"] == "thread_name"}}
+assert tracks == {{e["tid"] for e in slices}} and len(tracks) == 3, tracks
+assert all(e["dur"] >= 0 for e in slices)
+counters = [e for e in ev if e["ph"] == "C"]
+names = {{e["name"] for e in counters}}
+assert names == {{"in flight: word_count", "in flight: aggregate"}}, names
+# Per stage, the counter is the slices overlapping its time: never more
+# than the slots, back to 0 at the end.
+for n in names:
+    values = [e["args"]["invocations"] for e in counters if e["name"] == n]
+    assert max(values) <= 3 and min(values) >= 0 and values[-1] == 0, (n, values)
+print("ok")
+"#,
+            total = sum["invocations"]["total"],
+            failed = sum["invocations"]["failed"],
+        ),
+    );
+    assert!(sum["invocations"]["failed"].as_u64().unwrap() > 0, "chaos injected nothing: {sum}");
+}
