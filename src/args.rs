@@ -40,6 +40,16 @@ pub enum Command {
         /// The run directory.
         run_dir: PathBuf,
     },
+    /// List the runs kept under a runs directory: id, job, status, start,
+    /// wall time, invocations, cost.
+    Runs {
+        /// The runs directory.
+        #[arg(default_value = ".fanout/runs")]
+        dir: PathBuf,
+        /// One JSON object per run instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a run's invocations as a Chrome trace (Perfetto,
     /// chrome://tracing): a track per worker slot, a slice per invocation,
     /// a counter per stage of invocations in flight.

@@ -8,6 +8,7 @@ mod functions;
 mod plan;
 mod records;
 mod run;
+mod runs;
 mod serve;
 mod signals;
 mod trace;
@@ -75,6 +76,7 @@ fn main() -> ExitCode {
         Command::Functions { name } => functions::list(name.as_deref()),
         Command::Records { run_dir } => records::print(&run_dir),
         Command::Serve(a) => serve::serve(&a),
+        Command::Runs { dir, json } => runs::list(&dir, json),
         Command::Trace { run_dir, out } => trace::trace(&run_dir, out.as_deref()),
     };
     match outcome {

@@ -547,3 +547,31 @@ print("ok")
     );
     assert!(sum["invocations"]["failed"].as_u64().unwrap() > 0, "chaos injected nothing: {sum}");
 }
+
+#[test]
+fn runs_lists_the_runs_oldest_first() {
+    let s = Scratch::new();
+    s.write("in.txt", "a b\nc\n");
+    let job = "name = \"listed\"\n[input]\npath = \"in.txt\"\n[[stage]]\nfunction = \"word_count\"\n[output]\npath = \"o.csv\"\nmode = \"overwrite\"\n";
+    s.write("job.toml", job);
+    let ok = summary(&s.run(&["run", "job.toml", "--progress", "never", "--show", "0", "--json"]).expect(0));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let failing = ["run", "job.toml", "--progress", "never", "--chaos", "fail=1,seed=1", "--set", "platform.retries=0"];
+    s.run(&failing).expect(1);
+    // A run killed before it wrote its summary.
+    let killed = s.path(".fanout/runs/20990101T000000Z-1");
+    std::fs::create_dir_all(&killed).unwrap();
+    std::fs::write(killed.join("job.json"), r#"{"name": "killed-job"}"#).unwrap();
+    let r = s.run(&["runs", "--json"]).expect(0);
+    let runs: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let statuses: Vec<&str> = runs.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["succeeded", "failed", "interrupted"], "{}", r.stdout);
+    assert_eq!(runs[0]["run"], ok["run_id"]);
+    assert_eq!(runs[0]["invocations"], ok["invocations"]["total"]);
+    assert_eq!((runs[0]["job"].as_str(), runs[2]["job"].as_str()), (Some("listed"), Some("killed-job")));
+    assert_eq!(runs[2]["started"], "2099-01-01 00:00:00");
+    let table = s.run(&["runs"]).expect(0).stdout;
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(table.lines().nth(1).unwrap().contains("listed") && table.contains("interrupted"), "{table}");
+    assert!(s.run(&["runs", "nowhere"]).expect(0).stderr.contains("no runs in nowhere yet"));
+}

@@ -1,0 +1,93 @@
+//! `fanout runs [DIR] [--json]`: the runs kept under a runs directory
+//! (`.fanout/runs` by default), oldest first: id, job, status, when it
+//! started, wall time, invocations and cost, from each run's
+//! `summary.json`. A run with no summary was interrupted (or is running).
+
+use std::io::Write;
+use std::path::Path;
+
+use fanout_engine::Summary;
+
+use crate::Outcome;
+
+/// Lists the runs in `dir`.
+pub fn list(dir: &Path, json: bool) -> Outcome {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            writeln!(std::io::stderr(), "no runs in {} yet", dir.display())?;
+            return Ok(());
+        }
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", dir.display()).into()),
+    };
+    let mut runs: Vec<std::path::PathBuf> =
+        entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join("job.json").is_file()).collect();
+    runs.sort();
+    let mut out = std::io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{:<24} {:<16} {:<11} {:<20} {:>9} {:>12} {:>10}",
+            "run", "job", "status", "started (UTC)", "wall s", "invocations", "cost $"
+        )?;
+    }
+    for run in runs {
+        let id = run.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let summary: Option<Summary> =
+            std::fs::read(run.join("summary.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let job = summary.as_ref().map(|s| s.job.clone()).unwrap_or_else(|| job_name(&run));
+        let status = summary.as_ref().map_or("interrupted", |s| s.status.as_str());
+        let started = started(&id);
+        if json {
+            let line = serde_json::json!({
+                "run": id, "dir": run, "job": job, "status": status, "started": started,
+                "wall_seconds": summary.as_ref().map(|s| s.wall_seconds),
+                "invocations": summary.as_ref().map(|s| s.invocations.total),
+                "usd": summary.as_ref().map(|s| s.cost.usd),
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            let num = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            writeln!(
+                out,
+                "{:<24} {:<16} {:<11} {:<20} {:>9} {:>12} {:>10}",
+                id,
+                job,
+                status,
+                started.unwrap_or_default(),
+                num(summary.as_ref().map(|s| format!("{:.2}", s.wall_seconds))),
+                num(summary.as_ref().map(|s| s.invocations.total.to_string())),
+                num(summary.as_ref().map(|s| format!("{:.6}", s.cost.usd))),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The job's name from a run's `job.json` (its `name`, else `-`).
+fn job_name(run: &Path) -> String {
+    std::fs::read(run.join("job.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// When a run started, from its id (`20261130T195335Z-27070`):
+/// `2026-11-30 19:53:35`; `None` for a directory named otherwise.
+fn started(id: &str) -> Option<String> {
+    let stamp = id.split('-').next()?;
+    let b = stamp.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' || !stamp[..8].bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!(
+        "{}-{}-{} {}:{}:{}",
+        &stamp[..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    ))
+}
