@@ -367,6 +367,18 @@ mode = "overwrite"
     sys.stdout.flush()
 
 
+def rate_table(title, rows):
+    """Prints (name, wall, invocations, per second in the run) rows against
+    the first (the in-process backend)."""
+    print(f"\n## {title}")
+    print("| program | wall s | invocations/s (end to end) | invocations/s (in the run) | x in-process |")
+    print("|---|---|---|---|---|")
+    base = rows[0][3]
+    for name, wall, total, per_second in rows:
+        print(f"| {name} | {wall:.2f} | {total / wall:,.0f} | {per_second:,.0f} | {per_second / base:.3f} |")
+    sys.stdout.flush()
+
+
 def bench_lambda(runs):
     """W6: warm Lambda Runtime API invocations of a trivial Rust function
     (the lambda_runtime fixture), against the in-process backend on the
@@ -409,13 +421,7 @@ concurrency = 2
                     wall, s = run_json(job(f"lambda-{len(rows)}", function, None), runs, extra, BASELINE)
                     rows.append((name + what + " (baseline)", wall, s["invocations"]["total"],
                                  s["invocations"]["per_second"]))
-    print(f"\n## W6 lambda: {n:,} one-record invocations, concurrency 2, --no-journal unless said")
-    print("| program | wall s | invocations/s (end to end) | invocations/s (in the run) | x in-process |")
-    print("|---|---|---|---|---|")
-    base = rows[0][3]
-    for name, wall, total, per_second in rows:
-        print(f"| {name} | {wall:.2f} | {total / wall:,.0f} | {per_second:,.0f} | {per_second / base:.3f} |")
-    sys.stdout.flush()
+    rate_table(f"W6 lambda: {n:,} one-record invocations, concurrency 2, --no-journal unless said", rows)
 
 
 def bench_http(runs):
@@ -453,13 +459,7 @@ concurrency = 2
     finally:
         host.terminate()
         host.wait()
-    print(f"\n## W7 http: {n:,} one-record invocations over loopback, concurrency 2")
-    print("| program | wall s | invocations/s (end to end) | invocations/s (in the run) | x in-process |")
-    print("|---|---|---|---|---|")
-    base = rows[0][3]
-    for name, wall, total, per_second in rows:
-        print(f"| {name} | {wall:.2f} | {total / wall:,.0f} | {per_second:,.0f} | {per_second / base:.3f} |")
-    sys.stdout.flush()
+    rate_table(f"W7 http: {n:,} one-record invocations over loopback, concurrency 2", rows)
 
 
 if __name__ == "__main__":

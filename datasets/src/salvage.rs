@@ -11,9 +11,10 @@ use arrow_schema::SchemaRef;
 
 use crate::bad::{self, BadRecord, Encoding, Look, OnBadRecord, Salvager, Stream};
 use crate::csv::{self, CsvOptions, FieldCounter, Scanner};
-use crate::dataset::{Dataset, OpenFiles};
+use crate::dataset::Dataset;
 use crate::error::{Error, Location, Result};
 use crate::format::Format;
+use crate::open_files::OpenFiles;
 use crate::split::{Split, SplitRange};
 use crate::{ipc, jsonl, parquet, text};
 

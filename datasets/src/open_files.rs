@@ -1,0 +1,188 @@
+//! Reading files: the handles and the read-ahead window a worker keeps
+//! between splits ([`OpenFiles`]), readers of a byte range of a file or of
+//! the window, and a split's bytes as they are in its file (a slice of an
+//! uncompressed file, or a whole file decompressed).
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+
+use crate::csv::CsvOptions;
+use crate::error::{Error, Result};
+use crate::format::Compression;
+use crate::listing::InputFile;
+use crate::split::{Split, SplitRange};
+
+/// The decompressed bytes of a whole file.
+pub(crate) fn open_whole(file: &InputFile) -> Result<Box<dyn Read + Send>> {
+    open_range(file, &SplitRange::Whole)
+}
+
+/// File handles kept between reads: the last file a worker read, and a
+/// window of it read ahead, so that many tiny splits of one file (a
+/// worker gets neighbouring splits together) cost one read, not one each.
+#[derive(Debug, Default)]
+pub struct OpenFiles {
+    last: Option<(std::path::PathBuf, Arc<File>)>,
+    /// Bytes `[start, start + len)` of the last file.
+    window: Option<(u64, Arc<Vec<u8>>)>,
+    /// The csv decoder of the last small csv split, and what it decodes.
+    pub(crate) csv: Option<KeptCsv>,
+}
+
+/// A csv decoder kept between small splits, with the schema (compared by
+/// address: held here, it cannot be another's), projection, dialect and
+/// batch size it was built for.
+pub(crate) struct KeptCsv {
+    pub(crate) schema: SchemaRef,
+    pub(crate) projection: Option<Vec<usize>>,
+    pub(crate) csv: CsvOptions,
+    pub(crate) batch_rows: usize,
+    pub(crate) decoder: arrow_csv::reader::Decoder,
+}
+
+impl std::fmt::Debug for KeptCsv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptCsv")
+            .field("projection", &self.projection)
+            .field("batch_rows", &self.batch_rows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes read ahead for small splits.
+pub(crate) const WINDOW: u64 = 64 * 1024;
+
+impl OpenFiles {
+    /// The bytes of `range` of `file`, through a kept handle where one
+    /// fits.
+    pub(crate) fn open(&mut self, file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {
+        let SplitRange::Bytes { offset, len } = *range else {
+            return open_range(file, range);
+        };
+        if len > WINDOW / 4 {
+            let handle = self.handle(file)?;
+            return Ok(Box::new(RangeReader { file: handle, at: offset, end: offset + len }));
+        }
+        let (bytes, at, end) = self.window(file, offset, len)?;
+        Ok(Box::new(WindowReader { bytes, at, end }))
+    }
+
+    /// The kept handle of `file`, opened if it is not the last one.
+    fn handle(&mut self, file: &InputFile) -> Result<Arc<File>> {
+        match &self.last {
+            Some((path, handle)) if *path == file.path => Ok(handle.clone()),
+            _ => {
+                let handle = Arc::new(File::open(&file.path).map_err(|e| Error::io(&file.path, e))?);
+                self.last = Some((file.path.clone(), handle.clone()));
+                self.window = None;
+                Ok(handle)
+            }
+        }
+    }
+
+    /// The read-ahead window holding bytes `[offset, offset + len)` of
+    /// `file` (a small split), read if it does not hold them yet, and where
+    /// they are in it.
+    pub(crate) fn window(&mut self, file: &InputFile, offset: u64, len: u64) -> Result<(Arc<Vec<u8>>, usize, usize)> {
+        let handle = self.handle(file)?;
+        let covered = |w: &(u64, Arc<Vec<u8>>)| w.0 <= offset && offset + len <= w.0 + w.1.len() as u64;
+        if !self.window.as_ref().is_some_and(covered) {
+            // Reuse the buffer unless a reader still holds it.
+            let mut buf = match self.window.take() {
+                Some((_, b)) => Arc::try_unwrap(b).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let end = file.size.max(offset + len).min(offset + WINDOW).max(offset + len);
+            buf.resize((end - offset) as usize, 0);
+            let n = read_full_at(&handle, &mut buf, offset).map_err(|e| Error::io(&file.path, e))?;
+            buf.truncate(n);
+            self.window = Some((offset, Arc::new(buf)));
+        }
+        let (start, bytes) = self.window.as_ref().expect("just read");
+        let from = (offset - start) as usize;
+        let to = (from + len as usize).min(bytes.len());
+        Ok((bytes.clone(), from, to))
+    }
+}
+
+/// Reads into all of `buf` from `offset`, short only at the end of the file.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Reads a slice of a read-ahead window.
+pub(crate) struct WindowReader {
+    pub(crate) bytes: Arc<Vec<u8>>,
+    pub(crate) at: usize,
+    pub(crate) end: usize,
+}
+
+impl Read for WindowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.end - self.at);
+        buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Reads bytes `[at, end)` of a shared file with positional reads.
+struct RangeReader {
+    file: Arc<File>,
+    at: u64,
+    end: u64,
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf.len().min((self.end - self.at) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// The bytes of `split` as they are in its file — a byte range, or the
+/// decompressed stream of a whole compressed file (with a csv header, if
+/// the file has one) — for a program that takes the data as it is, as GNU
+/// parallel's `--pipepart` passes it.
+pub fn split_bytes(split: &Split) -> Result<Box<dyn Read + Send>> {
+    open_range(&split.file, &split.range)
+}
+
+/// The bytes of a split's range: a slice of an uncompressed file or the
+/// decompressed stream of a whole file.
+pub(crate) fn open_range(file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {
+    let path = &file.path;
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let with_path = {
+        let path = path.clone();
+        move |e: std::io::Error| Error::io(&path, e)
+    };
+    Ok(match (range, file.compression) {
+        (SplitRange::Bytes { offset, len }, _) => {
+            f.seek(SeekFrom::Start(*offset)).map_err(with_path)?;
+            Box::new(f.take(*len))
+        }
+        (_, Compression::None) => Box::new(f),
+        (_, Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))),
+        (_, Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(f).map_err(with_path)?),
+    })
+}
