@@ -12,3 +12,4 @@ mod oracles;
 mod plan;
 mod remote;
 mod run;
+mod serve;
