@@ -61,6 +61,20 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Write a run's report: one self-contained HTML page (inline SVG,
+    /// nothing fetched) with the summary, a timeline of the worker slots,
+    /// concurrency, latency and throughput over time, cost per stage, the
+    /// slowest invocations and the failures. Given two runs, puts them side
+    /// by side with the ratio of each figure (and prints that table).
+    Report {
+        /// The run directory; a second one to compare it with.
+        #[arg(required = true, num_args = 1..=2, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Where to write it (default RUN_DIR/report.html; for two runs,
+        /// the second's compare.html).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Serve the builtin functions over HTTP, for the `http` backend of
     /// another fanout: `POST /functions/NAME` and the Lambda Invoke API
     /// (`POST /2015-03-31/functions/NAME/invocations`), `GET /healthz`.
@@ -142,6 +156,10 @@ pub struct RunArgs {
     /// Print summary.json to stdout instead of the summary table and preview.
     #[arg(long)]
     pub json: bool,
+    /// Write the run's report (RUN_DIR/report.html, as `fanout report`
+    /// does) when it ends, whether it succeeded or failed.
+    #[arg(long)]
+    pub report: bool,
     /// Rows of the output to print when the run succeeds.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub show: usize,

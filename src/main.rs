@@ -7,6 +7,7 @@ mod datasets;
 mod functions;
 mod plan;
 mod records;
+mod report;
 mod run;
 mod runs;
 mod serve;
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::serve(&a),
         Command::Runs { dir, json } => runs::list(&dir, json),
         Command::Trace { run_dir, out } => trace::trace(&run_dir, out.as_deref()),
+        Command::Report { runs, out } => report::report(&runs, out.as_deref()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -80,6 +80,9 @@ pub fn run(a: &RunArgs) -> Outcome {
         Err(f) => {
             if let Some(dir) = &f.run_dir {
                 eprintln!("run directory: {}", dir.display());
+                if a.report {
+                    crate::report::after_run(dir);
+                }
             }
             if let EngineError::Interrupted { signal } = f.error {
                 if let Some(dir) = &f.run_dir {
@@ -97,6 +100,9 @@ pub fn run(a: &RunArgs) -> Outcome {
     };
     if report.finished_before {
         return finished_before(&report.run_dir, &report.summary, a.json);
+    }
+    if a.report {
+        crate::report::after_run(&report.run_dir);
     }
     let mut out = std::io::stdout().lock();
     if a.json {

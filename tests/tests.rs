@@ -11,5 +11,6 @@ mod messy_data;
 mod oracles;
 mod plan;
 mod remote;
+mod report;
 mod run;
 mod serve;

@@ -24,6 +24,11 @@ use crate::compile::CompiledStage;
 use crate::step::{Step, StepKind};
 use crate::stop::Stop;
 
+/// The error of an invocation cancelled because its twin (a straggler's
+/// backup, or the straggler) finished first; the report tells these from
+/// failures by it.
+pub(crate) const CANCELLED: &str = "cancelled: another run of the task finished first";
+
 /// A function's per-container state.
 pub(crate) enum Instance {
     Map(Box<dyn MapInstance>),
@@ -255,9 +260,7 @@ impl Container {
                         Err(RecvTimeoutError::Disconnected) => return dead(),
                         Err(RecvTimeoutError::Timeout) if cancelled() => {
                             return abandon(Reply {
-                                result: Err(FunctionError::transient(
-                                    "cancelled: another run of the task finished first",
-                                )),
+                                result: Err(FunctionError::transient(CANCELLED)),
                                 panicked: true,
                                 read: None,
                             });

@@ -16,6 +16,7 @@ mod gather;
 mod journal;
 mod progress;
 pub mod records;
+pub mod report;
 mod run;
 mod shuffle;
 mod sink;

@@ -90,6 +90,12 @@ pub struct StageSummary {
     pub bytes_out: u64,
     /// Invocation latency.
     pub latency_ms: Latency,
+    /// Billed GB-seconds of its invocations (0 in runs before it was kept).
+    #[serde(default)]
+    pub gb_seconds: f64,
+    /// What its invocations cost on the platform model, in dollars.
+    #[serde(default)]
+    pub usd: f64,
 }
 
 /// Input totals.
@@ -243,6 +249,8 @@ pub(crate) fn summarize(
                 bytes_in: st.bytes_in,
                 bytes_out: st.bytes_out,
                 latency_ms: Latency::of(&st.latency),
+                gb_seconds: plan.platform.pricing.gb_seconds(Duration::from_micros(st.billed_us)),
+                usd: plan.platform.pricing.bill(Duration::from_micros(st.billed_us), st.invocations),
             });
         }
     }
