@@ -61,6 +61,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Predict a job's time and cost by simulating it (at any scale):
+    /// the engine's scheduling policy in simulated time, over durations
+    /// calibrated on a real run of the job.
+    Simulate(SimulateArgs),
     /// Write a run's report: one self-contained HTML page (inline SVG,
     /// nothing fetched) with the summary, a timeline of the worker slots,
     /// concurrency, latency and throughput over time, cost per stage, the
@@ -169,6 +173,32 @@ pub struct RunArgs {
     /// Shuffle data held in memory before it spills to the run directory.
     #[arg(long, value_name = "SIZE", default_value = "256MiB")]
     pub shuffle_memory: fanout_jobs::units::Size,
+}
+
+/// `fanout simulate`.
+#[derive(Debug, ClapArgs)]
+pub struct SimulateArgs {
+    /// The job file (TOML, or JSON if it ends in .json).
+    pub job: PathBuf,
+    /// Override a field of the job, e.g. --set platform.concurrency=1000.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<Override>,
+    /// A run of the job (its run directory) whose invocations calibrate
+    /// the durations: run it at a small scale, then simulate at any.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub from: PathBuf,
+    /// Seeds to simulate: the wall time's p5–p95 over them.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub seeds: u32,
+    /// Inject faults at these rates, as `fanout run --chaos` does.
+    #[arg(long, value_name = "SPEC")]
+    pub chaos: Option<fanout_engine::Chaos>,
+    /// The run directory to write (default: `.fanout/runs/<id>`).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Print summary.json to stdout instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Dataset subcommands.

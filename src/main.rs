@@ -12,6 +12,7 @@ mod run;
 mod runs;
 mod serve;
 mod signals;
+mod simulate;
 mod trace;
 
 use std::io::Write;
@@ -79,6 +80,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::serve(&a),
         Command::Runs { dir, json } => runs::list(&dir, json),
         Command::Trace { run_dir, out } => trace::trace(&run_dir, out.as_deref()),
+        Command::Simulate(a) => simulate::simulate(&a),
         Command::Report { runs, out } => report::report(&runs, out.as_deref()),
     };
     match outcome {

@@ -137,7 +137,7 @@ pub(crate) fn cold_start(
 
 /// A standard normal draw from a seed (Box–Muller over two hashes), so an
 /// emulated run's cold starts are the same every time.
-fn standard_normal(seed: u64) -> f64 {
+pub(crate) fn standard_normal(seed: u64) -> f64 {
     let u = |salt: u64| {
         let h = xxhash_rust::xxh3::xxh3_64(&(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes());
         ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64

@@ -18,6 +18,18 @@ use hdrhistogram::Histogram;
 /// The shortest wait before a backup, whatever the median.
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
+/// Whether backups may start: `finished` of a phase's `total` tasks are
+/// done, at least the fraction `done` of them.
+pub(crate) fn backups_due(finished: u64, total: u64, done: f64) -> bool {
+    total > 0 && finished as f64 >= done * total as f64
+}
+
+/// How long a task may run before it is a straggler: `after` times the
+/// median of the finished tasks, and at least [`MIN_WAIT`].
+pub(crate) fn straggler_wait(median: Duration, after: f64) -> Duration {
+    median.mul_f64(after).max(MIN_WAIT)
+}
+
 /// A task that has runs going (or queued).
 struct Running<T> {
     /// When its first run started.
@@ -135,11 +147,10 @@ impl<T: Clone> Flight<T> {
     /// of its task from here on, so its twin's failure does not fail it.
     pub(crate) fn stragglers(&self, total: u64, done: f64, after: f64, now: Instant) -> Vec<(u64, T)> {
         let mut s = self.state.lock().expect("not poisoned");
-        if total == 0 || (s.finished as f64) < done * total as f64 || s.durations.is_empty() {
+        if !backups_due(s.finished, total, done) || s.durations.is_empty() {
             return Vec::new();
         }
-        let median = Duration::from_micros(s.durations.value_at_quantile(0.5));
-        let wait = median.mul_f64(after).max(MIN_WAIT);
+        let wait = straggler_wait(Duration::from_micros(s.durations.value_at_quantile(0.5)), after);
         let mut slow = Vec::new();
         for (task, r) in s.running.iter_mut() {
             if !r.backed_up && now.saturating_duration_since(r.started) > wait {

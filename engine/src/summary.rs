@@ -2,14 +2,13 @@
 //! and the same as the table `fanout run` prints ([`Summary::render`]).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fanout_jobs::Plan;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::compile::Compiled;
 use crate::error::{EngineError, TaskFailure};
 use crate::gather::OutputInfo;
 use crate::stats::StageStats;
@@ -52,7 +51,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency::default();
         }
@@ -219,24 +218,37 @@ pub struct Summary {
     pub shuffle_spilled_bytes: u64,
     /// Per stage and phase.
     pub stages: Vec<StageSummary>,
+    /// Set when the run was simulated (`fanout simulate`), not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<Simulation>,
 }
 
-pub(crate) fn summarize(
-    run_id: &str,
-    plan: &Plan,
-    compiled: &Compiled,
-    state: &Totals,
-    wall: Duration,
-    output: Option<OutputInfo>,
-    error: Option<&EngineError>,
-) -> Summary {
-    let secs = wall.as_secs_f64().max(1e-9);
+/// How a simulated run was made, and the spread of its wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Simulation {
+    /// Always true: the summary is a prediction.
+    pub simulated: bool,
+    /// The run whose invocations calibrated the durations.
+    pub calibrated_from: PathBuf,
+    /// Seeds simulated; the summary's figures are the first seed's.
+    pub seeds: u32,
+    /// Wall time over the seeds: 5th percentile, median, 95th.
+    pub wall_p5: f64,
+    /// The median.
+    pub wall_p50: f64,
+    /// The 95th percentile.
+    pub wall_p95: f64,
+}
+
+/// Per stage and phase, the summary of `stats` (by step index); their
+/// total; and what they cost on the plan's platform.
+pub(crate) fn stage_summaries(plan: &Plan, stats: &[StageStats]) -> (Vec<StageSummary>, StageStats, Cost) {
     let mut all = StageStats::default();
     let mut stages = Vec::new();
-    for (i, s) in compiled.stages.iter().enumerate() {
+    for (i, s) in plan.stages.iter().enumerate() {
         let steps = if s.key.is_some() { vec![Step::combine(i), Step::reduce(i)] } else { vec![Step::map(i)] };
         for step in steps {
-            let st = &state.stats[step.index()];
+            let st = &stats[step.index()];
             all.merge(st);
             stages.push(StageSummary {
                 name: s.name.clone(),
@@ -276,6 +288,19 @@ pub(crate) fn summarize(
             "durations as measured on this machine, one core per invocation".to_string()
         },
     };
+    (stages, all, cost)
+}
+
+pub(crate) fn summarize(
+    run_id: &str,
+    plan: &Plan,
+    state: &Totals,
+    wall: Duration,
+    output: Option<OutputInfo>,
+    error: Option<&EngineError>,
+) -> Summary {
+    let secs = wall.as_secs_f64().max(1e-9);
+    let (stages, all, cost) = stage_summaries(plan, &state.stats);
     let failed_tasks = state
         .failures
         .iter()
@@ -320,6 +345,7 @@ pub(crate) fn summarize(
         cost,
         shuffle_spilled_bytes: state.spilled,
         stages,
+        simulation: None,
     }
 }
 

@@ -29,7 +29,7 @@ td.text{text-align:left;font-family:ui-monospace,monospace;font-size:12px;max-wi
 svg{max-width:100%;height:auto;display:block}figure{margin:6px 0}.grid{display:flex;flex-wrap:wrap;gap:4px}\
 .grid figure{flex:1 1 460px}.sw{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:-1px}\
 .legend{font-size:13px;margin:4px 0}.status{display:inline-block;padding:2px 9px;border-radius:4px;color:#fff;\
-font-weight:600}.succeeded{background:#2a8a3a}.failed{background:#c62828}.interrupted{background:#b7791f}\
+font-weight:600}.succeeded{background:#2a8a3a}.failed{background:#c62828}.interrupted{background:#b7791f}.simulated{background:#5a4fcf}\
 .error{background:#fdecea;border-left:4px solid #c62828;padding:8px 12px;font-size:13px;white-space:pre-wrap;\
 overflow-wrap:anywhere}.muted{color:#777;font-size:12px}";
 
@@ -147,6 +147,19 @@ pub(crate) fn header(run: &RunView) -> String {
         run.agg.slots.len(),
         esc(&run.dir.display().to_string())
     );
+    if let Some(m) = run.summary.as_ref().and_then(|s| s.simulation.as_ref()) {
+        let _ = writeln!(
+            h,
+            "<p id=\"simulated\"><span class=\"status simulated\">simulated</span> by <code>fanout simulate</code>, \
+             calibrated on {}: wall {:.3} s at the median of {} seeds (p5 {:.3} s, p95 {:.3} s); the timeline is the \
+             first seed's.</p>",
+            esc(&m.calibrated_from.display().to_string()),
+            m.wall_p50,
+            m.seeds,
+            m.wall_p5,
+            m.wall_p95
+        );
+    }
     if let Some(s) = &run.summary
         && let Some(e) = &s.error
     {

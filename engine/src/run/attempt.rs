@@ -253,7 +253,7 @@ fn run_steps(
 /// random) so that retries of many tasks spread out. The random half is
 /// drawn from the run's `seed` and the attempt's step, task and number, so
 /// a run's retries are reproducible.
-pub(super) fn backoff(base: Duration, attempt: u32, seed: u64, step: Step, task: u64) -> Duration {
+pub(crate) fn backoff(base: Duration, attempt: u32, seed: u64, step: Step, task: u64) -> Duration {
     let full = base.saturating_mul(1 << (attempt - 1).min(16)).min(Duration::from_secs(30));
     let mut key = [0u8; 28];
     key[..8].copy_from_slice(&seed.to_le_bytes());

@@ -11,17 +11,17 @@ use crate::error::EngineError;
 use crate::summary::Summary;
 
 /// A run's directory and id.
-pub(super) struct RunDir {
+pub(crate) struct RunDir {
     /// The run's id: the directory's name, the same when the run resumes
     /// (so its staging directory is the same too).
-    pub(super) id: String,
-    pub(super) path: PathBuf,
+    pub(crate) id: String,
+    pub(crate) path: PathBuf,
 }
 
 impl RunDir {
     /// `.fanout/runs/<UTC time>-<pid>`, or the given directory; with
     /// `resume`, the directory of the run to resume.
-    pub(super) fn create(given: Option<&Path>, resume: bool) -> Result<RunDir, EngineError> {
+    pub(crate) fn create(given: Option<&Path>, resume: bool) -> Result<RunDir, EngineError> {
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(['-', ':'], "");
         let path = match given {
             Some(d) => d.to_path_buf(),
@@ -42,14 +42,14 @@ impl RunDir {
     }
 
     /// Keeps the resolved job, for `--resume`.
-    pub(super) fn write_job(&self, job: &JobFile) -> Result<(), EngineError> {
+    pub(crate) fn write_job(&self, job: &JobFile) -> Result<(), EngineError> {
         let path = self.path.join("job.json");
         let json = serde_json::to_vec_pretty(job).expect("a job serializes");
         std::fs::write(&path, json).map_err(|e| EngineError::io(&path, e))
     }
 
     /// Writes `summary.json`.
-    pub(super) fn write_summary(&self, summary: &Summary) -> Result<(), EngineError> {
+    pub(crate) fn write_summary(&self, summary: &Summary) -> Result<(), EngineError> {
         let path = self.path.join("summary.json");
         let json = serde_json::to_vec_pretty(summary).expect("a summary serializes");
         std::fs::write(&path, json).map_err(|e| EngineError::io(&path, e))

@@ -11,12 +11,12 @@
 //!
 //! See `engine/README.md` for the model.
 
-mod attempt;
+pub(crate) mod attempt;
 mod bad;
-mod dir;
+pub(crate) mod dir;
 mod dispatch;
 mod failures;
-mod slot;
+pub(crate) mod slot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -172,7 +172,7 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
         Err(e) => (None, Some(e)),
     };
     let wall = opts.clock.now().saturating_duration_since(started);
-    let summary = summarize(&dir.id, plan, &compiled, &totals, wall, output, error.as_ref());
+    let summary = summarize(&dir.id, plan, &totals, wall, output, error.as_ref());
     match (error, dir.write_summary(&summary)) {
         (Some(e), _) | (None, Err(e)) => Err(fail(e)),
         (None, Ok(())) => Ok(Report { run_dir: dir.path, summary, finished_before: false }),

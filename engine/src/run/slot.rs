@@ -75,7 +75,7 @@ pub(super) type Running = (Mutex<usize>, Condvar);
 
 /// Whether a container last used at `used` has passed its `keep_alive` at
 /// `now`.
-pub(super) fn expired(used: Instant, keep_alive: Option<Duration>, now: Instant) -> bool {
+pub(crate) fn expired(used: Instant, keep_alive: Option<Duration>, now: Instant) -> bool {
     keep_alive.is_some_and(|k| now.saturating_duration_since(used) > k)
 }
 

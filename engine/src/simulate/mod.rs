@@ -1,0 +1,707 @@
+//! `fanout simulate`: a discrete-event simulation of a job in simulated
+//! time, at any scale. It replays the engine's own policies — warm
+//! containers per worker slot and their keep-alive (`slot::expired`),
+//! modelled cold starts (`ColdStart::sample` over the engine's seeded
+//! draw), chaos draws, retries with the engine's backoff, straggler
+//! backups by the engine's rule (`flight::backups_due`,
+//! `flight::straggler_wait`) with the loser cancelled, the shuffle's
+//! barrier between phases, and the platform's billing — over durations
+//! calibrated on a real run of the job (see `model.rs`).
+//!
+//! It writes a run directory like a real run's (the job, invocation
+//! records, `summary.json` with `simulation` set), so `fanout report`
+//! draws a simulated run as it draws a real one.
+
+mod model;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fanout_datasets::Dataset;
+use fanout_datasets::generator::Amount;
+use fanout_jobs::{InputSource, JobFile, Plan};
+use hdrhistogram::Histogram;
+
+use crate::chaos::{Chaos, Fault};
+use crate::container::{CANCELLED, standard_normal};
+use crate::error::EngineError;
+use crate::flight::{backups_due, straggler_wait};
+use crate::records::{InvocationRecord, Log, Recorder};
+use crate::run::attempt::backoff;
+use crate::run::dir::RunDir;
+use crate::run::slot::expired;
+use crate::stats::StageStats;
+use crate::step::{Step, StepKind};
+use crate::summary::{FailedTask, InputSummary, Invocations, Latency, Simulation, Summary, stage_summaries};
+use model::{Calibration, StepModel};
+
+/// What to simulate, beyond the job.
+#[derive(Debug, Clone)]
+pub struct SimulateOptions {
+    /// The run to calibrate durations on (a run of the same stages).
+    pub from: PathBuf,
+    /// How many seeds to simulate (the spread of the wall time).
+    pub seeds: u32,
+    /// The run directory to write (default `.fanout/runs/<id>`).
+    pub run_dir: Option<PathBuf>,
+    /// Faults to inject, as `fanout run --chaos` would.
+    pub chaos: Option<Chaos>,
+}
+
+/// A simulated run.
+#[derive(Debug, Clone)]
+pub struct Simulated {
+    /// Its summary (`simulation` set).
+    pub summary: Summary,
+    /// Its run directory.
+    pub run_dir: PathBuf,
+}
+
+/// Simulates `plan` (the job file `job`, kept in the run directory) with
+/// durations calibrated on `opts.from`.
+pub fn simulate(plan: &Plan, job: &JobFile, opts: &SimulateOptions) -> Result<Simulated, EngineError> {
+    let calibrated_on = calibration_platform(&opts.from)?;
+    let cal = Calibration::from_run(&opts.from, &calibrated_on)?;
+    let steps = steps_of(plan);
+    let mut models = Vec::new();
+    for step in &steps {
+        let stage = &plan.stages[step.stage];
+        let key = (stage.name.clone(), step.kind.name().to_string());
+        let m = cal.steps.get(&key).ok_or_else(|| {
+            let e = format!(
+                "stage `{}` ({}) has no successful invocations in {} to calibrate on: simulate a job with the stages \
+                 of the run it is calibrated on",
+                stage.name,
+                step.kind.name(),
+                opts.from.display()
+            );
+            EngineError::io(&opts.from, std::io::Error::other(e))
+        })?;
+        models.push(m.clone());
+    }
+    let dir = RunDir::create(opts.run_dir.as_deref(), false)?;
+    dir.write_job(job)?;
+    let names: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
+    let log = Log::create(&dir.path.join(crate::records::FILE), false, &names)?;
+    let mut walls = Vec::new();
+    let mut first = None;
+    for seed in 0..opts.seeds.max(1) {
+        let mut recorder = (seed == 0).then(|| Recorder::new(&log, StepKind::ALL.len() * plan.stages.len()));
+        let mut sim = Sim::new(plan, &cal, &steps, &models, opts.chaos, u64::from(seed), recorder.as_mut());
+        sim.run()?;
+        let outcome = sim.outcome();
+        if let Some(r) = recorder.as_mut() {
+            r.flush()?;
+        }
+        walls.push(outcome.wall_us as f64 / 1e6);
+        if first.is_none() {
+            first = Some(outcome);
+        }
+    }
+    let outcome = first.expect("one seed at least");
+    let mut sorted = walls.clone();
+    sorted.sort_by(f64::total_cmp);
+    let q = |p: f64| sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)];
+    let simulation = Simulation {
+        simulated: true,
+        calibrated_from: opts.from.clone(),
+        seeds: opts.seeds.max(1),
+        wall_p5: q(0.05),
+        wall_p50: q(0.5),
+        wall_p95: q(0.95),
+    };
+    let summary = outcome.summary(&dir.id, plan, simulation);
+    dir.write_summary(&summary)?;
+    Ok(Simulated { summary, run_dir: dir.path })
+}
+
+/// The platform of the run in `from`, from its job.
+fn calibration_platform(from: &Path) -> Result<fanout_jobs::PlatformPlan, EngineError> {
+    let bad = |m: String| EngineError::io(from, std::io::Error::other(m));
+    let job = fanout_jobs::load(&from.join("job.json"), &[])
+        .map_err(|e| bad(format!("not a run directory to calibrate on: {e}")))?;
+    let plan = fanout_jobs::validate(&job, &fanout_workers::Registry::builtins())
+        .map_err(|e| bad(format!("its job no longer validates: {e}")))?;
+    Ok(plan.platform)
+}
+
+/// The job's steps, in order: a map per stage, a combine and a reduce per
+/// keyed stage.
+fn steps_of(plan: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (i, s) in plan.stages.iter().enumerate() {
+        if s.key.is_some() {
+            steps.extend([Step::combine(i), Step::reduce(i)]);
+        } else {
+            steps.push(Step::map(i));
+        }
+    }
+    steps
+}
+
+/// A phase's tasks: (id, bytes, records), listed lazily.
+type Tasks<'a> = Box<dyn Iterator<Item = Result<(u64, u64, u64), EngineError>> + 'a>;
+
+/// The input's splits: listed as a run lists them when the input is
+/// there (a generated input already in the cache included); for a
+/// generated input that is not, even splits of `chunk_size` (never
+/// generated: `--set input.generate.size=1TiB` costs nothing).
+fn splits<'a>(plan: &'a Plan, cal: &'a Calibration) -> Result<Tasks<'a>, EngineError> {
+    let per_byte = cal.records_per_byte;
+    let paths = match &plan.input.source {
+        InputSource::Paths(p) => Some(p.clone()),
+        InputSource::Generate(g) => {
+            let cached = Path::new(".fanout/cache").join(fanout_jobs::generated_name(g));
+            cached.is_file().then(|| vec![cached.display().to_string()])
+        }
+    };
+    if let Some(paths) = paths {
+        let ds = Dataset::open(paths, plan.input.options.clone()).map_err(EngineError::Input)?;
+        let splits: Vec<(u64, u64)> = ds
+            .splits()
+            .map(|s| s.map(|s| (s.index, s.bytes())))
+            .collect::<Result<_, _>>()
+            .map_err(EngineError::Input)?;
+        return Ok(Box::new(splits.into_iter().map(move |(i, b)| Ok((i, b, (b as f64 * per_byte).round() as u64)))));
+    }
+    let InputSource::Generate(g) = &plan.input.source else { unreachable!("paths are listed above") };
+    let total = match g.amount {
+        Amount::Bytes(b) => b,
+        Amount::Rows(r) => (r as f64 / per_byte.max(1e-12)) as u64,
+    };
+    let chunk = plan.input.options.chunk_size.max(1);
+    let n = total.div_ceil(chunk);
+    Ok(Box::new((0..n).map(move |i| {
+        let b = if i + 1 == n { total - chunk * (n - 1) } else { chunk };
+        Ok((i, b, (b as f64 * per_byte).round() as u64))
+    })))
+}
+
+/// An invocation the simulation decided on.
+#[derive(Debug, Clone)]
+struct Planned {
+    step: Step,
+    attempt: u32,
+    container: u64,
+    cold: bool,
+    start: u64,
+    end: u64,
+    error: Option<&'static str>,
+    bytes_in: u64,
+    records_in: u64,
+    bytes_out: u64,
+    records_out: u64,
+}
+
+/// A run of a task on a slot: its invocations, and how it ends.
+struct Run {
+    task: u64,
+    backup: bool,
+    queued: u64,
+    planned: Vec<Planned>,
+    ok: bool,
+}
+
+/// A worker slot.
+struct SlotSim {
+    /// Bumped when its run is cancelled: its pending end is stale.
+    epoch: u64,
+    run: Option<Run>,
+    /// Per step index: a warm container and when it was last used.
+    containers: Vec<Option<(u64, u64)>>,
+}
+
+/// A task with runs going.
+struct Running {
+    started: u64,
+    bytes: u64,
+    records: u64,
+    backed_up: bool,
+    slots: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// A slot's run ends (if its epoch is still current).
+    End { slot: usize, epoch: u64 },
+    /// A slot is ready for the next task.
+    Ready { slot: usize },
+    /// A straggler may be due for a backup.
+    Check,
+}
+
+/// What one seed's simulation came to.
+struct Outcome {
+    wall_us: u64,
+    stats: Vec<StageStats>,
+    splits: u64,
+    input_bytes: u64,
+    input_records: u64,
+    backups: u64,
+    failed: Vec<FailedTask>,
+    concurrency: usize,
+}
+
+impl Outcome {
+    fn summary(&self, run_id: &str, plan: &Plan, simulation: Simulation) -> Summary {
+        let (stages, all, cost) = stage_summaries(plan, &self.stats);
+        let secs = (self.wall_us as f64 / 1e6).max(1e-9);
+        let tolerated = self.failed.len() as u64
+            <= plan.platform.tolerated_failure_count.unwrap_or(0).max(
+                plan.platform.tolerated_failure_percent.map_or(0, |p| (p / 100.0 * self.splits as f64).floor() as u64),
+            );
+        Summary {
+            run_id: run_id.to_string(),
+            job: plan.name.clone(),
+            status: if tolerated { "succeeded" } else { "failed" }.to_string(),
+            error: (!tolerated).then(|| format!("{} tasks failed for good", self.failed.len())),
+            wall_seconds: secs,
+            concurrency: self.concurrency,
+            input: InputSummary {
+                splits: self.splits,
+                bytes: self.input_bytes,
+                records: self.input_records,
+                skipped: 0,
+                rejected: 0,
+                rejects: None,
+            },
+            input_mib_per_second: self.input_bytes as f64 / (1 << 20) as f64 / secs,
+            records_per_second: self.input_records as f64 / secs,
+            output: None,
+            invocations: Invocations {
+                total: all.invocations,
+                cold: all.cold,
+                failed: all.failed,
+                per_second: all.invocations as f64 / secs,
+            },
+            retries: all.retries,
+            resumed_tasks: 0,
+            backup_tasks: self.backups,
+            failed_tasks: self.failed.clone(),
+            cost,
+            latency_ms: Latency::of(&all.latency),
+            shuffle_spilled_bytes: 0,
+            stages,
+            simulation: Some(simulation),
+        }
+    }
+}
+
+/// One seed's simulation.
+struct Sim<'a, 'r> {
+    plan: &'a Plan,
+    cal: &'a Calibration,
+    steps: &'a [Step],
+    models: &'a [StepModel],
+    chaos: Option<Chaos>,
+    seed: u64,
+    recorder: Option<&'r mut Recorder<'a>>,
+    /// Instants for the engine's policies: `base` + simulated µs.
+    base: Instant,
+    now: u64,
+    heap: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    seq: u64,
+    slots: Vec<SlotSim>,
+    free: Vec<usize>,
+    /// Backups waiting for a slot (before the phase's own tasks).
+    backlog: VecDeque<(u64, u64, u64)>,
+    running: HashMap<u64, Running>,
+    check_at: Option<u64>,
+    /// The phase's tasks: their steps, how many were listed, how many
+    /// are decided, whether all are listed.
+    phase: Vec<usize>,
+    listed: u64,
+    finished: u64,
+    exhausted: bool,
+    durations: Histogram<u64>,
+    /// Bytes and records out of the phase's last step, for the next.
+    phase_out: (u64, u64),
+    next_container: u64,
+    stats: Vec<StageStats>,
+    out: Outcome,
+}
+
+impl<'a, 'r> Sim<'a, 'r> {
+    fn new(
+        plan: &'a Plan,
+        cal: &'a Calibration,
+        steps: &'a [Step],
+        models: &'a [StepModel],
+        chaos: Option<Chaos>,
+        seed: u64,
+        recorder: Option<&'r mut Recorder<'a>>,
+    ) -> Self {
+        let slots = plan.platform.concurrency.max(1);
+        let index_count = StepKind::ALL.len() * plan.stages.len();
+        Sim {
+            plan,
+            cal,
+            steps,
+            models,
+            chaos: chaos.map(|c| Chaos { seed: c.seed.wrapping_add(seed), ..c }),
+            seed,
+            recorder,
+            base: Instant::now(),
+            now: cal.head_us as u64,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            slots: (0..slots).map(|_| SlotSim { epoch: 0, run: None, containers: vec![None; index_count] }).collect(),
+            free: (0..slots).rev().collect(),
+            backlog: VecDeque::new(),
+            running: HashMap::new(),
+            check_at: None,
+            phase: Vec::new(),
+            listed: 0,
+            finished: 0,
+            exhausted: false,
+            durations: Histogram::new_with_bounds(1, 86_400_000_000, 2).expect("valid bounds"),
+            phase_out: (0, 0),
+            next_container: seed << 40,
+            stats: vec![StageStats::default(); index_count],
+            out: Outcome {
+                wall_us: 0,
+                stats: Vec::new(),
+                splits: 0,
+                input_bytes: 0,
+                input_records: 0,
+                backups: 0,
+                failed: Vec::new(),
+                concurrency: slots,
+            },
+        }
+    }
+
+    fn at(&self, us: u64) -> Instant {
+        self.base + Duration::from_micros(us)
+    }
+
+    fn push(&mut self, at: u64, e: Event) {
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, e)));
+    }
+
+    /// Simulates every phase.
+    fn run(&mut self) -> Result<(), EngineError> {
+        let mut i = 0;
+        let mut first = true;
+        while i < self.steps.len() {
+            // A phase: steps up to and including a combine (which ends it),
+            // or from a reduce.
+            let mut phase = vec![i];
+            i += 1;
+            while i < self.steps.len() && self.steps[i - 1].kind != StepKind::Combine {
+                phase.push(i);
+                i += 1;
+            }
+            self.phase = phase;
+            let tasks: Tasks<'_> = if first {
+                splits(self.plan, self.cal)?
+            } else {
+                let stage = &self.plan.stages[self.steps[self.phase[0]].stage];
+                let n = stage.partitions.max(1) as u64;
+                let (bytes, records) = self.phase_out;
+                Box::new((0..n).map(move |p| Ok((p, bytes / n, records / n))))
+            };
+            self.run_phase(tasks, first)?;
+            first = false;
+        }
+        self.out.wall_us = self.now + self.cal.tail_us as u64;
+        Ok(())
+    }
+
+    fn run_phase(&mut self, mut tasks: Tasks<'_>, splits: bool) -> Result<(), EngineError> {
+        (self.listed, self.finished, self.exhausted) = (0, 0, false);
+        self.phase_out = (0, 0);
+        self.durations.reset();
+        self.check_at = None;
+        loop {
+            // Free slots take backups first, then the phase's tasks.
+            while let Some(&slot) = self.free.last() {
+                let task = match self.backlog.pop_front() {
+                    Some((t, b, r)) => Some((t, b, r, true)),
+                    None if self.exhausted => None,
+                    None => match tasks.next() {
+                        Some(t) => {
+                            let (t, b, r) = t?;
+                            self.listed += 1;
+                            if splits {
+                                self.out.splits += 1;
+                                self.out.input_bytes += b;
+                                self.out.input_records += r;
+                            }
+                            Some((t, b, r, false))
+                        }
+                        None => {
+                            self.exhausted = true;
+                            self.check_backups();
+                            None
+                        }
+                    },
+                };
+                let Some((task, bytes, records, backup)) = task else { break };
+                self.free.pop();
+                self.start(slot, task, bytes, records, backup);
+            }
+            let Some(Reverse((at, _, event))) = self.heap.pop() else { break };
+            self.now = self.now.max(at);
+            match event {
+                Event::End { slot, epoch } if epoch == self.slots[slot].epoch => self.end(slot),
+                Event::End { .. } => {}
+                Event::Ready { slot } => self.free.push(slot),
+                Event::Check => {
+                    self.check_at = None;
+                    self.check_backups();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a run of `task` on `slot` now: its invocations are decided
+    /// at once (a slot runs a task's steps back to back).
+    fn start(&mut self, slot: usize, task: u64, bytes: u64, records: u64, backup: bool) {
+        let r = self.running.entry(task).or_insert(Running {
+            started: self.now,
+            bytes,
+            records,
+            backed_up: false,
+            slots: Vec::new(),
+        });
+        r.slots.push(slot);
+        let (mut t, mut bytes, mut records) = (self.now, bytes, records);
+        let platform = &self.plan.platform;
+        let cpu = platform.pricing.cpu_scale.max(1.0) / self.cal.cpu_scale.max(1.0);
+        let mut planned = Vec::new();
+        let mut ok = true;
+        for &i in &self.phase.clone() {
+            let (step, model) = (self.steps[i], &self.models[i]);
+            let at = step.index();
+            let mut attempt = 1;
+            loop {
+                let warm = self.slots[slot].containers[at]
+                    .filter(|&(_, used)| !expired(self.at(used), platform.containers.keep_alive, self.at(t)));
+                let (container, cold) = match warm {
+                    Some((id, _)) => (id, false),
+                    None => {
+                        self.next_container += 1;
+                        (self.next_container, true)
+                    }
+                };
+                let mut us = 0.0;
+                if cold {
+                    if platform.emulate {
+                        us += platform.containers.cold_start.sample(standard_normal(container)).as_secs_f64() * 1e6;
+                    }
+                    us += model.cold_us(self.draw(at, task, attempt, backup, 1));
+                }
+                if platform.emulate {
+                    us += platform.containers.overhead.as_secs_f64() * 1e6;
+                }
+                let draw = if backup { attempt + 1000 } else { attempt };
+                let fault = self.chaos.map_or(Fault::None, |c| c.draw(step.stage, step.kind as usize, task, draw));
+                let compute = model.warm_us(bytes, self.draw(at, task, attempt, backup, 0)) * cpu;
+                let timeout = platform.timeout.map(|d| d.as_secs_f64() * 1e6);
+                let (mut us, mut error) = match fault {
+                    Fault::None => (us + compute, None),
+                    Fault::Fail => (us, Some("chaos: injected failure")),
+                    Fault::Panic => (us, Some("chaos: injected panic")),
+                    Fault::Timeout => (timeout.unwrap_or(us + compute), Some("timed out")),
+                    Fault::Straggle(x) => (us + compute * x, None),
+                };
+                if let Some(limit) = timeout
+                    && us > limit
+                {
+                    (us, error) = (limit, Some("timed out"));
+                }
+                let end = t + us.round() as u64;
+                let (bytes_out, records_out) = if error.is_none() {
+                    ((bytes as f64 * model.bytes_ratio) as u64, (records as f64 * model.records_ratio).round() as u64)
+                } else {
+                    (0, 0)
+                };
+                // A panicked or timed-out container is not reused.
+                let reused = !matches!(fault, Fault::Panic | Fault::Timeout) && error != Some("timed out");
+                self.slots[slot].containers[at] = reused.then_some((container, end));
+                planned.push(Planned {
+                    step,
+                    attempt,
+                    container,
+                    cold,
+                    start: t,
+                    end,
+                    error,
+                    bytes_in: bytes,
+                    records_in: records,
+                    bytes_out,
+                    records_out,
+                });
+                t = end;
+                if error.is_none() {
+                    (bytes, records) = (bytes_out, records_out);
+                    break;
+                }
+                if attempt > platform.retries {
+                    ok = false;
+                    break;
+                }
+                t += backoff(platform.backoff, attempt, self.seed, step, task).as_micros() as u64;
+                attempt += 1;
+            }
+            if !ok {
+                break;
+            }
+        }
+        let queued = self.now;
+        self.slots[slot].run = Some(Run { task, backup, queued, planned, ok });
+        let epoch = self.slots[slot].epoch;
+        self.push(t, Event::End { slot, epoch });
+    }
+
+    /// A uniform draw in [0, 1) for a residual (`what` 0) or a cold start
+    /// (1), by seed, step, task, attempt and run.
+    fn draw(&self, step: usize, task: u64, attempt: u32, backup: bool, what: u64) -> f64 {
+        let mut key = [0u8; 40];
+        key[..8].copy_from_slice(&self.seed.to_le_bytes());
+        key[8..16].copy_from_slice(&(step as u64).to_le_bytes());
+        key[16..24].copy_from_slice(&task.to_le_bytes());
+        key[24..32].copy_from_slice(&(u64::from(attempt) | u64::from(backup) << 32).to_le_bytes());
+        key[32..].copy_from_slice(&what.to_le_bytes());
+        (xxhash_rust::xxh3::xxh3_64(&key) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `slot`'s run has ended: the task is decided (its twin cancelled), or
+    /// left to its twin, or failed for good.
+    fn end(&mut self, slot: usize) {
+        let run = self.slots[slot].run.take().expect("a run ends");
+        self.emit(&run, slot, u64::MAX);
+        let task = run.task;
+        let r = self.running.get_mut(&task).expect("a running task");
+        r.slots.retain(|&s| s != slot);
+        let (started, bytes, twins) = (r.started, r.bytes, r.slots.len());
+        let decided = if run.ok {
+            if let Some(p) = run.planned.last() {
+                self.phase_out.0 += p.bytes_out;
+                self.phase_out.1 += p.records_out;
+            }
+            let _ = self.durations.record((self.now - started).max(1));
+            let others = self.running.get_mut(&task).map(|r| std::mem::take(&mut r.slots)).unwrap_or_default();
+            for other in others {
+                self.cancel(other);
+            }
+            true
+        } else if twins == 0 {
+            let last = run.planned.last().expect("a failed run invoked");
+            self.out.failed.push(FailedTask {
+                stage: self.plan.stages[last.step.stage].name.clone(),
+                phase: last.step.kind.name().to_string(),
+                task,
+                input: format!("{bytes} bytes"),
+                attempts: last.attempt,
+                error: last.error.unwrap_or("failed").to_string(),
+            });
+            true
+        } else {
+            false
+        };
+        if decided {
+            self.running.remove(&task);
+            self.finished += 1;
+        }
+        self.push(self.now + self.cal.gap_us as u64, Event::Ready { slot });
+        self.check_backups();
+    }
+
+    /// Cancels `slot`'s run now: its invocation in flight ends as
+    /// cancelled, what it would have run later is not run.
+    fn cancel(&mut self, slot: usize) {
+        let Some(run) = self.slots[slot].run.take() else { return };
+        self.emit(&run, slot, self.now);
+        if let Some(p) = run.planned.iter().find(|p| p.start < self.now && p.end > self.now) {
+            // Its container was abandoned.
+            self.slots[slot].containers[p.step.index()] = None;
+        }
+        self.slots[slot].epoch += 1;
+        self.push(self.now, Event::Ready { slot });
+    }
+
+    /// Records `run`'s invocations up to `until` (the one in flight then
+    /// ends there, cancelled).
+    fn emit(&mut self, run: &Run, slot: usize, until: u64) {
+        let pricing = &self.plan.platform.pricing;
+        for p in run.planned.iter().filter(|p| p.start < until || until == u64::MAX) {
+            let cut = p.end > until;
+            let end = p.end.min(until);
+            let name = &self.plan.stages[p.step.stage].name;
+            let billed = pricing.billed(Duration::from_micros(end - p.start));
+            let record = InvocationRecord {
+                stage: name,
+                phase: p.step.kind.name(),
+                task: run.task,
+                attempt: p.attempt,
+                backup: run.backup,
+                worker: slot,
+                container: p.container,
+                cold: p.cold,
+                queued_us: if p.attempt == 1 && p.step == self.steps[self.phase[0]] { run.queued } else { p.start },
+                started_us: p.start,
+                finished_us: end,
+                billed_us: billed.as_micros() as u64,
+                status: if p.error.is_none() && !cut { "ok" } else { "error" },
+                error: if cut { Some(CANCELLED) } else { p.error },
+                bytes_in: p.bytes_in,
+                records_in: p.records_in,
+                bytes_out: if cut { 0 } else { p.bytes_out },
+                records_out: if cut { 0 } else { p.records_out },
+            };
+            self.stats[p.step.index()].add(&record);
+            if let Some(r) = self.recorder.as_mut() {
+                // A full disk shows when the records are flushed.
+                let _ = r.record(p.step.index(), &record);
+            }
+        }
+    }
+
+    /// Backs up the stragglers, by the engine's rule, once every task of
+    /// the phase is listed; schedules the next look.
+    fn check_backups(&mut self) {
+        let p = &self.plan.platform;
+        if !p.backups || !self.exhausted || !backups_due(self.finished, self.listed, p.backup_when_done) {
+            return;
+        }
+        if self.durations.is_empty() {
+            return;
+        }
+        let median = Duration::from_micros(self.durations.value_at_quantile(0.5));
+        let wait = straggler_wait(median, p.backup_after).as_micros() as u64;
+        let mut next: Option<u64> = None;
+        let mut due = Vec::new();
+        for (&task, r) in &mut self.running {
+            if r.backed_up {
+                continue;
+            }
+            if self.now.saturating_sub(r.started) > wait {
+                r.backed_up = true;
+                due.push((task, r.bytes, r.records));
+            } else {
+                let at = r.started + wait + 1;
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        due.sort_unstable();
+        self.out.backups += due.len() as u64;
+        self.backlog.extend(due);
+        if let Some(at) = next
+            && self.check_at.is_none_or(|c| at < c)
+        {
+            self.check_at = Some(at);
+            self.push(at, Event::Check);
+        }
+    }
+
+    fn outcome(mut self) -> Outcome {
+        self.out.stats = std::mem::take(&mut self.stats);
+        self.out
+    }
+}

@@ -1,0 +1,211 @@
+//! Calibration: each step's invocation durations, learned from a real
+//! run's records. A step's warm compute time is a line in its input bytes
+//! (least squares) times a residual drawn from the run's own spread; a
+//! cold start adds what the run's cold invocations took beyond that; and
+//! what the run's platform emulated (modelled cold starts, overheads) is
+//! taken out first, so the simulated platform's own model can be put in.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use fanout_jobs::PlatformPlan;
+
+use crate::container::standard_normal;
+use crate::error::EngineError;
+use crate::records;
+use crate::summary::Summary;
+
+/// Residuals kept per step (evenly spaced quantiles of the run's).
+const RESIDUALS: usize = 4096;
+
+/// One step's durations.
+#[derive(Debug, Clone)]
+pub(crate) struct StepModel {
+    /// Warm compute time: `a + b × bytes in`, in µs.
+    pub(crate) a_us: f64,
+    pub(crate) b_us_per_byte: f64,
+    /// Actual / fitted, sorted: a draw picks one.
+    pub(crate) residuals: Vec<f64>,
+    /// What a cold start took beyond the warm time and the modelled start
+    /// (the function's init, a process start), sorted; µs.
+    pub(crate) cold_extra_us: Vec<f64>,
+    /// Output bytes and records per input byte and record.
+    pub(crate) bytes_ratio: f64,
+    pub(crate) records_ratio: f64,
+}
+
+impl StepModel {
+    /// The warm compute time of an invocation reading `bytes`, for a
+    /// uniform draw `u` in [0, 1).
+    pub(crate) fn warm_us(&self, bytes: u64, u: f64) -> f64 {
+        let fit = self.a_us + self.b_us_per_byte * bytes as f64;
+        fit * pick(&self.residuals, u).unwrap_or(1.0)
+    }
+
+    /// A cold start's extra time, for a draw `u`.
+    pub(crate) fn cold_us(&self, u: f64) -> f64 {
+        pick(&self.cold_extra_us, u).unwrap_or(0.0)
+    }
+}
+
+fn pick(sorted: &[f64], u: f64) -> Option<f64> {
+    (!sorted.is_empty()).then(|| sorted[((u * sorted.len() as f64) as usize).min(sorted.len() - 1)])
+}
+
+/// What a run taught about its job.
+#[derive(Debug, Clone)]
+pub(crate) struct Calibration {
+    /// By (stage, phase).
+    pub(crate) steps: HashMap<(String, String), StepModel>,
+    /// Input records per byte.
+    pub(crate) records_per_byte: f64,
+    /// Before the first invocation (listing, opening) and after the last
+    /// (gather, commit), µs.
+    pub(crate) head_us: f64,
+    pub(crate) tail_us: f64,
+    /// A slot's time between one task and the next (the hand-off), µs.
+    pub(crate) gap_us: f64,
+    /// The CPU share the run's platform gave (1 = a core here).
+    pub(crate) cpu_scale: f64,
+}
+
+/// Per step while reading: (bytes in, compute µs) of warm invocations,
+/// and the cold ones' (bytes in, µs beyond the modelled start).
+#[derive(Default)]
+struct Samples {
+    warm: Vec<(f64, f64)>,
+    cold: Vec<(f64, f64)>,
+    bytes: (f64, f64),
+    records: (f64, f64),
+}
+
+impl Calibration {
+    /// Calibrates on the run in `dir`, whose job's platform was `platform`.
+    pub(crate) fn from_run(dir: &Path, platform: &PlatformPlan) -> Result<Calibration, EngineError> {
+        let invalid = |m: String| EngineError::io(dir, std::io::Error::other(m));
+        let summary: Summary = std::fs::read(dir.join("summary.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| invalid("no summary.json: calibrate on a run that finished".to_string()))?;
+        let emulated = platform.emulate;
+        let overhead = if emulated { platform.containers.overhead.as_secs_f64() * 1e6 } else { 0.0 };
+        let mut per: HashMap<(String, String), Samples> = HashMap::new();
+        let (mut first, mut last) = (u64::MAX, 0u64);
+        // Per slot: the span it worked over and its busy time, and the
+        // first step's invocations (tasks).
+        let mut slots: HashMap<usize, (u64, u64, u64)> = HashMap::new();
+        let mut tasks = 0u64;
+        let first_stage = summary.stages.first().map(|s| (s.name.clone(), s.phase.clone()));
+        records::scan(dir, |r| {
+            first = first.min(r.started_us);
+            last = last.max(r.finished_us);
+            let dur = r.finished_us.saturating_sub(r.started_us);
+            let slot = slots.entry(r.worker).or_insert((u64::MAX, 0, 0));
+            slot.0 = slot.0.min(r.started_us);
+            slot.1 = slot.1.max(r.finished_us);
+            slot.2 += dur;
+            if first_stage.as_ref().is_some_and(|(s, p)| s == r.stage && p == r.phase) {
+                tasks += 1;
+            }
+            if r.status != "ok" {
+                return;
+            }
+            let s = per.entry((r.stage.to_string(), r.phase.to_string())).or_default();
+            let compute = dur as f64 - overhead;
+            if r.cold {
+                let modelled = if emulated {
+                    platform.containers.cold_start.sample(standard_normal(r.container))
+                } else {
+                    Default::default()
+                };
+                s.cold.push((r.bytes_in as f64, compute - modelled.as_secs_f64() * 1e6));
+            } else {
+                s.warm.push((r.bytes_in as f64, compute.max(0.0)));
+            }
+            s.bytes.0 += r.bytes_in as f64;
+            s.bytes.1 += r.bytes_out as f64;
+            s.records.0 += r.records_in as f64;
+            s.records.1 += r.records_out as f64;
+        })?;
+        let mut steps = HashMap::new();
+        for (key, s) in per {
+            steps.insert(key, fit(s));
+        }
+        let busy: u64 = slots.values().map(|s| s.1.saturating_sub(s.0)).sum();
+        let worked: u64 = slots.values().map(|s| s.2).sum();
+        let wall_us = summary.wall_seconds * 1e6;
+        Ok(Calibration {
+            steps,
+            records_per_byte: summary.input.records as f64 / summary.input.bytes.max(1) as f64,
+            head_us: if first == u64::MAX { 0.0 } else { first as f64 },
+            tail_us: (wall_us - last as f64).max(0.0),
+            gap_us: busy.saturating_sub(worked) as f64 / tasks.max(1) as f64,
+            cpu_scale: summary.cost.cpu_scale,
+        })
+    }
+}
+
+/// Fits a step's line and spreads.
+fn fit(s: Samples) -> StepModel {
+    // Without warm invocations, the cold ones stand in.
+    let points = if s.warm.is_empty() { &s.cold } else { &s.warm };
+    let n = points.len().max(1) as f64;
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let var: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let cov: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let mut b = if var > 0.0 { (cov / var).max(0.0) } else { 0.0 };
+    let mut a = my - b * mx;
+    if a < 0.0 {
+        (a, b) = (0.0, if mx > 0.0 { my / mx } else { 0.0 });
+    }
+    let predict = |x: f64| a + b * x;
+    let mut residuals: Vec<f64> =
+        points.iter().filter(|p| predict(p.0) > 0.0).map(|p| (p.1 / predict(p.0)).max(0.0)).collect();
+    let mut cold: Vec<f64> =
+        if s.warm.is_empty() { Vec::new() } else { s.cold.iter().map(|p| (p.1 - predict(p.0)).max(0.0)).collect() };
+    StepModel {
+        a_us: a,
+        b_us_per_byte: b,
+        residuals: quantiles(&mut residuals),
+        cold_extra_us: quantiles(&mut cold),
+        bytes_ratio: if s.bytes.0 > 0.0 { s.bytes.1 / s.bytes.0 } else { 1.0 },
+        records_ratio: if s.records.0 > 0.0 { s.records.1 / s.records.0 } else { 1.0 },
+    }
+}
+
+/// `v` sorted, thinned to at most [`RESIDUALS`] evenly spaced quantiles.
+fn quantiles(v: &mut [f64]) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    if v.len() <= RESIDUALS {
+        return v.to_vec();
+    }
+    (0..RESIDUALS).map(|i| v[i * v.len() / RESIDUALS]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_fitted_through_durations_by_bytes() {
+        let mut s = Samples::default();
+        for x in [1000.0, 2000.0, 3000.0, 4000.0] {
+            s.warm.push((x, 50.0 + 0.01 * x));
+        }
+        s.cold.push((1000.0, 5060.0));
+        let m = fit(s);
+        assert!((m.a_us - 50.0).abs() < 1e-6 && (m.b_us_per_byte - 0.01).abs() < 1e-9, "{m:?}");
+        assert!(m.residuals.iter().all(|r| (r - 1.0).abs() < 1e-9));
+        assert_eq!(m.cold_extra_us, [5000.0]);
+        assert!((m.warm_us(10_000, 0.5) - 150.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn thinning_keeps_the_spread() {
+        let mut v: Vec<f64> = (0..100_000).rev().map(f64::from).collect();
+        let q = quantiles(&mut v);
+        assert_eq!(q.len(), RESIDUALS);
+        assert_eq!(q[0], 0.0);
+        assert!(q[RESIDUALS - 1] > 99_000.0);
+    }
+}
