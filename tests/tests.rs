@@ -14,3 +14,4 @@ mod remote;
 mod report;
 mod run;
 mod serve;
+mod simulate;

@@ -416,33 +416,48 @@ impl<'a, 'r> Sim<'a, 'r> {
         self.phase_out = (0, 0);
         self.durations.reset();
         self.check_at = None;
+        // Tasks listed ahead of the slots, as the engine's bounded channel
+        // holds them (two per slot): the listing ends, and backups may
+        // start, that far before the last task runs.
+        let ahead = 2 * self.slots.len();
+        let mut queue: VecDeque<(u64, u64, u64, u64)> = VecDeque::new();
         loop {
+            while !self.exhausted && queue.len() < ahead {
+                match tasks.next() {
+                    Some(t) => {
+                        let (t, b, r) = t?;
+                        self.listed += 1;
+                        if splits {
+                            self.out.splits += 1;
+                            self.out.input_bytes += b;
+                            self.out.input_records += r;
+                        }
+                        queue.push_back((t, b, r, self.now));
+                    }
+                    None => {
+                        self.exhausted = true;
+                        self.check_backups();
+                    }
+                }
+            }
             // Free slots take backups first, then the phase's tasks.
             while let Some(&slot) = self.free.last() {
                 let task = match self.backlog.pop_front() {
-                    Some((t, b, r)) => Some((t, b, r, true)),
-                    None if self.exhausted => None,
-                    None => match tasks.next() {
-                        Some(t) => {
-                            let (t, b, r) = t?;
-                            self.listed += 1;
-                            if splits {
-                                self.out.splits += 1;
-                                self.out.input_bytes += b;
-                                self.out.input_records += r;
-                            }
-                            Some((t, b, r, false))
-                        }
-                        None => {
-                            self.exhausted = true;
-                            self.check_backups();
-                            None
-                        }
+                    Some((t, b, r)) => (t, b, r, self.now, true),
+                    None => match queue.pop_front() {
+                        Some((t, b, r, queued)) => (t, b, r, queued, false),
+                        None => break,
                     },
                 };
-                let Some((task, bytes, records, backup)) = task else { break };
                 self.free.pop();
-                self.start(slot, task, bytes, records, backup);
+                let (task, bytes, records, queued, backup) = task;
+                self.start(slot, task, bytes, records, queued, backup);
+                if !self.exhausted && queue.len() < ahead {
+                    break;
+                }
+            }
+            if !self.exhausted && queue.len() < ahead {
+                continue;
             }
             let Some(Reverse((at, _, event))) = self.heap.pop() else { break };
             self.now = self.now.max(at);
@@ -461,7 +476,7 @@ impl<'a, 'r> Sim<'a, 'r> {
 
     /// Starts a run of `task` on `slot` now: its invocations are decided
     /// at once (a slot runs a task's steps back to back).
-    fn start(&mut self, slot: usize, task: u64, bytes: u64, records: u64, backup: bool) {
+    fn start(&mut self, slot: usize, task: u64, bytes: u64, records: u64, queued: u64, backup: bool) {
         let r = self.running.entry(task).or_insert(Running {
             started: self.now,
             bytes,
@@ -553,7 +568,6 @@ impl<'a, 'r> Sim<'a, 'r> {
                 break;
             }
         }
-        let queued = self.now;
         self.slots[slot].run = Some(Run { task, backup, queued, planned, ok });
         let epoch = self.slots[slot].epoch;
         self.push(t, Event::End { slot, epoch });

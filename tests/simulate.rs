@@ -1,0 +1,220 @@
+//! `fanout simulate`: predictions checked against real runs of the same
+//! job on every preset (calibrated on a run at concurrency 1), determinism
+//! per seed, chaos rates, a generated input simulated at a size never
+//! generated, the report of a simulated run, and the errors.
+
+use crate::faults::PRESETS;
+use crate::util::{Run, Scratch, root, summary};
+
+/// A job of `lines` one-line splits: 20 ms of waiting (the `sleep`
+/// builtin: no core used, so the machine's load does not change it), a
+/// word count, a keyed total.
+fn sleep_job(s: &Scratch, lines: usize) {
+    let text: String = (0..lines).map(|i| format!("w{} w{}\n", i % 7, i % 5)).collect();
+    s.write("in.txt", &text);
+    let job = "name = \"sleepy\"\n[input]\npath = \"in.txt\"\nchunk_size = 1\n[[stage]]\nname = \"work\"\n\
+               function = \"sleep\"\nparams = { ms = 20 }\n[[stage]]\nname = \"count\"\nfunction = \"word_count\"\n\
+               [[stage]]\nname = \"total\"\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = { sum = [\"count\"] }\n\
+               [output]\npath = \"out.csv\"\nmode = \"overwrite\"\n";
+    s.write("job.toml", job);
+}
+
+fn with_sets<'a>(mut args: Vec<&'a str>, sets: &'a [String]) -> Vec<&'a str> {
+    for set in sets {
+        args.extend(["--set", set.as_str()]);
+    }
+    args
+}
+
+fn real(s: &Scratch, dir: &str, sets: &[String]) -> serde_json::Value {
+    let args =
+        with_sets(vec!["run", "job.toml", "--progress", "never", "--show", "0", "--json", "--run-dir", dir], sets);
+    summary(&s.run_within(120, &args).expect(0))
+}
+
+fn simulate(s: &Scratch, dir: &str, sets: &[String], extra: &[&str]) -> Run {
+    let mut args = with_sets(vec!["simulate", "job.toml", "--from", "cal", "--json", "--run-dir", dir], sets);
+    args.extend_from_slice(extra);
+    s.run_within(120, &args)
+}
+
+#[test]
+fn simulate_predicts_real_runs_on_every_preset_calibrated_at_concurrency_one() {
+    let s = Scratch::new();
+    sleep_job(&s, 24);
+    real(&s, "cal", &["platform.concurrency=1".to_string()]);
+    let mut cases: Vec<Vec<String>> =
+        vec![vec!["platform.concurrency=2".into()], vec!["platform.concurrency=4".into()]];
+    for preset in PRESETS {
+        // Backups (on by default on FaaS presets) start from timing noise
+        // in the real run: the chaos test checks them.
+        cases.push(vec![
+            format!("platform.preset={preset}"),
+            "platform.concurrency=3".into(),
+            "platform.emulate=true".into(),
+            "platform.backups=false".into(),
+        ]);
+    }
+    let mut errors = Vec::new();
+    for (i, sets) in cases.iter().enumerate() {
+        let r = real(&s, &format!("real-{i}"), sets);
+        let p = summary(&simulate(&s, &format!("sim-{i}"), sets, &["--seeds", "3"]).expect(0));
+        assert_eq!(p["simulation"]["simulated"], true);
+        // The same tasks, invocations and cold starts (one container per
+        // slot and step) as the real run.
+        for field in ["splits", "bytes", "records"] {
+            assert_eq!(p["input"][field], r["input"][field], "{sets:?}: input {field}");
+        }
+        assert_eq!(p["invocations"]["total"], r["invocations"]["total"], "{sets:?}");
+        // Cold starts: a container per slot and step, give or take a slot
+        // that never ran some step.
+        let slots = r["concurrency"].as_i64().unwrap();
+        let (pc, rc) = (p["invocations"]["cold"].as_i64().unwrap(), r["invocations"]["cold"].as_i64().unwrap());
+        assert!((pc - rc).abs() <= slots, "{sets:?}: cold starts predicted {pc}, measured {rc}");
+        let (predicted, measured) = (p["wall_seconds"].as_f64().unwrap(), r["wall_seconds"].as_f64().unwrap());
+        let error = (predicted - measured).abs() / measured;
+        errors.push(format!(
+            "{sets:?}: predicted {predicted:.3} s, measured {measured:.3} s, error {:.1}%",
+            error * 100.0
+        ));
+        // The cost follows the durations: within the same bound.
+        let (pc, rc) = (p["cost"]["gb_seconds"].as_f64().unwrap(), r["cost"]["gb_seconds"].as_f64().unwrap());
+        assert!((pc - rc).abs() / rc < 0.25, "{sets:?}: GB-s predicted {pc}, measured {rc}");
+        // The goal is 10% (median); the bound leaves room for a loaded CI
+        // machine's noise.
+        assert!(error < 0.25, "{}", errors.join("\n"));
+    }
+    eprintln!("{}", errors.join("\n"));
+}
+
+#[test]
+fn a_simulation_is_deterministic_per_seed() {
+    let s = Scratch::new();
+    sleep_job(&s, 24);
+    real(&s, "cal", &["platform.concurrency=1".to_string()]);
+    let sets: Vec<String> =
+        ["platform.concurrency=3", "platform.retries=5", "platform.backups=true"].map(String::from).to_vec();
+    let chaos = ["--chaos", "fail=0.2,straggle=0.1x10,seed=3"];
+    let a = summary(&simulate(&s, "a", &sets, &chaos).expect(0));
+    let b = summary(&simulate(&s, "b", &sets, &chaos).expect(0));
+    let strip = |mut v: serde_json::Value| {
+        v["run_id"] = serde_json::Value::Null;
+        v
+    };
+    assert_eq!(strip(a.clone()), strip(b), "the same seed, the same simulation");
+    assert_eq!(s.records("a"), s.records("b"), "and the same invocations");
+    let other = summary(&simulate(&s, "c", &sets, &["--chaos", "fail=0.2,straggle=0.1x10,seed=4"]).expect(0));
+    assert_ne!(strip(other), strip(a), "another chaos seed, another run");
+}
+
+#[test]
+fn under_chaos_retries_and_backups_follow_the_injected_rates() {
+    let s = Scratch::new();
+    sleep_job(&s, 24);
+    real(&s, "cal", &["platform.concurrency=1".to_string()]);
+    // 2,000 tasks, simulated: no need to run them.
+    let text: String = (0..2000).map(|i| format!("w{}\n", i % 7)).collect();
+    s.write("big.txt", text);
+    let sets: Vec<String> =
+        ["input.path=big.txt", "platform.concurrency=50", "platform.retries=20", "platform.backoff=1ms"]
+            .map(String::from)
+            .to_vec();
+    // Failures: each attempt fails at the rate, so retried attempts are
+    // that share of the attempts (cancelled losers aside), over 3 seeds.
+    let (mut retries, mut attempts) = (0.0, 0.0);
+    for seed in 1..=3 {
+        let chaos = format!("fail=0.1,seed={seed}");
+        let p = summary(&simulate(&s, &format!("f{seed}"), &sets, &["--chaos", &chaos]).expect(0));
+        retries += p["retries"].as_f64().unwrap();
+        attempts += p["invocations"]["total"].as_f64().unwrap();
+        assert_eq!(p["failed_tasks"].as_array().unwrap().len(), 0);
+    }
+    let rate = retries / attempts;
+    let sigma = (0.1 * 0.9 / attempts).sqrt();
+    assert!((rate - 0.1).abs() < 5.0 * sigma, "retried {rate:.4} of attempts, injected 0.1 (σ {sigma:.4})");
+    // Stragglers: the same chaos seed makes the same tasks straggle in a
+    // real run, and backups start (by the engine's rule) once every task
+    // is listed: the simulated backups are the real run's, give or take
+    // the timing at the end of the phase.
+    let mut sets = sets;
+    sets.extend(["platform.backups=true".to_string(), "platform.backup_when_done=0".to_string()]);
+    let (mut simulated, mut measured) = (0.0, 0.0);
+    for seed in 1..=3 {
+        let chaos = format!("straggle=0.05x10,seed={seed}");
+        let p = summary(&simulate(&s, &format!("s{seed}"), &sets, &["--chaos", &chaos]).expect(0));
+        simulated += p["backup_tasks"].as_f64().unwrap();
+        let mut args = with_sets(vec!["run", "job.toml", "--progress", "never", "--show", "0", "--json"], &sets);
+        let dir = format!("r{seed}");
+        args.extend(["--run-dir", &dir, "--chaos", &chaos]);
+        measured += summary(&s.run_within(120, &args).expect(0))["backup_tasks"].as_f64().unwrap();
+    }
+    assert!(measured > 0.0, "the real runs had no backups");
+    assert!(
+        (simulated - measured).abs() <= (0.3 * measured).max(4.0),
+        "{simulated} backups simulated, {measured} in real runs"
+    );
+}
+
+#[test]
+fn a_generated_input_is_simulated_at_a_size_never_generated() {
+    let s = Scratch::new();
+    let job = root().join("jobs/examples/wordcount.toml").display().to_string();
+    let small = ["input.generate.size=1MiB", "input.chunk_size=64KiB", "platform.concurrency=1"];
+    let mut args = vec!["run", job.as_str(), "--progress", "never", "--show", "0", "--run-dir", "cal"];
+    for set in &small {
+        args.extend(["--set", set]);
+    }
+    s.run_within(120, &args).expect(0);
+    let big = [
+        "input.generate.size=64GiB",
+        "input.chunk_size=64MiB",
+        "platform.concurrency=1000",
+        "platform.preset=aws-lambda",
+    ];
+    let mut args = vec!["simulate", job.as_str(), "--from", "cal", "--json", "--run-dir", "sim", "--seeds", "2"];
+    for set in &big {
+        args.extend(["--set", set]);
+    }
+    let p = summary(&s.run_within(120, &args).expect(0));
+    assert_eq!(p["input"]["splits"], 1024);
+    assert_eq!(p["input"]["bytes"], 64u64 << 30);
+    assert!(p["cost"]["usd"].as_f64().unwrap() > 0.0);
+    let cached: Vec<String> = std::fs::read_dir(s.path(".fanout/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached, ["gen-text-1048576b-seed1.txt"], "nothing was generated for the simulation");
+    // The summary table, and the report of a simulated run.
+    let mut args = vec!["simulate", job.as_str(), "--from", "cal", "--run-dir", "sim2", "--seeds", "2"];
+    for set in &big {
+        args.extend(["--set", set]);
+    }
+    let r = s.run_within(120, &args).expect(0);
+    assert!(
+        r.stderr.contains("simulated (calibrated on cal): wall ") && r.stderr.contains("over 2 seeds"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("1024 splits, 64.0 GiB read"), "{}", r.stderr);
+    s.run(&["report", "sim"]).expect(0);
+    let html = std::fs::read_to_string(s.path("sim/report.html")).unwrap();
+    assert!(html.contains("<span class=\"status simulated\">simulated</span>"));
+}
+
+#[test]
+fn simulate_says_what_it_cannot_calibrate_on() {
+    let s = Scratch::new();
+    sleep_job(&s, 4);
+    let r = s.run(&["simulate", "job.toml", "--from", "nosuch"]).expect(2);
+    assert!(r.stderr.contains("--from nosuch: not the directory of a finished run (no summary.json)"), "{}", r.stderr);
+    // A run of another job: a stage it never ran.
+    real(&s, "cal", &[]);
+    let other = std::fs::read_to_string(s.path("job.toml")).unwrap().replace("name = \"count\"", "name = \"words\"");
+    s.write("job.toml", other);
+    let r = s.run(&["simulate", "job.toml", "--from", "cal"]).expect(2);
+    assert!(
+        r.stderr.contains("stage `words` (map) has no successful invocations in cal to calibrate on"),
+        "{}",
+        r.stderr
+    );
+}
