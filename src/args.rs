@@ -196,9 +196,75 @@ pub struct SimulateArgs {
     /// The run directory to write (default: `.fanout/runs/<id>`).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// Print summary.json to stdout instead of the summary table.
+    /// Print summary.json (with --sweep, sweep.json) to stdout instead of
+    /// the table.
     #[arg(long)]
     pub json: bool,
+    /// Simulate every combination of these values of a field, e.g.
+    /// --sweep platform.concurrency=10,100,1000 (any field, repeated for
+    /// more): prints a table of time and cost per configuration with the
+    /// Pareto front marked, and writes sweep.csv and sweep.json.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    pub sweep: Vec<Sweep>,
+    /// Pick the cheapest configuration whose wall time meets this at p95
+    /// (with --sweep, among its points); exit 1 if none does.
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<fanout_jobs::units::Duration>,
+    /// Where a sweep writes sweep.csv and sweep.json (default
+    /// `.fanout/sweeps/<id>`).
+    #[arg(long, value_name = "DIR", requires = "sweep")]
+    pub out: Option<PathBuf>,
+}
+
+/// A `--sweep KEY=V1,V2,...`: a field and the values to simulate it at.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    /// The field, as `--set` names it.
+    pub key: String,
+    /// Each value as a `--set KEY=VALUE`.
+    pub values: Vec<Override>,
+}
+
+impl std::str::FromStr for Sweep {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, list) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--sweep {s}: expected KEY=V1,V2,..., e.g. platform.concurrency=10,100,1000"))?;
+        let mut values = Vec::new();
+        for v in split_top_level(list) {
+            if v.trim().is_empty() {
+                return Err(format!("--sweep {s}: an empty value"));
+            }
+            let set: Override =
+                format!("{key}={}", v.trim()).parse().map_err(|e: String| e.replacen("--set", "--sweep", 1))?;
+            values.push(set);
+        }
+        Ok(Sweep { key: key.trim().to_string(), values })
+    }
+}
+
+/// Splits at the commas outside brackets and quotes (a value may be a
+/// TOML list or a quoted string).
+fn split_top_level(s: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut quote, mut start) = (Vec::new(), 0i32, None, 0);
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
 }
 
 /// Dataset subcommands.
@@ -226,4 +292,23 @@ pub struct GenArgs {
     /// The file to write (replaced atomically).
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_values_split_outside_lists_and_quotes() {
+        let s: Sweep = "platform.memory=512MB, 1769MB,3008MB".parse().unwrap();
+        assert_eq!(s.key, "platform.memory");
+        assert_eq!(s.values.iter().map(|v| v.raw.as_str()).collect::<Vec<_>>(), ["512MB", "1769MB", "3008MB"]);
+        let s: Sweep = "stage.0.params.sum=[\"a\",\"b\"],[\"c\"],\"x,y\"".parse().unwrap();
+        assert_eq!(
+            s.values.iter().map(|v| v.raw.as_str()).collect::<Vec<_>>(),
+            ["[\"a\",\"b\"]", "[\"c\"]", "\"x,y\""]
+        );
+        assert!("platform.concurrency".parse::<Sweep>().unwrap_err().contains("expected KEY=V1,V2"));
+        assert!("platform.concurrency=1,,2".parse::<Sweep>().unwrap_err().contains("an empty value"));
+    }
 }

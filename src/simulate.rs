@@ -1,17 +1,21 @@
 //! `fanout simulate JOB --from RUN_DIR`: the job's predicted time and cost
 //! (the engine's `simulate` module does the work), as the summary table a
-//! run prints, or summary.json with `--json`.
+//! run prints, or summary.json with `--json`; with `--sweep`, a table of
+//! configurations (sweep.csv and sweep.json written beside), and with
+//! `--deadline`, the cheapest that meets it.
 
 use std::io::Write;
+use std::path::PathBuf;
 
-use fanout_engine::simulate::SimulateOptions;
+use fanout_engine::simulate::{Calibrated, Point, SimulateOptions, SweepOptions};
+use fanout_jobs::Override;
 use fanout_workers::Registry;
 
 use crate::args::{JobArgs, SimulateArgs};
 use crate::plan::load_plan;
 use crate::{Failure, Outcome};
 
-/// Simulates the job.
+/// Simulates the job, or sweeps it.
 pub fn simulate(a: &SimulateArgs) -> Outcome {
     let registry = Registry::builtins();
     let job_args = JobArgs { job: a.job.clone(), set: a.set.clone(), cache_dir: ".fanout/cache".into() };
@@ -22,16 +26,19 @@ pub fn simulate(a: &SimulateArgs) -> Outcome {
             a.from.display()
         )));
     }
-    let opts = SimulateOptions { from: a.from.clone(), seeds: a.seeds, run_dir: a.run_dir.clone(), chaos: a.chaos };
-    let sim = fanout_engine::simulate::simulate(&plan, &job.file, &opts).map_err(Failure::invalid)?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer_pretty(&mut out, &sim.summary)?;
-        writeln!(out)?;
-        return Ok(());
+    let cal = Calibrated::load(&a.from).map_err(Failure::invalid)?;
+    if !a.sweep.is_empty() {
+        return sweep(a, &cal, &registry);
     }
+    let opts = SimulateOptions { seeds: a.seeds, run_dir: a.run_dir.clone(), chaos: a.chaos };
+    let sim = fanout_engine::simulate::simulate(&plan, &job.file, &cal, &opts).map_err(Failure::invalid)?;
     let s = &sim.summary;
-    if let Some(m) = &s.simulation {
+    let m = s.simulation.as_ref().expect("a simulated summary");
+    if a.json {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, s)?;
+        writeln!(out)?;
+    } else {
         eprintln!(
             "simulated (calibrated on {}): wall {:.3} s, p5 {:.3} s – p95 {:.3} s over {} seeds",
             m.calibrated_from.display(),
@@ -40,7 +47,69 @@ pub fn simulate(a: &SimulateArgs) -> Outcome {
             m.wall_p95,
             m.seeds
         );
+        eprint!("{}", s.render(&sim.run_dir));
     }
-    eprint!("{}", s.render(&sim.run_dir));
+    if let Some(d) = a.deadline {
+        let d = d.0.as_secs_f64();
+        if s.status != "succeeded" || m.wall_p95 > d {
+            let why =
+                if s.status != "succeeded" { "the run fails".to_string() } else { format!("p95 {:.3} s", m.wall_p95) };
+            return Err(Failure::with_code(1, anyhow::anyhow!("the job does not meet the deadline of {d} s: {why}")));
+        }
+        eprintln!("meets the deadline of {d} s at p95 ({:.3} s)", m.wall_p95);
+    }
     Ok(())
+}
+
+/// `--sweep`: every combination of the swept values, simulated.
+fn sweep(a: &SimulateArgs, cal: &Calibrated, registry: &Registry) -> Outcome {
+    let keys: Vec<String> = a.sweep.iter().map(|s| s.key.clone()).collect();
+    let mut combos: Vec<Vec<&Override>> = vec![Vec::new()];
+    for s in &a.sweep {
+        combos = combos.iter().flat_map(|c| s.values.iter().map(move |v| [c.as_slice(), &[v]].concat())).collect();
+    }
+    let mut points = Vec::with_capacity(combos.len());
+    for combo in combos {
+        let mut set = a.set.clone();
+        set.extend(combo.iter().map(|&o| o.clone()));
+        let job_args = JobArgs { job: a.job.clone(), set, cache_dir: ".fanout/cache".into() };
+        let label: Vec<String> = combo.iter().map(|o| o.label().replacen("--set", "--sweep", 1)).collect();
+        let (_, plan) = load_plan(&job_args, registry)
+            .map_err(|f| Failure::invalid(anyhow::anyhow!("{}: {:#}", label.join(" "), f.error)))?;
+        points.push(Point { values: combo.iter().map(|o| o.raw.clone()).collect(), plan });
+    }
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let opts =
+        SweepOptions { seeds: a.seeds, chaos: a.chaos, deadline: a.deadline.map(|d| d.0.as_secs_f64()), threads };
+    let result = fanout_engine::simulate::sweep(keys, points, cal, &opts).map_err(Failure::invalid)?;
+    let dir = a.out.clone().unwrap_or_else(|| {
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(['-', ':'], "");
+        PathBuf::from(".fanout/sweeps").join(format!("{stamp}-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let json = serde_json::to_string_pretty(&result)?;
+    for (name, text) in [("sweep.csv", result.csv()), ("sweep.json", json.clone() + "\n")] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    if a.json {
+        writeln!(std::io::stdout().lock(), "{json}")?;
+    } else {
+        eprintln!(
+            "simulated {} configurations (calibrated on {}, {} seeds each; * the Pareto front of p95 time and cost)",
+            result.points.len(),
+            cal.from().display(),
+            result.seeds
+        );
+        eprint!("{result}");
+        eprintln!("written to {} and sweep.json", dir.join("sweep.csv").display());
+    }
+    match result.decision() {
+        Some(d) if result.chosen.is_none() => Err(Failure::with_code(1, anyhow::anyhow!("{d}"))),
+        Some(d) => {
+            eprintln!("{d}");
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }

@@ -9,7 +9,7 @@ use crate::util::{Run, Scratch, root, summary};
 /// A job of `lines` one-line splits: 20 ms of waiting (the `sleep`
 /// builtin: no core used, so the machine's load does not change it), a
 /// word count, a keyed total.
-fn sleep_job(s: &Scratch, lines: usize) {
+pub(crate) fn sleep_job(s: &Scratch, lines: usize) {
     let text: String = (0..lines).map(|i| format!("w{} w{}\n", i % 7, i % 5)).collect();
     s.write("in.txt", &text);
     let job = "name = \"sleepy\"\n[input]\npath = \"in.txt\"\nchunk_size = 1\n[[stage]]\nname = \"work\"\n\
@@ -19,20 +19,20 @@ fn sleep_job(s: &Scratch, lines: usize) {
     s.write("job.toml", job);
 }
 
-fn with_sets<'a>(mut args: Vec<&'a str>, sets: &'a [String]) -> Vec<&'a str> {
+pub(crate) fn with_sets<'a>(mut args: Vec<&'a str>, sets: &'a [String]) -> Vec<&'a str> {
     for set in sets {
         args.extend(["--set", set.as_str()]);
     }
     args
 }
 
-fn real(s: &Scratch, dir: &str, sets: &[String]) -> serde_json::Value {
+pub(crate) fn real(s: &Scratch, dir: &str, sets: &[String]) -> serde_json::Value {
     let args =
         with_sets(vec!["run", "job.toml", "--progress", "never", "--show", "0", "--json", "--run-dir", dir], sets);
     summary(&s.run_within(120, &args).expect(0))
 }
 
-fn simulate(s: &Scratch, dir: &str, sets: &[String], extra: &[&str]) -> Run {
+pub(crate) fn simulate(s: &Scratch, dir: &str, sets: &[String], extra: &[&str]) -> Run {
     let mut args = with_sets(vec!["simulate", "job.toml", "--from", "cal", "--json", "--run-dir", dir], sets);
     args.extend_from_slice(extra);
     s.run_within(120, &args)

@@ -15,3 +15,4 @@ mod report;
 mod run;
 mod serve;
 mod simulate;
+mod sweep;

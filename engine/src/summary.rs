@@ -177,6 +177,19 @@ pub struct FailedTask {
     pub error: String,
 }
 
+impl From<&crate::error::TaskFailure> for FailedTask {
+    fn from(f: &crate::error::TaskFailure) -> FailedTask {
+        FailedTask {
+            stage: f.stage.clone(),
+            phase: f.phase.name().to_string(),
+            task: f.task,
+            input: f.input.clone(),
+            attempts: f.attempt,
+            error: f.message.clone(),
+        }
+    }
+}
+
 /// The whole summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -301,18 +314,7 @@ pub(crate) fn summarize(
 ) -> Summary {
     let secs = wall.as_secs_f64().max(1e-9);
     let (stages, all, cost) = stage_summaries(plan, &state.stats);
-    let failed_tasks = state
-        .failures
-        .iter()
-        .map(|f| FailedTask {
-            stage: f.stage.clone(),
-            phase: f.phase.name().to_string(),
-            task: f.task,
-            input: f.input.clone(),
-            attempts: f.attempt,
-            error: f.message.clone(),
-        })
-        .collect();
+    let failed_tasks = state.failures.iter().map(FailedTask::from).collect();
     Summary {
         run_id: run_id.to_string(),
         job: plan.name.clone(),

@@ -64,11 +64,7 @@ impl Failures {
             .open(&self.path)
             .and_then(|mut file| std::io::Write::write_all(&mut file, line(f).as_bytes()));
         let failed = self.phase.fetch_add(1, Relaxed) + 1;
-        match (self.count, self.percent) {
-            (None, None) => false,
-            (Some(count), _) if failed > count => false,
-            _ => true,
-        }
+        tolerated_so_far(failed, self.count, self.percent)
     }
 
     /// The phase of `tasks` tasks ended: an error if more failed than the
@@ -76,11 +72,7 @@ impl Failures {
     pub(super) fn end_phase(&self, tasks: u64) -> Option<EngineError> {
         let failed = self.phase.load(Relaxed);
         let percent = self.percent?;
-        (failed > 0 && failed as f64 * 100.0 > percent * tasks as f64).then_some(EngineError::TooManyFailures {
-            failed,
-            tasks,
-            percent,
-        })
+        too_many(failed, tasks, percent).then_some(EngineError::TooManyFailures { failed, tasks, percent })
     }
 
     /// The run is over: the failed tasks (the last failure of each), also
@@ -96,6 +88,22 @@ impl Failures {
         }
         Ok(failures)
     }
+}
+
+/// Whether a phase goes on with `failed` tasks failed for good so far,
+/// tolerated up to `count` at once and `percent` (checked by
+/// [`too_many`] when the phase ends).
+pub(crate) fn tolerated_so_far(failed: u64, count: Option<u64>, percent: Option<f64>) -> bool {
+    match (count, percent) {
+        (None, None) => false,
+        (Some(count), _) if failed > count => false,
+        _ => true,
+    }
+}
+
+/// Whether `failed` of a phase's `tasks` are more than `percent` allows.
+pub(crate) fn too_many(failed: u64, tasks: u64, percent: f64) -> bool {
+    failed > 0 && failed as f64 * 100.0 > percent * tasks as f64
 }
 
 /// The failed tasks an interrupted run listed in `path`.

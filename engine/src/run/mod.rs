@@ -15,7 +15,7 @@ pub(crate) mod attempt;
 mod bad;
 pub(crate) mod dir;
 mod dispatch;
-mod failures;
+pub(crate) mod failures;
 pub(crate) mod slot;
 
 use std::path::{Path, PathBuf};

@@ -12,11 +12,13 @@
 //! records, `summary.json` with `simulation` set), so `fanout report`
 //! draws a simulated run as it draws a real one.
 
+mod events;
 mod model;
+mod outcome;
+mod sweep;
 mod tasks;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,23 +27,47 @@ use hdrhistogram::Histogram;
 
 use crate::chaos::{Chaos, Fault};
 use crate::container::{CANCELLED, standard_normal};
-use crate::error::EngineError;
+use crate::error::{EngineError, TaskFailure};
 use crate::flight::{backups_due, straggler_wait};
 use crate::records::{InvocationRecord, Log, Recorder};
 use crate::run::attempt::backoff;
 use crate::run::dir::RunDir;
+use crate::run::failures::{tolerated_so_far, too_many};
 use crate::run::slot::expired;
 use crate::stats::StageStats;
 use crate::step::{Step, StepKind};
-use crate::summary::{FailedTask, InputSummary, Invocations, Latency, Simulation, Summary, stage_summaries};
+use crate::summary::{FailedTask, Simulation, Summary};
+use events::{Event, Events, TaskHash};
 use model::{Calibration, StepModel};
-use tasks::{Tasks, splits, steps_of};
+pub use outcome::Figures;
+use outcome::{Outcome, quantiles};
+pub use sweep::{Point, Prediction, Sweep, SweepOptions, sweep};
+use tasks::{Listing, Tasks, steps_of};
+
+/// A run's invocations, learned as durations to simulate with: load it
+/// once, simulate any number of configurations of its job.
+#[derive(Debug, Clone)]
+pub struct Calibrated {
+    cal: Calibration,
+    from: PathBuf,
+}
+
+impl Calibrated {
+    /// Calibrates on the finished run in `from` (its run directory).
+    pub fn load(from: &Path) -> Result<Calibrated, EngineError> {
+        let platform = calibration_platform(from)?;
+        Ok(Calibrated { cal: Calibration::from_run(from, &platform)?, from: from.to_path_buf() })
+    }
+
+    /// The run it was calibrated on.
+    pub fn from(&self) -> &Path {
+        &self.from
+    }
+}
 
 /// What to simulate, beyond the job.
 #[derive(Debug, Clone)]
 pub struct SimulateOptions {
-    /// The run to calibrate durations on (a run of the same stages).
-    pub from: PathBuf,
     /// How many seeds to simulate (the spread of the wall time).
     pub seeds: u32,
     /// The run directory to write (default `.fanout/runs/<id>`).
@@ -60,61 +86,84 @@ pub struct Simulated {
 }
 
 /// Simulates `plan` (the job file `job`, kept in the run directory) with
-/// durations calibrated on `opts.from`.
-pub fn simulate(plan: &Plan, job: &JobFile, opts: &SimulateOptions) -> Result<Simulated, EngineError> {
-    let calibrated_on = calibration_platform(&opts.from)?;
-    let cal = Calibration::from_run(&opts.from, &calibrated_on)?;
-    let steps = steps_of(plan);
-    let mut models = Vec::new();
-    for step in &steps {
-        let stage = &plan.stages[step.stage];
-        let key = (stage.name.clone(), step.kind.name().to_string());
-        let m = cal.steps.get(&key).ok_or_else(|| {
-            let e = format!(
-                "stage `{}` ({}) has no successful invocations in {} to calibrate on: simulate a job with the stages \
-                 of the run it is calibrated on",
-                stage.name,
-                step.kind.name(),
-                opts.from.display()
-            );
-            EngineError::io(&opts.from, std::io::Error::other(e))
-        })?;
-        models.push(m.clone());
-    }
+/// durations calibrated by `cal`, and writes its run directory: the first
+/// seed's invocation records, and a summary of the first seed with the
+/// wall time's spread over all.
+pub fn simulate(
+    plan: &Plan,
+    job: &JobFile,
+    cal: &Calibrated,
+    opts: &SimulateOptions,
+) -> Result<Simulated, EngineError> {
+    let listing = Listing::of(plan, cal.cal.records_per_byte)?;
+    let prepared = Prepared::new(plan, cal, &listing)?;
     let dir = RunDir::create(opts.run_dir.as_deref(), false)?;
     dir.write_job(job)?;
     let names: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
     let log = Log::create(&dir.path.join(crate::records::FILE), false, &names)?;
-    let mut walls = Vec::new();
-    let mut first = None;
-    for seed in 0..opts.seeds.max(1) {
-        let mut recorder = (seed == 0).then(|| Recorder::new(&log, StepKind::ALL.len() * plan.stages.len()));
-        let mut sim = Sim::new(plan, &cal, &steps, &models, opts.chaos, u64::from(seed), recorder.as_mut());
-        sim.run()?;
-        let outcome = sim.outcome();
-        if let Some(r) = recorder.as_mut() {
-            r.flush()?;
-        }
-        walls.push(outcome.wall_us as f64 / 1e6);
-        if first.is_none() {
-            first = Some(outcome);
-        }
-    }
-    let outcome = first.expect("one seed at least");
-    let mut sorted = walls.clone();
-    sorted.sort_by(f64::total_cmp);
-    let q = |p: f64| sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)];
+    let outcomes = prepared.seeds(opts.seeds, opts.chaos, Some(&log))?;
+    let (wall_p5, wall_p50, wall_p95) = quantiles(outcomes.iter().map(|o| o.wall_us as f64 / 1e6).collect());
     let simulation = Simulation {
         simulated: true,
-        calibrated_from: opts.from.clone(),
+        calibrated_from: cal.from.clone(),
         seeds: opts.seeds.max(1),
-        wall_p5: q(0.05),
-        wall_p50: q(0.5),
-        wall_p95: q(0.95),
+        wall_p5,
+        wall_p50,
+        wall_p95,
     };
-    let summary = outcome.summary(&dir.id, plan, simulation);
+    let summary = outcomes[0].summary(&dir.id, plan, simulation);
     dir.write_summary(&summary)?;
     Ok(Simulated { summary, run_dir: dir.path })
+}
+
+/// A plan ready to simulate: its steps and their calibrated models, and
+/// its input's splits.
+struct Prepared<'a> {
+    plan: &'a Plan,
+    cal: &'a Calibration,
+    listing: &'a Listing,
+    steps: Vec<Step>,
+    models: Vec<StepModel>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(plan: &'a Plan, cal: &'a Calibrated, listing: &'a Listing) -> Result<Prepared<'a>, EngineError> {
+        let steps = steps_of(plan);
+        let mut models = Vec::new();
+        for step in &steps {
+            let stage = &plan.stages[step.stage];
+            let key = (stage.name.clone(), step.kind.name().to_string());
+            let m = cal.cal.steps.get(&key).ok_or_else(|| {
+                let e = format!(
+                    "stage `{}` ({}) has no successful invocations in {} to calibrate on: simulate a job with the \
+                     stages of the run it is calibrated on",
+                    stage.name,
+                    step.kind.name(),
+                    cal.from.display()
+                );
+                EngineError::io(&cal.from, std::io::Error::other(e))
+            })?;
+            models.push(m.clone());
+        }
+        Ok(Prepared { plan, cal: &cal.cal, listing, steps, models })
+    }
+
+    /// Simulates seeds `0..seeds`, the first one's invocations recorded
+    /// in `log`.
+    fn seeds(&self, seeds: u32, chaos: Option<Chaos>, log: Option<&Log>) -> Result<Vec<Outcome>, EngineError> {
+        let mut outcomes = Vec::new();
+        for seed in 0..seeds.max(1) {
+            let index_count = StepKind::ALL.len() * self.plan.stages.len();
+            let mut recorder = log.filter(|_| seed == 0).map(|log| Recorder::new(log, index_count));
+            let mut sim = Sim::new(self, chaos, u64::from(seed), recorder.as_mut());
+            sim.run();
+            outcomes.push(sim.outcome());
+            if let Some(r) = recorder.as_mut() {
+                r.flush()?;
+            }
+        }
+        Ok(outcomes)
+    }
 }
 
 /// The platform of the run in `from`, from its job.
@@ -170,92 +219,28 @@ struct Running {
     slots: Vec<usize>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Event {
-    /// A slot's run ends (if its epoch is still current).
-    End { slot: usize, epoch: u64 },
-    /// A slot is ready for the next task.
-    Ready { slot: usize },
-    /// A straggler may be due for a backup.
-    Check,
-}
-
-/// What one seed's simulation came to.
-struct Outcome {
-    wall_us: u64,
-    stats: Vec<StageStats>,
-    splits: u64,
-    input_bytes: u64,
-    input_records: u64,
-    backups: u64,
-    failed: Vec<FailedTask>,
-    concurrency: usize,
-}
-
-impl Outcome {
-    fn summary(&self, run_id: &str, plan: &Plan, simulation: Simulation) -> Summary {
-        let (stages, all, cost) = stage_summaries(plan, &self.stats);
-        let secs = (self.wall_us as f64 / 1e6).max(1e-9);
-        let tolerated = self.failed.len() as u64
-            <= plan.platform.tolerated_failure_count.unwrap_or(0).max(
-                plan.platform.tolerated_failure_percent.map_or(0, |p| (p / 100.0 * self.splits as f64).floor() as u64),
-            );
-        Summary {
-            run_id: run_id.to_string(),
-            job: plan.name.clone(),
-            status: if tolerated { "succeeded" } else { "failed" }.to_string(),
-            error: (!tolerated).then(|| format!("{} tasks failed for good", self.failed.len())),
-            wall_seconds: secs,
-            concurrency: self.concurrency,
-            input: InputSummary {
-                splits: self.splits,
-                bytes: self.input_bytes,
-                records: self.input_records,
-                skipped: 0,
-                rejected: 0,
-                rejects: None,
-            },
-            input_mib_per_second: self.input_bytes as f64 / (1 << 20) as f64 / secs,
-            records_per_second: self.input_records as f64 / secs,
-            output: None,
-            invocations: Invocations {
-                total: all.invocations,
-                cold: all.cold,
-                failed: all.failed,
-                per_second: all.invocations as f64 / secs,
-            },
-            retries: all.retries,
-            resumed_tasks: 0,
-            backup_tasks: self.backups,
-            failed_tasks: self.failed.clone(),
-            cost,
-            latency_ms: Latency::of(&all.latency),
-            shuffle_spilled_bytes: 0,
-            stages,
-            simulation: Some(simulation),
-        }
-    }
-}
-
 /// One seed's simulation.
 struct Sim<'a, 'r> {
     plan: &'a Plan,
     cal: &'a Calibration,
     steps: &'a [Step],
     models: &'a [StepModel],
+    listing: &'a Listing,
     chaos: Option<Chaos>,
     seed: u64,
     recorder: Option<&'r mut Recorder<'a>>,
     /// Instants for the engine's policies: `base` + simulated µs.
     base: Instant,
     now: u64,
-    heap: BinaryHeap<Reverse<(u64, u64, Event)>>,
-    seq: u64,
+    events: Events,
     slots: Vec<SlotSim>,
     free: Vec<usize>,
     /// Backups waiting for a slot (before the phase's own tasks).
     backlog: VecDeque<(u64, u64, u64)>,
-    running: HashMap<u64, Running>,
+    running: HashMap<u64, Running, TaskHash>,
+    /// Tasks that may straggle, in the order they started (those that
+    /// ended or were backed up are dropped when met).
+    watch: VecDeque<(u64, u64)>,
     check_at: Option<u64>,
     /// The phase's tasks: their steps, how many were listed, how many
     /// are decided, whether all are listed.
@@ -268,37 +253,33 @@ struct Sim<'a, 'r> {
     phase_out: (u64, u64),
     next_container: u64,
     stats: Vec<StageStats>,
+    /// Tasks of the phase that failed for good.
+    phase_failed: u64,
     out: Outcome,
 }
 
 impl<'a, 'r> Sim<'a, 'r> {
-    fn new(
-        plan: &'a Plan,
-        cal: &'a Calibration,
-        steps: &'a [Step],
-        models: &'a [StepModel],
-        chaos: Option<Chaos>,
-        seed: u64,
-        recorder: Option<&'r mut Recorder<'a>>,
-    ) -> Self {
+    fn new(p: &'a Prepared<'a>, chaos: Option<Chaos>, seed: u64, recorder: Option<&'r mut Recorder<'a>>) -> Self {
+        let (plan, cal) = (p.plan, p.cal);
         let slots = plan.platform.concurrency.max(1);
         let index_count = StepKind::ALL.len() * plan.stages.len();
         Sim {
             plan,
             cal,
-            steps,
-            models,
+            listing: p.listing,
+            steps: &p.steps,
+            models: &p.models,
             chaos: chaos.map(|c| Chaos { seed: c.seed.wrapping_add(seed), ..c }),
             seed,
             recorder,
             base: Instant::now(),
             now: cal.head_us as u64,
-            heap: BinaryHeap::new(),
-            seq: 0,
+            events: Events::default(),
             slots: (0..slots).map(|_| SlotSim { epoch: 0, run: None, containers: vec![None; index_count] }).collect(),
             free: (0..slots).rev().collect(),
             backlog: VecDeque::new(),
-            running: HashMap::new(),
+            running: HashMap::default(),
+            watch: VecDeque::new(),
             check_at: None,
             phase: Vec::new(),
             listed: 0,
@@ -308,6 +289,7 @@ impl<'a, 'r> Sim<'a, 'r> {
             phase_out: (0, 0),
             next_container: seed << 40,
             stats: vec![StageStats::default(); index_count],
+            phase_failed: 0,
             out: Outcome {
                 wall_us: 0,
                 stats: Vec::new(),
@@ -316,6 +298,7 @@ impl<'a, 'r> Sim<'a, 'r> {
                 input_records: 0,
                 backups: 0,
                 failed: Vec::new(),
+                error: None,
                 concurrency: slots,
             },
         }
@@ -326,15 +309,14 @@ impl<'a, 'r> Sim<'a, 'r> {
     }
 
     fn push(&mut self, at: u64, e: Event) {
-        self.seq += 1;
-        self.heap.push(Reverse((at, self.seq, e)));
+        self.events.push(at, self.now, e);
     }
 
-    /// Simulates every phase.
-    fn run(&mut self) -> Result<(), EngineError> {
+    /// Simulates every phase, up to a failure the job does not tolerate.
+    fn run(&mut self) {
         let mut i = 0;
         let mut first = true;
-        while i < self.steps.len() {
+        while i < self.steps.len() && self.out.error.is_none() {
             // A phase: steps up to and including a combine (which ends it),
             // or from a reduce.
             let mut phase = vec![i];
@@ -345,22 +327,22 @@ impl<'a, 'r> Sim<'a, 'r> {
             }
             self.phase = phase;
             let tasks: Tasks<'_> = if first {
-                splits(self.plan, self.cal)?
+                self.listing.tasks(self.cal.records_per_byte)
             } else {
                 let stage = &self.plan.stages[self.steps[self.phase[0]].stage];
                 let n = stage.partitions.max(1) as u64;
                 let (bytes, records) = self.phase_out;
-                Box::new((0..n).map(move |p| Ok((p, bytes / n, records / n))))
+                Box::new((0..n).map(move |p| (p, bytes / n, records / n)))
             };
-            self.run_phase(tasks, first)?;
+            self.run_phase(tasks, first);
             first = false;
         }
         self.out.wall_us = self.now + self.cal.tail_us as u64;
-        Ok(())
     }
 
-    fn run_phase(&mut self, mut tasks: Tasks<'_>, splits: bool) -> Result<(), EngineError> {
-        (self.listed, self.finished, self.exhausted) = (0, 0, false);
+    fn run_phase(&mut self, mut tasks: Tasks<'_>, splits: bool) {
+        (self.listed, self.finished, self.exhausted, self.phase_failed) = (0, 0, false, 0);
+        self.watch.clear();
         self.phase_out = (0, 0);
         self.durations.reset();
         self.check_at = None;
@@ -369,11 +351,10 @@ impl<'a, 'r> Sim<'a, 'r> {
         // start, that far before the last task runs.
         let ahead = 2 * self.slots.len();
         let mut queue: VecDeque<(u64, u64, u64, u64)> = VecDeque::new();
-        loop {
+        while self.out.error.is_none() {
             while !self.exhausted && queue.len() < ahead {
                 match tasks.next() {
-                    Some(t) => {
-                        let (t, b, r) = t?;
+                    Some((t, b, r)) => {
                         self.listed += 1;
                         if splits {
                             self.out.splits += 1;
@@ -407,7 +388,7 @@ impl<'a, 'r> Sim<'a, 'r> {
             if !self.exhausted && queue.len() < ahead {
                 continue;
             }
-            let Some(Reverse((at, _, event))) = self.heap.pop() else { break };
+            let Some((at, event)) = self.events.pop() else { break };
             self.now = self.now.max(at);
             match event {
                 Event::End { slot, epoch } if epoch == self.slots[slot].epoch => self.end(slot),
@@ -419,26 +400,47 @@ impl<'a, 'r> Sim<'a, 'r> {
                 }
             }
         }
-        Ok(())
+        if self.out.error.is_some() {
+            // The run stops as the engine stops it: what is in flight is
+            // cancelled, nothing more starts.
+            for slot in 0..self.slots.len() {
+                self.cancel(slot);
+            }
+            self.events = Events::default();
+            self.free = (0..self.slots.len()).rev().collect();
+            return;
+        }
+        let p = &self.plan.platform;
+        if let Some(percent) = p.tolerated_failure_percent
+            && too_many(self.phase_failed, self.listed, percent)
+        {
+            let e = EngineError::TooManyFailures { failed: self.phase_failed, tasks: self.listed, percent };
+            self.out.error = Some(e.to_string());
+        }
     }
 
     /// Starts a run of `task` on `slot` now: its invocations are decided
     /// at once (a slot runs a task's steps back to back).
     fn start(&mut self, slot: usize, task: u64, bytes: u64, records: u64, queued: u64, backup: bool) {
-        let r = self.running.entry(task).or_insert(Running {
-            started: self.now,
+        let now = self.now;
+        let r = self.running.entry(task).or_insert_with(|| Running {
+            started: now,
             bytes,
             records,
             backed_up: false,
             slots: Vec::new(),
         });
+        if r.slots.is_empty() && !r.backed_up {
+            self.watch.push_back((now, task));
+        }
         r.slots.push(slot);
         let (mut t, mut bytes, mut records) = (self.now, bytes, records);
         let platform = &self.plan.platform;
         let cpu = platform.pricing.cpu_scale.max(1.0) / self.cal.cpu_scale.max(1.0);
         let mut planned = Vec::new();
         let mut ok = true;
-        for &i in &self.phase.clone() {
+        for k in 0..self.phase.len() {
+            let i = self.phase[k];
             let (step, model) = (self.steps[i], &self.models[i]);
             let at = step.index();
             let mut attempt = 1;
@@ -555,14 +557,20 @@ impl<'a, 'r> Sim<'a, 'r> {
             true
         } else if twins == 0 {
             let last = run.planned.last().expect("a failed run invoked");
-            self.out.failed.push(FailedTask {
+            let failure = TaskFailure {
                 stage: self.plan.stages[last.step.stage].name.clone(),
-                phase: last.step.kind.name().to_string(),
+                phase: last.step.kind,
                 task,
+                attempt: last.attempt,
                 input: format!("{bytes} bytes"),
-                attempts: last.attempt,
-                error: last.error.unwrap_or("failed").to_string(),
-            });
+                message: last.error.unwrap_or("failed").to_string(),
+            };
+            self.phase_failed += 1;
+            self.out.failed.push(FailedTask::from(&failure));
+            let p = &self.plan.platform;
+            if !tolerated_so_far(self.phase_failed, p.tolerated_failure_count, p.tolerated_failure_percent) {
+                self.out.error = Some(EngineError::Task(Box::new(failure)).to_string());
+            }
             true
         } else {
             false
@@ -570,6 +578,11 @@ impl<'a, 'r> Sim<'a, 'r> {
         if decided {
             self.running.remove(&task);
             self.finished += 1;
+            // Decided tasks leave the watch as they reach its front, so it
+            // stays about as long as the tasks in flight.
+            while self.watch.front().is_some_and(|(_, t)| !self.running.contains_key(t)) {
+                self.watch.pop_front();
+            }
         }
         self.push(self.now + self.cal.gap_us as u64, Event::Ready { slot });
         self.check_backups();
@@ -639,16 +652,18 @@ impl<'a, 'r> Sim<'a, 'r> {
         let wait = straggler_wait(median, p.backup_after).as_micros() as u64;
         let mut next: Option<u64> = None;
         let mut due = Vec::new();
-        for (&task, r) in &mut self.running {
-            if r.backed_up {
+        while let Some(&(started, task)) = self.watch.front() {
+            let Some(r) = self.running.get_mut(&task).filter(|r| !r.backed_up) else {
+                self.watch.pop_front();
                 continue;
-            }
-            if self.now.saturating_sub(r.started) > wait {
+            };
+            if self.now.saturating_sub(started) > wait {
                 r.backed_up = true;
                 due.push((task, r.bytes, r.records));
+                self.watch.pop_front();
             } else {
-                let at = r.started + wait + 1;
-                next = Some(next.map_or(at, |n| n.min(at)));
+                next = Some(started + wait + 1);
+                break;
             }
         }
         due.sort_unstable();
