@@ -83,6 +83,47 @@ pub enum Command {
     /// another fanout: `POST /functions/NAME` and the Lambda Invoke API
     /// (`POST /2015-03-31/functions/NAME/invocations`), `GET /healthz`.
     Serve(ServeArgs),
+    /// Benchmark fanout on the built-in suite (word count, csv group-by,
+    /// pi, dispatch, exec, lambda) in interleaved rounds; with --compare,
+    /// against the peers found on this machine (the hand-written rayon
+    /// limit, DuckDB, Polars, GNU parallel). Prints a markdown table and
+    /// writes bench.md, bench.json and bench.html.
+    Bench(BenchArgs),
+}
+
+/// `fanout bench`.
+#[derive(Debug, ClapArgs)]
+pub struct BenchArgs {
+    /// A CI-sized pass of seconds: small inputs, one round unless --runs.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also run the peers found on this machine, in the same rounds; a
+    /// missing one is reported as skipped.
+    #[arg(long)]
+    pub compare: bool,
+    /// Thread counts to sweep, e.g. 1,2,4,8,16 (default: the cores); the
+    /// page plots each program's speedup.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub threads: Vec<usize>,
+    /// Rounds per workload (default 3; 1 with --quick).
+    #[arg(long, value_name = "N")]
+    pub runs: Option<u32>,
+    /// Only these workloads: wordcount, groupby, pi, dispatch, exec, lambda.
+    #[arg(long, value_delimiter = ',', value_name = "W,...")]
+    pub only: Vec<String>,
+    /// The word count's text size (default 1GiB; 8MiB with --quick).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<fanout_jobs::units::Size>,
+    /// Where to write bench.md, bench.json, bench.html and the jobs
+    /// (default `.fanout/bench/<id>`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print bench.json instead of the markdown table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the generated inputs are kept between runs.
+    #[arg(long, value_name = "DIR", default_value = ".fanout/cache")]
+    pub cache_dir: PathBuf,
 }
 
 /// `fanout serve`.

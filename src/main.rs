@@ -3,6 +3,7 @@
 //! file or usage). The work itself lives in the library crates.
 
 mod args;
+mod bench;
 mod datasets;
 mod functions;
 mod plan;
@@ -81,6 +82,7 @@ fn main() -> ExitCode {
         Command::Runs { dir, json } => runs::list(&dir, json),
         Command::Trace { run_dir, out } => trace::trace(&run_dir, out.as_deref()),
         Command::Simulate(a) => simulate::simulate(&a),
+        Command::Bench(a) => bench::bench(&a),
         Command::Report { runs, out } => report::report(&runs, out.as_deref()),
     };
     match outcome {

@@ -56,7 +56,7 @@ fn count(s: &Scratch, dir: &str) -> Counted {
 
 /// Loads `page` in headless Chromium (tests/fixtures/report_check.py):
 /// what it saw, as JSON; a screenshot to `shot` if given.
-fn browse(page: &std::path::Path, shot: Option<&std::path::Path>) -> serde_json::Value {
+pub(crate) fn browse(page: &std::path::Path, shot: Option<&std::path::Path>) -> serde_json::Value {
     let mut cmd = Command::new("python3");
     cmd.arg(root().join("tests/fixtures/report_check.py")).arg(page);
     if let Some(shot) = shot {

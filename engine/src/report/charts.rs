@@ -55,7 +55,7 @@ pub(crate) fn mark_style(m: Mark) -> (&'static str, &'static str) {
 pub(crate) type ChartResult = Result<String, String>;
 
 /// Draws an SVG of `w` × `h` pixels.
-fn svg(
+pub(crate) fn svg(
     w: u32,
     h: u32,
     draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), Box<dyn std::error::Error>>,
@@ -70,7 +70,7 @@ fn svg(
     Ok(out)
 }
 
-fn label_style(size: u32) -> TextStyle<'static> {
+pub(crate) fn label_style(size: u32) -> TextStyle<'static> {
     TextStyle::from(("sans-serif", size).into_font()).color(&BLACK)
 }
 

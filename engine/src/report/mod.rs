@@ -10,6 +10,7 @@
 //! the page stays a few hundred KB for 10^6 invocations.
 
 mod aggregate;
+mod bench;
 mod charts;
 mod compare;
 mod html;
@@ -24,6 +25,7 @@ use crate::error::EngineError;
 use crate::summary::Summary;
 use aggregate::Aggregate;
 
+pub use bench::{BenchReport, ProgramResult, Skipped, Spread, WorkloadResult};
 pub use compare::Comparison;
 
 /// What a written report holds.
