@@ -38,58 +38,100 @@ pub fn trace(run_dir: &Path, out: Option<&Path>) -> Outcome {
 }
 
 /// Writes the trace's JSON; returns the invocations, worker slots and
-/// stages it holds.
+/// stages it holds. The events are written by hand (numbers through
+/// `itoa`, strings through serde_json's escaping): building a
+/// `serde_json::Value` per event took most of the time.
 fn write_events(run_dir: &Path, run: &str, w: &mut impl Write) -> anyhow::Result<(u64, usize, usize)> {
-    let records = fanout_engine::records::read(run_dir)?;
     w.write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[")?;
-    let process =
-        serde_json::json!({"name": "process_name", "ph": "M", "pid": 1, "args": {"name": format!("fanout run {run}")}});
-    serde_json::to_writer(&mut *w, &process)?;
+    w.write_all(b"{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":")?;
+    serde_json::to_writer(&mut *w, &format!("fanout run {run}"))?;
+    w.write_all(b"}}")?;
     // Per stage: its number; (time, +1 or -1) edges of its invocations.
     let mut stages: BTreeMap<String, u32> = BTreeMap::new();
     let mut edges: Vec<(u64, u32, i32)> = Vec::new();
-    let mut workers: BTreeMap<u32, ()> = BTreeMap::new();
+    let mut workers: BTreeMap<usize, ()> = BTreeMap::new();
     let mut invocations = 0u64;
-    for r in records {
-        let r = r?;
-        invocations += 1;
-        if workers.insert(r.worker, ()).is_none() {
-            let name = serde_json::json!({"name": "thread_name", "ph": "M", "pid": 1, "tid": r.worker,
-                                          "args": {"name": format!("slot {}", r.worker)}});
-            w.write_all(b",\n")?;
-            serde_json::to_writer(&mut *w, &name)?;
+    let mut failed: std::io::Result<()> = Ok(());
+    let mut n = itoa::Buffer::new();
+    fanout_engine::records::scan(run_dir, |r| {
+        if failed.is_err() {
+            return;
         }
-        let next = stages.len() as u32;
-        let stage = *stages.entry(r.stage.clone()).or_insert(next);
+        invocations += 1;
+        let stage = match stages.get(r.stage) {
+            Some(&i) => i,
+            None => {
+                let i = stages.len() as u32;
+                stages.insert(r.stage.to_string(), i);
+                i
+            }
+        };
         let dur = r.finished_us.saturating_sub(r.started_us);
         edges.push((r.started_us, stage, 1));
         edges.push((r.finished_us.max(r.started_us), stage, -1));
-        let mut args = serde_json::json!({
-            "task": r.task, "attempt": r.attempt, "cold": r.cold, "backup": r.backup, "status": r.status,
-            "container": r.container, "queued_us": r.started_us.saturating_sub(r.queued_us),
-            "bytes_in": r.bytes_in, "records_in": r.records_in, "bytes_out": r.bytes_out, "records_out": r.records_out,
-        });
-        if let Some(e) = &r.error {
-            args["error"] = e.clone().into();
-        }
-        let mut name = format!("{} {}", r.stage, r.phase);
-        if r.cold {
-            name.push_str(" (cold)");
-        }
-        let slice = serde_json::json!({"name": name, "cat": r.stage, "ph": "X", "ts": r.started_us, "dur": dur,
-                                       "pid": 1, "tid": r.worker, "args": args});
-        w.write_all(b",\n")?;
-        serde_json::to_writer(&mut *w, &slice)?;
-    }
+        let new_worker = workers.insert(r.worker, ()).is_none();
+        failed = (|| -> std::io::Result<()> {
+            if new_worker {
+                w.write_all(b",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":")?;
+                w.write_all(n.format(r.worker).as_bytes())?;
+                w.write_all(b",\"args\":{\"name\":\"slot ")?;
+                w.write_all(n.format(r.worker).as_bytes())?;
+                w.write_all(b"\"}}")?;
+            }
+            w.write_all(b",\n{\"name\":")?;
+            let cold = if r.cold { " (cold)" } else { "" };
+            string(w, &format!("{} {}{cold}", r.stage, r.phase))?;
+            w.write_all(b",\"cat\":")?;
+            string(w, r.stage)?;
+            w.write_all(b",\"ph\":\"X\"")?;
+            for (key, v) in [("ts", r.started_us), ("dur", dur)] {
+                write!(w, ",\"{key}\":")?;
+                w.write_all(n.format(v).as_bytes())?;
+            }
+            w.write_all(b",\"pid\":1,\"tid\":")?;
+            w.write_all(n.format(r.worker).as_bytes())?;
+            w.write_all(b",\"args\":{\"task\":")?;
+            w.write_all(n.format(r.task).as_bytes())?;
+            w.write_all(b",\"attempt\":")?;
+            w.write_all(n.format(r.attempt).as_bytes())?;
+            write!(w, ",\"cold\":{},\"backup\":{},\"status\":", r.cold, r.backup)?;
+            string(w, r.status)?;
+            let numbers = [
+                ("container", r.container),
+                ("queued_us", r.started_us.saturating_sub(r.queued_us)),
+                ("bytes_in", r.bytes_in),
+                ("records_in", r.records_in),
+                ("bytes_out", r.bytes_out),
+                ("records_out", r.records_out),
+            ];
+            for (key, v) in numbers {
+                write!(w, ",\"{key}\":")?;
+                w.write_all(n.format(v).as_bytes())?;
+            }
+            if let Some(e) = r.error {
+                w.write_all(b",\"error\":")?;
+                string(w, e)?;
+            }
+            w.write_all(b"}}")
+        })();
+    })?;
+    failed?;
     // The counters: invocations in flight per stage, at each change. An
     // end sorts before a start at the same time.
     edges.sort_unstable_by_key(|&(t, stage, delta)| (t, delta, stage));
-    let names: BTreeMap<u32, &str> = stages.iter().map(|(n, &i)| (i, n.as_str())).collect();
+    let names: Vec<String> = {
+        let mut v = vec![String::new(); stages.len()];
+        for (name, &i) in &stages {
+            v[i as usize] = serde_json::to_string(&format!("in flight: {name}"))?;
+        }
+        v
+    };
     let mut in_flight = vec![0i64; stages.len()];
     let mut i = 0;
+    let mut changed = Vec::new();
     while i < edges.len() {
         let t = edges[i].0;
-        let mut changed = Vec::new();
+        changed.clear();
         while i < edges.len() && edges[i].0 == t {
             let (_, stage, delta) = edges[i];
             in_flight[stage as usize] += i64::from(delta);
@@ -98,13 +140,21 @@ fn write_events(run_dir: &Path, run: &str, w: &mut impl Write) -> anyhow::Result
             }
             i += 1;
         }
-        for stage in changed {
-            let counter = serde_json::json!({"name": format!("in flight: {}", names[&stage]), "ph": "C", "ts": t,
-                                             "pid": 1, "args": {"invocations": in_flight[stage as usize]}});
-            w.write_all(b",\n")?;
-            serde_json::to_writer(&mut *w, &counter)?;
+        for &stage in &changed {
+            w.write_all(b",\n{\"name\":")?;
+            w.write_all(names[stage as usize].as_bytes())?;
+            w.write_all(b",\"ph\":\"C\",\"ts\":")?;
+            w.write_all(n.format(t).as_bytes())?;
+            w.write_all(b",\"pid\":1,\"args\":{\"invocations\":")?;
+            w.write_all(n.format(in_flight[stage as usize]).as_bytes())?;
+            w.write_all(b"}}")?;
         }
     }
     w.write_all(b"]}\n")?;
     Ok((invocations, workers.len(), stages.len()))
+}
+
+/// `s` as a JSON string.
+fn string(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *w, s).map_err(std::io::Error::from)
 }
