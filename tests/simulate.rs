@@ -43,8 +43,13 @@ fn simulate_predicts_real_runs_on_every_preset_calibrated_at_concurrency_one() {
     let s = Scratch::new();
     sleep_job(&s, 24);
     real(&s, "cal", &["platform.concurrency=1".to_string()]);
-    let mut cases: Vec<Vec<String>> =
-        vec![vec!["platform.concurrency=2".into()], vec!["platform.concurrency=4".into()]];
+    let mut cases: Vec<Vec<String>> = vec![
+        vec!["platform.concurrency=2".into()],
+        vec!["platform.concurrency=4".into()],
+        // A stage's own concurrency below the platform's: its invocations
+        // wait for a permit, as the engine's do.
+        vec!["platform.concurrency=4".into(), "stage.work.concurrency=1".into()],
+    ];
     for preset in PRESETS {
         // Backups (on by default on FaaS presets) start from timing noise
         // in the real run: the chaos test checks them.

@@ -165,10 +165,16 @@ fn run_steps(
         let mut attempt = 1;
         let mut began = Some(started);
         loop {
+            // Waiting for the stage's own concurrency is not part of the
+            // invocation (a platform does not start, or bill, a function
+            // held back by its concurrency limit).
+            let mut waited = Duration::ZERO;
             if let Some(l) = limit {
+                let wait = shared.clock.now();
                 l.acquire();
+                waited = shared.clock.now().saturating_duration_since(wait);
             }
-            let began = began.take().unwrap_or_else(|| shared.clock.now());
+            let began = began.take().map_or_else(|| shared.clock.now(), |b| b + waited);
             // A backup draws its own faults.
             let draw = if backup { attempt + 1000 } else { attempt };
             slot.gauge.running.store(step.stage + 1, std::sync::atomic::Ordering::Relaxed);

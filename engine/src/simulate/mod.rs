@@ -18,7 +18,8 @@ mod outcome;
 mod sweep;
 mod tasks;
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -255,6 +256,9 @@ struct Sim<'a, 'r> {
     stats: Vec<StageStats>,
     /// Tasks of the phase that failed for good.
     phase_failed: u64,
+    /// Per stage with a concurrency of its own below the platform's:
+    /// when each of its permits is next free (as the engine's `Limit`).
+    limits: Vec<Option<BinaryHeap<Reverse<u64>>>>,
     out: Outcome,
 }
 
@@ -290,6 +294,11 @@ impl<'a, 'r> Sim<'a, 'r> {
             next_container: seed << 40,
             stats: vec![StageStats::default(); index_count],
             phase_failed: 0,
+            limits: plan
+                .stages
+                .iter()
+                .map(|s| (s.concurrency < slots).then(|| (0..s.concurrency.max(1)).map(|_| Reverse(0)).collect()))
+                .collect(),
             out: Outcome {
                 wall_us: 0,
                 stats: Vec::new(),
@@ -445,6 +454,10 @@ impl<'a, 'r> Sim<'a, 'r> {
             let at = step.index();
             let mut attempt = 1;
             loop {
+                // The stage's own concurrency: the invocation waits for a
+                // permit (the wait is not part of it, as in the engine).
+                let permit = self.limits[step.stage].as_mut().map(|p| p.pop().expect("a permit").0);
+                t = t.max(permit.unwrap_or(0));
                 let warm = self.slots[slot].containers[at]
                     .filter(|&(_, used)| !expired(self.at(used), platform.containers.keep_alive, self.at(t)));
                 let (container, cold) = match warm {
@@ -481,6 +494,9 @@ impl<'a, 'r> Sim<'a, 'r> {
                     (us, error) = (limit, Some("timed out"));
                 }
                 let end = t + us.round() as u64;
+                if let Some(p) = self.limits[step.stage].as_mut() {
+                    p.push(Reverse(end));
+                }
                 let (bytes_out, records_out) = if error.is_none() {
                     ((bytes as f64 * model.bytes_ratio) as u64, (records as f64 * model.records_ratio).round() as u64)
                 } else {

@@ -18,6 +18,10 @@ use crate::summary::Summary;
 /// Residuals kept per step (evenly spaced quantiles of the run's).
 const RESIDUALS: usize = 4096;
 
+/// The input sizes' coefficient of variation below which a step's line
+/// cannot be fitted (see [`fit`]).
+const MIN_SPREAD: f64 = 0.05;
+
 /// One step's durations.
 #[derive(Debug, Clone)]
 pub(crate) struct StepModel {
@@ -91,22 +95,29 @@ impl Calibration {
         let overhead = if emulated { platform.containers.overhead.as_secs_f64() * 1e6 } else { 0.0 };
         let mut per: HashMap<(String, String), Samples> = HashMap::new();
         let (mut first, mut last) = (u64::MAX, 0u64);
-        // Per slot: the span it worked over and its busy time, and the
-        // first step's invocations (tasks).
-        let mut slots: HashMap<usize, (u64, u64, u64)> = HashMap::new();
-        let mut tasks = 0u64;
+        // Per slot (its records come in the order it ran them): when its
+        // last invocation ended, and whether it has started a reduce. The
+        // hand-off: a slot's idle time before each task it starts (the
+        // first step's first attempt, or a reduce's), but for its first
+        // task of each phase (the listing, the shuffle's barrier).
+        let mut slots: HashMap<usize, (Option<u64>, bool)> = HashMap::new();
+        let mut gaps: Vec<u32> = Vec::new();
         let first_stage = summary.stages.first().map(|s| (s.name.clone(), s.phase.clone()));
         records::scan(dir, |r| {
             first = first.min(r.started_us);
             last = last.max(r.finished_us);
             let dur = r.finished_us.saturating_sub(r.started_us);
-            let slot = slots.entry(r.worker).or_insert((u64::MAX, 0, 0));
-            slot.0 = slot.0.min(r.started_us);
-            slot.1 = slot.1.max(r.finished_us);
-            slot.2 += dur;
-            if first_stage.as_ref().is_some_and(|(s, p)| s == r.stage && p == r.phase) {
-                tasks += 1;
+            let slot = slots.entry(r.worker).or_insert((None, false));
+            let reduce = r.phase == "reduce";
+            let starts_task = reduce || first_stage.as_ref().is_some_and(|(s, p)| s == r.stage && p == r.phase);
+            if starts_task && r.attempt == 1 {
+                let first_of_phase = slot.0.is_none() || (reduce && !slot.1);
+                if let (false, Some(end)) = (first_of_phase, slot.0) {
+                    gaps.push(r.started_us.saturating_sub(end).min(u64::from(u32::MAX)) as u32);
+                }
+                slot.1 |= reduce;
             }
+            slot.0 = Some(slot.0.unwrap_or(0).max(r.finished_us));
             if r.status != "ok" {
                 return;
             }
@@ -131,18 +142,24 @@ impl Calibration {
         for (key, s) in per {
             steps.insert(key, fit(s));
         }
-        let busy: u64 = slots.values().map(|s| s.1.saturating_sub(s.0)).sum();
-        let worked: u64 = slots.values().map(|s| s.2).sum();
         let wall_us = summary.wall_seconds * 1e6;
         Ok(Calibration {
             steps,
             records_per_byte: summary.input.records as f64 / summary.input.bytes.max(1) as f64,
             head_us: if first == u64::MAX { 0.0 } else { first as f64 },
             tail_us: (wall_us - last as f64).max(0.0),
-            gap_us: busy.saturating_sub(worked) as f64 / tasks.max(1) as f64,
+            gap_us: trimmed_mean(&mut gaps),
             cpu_scale: summary.cost.cpu_scale,
         })
     }
+}
+
+/// The mean of `v` without its largest 2% (a slow first minute of the
+/// calibration run, a page fault storm, is not the job's hand-off).
+fn trimmed_mean(v: &mut [u32]) -> f64 {
+    v.sort_unstable();
+    let keep = &v[..v.len() - v.len() / 50];
+    if keep.is_empty() { 0.0 } else { keep.iter().map(|&g| f64::from(g)).sum::<f64>() / keep.len() as f64 }
 }
 
 /// Fits a step's line and spreads.
@@ -153,9 +170,14 @@ fn fit(s: Samples) -> StepModel {
     let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
     let var: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
     let cov: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let mut b = if var > 0.0 { (cov / var).max(0.0) } else { 0.0 };
+    // Splits all of about one size cannot tell a cost per invocation from
+    // a cost per byte (the slope would be the noise's): the time is then
+    // taken as proportional to the bytes, as it is for the functions that
+    // read their input, so another chunk size scales it.
+    let spread = (var / n).sqrt() / mx.max(f64::MIN_POSITIVE);
+    let mut b = if var > 0.0 && spread >= MIN_SPREAD { (cov / var).max(0.0) } else { 0.0 };
     let mut a = my - b * mx;
-    if a < 0.0 {
+    if a < 0.0 || (spread < MIN_SPREAD && mx > 0.0) {
         (a, b) = (0.0, if mx > 0.0 { my / mx } else { 0.0 });
     }
     let predict = |x: f64| a + b * x;
@@ -198,6 +220,24 @@ mod tests {
         assert!(m.residuals.iter().all(|r| (r - 1.0).abs() < 1e-9));
         assert_eq!(m.cold_extra_us, [5000.0]);
         assert!((m.warm_us(10_000, 0.5) - 150.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn splits_of_one_size_make_the_time_proportional_to_the_bytes() {
+        let mut s = Samples::default();
+        // Noise would make a slope of anything: 1% apart in size.
+        for (x, y) in [(10_000.0, 900.0), (10_100.0, 1100.0), (9_950.0, 1000.0)] {
+            s.warm.push((x, y));
+        }
+        let m = fit(s);
+        assert_eq!(m.a_us, 0.0);
+        assert!((m.warm_us(20_100, 0.5) / m.warm_us(10_050, 0.5) - 2.0).abs() < 1e-9, "{m:?}");
+        // Sizes that vary do fit a line with a fixed cost.
+        let mut s = Samples::default();
+        for x in [1000.0, 3000.0] {
+            s.warm.push((x, 500.0 + 0.1 * x));
+        }
+        assert!((fit(s).a_us - 500.0).abs() < 1e-6);
     }
 
     #[test]
