@@ -223,3 +223,30 @@ fn simulate_says_what_it_cannot_calibrate_on() {
         r.stderr
     );
 }
+
+#[test]
+fn a_stages_own_concurrency_holds_its_invocations_and_their_wait_is_not_billed() {
+    let s = Scratch::new();
+    sleep_job(&s, 12);
+    let sets = ["platform.concurrency=4".to_string(), "stage.work.concurrency=1".to_string()];
+    real(&s, "r", &sets);
+    // The limited stage's invocations do not overlap (but for reading the
+    // split, which a slot does before it waits: an invocation counts it),
+    // and each lasts about its 20 ms of sleep, not the time it waited for
+    // the permit.
+    let mut spans: Vec<(u64, u64)> = s
+        .records("r")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["stage"] == "work")
+        .map(|r| (r["started_us"].as_u64().unwrap(), r["finished_us"].as_u64().unwrap()))
+        .collect();
+    spans.sort_unstable();
+    assert_eq!(spans.len(), 12);
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0 + 5_000, "overlapping invocations of a stage limited to 1: {w:?}");
+    }
+    for (a, b) in &spans {
+        assert!(b - a < 60_000, "an invocation of 20 ms of sleep took {} µs: its wait was counted", b - a);
+    }
+}
