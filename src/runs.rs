@@ -27,7 +27,7 @@ pub fn list(dir: &Path, json: bool) -> Outcome {
     if !json {
         writeln!(
             out,
-            "{:<24} {:<16} {:<11} {:<20} {:>9} {:>12} {:>10}",
+            "{:<24} {:<16} {:<13} {:<20} {:>9} {:>12} {:>10}",
             "run", "job", "status", "started (UTC)", "wall s", "invocations", "cost $"
         )?;
     }
@@ -36,11 +36,14 @@ pub fn list(dir: &Path, json: bool) -> Outcome {
         let summary: Option<Summary> =
             std::fs::read(run.join("summary.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
         let job = summary.as_ref().map(|s| s.job.clone()).unwrap_or_else(|| job_name(&run));
+        let simulated = summary.as_ref().is_some_and(|s| s.simulation.is_some());
         let status = summary.as_ref().map_or("interrupted", |s| s.status.as_str());
+        // A simulation's run directory is not a run's: say so.
+        let status = if simulated { format!("sim:{status}") } else { status.to_string() };
         let started = started(&id);
         if json {
             let line = serde_json::json!({
-                "run": id, "dir": run, "job": job, "status": status, "started": started,
+                "run": id, "dir": run, "job": job, "status": status, "simulated": simulated, "started": started,
                 "wall_seconds": summary.as_ref().map(|s| s.wall_seconds),
                 "invocations": summary.as_ref().map(|s| s.invocations.total),
                 "usd": summary.as_ref().map(|s| s.cost.usd),
@@ -50,7 +53,7 @@ pub fn list(dir: &Path, json: bool) -> Outcome {
             let num = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             writeln!(
                 out,
-                "{:<24} {:<16} {:<11} {:<20} {:>9} {:>12} {:>10}",
+                "{:<24} {:<16} {:<13} {:<20} {:>9} {:>12} {:>10}",
                 id,
                 job,
                 status,

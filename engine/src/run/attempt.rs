@@ -11,7 +11,7 @@ use fanout_datasets::Split;
 use fanout_workers::FunctionError;
 
 use super::Shared;
-use super::dispatch::Task;
+use super::dispatch::{Limit, Task};
 use super::slot::Slot;
 use crate::chaos::Fault;
 use crate::compile::Phase;
@@ -139,6 +139,11 @@ fn run_steps(
     for &step in &phase.steps {
         let stage = &compiled.stages[step.stage];
         let limit = shared.limits[step.stage].as_ref();
+        // A stage with a concurrency of its own: the first attempt waits
+        // for a permit before it reads its input. The read is part of the
+        // invocation; the wait is not (a platform neither starts nor bills
+        // a function its concurrency limit holds back).
+        let mut permit = limit.map(Limit::permit);
         let started = shared.clock.now();
         // The first step over a split passes it on (a function may read it
         // itself instead of being sent records).
@@ -165,16 +170,8 @@ fn run_steps(
         let mut attempt = 1;
         let mut began = Some(started);
         loop {
-            // Waiting for the stage's own concurrency is not part of the
-            // invocation (a platform does not start, or bill, a function
-            // held back by its concurrency limit).
-            let mut waited = Duration::ZERO;
-            if let Some(l) = limit {
-                let wait = shared.clock.now();
-                l.acquire();
-                waited = shared.clock.now().saturating_duration_since(wait);
-            }
-            let began = began.take().map_or_else(|| shared.clock.now(), |b| b + waited);
+            let held = permit.take().or_else(|| limit.map(Limit::permit));
+            let began = began.take().unwrap_or_else(|| shared.clock.now());
             // A backup draws its own faults.
             let draw = if backup { attempt + 1000 } else { attempt };
             slot.gauge.running.store(step.stage + 1, std::sync::atomic::Ordering::Relaxed);
@@ -186,9 +183,7 @@ fn run_steps(
                 read.records = n;
             }
             let finished = shared.clock.now();
-            if let Some(l) = limit {
-                l.release();
-            }
+            drop(held);
             let (status, error, bytes_out, records_out) = match &call.result {
                 Ok(out) => (
                     "ok",

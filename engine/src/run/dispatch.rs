@@ -236,17 +236,25 @@ impl Limit {
         Limit { free: Mutex::new(permits), cv: Condvar::new() }
     }
 
-    pub(super) fn acquire(&self) {
+    /// Waits for a permit; it is given back when dropped (on every path,
+    /// an error's included).
+    pub(super) fn permit(&self) -> Permit<'_> {
         let mut free = self.free.lock().expect("not poisoned");
         while *free == 0 {
             free = self.cv.wait(free).expect("not poisoned");
         }
         *free -= 1;
+        Permit(self)
     }
+}
 
-    pub(super) fn release(&self) {
-        *self.free.lock().expect("not poisoned") += 1;
-        self.cv.notify_one();
+/// A permit of a [`Limit`], held until dropped.
+pub(super) struct Permit<'a>(&'a Limit);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("not poisoned") += 1;
+        self.0.cv.notify_one();
     }
 }
 
