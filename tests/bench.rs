@@ -37,6 +37,7 @@ fn skipped<'a>(w: &'a Value, name: &str) -> Option<&'a str> {
 
 #[test]
 fn the_quick_suite_runs_every_workload_and_the_peers_found_and_skips_the_others() {
+    let _heavy = crate::util::heavy();
     let s = Scratch::new();
     let r = s.run_within(240, &["bench", "--quick", "--compare", "--runs", "2", "--out", "b", "--json"]).expect(0);
     let out: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
@@ -106,6 +107,7 @@ fn the_quick_suite_runs_every_workload_and_the_peers_found_and_skips_the_others(
 
 #[test]
 fn a_thread_sweep_measures_each_count_and_plots_the_speedup() {
+    let _heavy = crate::util::heavy();
     let s = Scratch::new();
     let r =
         s.run_within(120, &["bench", "--quick", "--only", "pi,dispatch", "--threads", "1,2", "--out", "t"]).expect(0);

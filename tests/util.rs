@@ -182,3 +182,11 @@ pub fn journaled(run_dir: &Path) -> Vec<(u64, u64)> {
     }
     out
 }
+
+/// Held by the tests that measure wall time against a prediction and by
+/// those that load every core (the benchmark suite), so that they do not
+/// run at once.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
