@@ -225,9 +225,11 @@ pub struct SimulateArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<Override>,
     /// A run of the job (its run directory) whose invocations calibrate
-    /// the durations: run it at a small scale, then simulate at any.
-    #[arg(long, value_name = "RUN_DIR")]
-    pub from: PathBuf,
+    /// the durations: run it at a small scale, then simulate at any. Given
+    /// again, the runs' invocations are pooled: runs at two chunk sizes
+    /// teach how each step's time and output grow with its input.
+    #[arg(long, value_name = "RUN_DIR", required = true)]
+    pub from: Vec<PathBuf>,
     /// Seeds to simulate: the wall time's p5–p95 over them.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub seeds: u32,

@@ -20,13 +20,15 @@ pub fn simulate(a: &SimulateArgs) -> Outcome {
     let registry = Registry::builtins();
     let job_args = JobArgs { job: a.job.clone(), set: a.set.clone(), cache_dir: ".fanout/cache".into() };
     let (job, plan) = load_plan(&job_args, &registry)?;
-    if !a.from.join("summary.json").is_file() {
-        return Err(Failure::invalid(anyhow::anyhow!(
-            "--from {}: not the directory of a finished run (no summary.json)",
-            a.from.display()
-        )));
+    for from in &a.from {
+        if !from.join("summary.json").is_file() {
+            return Err(Failure::invalid(anyhow::anyhow!(
+                "--from {}: not the directory of a finished run (no summary.json)",
+                from.display()
+            )));
+        }
     }
-    let cal = Calibrated::load(&a.from).map_err(Failure::invalid)?;
+    let cal = Calibrated::load_all(&a.from).map_err(Failure::invalid)?;
     if !a.sweep.is_empty() {
         return sweep(a, &cal, &registry);
     }

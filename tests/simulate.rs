@@ -273,3 +273,51 @@ fn a_stages_own_concurrency_holds_its_invocations_and_their_wait_is_not_billed()
         assert!(b - a < 60_000, "an invocation of 20 ms of sleep took {} µs: its wait was counted", b - a);
     }
 }
+
+#[test]
+fn runs_at_two_chunk_sizes_calibrate_one_simulation() {
+    let s = Scratch::new();
+    let job = root().join("jobs/examples/wordcount.toml").display().to_string();
+    for (dir, chunk) in [("small", "32KiB"), ("large", "128KiB")] {
+        let chunk = format!("input.chunk_size={chunk}");
+        let args =
+            ["run", &job, "--progress", "never", "--show", "0", "--run-dir", dir, "--set", "input.generate.size=1MiB"];
+        s.run_within(120, &[&args[..], &["--set", "platform.concurrency=1", "--set", &chunk]].concat()).expect(0);
+    }
+    let sets = ["--set", "input.generate.size=1MiB", "--set", "input.chunk_size=64KiB", "--seeds", "1", "--json"];
+    let args = ["simulate", &job, "--from", "small", "--from", "large", "--run-dir", "sim"];
+    let p = summary(&s.run_within(120, &[&args[..], &sets[..]].concat()).expect(0));
+    assert_eq!(p["simulation"]["calibrated_from"], "small, large");
+    assert_eq!(p["input"]["splits"], 16);
+    // The word tables: a step's output is a power of its input, fitted on
+    // both runs, so the simulated combine takes in what the real maps put
+    // out at 64 KiB within the spread of the two runs.
+    let real = summary(
+        &s.run_within(
+            120,
+            &[
+                "run",
+                &job,
+                "--progress",
+                "never",
+                "--show",
+                "0",
+                "--json",
+                "--run-dir",
+                "r",
+                "--set",
+                "input.generate.size=1MiB",
+                "--set",
+                "input.chunk_size=64KiB",
+            ],
+        )
+        .expect(0),
+    );
+    let combine = |v: &serde_json::Value| {
+        v["stages"].as_array().unwrap().iter().find(|s| s["phase"] == "combine").unwrap()["bytes_in"].as_f64().unwrap()
+    };
+    let (predicted, measured) = (combine(&p), combine(&real));
+    assert!((predicted - measured).abs() / measured < 0.1, "combine input predicted {predicted}, measured {measured}");
+    let r = s.run(&["simulate", &job, "--from", "small", "--from", "nosuch"]).expect(2);
+    assert!(r.stderr.contains("--from nosuch: not the directory of a finished run"), "{}", r.stderr);
+}

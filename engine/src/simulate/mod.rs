@@ -56,11 +56,20 @@ pub struct Calibrated {
 impl Calibrated {
     /// Calibrates on the finished run in `from` (its run directory).
     pub fn load(from: &Path) -> Result<Calibrated, EngineError> {
-        let platform = calibration_platform(from)?;
-        Ok(Calibrated { cal: Calibration::from_run(from, &platform)?, from: from.to_path_buf() })
+        Calibrated::load_all(&[from.to_path_buf()])
     }
 
-    /// The run it was calibrated on.
+    /// Calibrates on the finished runs in `runs`, their invocations pooled
+    /// (runs of the job at two chunk sizes teach how its steps' time and
+    /// output grow with their input).
+    pub fn load_all(runs: &[PathBuf]) -> Result<Calibrated, EngineError> {
+        let platforms = runs.iter().map(|r| calibration_platform(r)).collect::<Result<Vec<_>, _>>()?;
+        let pairs: Vec<(&Path, fanout_jobs::PlatformPlan)> = runs.iter().map(PathBuf::as_path).zip(platforms).collect();
+        let joined = runs.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
+        Ok(Calibrated { cal: Calibration::from_runs(&pairs)?, from: PathBuf::from(joined) })
+    }
+
+    /// The run (or runs, joined with commas) it was calibrated on.
     pub fn from(&self) -> &Path {
         &self.from
     }
@@ -498,7 +507,7 @@ impl<'a, 'r> Sim<'a, 'r> {
                     p.push(Reverse(end));
                 }
                 let (bytes_out, records_out) = if error.is_none() {
-                    ((bytes as f64 * model.bytes_ratio) as u64, (records as f64 * model.records_ratio).round() as u64)
+                    (model.bytes_out.at(bytes as f64) as u64, model.records_out.at(records as f64).round() as u64)
                 } else {
                     (0, 0)
                 };

@@ -33,9 +33,49 @@ pub(crate) struct StepModel {
     /// What a cold start took beyond the warm time and the modelled start
     /// (the function's init, a process start), sorted; µs.
     pub(crate) cold_extra_us: Vec<f64>,
-    /// Output bytes and records per input byte and record.
-    pub(crate) bytes_ratio: f64,
-    pub(crate) records_ratio: f64,
+    /// Output bytes as a power of the input bytes, and output records
+    /// of the input records.
+    pub(crate) bytes_out: Power,
+    pub(crate) records_out: Power,
+}
+
+/// `y = k × x^e`: what a step puts out for what it takes in. A word
+/// count's table grows slower than its text (e < 1); a filter's output is
+/// a share of its input (e = 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Power {
+    k: f64,
+    e: f64,
+}
+
+impl Power {
+    /// The output for an input of `x`.
+    pub(crate) fn at(&self, x: f64) -> f64 {
+        if x <= 0.0 { 0.0 } else { self.k * x.powf(self.e) }
+    }
+
+    /// Fits (input, output) pairs: the exponent by least squares over
+    /// their logarithms when the inputs vary (1 when they are all of
+    /// about one size), then the factor so that the outputs' total is the
+    /// observed one.
+    fn fit(pairs: &[(f64, f64)]) -> Power {
+        let logs: Vec<(f64, f64)> =
+            pairs.iter().filter(|p| p.0 > 0.0 && p.1 > 0.0).map(|p| (p.0.ln(), p.1.ln())).collect();
+        let n = logs.len() as f64;
+        let mut e = 1.0;
+        if logs.len() >= 2 {
+            let (mx, my) = (logs.iter().map(|p| p.0).sum::<f64>() / n, logs.iter().map(|p| p.1).sum::<f64>() / n);
+            let var: f64 = logs.iter().map(|p| (p.0 - mx).powi(2)).sum();
+            let cov: f64 = logs.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+            // ln x's spread is about x's coefficient of variation.
+            if (var / n).sqrt() >= MIN_SPREAD {
+                e = (cov / var).clamp(0.0, 2.0);
+            }
+        }
+        let predicted: f64 = pairs.iter().map(|p| if p.0 > 0.0 { p.0.powf(e) } else { 0.0 }).sum();
+        let observed: f64 = pairs.iter().map(|p| p.1).sum();
+        Power { k: if predicted > 0.0 { observed / predicted } else { 1.0 }, e }
+    }
 }
 
 impl StepModel {
@@ -56,7 +96,7 @@ fn pick(sorted: &[f64], u: f64) -> Option<f64> {
     (!sorted.is_empty()).then(|| sorted[((u * sorted.len() as f64) as usize).min(sorted.len() - 1)])
 }
 
-/// What a run taught about its job.
+/// What the runs taught about their job.
 #[derive(Debug, Clone)]
 pub(crate) struct Calibration {
     /// By (stage, phase).
@@ -69,7 +109,8 @@ pub(crate) struct Calibration {
     pub(crate) tail_us: f64,
     /// A slot's time between one task and the next (the hand-off), µs.
     pub(crate) gap_us: f64,
-    /// The CPU share the run's platform gave (1 = a core here).
+    /// The CPU share the durations are for (1 = a core here: the runs'
+    /// durations are scaled to it).
     pub(crate) cpu_scale: f64,
 }
 
@@ -79,13 +120,46 @@ pub(crate) struct Calibration {
 struct Samples {
     warm: Vec<(f64, f64)>,
     cold: Vec<(f64, f64)>,
-    bytes: (f64, f64),
-    records: (f64, f64),
+    /// (in, out) bytes and records of its successful invocations.
+    bytes: Vec<(f64, f64)>,
+    records: Vec<(f64, f64)>,
+}
+
+/// What is read from the runs, before the fit.
+#[derive(Default)]
+struct Reading {
+    per: HashMap<(String, String), Samples>,
+    gaps: Vec<u32>,
+    heads: Vec<f64>,
+    tails: Vec<f64>,
+    bytes: f64,
+    records: f64,
 }
 
 impl Calibration {
-    /// Calibrates on the run in `dir`, whose job's platform was `platform`.
-    pub(crate) fn from_run(dir: &Path, platform: &PlatformPlan) -> Result<Calibration, EngineError> {
+    /// Calibrates on the runs in `runs` (each a run directory and its
+    /// job's platform), whose invocations are pooled: runs at two chunk
+    /// sizes teach how a step's time and output grow with its input.
+    pub(crate) fn from_runs(runs: &[(&Path, PlatformPlan)]) -> Result<Calibration, EngineError> {
+        let mut reading = Reading::default();
+        for (dir, platform) in runs {
+            reading.read(dir, platform)?;
+        }
+        let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+        Ok(Calibration {
+            steps: reading.per.into_iter().map(|(k, s)| (k, fit(s))).collect(),
+            records_per_byte: reading.records / reading.bytes.max(1.0),
+            head_us: mean(&reading.heads),
+            tail_us: mean(&reading.tails),
+            gap_us: trimmed_mean(&mut reading.gaps),
+            cpu_scale: 1.0,
+        })
+    }
+}
+
+impl Reading {
+    /// Reads the run in `dir`, whose job's platform was `platform`.
+    fn read(&mut self, dir: &Path, platform: &PlatformPlan) -> Result<(), EngineError> {
         let invalid = |m: String| EngineError::io(dir, std::io::Error::other(m));
         let summary: Summary = std::fs::read(dir.join("summary.json"))
             .ok()
@@ -93,7 +167,9 @@ impl Calibration {
             .ok_or_else(|| invalid("no summary.json: calibrate on a run that finished".to_string()))?;
         let emulated = platform.emulate;
         let overhead = if emulated { platform.containers.overhead.as_secs_f64() * 1e6 } else { 0.0 };
-        let mut per: HashMap<(String, String), Samples> = HashMap::new();
+        // Durations to one core here.
+        let cpu = summary.cost.cpu_scale.max(f64::MIN_POSITIVE);
+        let (per, gaps) = (&mut self.per, &mut self.gaps);
         let (mut first, mut last) = (u64::MAX, 0u64);
         // Per slot (its records come in the order it ran them): when its
         // last invocation ended, and whether it has started a reduce. The
@@ -101,7 +177,6 @@ impl Calibration {
         // first step's first attempt, or a reduce's), but for its first
         // task of each phase (the listing, the shuffle's barrier).
         let mut slots: HashMap<usize, (Option<u64>, bool)> = HashMap::new();
-        let mut gaps: Vec<u32> = Vec::new();
         let first_stage = summary.stages.first().map(|s| (s.name.clone(), s.phase.clone()));
         records::scan(dir, |r| {
             first = first.min(r.started_us);
@@ -122,35 +197,26 @@ impl Calibration {
                 return;
             }
             let s = per.entry((r.stage.to_string(), r.phase.to_string())).or_default();
-            let compute = dur as f64 - overhead;
+            let compute = (dur as f64 - overhead) / cpu;
             if r.cold {
                 let modelled = if emulated {
                     platform.containers.cold_start.sample(standard_normal(r.container))
                 } else {
                     Default::default()
                 };
-                s.cold.push((r.bytes_in as f64, compute - modelled.as_secs_f64() * 1e6));
+                s.cold.push((r.bytes_in as f64, compute - modelled.as_secs_f64() * 1e6 / cpu));
             } else {
                 s.warm.push((r.bytes_in as f64, compute.max(0.0)));
             }
-            s.bytes.0 += r.bytes_in as f64;
-            s.bytes.1 += r.bytes_out as f64;
-            s.records.0 += r.records_in as f64;
-            s.records.1 += r.records_out as f64;
+            s.bytes.push((r.bytes_in as f64, r.bytes_out as f64));
+            s.records.push((r.records_in as f64, r.records_out as f64));
         })?;
-        let mut steps = HashMap::new();
-        for (key, s) in per {
-            steps.insert(key, fit(s));
-        }
         let wall_us = summary.wall_seconds * 1e6;
-        Ok(Calibration {
-            steps,
-            records_per_byte: summary.input.records as f64 / summary.input.bytes.max(1) as f64,
-            head_us: if first == u64::MAX { 0.0 } else { first as f64 },
-            tail_us: (wall_us - last as f64).max(0.0),
-            gap_us: trimmed_mean(&mut gaps),
-            cpu_scale: summary.cost.cpu_scale,
-        })
+        self.heads.push(if first == u64::MAX { 0.0 } else { first as f64 });
+        self.tails.push((wall_us - last as f64).max(0.0));
+        self.bytes += summary.input.bytes as f64;
+        self.records += summary.input.records as f64;
+        Ok(())
     }
 }
 
@@ -190,8 +256,8 @@ fn fit(s: Samples) -> StepModel {
         b_us_per_byte: b,
         residuals: quantiles(&mut residuals),
         cold_extra_us: quantiles(&mut cold),
-        bytes_ratio: if s.bytes.0 > 0.0 { s.bytes.1 / s.bytes.0 } else { 1.0 },
-        records_ratio: if s.records.0 > 0.0 { s.records.1 / s.records.0 } else { 1.0 },
+        bytes_out: Power::fit(&s.bytes),
+        records_out: Power::fit(&s.records),
     }
 }
 
@@ -238,6 +304,20 @@ mod tests {
             s.warm.push((x, 500.0 + 0.1 * x));
         }
         assert!((fit(s).a_us - 500.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn outputs_are_a_power_of_the_inputs_when_the_inputs_vary() {
+        // A vocabulary that grows as the square root of the text.
+        let pairs: Vec<(f64, f64)> = [1e4, 4e4, 1.6e5, 6.4e5].iter().map(|&x| (x, 10.0 * f64::sqrt(x))).collect();
+        let p = Power::fit(&pairs);
+        assert!((p.e - 0.5).abs() < 1e-9 && (p.at(2.56e6) - 16_000.0).abs() < 1e-6, "{p:?}");
+        // Inputs of one size: proportional, with the observed total.
+        let p = Power::fit(&[(1000.0, 300.0), (1010.0, 310.0), (0.0, 0.0)]);
+        assert_eq!(p.e, 1.0);
+        assert!((p.at(2010.0) - 610.0).abs() < 1e-9, "{p:?}");
+        // Nothing out: nothing predicted.
+        assert_eq!(Power::fit(&[(1000.0, 0.0), (4000.0, 0.0)]).at(5000.0), 0.0);
     }
 
     #[test]
