@@ -278,12 +278,14 @@ fn a_stages_own_concurrency_holds_its_invocations_and_their_wait_is_not_billed()
 fn runs_at_two_chunk_sizes_calibrate_one_simulation() {
     let s = Scratch::new();
     let job = root().join("jobs/examples/wordcount.toml").display().to_string();
-    for (dir, chunk) in [("small", "32KiB"), ("large", "128KiB")] {
+    let run = |dir: &str, chunk: &str| {
         let chunk = format!("input.chunk_size={chunk}");
-        let args =
-            ["run", &job, "--progress", "never", "--show", "0", "--run-dir", dir, "--set", "input.generate.size=1MiB"];
-        s.run_within(120, &[&args[..], &["--set", "platform.concurrency=1", "--set", &chunk]].concat()).expect(0);
-    }
+        let args = ["run", &job, "--progress", "never", "--show", "0", "--json", "--run-dir", dir];
+        let sets = ["--set", "input.generate.size=1MiB", "--set", "platform.concurrency=1", "--set", &chunk];
+        summary(&s.run_within(120, &[&args[..], &sets[..]].concat()).expect(0))
+    };
+    run("small", "32KiB");
+    run("large", "128KiB");
     let sets = ["--set", "input.generate.size=1MiB", "--set", "input.chunk_size=64KiB", "--seeds", "1", "--json"];
     let args = ["simulate", &job, "--from", "small", "--from", "large", "--run-dir", "sim"];
     let p = summary(&s.run_within(120, &[&args[..], &sets[..]].concat()).expect(0));
@@ -292,27 +294,7 @@ fn runs_at_two_chunk_sizes_calibrate_one_simulation() {
     // The word tables: a step's output is a power of its input, fitted on
     // both runs, so the simulated combine takes in what the real maps put
     // out at 64 KiB within the spread of the two runs.
-    let real = summary(
-        &s.run_within(
-            120,
-            &[
-                "run",
-                &job,
-                "--progress",
-                "never",
-                "--show",
-                "0",
-                "--json",
-                "--run-dir",
-                "r",
-                "--set",
-                "input.generate.size=1MiB",
-                "--set",
-                "input.chunk_size=64KiB",
-            ],
-        )
-        .expect(0),
-    );
+    let real = run("r", "64KiB");
     let combine = |v: &serde_json::Value| {
         v["stages"].as_array().unwrap().iter().find(|s| s["phase"] == "combine").unwrap()["bytes_in"].as_f64().unwrap()
     };

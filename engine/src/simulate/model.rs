@@ -6,7 +6,7 @@
 //! taken out first, so the simulated platform's own model can be put in.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fanout_jobs::PlatformPlan;
 
@@ -112,6 +112,46 @@ pub(crate) struct Calibration {
     /// The CPU share the durations are for (1 = a core here: the runs'
     /// durations are scaled to it).
     pub(crate) cpu_scale: f64,
+}
+
+/// A run's invocations, learned as durations to simulate with: load it
+/// once, simulate any number of configurations of its job.
+#[derive(Debug, Clone)]
+pub struct Calibrated {
+    pub(super) cal: Calibration,
+    pub(super) from: PathBuf,
+}
+
+impl Calibrated {
+    /// Calibrates on the finished run in `from` (its run directory).
+    pub fn load(from: &Path) -> Result<Calibrated, EngineError> {
+        Calibrated::load_all(&[from.to_path_buf()])
+    }
+
+    /// Calibrates on the finished runs in `runs`, their invocations pooled
+    /// (runs of the job at two chunk sizes teach how its steps' time and
+    /// output grow with their input).
+    pub fn load_all(runs: &[PathBuf]) -> Result<Calibrated, EngineError> {
+        let platforms = runs.iter().map(|r| calibration_platform(r)).collect::<Result<Vec<_>, _>>()?;
+        let pairs: Vec<(&Path, fanout_jobs::PlatformPlan)> = runs.iter().map(PathBuf::as_path).zip(platforms).collect();
+        let joined = runs.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
+        Ok(Calibrated { cal: Calibration::from_runs(&pairs)?, from: PathBuf::from(joined) })
+    }
+
+    /// The run (or runs, joined with commas) it was calibrated on.
+    pub fn from(&self) -> &Path {
+        &self.from
+    }
+}
+
+/// The platform of the run in `from`, from its job.
+fn calibration_platform(from: &Path) -> Result<fanout_jobs::PlatformPlan, EngineError> {
+    let bad = |m: String| EngineError::io(from, std::io::Error::other(m));
+    let job = fanout_jobs::load(&from.join("job.json"), &[])
+        .map_err(|e| bad(format!("not a run directory to calibrate on: {e}")))?;
+    let plan = fanout_jobs::validate(&job, &fanout_workers::Registry::builtins())
+        .map_err(|e| bad(format!("its job no longer validates: {e}")))?;
+    Ok(plan.platform)
 }
 
 /// Per step while reading: (bytes in, compute µs) of warm invocations,
