@@ -228,8 +228,14 @@ pub struct SimulateArgs {
     /// the durations: run it at a small scale, then simulate at any. Given
     /// again, the runs' invocations are pooled: runs at two chunk sizes
     /// teach how each step's time and output grow with its input.
-    #[arg(long, value_name = "RUN_DIR", required = true)]
+    #[arg(long, value_name = "RUN_DIR")]
     pub from: Vec<PathBuf>,
+    /// A stage's durations, given instead of calibrated:
+    /// STAGE[.PHASE]=TIME, a time per invocation and/or per MiB read with
+    /// an optional lognormal spread (20ms, 1ms+4ms/MiB, 20ms~0.3). With
+    /// one for every stage, no --from is needed.
+    #[arg(long, value_name = "STAGE=TIME")]
+    pub durations: Vec<GivenArg>,
     /// Seeds to simulate: the wall time's p5–p95 over them.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub seeds: u32,
@@ -257,6 +263,33 @@ pub struct SimulateArgs {
     /// `.fanout/sweeps/<id>`).
     #[arg(long, value_name = "DIR", requires = "sweep")]
     pub out: Option<PathBuf>,
+}
+
+/// A `--durations STAGE[.PHASE]=TIME`.
+#[derive(Debug, Clone)]
+pub struct GivenArg {
+    /// The stage's name.
+    pub stage: String,
+    /// map, combine or reduce; none: all its phases.
+    pub phase: Option<String>,
+    /// Its durations.
+    pub durations: fanout_engine::simulate::GivenDurations,
+}
+
+impl std::str::FromStr for GivenArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, spec) =
+            s.split_once('=').ok_or_else(|| format!("--durations {s}: expected STAGE=TIME, e.g. count=1ms+4ms/MiB"))?;
+        let key = key.trim();
+        let (stage, phase) = match key.rsplit_once('.') {
+            Some((stage, phase @ ("map" | "combine" | "reduce"))) => (stage, Some(phase.to_string())),
+            _ => (key, None),
+        };
+        let durations = spec.parse().map_err(|e| format!("--durations {s}: {e}"))?;
+        Ok(GivenArg { stage: stage.to_string(), phase, durations })
+    }
 }
 
 /// A `--sweep KEY=V1,V2,...`: a field and the values to simulate it at.

@@ -20,15 +20,7 @@ pub fn simulate(a: &SimulateArgs) -> Outcome {
     let registry = Registry::builtins();
     let job_args = JobArgs { job: a.job.clone(), set: a.set.clone(), cache_dir: ".fanout/cache".into() };
     let (job, plan) = load_plan(&job_args, &registry)?;
-    for from in &a.from {
-        if !from.join("summary.json").is_file() {
-            return Err(Failure::invalid(anyhow::anyhow!(
-                "--from {}: not the directory of a finished run (no summary.json)",
-                from.display()
-            )));
-        }
-    }
-    let cal = Calibrated::load_all(&a.from).map_err(Failure::invalid)?;
+    let cal = calibration(a, &plan)?;
     if !a.sweep.is_empty() {
         return sweep(a, &cal, &registry);
     }
@@ -42,7 +34,7 @@ pub fn simulate(a: &SimulateArgs) -> Outcome {
         writeln!(out)?;
     } else {
         eprintln!(
-            "simulated (calibrated on {}): wall {:.3} s, p5 {:.3} s – p95 {:.3} s over {} seeds",
+            "simulated (durations from {}): wall {:.3} s, p5 {:.3} s – p95 {:.3} s over {} seeds",
             m.calibrated_from.display(),
             m.wall_p50,
             m.wall_p5,
@@ -61,6 +53,40 @@ pub fn simulate(a: &SimulateArgs) -> Outcome {
         eprintln!("meets the deadline of {d} s at p95 ({:.3} s)", m.wall_p95);
     }
     Ok(())
+}
+
+/// What the durations come from: the `--from` runs, with the
+/// `--durations` given over them.
+fn calibration(a: &SimulateArgs, plan: &fanout_jobs::Plan) -> Result<Calibrated, Failure> {
+    if a.from.is_empty() && a.durations.is_empty() {
+        return Err(Failure::invalid(anyhow::anyhow!(
+            "no durations to simulate with: give --from RUN_DIR (a run of the job to calibrate on) or --durations \
+             STAGE=TIME for each stage"
+        )));
+    }
+    for from in &a.from {
+        if !from.join("summary.json").is_file() {
+            return Err(Failure::invalid(anyhow::anyhow!(
+                "--from {}: not the directory of a finished run (no summary.json)",
+                from.display()
+            )));
+        }
+    }
+    let mut cal =
+        if a.from.is_empty() { Calibrated::none() } else { Calibrated::load_all(&a.from).map_err(Failure::invalid)? };
+    for g in &a.durations {
+        if !plan.stages.iter().any(|s| s.name == g.stage) {
+            let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(Failure::invalid(anyhow::anyhow!(
+                "--durations {}: the job has no stage `{}` (its stages: {})",
+                g.stage,
+                g.stage,
+                names.join(", ")
+            )));
+        }
+        cal.give(&g.stage, g.phase.as_deref(), &g.durations);
+    }
+    Ok(cal)
 }
 
 /// `--sweep`: every combination of the swept values, simulated.
@@ -98,7 +124,7 @@ fn sweep(a: &SimulateArgs, cal: &Calibrated, registry: &Registry) -> Outcome {
         writeln!(std::io::stdout().lock(), "{json}")?;
     } else {
         eprintln!(
-            "simulated {} configurations (calibrated on {}, {} seeds each; * the Pareto front of p95 time and cost)",
+            "simulated {} configurations (durations from {}, {} seeds each; * the Pareto front of p95 time and cost)",
             result.points.len(),
             cal.from().display(),
             result.seeds

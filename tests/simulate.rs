@@ -210,7 +210,7 @@ fn a_generated_input_is_simulated_at_a_size_never_generated() {
     }
     let r = s.run_within(120, &args).expect(0);
     assert!(
-        r.stderr.contains("simulated (calibrated on cal): wall ") && r.stderr.contains("over 2 seeds"),
+        r.stderr.contains("simulated (durations from cal): wall ") && r.stderr.contains("over 2 seeds"),
         "{}",
         r.stderr
     );

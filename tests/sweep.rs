@@ -232,3 +232,45 @@ fn a_sweep_names_the_value_it_cannot_use() {
     let r = s.run(&["simulate", "job.toml", "--from", "cal", "--out", "x"]).expect(2);
     assert!(r.stderr.contains("--sweep"), "{}", r.stderr);
 }
+
+#[test]
+fn durations_given_without_a_run_simulate_the_job_by_hand_arithmetic() {
+    let s = Scratch::new();
+    sleep_job(&s, 24);
+    let given = ["--durations", "work=20ms", "--durations", "count=1ms", "--durations", "total=1ms"];
+    let run = |extra: &[&str]| {
+        let args = ["simulate", "job.toml", "--seeds", "1", "--json", "--set", "platform.concurrency=4"];
+        summary(&s.run_within(60, &[&args[..], &given[..], extra].concat()).expect(0))
+    };
+    // 24 tasks of 20 + 1 + 1 ms on 4 slots: 6 rounds; then 4 partitions
+    // of 1 ms at once. Nothing else: no run taught a hand-off.
+    let p = run(&["--run-dir", "a"]);
+    assert_eq!(p["wall_seconds"], 0.133, "{p}");
+    assert_eq!(p["invocations"]["total"], 24 * 3 + 4);
+    assert_eq!(p["simulation"]["calibrated_from"], "--durations");
+    // Lambda's rule: CPU in proportion to memory, one vCPU at 1,769 MB.
+    let p = run(&["--run-dir", "b", "--set", "platform.preset=aws-lambda", "--set", "platform.memory=512MB"]);
+    let wall = p["wall_seconds"].as_f64().unwrap();
+    assert!((wall - 0.133 * 1769.0 / 512.0).abs() < 1e-3, "{wall}");
+    // A stage of several phases given per phase; a spread varies the times.
+    let p = run(&["--run-dir", "c", "--durations", "total.reduce=11ms", "--durations", "work=20ms~0.5"]);
+    let wall = p["wall_seconds"].as_f64().unwrap();
+    assert!(wall != 0.143 && (0.1..0.3).contains(&wall), "{wall}");
+    // Over a calibration run: the given stage changes, the others do not.
+    real(&s, "cal", &["platform.concurrency=1".to_string()]);
+    let calibrated = summary(&simulate(&s, "d", &["platform.concurrency=4".into()], &["--seeds", "1"]).expect(0));
+    let slower = summary(
+        &simulate(&s, "e", &["platform.concurrency=4".into()], &["--seeds", "1", "--durations", "work=60ms"]).expect(0),
+    );
+    let (c, w) = (calibrated["wall_seconds"].as_f64().unwrap(), slower["wall_seconds"].as_f64().unwrap());
+    assert!((w - c - 6.0 * 0.040).abs() < 0.03, "calibrated {c} s, with work at 60 ms {w} s");
+    // What it cannot simulate.
+    let r = s.run(&["simulate", "job.toml"]).expect(2);
+    assert!(r.stderr.contains("no durations to simulate with: give --from RUN_DIR"), "{}", r.stderr);
+    let r = s.run(&["simulate", "job.toml", "--durations", "work=20ms"]).expect(2);
+    assert!(r.stderr.contains("stage `count` (map) has no durations: give --durations count=TIME"), "{}", r.stderr);
+    let r = s.run(&["simulate", "job.toml", "--durations", "nosuch=20ms"]).expect(2);
+    assert!(r.stderr.contains("the job has no stage `nosuch` (its stages: work, count, total)"), "{}", r.stderr);
+    let r = s.run(&["simulate", "job.toml", "--durations", "work=fast"]).expect(2);
+    assert!(r.stderr.contains("expected a time per invocation and/or per MiB"), "{}", r.stderr);
+}

@@ -13,6 +13,7 @@
 //! draws a simulated run as it draws a real one.
 
 mod events;
+mod given;
 mod model;
 mod outcome;
 mod sweep;
@@ -39,6 +40,7 @@ use crate::stats::StageStats;
 use crate::step::{Step, StepKind};
 use crate::summary::{FailedTask, Simulation, Summary};
 use events::{Event, Events, TaskHash};
+pub use given::GivenDurations;
 pub use model::Calibrated;
 use model::{Calibration, StepModel};
 pub use outcome::Figures;
@@ -113,15 +115,20 @@ impl<'a> Prepared<'a> {
         let mut models = Vec::new();
         for step in &steps {
             let stage = &plan.stages[step.stage];
-            let key = (stage.name.clone(), step.kind.name().to_string());
-            let m = cal.cal.steps.get(&key).ok_or_else(|| {
-                let e = format!(
-                    "stage `{}` ({}) has no successful invocations in {} to calibrate on: simulate a job with the \
-                     stages of the run it is calibrated on",
-                    stage.name,
-                    step.kind.name(),
-                    cal.from.display()
-                );
+            let m = cal.model(&stage.name, step.kind.name()).ok_or_else(|| {
+                let (name, phase) = (&stage.name, step.kind.name());
+                let e = if cal.cal.steps.is_empty() {
+                    format!(
+                        "stage `{name}` ({phase}) has no durations: give --durations {name}=TIME (e.g. 20ms or \
+                         1ms+4ms/MiB), or --from RUN_DIR, a run of the job to calibrate on"
+                    )
+                } else {
+                    format!(
+                        "stage `{name}` ({phase}) has no successful invocations in {} to calibrate on: simulate a job \
+                         with the stages of the run it is calibrated on, or give --durations {name}=TIME",
+                        cal.from.display()
+                    )
+                };
                 EngineError::io(&cal.from, std::io::Error::other(e))
             })?;
             models.push(m.clone());
@@ -368,12 +375,24 @@ impl<'a, 'r> Sim<'a, 'r> {
                 continue;
             }
             let Some((at, event)) = self.events.pop() else { break };
-            self.now = self.now.max(at);
+            // Time passes only for what happens: the end of a cancelled run
+            // and a look for stragglers once the phase's tasks are all
+            // decided are nothing (the engine's phase ends with its last
+            // task).
+            let done = self.exhausted && self.finished == self.listed && self.backlog.is_empty();
             match event {
-                Event::End { slot, epoch } if epoch == self.slots[slot].epoch => self.end(slot),
+                Event::End { slot, epoch } if epoch == self.slots[slot].epoch => {
+                    self.now = self.now.max(at);
+                    self.end(slot);
+                }
                 Event::End { .. } => {}
-                Event::Ready { slot } => self.free.push(slot),
+                Event::Ready { slot } => {
+                    self.now = self.now.max(at);
+                    self.free.push(slot);
+                }
+                Event::Check if done => self.check_at = None,
                 Event::Check => {
+                    self.now = self.now.max(at);
                     self.check_at = None;
                     self.check_backups();
                 }

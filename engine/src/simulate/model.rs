@@ -49,6 +49,9 @@ pub(crate) struct Power {
 }
 
 impl Power {
+    /// Output as much as input.
+    pub(crate) const IDENTITY: Power = Power { k: 1.0, e: 1.0 };
+
     /// The output for an input of `x`.
     pub(crate) fn at(&self, x: f64) -> f64 {
         if x <= 0.0 { 0.0 } else { self.k * x.powf(self.e) }
@@ -120,6 +123,9 @@ pub(crate) struct Calibration {
 pub struct Calibrated {
     pub(super) cal: Calibration,
     pub(super) from: PathBuf,
+    /// Steps' durations given instead (`given.rs`): stage, phase (none:
+    /// all its phases), model.
+    pub(super) given: Vec<(String, Option<String>, StepModel)>,
 }
 
 impl Calibrated {
@@ -135,7 +141,7 @@ impl Calibrated {
         let platforms = runs.iter().map(|r| calibration_platform(r)).collect::<Result<Vec<_>, _>>()?;
         let pairs: Vec<(&Path, fanout_jobs::PlatformPlan)> = runs.iter().map(PathBuf::as_path).zip(platforms).collect();
         let joined = runs.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
-        Ok(Calibrated { cal: Calibration::from_runs(&pairs)?, from: PathBuf::from(joined) })
+        Ok(Calibrated { cal: Calibration::from_runs(&pairs)?, from: PathBuf::from(joined), given: Vec::new() })
     }
 
     /// The run (or runs, joined with commas) it was calibrated on.
