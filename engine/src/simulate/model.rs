@@ -129,11 +129,6 @@ pub struct Calibrated {
 }
 
 impl Calibrated {
-    /// Calibrates on the finished run in `from` (its run directory).
-    pub fn load(from: &Path) -> Result<Calibrated, EngineError> {
-        Calibrated::load_all(&[from.to_path_buf()])
-    }
-
     /// Calibrates on the finished runs in `runs`, their invocations pooled
     /// (runs of the job at two chunk sizes teach how its steps' time and
     /// output grow with their input).
