@@ -16,4 +16,5 @@ mod report;
 mod run;
 mod serve;
 mod simulate;
+mod storage;
 mod sweep;

@@ -28,6 +28,7 @@ use arrow_array::RecordBatch;
 
 use crate::csv::Scanner;
 use crate::error::{Error, Location, Result};
+use crate::listing::InputFile;
 
 /// What a job does with a record it cannot read (`on_bad_record`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -440,9 +441,9 @@ pub(crate) struct LineIndex {
 const CHECKPOINT: u64 = 16 << 20;
 
 impl LineIndex {
-    /// The 1-based line of the file at `path` at byte `offset`.
-    pub(crate) fn line_at(&self, path: &Path, offset: u64) -> std::io::Result<u64> {
-        use std::io::{Seek, SeekFrom};
+    /// The 1-based line of `file` at byte `offset`.
+    pub(crate) fn line_at(&self, file: &InputFile, offset: u64) -> std::io::Result<u64> {
+        let path = file.path.as_path();
         let (mut at, mut line) = {
             let known = self.known.lock().expect("not poisoned");
             known.get(path).and_then(|k| k.range(..=offset).next_back().map(|(&o, &l)| (o, l))).unwrap_or((0, 1))
@@ -450,9 +451,7 @@ impl LineIndex {
         if at == offset {
             return Ok(line);
         }
-        let mut file = std::fs::File::open(path)?;
-        file.seek(SeekFrom::Start(at))?;
-        let mut file = file.take(offset - at);
+        let mut file = crate::blob::Blob::open(file).map_err(std::io::Error::other)?.range(at, offset - at);
         let mut buf = vec![0; 256 * 1024];
         let mut found = Vec::new();
         let mut next = at + CHECKPOINT;
@@ -586,6 +585,7 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"a\nb\nc\nd\n").unwrap();
         let index = LineIndex::default();
+        let p = crate::InputFile::stat(&p).unwrap();
         assert_eq!(index.line_at(&p, 4).unwrap(), 3);
         assert_eq!(index.line_at(&p, 6).unwrap(), 4);
         assert_eq!(index.line_at(&p, 0).unwrap(), 1);

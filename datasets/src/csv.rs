@@ -10,12 +10,12 @@
 //! end with `\n` or `\r\n`.
 
 use std::io::{BufReader, Cursor, Read};
-use std::path::Path;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::error::{Error, Result};
+use crate::listing::InputFile;
 use crate::split::{Boundaries, RangeSplitter, Window};
 
 /// The CSV dialect of an input or output.
@@ -140,12 +140,12 @@ impl Records {
     /// and the header bytes (empty without a header). The header is not
     /// part of any split.
     pub(crate) fn splitter(
-        path: &Path,
-        len: u64,
+        file: &InputFile,
         chunk: u64,
         opts: CsvOptions,
     ) -> Result<(RangeSplitter<Records>, Vec<u8>)> {
-        let mut records = Records { window: Window::open(path, 1 << 20)?, opts };
+        let len = file.size;
+        let mut records = Records { window: Window::open(file, 1 << 20)?, opts };
         let mut header = Vec::new();
         let mut start = 0;
         if opts.header && len > 0 {
@@ -155,8 +155,11 @@ impl Records {
                 Some(h) => h.to_vec(),
                 // A header longer than the window: read it whole.
                 None => {
-                    let mut h = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-                    h.truncate(start as usize);
+                    let mut h = Vec::new();
+                    crate::blob::Blob::open(file)?
+                        .range(0, start)
+                        .read_to_end(&mut h)
+                        .map_err(|e| Error::io(&file.path, e))?;
                     h
                 }
             };
@@ -165,12 +168,11 @@ impl Records {
     }
 }
 
-/// The header record of the csv file at `path`, as its bytes with their
-/// line end (empty for an empty file): found with the same quote-aware
-/// scan as the splits.
-pub fn header_bytes(path: &Path, opts: CsvOptions) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-    let (_, header) = Records::splitter(path, len, len.max(1), CsvOptions { header: true, ..opts })?;
+/// The header record of the csv `file`, as its bytes with their line end
+/// (empty for an empty file): found with the same quote-aware scan as the
+/// splits.
+pub fn header_bytes(file: &InputFile, opts: CsvOptions) -> Result<Vec<u8>> {
+    let (_, header) = Records::splitter(file, file.size.max(1), CsvOptions { header: true, ..opts })?;
     Ok(header)
 }
 

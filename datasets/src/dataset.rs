@@ -13,6 +13,7 @@ use crate::format::{Compression, Format};
 use crate::listing::{self, InputFile};
 use crate::open_files::{KeptCsv, OpenFiles, WINDOW, WindowReader, open_range, open_whole};
 use crate::split::{self, Split, SplitRange};
+use crate::store::Storage;
 use crate::{ipc, jsonl, parquet, text};
 
 /// A stream of record batches read from one split.
@@ -36,6 +37,8 @@ pub struct DatasetOptions {
     /// What to do with records that cannot be read (see
     /// [`Dataset::read_salvaging`]).
     pub bad: BadRecords,
+    /// How to reach inputs in object storage, and the requests made.
+    pub storage: Arc<Storage>,
 }
 
 impl Default for DatasetOptions {
@@ -48,6 +51,7 @@ impl Default for DatasetOptions {
             batch_rows: 8192,
             infer_rows: 1000,
             bad: BadRecords::default(),
+            storage: Arc::default(),
         }
     }
 }
@@ -90,7 +94,8 @@ impl Dataset {
         if inputs.is_empty() {
             return Err(Error::Config("no input paths given".into()));
         }
-        let first = listing::list(&inputs).next().expect("a non-empty input list yields a file or an error")?;
+        let first =
+            listing::list(&inputs, &opts.storage).next().expect("a non-empty input list yields a file or an error")?;
         let format = match opts.format {
             Some(f) => f,
             None => Format::from_path(&first.path).ok_or_else(|| {
@@ -136,8 +141,8 @@ impl Dataset {
                     }
                 }
             }
-            (None, Format::Parquet) => parquet::schema(&first.path)?,
-            (None, Format::Arrow) => ipc::schema(&first.path)?,
+            (None, Format::Parquet) => parquet::schema(&first)?,
+            (None, Format::Arrow) => ipc::schema(&first)?,
         };
         let full = schema.clone();
         let explicit = opts.format.is_some();
@@ -191,7 +196,7 @@ impl Dataset {
 
     /// The input files, lazily and in order.
     pub fn files(&self) -> impl Iterator<Item = Result<InputFile>> + Send + '_ {
-        listing::list(&self.inputs)
+        listing::list(&self.inputs, &self.opts.storage)
     }
 
     /// All splits, lazily: files are listed and split one at a time. The
@@ -255,22 +260,22 @@ impl Dataset {
         }
         let bytes = |r: Result<(u64, u64)>| r.map(|(offset, len)| SplitRange::Bytes { offset, len });
         match self.format {
-            Format::Text | Format::Jsonl => Ok(Box::new(split::Lines::splitter(path, file.size, chunk)?.map(bytes))),
+            Format::Text | Format::Jsonl => Ok(Box::new(split::Lines::splitter(file, chunk)?.map(bytes))),
             Format::Csv => {
-                let (splits, header) = csv::Records::splitter(path, file.size, chunk, self.opts.csv)?;
+                let (splits, header) = csv::Records::splitter(file, chunk, self.opts.csv)?;
                 if self.opts.csv.header && !header.is_empty() {
                     self.check_header(path, &header)?;
                 }
                 Ok(Box::new(splits.map(bytes)))
             }
             Format::Parquet => {
-                self.check_schema(path, parquet::schema(path)?)?;
-                let groups = split::group_units(parquet::row_group_sizes(path)?, chunk);
+                self.check_schema(path, parquet::schema(file)?)?;
+                let groups = split::group_units(parquet::row_group_sizes(file)?, chunk);
                 Ok(Box::new(groups.map(|(start, end, bytes)| Ok(SplitRange::RowGroups { start, end, bytes }))))
             }
             Format::Arrow => {
-                self.check_schema(path, ipc::schema(path)?)?;
-                let groups = split::group_units(ipc::batch_sizes(path)?, chunk);
+                self.check_schema(path, ipc::schema(file)?)?;
+                let groups = split::group_units(ipc::batch_sizes(file)?, chunk);
                 Ok(Box::new(groups.map(|(start, end, bytes)| Ok(SplitRange::Batches { start, end, bytes }))))
             }
         }
@@ -370,14 +375,14 @@ impl Dataset {
         };
         match (self.format, &range) {
             (_, SplitRange::RowGroups { start, end, .. }) => {
-                let batches = parquet::read(&path, *start, *end, batch_rows, self.projection.as_deref())?;
+                let batches = parquet::read(&file, *start, *end, batch_rows, self.projection.as_deref())?;
                 let at = split.to_string();
                 Ok(Box::new(fuse_errors(
                     batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}")))),
                 )))
             }
             (_, SplitRange::Batches { start, end, .. }) => {
-                let batches = ipc::read(&path, *start, *end, self.projection.clone())?;
+                let batches = ipc::read(&file, *start, *end, self.projection.clone())?;
                 let at = split.to_string();
                 Ok(Box::new(fuse_errors(
                     batches.map(move |r| r.map_err(|m| Error::invalid(&path, format!("{at}: {m}")))),
@@ -554,9 +559,7 @@ fn fuse_errors<T>(it: impl Iterator<Item = Result<T>> + Send) -> impl Iterator<I
 /// `range`, located in the file.
 fn malformed(file: &InputFile, range: &SplitRange, byte: u64, line: Option<u64>, message: String) -> Error {
     let location = match range {
-        SplitRange::Bytes { offset, .. } => {
-            Location { line: split::line_at(&file.path, offset + byte), byte: offset + byte }
-        }
+        SplitRange::Bytes { offset, .. } => Location { line: split::line_at(file, offset + byte), byte: offset + byte },
         _ => Location { line: line.map(|l| l + 1), byte },
     };
     Error::Malformed { path: file.path.clone(), location, message }

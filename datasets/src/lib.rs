@@ -24,6 +24,7 @@
 //! ```
 
 mod bad;
+mod blob;
 pub mod csv;
 mod dataset;
 mod error;
@@ -38,6 +39,7 @@ mod open_files;
 mod parquet;
 mod salvage;
 pub mod split;
+pub mod store;
 pub mod text;
 mod writer;
 
@@ -51,4 +53,5 @@ pub use json_text::{infer_json_schema, json_reader, json_writer};
 pub use listing::InputFile;
 pub use open_files::{OpenFiles, split_bytes};
 pub use split::{Split, SplitRange};
+pub use store::{RequestCounts, Storage};
 pub use writer::Writer;

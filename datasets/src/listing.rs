@@ -7,11 +7,16 @@
 //! files (names starting with `.`) found by walking a directory are skipped.
 //! Only one directory listing is held at a time, so 100,000 input files cost
 //! no more memory than one.
+//!
+//! An entry that is a URL (`s3://bucket/prefix/*.csv`) is listed in its
+//! object store instead (see [`crate::store`]): one object, every object
+//! under a prefix, or those a glob matches, in key order.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::Compression;
+use crate::store::{self, Object, Storage};
 
 /// One input file, as found by listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +27,9 @@ pub struct InputFile {
     pub size: u64,
     /// Its compression codec, told from the file name.
     pub compression: Compression,
+    /// The object holding it, when it is in object storage (its `path` is
+    /// then the URL).
+    pub object: Option<Object>,
 }
 
 impl InputFile {
@@ -32,7 +40,24 @@ impl InputFile {
         if !meta.is_file() {
             return Err(Error::invalid(&path, "not a regular file"));
         }
-        Ok(InputFile { compression: Compression::from_path(&path), size: meta.len(), path })
+        Ok(InputFile { compression: Compression::from_path(&path), size: meta.len(), path, object: None })
+    }
+
+    /// Describes the file or object `name` names (a path or a URL).
+    pub fn open(name: &str, storage: &Storage) -> Result<InputFile> {
+        if !store::is_url(name) || name.starts_with("file://") {
+            return InputFile::stat(store::local_path(name));
+        }
+        let object = storage.object(name)?;
+        let meta = store::block_on(object_store::ObjectStoreExt::head(&*object.store, &object.key))
+            .map_err(|e| store::object_error(name, e))?;
+        let path = PathBuf::from(name);
+        Ok(InputFile { compression: Compression::from_path(&path), size: meta.size, path, object: Some(object) })
+    }
+
+    /// Whether the file is in object storage.
+    pub fn is_remote(&self) -> bool {
+        self.object.is_some()
     }
 }
 
@@ -41,15 +66,22 @@ pub fn is_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// Lists the files named by `inputs` (files, directories or globs), lazily
-/// and in a deterministic order. An entry that matches nothing is an error
-/// naming it.
-pub fn list(inputs: &[String]) -> impl Iterator<Item = Result<InputFile>> + Send + '_ {
-    inputs.iter().flat_map(|input| expand(input))
+/// Lists the files named by `inputs` (files, directories or globs, local
+/// or in object storage), lazily and in a deterministic order. An entry
+/// that matches nothing is an error naming it.
+pub fn list<'a>(inputs: &'a [String], storage: &'a Storage) -> impl Iterator<Item = Result<InputFile>> + Send + 'a {
+    inputs.iter().flat_map(move |input| expand(input, storage))
 }
 
 /// Expands one input entry.
-fn expand(input: &str) -> Box<dyn Iterator<Item = Result<InputFile>> + Send + '_> {
+fn expand<'a>(input: &'a str, storage: &'a Storage) -> Box<dyn Iterator<Item = Result<InputFile>> + Send + 'a> {
+    if store::is_url(input) && !input.starts_with("file://") {
+        return match storage.list(input) {
+            Ok(files) => Box::new(files.into_iter().map(Ok)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        };
+    }
+    let input = store::local_path(input);
     if is_glob(input) {
         let paths = match glob::glob(input) {
             Ok(paths) => paths,
@@ -140,7 +172,7 @@ mod tests {
         touch(d, "z.csv.gz", "x");
         let s = |p: &Path| p.to_str().unwrap().to_string();
         let inputs = vec![s(&d.join("sub")), format!("{}/*.txt", s(d)), s(&d.join("z.csv.gz"))];
-        let files: Vec<InputFile> = list(&inputs).collect::<Result<_>>().unwrap();
+        let files: Vec<InputFile> = list(&inputs, &Storage::default()).collect::<Result<_>>().unwrap();
         let names: Vec<String> = files.iter().map(|f| f.path.strip_prefix(d).unwrap().display().to_string()).collect();
         assert_eq!(names, ["sub/c.txt", "a.txt", "b.txt", "z.csv.gz"]);
         assert_eq!(files[0].size, 3);
@@ -151,13 +183,13 @@ mod tests {
     fn missing_inputs_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.txt").display().to_string();
-        let err = list(std::slice::from_ref(&missing)).next().unwrap().unwrap_err();
+        let err = list(std::slice::from_ref(&missing), &Storage::default()).next().unwrap().unwrap_err();
         assert_eq!(err.to_string(), format!("input `{missing}` matches no file"));
         let glob = format!("{}/*.csv", dir.path().display());
-        let err = list(std::slice::from_ref(&glob)).next().unwrap().unwrap_err();
+        let err = list(std::slice::from_ref(&glob), &Storage::default()).next().unwrap().unwrap_err();
         assert!(matches!(err, Error::NoMatch { .. }), "{err}");
         let bad = "[".to_string();
-        let err = list(std::slice::from_ref(&bad)).next().unwrap().unwrap_err();
+        let err = list(std::slice::from_ref(&bad), &Storage::default()).next().unwrap().unwrap_err();
         assert!(err.to_string().starts_with("invalid glob `[`"), "{err}");
     }
 }

@@ -3,12 +3,12 @@
 //! the window, and a split's bytes as they are in its file (a slice of an
 //! uncompressed file, or a whole file decompressed).
 
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
 
+use crate::blob::Blob;
 use crate::csv::CsvOptions;
 use crate::error::{Error, Result};
 use crate::format::Compression;
@@ -25,7 +25,7 @@ pub(crate) fn open_whole(file: &InputFile) -> Result<Box<dyn Read + Send>> {
 /// worker gets neighbouring splits together) cost one read, not one each.
 #[derive(Debug, Default)]
 pub struct OpenFiles {
-    last: Option<(std::path::PathBuf, Arc<File>)>,
+    last: Option<(std::path::PathBuf, Blob)>,
     /// Bytes `[start, start + len)` of the last file.
     window: Option<(u64, Arc<Vec<u8>>)>,
     /// The csv decoder of the last small csv split, and what it decodes.
@@ -55,6 +55,9 @@ impl std::fmt::Debug for KeptCsv {
 /// Bytes read ahead for small splits.
 pub(crate) const WINDOW: u64 = 64 * 1024;
 
+/// Bytes read ahead for small splits of an object: one GET serves many.
+const REMOTE_WINDOW: u64 = 1 << 20;
+
 impl OpenFiles {
     /// The bytes of `range` of `file`, through a kept handle where one
     /// fits.
@@ -62,20 +65,21 @@ impl OpenFiles {
         let SplitRange::Bytes { offset, len } = *range else {
             return open_range(file, range);
         };
-        if len > WINDOW / 4 {
-            let handle = self.handle(file)?;
-            return Ok(Box::new(RangeReader { file: handle, at: offset, end: offset + len }));
+        // An object's window is larger: a GET costs more than a read.
+        let window = if file.is_remote() { REMOTE_WINDOW } else { WINDOW };
+        if len > window / 4 {
+            return Ok(self.handle(file)?.range(offset, len));
         }
         let (bytes, at, end) = self.window(file, offset, len)?;
         Ok(Box::new(WindowReader { bytes, at, end }))
     }
 
     /// The kept handle of `file`, opened if it is not the last one.
-    fn handle(&mut self, file: &InputFile) -> Result<Arc<File>> {
+    fn handle(&mut self, file: &InputFile) -> Result<Blob> {
         match &self.last {
             Some((path, handle)) if *path == file.path => Ok(handle.clone()),
             _ => {
-                let handle = Arc::new(File::open(&file.path).map_err(|e| Error::io(&file.path, e))?);
+                let handle = Blob::open(file)?;
                 self.last = Some((file.path.clone(), handle.clone()));
                 self.window = None;
                 Ok(handle)
@@ -95,9 +99,10 @@ impl OpenFiles {
                 Some((_, b)) => Arc::try_unwrap(b).unwrap_or_default(),
                 None => Vec::new(),
             };
-            let end = file.size.max(offset + len).min(offset + WINDOW).max(offset + len);
+            let ahead = if handle.is_remote() { REMOTE_WINDOW } else { WINDOW };
+            let end = file.size.max(offset + len).min(offset + ahead).max(offset + len);
             buf.resize((end - offset) as usize, 0);
-            let n = read_full_at(&handle, &mut buf, offset).map_err(|e| Error::io(&file.path, e))?;
+            let n = handle.read_at(&mut buf, offset).map_err(|e| Error::io(&file.path, e))?;
             buf.truncate(n);
             self.window = Some((offset, Arc::new(buf)));
         }
@@ -106,21 +111,6 @@ impl OpenFiles {
         let to = (from + len as usize).min(bytes.len());
         Ok((bytes.clone(), from, to))
     }
-}
-
-/// Reads into all of `buf` from `offset`, short only at the end of the file.
-fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// Reads a slice of a read-ahead window.
@@ -139,26 +129,6 @@ impl Read for WindowReader {
     }
 }
 
-/// Reads bytes `[at, end)` of a shared file with positional reads.
-struct RangeReader {
-    file: Arc<File>,
-    at: u64,
-    end: u64,
-}
-
-impl Read for RangeReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let want = buf.len().min((self.end - self.at) as usize);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.at)?;
-        self.at += n as u64;
-        Ok(n)
-    }
-}
-
 /// The bytes of `split` as they are in its file — a byte range, or the
 /// decompressed stream of a whole compressed file (with a csv header, if
 /// the file has one) — for a program that takes the data as it is, as GNU
@@ -171,18 +141,15 @@ pub fn split_bytes(split: &Split) -> Result<Box<dyn Read + Send>> {
 /// decompressed stream of a whole file.
 pub(crate) fn open_range(file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {
     let path = &file.path;
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let with_path = {
-        let path = path.clone();
-        move |e: std::io::Error| Error::io(&path, e)
+    let blob = Blob::open(file)?;
+    let with_path = |e: std::io::Error| Error::io(path, e);
+    let f = match range {
+        SplitRange::Bytes { offset, len } => return Ok(blob.range(*offset, *len)),
+        _ => blob.range(0, file.size),
     };
-    Ok(match (range, file.compression) {
-        (SplitRange::Bytes { offset, len }, _) => {
-            f.seek(SeekFrom::Start(*offset)).map_err(with_path)?;
-            Box::new(f.take(*len))
-        }
-        (_, Compression::None) => Box::new(f),
-        (_, Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))),
-        (_, Compression::Zstd) => Box::new(zstd::stream::read::Decoder::new(f).map_err(with_path)?),
+    Ok(match file.compression {
+        Compression::None => f,
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(f).map_err(with_path)?),
     })
 }

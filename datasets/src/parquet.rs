@@ -2,7 +2,6 @@
 //! the parquet crate's Arrow integration.
 
 use std::fs::File;
-use std::path::Path;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -10,19 +9,21 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::ParquetMetaDataReader;
 
+use crate::blob::Blob;
 use crate::error::{Error, Result};
+use crate::listing::InputFile;
 
 /// The compressed size of each row group of the file at `path`.
-pub(crate) fn row_group_sizes(path: &Path) -> Result<Vec<u64>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+pub(crate) fn row_group_sizes(file: &InputFile) -> Result<Vec<u64>> {
+    let (path, file) = (&file.path, Blob::open(file)?);
     let meta = ParquetMetaDataReader::new().parse_and_finish(&file).map_err(|e| Error::invalid(path, e))?;
     Ok(meta.row_groups().iter().map(|rg| rg.compressed_size().max(0) as u64).collect())
 }
 
 /// Each row group of the file at `path`: where its column chunks start,
 /// their compressed size, and its rows.
-pub(crate) fn row_groups(path: &Path) -> Result<Vec<(u64, u64, u64)>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+pub(crate) fn row_groups(file: &InputFile) -> Result<Vec<(u64, u64, u64)>> {
+    let (path, file) = (&file.path, Blob::open(file)?);
     let meta = ParquetMetaDataReader::new().parse_and_finish(&file).map_err(|e| Error::invalid(path, e))?;
     Ok(meta
         .row_groups()
@@ -35,8 +36,8 @@ pub(crate) fn row_groups(path: &Path) -> Result<Vec<(u64, u64, u64)>> {
 }
 
 /// The Arrow schema of the parquet file at `path`.
-pub(crate) fn schema(path: &Path) -> Result<SchemaRef> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+pub(crate) fn schema(file: &InputFile) -> Result<SchemaRef> {
+    let (path, file) = (&file.path, Blob::open(file)?);
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::invalid(path, e))?;
     Ok(builder.schema().clone())
 }
@@ -44,13 +45,13 @@ pub(crate) fn schema(path: &Path) -> Result<SchemaRef> {
 /// Reads row groups `[start, end)` of `path` in batches of `batch_rows`,
 /// only the top-level columns `projection` if given.
 pub(crate) fn read(
-    path: &Path,
+    file: &InputFile,
     start: usize,
     end: usize,
     batch_rows: usize,
     projection: Option<&[usize]>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send + use<>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (path, file) = (&file.path, Blob::open(file)?);
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| {
             let b = b.with_row_groups((start..end).collect()).with_batch_size(batch_rows);

@@ -56,25 +56,25 @@ impl Dataset {
         let batch_rows = self.batch_rows(&split.range);
         match split.range {
             SplitRange::RowGroups { start, end, .. } => {
-                let groups = parquet::row_groups(path)?;
+                let groups = parquet::row_groups(file)?;
                 self.salvage_ranges(split, start..end, "row group", |i| {
                     let (byte, len, rows) = groups.get(i).copied().unwrap_or_default();
-                    let read = parquet::read(path, i, i + 1, batch_rows, self.projection.as_deref())
+                    let read = parquet::read(file, i, i + 1, batch_rows, self.projection.as_deref())
                         .and_then(|b| b.collect::<Result<Vec<_>, String>>().map_err(|m| Error::invalid(path, m)));
                     (read, byte, len, Some(rows))
                 })
             }
             SplitRange::Batches { start, end, .. } => {
-                let blocks = ipc::blocks(path)?;
+                let blocks = ipc::blocks(file)?;
                 self.salvage_ranges(split, start..end, "batch", |i| {
                     let (byte, len) = blocks.get(i).copied().unwrap_or_default();
-                    let read = ipc::read(path, i, i + 1, self.projection.clone())
+                    let read = ipc::read(file, i, i + 1, self.projection.clone())
                         .and_then(|b| b.collect::<Result<Vec<_>, String>>().map_err(|m| Error::invalid(path, m)));
-                    (read, byte, len, ipc::batch_rows_at(path, byte))
+                    (read, byte, len, ipc::batch_rows_at(file, byte))
                 })
             }
             SplitRange::Bytes { offset, .. } => {
-                let line = self.lines.line_at(path, offset).map_err(|e| Error::io(path, e))?;
+                let line = self.lines.line_at(file, offset).map_err(|e| Error::io(path, e))?;
                 self.salvage_records(split, files, Stream::at(path, offset, line, batch_rows))
             }
             SplitRange::Whole => self.salvage_records(split, files, Stream::at(path, 0, 1, batch_rows)),

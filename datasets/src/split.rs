@@ -13,11 +13,11 @@
 //! sequentially, with a fixed buffer. Millions of splits cost no memory up
 //! front.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::blob::Blob;
 use crate::error::{Error, Result};
 use crate::listing::InputFile;
 
@@ -96,7 +96,7 @@ impl std::fmt::Display for Split {
 
 /// A window of a file, refilled on demand: the splitters' only buffer.
 pub(crate) struct Window {
-    file: File,
+    blob: Blob,
     path: Arc<Path>,
     buf: Vec<u8>,
     /// File offset of `buf[0]`.
@@ -106,26 +106,20 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// Opens `path` with a window of `capacity` bytes.
-    pub(crate) fn open(path: &Path, capacity: usize) -> Result<Window> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok(Window { file, path: path.into(), buf: vec![0; capacity.max(1)], start: 0, filled: 0 })
+    /// Opens `file` with a window of `capacity` bytes (of at least 1 MiB
+    /// for an object: each refill is a request).
+    pub(crate) fn open(file: &InputFile, capacity: usize) -> Result<Window> {
+        let blob = Blob::open(file)?;
+        let capacity = if blob.is_remote() { capacity.max(1 << 20) } else { capacity.max(1) };
+        Ok(Window { blob, path: file.path.as_path().into(), buf: vec![0; capacity], start: 0, filled: 0 })
     }
 
     /// The bytes available from file offset `at` (empty at end of file).
     pub(crate) fn at(&mut self, at: u64) -> Result<&[u8]> {
         let end = self.start + self.filled as u64;
         if at < self.start || at >= end {
-            self.file.seek(SeekFrom::Start(at)).map_err(|e| Error::io(&*self.path, e))?;
             self.start = at;
-            self.filled = 0;
-            while self.filled < self.buf.len() {
-                let n = self.file.read(&mut self.buf[self.filled..]).map_err(|e| Error::io(&*self.path, e))?;
-                if n == 0 {
-                    break;
-                }
-                self.filled += n;
-            }
+            self.filled = self.blob.read_at(&mut self.buf, at).map_err(|e| Error::io(&*self.path, e))?;
         }
         let from = (at - self.start) as usize;
         Ok(&self.buf[from..self.filled])
@@ -177,9 +171,9 @@ impl<B: Boundaries> Iterator for RangeSplitter<B> {
 pub(crate) struct Lines(Window);
 
 impl Lines {
-    /// Splits the file at `path`.
-    pub(crate) fn splitter(path: &Path, len: u64, chunk: u64) -> Result<RangeSplitter<Lines>> {
-        Ok(RangeSplitter::new(Lines(Window::open(path, 64 * 1024)?), 0, len, chunk))
+    /// Splits `file`.
+    pub(crate) fn splitter(file: &InputFile, chunk: u64) -> Result<RangeSplitter<Lines>> {
+        Ok(RangeSplitter::new(Lines(Window::open(file, 64 * 1024)?), 0, file.size, chunk))
     }
 }
 
@@ -220,10 +214,10 @@ pub(crate) fn group_units(sizes: Vec<u64>, chunk: u64) -> impl Iterator<Item = (
     })
 }
 
-/// Counts the lines before byte `offset` of `path`: the 1-based line number
+/// Counts the lines before byte `offset` of `file`: the 1-based line number
 /// of the byte at `offset`. Used only to name the location of an error.
-pub(crate) fn line_at(path: &Path, offset: u64) -> Option<u64> {
-    let mut file = File::open(path).ok()?.take(offset);
+pub(crate) fn line_at(file: &InputFile, offset: u64) -> Option<u64> {
+    let mut file = Blob::open(file).ok()?.range(0, offset);
     let mut buf = vec![0; 256 * 1024];
     let mut lines = 1;
     loop {
@@ -243,7 +237,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.txt");
         std::fs::write(&p, content).unwrap();
-        Lines::splitter(&p, content.len() as u64, chunk).unwrap().collect::<Result<_>>().unwrap()
+        Lines::splitter(&InputFile::stat(&p).unwrap(), chunk).unwrap().collect::<Result<_>>().unwrap()
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_ord::sort::SortOptions;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use fanout_datasets::{CsvOptions, Format, Writer};
+use fanout_datasets::{CsvOptions, Format, Storage, Writer};
 
 use crate::error::EngineError;
 
@@ -198,12 +198,17 @@ fn sort_with_position(
 }
 
 /// Moves the staged output into place and writes its manifest beside it.
+/// An output in object storage (`target` a URL) is uploaded so that it
+/// appears whole or not at all (see [`Storage::upload`]); with `create`, an
+/// existing object is not replaced.
 pub(crate) fn commit(
     staged: &Path,
     target: &Path,
     format: Format,
     rows: u64,
     manifest: serde_json::Value,
+    storage: &Storage,
+    create: bool,
 ) -> Result<OutputInfo, EngineError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -228,16 +233,23 @@ pub(crate) fn commit(
         bytes,
         xxh3: format!("{:016x}", hasher.digest()),
     };
+    let mut m = manifest;
+    m["output"] = serde_json::to_value(&info).expect("serializes");
+    let manifest_json = serde_json::to_vec_pretty(&m).expect("serializes");
+    let manifest_path = PathBuf::from(format!("{}.manifest.json", target.display()));
+    if let Some(url) = target.to_str().filter(|t| fanout_datasets::store::is_url(t)) {
+        storage.upload(staged, url, create).map_err(EngineError::Output)?;
+        let manifest_url = manifest_path.to_string_lossy();
+        storage.put(&manifest_url, manifest_json).map_err(EngineError::Output)?;
+        return Ok(info);
+    }
     std::fs::rename(staged, target).map_err(io(target))?;
     let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    let mut m = manifest;
-    m["output"] = serde_json::to_value(&info).expect("serializes");
-    let manifest_path = PathBuf::from(format!("{}.manifest.json", target.display()));
     let tmp = PathBuf::from(format!("{}.tmp", manifest_path.display()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&m).expect("serializes")).map_err(io(&tmp))?;
+    std::fs::write(&tmp, manifest_json).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &manifest_path).map_err(io(&manifest_path))?;
     Ok(info)
 }

@@ -231,9 +231,33 @@ pub struct Summary {
     pub shuffle_spilled_bytes: u64,
     /// Per stage and phase.
     pub stages: Vec<StageSummary>,
+    /// Requests to object storage and their price, when the run used it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageUse>,
     /// Set when the run was simulated (`fanout simulate`), not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulation: Option<Simulation>,
+}
+
+/// Requests a run made to object storage, by kind, with the bytes moved
+/// and their price on the preset (included in the cost's dollars).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StorageUse {
+    /// The requests and bytes.
+    #[serde(flatten)]
+    pub requests: fanout_datasets::RequestCounts,
+    /// Their price, in dollars.
+    pub usd: f64,
+}
+
+impl StorageUse {
+    /// The storage `plan`'s run used so far, if it used any.
+    pub(crate) fn of(plan: &Plan) -> Option<StorageUse> {
+        let requests = plan.storage.requests();
+        let (write, read) = plan.platform.preset.storage_prices();
+        let usd = requests.write_class() as f64 * write + requests.read_class() as f64 * read;
+        (requests.total() > 0).then_some(StorageUse { requests, usd })
+    }
 }
 
 /// How a simulated run was made, and the spread of its wall time.
@@ -313,8 +337,10 @@ pub(crate) fn summarize(
     error: Option<&EngineError>,
 ) -> Summary {
     let secs = wall.as_secs_f64().max(1e-9);
-    let (stages, all, cost) = stage_summaries(plan, &state.stats);
+    let (stages, all, mut cost) = stage_summaries(plan, &state.stats);
     let failed_tasks = state.failures.iter().map(FailedTask::from).collect();
+    let storage = StorageUse::of(plan);
+    cost.usd += storage.as_ref().map_or(0.0, |s| s.usd);
     Summary {
         run_id: run_id.to_string(),
         job: plan.name.clone(),
@@ -347,6 +373,7 @@ pub(crate) fn summarize(
         cost,
         shuffle_spilled_bytes: state.spilled,
         stages,
+        storage,
         simulation: None,
     }
 }
@@ -429,6 +456,23 @@ impl Summary {
         );
         if c.cpu_scale > 1.0 {
             let _ = writeln!(t, "  ({})", c.note);
+        }
+        if let Some(s) = &self.storage {
+            let r = &s.requests;
+            let _ = writeln!(
+                t,
+                "object storage: {} GET, {} HEAD, {} LIST, {} PUT, {} POST, {} DELETE ({} retried); {} read, {} written, ${:.6}",
+                r.get,
+                r.head,
+                r.list,
+                r.put,
+                r.post,
+                r.delete,
+                r.retried + r.failed,
+                size(r.bytes_read),
+                size(r.bytes_written),
+                s.usd
+            );
         }
         if self.shuffle_spilled_bytes > 0 {
             let _ = writeln!(t, "shuffle spilled {} to disk", size(self.shuffle_spilled_bytes));

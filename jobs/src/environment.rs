@@ -13,13 +13,16 @@
 
 use std::path::{Path, PathBuf};
 
+use fanout_datasets::Storage;
+
 /// The file-system questions of validation. Answers are messages for the
 /// user when something is missing: validation places them at the field
 /// that named the thing.
 pub trait Environment {
     /// The first file named by the input entry `path` (a file, a
-    /// directory, or a glob), or why it names none.
-    fn first_file(&self, path: &str) -> Result<PathBuf, String>;
+    /// directory, or a glob; local, or in object storage reached through
+    /// `storage`), or why it names none.
+    fn first_file(&self, path: &str, storage: &Storage) -> Result<PathBuf, String>;
 
     /// Where the program of a command is: `program` (never empty) as a
     /// path when it contains a `/` (relative to `cwd` when given and
@@ -36,6 +39,15 @@ pub trait Environment {
     /// Whether writing `output` would touch the input named by `input` (a
     /// path, a directory or a glob).
     fn overlaps(&self, input: &str, output: &Path) -> bool {
+        let url = output.to_string_lossy();
+        if fanout_datasets::store::is_url(input) || fanout_datasets::store::is_url(&url) {
+            // Objects: the same key, a key under a prefix, or a glob's match.
+            let prefix = format!("{}/", input.trim_end_matches('/'));
+            return url == input
+                || url.starts_with(&prefix)
+                || glob::Pattern::new(input)
+                    .is_ok_and(|p| fanout_datasets::listing::is_glob(input) && p.matches(&url));
+        }
         let out = self.absolute(output);
         if fanout_datasets::listing::is_glob(input) {
             let pattern = match glob::Pattern::new(input) {
@@ -55,9 +67,9 @@ pub trait Environment {
 pub struct LocalEnvironment;
 
 impl Environment for LocalEnvironment {
-    fn first_file(&self, path: &str) -> Result<PathBuf, String> {
+    fn first_file(&self, path: &str, storage: &Storage) -> Result<PathBuf, String> {
         let inputs = [path.to_string()];
-        match fanout_datasets::listing::list(&inputs).next() {
+        match fanout_datasets::listing::list(&inputs, storage).next() {
             Some(Ok(file)) => Ok(file.path),
             Some(Err(e)) => Err(e.to_string()),
             None => unreachable!("a listing yields a file or an error"),
@@ -110,7 +122,7 @@ mod tests {
     struct Fake;
 
     impl Environment for Fake {
-        fn first_file(&self, path: &str) -> Result<PathBuf, String> {
+        fn first_file(&self, path: &str, _: &Storage) -> Result<PathBuf, String> {
             match path {
                 "store://logs/*.jsonl" => Ok(PathBuf::from("store://logs/2026-01-01.jsonl")),
                 _ => Err(format!("{path}: no such object")),
@@ -179,9 +191,11 @@ mod tests {
         assert!(errors.contains("job.toml:5:21: `elsewhere` is not in the fake"), "{errors}");
         assert!(errors.contains("job.toml:8:8: output.path `store://logs/new.jsonl` is also an input"), "{errors}");
 
-        // None of it exists on this machine.
+        // None of it exists on this machine, and no object store has that
+        // scheme.
         let errors = validate(&good, &Catalog).unwrap_err().to_string();
-        assert!(errors.contains("job.toml:2:8: input `store://logs/*.jsonl` matches no file"), "{errors}");
+        let scheme = "job.toml:2:8: store://logs/*.jsonl: unknown storage scheme `store://`";
+        assert!(errors.contains(scheme), "{errors}");
         assert!(errors.contains("job.toml:5:44: /fake/work: not a directory"), "{errors}");
         assert!(errors.contains("job.toml:5:21: `only-in-fake` is not found on PATH"), "{errors}");
     }

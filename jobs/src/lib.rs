@@ -61,5 +61,5 @@ pub use plan::{
 };
 pub use platform::{ColdStart, ContainerModel, PlatformPlan, Preset, Pricing};
 pub use schema::{
-    FunctionSpec, FunctionTable, GenerateSpec, InputSpec, JobFile, OutputSpec, Paths, PlatformSpec, StageSpec,
+    FunctionSpec, FunctionTable, GenerateSpec, InputSpec, JobFile, OutputSpec, Paths, PlatformSpec, Setting, StageSpec,
 };

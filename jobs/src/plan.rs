@@ -1,13 +1,14 @@
 //! Validation: a [`LoadedJob`] becomes a [`Plan`], every value checked and
 //! resolved (formats, schema, defaults), or a list of located errors.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use fanout_datasets::generator::{Amount, GenKind, GenSpec};
-use fanout_datasets::{CsvOptions, DatasetOptions, Encoding, Format, MaxBad, OnBadRecord};
+use fanout_datasets::{CsvOptions, DatasetOptions, Encoding, Format, MaxBad, OnBadRecord, Storage};
 use serde_json::{Map, Value};
 
 use crate::environment::{Environment, LocalEnvironment};
@@ -64,6 +65,9 @@ pub struct Plan {
     pub output: OutputPlan,
     /// The platform.
     pub platform: PlatformPlan,
+    /// Object storage: how to reach it, and the requests the run makes
+    /// (the input's options hold the same).
+    pub storage: Arc<Storage>,
 }
 
 /// Where the records come from.
@@ -206,14 +210,28 @@ pub fn validate_with(job: &LoadedJob, catalog: &dyn FunctionCatalog, env: &dyn E
     };
     let platform = validate_platform(job, concurrency, &mut errors);
 
-    let input = validate_input(job, &f.input, env, &mut errors);
+    let storage = validate_storage(job, &mut errors);
+    let input = validate_input(job, &f.input, &storage, env, &mut errors);
     let stages = validate_stages(job, catalog, env, concurrency, &mut errors);
     let output = validate_output(job, &f.output, &f.input, env, &mut errors);
 
     if !errors.is_empty() {
         return Err(JobErrors(errors));
     }
-    Ok(Plan { name, input: input.expect("no errors"), stages, output: output.expect("no errors"), platform })
+    Ok(Plan { name, input: input.expect("no errors"), stages, output: output.expect("no errors"), platform, storage })
+}
+
+/// The `[storage]` table as the clients' options.
+fn validate_storage(job: &LoadedJob, errors: &mut Vec<JobError>) -> Arc<Storage> {
+    let options: BTreeMap<String, String> = job.file.storage.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    match Storage::new(options) {
+        Ok(s) => Arc::new(s),
+        Err(m) => {
+            let key = job.file.storage.keys().find(|k| m.contains(&format!("`{k}`"))).cloned().unwrap_or_default();
+            errors.push(job.error(&FieldPath::keys(["storage", key.as_str()]), m));
+            Arc::default()
+        }
+    }
 }
 
 fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobError>) -> PlatformPlan {
@@ -332,6 +350,7 @@ fn validate_platform(job: &LoadedJob, concurrency: usize, errors: &mut Vec<JobEr
 fn validate_input(
     job: &LoadedJob,
     spec: &InputSpec,
+    storage: &Arc<Storage>,
     env: &dyn Environment,
     errors: &mut Vec<JobError>,
 ) -> Option<InputPlan> {
@@ -353,7 +372,7 @@ fn validate_input(
                 errors.push(job.error(&at("path"), "input.path is an empty list"));
             }
             for (i, p) in paths.iter().enumerate() {
-                match env.first_file(p) {
+                match env.first_file(p, storage) {
                     Ok(file) if i == 0 => told = Format::from_path(&file),
                     Ok(_) => {}
                     Err(m) => errors.push(job.error(&at("path"), m)),
@@ -403,7 +422,7 @@ fn validate_input(
         None => told,
     };
 
-    let mut opts = DatasetOptions { format, ..DatasetOptions::default() };
+    let mut opts = DatasetOptions { format, storage: storage.clone(), ..DatasetOptions::default() };
     if let Some(size) = spec.chunk_size {
         if size.bytes() == 0 {
             errors.push(job.error(&at("chunk_size"), "chunk_size must be at least 1 byte"));

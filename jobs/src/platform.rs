@@ -103,6 +103,19 @@ impl Preset {
         }
     }
 
+    /// The price of one object storage request of the write class (PUT,
+    /// POST, LIST) and of the read class (GET, HEAD), in dollars, at list
+    /// prices in a US region: S3 Standard (also for local runs, whose data
+    /// is most often there) $0.005 and $0.0004 per 1,000; Cloud Storage
+    /// Standard class A and B the same; Azure Blob hot tier $0.065 and
+    /// $0.005 per 10,000.
+    pub fn storage_prices(self) -> (f64, f64) {
+        match self {
+            Preset::Local | Preset::AwsLambda | Preset::GcpFunctions => (0.005 / 1e3, 0.0004 / 1e3),
+            Preset::AzureFunctions => (0.065 / 1e4, 0.005 / 1e4),
+        }
+    }
+
     /// The preset's defaults.
     pub fn defaults(self) -> Pricing {
         let ms = std::time::Duration::from_millis;

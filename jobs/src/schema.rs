@@ -22,6 +22,32 @@ pub struct JobFile {
     /// Where and how invocations run.
     #[serde(default)]
     pub platform: PlatformSpec,
+    /// `[storage]`: how to reach object storage (`endpoint`, `region`,
+    /// `allow_http`, credentials, ...), over the standard environment.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub storage: std::collections::BTreeMap<String, Setting>,
+}
+
+/// A setting's value: text, a number or a boolean.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Setting {
+    /// true or false.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// Text.
+    Text(String),
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Setting::Bool(b) => write!(f, "{b}"),
+            Setting::Int(i) => write!(f, "{i}"),
+            Setting::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 /// `[input]`: files or a generator, their format and how to split them.

@@ -477,14 +477,18 @@ struct SplitRef {
 }
 
 /// Reads the records of a split reference from a file this host can see
-/// (a shared file system): the file's schema is inferred as the
+/// (a shared file system) or from object storage (an `s3://` URL, reached
+/// as the environment says): the file's schema is inferred as the
 /// coordinator's was, and only the referenced columns are read.
 fn read_split(json: &str) -> Result<Vec<RecordBatch>, FunctionError> {
-    use fanout_datasets::{Dataset, DatasetOptions, Format, InputFile, OpenFiles, Split, SplitRange};
+    use fanout_datasets::{Dataset, DatasetOptions, Format, InputFile, OpenFiles, Split, SplitRange, Storage};
+    // One storage for the host's life: its clients keep their connections.
+    static STORAGE: std::sync::OnceLock<Arc<Storage>> = std::sync::OnceLock::new();
+    let storage = STORAGE.get_or_init(Arc::default);
     let bad = |m: String| FunctionError::permanent(format!("the split reference: {m}"));
     let r: SplitRef = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
     let format: Format = r.format.parse().map_err(|e: fanout_datasets::UnknownFormat| bad(e.to_string()))?;
-    let mut opts = DatasetOptions { format: Some(format), ..DatasetOptions::default() };
+    let mut opts = DatasetOptions { format: Some(format), storage: storage.clone(), ..DatasetOptions::default() };
     opts.csv.header = r.header.unwrap_or(true);
     if r.path.extension().is_some_and(|e| e.eq_ignore_ascii_case("tsv")) {
         opts.csv.delimiter = b'\t';
@@ -497,7 +501,7 @@ fn read_split(json: &str) -> Result<Vec<RecordBatch>, FunctionError> {
     {
         dataset = projected;
     }
-    let file = InputFile::stat(&r.path).map_err(read)?;
+    let file = InputFile::open(&path, storage).map_err(read)?;
     let range = match (r.row_groups, r.batches, r.offset, r.length) {
         (Some([start, end]), ..) => SplitRange::RowGroups { start, end, bytes: 0 },
         (_, Some([start, end]), ..) => SplitRange::Batches { start, end, bytes: 0 },

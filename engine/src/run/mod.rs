@@ -135,7 +135,8 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     }
     let compiled = compile(plan, registry, &opts.cache_dir)?;
     let target = &plan.output.path;
-    if plan.output.mode == OutputMode::Error && target.exists() {
+    let remote = target.to_str().is_some_and(fanout_datasets::store::is_url);
+    if plan.output.mode == OutputMode::Error && output_exists(target, remote, &plan.storage)? {
         return Err(EngineError::OutputExists(target.clone()).into());
     }
     let dir = RunDir::create(opts.run_dir.as_deref(), opts.resume)?;
@@ -143,7 +144,12 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     if !opts.resume {
         dir.write_job(job).map_err(fail)?;
     }
-    let out_dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // The output is staged beside its target, to be renamed into place; an
+    // output in object storage is staged in the run directory and uploaded.
+    let out_dir = match remote {
+        true => dir.path.as_path(),
+        false => target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
+    };
     let staging = out_dir.join(format!(".fanout-staging-{}", dir.id));
     std::fs::create_dir_all(&staging).map_err(|e| fail(EngineError::io(&staging, e)))?;
     let name = target.file_name().map(|n| n.to_owned()).unwrap_or_else(|| "output".into());
@@ -162,7 +168,8 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
             let rejects = serde_json::json!({ "path": path, "records": totals.bad_records });
             manifest["rejects"] = rejects;
         }
-        commit(&staged, target, plan.output.format, rows, manifest)
+        let create = plan.output.mode == OutputMode::Error;
+        commit(&staged, target, plan.output.format, rows, manifest, &plan.storage, create)
     });
     let _ = std::fs::remove_dir_all(&staging);
     dir.tidy(committed.is_ok());
@@ -176,6 +183,14 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     match (error, dir.write_summary(&summary)) {
         (Some(e), _) | (None, Err(e)) => Err(fail(e)),
         (None, Ok(())) => Ok(Report { run_dir: dir.path, summary, finished_before: false }),
+    }
+}
+
+/// Whether the output exists already: a file, or an object.
+fn output_exists(target: &Path, remote: bool, storage: &fanout_datasets::Storage) -> Result<bool, EngineError> {
+    match remote {
+        true => storage.exists(&target.to_string_lossy()).map_err(EngineError::Output),
+        false => Ok(target.exists()),
     }
 }
 

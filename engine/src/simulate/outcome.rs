@@ -138,6 +138,7 @@ impl Outcome {
             latency_ms: Latency::of(&all.latency),
             shuffle_spilled_bytes: 0,
             stages,
+            storage: None,
             simulation: Some(simulation),
         }
     }

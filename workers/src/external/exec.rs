@@ -183,7 +183,7 @@ impl Raw {
             let header = match headers.get(path) {
                 Some(h) => h.clone(),
                 None => {
-                    let h = Arc::new(fanout_datasets::csv::header_bytes(path, opts).map_err(bad)?);
+                    let h = Arc::new(fanout_datasets::csv::header_bytes(&split.file, opts).map_err(bad)?);
                     headers.insert(path.clone(), h.clone());
                     h
                 }

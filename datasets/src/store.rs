@@ -1,0 +1,591 @@
+//! Object storage: inputs and outputs named by URL — `s3://bucket/key`,
+//! `gs://`, `az://` (and Azure's other schemes), `https://` (read-only) —
+//! through the `object_store` crate, the client DataFusion, Polars and
+//! delta-rs use.
+//!
+//! A [`Storage`] holds the options the stores are built with (the standard
+//! environment — `AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+//! `AWS_ALLOW_HTTP`, `GOOGLE_*`, `AZURE_*` — overridden by a job's
+//! `[storage]` table), the stores made so far (one per bucket), and a count
+//! of every HTTP request they have made, by kind, with the throttled and
+//! failed ones that were retried: requests cost money on every cloud.
+//!
+//! The engine's workers are plain threads, so each call blocks on a small
+//! shared tokio runtime that does the I/O. A `file://` URL is a local path.
+//! Without the `cloud` feature, object URLs are refused by name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use futures_util::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::error::{Error, Result};
+use crate::format::Compression;
+use crate::listing::InputFile;
+
+/// Whether `s` is a URL (`scheme://...`) rather than a local path.
+pub fn is_url(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-')
+    })
+}
+
+/// The local path of a `file://` URL, or `s` unchanged.
+pub fn local_path(s: &str) -> &str {
+    s.strip_prefix("file://").unwrap_or(s)
+}
+
+/// An object: its store, key and the counts its reads add to.
+#[derive(Clone)]
+pub struct Object {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) key: Key,
+    pub(crate) requests: Arc<Requests>,
+}
+
+impl std::fmt::Debug for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Object({} {})", self.store, self.key)
+    }
+}
+
+impl PartialEq for Object {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.store, &other.store) && self.key == other.key
+    }
+}
+
+impl Eq for Object {}
+
+/// Requests made to object storage, by kind, and the bytes moved.
+#[derive(Debug, Default)]
+pub struct Requests {
+    get: AtomicU64,
+    head: AtomicU64,
+    list: AtomicU64,
+    put: AtomicU64,
+    post: AtomicU64,
+    delete: AtomicU64,
+    retried: AtomicU64,
+    failed: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+/// A snapshot of [`Requests`], as the run summary reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestCounts {
+    /// GET requests (object reads, ranged or whole).
+    pub get: u64,
+    /// HEAD requests (an object's size).
+    pub head: u64,
+    /// LIST requests (pages of a listing).
+    pub list: u64,
+    /// PUT requests (whole objects and multipart parts).
+    pub put: u64,
+    /// POST requests (starting and completing multipart uploads).
+    pub post: u64,
+    /// DELETE requests (aborted uploads, scratch objects).
+    pub delete: u64,
+    /// Answers of 429 (throttled) or 5xx, retried with backoff.
+    pub retried: u64,
+    /// Requests that got no answer (connection errors, timeouts).
+    pub failed: u64,
+    /// Bytes read from objects.
+    pub bytes_read: u64,
+    /// Bytes written to objects.
+    pub bytes_written: u64,
+}
+
+impl RequestCounts {
+    /// Every request made.
+    pub fn total(&self) -> u64 {
+        self.get + self.head + self.list + self.put + self.post + self.delete
+    }
+
+    /// The requests S3 prices as writes (PUT, POST, LIST, COPY).
+    pub fn write_class(&self) -> u64 {
+        self.put + self.post + self.list
+    }
+
+    /// The requests S3 prices as reads (GET, HEAD).
+    pub fn read_class(&self) -> u64 {
+        self.get + self.head
+    }
+}
+
+impl Requests {
+    /// The counts so far.
+    pub fn snapshot(&self) -> RequestCounts {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RequestCounts {
+            get: n(&self.get),
+            head: n(&self.head),
+            list: n(&self.list),
+            put: n(&self.put),
+            post: n(&self.post),
+            delete: n(&self.delete),
+            retried: n(&self.retried),
+            failed: n(&self.failed),
+            bytes_read: n(&self.bytes_read),
+            bytes_written: n(&self.bytes_written),
+        }
+    }
+
+    /// Counts bytes read.
+    pub(crate) fn read(&self, n: usize) {
+        self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts bytes written.
+    pub fn written(&self, n: u64) {
+        self.bytes_written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one request by its method and query (a GET with a listing's
+    /// parameters is a LIST).
+    #[cfg_attr(not(feature = "cloud"), allow(dead_code))]
+    fn request(&self, method: &str, query: &str) {
+        let list = query.contains("list-type=") || query.contains("comp=list") || query.contains("prefix=");
+        let counter = match method {
+            "GET" if list => &self.list,
+            "GET" => &self.get,
+            "HEAD" => &self.head,
+            "PUT" => &self.put,
+            "POST" => &self.post,
+            "DELETE" => &self.delete,
+            // PROPFIND (a WebDAV listing over https) and the rest.
+            _ => &self.list,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How to reach object storage, the stores made so far and the requests
+/// they made. One per run, shared by its readers and its output.
+#[derive(Default)]
+pub struct Storage {
+    options: BTreeMap<String, String>,
+    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    requests: Arc<Requests>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("options", &self.options.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// Storage configured by the environment and then `options` (a job's
+    /// `[storage]` table: `endpoint`, `region`, `allow_http`,
+    /// `access_key_id`, ... — any key the S3, GCS, Azure or HTTP client
+    /// takes). Err names a key no client takes.
+    pub fn new(options: BTreeMap<String, String>) -> std::result::Result<Storage, String> {
+        for key in options.keys() {
+            if !cloud::known_key(key) {
+                return Err(format!("unknown storage option `{key}`{}", cloud::KEYS_HINT));
+            }
+        }
+        Ok(Storage { options, ..Storage::default() })
+    }
+
+    /// The requests made so far.
+    pub fn requests(&self) -> RequestCounts {
+        self.requests.snapshot()
+    }
+
+    /// The shared request counters.
+    pub fn counters(&self) -> &Arc<Requests> {
+        &self.requests
+    }
+
+    /// The object a URL names, with its store (made on first use).
+    pub fn object(&self, url: &str) -> Result<Object> {
+        let (base, key) = split_url(url)?;
+        let key = Key::parse(key).map_err(|e| Error::invalid(url, e))?;
+        Ok(Object { store: self.store(base, url)?, key, requests: self.requests.clone() })
+    }
+
+    /// The store of `scheme://authority`, made once.
+    fn store(&self, base: &str, url: &str) -> Result<Arc<dyn ObjectStore>> {
+        let mut stores = self.stores.lock().expect("not poisoned");
+        if let Some(s) = stores.get(base) {
+            return Ok(s.clone());
+        }
+        let scheme = base.split_once("://").map_or(base, |(s, _)| s);
+        if !SCHEMES.contains(&scheme) {
+            let m = format!("unknown storage scheme `{scheme}://`; expected s3, gs, az, https or file");
+            return Err(Error::invalid(url, m));
+        }
+        let store = cloud::build(base, &self.options, &self.requests).map_err(|m| Error::invalid(url, m))?;
+        stores.insert(base.to_string(), store.clone());
+        Ok(store)
+    }
+
+    /// Whether the object `url` exists.
+    pub fn exists(&self, url: &str) -> Result<bool> {
+        let object = self.object(url)?;
+        match block_on(object.store.head(&object.key)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(object_error(url, e)),
+        }
+    }
+
+    /// Writes `bytes` to the object `url` with one PUT.
+    pub fn put(&self, url: &str, bytes: Vec<u8>) -> Result<()> {
+        let object = self.object(url)?;
+        let n = bytes.len() as u64;
+        block_on(object.store.put(&object.key, bytes.into())).map_err(|e| object_error(url, e))?;
+        self.requests.written(n);
+        Ok(())
+    }
+
+    /// Writes the local file `from` to the object `url` so that the object
+    /// appears whole or not at all: one PUT up to [`PART`] bytes, else a
+    /// multipart upload of [`PART`]-byte parts, four in flight, completed
+    /// at the end and aborted on any failure (no part is left behind).
+    /// With `create`, an existing object is never replaced: the PUT is
+    /// conditional (`If-None-Match: *`); a multipart upload looks first.
+    pub fn upload(&self, from: &std::path::Path, url: &str, create: bool) -> Result<()> {
+        use std::io::Read;
+        let object = self.object(url)?;
+        let size = std::fs::metadata(from).map_err(|e| Error::io(from, e))?.len();
+        let mut file = std::fs::File::open(from).map_err(|e| Error::io(from, e))?;
+        if size <= PART as u64 {
+            let mut bytes = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut bytes).map_err(|e| Error::io(from, e))?;
+            let mode = if create { object_store::PutMode::Create } else { object_store::PutMode::Overwrite };
+            let opts = object_store::PutOptions { mode, ..Default::default() };
+            block_on(object.store.put_opts(&object.key, bytes.into(), opts)).map_err(|e| object_error(url, e))?;
+            self.requests.written(size);
+            return Ok(());
+        }
+        if create && self.exists(url)? {
+            return Err(object_error(
+                url,
+                object_store::Error::AlreadyExists { path: url.to_string(), source: "the output exists".into() },
+            ));
+        }
+        // One task on the runtime: the writer spawns its parts there. The
+        // file is read on this thread, which is not one of the runtime's.
+        block_on(async {
+            let upload = object.store.put_multipart(&object.key).await.map_err(|e| object_error(url, e))?;
+            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut buf = vec![0; PART];
+            loop {
+                let read = read_full(&mut file, &mut buf).map_err(|e| Error::io(from, e));
+                let sent = match read {
+                    Ok(0) => break,
+                    Ok(n) => writer.wait_for_capacity(4).await.map(|()| n).map_err(|e| object_error(url, e)),
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok(n) => {
+                        writer.write(&buf[..n]);
+                        self.requests.written(n as u64);
+                    }
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        return Err(e);
+                    }
+                }
+            }
+            writer.finish().await.map(drop).map_err(|e| object_error(url, e))
+        })
+    }
+
+    /// The input files an object URL names: one object, every object under
+    /// it as a prefix (a "directory"), or those a glob in its key matches,
+    /// in key order. Hidden names (a part starting with `.`) under a prefix
+    /// are skipped, as a local directory's are.
+    pub(crate) fn list(&self, input: &str) -> Result<Vec<InputFile>> {
+        let (base, key) = split_url(input)?;
+        let glob = crate::listing::is_glob(key);
+        let no_match = || Error::NoMatch { pattern: input.to_string() };
+        if !glob {
+            let object = self.object(input)?;
+            match block_on(object.store.head(&object.key)) {
+                Ok(meta) => return Ok(vec![input_file(base, &object, meta.location, meta.size)]),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(object_error(input, e)),
+            }
+        }
+        // The literal part of the key before its first wildcard, up to a `/`.
+        let literal = match key.find(['*', '?', '[']) {
+            Some(i) => &key[..key[..i].rfind('/').map_or(0, |j| j + 1)],
+            None => key,
+        };
+        let pattern = glob
+            .then(|| glob::Pattern::new(key))
+            .transpose()
+            .map_err(|e| Error::BadPattern { pattern: input.to_string(), message: e.to_string() })?;
+        let prefix = Key::parse(literal.trim_end_matches('/')).map_err(|e| Error::invalid(input, e))?;
+        let object = Object { store: self.store(base, input)?, key: prefix.clone(), requests: self.requests.clone() };
+        let options = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
+        let mut files = Vec::new();
+        let mut listing = object.store.list(Some(&prefix));
+        while let Some(meta) = block_on(listing.next()) {
+            let meta = meta.map_err(|e| object_error(input, e))?;
+            let name = meta.location.as_ref();
+            let keep = match &pattern {
+                Some(p) => p.matches_with(name, options),
+                None => !name[prefix.as_ref().len()..].split('/').any(|part| part.starts_with('.')),
+            };
+            if keep {
+                files.push(input_file(base, &object, meta.location, meta.size));
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        if files.is_empty() {
+            return Err(no_match());
+        }
+        Ok(files)
+    }
+}
+
+/// The schemes of object stores.
+const SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss", "http", "https"];
+
+/// The part size of multipart uploads (S3 takes 5 MiB and up).
+pub const PART: usize = 8 << 20;
+
+/// Reads into all of `buf`, short only at the end of `r`.
+fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The input file of an object found by a listing.
+fn input_file(base: &str, listed: &Object, key: Key, size: u64) -> InputFile {
+    let path = PathBuf::from(format!("{base}/{key}"));
+    let object = Object { store: listed.store.clone(), key, requests: listed.requests.clone() };
+    InputFile { compression: Compression::from_path(&path), size, path, object: Some(object) }
+}
+
+/// `scheme://authority` and the key after it.
+pub(crate) fn split_url(url: &str) -> Result<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| Error::invalid(url, "not a URL"))?;
+    let authority = rest.find('/').unwrap_or(rest.len());
+    if authority == 0 {
+        return Err(Error::invalid(url, format!("no bucket: expected {scheme}://BUCKET/KEY")));
+    }
+    let base = &url[..scheme.len() + 3 + authority];
+    Ok((base, rest[authority..].trim_start_matches('/')))
+}
+
+/// An object store error as this crate's, naming the URL.
+pub(crate) fn object_error(url: impl Into<PathBuf>, e: object_store::Error) -> Error {
+    Error::io(url, io_error(e))
+}
+
+/// An object store error as an I/O error of the same kind.
+pub(crate) fn io_error(e: object_store::Error) -> std::io::Error {
+    let kind = match e {
+        object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
+        object_store::Error::AlreadyExists { .. } => std::io::ErrorKind::AlreadyExists,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            std::io::ErrorKind::PermissionDenied
+        }
+        _ => std::io::ErrorKind::Other,
+    };
+    std::io::Error::new(kind, e)
+}
+
+/// Runs `f` to completion on the shared I/O runtime, blocking this thread
+/// (never call from inside the runtime).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("fanout-io")
+                .enable_all()
+                .build()
+                .expect("an I/O runtime starts")
+        })
+        .block_on(f)
+}
+
+#[cfg(feature = "cloud")]
+mod cloud {
+    //! The clients, built with a connector that counts their requests.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use object_store::ObjectStore;
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+    use object_store::client::{
+        ClientConfigKey, ClientOptions, HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService,
+        ReqwestConnector,
+    };
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+    use object_store::http::HttpBuilder;
+
+    use super::Requests;
+
+    pub(super) const KEYS_HINT: &str = " (S3: endpoint, region, access_key_id, secret_access_key, session_token, allow_http, ...; \
+         GCS: service_account, ...; Azure: account_name, access_key, ...)";
+
+    /// Whether some client takes `key`.
+    pub(super) fn known_key(key: &str) -> bool {
+        key.parse::<AmazonS3ConfigKey>().is_ok()
+            || key.parse::<GoogleConfigKey>().is_ok()
+            || key.parse::<AzureConfigKey>().is_ok()
+            || key.parse::<ClientConfigKey>().is_ok()
+    }
+
+    /// The store of `base` (`scheme://authority`).
+    pub(super) fn build(
+        base: &str,
+        options: &BTreeMap<String, String>,
+        requests: &Arc<Requests>,
+    ) -> Result<Arc<dyn ObjectStore>, String> {
+        let scheme = base.split_once("://").map_or(base, |(s, _)| s);
+        let counting = Counting(requests.clone());
+        let built: object_store::Result<Arc<dyn ObjectStore>> = match scheme {
+            "s3" | "s3a" => {
+                let mut b = AmazonS3Builder::from_env().with_url(base);
+                for (k, v) in options {
+                    if let Ok(key) = k.parse::<AmazonS3ConfigKey>() {
+                        b = b.with_config(key, v);
+                    }
+                }
+                b.with_http_connector(counting).build().map(|s| Arc::new(s) as _)
+            }
+            "gs" => {
+                let mut b = GoogleCloudStorageBuilder::from_env().with_url(base);
+                for (k, v) in options {
+                    if let Ok(key) = k.parse::<GoogleConfigKey>() {
+                        b = b.with_config(key, v);
+                    }
+                }
+                b.with_http_connector(counting).build().map(|s| Arc::new(s) as _)
+            }
+            "az" | "adl" | "azure" | "abfs" | "abfss" => {
+                let mut b = MicrosoftAzureBuilder::from_env().with_url(base);
+                for (k, v) in options {
+                    if let Ok(key) = k.parse::<AzureConfigKey>() {
+                        b = b.with_config(key, v);
+                    }
+                }
+                b.with_http_connector(counting).build().map(|s| Arc::new(s) as _)
+            }
+            "http" | "https" => {
+                let mut client = ClientOptions::new().with_allow_http(scheme == "http");
+                for (k, v) in options {
+                    if let Ok(key) = k.parse::<ClientConfigKey>() {
+                        client = client.with_config(key, v);
+                    }
+                }
+                let b = HttpBuilder::new().with_url(base).with_client_options(client);
+                b.with_http_connector(counting).build().map(|s| Arc::new(s) as _)
+            }
+            other => return Err(format!("no client for `{other}://`")),
+        };
+        built.map_err(|e| e.to_string())
+    }
+
+    /// Makes reqwest clients whose requests are counted.
+    #[derive(Debug)]
+    struct Counting(Arc<Requests>);
+
+    impl HttpConnector for Counting {
+        fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+            let inner = ReqwestConnector::default().connect(options)?;
+            Ok(HttpClient::new(Counted { inner, requests: self.0.clone() }))
+        }
+    }
+
+    /// A client that counts each request and each throttled or failed one.
+    #[derive(Debug)]
+    struct Counted {
+        inner: HttpClient,
+        requests: Arc<Requests>,
+    }
+
+    #[async_trait::async_trait]
+    impl HttpService for Counted {
+        async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
+            self.requests.request(req.method().as_str(), req.uri().query().unwrap_or(""));
+            let answer = self.inner.execute(req).await;
+            let counter = match &answer {
+                Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => &self.requests.retried,
+                Ok(_) => return answer,
+                Err(_) => &self.requests.failed,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            answer
+        }
+    }
+}
+
+#[cfg(not(feature = "cloud"))]
+mod cloud {
+    //! A build without object storage clients: every URL is refused.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use object_store::ObjectStore;
+
+    use super::Requests;
+
+    pub(super) const KEYS_HINT: &str = " (this build has no object storage: rebuild with the `cloud` feature)";
+
+    pub(super) fn known_key(_: &str) -> bool {
+        false
+    }
+
+    pub(super) fn build(
+        base: &str,
+        _: &BTreeMap<String, String>,
+        _: &Arc<Requests>,
+    ) -> Result<Arc<dyn ObjectStore>, String> {
+        Err(format!("`{base}`: this build of fanout has no object storage; rebuild it with the `cloud` feature"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_base_and_key() {
+        assert!(is_url("s3://b/k") && is_url("file:///tmp/x") && !is_url("data/x.csv") && !is_url("://x"));
+        assert_eq!(split_url("s3://bucket/a/b.csv").unwrap(), ("s3://bucket", "a/b.csv"));
+        assert_eq!(split_url("https://h:8080/x").unwrap(), ("https://h:8080", "x"));
+        assert_eq!(split_url("s3://bucket").unwrap(), ("s3://bucket", ""));
+        assert!(split_url("s3:///key").unwrap_err().to_string().contains("no bucket"));
+        assert_eq!(local_path("file:///tmp/x"), "/tmp/x");
+    }
+
+    #[test]
+    fn requests_are_counted_by_kind() {
+        let r = Requests::default();
+        r.request("GET", "list-type=2&prefix=a");
+        r.request("GET", "");
+        r.request("PUT", "partNumber=1&uploadId=x");
+        r.request("POST", "uploads");
+        r.request("HEAD", "");
+        let c = r.snapshot();
+        assert_eq!((c.list, c.get, c.put, c.post, c.head, c.total()), (1, 1, 1, 1, 1, 5));
+        assert_eq!((c.read_class(), c.write_class()), (2, 3));
+    }
+}

@@ -1,0 +1,257 @@
+//! Inputs and outputs in object storage, against a real S3-compatible
+//! server on loopback: moto's server mode (PyPI `moto[server]`, which
+//! .ci/run installs), with boto3 — AWS's own SDK — putting the data in and
+//! checking what fanout left there. Each test starts its own server.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use crate::util::{Run, Scratch, binary, python, summary};
+
+/// A moto S3 server, killed when dropped.
+struct S3 {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl S3 {
+    /// Starts a server and makes the bucket `data`.
+    fn start(s: &Scratch) -> S3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m moto.server (pip install 'moto[server]'; .ci/run installs it)");
+        let addr = format!("127.0.0.1:{port}");
+        let server = S3 { child, endpoint: format!("http://{addr}") };
+        assert!(crate::util::wait_for(60, || TcpStream::connect(&addr).is_ok()), "moto did not start");
+        server.boto(s, "s3.create_bucket(Bucket='data')");
+        server
+    }
+
+    /// Runs `fanout ARGS` in the scratch directory with the standard AWS
+    /// environment pointing at this server.
+    fn fanout(&self, s: &Scratch, args: &[&str]) -> Run {
+        let out = Command::new(binary())
+            .args(args)
+            .current_dir(s.dir.path())
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ALLOW_HTTP", "true")
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs Python with boto3's client `s3` on this server; the script must
+    /// end by printing `ok` (added when it prints nothing else).
+    fn boto(&self, s: &Scratch, script: &str) {
+        let script = format!(
+            "import boto3, json\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='testing', \
+             aws_secret_access_key='testing', region_name='us-east-1')\n{script}\nprint('ok')\n",
+            self.endpoint
+        );
+        python(s, &script);
+    }
+
+    /// Uploads local files of the scratch directory under the same keys.
+    fn upload(&self, s: &Scratch, names: &[&str]) {
+        let names = serde_json::to_string(names).unwrap();
+        self.boto(s, &format!("for n in {names}:\n    s3.upload_file(n, 'data', n)"));
+    }
+}
+
+/// Input files of every format, made by Python's standard library (and
+/// pyarrow for Parquet and Arrow), with quoted csv fields across lines.
+fn inputs(s: &Scratch) {
+    python(
+        s,
+        "import csv, gzip, json, random, pyarrow as pa, pyarrow.parquet as pq, pyarrow.feather as pf\n\
+         random.seed(7)\n\
+         rows = [{'id': i, 'name': random.choice(['ann', 'bob', 'cy \"the\" dev', 'dee,da', 'e\\nf']), \
+         'amount': random.randint(0, 999)} for i in range(3000)]\n\
+         with open('in.csv', 'w', newline='') as f:\n    w = csv.DictWriter(f, ['id', 'name', 'amount'])\n    w.writeheader()\n    w.writerows(rows)\n\
+         with open('in.jsonl', 'w') as f:\n    f.writelines(json.dumps(r) + '\\n' for r in rows)\n\
+         with open('in.txt', 'w') as f:\n    f.writelines(' '.join(random.choice(['a', 'bb', 'ccc']) for _ in range(random.randint(0, 12))) + '\\n' for _ in range(3000))\n\
+         with open('in.csv', 'rb') as f, gzip.open('in.csv.gz', 'wb') as g:\n    g.write(f.read())\n\
+         t = pa.Table.from_pylist([{'id': r['id'], 'name': r['name'], 'amount': r['amount']} for r in rows])\n\
+         pq.write_table(t, 'in.parquet', row_group_size=200)\n\
+         pf.write_feather(t, 'in.arrow', compression='uncompressed', chunksize=200)\n\
+         print('ok')",
+    );
+}
+
+/// A job reading `input` in chunks of `chunk` and writing `output`, with
+/// no stage (the records as read) or with `stage`.
+fn job(input: &str, chunk: &str, stage: &str, output: &str) -> String {
+    format!(
+        "[input]\npath = \"{input}\"\nchunk_size = \"{chunk}\"\n{stage}\n[output]\npath = \"{output}\"\nmode = \"overwrite\"\n"
+    )
+}
+
+#[test]
+fn s3_inputs_of_every_format_read_as_the_same_files_do_locally() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    inputs(&s);
+    let files = ["in.csv", "in.jsonl", "in.txt", "in.csv.gz", "in.parquet", "in.arrow"];
+    s3.upload(&s, &files);
+    for file in files {
+        for chunk in ["1KiB", "64KiB"] {
+            let local = job(file, chunk, "", "local.csv");
+            s.write("local.toml", &local);
+            let l = summary(&s3.fanout(&s, &["run", "local.toml", "--json"]).expect(0));
+            let remote = job(&format!("s3://data/{file}"), chunk, "", "remote.csv");
+            s.write("remote.toml", &remote);
+            let r = summary(&s3.fanout(&s, &["run", "remote.toml", "--json"]).expect(0));
+            let (lo, ro) = (std::fs::read(s.path("local.csv")).unwrap(), std::fs::read(s.path("remote.csv")).unwrap());
+            assert!(lo == ro, "{file} at {chunk}: the output read from s3:// differs from the local one");
+            assert_eq!(r["input"]["splits"], l["input"]["splits"], "{file} at {chunk}");
+            assert_eq!(r["input"]["records"], l["input"]["records"], "{file} at {chunk}");
+            // Ranged reads: many splits, far fewer requests than splits
+            // for the line formats, and never the whole file per split.
+            let st = &r["storage"];
+            let splits = r["input"]["splits"].as_u64().unwrap();
+            assert!(st["get"].as_u64().unwrap() >= 1, "{file}: {st}");
+            let size = std::fs::metadata(s.path(file)).unwrap().len();
+            assert!(st["bytes_read"].as_u64().unwrap() < 6 * size, "{file} at {chunk}: read {st} of {size} bytes");
+            if chunk == "1KiB" && !file.ends_with(".gz") {
+                assert!(splits > 10, "{file}: {splits} splits");
+            }
+            assert!(l.get("storage").is_none(), "a local run made storage requests");
+        }
+    }
+    // A glob over keys, and a prefix: every csv object, in key order.
+    s3.boto(&s, "for k in ['dir/b.csv', 'dir/a.csv', 'dir/sub/c.csv', 'dir/.hidden.csv']:\n    s3.upload_file('in.csv', 'data', k)");
+    s.write("glob.toml", job("s3://data/dir/*.csv", "4KiB", "", "glob.csv"));
+    let g = summary(&s3.fanout(&s, &["run", "glob.toml", "--json"]).expect(0));
+    // As a local glob: `*` does not cross a `/`, and matches a leading dot.
+    assert_eq!(g["input"]["records"], 9000, "dir/*.csv is a, b and .hidden, not sub/c: {g}");
+    s.write("prefix.toml", job("s3://data/dir/", "4KiB", "", "prefix.csv"));
+    let p = summary(&s3.fanout(&s, &["run", "prefix.toml", "--json"]).expect(0));
+    assert_eq!(p["input"]["records"], 9000, "dir/ is a, b and sub/c, not .hidden: {p}");
+}
+
+#[test]
+fn s3_outputs_appear_whole_with_their_manifest_or_not_at_all() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    // About 12 MiB of output: past the 8 MiB part size, so a multipart
+    // upload of two parts.
+    python(
+        &s,
+        "import random\nrandom.seed(3)\nwith open('big.csv', 'w') as f:\n    f.write('id,text\\n')\n    for i in range(200000):\n        f.write(f'{i},{random.randbytes(24).hex()}\\n')\nprint('ok')",
+    );
+    s3.upload(&s, &["big.csv"]);
+    let count = "[[stage]]\nfunction = \"aggregate\"\nkey = [\"id\"]\nparams = { count = true }\n";
+    for (name, stage) in [("small", count), ("big", "")] {
+        s.write("local.toml", job("big.csv", "1MiB", stage, &format!("{name}-out.csv")));
+        s3.fanout(&s, &["run", "local.toml"]).expect(0);
+        let out = format!("s3://data/out/{name}.csv");
+        s.write("remote.toml", job("s3://data/big.csv", "1MiB", stage, &out).replace("overwrite", "error"));
+        let r = summary(&s3.fanout(&s, &["run", "remote.toml", "--json"]).expect(0));
+        let st = &r["storage"];
+        let bytes = std::fs::metadata(s.path(&format!("{name}-out.csv"))).unwrap().len();
+        assert_eq!(r["output"]["bytes"], bytes, "{r}");
+        assert_eq!(st["bytes_written"].as_u64().unwrap(), bytes + manifest_size(&s3, &s, name), "{st}");
+        if name == "big" {
+            // Created, two parts, completed; and the manifest's PUT.
+            assert!(st["post"] == 2 && st["put"] == 3, "a multipart upload: {st}");
+        } else {
+            assert!(st["post"] == 0 && st["put"] == 2, "one PUT and the manifest's: {st}");
+        }
+        // The object is the local output, byte for byte, and its manifest
+        // gives its size and XXH3 as an independent hash computes them.
+        s3.boto(
+            &s,
+            &format!(
+                "import xxhash\nbody = s3.get_object(Bucket='data', Key='out/{name}.csv')['Body'].read()\n\
+                 assert body == open('{name}-out.csv', 'rb').read(), 'object differs'\n\
+                 m = json.loads(s3.get_object(Bucket='data', Key='out/{name}.csv.manifest.json')['Body'].read())\n\
+                 assert m['output']['bytes'] == len(body) and m['output']['xxh3'] == xxhash.xxh3_64_hexdigest(body), m\n\
+                 assert m['output']['path'] == 's3://data/out/{name}.csv', m"
+            ),
+        );
+        // mode = "error": the object exists, so the run stops before it
+        // starts, and the object is left as it was.
+        let again = s3.fanout(&s, &["run", "remote.toml"]).expect(2);
+        assert!(again.stderr.contains(&format!("the output {out} exists")), "{}", again.stderr);
+    }
+    // A job that fails leaves no object and no multipart upload behind.
+    s.write("bad.csv", "id,text\n1,a\n2,b,extra\n");
+    s3.upload(&s, &["bad.csv"]);
+    s.write("fail.toml", job("s3://data/bad.csv", "1MiB", "", "s3://data/out/failed.csv"));
+    let failed = s3.fanout(&s, &["run", "fail.toml"]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(failed.stderr.contains("s3://data/bad.csv"), "the error names the object: {}", failed.stderr);
+    s3.boto(
+        &s,
+        "keys = [o['Key'] for o in s3.list_objects_v2(Bucket='data', Prefix='out/failed').get('Contents', [])]\n\
+         assert keys == [], keys\n\
+         assert s3.list_multipart_uploads(Bucket='data').get('Uploads', []) == [], 'a pending upload'",
+    );
+}
+
+/// The size of the manifest fanout left beside `out/NAME.csv`.
+fn manifest_size(s3: &S3, s: &Scratch, name: &str) -> u64 {
+    s3.boto(
+        s,
+        &format!(
+            "open('manifest.size', 'w').write(str(s3.head_object(Bucket='data', Key='out/{name}.csv.manifest.json')['ContentLength']))"
+        ),
+    );
+    std::fs::read_to_string(s.path("manifest.size")).unwrap().parse().unwrap()
+}
+
+#[test]
+fn storage_errors_name_the_object_and_the_setting() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    s.write("missing.toml", job("s3://data/nope/*.csv", "1MiB", "", "out.csv"));
+    let r = s3.fanout(&s, &["run", "missing.toml"]).expect(2);
+    assert!(r.stderr.contains("input `s3://data/nope/*.csv` matches no file"), "{}", r.stderr);
+    s.write("missing.toml", job("s3://data/in.csv", "1MiB", "", "out.csv"));
+    let r = s3.fanout(&s, &["run", "missing.toml"]).expect(2);
+    assert!(r.stderr.contains("s3://data/in.csv"), "{}", r.stderr);
+    s.write("bad.toml", job("in.csv", "1MiB", "", "out.csv") + "[storage]\nnot_a_setting = 1\n");
+    s.write("in.csv", "a\n1\n");
+    let r = s3.fanout(&s, &["run", "bad.toml"]).expect(2);
+    assert!(
+        r.stderr.contains("bad.toml:9:") && r.stderr.contains("unknown storage option `not_a_setting`"),
+        "{}",
+        r.stderr
+    );
+    // [storage] overrides the environment: a wrong endpoint in the
+    // environment, the right one in the job.
+    s.write("x.csv", "a\n1\n2\n");
+    s3.upload(&s, &["x.csv"]);
+    let with_table = job("s3://data/x.csv", "1MiB", "", "x-out.csv")
+        + &format!("[storage]\nendpoint = \"{}\"\nallow_http = true\n", s3.endpoint);
+    s.write("table.toml", with_table);
+    let out = Command::new(binary())
+        .args(["run", "table.toml", "--json"])
+        .current_dir(s.dir.path())
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(s.path("x-out.csv")).unwrap(), "a\n1\n2\n");
+}
