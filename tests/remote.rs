@@ -31,6 +31,17 @@ impl Host {
 
     /// Starts the host in directory `dir`.
     pub(crate) fn start_at(dir: &std::path::Path, netns: Option<&str>, ip: &str, args: &[&str]) -> Host {
+        Host::start_with(dir, netns, ip, args, &[])
+    }
+
+    /// Starts the host with more environment variables.
+    pub(crate) fn start_with(
+        dir: &std::path::Path,
+        netns: Option<&str>,
+        ip: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Host {
         let listen = format!("{ip}:0");
         let bin = binary().display().to_string();
         let mut argv: Vec<&str> = match netns {
@@ -41,6 +52,7 @@ impl Host {
         let mut child = Command::new(argv[0])
             .args(&argv[1..])
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -41,21 +41,23 @@ impl S3 {
     /// Runs `fanout ARGS` in the scratch directory with the standard AWS
     /// environment pointing at this server.
     fn fanout(&self, s: &Scratch, args: &[&str]) -> Run {
-        let out = Command::new(binary())
-            .args(args)
-            .current_dir(s.dir.path())
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ALLOW_HTTP", "true")
-            .output()
-            .unwrap();
+        let out = Command::new(binary()).args(args).current_dir(s.dir.path()).envs(self.env()).output().unwrap();
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// The standard AWS environment, pointing at this server.
+    fn env(&self) -> [(&str, &str); 5] {
+        [
+            ("AWS_ENDPOINT_URL", &self.endpoint),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
     }
 
     /// Runs Python with boto3's client `s3` on this server; the script must
@@ -254,4 +256,74 @@ fn storage_errors_name_the_object_and_the_setting() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(s.path("x-out.csv")).unwrap(), "a\n1\n2\n");
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_and_counted() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    inputs(&s);
+    s3.upload(&s, &["in.csv"]);
+    let stage =
+        "[[stage]]\nfunction = \"aggregate\"\nkey = [\"name\"]\nparams = { count = true, sum = [\"amount\"] }\n";
+    s.write("local.toml", job("in.csv", "2KiB", stage, "local.csv").replace("mode", "sort = [\"name\"]\nmode"));
+    s3.fanout(&s, &["run", "local.toml"]).expect(0);
+    // Every third GET, HEAD or PUT through the proxy is refused with 503
+    // SlowDown or 429.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let script = crate::util::root().join("tests/fixtures/flaky_proxy.py");
+    let proxy = Command::new("python3")
+        .arg(&script)
+        .args([&port.to_string(), &s3.endpoint, &s.path("refused").display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proxy = S3 { child: proxy, endpoint: format!("http://127.0.0.1:{port}") };
+    assert!(crate::util::wait_for(30, || TcpStream::connect(("127.0.0.1", port)).is_ok()), "the proxy did not start");
+    let remote =
+        job("s3://data/in.csv", "2KiB", stage, "s3://data/out/flaky.csv").replace("mode", "sort = [\"name\"]\nmode");
+    s.write("remote.toml", remote);
+    let r = summary(&proxy.fanout(&s, &["run", "remote.toml", "--json"]).expect(0));
+    let refused: u64 = std::fs::read_to_string(s.path("refused")).unwrap().parse().unwrap();
+    let st = &r["storage"];
+    assert!(refused >= 3, "{refused} refused");
+    assert_eq!(st["retried"].as_u64().unwrap(), refused, "every refusal is retried and counted: {st}");
+    s3.boto(
+        &s,
+        "assert s3.get_object(Bucket='data', Key='out/flaky.csv')['Body'].read() == open('local.csv', 'rb').read()",
+    );
+    let text = proxy.fanout(&s, &["run", "remote.toml"]).expect(0).stderr;
+    assert!(text.contains("object storage:") && text.contains("retried)"), "{text}");
+}
+
+#[test]
+fn a_remote_host_reads_split_references_from_object_storage() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    inputs(&s);
+    s3.upload(&s, &["in.csv", "in.parquet"]);
+    // A `fanout serve` host that sees no file of the job: it reads the
+    // splits the events name from the S3 server itself.
+    let empty = tempfile::tempdir().unwrap();
+    let host = crate::remote::Host::start_with(empty.path(), None, "127.0.0.1", &[], &s3.env());
+    for (file, chunk) in [("in.csv", "8KiB"), ("in.parquet", "4KiB")] {
+        let select = "\"select\"".to_string();
+        let remote = format!(
+            "{{ http = \"{}\", event = \"split\", schema = [\"id:int64\", \"amount:int64\"] }}",
+            host.url("select")
+        );
+        let mut outputs = Vec::new();
+        for (input, function) in [(file.to_string(), &select), (format!("s3://data/{file}"), &remote)] {
+            let text = format!(
+                "[input]\npath = \"{input}\"\nchunk_size = \"{chunk}\"\n[[stage]]\nfunction = {function}\n\
+                 params = {{ columns = [\"id\", \"amount\"] }}\n[output]\npath = \"out.csv\"\nmode = \"overwrite\"\n"
+            );
+            s.write("job.toml", text);
+            let r = summary(&s3.fanout(&s, &["run", "job.toml", "--json"]).expect(0));
+            assert_eq!(r["input"]["records"], 3000, "{file}: {r}");
+            outputs.push(std::fs::read(s.path("out.csv")).unwrap());
+        }
+        assert!(outputs[0] == outputs[1], "{file}: the host's reads from s3:// differ from the local run");
+    }
 }

@@ -126,7 +126,11 @@ impl EventSpec {
 
 /// The split reference of a `split` event.
 fn split_json(split: &Split, spec: &EventSpec) -> serde_json::Value {
-    let path = std::path::absolute(&split.file.path).unwrap_or_else(|_| split.file.path.clone());
+    // An object's URL as it is; a local file's path made absolute.
+    let path = match split.file.is_remote() {
+        true => split.file.path.clone(),
+        false => std::path::absolute(&split.file.path).unwrap_or_else(|_| split.file.path.clone()),
+    };
     let mut v = serde_json::json!({
         "path": path,
         "format": spec.input_format.map_or("unknown", Format::name),
