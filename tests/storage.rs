@@ -327,3 +327,33 @@ fn a_remote_host_reads_split_references_from_object_storage() {
         assert!(outputs[0] == outputs[1], "{file}: the host's reads from s3:// differ from the local run");
     }
 }
+
+#[test]
+fn a_simulation_calibrated_on_an_s3_run_prices_its_requests() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    inputs(&s);
+    s3.upload(&s, &["in.jsonl"]);
+    let stage = "[[stage]]\nfunction = \"aggregate\"\nkey = [\"name\"]\nparams = { count = true }\n";
+    s.write("job.toml", job("s3://data/in.jsonl", "8KiB", stage, "s3://data/out/sim.csv"));
+    let run = summary(&s3.fanout(&s, &["run", "job.toml", "--json", "--run-dir", "cal"]).expect(0));
+    let (st, splits) = (&run["storage"], run["input"]["splits"].as_f64().unwrap());
+    let get_per_split = st["get"].as_f64().unwrap() / splits;
+    // Halving the chunk size doubles the splits and so the GETs; the
+    // listing and the output's PUTs stay as they were.
+    for (preset, write, read) in [("aws-lambda", 0.005e-3, 0.0004e-3), ("azure-functions", 0.065e-4, 0.005e-4)] {
+        let sets = ["--set", "input.chunk_size=4KiB", "--set", &format!("platform.preset={preset}")];
+        let mut args = vec!["simulate", "job.toml", "--from", "cal", "--json", "--seeds", "1"];
+        args.extend(sets);
+        let sim = summary(&s3.fanout(&s, &args).expect(0));
+        let (ss, sim_splits) = (&sim["storage"], sim["input"]["splits"].as_f64().unwrap());
+        assert!(sim_splits > 1.8 * splits, "{sim_splits} splits against {splits}");
+        assert_eq!(ss["get"].as_f64().unwrap(), (get_per_split * sim_splits).round(), "{ss}");
+        assert_eq!((&ss["list"], &ss["put"]), (&st["list"], &st["put"]), "{ss} against {st}");
+        let n = |k: &str| ss[k].as_f64().unwrap();
+        let usd = (n("put") + n("post") + n("list")) * write + (n("get") + n("head")) * read;
+        assert!((n("usd") - usd).abs() < 1e-12, "{preset}: {ss} is not priced at {usd}");
+        let invocations_usd: f64 = sim["stages"].as_array().unwrap().iter().map(|x| x["usd"].as_f64().unwrap()).sum();
+        assert!((sim["cost"]["usd"].as_f64().unwrap() - invocations_usd - usd).abs() < 1e-9, "{}", sim["cost"]);
+    }
+}

@@ -254,9 +254,14 @@ impl StorageUse {
     /// The storage `plan`'s run used so far, if it used any.
     pub(crate) fn of(plan: &Plan) -> Option<StorageUse> {
         let requests = plan.storage.requests();
-        let (write, read) = plan.platform.preset.storage_prices();
+        (requests.total() > 0).then(|| StorageUse::priced(requests, plan.platform.preset))
+    }
+
+    /// `requests` priced on `preset`.
+    pub(crate) fn priced(requests: fanout_datasets::RequestCounts, preset: fanout_jobs::Preset) -> StorageUse {
+        let (write, read) = preset.storage_prices();
         let usd = requests.write_class() as f64 * write + requests.read_class() as f64 * read;
-        (requests.total() > 0).then_some(StorageUse { requests, usd })
+        StorageUse { requests, usd }
     }
 }
 

@@ -85,6 +85,7 @@ impl Calibrated {
             tail_us: 0.0,
             gap_us: 0.0,
             cpu_scale: 1.0,
+            storage: None,
         };
         Calibrated { cal, from: PathBuf::from("--durations"), given: Vec::new() }
     }

@@ -286,6 +286,7 @@ impl<'a, 'r> Sim<'a, 'r> {
                 failed: Vec::new(),
                 error: None,
                 concurrency: slots,
+                storage: None,
             },
         }
     }
@@ -684,6 +685,7 @@ impl<'a, 'r> Sim<'a, 'r> {
 
     fn outcome(mut self) -> Outcome {
         self.out.stats = std::mem::take(&mut self.stats);
+        self.out.storage = self.cal.storage.map(|s| s.at(self.out.splits, self.out.input_bytes));
         self.out
     }
 }

@@ -14,6 +14,7 @@ use crate::container::standard_normal;
 use crate::error::EngineError;
 use crate::records;
 use crate::summary::Summary;
+use fanout_datasets::RequestCounts;
 
 /// Residuals kept per step (evenly spaced quantiles of the run's).
 const RESIDUALS: usize = 4096;
@@ -115,6 +116,60 @@ pub(crate) struct Calibration {
     /// The CPU share the durations are for (1 = a core here: the runs'
     /// durations are scaled to it).
     pub(crate) cpu_scale: f64,
+    /// The object storage requests of the runs, if they read or wrote
+    /// objects, to scale to the simulated input.
+    pub(crate) storage: Option<StorageRates>,
+}
+
+/// Object storage requests per split, per input byte and per run, as the
+/// calibration runs made them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct StorageRates {
+    /// GET, HEAD, retried and failed requests per split.
+    per_split: [f64; 4],
+    /// Bytes read per input byte.
+    read_per_byte: f64,
+    /// LIST, PUT, POST and DELETE requests and bytes written per run
+    /// (listing the input and writing the output).
+    per_run: [f64; 5],
+}
+
+impl StorageRates {
+    /// The rates of the runs that used object storage: their requests,
+    /// splits and input bytes.
+    fn of(runs: &[(RequestCounts, u64, u64)]) -> Option<StorageRates> {
+        if runs.is_empty() {
+            return None;
+        }
+        let splits = runs.iter().map(|r| r.1).sum::<u64>().max(1) as f64;
+        let bytes = runs.iter().map(|r| r.2).sum::<u64>().max(1) as f64;
+        let sum = |f: fn(&RequestCounts) -> u64| runs.iter().map(|r| f(&r.0)).sum::<u64>() as f64;
+        let n = runs.len() as f64;
+        Some(StorageRates {
+            per_split: [sum(|r| r.get), sum(|r| r.head), sum(|r| r.retried), sum(|r| r.failed)].map(|x| x / splits),
+            read_per_byte: sum(|r| r.bytes_read) / bytes,
+            per_run: [sum(|r| r.list), sum(|r| r.put), sum(|r| r.post), sum(|r| r.delete), sum(|r| r.bytes_written)]
+                .map(|x| x / n),
+        })
+    }
+
+    /// The requests of a run of `splits` splits and `bytes` input bytes.
+    pub(crate) fn at(&self, splits: u64, bytes: u64) -> RequestCounts {
+        let split = |i: usize| (self.per_split[i] * splits as f64).round() as u64;
+        let run = |i: usize| self.per_run[i].round() as u64;
+        RequestCounts {
+            get: split(0),
+            head: split(1),
+            retried: split(2),
+            failed: split(3),
+            list: run(0),
+            put: run(1),
+            post: run(2),
+            delete: run(3),
+            bytes_read: (self.read_per_byte * bytes as f64).round() as u64,
+            bytes_written: run(4),
+        }
+    }
 }
 
 /// A run's invocations, learned as durations to simulate with: load it
@@ -175,6 +230,8 @@ struct Reading {
     tails: Vec<f64>,
     bytes: f64,
     records: f64,
+    /// Runs that used object storage: requests, splits, input bytes.
+    storage: Vec<(RequestCounts, u64, u64)>,
 }
 
 impl Calibration {
@@ -194,6 +251,7 @@ impl Calibration {
             tail_us: mean(&reading.tails),
             gap_us: trimmed_mean(&mut reading.gaps),
             cpu_scale: 1.0,
+            storage: StorageRates::of(&reading.storage),
         })
     }
 }
@@ -257,6 +315,9 @@ impl Reading {
         self.tails.push((wall_us - last as f64).max(0.0));
         self.bytes += summary.input.bytes as f64;
         self.records += summary.input.records as f64;
+        if let Some(st) = &summary.storage {
+            self.storage.push((st.requests, summary.input.splits, summary.input.bytes));
+        }
         Ok(())
     }
 }

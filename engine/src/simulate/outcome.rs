@@ -5,7 +5,12 @@ use fanout_jobs::Plan;
 use serde::Serialize;
 
 use crate::stats::StageStats;
-use crate::summary::{FailedTask, InputSummary, Invocations, Latency, Simulation, Summary, stage_summaries};
+use fanout_datasets::RequestCounts;
+
+use crate::summary::{
+    Cost, FailedTask, InputSummary, Invocations, Latency, Simulation, StageSummary, StorageUse, Summary,
+    stage_summaries,
+};
 
 /// What one seed's simulation came to.
 pub(super) struct Outcome {
@@ -20,6 +25,18 @@ pub(super) struct Outcome {
     /// beyond what the job tolerates.
     pub(super) error: Option<String>,
     pub(super) concurrency: usize,
+    /// Object storage requests, scaled from the calibration runs'.
+    pub(super) storage: Option<RequestCounts>,
+}
+
+impl Outcome {
+    /// The invocations' totals and the bill, object storage included.
+    fn cost(&self, plan: &Plan) -> (Vec<StageSummary>, StageStats, Cost, Option<StorageUse>) {
+        let (stages, all, mut cost) = stage_summaries(plan, &self.stats);
+        let storage = self.storage.map(|requests| StorageUse::priced(requests, plan.platform.preset));
+        cost.usd += storage.as_ref().map_or(0.0, |s| s.usd);
+        (stages, all, cost, storage)
+    }
 }
 
 /// A simulated run's figures, as a sweep tabulates them (medians over the
@@ -62,16 +79,16 @@ impl Figures {
         let per: Vec<_> = outcomes
             .iter()
             .map(|o| {
-                let (_, all, cost) = stage_summaries(plan, &o.stats);
+                let (_, all, cost, _) = o.cost(plan);
                 (all, cost, o)
             })
             .collect();
-        let median_u = |f: &dyn Fn(&(StageStats, crate::summary::Cost, &Outcome)) -> u64| {
+        let median_u = |f: &dyn Fn(&(StageStats, Cost, &Outcome)) -> u64| {
             let mut v: Vec<u64> = per.iter().map(f).collect();
             v.sort_unstable();
             v[v.len() / 2]
         };
-        let median_f = |f: &dyn Fn(&(StageStats, crate::summary::Cost, &Outcome)) -> f64| {
+        let median_f = |f: &dyn Fn(&(StageStats, Cost, &Outcome)) -> f64| {
             let mut v: Vec<f64> = per.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
@@ -104,7 +121,7 @@ pub(super) fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
 impl Outcome {
     /// The run's summary, as `fanout run` would write it.
     pub(super) fn summary(&self, run_id: &str, plan: &Plan, simulation: Simulation) -> Summary {
-        let (stages, all, cost) = stage_summaries(plan, &self.stats);
+        let (stages, all, cost, storage) = self.cost(plan);
         let secs = (self.wall_us as f64 / 1e6).max(1e-9);
         Summary {
             run_id: run_id.to_string(),
@@ -138,7 +155,7 @@ impl Outcome {
             latency_ms: Latency::of(&all.latency),
             shuffle_spilled_bytes: 0,
             stages,
-            storage: None,
+            storage,
             simulation: Some(simulation),
         }
     }
