@@ -571,3 +571,107 @@ fn serve_hosts_the_exec_and_lambda_functions_of_a_job_file() {
     let r = s.run(&["serve", "--listen", "127.0.0.1:0", "--job", "builtin.toml"]).expect(2);
     assert!(r.stderr.contains("the job has no external function"), "{}", r.stderr);
 }
+
+/// serverless-offline (npm; .ci/run installs it into the fixture's
+/// directory): a local implementation of the Lambda Invoke API, running
+/// Node.js handlers. Killed, with its worker processes, when dropped.
+struct ServerlessOffline {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for ServerlessOffline {
+    fn drop(&mut self) {
+        // The CLI runs under npx: end the whole process group.
+        let _ = Command::new("kill").args(["-TERM", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServerlessOffline {
+    fn start() -> ServerlessOffline {
+        use std::os::unix::process::CommandExt;
+        let dir = crate::util::root().join("tests/fixtures/serverless-offline");
+        assert!(
+            dir.join("node_modules/.bin/serverless").exists(),
+            "serverless-offline is not installed: npm ci in {} (.ci/run does it)",
+            dir.display()
+        );
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, http) = (free(), free());
+        // Node 20.17 and later would load serverless' CommonJS modules as
+        // ES modules; the flag (unknown to older Node) turns that off.
+        let node = Command::new("node").arg("--version").output().expect("node (.ci/run installs it)");
+        let version = String::from_utf8_lossy(&node.stdout).trim().trim_start_matches('v').to_string();
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        let options = if (major, minor) >= (20, 17) { "--no-experimental-require-module" } else { "" };
+        let child = Command::new(dir.join("node_modules/.bin/serverless"))
+            .args(["offline", "start", "--lambdaPort", &port.to_string(), "--httpPort", &http.to_string()])
+            .args(["--host", "127.0.0.1"])
+            .current_dir(&dir)
+            .env("SLS_TELEMETRY_DISABLED", "1")
+            .env("NODE_OPTIONS", options)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let offline = ServerlessOffline { child, port };
+        let addr = format!("127.0.0.1:{port}");
+        assert!(crate::util::wait_for(60, || TcpStream::connect(&addr).is_ok()), "serverless-offline did not start");
+        offline
+    }
+
+    /// Runs the job in `s` with the Lambda endpoint set to this server.
+    fn run(&self, s: &Scratch, job: &str) -> Run {
+        s.write("job.toml", job);
+        let out = Command::new(binary())
+            .args(["run", "job.toml", "--progress", "never", "--show", "0", "--json"])
+            .current_dir(s.dir.path())
+            .env("AWS_ENDPOINT_URL_LAMBDA", format!("http://127.0.0.1:{}", self.port))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+#[test]
+fn the_aws_lambda_backend_invokes_functions_served_by_serverless_offline() {
+    let s = Scratch::new();
+    words(&s, 200);
+    let builtin = "[input]\npath = \"words.txt\"\nchunk_size = \"1KiB\"\n[[stage]]\nfunction = \"word_count\"\n\
+                   [[stage]]\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = { sum = [\"count\"] }\n\
+                   [output]\npath = \"out.csv\"\nmode = \"overwrite\"\nsort = [\"word\"]\n\
+                   [platform]\nconcurrency = 2\nretries = 1\nbackoff = \"10ms\"\n";
+    run_job(&s, builtin).expect(0);
+    let expected = std::fs::read(s.path("out.csv")).unwrap();
+    let offline = ServerlessOffline::start();
+    let lambda = |name: &str| {
+        format!(
+            "{{ aws_lambda = \"fanout-test-dev-{name}\", event = \"records\", schema = [\"word:utf8\", \"count:int64\"] }}"
+        )
+    };
+    // A Node.js handler counts the words: the same output as the builtin.
+    let job = builtin.replace("function = \"word_count\"", &format!("function = {}", lambda("words")));
+    let r = summary(&offline.run(&s, &job).expect(0));
+    assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), expected, "the output differs from the builtin run's");
+    assert!(r["stages"][0]["invocations"].as_u64().unwrap() > 3, "{r}");
+    // A handler that throws: X-Amz-Function-Error, retried, then the task
+    // fails with the function's errorType and errorMessage.
+    let job = builtin.replace("function = \"word_count\"", &format!("function = {}", lambda("broken")));
+    let r = offline.run(&s, &job).expect(1);
+    assert!(r.stderr.contains("Error: broken on purpose") && r.stderr.contains("attempt 2"), "{}", r.stderr);
+    // An unknown function: 404 ResourceNotFoundException, not retried.
+    let job = builtin.replace("function = \"word_count\"", &format!("function = {}", lambda("nope")));
+    let r = offline.run(&s, &job).expect(1);
+    assert!(r.stderr.contains("ResourceNotFoundException") && r.stderr.contains("attempt 1:"), "{}", r.stderr);
+}

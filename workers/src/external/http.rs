@@ -345,6 +345,21 @@ impl Client {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
         let function_error = response.headers().contains_key("x-amz-function-error");
+        // An AWS service names its error in a header (`ResourceNotFoundException`,
+        // sometimes followed by `:` and more).
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(':').next())
+            .map(str::to_string);
+        let error_text = |body: &[u8]| {
+            let text = error_text(body);
+            match &error_type {
+                Some(t) if !t.is_empty() && !text.starts_with(t.as_str()) => format!("{t}: {text}"),
+                _ => text,
+            }
+        };
         let limit = spec.events.payload_limit;
         let body = match response.body_mut().with_config().limit(limit + 1).read_to_vec() {
             Ok(b) => b,
