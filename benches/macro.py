@@ -3,7 +3,8 @@
 and peers, in the same command, so only ratios are quoted.
 
 Usage: python3 benches/macro.py [--size 1GiB] [--runs 3]
-           [--only wordcount,groupby,pi,dispatch,exec,lambda,http,tasks]
+           [--only wordcount,groupby,pi,dispatch,exec,lambda,http,s3,tasks]
+           [--s3-size 256MiB]
            [--tasks 1000000,10000000] [--baseline OLD_FANOUT_BINARY]
 
 With --baseline, every workload also runs the given (older) fanout binary,
@@ -16,7 +17,9 @@ Builds the release binaries, generates the data under target/macro/ (kept
 between runs), runs each program --runs times and prints the median wall
 time, peak RSS and the ratio to the limit. DuckDB and Polars are measured
 when their Python packages are installed (pip install duckdb polars); GNU
-parallel when it is on PATH (apt-get install parallel).
+parallel when it is on PATH (apt-get install parallel). `s3` (W8) reads the
+word count's input from moto's S3 server on loopback (pip install
+'moto[server]' boto3), against the same file read locally.
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
@@ -109,6 +112,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", default="wordcount,groupby,pi,dispatch,exec,lambda,http")
     ap.add_argument("--tasks", default="1000000,10000000")
+    ap.add_argument("--s3-size", default="256MiB")
     ap.add_argument("--baseline", help="an older fanout binary, run interleaved with this one")
     a = ap.parse_args()
     only = a.only.split(",")
@@ -153,6 +157,9 @@ mode = "overwrite"
         except ImportError:
             pass
         report(f"W1 word count, {a.size} text", size, compare(programs, a.runs))
+
+    if "s3" in only:
+        bench_s3(a.s3_size, a.runs)
 
     if "groupby" in only:
         csv = os.path.join(DATA, "events-5M.csv")
@@ -460,6 +467,81 @@ concurrency = 2
         host.terminate()
         host.wait()
     rate_table(f"W7 http: {n:,} one-record invocations over loopback, concurrency 2", rows)
+
+
+def bench_s3(size, runs):
+    """W8: the word count of a text read from an S3 server on loopback
+    (moto's server mode, sharing the cores with fanout) against the same
+    file read locally."""
+    import socket
+    import boto3
+    text = os.path.join(DATA, f"text-{size}.txt")
+    if not os.path.exists(text):
+        sh([FANOUT, "datasets", "gen", "text", "--size", size, "--seed", "1", "--out", text])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port)).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
+                          region_name="us-east-1")
+        s3.create_bucket(Bucket="bench")
+        s3.upload_file(text, "bench", "text.txt")
+        # The same text as 16 part files, cut at line ends, as data lakes
+        # hold it (and as moto serves ranges fast: it copies the whole
+        # object for each ranged GET).
+        parts = os.path.join(DATA, f"text-{size}-parts")
+        os.makedirs(parts, exist_ok=True)
+        with open(text, "rb") as f:
+            data = f.read()
+        at = 0
+        for i in range(16):
+            end = len(data) if i == 15 else data.index(b"\n", (i + 1) * len(data) // 16) + 1
+            name = f"part-{i:02}.txt"
+            with open(os.path.join(parts, name), "wb") as out:
+                out.write(data[at:end])
+            s3.upload_file(os.path.join(parts, name), "bench", f"parts/{name}")
+            at = end
+        del data
+        env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                   AWS_REGION="us-east-1", AWS_ALLOW_HTTP="true")
+
+        def job(name, path):
+            return job_file(f"{name}.toml", f"""
+[input]
+path = "{path}"
+chunk_size = "16MiB"
+[[stage]]
+function = "word_count"
+[[stage]]
+name = "total"
+function = "aggregate"
+key = ["word"]
+params = {{ sum = ["count"] }}
+[output]
+path = "{DATA}/{name}-out.csv"
+sort = ["-sum_count", "word"]
+limit = 100
+mode = "overwrite"
+""")
+        quiet = ["--progress", "never", "--show", "0"]
+        programs = [("local file", [FANOUT, "run", job("s3-local", text)] + quiet, None),
+                    ("s3://, one object", [FANOUT, "run", job("s3-remote", "s3://bench/text.txt")] + quiet, env),
+                    ("local, 16 part files", [FANOUT, "run", job("s3-local-parts", f"{parts}/*.txt")] + quiet, None),
+                    ("s3://, 16 part objects", [FANOUT, "run", job("s3-remote-parts", "s3://bench/parts/*.txt")] + quiet,
+                     env)]
+        report(f"W8 S3 reads: word count of {size} text", os.path.getsize(text), compare(programs, runs))
+    finally:
+        server.terminate()
+        server.wait()
 
 
 if __name__ == "__main__":
