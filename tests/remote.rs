@@ -574,7 +574,7 @@ fn serve_hosts_the_exec_and_lambda_functions_of_a_job_file() {
 
 /// serverless-offline (npm; .ci/run installs it into the fixture's
 /// directory): a local implementation of the Lambda Invoke API, running
-/// Node.js handlers. Killed, with its worker processes, when dropped.
+/// Node.js handlers in worker threads. Killed when dropped.
 struct ServerlessOffline {
     child: Child,
     port: u16,
@@ -582,8 +582,6 @@ struct ServerlessOffline {
 
 impl Drop for ServerlessOffline {
     fn drop(&mut self) {
-        // The CLI runs under npx: end the whole process group.
-        let _ = Command::new("kill").args(["-TERM", &format!("-{}", self.child.id())]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -591,7 +589,6 @@ impl Drop for ServerlessOffline {
 
 impl ServerlessOffline {
     fn start() -> ServerlessOffline {
-        use std::os::unix::process::CommandExt;
         let dir = crate::util::root().join("tests/fixtures/serverless-offline");
         assert!(
             dir.join("node_modules/.bin/serverless").exists(),
@@ -615,7 +612,6 @@ impl ServerlessOffline {
             .env("NODE_OPTIONS", options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
             .spawn()
             .unwrap();
         let offline = ServerlessOffline { child, port };

@@ -71,6 +71,24 @@ impl S3 {
         python(s, &script);
     }
 
+    /// This server behind tests/fixtures/flaky_proxy.py in `mode`, which
+    /// counts the requests it refuses in the scratch file `refused`.
+    fn behind_proxy(&self, s: &Scratch, mode: &str) -> S3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = crate::util::root().join("tests/fixtures/flaky_proxy.py");
+        let proxy = Command::new("python3")
+            .arg(&script)
+            .args([&port.to_string(), &self.endpoint, &s.path("refused").display().to_string(), mode])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let proxy = S3 { child: proxy, endpoint: format!("http://127.0.0.1:{port}") };
+        let up = crate::util::wait_for(30, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(up, "the proxy did not start");
+        proxy
+    }
+
     /// Uploads local files of the scratch directory under the same keys.
     fn upload(&self, s: &Scratch, names: &[&str]) {
         let names = serde_json::to_string(names).unwrap();
@@ -194,6 +212,18 @@ fn s3_outputs_appear_whole_with_their_manifest_or_not_at_all() {
         let again = s3.fanout(&s, &["run", "remote.toml"]).expect(2);
         assert!(again.stderr.contains(&format!("the output {out} exists")), "{}", again.stderr);
     }
+    // An upload that fails part-way (the second part refused for good) is
+    // aborted: no object, no pending upload, and the job fails.
+    let proxy = s3.behind_proxy(&s, "part-2");
+    s.write("abort.toml", job("big.csv", "1MiB", "", "s3://data/out/aborted.csv"));
+    let r = proxy.fanout(&s, &["run", "abort.toml"]).expect(1);
+    assert!(r.stderr.contains("s3://data/out/aborted.csv"), "the error names the object: {}", r.stderr);
+    assert_eq!(std::fs::read_to_string(s.path("refused")).unwrap(), "1", "a 400 is not retried");
+    s3.boto(
+        &s,
+        "assert 'Contents' not in s3.list_objects_v2(Bucket='data', Prefix='out/aborted')\n\
+         assert s3.list_multipart_uploads(Bucket='data').get('Uploads', []) == [], 'a pending upload'",
+    );
     // A job that fails leaves no object and no multipart upload behind.
     s.write("bad.csv", "id,text\n1,a\n2,b,extra\n");
     s3.upload(&s, &["bad.csv"]);
@@ -270,17 +300,7 @@ fn throttling_and_server_errors_are_retried_and_counted() {
     s3.fanout(&s, &["run", "local.toml"]).expect(0);
     // Every third GET, HEAD or PUT through the proxy is refused with 503
     // SlowDown or 429.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let script = crate::util::root().join("tests/fixtures/flaky_proxy.py");
-    let proxy = Command::new("python3")
-        .arg(&script)
-        .args([&port.to_string(), &s3.endpoint, &s.path("refused").display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proxy = S3 { child: proxy, endpoint: format!("http://127.0.0.1:{port}") };
-    assert!(crate::util::wait_for(30, || TcpStream::connect(("127.0.0.1", port)).is_ok()), "the proxy did not start");
+    let proxy = s3.behind_proxy(&s, "throttle");
     let remote =
         job("s3://data/in.csv", "2KiB", stage, "s3://data/out/flaky.csv").replace("mode", "sort = [\"name\"]\nmode");
     s.write("remote.toml", remote);
