@@ -1,10 +1,11 @@
 //! Input data for fanout: listing, record-aligned splitting, readers,
 //! writers and deterministic generators.
 //!
-//! A [`Dataset`] is a set of input files (paths, directories or globs) of
-//! one [`Format`]. It yields [`Split`]s lazily — byte ranges that start and
-//! end on record boundaries for text, csv and jsonl, row-group ranges for
-//! parquet, batch ranges for Arrow IPC, whole files when compressed — and
+//! A [`Dataset`] is a set of input files (paths, directories or globs,
+//! local or in object storage: see [`store`]) of one [`Format`]. It yields
+//! [`Split`]s lazily — byte ranges that start and end on record boundaries
+//! for text, csv and jsonl, row-group ranges for parquet, batch ranges for
+//! Arrow IPC, whole files when compressed — and
 //! reads each split as Arrow [`RecordBatch`](arrow_array::RecordBatch)es.
 //! Reading every split in order yields exactly the records of reading every
 //! file whole, whatever the chunk size.

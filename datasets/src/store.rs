@@ -308,7 +308,8 @@ impl Storage {
         let (base, key) = split_url(input)?;
         let glob = crate::listing::is_glob(key);
         let no_match = || Error::NoMatch { pattern: input.to_string() };
-        if !glob {
+        // A bucket's root, or a key ending in `/`, is a prefix only.
+        if !glob && !key.ends_with('/') && !key.is_empty() {
             let object = self.object(input)?;
             match block_on(object.store.head(&object.key)) {
                 Ok(meta) => return Ok(vec![input_file(base, &object, meta.location, meta.size)]),
@@ -335,7 +336,10 @@ impl Storage {
             let name = meta.location.as_ref();
             let keep = match &pattern {
                 Some(p) => p.matches_with(name, options),
-                None => !name[prefix.as_ref().len()..].split('/').any(|part| part.starts_with('.')),
+                None => {
+                    let under = name.get(prefix.as_ref().len()..).unwrap_or(name);
+                    !under.split('/').any(|part| part.starts_with('.'))
+                }
             };
             if keep {
                 files.push(input_file(base, &object, meta.location, meta.size));
