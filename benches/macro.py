@@ -106,6 +106,27 @@ def job_file(name, text):
     return path
 
 
+def wordcount_job(name, path):
+    """W1's job: the 100 most frequent words of the text at `path`."""
+    return job_file(f"{name}.toml", f"""
+[input]
+path = "{path}"
+chunk_size = "16MiB"
+[[stage]]
+function = "word_count"
+[[stage]]
+name = "total"
+function = "aggregate"
+key = ["word"]
+params = {{ sum = ["count"] }}
+[output]
+path = "{DATA}/{name}-out.csv"
+sort = ["-sum_count", "word"]
+limit = 100
+mode = "overwrite"
+""")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1GiB")
@@ -128,23 +149,7 @@ def main():
         if not os.path.exists(text):
             sh([FANOUT, "datasets", "gen", "text", "--size", a.size, "--seed", "1", "--out", text])
         size = os.path.getsize(text)
-        job = job_file("wordcount.toml", f"""
-[input]
-path = "{text}"
-chunk_size = "16MiB"
-[[stage]]
-function = "word_count"
-[[stage]]
-name = "total"
-function = "aggregate"
-key = ["word"]
-params = {{ sum = ["count"] }}
-[output]
-path = "{DATA}/wordcount-out.csv"
-sort = ["-sum_count", "word"]
-limit = 100
-mode = "overwrite"
-""")
+        job = wordcount_job("wordcount", text)
         programs = [("limit (rayon, hand-written)", [limits, "wordcount", text], None),
                     ("fanout run", [FANOUT, "run", job, "--progress", "never", "--show", "0"], None)]
         programs += baseline_of(programs[-1])
@@ -513,25 +518,7 @@ def bench_s3(size, runs):
         del data
         env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
                    AWS_REGION="us-east-1", AWS_ALLOW_HTTP="true")
-
-        def job(name, path):
-            return job_file(f"{name}.toml", f"""
-[input]
-path = "{path}"
-chunk_size = "16MiB"
-[[stage]]
-function = "word_count"
-[[stage]]
-name = "total"
-function = "aggregate"
-key = ["word"]
-params = {{ sum = ["count"] }}
-[output]
-path = "{DATA}/{name}-out.csv"
-sort = ["-sum_count", "word"]
-limit = 100
-mode = "overwrite"
-""")
+        job = wordcount_job
         quiet = ["--progress", "never", "--show", "0"]
         programs = [("local file", [FANOUT, "run", job("s3-local", text)] + quiet, None),
                     ("s3://, one object", [FANOUT, "run", job("s3-remote", "s3://bench/text.txt")] + quiet, env),
