@@ -301,6 +301,11 @@ fn storage_errors_name_the_object_and_the_setting() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(s.path("x-out.csv")).unwrap(), "a\n1\n2\n");
+    // `file://` URLs are local paths, for inputs and outputs alike.
+    let dir = s.dir.path().display().to_string();
+    s.write("file.toml", job(&format!("file://{dir}/x.csv"), "1MiB", "", &format!("file://{dir}/file-out.csv")));
+    s3.fanout(&s, &["run", "file.toml"]).expect(0);
+    assert_eq!(std::fs::read_to_string(s.path("file-out.csv")).unwrap(), "a\n1\n2\n");
 }
 
 #[test]

@@ -39,6 +39,7 @@ pub trait Environment {
     /// Whether writing `output` would touch the input named by `input` (a
     /// path, a directory or a glob).
     fn overlaps(&self, input: &str, output: &Path) -> bool {
+        let input = fanout_datasets::store::local_path(input);
         let url = output.to_string_lossy();
         if fanout_datasets::store::is_url(input) || fanout_datasets::store::is_url(&url) {
             // Objects: the same key, a key under a prefix, or a glob's match.

@@ -620,7 +620,8 @@ fn validate_output(
 ) -> Option<OutputPlan> {
     let at = |k: &str| FieldPath::keys(["output", k]);
     let before = errors.len();
-    let path = PathBuf::from(&spec.path);
+    // A `file://` URL is a local path.
+    let path = PathBuf::from(fanout_datasets::store::local_path(&spec.path));
     if spec.path.is_empty() {
         errors.push(job.error(&at("path"), "output.path is empty"));
     }
