@@ -83,7 +83,8 @@ fn word_count(c: &mut Criterion) {
         .plan(&StageSpec { params: &params, input: &schema, key: None })
         .unwrap();
     let mut container = planned.init().unwrap();
-    let inv = Invocation { stage: "count", task: 0, attempt: 1, deadline: None, split: None, cancel: None };
+    let inv =
+        Invocation { stage: "count", task: 0, attempt: 1, deadline: None, split: None, cancel: None, pieces: None };
     let mut group = c.benchmark_group("word_count");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(split.bytes()));

@@ -283,6 +283,12 @@ fn storage_errors_name_the_object_and_the_setting() {
         "{}",
         r.stderr
     );
+    // The shuffle's scratch prefix must be a place that can be written.
+    for (url, why) in [("https://host/tmp/", "`https://` cannot be written"), ("tmp/", "`tmp/` is not a URL")] {
+        s.write("bad.toml", job("in.csv", "1MiB", "", "out.csv") + &format!("[storage]\nscratch = \"{url}\"\n"));
+        let r = s3.fanout(&s, &["validate", "bad.toml"]).expect(2);
+        assert!(r.stderr.contains("bad.toml:9:") && r.stderr.contains(why), "{}", r.stderr);
+    }
     // [storage] overrides the environment: a wrong endpoint in the
     // environment, the right one in the job.
     s.write("x.csv", "a\n1\n2\n");
@@ -396,4 +402,90 @@ fn a_simulation_calibrated_on_an_s3_run_prices_its_requests() {
         let invocations_usd: f64 = sim["stages"].as_array().unwrap().iter().map(|x| x["usd"].as_f64().unwrap()).sum();
         assert!((sim["cost"]["usd"].as_f64().unwrap() - invocations_usd - usd).abs() < 1e-9, "{}", sim["cost"]);
     }
+}
+
+/// A word count whose keyed stage runs on `fanout serve` hosts (`urls`),
+/// or with the builtin here when there are none; `extra` ends the job.
+fn shuffle_job(urls: &[String], extra: &str) -> String {
+    let function = match urls {
+        [] => "\"aggregate\"".to_string(),
+        _ => format!("{{ http = [{}], schema = [\"word:utf8\", \"sum_count:int64\"] }}", urls.join(", ")),
+    };
+    format!(
+        "[input]\npath = \"words.txt\"\nchunk_size = \"4KiB\"\n\
+         [[stage]]\nfunction = \"word_count\"\n\
+         [[stage]]\nname = \"sum\"\nfunction = {function}\nkey = [\"word\"]\npartitions = 6\nparams = {{ sum = [\"count\"] }}\n\
+         [output]\npath = \"out.csv\"\nmode = \"overwrite\"\nsort = [\"word\"]\n\
+         [platform]\nconcurrency = 3\nretries = 1\nbackoff = \"10ms\"\npayload_limit = \"16KiB\"\n{extra}"
+    )
+}
+
+#[test]
+fn keyed_stages_with_remote_functions_shuffle_through_object_storage() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    python(
+        &s,
+        "import random\nr = random.Random(11)\nv = ['w%d' % i for i in range(2000)]\n\
+         open('words.txt', 'w').write(''.join(' '.join(r.choice(v) for _ in range(r.randint(1, 14))) + '\\n' for _ in range(6000)))\n\
+         print('ok')",
+    );
+    s.write("local.toml", shuffle_job(&[], ""));
+    s3.fanout(&s, &["run", "local.toml"]).expect(0);
+    let expected = std::fs::read(s.path("out.csv")).unwrap();
+    // The oracle: Python's Counter over the same words.
+    python(
+        &s,
+        "import csv, collections\nwant = collections.Counter(open('words.txt').read().split())\n\
+         got = {r['word']: int(r['sum_count']) for r in csv.DictReader(open('out.csv'))}\n\
+         assert got == dict(want), 'the local run is not the word count'\nprint('ok')",
+    );
+    // Two hosts that see no file of the job: they read the pieces of their
+    // partitions from the S3 server themselves.
+    let empty = tempfile::tempdir().unwrap();
+    let hosts: Vec<crate::remote::Host> = (0..2)
+        .map(|_| crate::remote::Host::start_with(empty.path(), None, "127.0.0.1", &["--concurrency", "8"], &s3.env()))
+        .collect();
+    let urls: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.url("aggregate"))).collect();
+    let scratch = "[storage]\nscratch = \"s3://data/tmp/\"\n";
+    // Inline, a partition is over the payload limit.
+    s.write("inline.toml", shuffle_job(&urls, ""));
+    let r = s3.fanout(&s, &["run", "inline.toml"]).expect(1);
+    assert!(r.stderr.contains("over the payload limit"), "{}", r.stderr);
+    // Through object storage, it is not.
+    s.write("scratch.toml", shuffle_job(&urls, scratch));
+    let r = summary(&s3.fanout(&s, &["run", "scratch.toml", "--json"]).expect(0));
+    assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the output differs from the local run's");
+    let splits = r["input"]["splits"].as_u64().unwrap();
+    let st = &r["storage"];
+    assert!(splits > 10, "{r}");
+    // One object per map task; one batch delete of them all.
+    assert_eq!(st["put"].as_u64().unwrap(), splits, "{st}");
+    assert_eq!(st["post"].as_u64().unwrap(), 1, "{st}");
+    assert_eq!(st["bytes_written"].as_u64().unwrap(), r["shuffle_scratch_bytes"].as_u64().unwrap(), "{r}");
+    let reduce = r["stages"].as_array().unwrap().iter().find(|x| x["name"] == "sum" && x["phase"] == "reduce");
+    let reduce = reduce.unwrap_or_else(|| panic!("no reduce in {r}"));
+    assert_eq!(reduce["invocations"], 6, "{reduce}");
+    assert_eq!(reduce["records_in"], r["stages"][1]["records_out"], "{r}");
+    s3.boto(&s, "assert s3.list_objects_v2(Bucket='data', Prefix='tmp/')['KeyCount'] == 0, 'scratch objects left'");
+    // A host whose store has no such objects (its endpoint is another
+    // host, which answers 404) fails its invocations: the run fails, and
+    // its scratch objects go all the same.
+    let elsewhere = format!("http://{}", hosts[0].addr);
+    let mut env = s3.env();
+    env[0].1 = &elsewhere;
+    let blind = crate::remote::Host::start_with(empty.path(), None, "127.0.0.1", &["--concurrency", "8"], &env);
+    s.write("blind.toml", shuffle_job(&[format!("\"{}\"", blind.url("aggregate"))], scratch));
+    let r = s3.fanout(&s, &["run", "blind.toml", "--run-dir", "blind"]).expect(1);
+    assert!(r.stderr.contains("the shuffle piece") && r.stderr.contains("s3://data/tmp/"), "{}", r.stderr);
+    s3.boto(&s, "assert s3.list_objects_v2(Bucket='data', Prefix='tmp/')['KeyCount'] == 0, 'scratch objects left'");
+    // The same run resumed on a host that can read them: the map tasks
+    // come from the journal and are written to the store again.
+    let job = std::fs::read_to_string(s.path("blind/job.json")).unwrap();
+    s.write("blind/job.json", job.replace(&blind.addr, &hosts[1].addr));
+    let r = summary(&s3.fanout(&s, &["run", "--resume", "blind", "--json"]).expect(0));
+    assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the resumed run's output differs");
+    assert_eq!(r["resumed_tasks"].as_u64().unwrap(), splits, "{r}");
+    assert_eq!(r["storage"]["put"].as_u64().unwrap(), splits, "{r}");
+    s3.boto(&s, "assert s3.list_objects_v2(Bucket='data', Prefix='tmp/')['KeyCount'] == 0, 'scratch objects left'");
 }

@@ -170,6 +170,7 @@ impl Requests {
 #[derive(Default)]
 pub struct Storage {
     options: BTreeMap<String, String>,
+    scratch: Option<String>,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
     requests: Arc<Requests>,
 }
@@ -185,13 +186,60 @@ impl Storage {
     /// `[storage]` table: `endpoint`, `region`, `allow_http`,
     /// `access_key_id`, ... — any key the S3, GCS, Azure or HTTP client
     /// takes). Err names a key no client takes.
-    pub fn new(options: BTreeMap<String, String>) -> std::result::Result<Storage, String> {
+    ///
+    /// The key [`SCRATCH`] is fanout's own: where keyed stages with remote
+    /// functions shuffle (see [`Storage::scratch`]).
+    pub fn new(mut options: BTreeMap<String, String>) -> std::result::Result<Storage, String> {
+        let scratch = options.remove(SCRATCH).map(|s| scratch_prefix(&s)).transpose()?;
         for key in options.keys() {
             if !cloud::known_key(key) {
                 return Err(format!("unknown storage option `{key}`{}", cloud::KEYS_HINT));
             }
         }
-        Ok(Storage { options, ..Storage::default() })
+        Ok(Storage { options, scratch, ..Storage::default() })
+    }
+
+    /// The prefix shuffles may write their scratch objects under
+    /// (`s3://bucket/tmp/`, ending in `/`), when the job set one.
+    pub fn scratch(&self) -> Option<&str> {
+        self.scratch.as_deref()
+    }
+
+    /// Reads `len` bytes at `offset` of the object `url` with one ranged
+    /// GET.
+    pub fn read_range(&self, url: &str, offset: u64, len: u64) -> Result<bytes::Bytes> {
+        let object = self.object(url)?;
+        let got =
+            block_on(object.store.get_range(&object.key, offset..offset + len)).map_err(|e| object_error(url, e))?;
+        self.requests.read(got.len());
+        if (got.len() as u64) < len {
+            let m = format!("{} bytes at {offset}, of {len} asked for: the object is shorter", got.len());
+            return Err(Error::io(url, std::io::Error::new(std::io::ErrorKind::UnexpectedEof, m)));
+        }
+        Ok(got)
+    }
+
+    /// Deletes the objects `urls`, a batch request per store where the
+    /// store has one (S3's DeleteObjects takes a thousand keys). An object
+    /// already gone is no error.
+    pub fn delete(&self, urls: &[String]) -> Result<()> {
+        let mut by_store: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
+        for url in urls {
+            let (base, key) = split_url(url)?;
+            by_store.entry(base).or_default().push(Key::parse(key).map_err(|e| Error::invalid(url, e))?);
+        }
+        for (base, keys) in by_store {
+            let store = self.store(base, base)?;
+            let keys = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
+            let mut deleted = store.delete_stream(keys);
+            while let Some(done) = block_on(deleted.next()) {
+                match done {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(object_error(base, e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The requests made so far.
@@ -351,6 +399,25 @@ impl Storage {
         }
         Ok(files)
     }
+}
+
+/// The `[storage]` key that names the shuffle's scratch prefix.
+pub const SCRATCH: &str = "scratch";
+
+/// A scratch prefix checked (an object store URL that can be written, with
+/// a bucket) and ending in `/`.
+fn scratch_prefix(url: &str) -> std::result::Result<String, String> {
+    let bad =
+        |why: &str| format!("`{SCRATCH}` must be an object storage URL (s3://, gs:// or az://BUCKET/PREFIX/): {why}");
+    if !is_url(url) {
+        return Err(bad(&format!("`{url}` is not a URL")));
+    }
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    if !SCHEMES.contains(&scheme) || scheme.starts_with("http") {
+        return Err(bad(&format!("`{scheme}://` cannot be written")));
+    }
+    split_url(url).map_err(|e| bad(&e.to_string()))?;
+    Ok(format!("{}/", url.trim_end_matches('/')))
 }
 
 /// The schemes of object stores.

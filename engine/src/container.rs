@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use fanout_datasets::Split;
-use fanout_workers::{FunctionError, Invocation, MapInstance, ReduceInstance};
+use fanout_workers::{FunctionError, Invocation, MapInstance, Piece, ReduceInstance};
 
 use crate::chaos::Fault;
 use crate::compile::CompiledStage;
@@ -102,6 +102,7 @@ pub(crate) struct Call {
     fault: Fault,
     batches: Vec<RecordBatch>,
     split: Option<Split>,
+    pieces: Option<Arc<[Piece]>>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -167,6 +168,7 @@ impl Container {
                         deadline: c.deadline,
                         split: c.split.as_ref(),
                         cancel: Some(&c.cancel),
+                        pieces: c.pieces.as_deref(),
                     };
                     let reply = instance.call(&inv, c.fault, c.batches);
                     let panicked = reply.panicked;
@@ -198,7 +200,7 @@ impl Container {
         timeout: Option<Duration>,
         fault: Fault,
         batches: Vec<RecordBatch>,
-        split: Option<&Split>,
+        (split, pieces): (Option<&Split>, Option<&[Piece]>),
         stopped: &AtomicBool,
         cancelled: &dyn Fn() -> bool,
     ) -> Reply {
@@ -218,13 +220,14 @@ impl Container {
         }
         match self {
             Container::Inline { stage, instance, .. } => {
-                let inv = Invocation { stage, task, attempt, deadline, split, cancel: Some(stopped) };
+                let inv = Invocation { stage, task, attempt, deadline, split, cancel: Some(stopped), pieces };
                 instance.call(&inv, fault, batches)
             }
             Container::Thread { calls, replies, .. } => {
                 let split = split.cloned();
+                let pieces = pieces.map(Arc::from);
                 let cancel = Arc::new(AtomicBool::new(false));
-                let call = Call { task, attempt, deadline, fault, batches, split, cancel: cancel.clone() };
+                let call = Call { task, attempt, deadline, fault, batches, split, pieces, cancel: cancel.clone() };
                 if calls.send(call).is_err() {
                     return dead();
                 }

@@ -18,6 +18,7 @@ mod progress;
 pub mod records;
 pub mod report;
 pub(crate) mod run;
+mod scratch;
 mod shuffle;
 pub mod simulate;
 mod sink;

@@ -26,7 +26,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::UInt32Type;
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, SortField};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
 use crate::error::EngineError;
 
@@ -104,10 +104,85 @@ struct Part {
     open_rows: usize,
 }
 
+/// Splits rows by partition: a hash of their key columns (xxh3 of a lone
+/// utf8 key's bytes, else of the key's row encoding), modulo the number of
+/// partitions. The shuffle through object storage partitions the same way.
+pub(crate) struct Partitioner {
+    key: Vec<usize>,
+    n: usize,
+    converter: RowConverter,
+}
+
+impl Partitioner {
+    /// Partitions into `n` by `key` (column positions in `schema`).
+    pub(crate) fn new(schema: &Schema, key: Vec<usize>, n: usize) -> Result<Self, ArrowError> {
+        let fields = key.iter().map(|&k| SortField::new(schema.field(k).data_type().clone())).collect();
+        Ok(Partitioner { key, n: n.max(1), converter: RowConverter::new(fields)? })
+    }
+
+    /// The rows of `batches`, per partition (empty batches dropped).
+    pub(crate) fn split(&self, batches: Vec<RecordBatch>) -> Result<Vec<Vec<RecordBatch>>, ArrowError> {
+        let mut pieces: Vec<Vec<RecordBatch>> = vec![Vec::new(); self.n];
+        if self.n == 1 {
+            pieces[0] = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+            return Ok(pieces);
+        }
+        for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
+            for (p, piece) in self.partition(&batch)? {
+                pieces[p].push(piece);
+            }
+        }
+        Ok(pieces)
+    }
+
+    /// `batch`'s rows, by partition.
+    fn partition(&self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>, ArrowError> {
+        let n = self.n;
+        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut place = |i: usize, bytes: &[u8]| {
+            let p = (xxhash_rust::xxh3::xxh3_64(bytes) % n as u64) as usize;
+            indices[p].push(i as u32);
+        };
+        match self.utf8_key(batch) {
+            // One string key: hash its bytes (a null goes with "").
+            Some(strings) => {
+                for i in 0..strings.len() {
+                    place(i, if strings.is_valid(i) { strings.value(i).as_bytes() } else { b"" });
+                }
+            }
+            None => {
+                let keys: Vec<_> = self.key.iter().map(|&k| batch.column(k).clone()).collect();
+                let rows = self.converter.convert_columns(&keys)?;
+                for (i, row) in rows.iter().enumerate() {
+                    place(i, row.as_ref());
+                }
+            }
+        }
+        let mut pieces = Vec::new();
+        for (p, idx) in indices.into_iter().enumerate() {
+            if idx.len() == batch.num_rows() {
+                pieces.push((p, batch.clone()));
+            } else if !idx.is_empty() {
+                let idx = UInt32Array::from(idx);
+                pieces.push((p, arrow_select::take::take_record_batch(batch, &idx)?));
+            }
+        }
+        Ok(pieces)
+    }
+
+    /// The key column, when the key is one utf8 column.
+    fn utf8_key<'b>(&self, batch: &'b RecordBatch) -> Option<&'b arrow_array::StringArray> {
+        match self.key[..] {
+            [k] => batch.column(k).as_string_opt::<i32>(),
+            _ => None,
+        }
+    }
+}
+
 /// One keyed stage's shuffle.
 pub(crate) struct Shuffle<'a> {
     schema: SchemaRef,
-    key: Vec<usize>,
+    partitioner: Partitioner,
     parts: Vec<Mutex<Part>>,
     budget: u64,
     used: &'a AtomicU64,
@@ -128,17 +203,19 @@ impl<'a> Shuffle<'a> {
         budget: u64,
         used: &'a AtomicU64,
         dir: PathBuf,
-    ) -> Self {
-        Shuffle {
+    ) -> Result<Self, EngineError> {
+        let partitioner =
+            Partitioner::new(&schema, key, partitions).map_err(|e| EngineError::io(&dir, std::io::Error::other(e)))?;
+        Ok(Shuffle {
             schema,
-            key,
+            partitioner,
             parts: (0..partitions.max(1)).map(|_| Mutex::new(Part::default())).collect(),
             budget,
             used,
             dir,
             files: AtomicU64::new(0),
             spilled: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The number of partitions.
@@ -153,19 +230,7 @@ impl<'a> Shuffle<'a> {
     /// Partitions the output of map task `task` and stores it. Each task is
     /// inserted once.
     pub(crate) fn insert(&self, task: u64, batches: Vec<RecordBatch>) -> Result<(), EngineError> {
-        let n = self.parts.len();
-        let mut pieces: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
-        if n == 1 {
-            pieces[0] = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-        } else {
-            let fields = self.key.iter().map(|&k| SortField::new(self.schema.field(k).data_type().clone())).collect();
-            let converter = RowConverter::new(fields).map_err(self.arrow())?;
-            for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
-                for (p, piece) in self.partition(&converter, &batch)? {
-                    pieces[p].push(piece);
-                }
-            }
-        }
+        let pieces = self.partitioner.split(batches).map_err(self.arrow())?;
         for (p, batches) in pieces.into_iter().enumerate() {
             // The task's rows of a partition are one piece.
             let piece = match batches.len() {
@@ -176,53 +241,6 @@ impl<'a> Shuffle<'a> {
             self.add(p, task, piece)?;
         }
         Ok(())
-    }
-
-    /// `batch`'s rows, by partition.
-    fn partition(
-        &self,
-        converter: &RowConverter,
-        batch: &RecordBatch,
-    ) -> Result<Vec<(usize, RecordBatch)>, EngineError> {
-        let n = self.parts.len();
-        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); n];
-        let mut place = |i: usize, bytes: &[u8]| {
-            let p = (xxhash_rust::xxh3::xxh3_64(bytes) % n as u64) as usize;
-            indices[p].push(i as u32);
-        };
-        match self.utf8_key(batch) {
-            // One string key: hash its bytes (a null goes with "").
-            Some(strings) => {
-                for i in 0..strings.len() {
-                    place(i, if strings.is_valid(i) { strings.value(i).as_bytes() } else { b"" });
-                }
-            }
-            None => {
-                let keys: Vec<_> = self.key.iter().map(|&k| batch.column(k).clone()).collect();
-                let rows = converter.convert_columns(&keys).map_err(self.arrow())?;
-                for (i, row) in rows.iter().enumerate() {
-                    place(i, row.as_ref());
-                }
-            }
-        }
-        let mut pieces = Vec::new();
-        for (p, idx) in indices.into_iter().enumerate() {
-            if idx.len() == batch.num_rows() {
-                pieces.push((p, batch.clone()));
-            } else if !idx.is_empty() {
-                let idx = UInt32Array::from(idx);
-                pieces.push((p, arrow_select::take::take_record_batch(batch, &idx).map_err(self.arrow())?));
-            }
-        }
-        Ok(pieces)
-    }
-
-    /// The key column, when the key is one utf8 column.
-    fn utf8_key<'b>(&self, batch: &'b RecordBatch) -> Option<&'b arrow_array::StringArray> {
-        match self.key[..] {
-            [k] => batch.column(k).as_string_opt::<i32>(),
-            _ => None,
-        }
     }
 
     /// Stores task `task`'s piece of partition `p`: a large one as a
@@ -516,12 +534,10 @@ mod tests {
     fn expected(tasks: &[(u64, usize, usize)], shuffle: &Shuffle<'_>, p: usize) -> Vec<i64> {
         let mut sorted = tasks.to_vec();
         sorted.sort();
-        let fields = vec![SortField::new(DataType::Utf8)];
-        let converter = RowConverter::new(fields).unwrap();
         let mut want = Vec::new();
         for (task, rows, batches) in sorted {
             for b in output(task, rows, batches) {
-                for (q, piece) in shuffle.partition(&converter, &b).unwrap() {
+                for (q, piece) in shuffle.partitioner.partition(&b).unwrap() {
                     if q == p {
                         want.extend(values(&[piece]));
                     }
@@ -542,7 +558,7 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let used = AtomicU64::new(0);
-            let shuffle = Shuffle::new(schema(), vec![0], partitions, budget, &used, dir.path().join("s"));
+            let shuffle = Shuffle::new(schema(), vec![0], partitions, budget, &used, dir.path().join("s")).unwrap();
             // Some tasks are large enough for a segment of their own.
             let mut tasks: Vec<(u64, usize, usize)> = sizes
                 .iter()
@@ -578,7 +594,7 @@ mod tests {
     fn tasks_far_apart_are_coalesced_into_segments_each_can_number() {
         let dir = tempfile::tempdir().unwrap();
         let used = AtomicU64::new(0);
-        let shuffle = Shuffle::new(schema(), vec![0], 1, u64::MAX, &used, dir.path().join("s"));
+        let shuffle = Shuffle::new(schema(), vec![0], 1, u64::MAX, &used, dir.path().join("s")).unwrap();
         let far = [1u64 << 40, 3, (1 << 40) + 7, 1 << 33, 5];
         for &task in &far {
             shuffle.insert(task, output(task, 1, 1)).unwrap();
@@ -593,7 +609,7 @@ mod tests {
     fn tiny_pieces_are_coalesced_into_few_segments_and_spill_files() {
         let dir = tempfile::tempdir().unwrap();
         let used = AtomicU64::new(0);
-        let shuffle = Shuffle::new(schema(), vec![0], 2, 0, &used, dir.path().join("s"));
+        let shuffle = Shuffle::new(schema(), vec![0], 2, 0, &used, dir.path().join("s")).unwrap();
         for task in 0..20_000 {
             shuffle.insert(task, output(task, 1, 1)).unwrap();
         }

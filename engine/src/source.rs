@@ -4,8 +4,11 @@
 //! [`TaskSource`] without knowing which (object-storage listings and
 //! streams are the sources to come).
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use fanout_datasets::{BadRecord, Dataset, OpenFiles, Split};
+use fanout_workers::Piece;
 
 use crate::error::EngineError;
 use crate::shuffle::Shuffle;
@@ -20,6 +23,9 @@ pub(crate) enum Input {
     /// A partition taken from its shuffle already (for a task that may get
     /// a backup, which needs the same batches).
     Taken(usize, Vec<RecordBatch>),
+    /// A partition of a shuffle through object storage: its pieces, which
+    /// the reduce function reads itself.
+    Pieces(usize, Arc<[Piece]>),
 }
 
 impl Input {
@@ -31,12 +37,20 @@ impl Input {
         }
     }
 
+    /// The pieces, if the task's input is a partition in object storage.
+    pub(crate) fn pieces(&self) -> Option<&[Piece]> {
+        match self {
+            Input::Pieces(_, p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// Where the task's input is, for messages: a file and byte range, or
     /// a partition.
     pub(crate) fn describe(&self) -> String {
         match self {
             Input::Split(s) => s.to_string(),
-            Input::Partition(p) | Input::Taken(p, _) => format!("partition {p}"),
+            Input::Partition(p) | Input::Taken(p, _) | Input::Pieces(p, _) => format!("partition {p}"),
         }
     }
 }
@@ -145,7 +159,7 @@ impl TaskSource for Partitions<'_, '_> {
         let batches = match input {
             Input::Partition(p) => self.shuffle.take(*p)?,
             Input::Taken(_, batches) => batches.clone(),
-            Input::Split(_) => unreachable!("a partition task"),
+            Input::Split(_) | Input::Pieces(..) => unreachable!("a partition task"),
         };
         let bytes = batches.iter().map(|b| b.get_array_memory_size() as u64).sum();
         Ok(Loaded { batches, bytes, bad: Vec::new() })

@@ -22,6 +22,8 @@ pub(crate) struct Totals {
     pub(crate) input_bytes: u64,
     pub(crate) input_records: u64,
     pub(crate) spilled: u64,
+    /// Shuffle bytes written to object storage (`[storage] scratch`).
+    pub(crate) scratch_written: u64,
     pub(crate) concurrency: usize,
     /// Tasks that failed for good.
     pub(crate) failures: Vec<TaskFailure>,
@@ -229,6 +231,10 @@ pub struct Summary {
     pub latency_ms: Latency,
     /// Shuffle bytes spilled to disk.
     pub shuffle_spilled_bytes: u64,
+    /// Shuffle bytes written to object storage, for keyed stages with
+    /// remote functions when the job names a scratch prefix.
+    #[serde(default)]
+    pub shuffle_scratch_bytes: u64,
     /// Per stage and phase.
     pub stages: Vec<StageSummary>,
     /// Requests to object storage and their price, when the run used it.
@@ -377,6 +383,7 @@ pub(crate) fn summarize(
         failed_tasks,
         cost,
         shuffle_spilled_bytes: state.spilled,
+        shuffle_scratch_bytes: state.scratch_written,
         stages,
         storage,
         simulation: None,
@@ -481,6 +488,9 @@ impl Summary {
         }
         if self.shuffle_spilled_bytes > 0 {
             let _ = writeln!(t, "shuffle spilled {} to disk", size(self.shuffle_spilled_bytes));
+        }
+        if self.shuffle_scratch_bytes > 0 {
+            let _ = writeln!(t, "shuffle wrote {} to object storage (deleted)", size(self.shuffle_scratch_bytes));
         }
         if let Some(o) = &self.output {
             let _ = writeln!(t, "output: {} ({} rows, {})", o.path.display(), o.rows, size(o.bytes));

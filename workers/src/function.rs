@@ -41,6 +41,26 @@ pub struct Invocation<'a> {
     /// Set when the engine abandons the invocation (another run of the
     /// task finished first, or the deadline passed).
     pub cancel: Option<&'a AtomicBool>,
+    /// A reduce invocation's partition as pieces in object storage, when
+    /// its stage shuffles through there (see [`Planned::reads_shuffle`]):
+    /// the function reads them itself and is called with no batches.
+    pub pieces: Option<&'a [Piece]>,
+}
+
+/// A piece of a shuffle partition in object storage: `length` bytes at
+/// `offset` of the object `path`, holding `records` records as JSON lines
+/// (one object per line, as an event's `records` are written), the output
+/// of one map task for one partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Piece {
+    /// The object's URL.
+    pub path: String,
+    /// Where the piece starts in the object.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub length: u64,
+    /// The records it holds.
+    pub records: u64,
 }
 
 impl Invocation<'_> {
@@ -144,6 +164,15 @@ pub trait Planned: Send + Sync {
     /// Whether the function reads its split itself: the engine then reads
     /// nothing and calls it with no batches and [`Invocation::split`] set.
     fn reads_split(&self) -> bool {
+        false
+    }
+
+    /// For keyed stages: whether the reduce function runs remotely and can
+    /// read its partition from object storage itself. With a scratch
+    /// prefix set (`[storage] scratch`), the engine then writes the
+    /// shuffle there and calls the function with [`Invocation::pieces`]
+    /// instead of records.
+    fn reads_shuffle(&self) -> bool {
         false
     }
 

@@ -82,10 +82,11 @@ impl Served<'_> {
         name: &str,
         params: &serde_json::Map<String, serde_json::Value>,
         schema: &SchemaRef,
+        key: Option<&[String]>,
         payload_limit: u64,
     ) -> Result<Arc<dyn crate::function::Planned>, FunctionError> {
         match self {
-            Served::Builtin(b) => b.plan(&StageSpec { params, input: schema, key: None }),
+            Served::Builtin(b) => b.plan(&StageSpec { params, input: schema, key }),
             Served::Job(f, backend) => backend.plan(
                 &f.function,
                 &crate::external::ExternalContext {
@@ -94,7 +95,7 @@ impl Served<'_> {
                     input_format: None,
                     csv_header: true,
                     csv: fanout_datasets::CsvOptions::default(),
-                    key: None,
+                    key,
                     params,
                     payload_limit,
                     memory_limit: f.memory_limit,
@@ -164,9 +165,21 @@ const IDLE: Duration = Duration::from_millis(50);
 struct Warm {
     name: String,
     params: String,
+    key: Option<Vec<String>>,
     schema: SchemaRef,
     decoder: arrow_json::reader::Decoder,
     instance: Box<dyn MapInstance>,
+    /// For a keyed stage's partition: the reduce that follows the
+    /// map-side step.
+    reduce: Option<Box<dyn crate::function::ReduceInstance>>,
+}
+
+impl Warm {
+    /// Whether the instance serves function `name` with these params and
+    /// key.
+    fn serves(&self, name: &str, params: &str, key: &Option<Vec<String>>) -> bool {
+        self.name == name && self.params == params && &self.key == key
+    }
 }
 
 fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
@@ -344,7 +357,9 @@ fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
     }
 }
 
-/// An event, as far as the host reads it.
+/// An event, as far as the host reads it. With a `key`, the records (or
+/// the `shuffle` pieces) are a whole partition of a keyed stage: the
+/// function's map side runs over them, then its reduce.
 #[derive(serde::Deserialize)]
 struct Event<'a> {
     #[serde(default)]
@@ -359,6 +374,45 @@ struct Event<'a> {
     records: Option<Vec<&'a RawValue>>,
     #[serde(default, borrow)]
     split: Option<&'a RawValue>,
+    #[serde(default)]
+    shuffle: Option<ShuffleRef>,
+    /// A keyed stage's key: the records are a whole partition, reduced.
+    #[serde(default)]
+    key: Option<Vec<String>>,
+}
+
+/// A partition in object storage, as a reduce event refers to it.
+#[derive(serde::Deserialize)]
+struct ShuffleRef {
+    format: String,
+    pieces: Vec<crate::Piece>,
+}
+
+impl ShuffleRef {
+    /// The pieces' records as JSON object lines, read with a ranged GET
+    /// each.
+    fn lines(&self) -> Result<Vec<u8>, FunctionError> {
+        if self.format != "jsonl" {
+            return Err(FunctionError::permanent(format!(
+                "the shuffle's format is `{}`; this host reads jsonl",
+                self.format
+            )));
+        }
+        let mut lines = Vec::with_capacity(self.pieces.iter().map(|p| p.length as usize).sum());
+        for p in &self.pieces {
+            // A store that did not answer may answer the next attempt.
+            let bytes = (storage().read_range(&p.path, p.offset, p.length))
+                .map_err(|e| FunctionError::transient(format!("the shuffle piece: {e}")))?;
+            lines.extend_from_slice(&bytes);
+        }
+        Ok(lines)
+    }
+}
+
+/// One storage for the host's life: its clients keep their connections.
+fn storage() -> &'static Arc<fanout_datasets::Storage> {
+    static STORAGE: std::sync::OnceLock<Arc<fanout_datasets::Storage>> = std::sync::OnceLock::new();
+    STORAGE.get_or_init(Arc::default)
 }
 
 fn first() -> u32 {
@@ -382,10 +436,10 @@ fn invoke(
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
             return Ok(b"{\"records\":[],\"records_read\":0}".to_vec());
         };
-        let fits = warm.as_ref().is_some_and(|w| w.name == name && w.params == params_text && w.schema == schema);
+        let fits = warm.as_ref().is_some_and(|w| w.serves(name, params_text, &event.key) && w.schema == schema);
         if !fits {
             let decoder = decoder(&schema)?;
-            *warm = Some(plan(name, served, params_text, schema, decoder, payload_limit)?);
+            *warm = Some(plan(name, served, params_text, &event.key, schema, decoder, payload_limit)?);
         }
         let mut reply = call(warm.as_mut().expect("just made"), &event, name, batches)?;
         // The records it read, for the caller's input count.
@@ -393,24 +447,30 @@ fn invoke(
         reply.extend_from_slice(format!(",\"records_read\":{rows}}}").as_bytes());
         return Ok(reply);
     }
-    let records = event.records.take().unwrap_or_default();
-    if records.is_empty() {
-        return Ok(b"{\"records\":[]}".to_vec());
-    }
-    let mut lines = Vec::with_capacity(body.len());
-    for r in &records {
-        if !r.get().starts_with('{') {
-            return Err(FunctionError::permanent(format!("a record is not a JSON object: {}", r.get())));
+    let lines = match (&event.shuffle, event.records.take()) {
+        (Some(shuffle), None) => shuffle.lines()?,
+        (_, records) => {
+            let records = records.unwrap_or_default();
+            let mut lines = Vec::with_capacity(body.len());
+            for r in &records {
+                if !r.get().starts_with('{') {
+                    return Err(FunctionError::permanent(format!("a record is not a JSON object: {}", r.get())));
+                }
+                lines.extend_from_slice(r.get().as_bytes());
+                lines.push(b'\n');
+            }
+            lines
         }
-        lines.extend_from_slice(r.get().as_bytes());
-        lines.push(b'\n');
+    };
+    if lines.is_empty() {
+        return Ok(b"{\"records\":[]}".to_vec());
     }
     // The same function and params as last time: the records most likely
     // have the same schema. They are decoded with it strictly (a field it
     // does not have is an error, not dropped), and on any error the
     // schema is inferred again.
     let reused = match warm {
-        Some(w) if w.name == name && w.params == params_text => decode(&mut w.decoder, &lines).ok(),
+        Some(w) if w.serves(name, params_text, &event.key) => decode(&mut w.decoder, &lines).ok(),
         _ => None,
     };
     let batches = match reused {
@@ -419,7 +479,7 @@ fn invoke(
             let schema = infer(&lines)?;
             let mut decoder = decoder(&schema)?;
             let batches = decode(&mut decoder, &lines)?;
-            *warm = Some(plan(name, served, params_text, schema, decoder, payload_limit)?);
+            *warm = Some(plan(name, served, params_text, &event.key, schema, decoder, payload_limit)?);
             batches
         }
     };
@@ -432,22 +492,42 @@ fn plan(
     name: &str,
     served: &Served<'_>,
     params_text: &str,
+    key: &Option<Vec<String>>,
     schema: SchemaRef,
     decoder: arrow_json::reader::Decoder,
     payload_limit: u64,
 ) -> Result<Warm, FunctionError> {
     let params: serde_json::Map<String, serde_json::Value> = serde_json::from_str(params_text)
         .map_err(|e| FunctionError::permanent(format!("params must be a JSON object: {e}")))?;
-    let planned = served.plan(name, &params, &schema, payload_limit)?;
+    let planned = served.plan(name, &params, &schema, key.as_deref(), payload_limit)?;
     let instance = planned.init()?;
-    Ok(Warm { name: name.to_string(), params: params_text.to_string(), schema, decoder, instance })
+    // A keyed function reduces what its map side made of the partition.
+    let reduce = match key {
+        Some(_) => Some(planned.init_reduce().ok_or_else(|| {
+            FunctionError::permanent(format!("`{name}` is not a keyed function: it has no reduce"))
+        })??),
+        None => None,
+    };
+    let (name, params, key) = (name.to_string(), params_text.to_string(), key.clone());
+    Ok(Warm { name, params, key, schema, decoder, instance, reduce })
 }
 
 /// Calls the warm instance on `batches`; the reply's body.
 fn call(w: &mut Warm, event: &Event<'_>, name: &str, batches: Vec<RecordBatch>) -> Result<Vec<u8>, FunctionError> {
     let stage = event.stage.as_deref().unwrap_or(name);
-    let inv = Invocation { stage, task: event.task, attempt: event.attempt, deadline: None, split: None, cancel: None };
-    let out = w.instance.call(&inv, batches)?;
+    let inv = Invocation {
+        stage,
+        task: event.task,
+        attempt: event.attempt,
+        deadline: None,
+        split: None,
+        cancel: None,
+        pieces: None,
+    };
+    let mut out = w.instance.call(&inv, batches)?;
+    if let Some(reduce) = &mut w.reduce {
+        out = reduce.call(&inv, out)?;
+    }
     let mut reply = Vec::with_capacity(64 + out.iter().map(|b| b.get_array_memory_size()).sum::<usize>());
     reply.extend_from_slice(b"{\"records\":");
     codec::json_records(&out, &mut reply).map_err(FunctionError::permanent)?;
@@ -481,10 +561,8 @@ struct SplitRef {
 /// as the environment says): the file's schema is inferred as the
 /// coordinator's was, and only the referenced columns are read.
 fn read_split(json: &str) -> Result<Vec<RecordBatch>, FunctionError> {
-    use fanout_datasets::{Dataset, DatasetOptions, Format, InputFile, OpenFiles, Split, SplitRange, Storage};
-    // One storage for the host's life: its clients keep their connections.
-    static STORAGE: std::sync::OnceLock<Arc<Storage>> = std::sync::OnceLock::new();
-    let storage = STORAGE.get_or_init(Arc::default);
+    use fanout_datasets::{Dataset, DatasetOptions, Format, InputFile, OpenFiles, Split, SplitRange};
+    let storage = storage();
     let bad = |m: String| FunctionError::permanent(format!("the split reference: {m}"));
     let r: SplitRef = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
     let format: Format = r.format.parse().map_err(|e: fanout_datasets::UnknownFormat| bad(e.to_string()))?;

@@ -26,7 +26,7 @@
 //! let spec = StageSpec { params: &params, input: &lines.schema(), key: None };
 //! let planned = Registry::builtins().get("word_count").unwrap().plan(&spec)?;
 //! let mut container = planned.init()?; // the cold start
-//! let inv = Invocation { stage: "count", task: 0, attempt: 1, deadline: None, split: None, cancel: None };
+//! let inv = Invocation { stage: "count", task: 0, attempt: 1, deadline: None, split: None, cancel: None, pieces: None };
 //! let out = container.call(&inv, vec![lines])?;
 //! assert_eq!(out[0].num_rows(), 2); // a: 2, b: 1
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -41,5 +41,5 @@ mod http1;
 pub mod params;
 mod registry;
 
-pub use function::{Builtin, FunctionError, Invocation, MapInstance, Planned, ReduceInstance, StageSpec};
+pub use function::{Builtin, FunctionError, Invocation, MapInstance, Piece, Planned, ReduceInstance, StageSpec};
 pub use registry::Registry;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use fanout_datasets::Split;
-use fanout_workers::FunctionError;
+use fanout_workers::{FunctionError, Piece};
 
 use super::Shared;
 use super::dispatch::{Limit, Task};
@@ -149,6 +149,9 @@ fn run_steps(
         // itself instead of being sent records).
         let first = data.is_none();
         let own_split = if first { split } else { None };
+        // So does the first over a partition in object storage (whose
+        // function reads the pieces itself).
+        let own_pieces = input.pieces().filter(|_| first && stage.function.reads_shuffle());
         let (batches, bytes_in) = match data.take() {
             Some(d) => {
                 let bytes = d.iter().map(|b| b.get_array_memory_size() as u64).sum();
@@ -159,6 +162,7 @@ fn run_steps(
                 read.bytes = bytes;
                 (Vec::new(), bytes)
             }
+            None if let Some(pieces) = own_pieces => (Vec::new(), pieces.iter().map(|p| p.length).sum()),
             // Bad input fails the task at once: a retry would read the same.
             None => {
                 let loaded =
@@ -166,7 +170,10 @@ fn run_steps(
                 (loaded.batches, loaded.bytes)
             }
         };
-        let mut records_in: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let mut records_in: u64 = match own_pieces {
+            Some(pieces) => pieces.iter().map(|p| p.records).sum(),
+            None => batches.iter().map(|b| b.num_rows() as u64).sum(),
+        };
         let mut attempt = 1;
         let mut began = Some(started);
         loop {
@@ -175,7 +182,7 @@ fn run_steps(
             // A backup draws its own faults.
             let draw = if backup { attempt + 1000 } else { attempt };
             slot.gauge.running.store(step.stage + 1, std::sync::atomic::Ordering::Relaxed);
-            let call = invoke(shared, slot, step, task, attempt, draw, batches.clone(), own_split);
+            let call = invoke(shared, slot, step, task, attempt, draw, batches.clone(), (own_split, own_pieces));
             slot.gauge.running.store(0, std::sync::atomic::Ordering::Relaxed);
             // A function that read its split itself may say how many records.
             if let Some(n) = call.read {
@@ -287,7 +294,7 @@ fn invoke(
     attempt: u32,
     draw: u32,
     batches: Vec<RecordBatch>,
-    split: Option<&Split>,
+    (split, pieces): (Option<&Split>, Option<&[Piece]>),
 ) -> Call {
     let stage = &shared.compiled.stages[step.stage];
     let platform = &shared.plan.platform;
@@ -313,7 +320,16 @@ fn invoke(
     // its task has finished, or the run stops.
     let tracked = platform.backups;
     let cancelled = || shared.failed() || (tracked && shared.flight.is_finished(task));
-    let reply = container.call(task, attempt, platform.timeout, fault, batches, split, shared.stop.flag(), &cancelled);
+    let reply = container.call(
+        task,
+        attempt,
+        platform.timeout,
+        fault,
+        batches,
+        (split, pieces),
+        shared.stop.flag(),
+        &cancelled,
+    );
     if model.keep_alive.is_some() {
         slot.last_used[at] = shared.clock.now();
     }

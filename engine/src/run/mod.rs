@@ -35,6 +35,7 @@ use crate::gather::{Gather, commit};
 use crate::journal::Journal;
 use crate::progress::{Progress, StageProgress};
 use crate::records::{Log, Recorder};
+use crate::scratch::{Scratch, ScratchPartitions};
 use crate::shuffle::Shuffle;
 use crate::sink::{GatherSink, ShuffleSink, TaskSink};
 use crate::source::{Input, Partitions, Splits, TaskSource};
@@ -317,14 +318,30 @@ fn execute(
     let steps = Step::count(compiled.stages.len());
     let run_dir = &dir.path;
     let used = AtomicU64::new(0);
-    let shuffles: Vec<Option<Shuffle<'_>>> = (compiled.stages.iter())
-        .map(|s| {
-            s.key.as_ref().map(|key| {
+    // A keyed stage shuffles on this machine, or through object storage
+    // when its function runs elsewhere and the job names a scratch prefix.
+    let scratch_of = |s: &crate::compile::CompiledStage| {
+        let prefix = plan.storage.scratch().filter(|_| s.function.reads_shuffle())?;
+        Some(format!("{prefix}{}/{}/", dir.id, s.name))
+    };
+    let mut shuffles: Vec<Option<Shuffle<'_>>> = Vec::new();
+    let mut scratches: Vec<Option<Scratch>> = Vec::new();
+    for s in &compiled.stages {
+        let (local, scratch) = match (&s.key, scratch_of(s)) {
+            (None, _) => (None, None),
+            (Some(key), Some(prefix)) => {
+                let schema = s.function.output_schema();
+                (None, Some(Scratch::new(schema, key.clone(), s.partitions, plan.storage.clone(), prefix)?))
+            }
+            (Some(key), None) => {
                 let spill = run_dir.join("shuffle").join(&s.name);
-                Shuffle::new(s.function.output_schema(), key.clone(), s.partitions, opts.shuffle_memory, &used, spill)
-            })
-        })
-        .collect();
+                let schema = s.function.output_schema();
+                (Some(Shuffle::new(schema, key.clone(), s.partitions, opts.shuffle_memory, &used, spill)?), None)
+            }
+        };
+        shuffles.push(local);
+        scratches.push(scratch);
+    }
     let shuffle_sinks: Vec<Option<ShuffleSink<'_, '_>>> = (shuffles.iter().zip(&compiled.stages))
         .map(|(s, stage)| s.as_ref().map(|shuffle| ShuffleSink { shuffle, schema: stage.function.output_schema() }))
         .collect();
@@ -336,17 +353,24 @@ fn execute(
         plan.output.limit,
     )?;
     let gather = GatherSink { gather: Mutex::new(Some(gather)), schema: compiled.output.clone() };
-    let shuffle_of = |stage: usize| shuffles[stage].as_ref().expect("a keyed stage has a shuffle");
     let sources: Vec<Box<dyn TaskSource + '_>> = (compiled.phases.iter())
         .map(|p| match p.tasks {
             Tasks::Splits => Box::new(Splits { dataset: &compiled.dataset }) as Box<dyn TaskSource>,
-            Tasks::Partitions(stage) => Box::new(Partitions { shuffle: shuffle_of(stage) }),
+            Tasks::Partitions(stage) => match (&shuffles[stage], &scratches[stage]) {
+                (_, Some(scratch)) => Box::new(ScratchPartitions { scratch }) as Box<dyn TaskSource>,
+                (Some(shuffle), None) => Box::new(Partitions { shuffle }),
+                (None, None) => unreachable!("a keyed stage has a shuffle"),
+            },
         })
         .collect();
     let sinks: Vec<&dyn TaskSink> = (compiled.phases.iter())
         .map(|p| match p.sink {
             Sink::Gather => &gather as &dyn TaskSink,
-            Sink::Shuffle(stage) => shuffle_sinks[stage].as_ref().expect("a keyed stage has a shuffle"),
+            Sink::Shuffle(stage) => match (&shuffle_sinks[stage], &scratches[stage]) {
+                (_, Some(scratch)) => scratch as &dyn TaskSink,
+                (Some(sink), None) => sink,
+                (None, None) => unreachable!("a keyed stage has a shuffle"),
+            },
         })
         .collect();
     // A resumed run reports the whole run: the interrupted part's
@@ -447,10 +471,13 @@ fn execute(
         Some(signal) => Some(EngineError::Interrupted { signal }),
         None => shared.failure.lock().expect("not poisoned").take(),
     };
+    // The shuffles' objects in storage are read: they go, whether the
+    // run succeeded or not (a resumed run writes them again).
+    let cleared = scratches.iter().flatten().try_for_each(Scratch::delete);
     let gather = gather.finish();
-    let staged = match failure {
-        Some(e) => Err(e),
-        None => gather.finish(),
+    let staged = match (failure, cleared) {
+        (Some(e), _) | (None, Err(e)) => Err(e),
+        (None, Ok(())) => gather.finish(),
     };
     let totals = Totals {
         resumed: shared.counters.resumed.load(Relaxed),
@@ -460,6 +487,7 @@ fn execute(
         input_bytes: shared.counters.input_bytes.load(Relaxed),
         input_records: shared.counters.input_records.load(Relaxed),
         spilled: shuffles.iter().flatten().map(|s| s.spilled.load(Relaxed)).sum(),
+        scratch_written: scratches.iter().flatten().map(|s| s.written.load(Relaxed)).sum(),
         concurrency,
         failures: failed_tasks,
         bad_records: shared.bad.count(),

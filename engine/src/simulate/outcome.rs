@@ -154,6 +154,7 @@ impl Outcome {
             cost,
             latency_ms: Latency::of(&all.latency),
             shuffle_spilled_bytes: 0,
+            shuffle_scratch_bytes: 0,
             stages,
             storage,
             simulation: Some(simulation),

@@ -51,7 +51,7 @@ impl std::str::FromStr for IoFormat {
 
 /// Writes `batches` in `format`. Lines need one utf8 column (checked when
 /// the stage is planned); a null is an empty line.
-pub(crate) fn encode(format: IoFormat, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+pub fn encode(format: IoFormat, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(batches.iter().map(|b| b.get_array_memory_size()).sum::<usize>() + 64);
     match format {
         IoFormat::Lines => {

@@ -1,7 +1,10 @@
 //! The event contract of the lambda and http backends: the JSON an
 //! invocation sends (`{"stage", "task", "attempt", "params", "records"}`,
 //! or a `split` reference the function reads itself) and the
-//! `{"records": [...]}` it gets back, within the payload limit.
+//! `{"records": [...]}` it gets back, within the payload limit. A keyed
+//! stage's reduce event may instead carry `shuffle`: its partition's
+//! pieces in object storage, `{"format": "jsonl", "pieces": [{"path",
+//! "offset", "length", "records"}, ...]}`, in map task order.
 
 use std::str::FromStr;
 
@@ -47,6 +50,8 @@ pub(crate) struct EventSpec {
     pub(crate) csv_header: bool,
     /// The stage's params, as JSON.
     pub(crate) params: String,
+    /// A keyed stage's key columns, sent with each (reduce) event.
+    pub(crate) key: Option<Vec<String>>,
     pub(crate) payload_limit: u64,
 }
 
@@ -67,7 +72,10 @@ impl EventSpec {
     ) -> Result<Vec<u8>, FunctionError> {
         let spec = self;
         let mut out = Vec::new();
-        let head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
+        let mut head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
+        if let Some(key) = &spec.key {
+            head["key"] = key.as_slice().into();
+        }
         let head = head.to_string();
         out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
         out.extend_from_slice(b",\"params\":");
@@ -82,6 +90,12 @@ impl EventSpec {
             Ok(())
         };
         match mode {
+            // A partition in object storage: the pieces, whatever the mode.
+            _ if inv.pieces.is_some() => {
+                let pieces = serde_json::json!({ "format": "jsonl", "pieces": inv.pieces });
+                out.extend_from_slice(b",\"shuffle\":");
+                out.extend_from_slice(pieces.to_string().as_bytes());
+            }
             EventMode::Split => split(&mut out)?,
             EventMode::Records | EventMode::Auto => {
                 out.extend_from_slice(b",\"records\":");

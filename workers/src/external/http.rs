@@ -258,6 +258,10 @@ impl Launch for HttpSpec {
     fn reads_split(&self) -> bool {
         self.events.event == EventMode::Split
     }
+
+    fn remote(&self) -> bool {
+        true
+    }
 }
 
 /// A container of an http function: a keep-alive client.
@@ -454,6 +458,7 @@ mod tests {
                 input_format: None,
                 csv_header: false,
                 params: "{}".into(),
+                key: None,
                 payload_limit: 1 << 20,
             },
         );

@@ -111,6 +111,7 @@ impl ExternalContext<'_> {
             input_format: self.input_format,
             csv_header: self.csv_header,
             params: self.params_json(),
+            key: self.key.map(<[String]>::to_vec),
             payload_limit: self.payload_limit,
         }
     }
@@ -124,6 +125,12 @@ trait Launch: Send + Sync {
     /// Whether a map invocation reads its split itself (see
     /// [`Planned::reads_split`]).
     fn reads_split(&self) -> bool;
+
+    /// Whether the function runs on another host, which reads a shuffle's
+    /// pieces from object storage itself (see [`Planned::reads_shuffle`]).
+    fn remote(&self) -> bool {
+        false
+    }
 }
 
 /// A container of an external function: a scratch file for exec (each
@@ -179,6 +186,10 @@ impl Planned for External {
 
     fn reads_split(&self) -> bool {
         !self.keyed && self.function.reads_split()
+    }
+
+    fn reads_shuffle(&self) -> bool {
+        self.keyed && self.function.remote()
     }
 }
 
