@@ -83,8 +83,7 @@ fn word_count(c: &mut Criterion) {
         .plan(&StageSpec { params: &params, input: &schema, key: None })
         .unwrap();
     let mut container = planned.init().unwrap();
-    let inv =
-        Invocation { stage: "count", task: 0, attempt: 1, deadline: None, split: None, cancel: None, pieces: None };
+    let inv = Invocation::plain("count", 0);
     let mut group = c.benchmark_group("word_count");
     group.sample_size(10);
     group.throughput(Throughput::Bytes(split.bytes()));

@@ -83,6 +83,14 @@ pub fn run(a: &RunArgs) -> Outcome {
                 if a.report {
                     crate::report::after_run(dir);
                 }
+                // The journal names the shuffle's objects: they wait for it.
+                if let (Some(scratch), true, Some(id)) = (plan.storage.scratch(), opts.journal, dir.file_name()) {
+                    let prefix = format!("{scratch}{}/", id.to_string_lossy());
+                    eprintln!(
+                        "objects the shuffle wrote under {prefix} are kept for `fanout run --resume {}`",
+                        dir.display()
+                    );
+                }
             }
             if let EngineError::Interrupted { signal } = f.error {
                 if let Some(dir) = &f.run_dir {

@@ -296,16 +296,7 @@ fn the_http_backend_calls_a_google_functions_framework_function() {
         "main.py",
         "def handler(request):\n    ev = request.get_json()\n    if ev['attempt'] == 1 and ev['task'] % 3 == 0:\n        return ('flaky', 500)\n    counts = {}\n    for r in ev['records']:\n        for w in r['line'].split():\n            counts[w] = counts.get(w, 0) + 1\n    return {'records': [{'word': w, 'count': c} for w, c in counts.items()]}\n",
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut ff = Command::new("functions-framework")
-        .args(["--target", "handler", "--source", "main.py", "--host", "127.0.0.1", "--port", &port.to_string()])
-        .current_dir(s.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("functions-framework (pip install functions-framework; .ci/run installs it)");
-    let addr = format!("127.0.0.1:{port}");
-    assert!(crate::util::wait_for(30, || TcpStream::connect(&addr).is_ok()), "functions-framework did not start");
+    let (mut ff, addr) = functions_framework(&s, &[]);
     let job = builtin.replace(
         "function = \"word_count\"",
         &format!("function = {{ http = \"http://{addr}/\", schema = [\"word:utf8\", \"count:int64\"] }}"),
@@ -316,6 +307,23 @@ fn the_http_backend_calls_a_google_functions_framework_function() {
     let sum = summary(&r.expect(0));
     assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), expected, "the output differs from the builtin run's");
     assert!(sum["retries"].as_u64().unwrap() > 0, "the 500s were not retried: {sum}");
+}
+
+/// Starts Google's Functions Framework on `main.py`'s `handler` in the
+/// scratch directory, with more environment variables; its address.
+pub(crate) fn functions_framework(s: &Scratch, env: &[(&str, &str)]) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ff = Command::new("functions-framework")
+        .args(["--target", "handler", "--source", "main.py", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .current_dir(s.dir.path())
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("functions-framework (pip install functions-framework; .ci/run installs it)");
+    let addr = format!("127.0.0.1:{port}");
+    assert!(crate::util::wait_for(30, || TcpStream::connect(&addr).is_ok()), "functions-framework did not start");
+    (ff, addr)
 }
 
 #[test]

@@ -404,88 +404,166 @@ fn a_simulation_calibrated_on_an_s3_run_prices_its_requests() {
     }
 }
 
-/// A word count whose keyed stage runs on `fanout serve` hosts (`urls`),
-/// or with the builtin here when there are none; `extra` ends the job.
-fn shuffle_job(urls: &[String], extra: &str) -> String {
-    let function = match urls {
-        [] => "\"aggregate\"".to_string(),
-        _ => format!("{{ http = [{}], schema = [\"word:utf8\", \"sum_count:int64\"] }}", urls.join(", ")),
-    };
+/// A word count of words.txt: the map stage `map` (a function table, or
+/// else the builtin `word_count`), then the keyed sum `reduce` (else the
+/// builtin `aggregate`) over 6 partitions; `extra` ends the job.
+fn shuffle_job(map: Option<&str>, reduce: Option<&str>, extra: &str) -> String {
     format!(
         "[input]\npath = \"words.txt\"\nchunk_size = \"4KiB\"\n\
-         [[stage]]\nfunction = \"word_count\"\n\
-         [[stage]]\nname = \"sum\"\nfunction = {function}\nkey = [\"word\"]\npartitions = 6\nparams = {{ sum = [\"count\"] }}\n\
+         [[stage]]\nname = \"count\"\nfunction = {}\n\
+         [[stage]]\nname = \"sum\"\nfunction = {}\nkey = [\"word\"]\npartitions = 6\nparams = {{ sum = [\"count\"] }}\n\
          [output]\npath = \"out.csv\"\nmode = \"overwrite\"\nsort = [\"word\"]\n\
-         [platform]\nconcurrency = 3\nretries = 1\nbackoff = \"10ms\"\npayload_limit = \"16KiB\"\n{extra}"
+         [platform]\nconcurrency = 3\nretries = 1\nbackoff = \"10ms\"\npayload_limit = \"16KiB\"\n{extra}",
+        map.unwrap_or("\"word_count\""),
+        reduce.unwrap_or("\"aggregate\""),
     )
+}
+
+/// An http function table over `urls`, answering `schema`.
+fn http_table(urls: &[String], schema: &str) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    format!("{{ http = [{}], schema = {schema} }}", urls.join(", "))
+}
+
+const COUNTS: &str = "[\"word:utf8\", \"count:int64\"]";
+const SUMS: &str = "[\"word:utf8\", \"sum_count:int64\"]";
+const SCRATCH: &str = "[storage]\nscratch = \"s3://data/tmp/\"\n";
+
+/// Writes words.txt (2,000 distinct words) and returns the output of the
+/// word count run here, checked against Python's `Counter`.
+fn words_and_their_count(s: &Scratch, s3: &S3) -> Vec<u8> {
+    python(
+        s,
+        "import random\nr = random.Random(11)\nv = ['w%d' % i for i in range(2000)]\n\
+         open('words.txt', 'w').write(''.join(' '.join(r.choice(v) for _ in range(r.randint(1, 14))) + '\\n' for _ in range(6000)))\n\
+         print('ok')",
+    );
+    s.write("local.toml", shuffle_job(None, None, ""));
+    s3.fanout(s, &["run", "local.toml"]).expect(0);
+    python(
+        s,
+        "import csv, collections\nwant = collections.Counter(open('words.txt').read().split())\n\
+         got = {r['word']: int(r['sum_count']) for r in csv.DictReader(open('out.csv'))}\n\
+         assert got == dict(want), 'the local run is not the word count'\nprint('ok')",
+    );
+    std::fs::read(s.path("out.csv")).unwrap()
+}
+
+/// Checks that `n` scratch objects are left.
+fn scratch_left(s: &Scratch, s3: &S3, n: u64) {
+    s3.boto(s, &format!("n = s3.list_objects_v2(Bucket='data', Prefix='tmp/')['KeyCount']\nassert n == {n}, n"));
 }
 
 #[test]
 fn keyed_stages_with_remote_functions_shuffle_through_object_storage() {
     let s = Scratch::new();
     let s3 = S3::start(&s);
-    python(
-        &s,
-        "import random\nr = random.Random(11)\nv = ['w%d' % i for i in range(2000)]\n\
-         open('words.txt', 'w').write(''.join(' '.join(r.choice(v) for _ in range(r.randint(1, 14))) + '\\n' for _ in range(6000)))\n\
-         print('ok')",
-    );
-    s.write("local.toml", shuffle_job(&[], ""));
-    s3.fanout(&s, &["run", "local.toml"]).expect(0);
-    let expected = std::fs::read(s.path("out.csv")).unwrap();
-    // The oracle: Python's Counter over the same words.
-    python(
-        &s,
-        "import csv, collections\nwant = collections.Counter(open('words.txt').read().split())\n\
-         got = {r['word']: int(r['sum_count']) for r in csv.DictReader(open('out.csv'))}\n\
-         assert got == dict(want), 'the local run is not the word count'\nprint('ok')",
-    );
-    // Two hosts that see no file of the job: they read the pieces of their
-    // partitions from the S3 server themselves.
+    let expected = words_and_their_count(&s, &s3);
+    // Two hosts that see no file of the job: they write and read the
+    // shuffle's objects in the S3 server themselves.
     let empty = tempfile::tempdir().unwrap();
-    let hosts: Vec<crate::remote::Host> = (0..2)
-        .map(|_| crate::remote::Host::start_with(empty.path(), None, "127.0.0.1", &["--concurrency", "8"], &s3.env()))
-        .collect();
-    let urls: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.url("aggregate"))).collect();
-    let scratch = "[storage]\nscratch = \"s3://data/tmp/\"\n";
+    let start = |env: &[(&str, &str)]| {
+        crate::remote::Host::start_with(empty.path(), None, "127.0.0.1", &["--concurrency", "8"], env)
+    };
+    let hosts = [start(&s3.env()), start(&s3.env())];
+    let urls = |f: &str| hosts.iter().map(|h| h.url(f)).collect::<Vec<_>>();
+    let (map, reduce) = (http_table(&urls("word_count"), COUNTS), http_table(&urls("aggregate"), SUMS));
     // Inline, a partition is over the payload limit.
-    s.write("inline.toml", shuffle_job(&urls, ""));
+    s.write("inline.toml", shuffle_job(None, Some(&reduce), ""));
     let r = s3.fanout(&s, &["run", "inline.toml"]).expect(1);
     assert!(r.stderr.contains("over the payload limit"), "{}", r.stderr);
-    // Through object storage, it is not.
-    s.write("scratch.toml", shuffle_job(&urls, scratch));
-    let r = summary(&s3.fanout(&s, &["run", "scratch.toml", "--json"]).expect(0));
+    // Through object storage it is not. A map stage run here: its tasks'
+    // objects are written here, one PUT each.
+    let reduce_of = |r: &serde_json::Value| {
+        let stages = r["stages"].as_array().unwrap();
+        stages.iter().find(|x| x["name"] == "sum" && x["phase"] == "reduce").cloned().unwrap()
+    };
+    s.write("here.toml", shuffle_job(None, Some(&reduce), SCRATCH));
+    let r = summary(&s3.fanout(&s, &["run", "here.toml", "--json"]).expect(0));
     assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the output differs from the local run's");
     let splits = r["input"]["splits"].as_u64().unwrap();
-    let st = &r["storage"];
+    let (st, words) = (&r["storage"], &r["stages"][0]["records_out"]);
     assert!(splits > 10, "{r}");
-    // One object per map task; one batch delete of them all.
-    assert_eq!(st["put"].as_u64().unwrap(), splits, "{st}");
-    assert_eq!(st["post"].as_u64().unwrap(), 1, "{st}");
-    assert_eq!(st["bytes_written"].as_u64().unwrap(), r["shuffle_scratch_bytes"].as_u64().unwrap(), "{r}");
-    let reduce = r["stages"].as_array().unwrap().iter().find(|x| x["name"] == "sum" && x["phase"] == "reduce");
-    let reduce = reduce.unwrap_or_else(|| panic!("no reduce in {r}"));
-    assert_eq!(reduce["invocations"], 6, "{reduce}");
-    assert_eq!(reduce["records_in"], r["stages"][1]["records_out"], "{r}");
-    s3.boto(&s, "assert s3.list_objects_v2(Bucket='data', Prefix='tmp/')['KeyCount'] == 0, 'scratch objects left'");
-    // A host whose store has no such objects (its endpoint is another
-    // host, which answers 404) fails its invocations: the run fails, and
-    // its scratch objects go all the same.
+    assert_eq!(
+        (st["put"].as_u64(), st["list"].as_u64(), st["post"].as_u64()),
+        (Some(splits), Some(1), Some(1)),
+        "{st}"
+    );
+    assert!(st["bytes_written"].as_u64().unwrap() > r["shuffle_scratch_bytes"].as_u64().unwrap(), "{r}");
+    assert_eq!((&reduce_of(&r)["invocations"], &reduce_of(&r)["records_in"]), (&6.into(), words), "{r}");
+    scratch_left(&s, &s3, 0);
+    // A remote map stage: the hosts write their tasks' objects themselves.
+    s.write("there.toml", shuffle_job(Some(&map), Some(&reduce), SCRATCH));
+    let r = summary(&s3.fanout(&s, &["run", "there.toml", "--json"]).expect(0));
+    assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the output differs from the local run's");
+    let st = &r["storage"];
+    assert_eq!((st["put"].as_u64(), st["list"].as_u64(), st["post"].as_u64()), (Some(0), Some(1), Some(1)), "{st}");
+    assert!(r["shuffle_scratch_bytes"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(&reduce_of(&r)["records_in"], &r["stages"][0]["records_out"], "{r}");
+    scratch_left(&s, &s3, 0);
+    // A reducing host whose store has no such objects (its endpoint is
+    // another host, which answers 404) fails the run. The journal names
+    // the map tasks' objects: they are kept for --resume ...
     let elsewhere = format!("http://{}", hosts[0].addr);
     let mut env = s3.env();
     env[0].1 = &elsewhere;
-    let blind = crate::remote::Host::start_with(empty.path(), None, "127.0.0.1", &["--concurrency", "8"], &env);
-    s.write("blind.toml", shuffle_job(&[format!("\"{}\"", blind.url("aggregate"))], scratch));
+    let blind = start(&env);
+    let blind_reduce = http_table(&[blind.url("aggregate")], SUMS);
+    s.write("blind.toml", shuffle_job(Some(&map), Some(&blind_reduce), SCRATCH));
     let r = s3.fanout(&s, &["run", "blind.toml", "--run-dir", "blind"]).expect(1);
-    assert!(r.stderr.contains("the shuffle piece") && r.stderr.contains("s3://data/tmp/"), "{}", r.stderr);
-    s3.boto(&s, "assert s3.list_objects_v2(Bucket='data', Prefix='tmp/')['KeyCount'] == 0, 'scratch objects left'");
-    // The same run resumed on a host that can read them: the map tasks
-    // come from the journal and are written to the store again.
+    assert!(r.stderr.contains("the shuffle piece") && r.stderr.contains("s3://data/tmp/blind/sum/m"), "{}", r.stderr);
+    assert!(r.stderr.contains("under s3://data/tmp/blind/ are kept for `fanout run --resume blind`"), "{}", r.stderr);
+    scratch_left(&s, &s3, splits);
+    // ... which, on a host that can read them, finishes from the journal
+    // without writing them again, and deletes them.
     let job = std::fs::read_to_string(s.path("blind/job.json")).unwrap();
     s.write("blind/job.json", job.replace(&blind.addr, &hosts[1].addr));
     let r = summary(&s3.fanout(&s, &["run", "--resume", "blind", "--json"]).expect(0));
     assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the resumed run's output differs");
-    assert_eq!(r["resumed_tasks"].as_u64().unwrap(), splits, "{r}");
-    assert_eq!(r["storage"]["put"].as_u64().unwrap(), splits, "{r}");
-    s3.boto(&s, "assert s3.list_objects_v2(Bucket='data', Prefix='tmp/')['KeyCount'] == 0, 'scratch objects left'");
+    assert_eq!((r["resumed_tasks"].as_u64(), r["storage"]["put"].as_u64()), (Some(splits), Some(0)), "{r}");
+    scratch_left(&s, &s3, 0);
+    // Without a journal, nothing could use them: they go.
+    s3.fanout(&s, &["run", "blind.toml", "--no-journal"]).expect(1);
+    scratch_left(&s, &s3, 0);
+}
+
+#[test]
+fn functions_in_any_language_take_part_in_a_shuffle_through_object_storage() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    let expected = words_and_their_count(&s, &s3);
+    // One Cloud Function (Google's Functions Framework) for both stages:
+    // the map answers records, which fanout writes to the store; the
+    // reduce reads its partition's pieces with boto3's ranged GETs.
+    s.write(
+        "main.py",
+        "import boto3, collections, json, os\n\
+         s3 = boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL'])\n\
+         def handler(request):\n    ev = request.get_json()\n\
+         \x20   if 'shuffle' not in ev:\n\
+         \x20       counts = collections.Counter(w for r in ev['records'] for w in r['line'].split())\n\
+         \x20       return {'records': [{'word': w, 'count': c} for w, c in counts.items()]}\n\
+         \x20   assert ev['key'] == ['word'] and ev['shuffle']['format'] == 'jsonl', ev\n\
+         \x20   sums = collections.Counter()\n\
+         \x20   for p in ev['shuffle']['pieces']:\n\
+         \x20       bucket, key = p['path'][len('s3://'):].split('/', 1)\n\
+         \x20       end = p['offset'] + p['length'] - 1\n\
+         \x20       body = s3.get_object(Bucket=bucket, Key=key, Range=f\"bytes={p['offset']}-{end}\")['Body'].read()\n\
+         \x20       lines = body.decode().splitlines()\n\
+         \x20       assert len(lines) == p['records'], p\n\
+         \x20       for r in map(json.loads, lines):\n\
+         \x20           sums[r['word']] += r['count']\n\
+         \x20   return {'records': [{'word': w, 'sum_count': n} for w, n in sums.items()]}\n",
+    );
+    let (mut ff, addr) = crate::remote::functions_framework(&s, &s3.env());
+    let url = [format!("http://{addr}/")];
+    let job = shuffle_job(Some(&http_table(&url, COUNTS)), Some(&http_table(&url, SUMS)), SCRATCH);
+    s.write("ff.toml", job);
+    let r = s3.fanout(&s, &["run", "ff.toml", "--json", "--set", "platform.payload_limit=256KiB"]);
+    let _ = ff.kill();
+    let _ = ff.wait();
+    let r = summary(&r.expect(0));
+    assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the output differs from the local run's");
+    assert_eq!(r["storage"]["put"], r["input"]["splits"], "an object per map task, written by fanout: {r}");
+    scratch_left(&s, &s3, 0);
 }

@@ -219,27 +219,28 @@ impl Storage {
         Ok(got)
     }
 
-    /// Deletes the objects `urls`, a batch request per store where the
-    /// store has one (S3's DeleteObjects takes a thousand keys). An object
-    /// already gone is no error.
-    pub fn delete(&self, urls: &[String]) -> Result<()> {
-        let mut by_store: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
-        for url in urls {
-            let (base, key) = split_url(url)?;
-            by_store.entry(base).or_default().push(Key::parse(key).map_err(|e| Error::invalid(url, e))?);
+    /// Deletes every object under the prefix `url` (a listing, then a
+    /// batch request per thousand keys where the store has one: S3's
+    /// DeleteObjects); how many there were.
+    pub fn delete_prefix(&self, url: &str) -> Result<u64> {
+        let (base, key) = split_url(url)?;
+        let prefix = Key::parse(key.trim_end_matches('/')).map_err(|e| Error::invalid(url, e))?;
+        let store = self.store(base, url)?;
+        let mut keys = Vec::new();
+        let mut listing = store.list(Some(&prefix));
+        while let Some(meta) = block_on(listing.next()) {
+            keys.push(meta.map_err(|e| object_error(url, e))?.location);
         }
-        for (base, keys) in by_store {
-            let store = self.store(base, base)?;
-            let keys = futures_util::stream::iter(keys.into_iter().map(Ok)).boxed();
-            let mut deleted = store.delete_stream(keys);
-            while let Some(done) = block_on(deleted.next()) {
-                match done {
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(object_error(base, e)),
-                }
+        let n = keys.len() as u64;
+        let mut deleted = store.delete_stream(futures_util::stream::iter(keys.into_iter().map(Ok)).boxed());
+        while let Some(done) = block_on(deleted.next()) {
+            match done {
+                // Gone already: what was asked.
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(object_error(url, e)),
             }
         }
-        Ok(())
+        Ok(n)
     }
 
     /// The requests made so far.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use fanout_datasets::Split;
+use fanout_workers::shuffle::ShuffleTo;
 use fanout_workers::{FunctionError, Invocation, MapInstance, Piece, ReduceInstance};
 
 use crate::chaos::Fault;
@@ -103,7 +104,17 @@ pub(crate) struct Call {
     batches: Vec<RecordBatch>,
     split: Option<Split>,
     pieces: Option<Arc<[Piece]>>,
+    shuffle_to: Option<ShuffleTo>,
     cancel: Arc<AtomicBool>,
+}
+
+/// What an invocation reads or writes itself, besides its batches: its
+/// split, its partition's pieces, or where to write its output.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Refs<'a> {
+    pub(crate) split: Option<&'a Split>,
+    pub(crate) pieces: Option<&'a [Piece]>,
+    pub(crate) shuffle_to: Option<&'a ShuffleTo>,
 }
 
 /// A container: inline, or on its own thread.
@@ -169,6 +180,7 @@ impl Container {
                         split: c.split.as_ref(),
                         cancel: Some(&c.cancel),
                         pieces: c.pieces.as_deref(),
+                        shuffle_to: c.shuffle_to.as_ref(),
                     };
                     let reply = instance.call(&inv, c.fault, c.batches);
                     let panicked = reply.panicked;
@@ -200,7 +212,7 @@ impl Container {
         timeout: Option<Duration>,
         fault: Fault,
         batches: Vec<RecordBatch>,
-        (split, pieces): (Option<&Split>, Option<&[Piece]>),
+        refs: Refs<'_>,
         stopped: &AtomicBool,
         cancelled: &dyn Fn() -> bool,
     ) -> Reply {
@@ -220,14 +232,17 @@ impl Container {
         }
         match self {
             Container::Inline { stage, instance, .. } => {
-                let inv = Invocation { stage, task, attempt, deadline, split, cancel: Some(stopped), pieces };
+                let Refs { split, pieces, shuffle_to } = refs;
+                let inv =
+                    Invocation { stage, task, attempt, deadline, split, cancel: Some(stopped), pieces, shuffle_to };
                 instance.call(&inv, fault, batches)
             }
             Container::Thread { calls, replies, .. } => {
-                let split = split.cloned();
-                let pieces = pieces.map(Arc::from);
+                let (split, pieces, shuffle_to) =
+                    (refs.split.cloned(), refs.pieces.map(Arc::from), refs.shuffle_to.cloned());
                 let cancel = Arc::new(AtomicBool::new(false));
-                let call = Call { task, attempt, deadline, fault, batches, split, pieces, cancel: cancel.clone() };
+                let call =
+                    Call { task, attempt, deadline, fault, batches, split, pieces, shuffle_to, cancel: cancel.clone() };
                 if calls.send(call).is_err() {
                     return dead();
                 }

@@ -3,17 +3,21 @@
 //! a scratch prefix (`[storage] scratch = "s3://bucket/tmp/"`).
 //!
 //! Each map task's output is partitioned by key exactly as the local
-//! shuffle partitions it ([`Partitioner`]) and written as one object,
-//! `{scratch}{run id}/{stage}/m{task}.jsonl`: every partition's records as
-//! JSON lines, partition after partition, then one last line, the index
-//! (`{"index": [[partition, offset, length, records], ...]}`). The
-//! coordinator keeps only the pieces' descriptors. A reduce task is sent
+//! shuffle partitions it ([`Partitioner`]) and written as one object
+//! (see [`fanout_workers::shuffle`]): every partition's records as JSON
+//! lines, then an index line. When the map step is a remote function, it
+//! is asked to write the object itself (`shuffle_to`,
+//! `{scratch}{run id}/{stage}/m{task}.a{attempt}.jsonl`) and answers with
+//! the pieces; if it answers with records instead, the attempt writes
+//! them. Otherwise the sink writes each map task's records as
+//! `.../m{task}.jsonl`. The coordinator keeps only the pieces'
+//! descriptors. A reduce task is sent
 //! its partition's pieces, in map task order, and its function reads them
 //! with ranged GETs ([`Invocation::pieces`](fanout_workers::Invocation)),
 //! so a partition is never held by the coordinator nor bound by the
-//! payload limit. The objects are deleted once the run's tasks are done,
-//! whether it succeeded or failed (a resumed run writes them again from
-//! the journal).
+//! payload limit. The objects are deleted (every object under the run's
+//! prefix) once the run succeeds, or fails without a journal; a failed
+//! run with a journal keeps them for `--resume`, whose journal names them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -22,46 +26,54 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use fanout_datasets::{OpenFiles, Storage};
 use fanout_workers::Piece;
-use fanout_workers::external::codec::{IoFormat, encode};
+use fanout_workers::shuffle::{Partitioner, ShuffleTo, is_pieces, pieces_batch, pieces_of, pieces_schema, write};
 
 use crate::error::EngineError;
-use crate::shuffle::Partitioner;
 use crate::sink::{Outputs, TaskSink};
 use crate::source::{Input, Loaded, TaskSource};
 
 /// One keyed stage's shuffle through object storage.
 pub(crate) struct Scratch {
+    /// The schema of the records shuffled.
+    records: SchemaRef,
+    /// Whether its tasks hand it pieces (their remote map functions wrote
+    /// their output, or the attempt did) rather than records.
+    pieces_in: bool,
+    /// The schema of what its tasks hand it.
     schema: SchemaRef,
     partitioner: Partitioner,
+    key: Vec<String>,
     /// Where its objects go: `{scratch}{run id}/{stage}/`.
     prefix: String,
     storage: Arc<Storage>,
-    /// Per partition: the map task and its piece, in the order written.
+    /// Per partition: the map task and its piece.
     parts: Vec<Mutex<Vec<(u64, Piece)>>>,
-    /// The objects written, to delete.
-    objects: Mutex<Vec<String>>,
-    /// Bytes written.
+    /// Bytes of records written.
     pub(crate) written: AtomicU64,
 }
 
 impl Scratch {
     /// A shuffle of `schema`'s rows into `partitions` by `key`, written
-    /// under `prefix`.
+    /// under `prefix`; with `pieces_in`, its tasks hand it pieces.
     pub(crate) fn new(
         schema: SchemaRef,
         key: Vec<usize>,
         partitions: usize,
         storage: Arc<Storage>,
         prefix: String,
+        pieces_in: bool,
     ) -> Result<Self, EngineError> {
+        let names = key.iter().map(|&k| schema.field(k).name().clone()).collect();
         let partitioner = Partitioner::new(&schema, key, partitions).map_err(|e| scratch_error(&prefix, e))?;
         Ok(Scratch {
-            schema,
+            schema: if pieces_in { pieces_schema() } else { schema.clone() },
+            records: schema,
+            pieces_in,
             partitioner,
+            key: names,
             prefix,
             storage,
             parts: (0..partitions.max(1)).map(|_| Mutex::default()).collect(),
-            objects: Mutex::default(),
             written: AtomicU64::new(0),
         })
     }
@@ -71,39 +83,31 @@ impl Scratch {
         self.parts.len()
     }
 
-    /// Partitions map task `task`'s output and writes it as one object.
-    /// A task with no rows writes nothing.
-    pub(crate) fn insert(&self, task: u64, batches: Vec<RecordBatch>) -> Result<(), EngineError> {
-        let url = format!("{}m{task}.jsonl", self.prefix);
-        let pieces = self.partitioner.split(batches).map_err(|e| scratch_error(&url, e))?;
-        let mut body = Vec::new();
-        let mut index = Vec::new();
-        for (p, batches) in pieces.iter().enumerate() {
-            let records: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            if records == 0 {
-                continue;
-            }
-            let offset = body.len() as u64;
-            body.extend(encode(IoFormat::Jsonl, &self.schema, batches).map_err(|e| scratch_error(&url, e))?);
-            index.push((
-                p,
-                Piece { path: url.clone(), offset, length: body.len() as u64 - offset, records: records as u64 },
-            ));
+    /// What a remote map function of task `task`'s attempt `attempt` is
+    /// asked to do with its output.
+    pub(crate) fn shuffle_to(&self, task: u64, attempt: u32, backup: bool) -> ShuffleTo {
+        let b = if backup { "b" } else { "" };
+        ShuffleTo {
+            key: self.key.clone(),
+            partitions: self.partitions(),
+            path: format!("{}m{task}.a{attempt}{b}.jsonl", self.prefix),
         }
-        if index.is_empty() {
-            return Ok(());
-        }
-        let trailer: Vec<[u64; 4]> = index.iter().map(|(p, x)| [*p as u64, x.offset, x.length, x.records]).collect();
-        body.extend(serde_json::json!({ "index": trailer }).to_string().bytes());
-        body.push(b'\n');
-        let n = body.len() as u64;
-        self.storage.put(&url, body).map_err(EngineError::Output)?;
-        self.written.fetch_add(n, Relaxed);
-        self.objects.lock().expect("not poisoned").push(url);
-        for (p, piece) in index {
+    }
+
+    /// Partitions `batches` and writes them as the object `url`: the
+    /// pieces, as a batch.
+    pub(crate) fn write(&self, url: &str, batches: Vec<RecordBatch>) -> Result<RecordBatch, EngineError> {
+        let pieces =
+            write(&self.storage, url, &self.records, &self.partitioner, batches).map_err(|e| scratch_error(url, e))?;
+        Ok(pieces_batch(&pieces))
+    }
+
+    /// Keeps map task `task`'s pieces.
+    fn keep(&self, task: u64, pieces: Vec<(usize, Piece)>) {
+        for (p, piece) in pieces {
+            self.written.fetch_add(piece.length, Relaxed);
             self.parts[p].lock().expect("not poisoned").push((task, piece));
         }
-        Ok(())
     }
 
     /// Partition `p`'s pieces, in map task order.
@@ -113,10 +117,10 @@ impl Scratch {
         pieces.into_iter().map(|(_, piece)| piece).collect()
     }
 
-    /// Deletes the objects written so far.
+    /// Deletes every object under its prefix: those it wrote, those its
+    /// remote functions wrote, and those of attempts that lost.
     pub(crate) fn delete(&self) -> Result<(), EngineError> {
-        let objects = std::mem::take(&mut *self.objects.lock().expect("not poisoned"));
-        self.storage.delete(&objects).map_err(EngineError::Output)
+        self.storage.delete_prefix(&self.prefix).map(drop).map_err(EngineError::Output)
     }
 }
 
@@ -130,8 +134,18 @@ impl TaskSink for Scratch {
         &self.schema
     }
 
+    /// Records are partitioned and written, an object per task; pieces
+    /// (written already) are kept.
     fn push(&self, outputs: &mut Outputs) -> Result<(), EngineError> {
-        outputs.drain(..).try_for_each(|(task, out)| self.insert(task, out))
+        for (task, out) in outputs.drain(..) {
+            if self.pieces_in {
+                self.keep(task, out.iter().filter(|b| is_pieces(b)).flat_map(pieces_of).collect());
+            } else {
+                let pieces = self.write(&format!("{}m{task}.jsonl", self.prefix), out)?;
+                self.keep(task, pieces_of(&pieces));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt32Type;
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow_row::{RowConverter, SortField};
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use fanout_workers::shuffle::Partitioner;
 
 use crate::error::EngineError;
 
@@ -102,81 +102,6 @@ struct Part {
     segments: Vec<Segment>,
     open: Vec<(u64, RecordBatch)>,
     open_rows: usize,
-}
-
-/// Splits rows by partition: a hash of their key columns (xxh3 of a lone
-/// utf8 key's bytes, else of the key's row encoding), modulo the number of
-/// partitions. The shuffle through object storage partitions the same way.
-pub(crate) struct Partitioner {
-    key: Vec<usize>,
-    n: usize,
-    converter: RowConverter,
-}
-
-impl Partitioner {
-    /// Partitions into `n` by `key` (column positions in `schema`).
-    pub(crate) fn new(schema: &Schema, key: Vec<usize>, n: usize) -> Result<Self, ArrowError> {
-        let fields = key.iter().map(|&k| SortField::new(schema.field(k).data_type().clone())).collect();
-        Ok(Partitioner { key, n: n.max(1), converter: RowConverter::new(fields)? })
-    }
-
-    /// The rows of `batches`, per partition (empty batches dropped).
-    pub(crate) fn split(&self, batches: Vec<RecordBatch>) -> Result<Vec<Vec<RecordBatch>>, ArrowError> {
-        let mut pieces: Vec<Vec<RecordBatch>> = vec![Vec::new(); self.n];
-        if self.n == 1 {
-            pieces[0] = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-            return Ok(pieces);
-        }
-        for batch in batches.into_iter().filter(|b| b.num_rows() > 0) {
-            for (p, piece) in self.partition(&batch)? {
-                pieces[p].push(piece);
-            }
-        }
-        Ok(pieces)
-    }
-
-    /// `batch`'s rows, by partition.
-    fn partition(&self, batch: &RecordBatch) -> Result<Vec<(usize, RecordBatch)>, ArrowError> {
-        let n = self.n;
-        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); n];
-        let mut place = |i: usize, bytes: &[u8]| {
-            let p = (xxhash_rust::xxh3::xxh3_64(bytes) % n as u64) as usize;
-            indices[p].push(i as u32);
-        };
-        match self.utf8_key(batch) {
-            // One string key: hash its bytes (a null goes with "").
-            Some(strings) => {
-                for i in 0..strings.len() {
-                    place(i, if strings.is_valid(i) { strings.value(i).as_bytes() } else { b"" });
-                }
-            }
-            None => {
-                let keys: Vec<_> = self.key.iter().map(|&k| batch.column(k).clone()).collect();
-                let rows = self.converter.convert_columns(&keys)?;
-                for (i, row) in rows.iter().enumerate() {
-                    place(i, row.as_ref());
-                }
-            }
-        }
-        let mut pieces = Vec::new();
-        for (p, idx) in indices.into_iter().enumerate() {
-            if idx.len() == batch.num_rows() {
-                pieces.push((p, batch.clone()));
-            } else if !idx.is_empty() {
-                let idx = UInt32Array::from(idx);
-                pieces.push((p, arrow_select::take::take_record_batch(batch, &idx)?));
-            }
-        }
-        Ok(pieces)
-    }
-
-    /// The key column, when the key is one utf8 column.
-    fn utf8_key<'b>(&self, batch: &'b RecordBatch) -> Option<&'b arrow_array::StringArray> {
-        match self.key[..] {
-            [k] => batch.column(k).as_string_opt::<i32>(),
-            _ => None,
-        }
-    }
 }
 
 /// One keyed stage's shuffle.

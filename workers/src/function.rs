@@ -45,6 +45,10 @@ pub struct Invocation<'a> {
     /// its stage shuffles through there (see [`Planned::reads_shuffle`]):
     /// the function reads them itself and is called with no batches.
     pub pieces: Option<&'a [Piece]>,
+    /// A map invocation whose output is shuffled through object storage:
+    /// a function that can ([`Planned::writes_shuffle`]) partitions its
+    /// output and writes it there itself, answering with the pieces.
+    pub shuffle_to: Option<&'a crate::shuffle::ShuffleTo>,
 }
 
 /// A piece of a shuffle partition in object storage: `length` bytes at
@@ -63,7 +67,22 @@ pub struct Piece {
     pub records: u64,
 }
 
-impl Invocation<'_> {
+impl<'a> Invocation<'a> {
+    /// The first attempt at `task` of `stage`, with no deadline and nothing
+    /// to read or write itself: a function called directly.
+    pub fn plain(stage: &'a str, task: u64) -> Self {
+        Invocation {
+            stage,
+            task,
+            attempt: 1,
+            deadline: None,
+            split: None,
+            cancel: None,
+            pieces: None,
+            shuffle_to: None,
+        }
+    }
+
     /// Whether the deadline has passed or the invocation was cancelled: a
     /// long-running function should check this and stop, since the engine
     /// has abandoned the invocation and will discard its result.
@@ -173,6 +192,15 @@ pub trait Planned: Send + Sync {
     /// shuffle there and calls the function with [`Invocation::pieces`]
     /// instead of records.
     fn reads_shuffle(&self) -> bool {
+        false
+    }
+
+    /// For map stages: whether the function runs remotely and may write
+    /// its output to object storage itself when the next stage shuffles
+    /// there ([`Invocation::shuffle_to`]). It answers with the pieces, as
+    /// a batch of [`pieces_schema`](crate::shuffle::pieces_schema), or
+    /// with its records, which the engine then writes.
+    fn writes_shuffle(&self) -> bool {
         false
     }
 

@@ -379,6 +379,9 @@ struct Event<'a> {
     /// A keyed stage's key: the records are a whole partition, reduced.
     #[serde(default)]
     key: Option<Vec<String>>,
+    /// Where to write the output, partitioned, instead of answering it.
+    #[serde(default)]
+    shuffle_to: Option<crate::shuffle::ShuffleTo>,
 }
 
 /// A partition in object storage, as a reduce event refers to it.
@@ -515,24 +518,34 @@ fn plan(
 /// Calls the warm instance on `batches`; the reply's body.
 fn call(w: &mut Warm, event: &Event<'_>, name: &str, batches: Vec<RecordBatch>) -> Result<Vec<u8>, FunctionError> {
     let stage = event.stage.as_deref().unwrap_or(name);
-    let inv = Invocation {
-        stage,
-        task: event.task,
-        attempt: event.attempt,
-        deadline: None,
-        split: None,
-        cancel: None,
-        pieces: None,
-    };
+    let inv = Invocation { attempt: event.attempt, ..Invocation::plain(stage, event.task) };
     let mut out = w.instance.call(&inv, batches)?;
     if let Some(reduce) = &mut w.reduce {
         out = reduce.call(&inv, out)?;
+    }
+    if let Some(to) = &event.shuffle_to {
+        return write_output(to, out);
     }
     let mut reply = Vec::with_capacity(64 + out.iter().map(|b| b.get_array_memory_size()).sum::<usize>());
     reply.extend_from_slice(b"{\"records\":");
     codec::json_records(&out, &mut reply).map_err(FunctionError::permanent)?;
     reply.push(b'}');
     Ok(reply)
+}
+
+/// Partitions `out` and writes it as the object `to` names; the reply
+/// names the pieces written.
+fn write_output(to: &crate::shuffle::ShuffleTo, out: Vec<RecordBatch>) -> Result<Vec<u8>, FunctionError> {
+    use crate::shuffle::{Partitioner, pieces_reply, write};
+    let Some(schema) = out.first().map(RecordBatch::schema) else {
+        return Ok(pieces_reply(&[]));
+    };
+    let partitioner = Partitioner::by_name(&schema, &to.key, to.partitions)
+        .map_err(|e| FunctionError::permanent(format!("shuffle_to: the output's key: {e}")))?;
+    // A store that failed may not fail the next attempt.
+    let pieces = write(storage(), &to.path, &schema, &partitioner, out)
+        .map_err(|e| FunctionError::transient(format!("shuffle_to {}: {e}", to.path)))?;
+    Ok(pieces_reply(&pieces))
 }
 
 /// A split reference, as the event contract sends one.

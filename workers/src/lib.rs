@@ -26,7 +26,7 @@
 //! let spec = StageSpec { params: &params, input: &lines.schema(), key: None };
 //! let planned = Registry::builtins().get("word_count").unwrap().plan(&spec)?;
 //! let mut container = planned.init()?; // the cold start
-//! let inv = Invocation { stage: "count", task: 0, attempt: 1, deadline: None, split: None, cancel: None, pieces: None };
+//! let inv = Invocation::plain("count", 0);
 //! let out = container.call(&inv, vec![lines])?;
 //! assert_eq!(out[0].num_rows(), 2); // a: 2, b: 1
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -40,6 +40,7 @@ pub mod host;
 mod http1;
 pub mod params;
 mod registry;
+pub mod shuffle;
 
 pub use function::{Builtin, FunctionError, Invocation, MapInstance, Piece, Planned, ReduceInstance, StageSpec};
 pub use registry::Registry;

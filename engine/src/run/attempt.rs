@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use fanout_datasets::Split;
-use fanout_workers::{FunctionError, Piece};
+use fanout_workers::FunctionError;
+use fanout_workers::shuffle::{is_pieces, pieces_of};
 
 use super::Shared;
 use super::dispatch::{Limit, Task};
 use super::slot::Slot;
 use crate::chaos::Fault;
 use crate::compile::Phase;
-use crate::container::cold_start;
+use crate::container::{Refs, cold_start};
 use crate::error::{EngineError, TaskFailure};
 use crate::flight::Ended;
 use crate::records::{InvocationRecord, Recorder};
@@ -152,6 +153,8 @@ fn run_steps(
         // So does the first over a partition in object storage (whose
         // function reads the pieces itself).
         let own_pieces = input.pieces().filter(|_| first && stage.function.reads_shuffle());
+        // A remote map step may write the next stage's shuffle itself.
+        let writer = shared.writers[index].as_ref().filter(|w| w.step == step);
         let (batches, bytes_in) = match data.take() {
             Some(d) => {
                 let bytes = d.iter().map(|b| b.get_array_memory_size() as u64).sum();
@@ -172,7 +175,7 @@ fn run_steps(
         };
         let mut records_in: u64 = match own_pieces {
             Some(pieces) => pieces.iter().map(|p| p.records).sum(),
-            None => batches.iter().map(|b| b.num_rows() as u64).sum(),
+            None => records(&batches),
         };
         let mut attempt = 1;
         let mut began = Some(started);
@@ -182,7 +185,17 @@ fn run_steps(
             // A backup draws its own faults.
             let draw = if backup { attempt + 1000 } else { attempt };
             slot.gauge.running.store(step.stage + 1, std::sync::atomic::Ordering::Relaxed);
-            let call = invoke(shared, slot, step, task, attempt, draw, batches.clone(), (own_split, own_pieces));
+            let to = writer.map(|w| w.scratch.shuffle_to(task, attempt, backup));
+            let refs = Refs { split: own_split, pieces: own_pieces, shuffle_to: to.as_ref() };
+            let mut call = invoke(shared, slot, step, task, attempt, draw, batches.clone(), refs);
+            // A function that answered with its records instead: they are
+            // written here.
+            if let (Some(w), Some(to), Ok(out)) = (writer, &to, &mut call.result)
+                && !(out.len() == 1 && is_pieces(&out[0]))
+            {
+                let written = w.scratch.write(&to.path, std::mem::take(out));
+                call.result = written.map(|b| vec![b]).map_err(|e| FunctionError::transient(e.to_string()));
+            }
             slot.gauge.running.store(0, std::sync::atomic::Ordering::Relaxed);
             // A function that read its split itself may say how many records.
             if let Some(n) = call.read {
@@ -192,12 +205,7 @@ fn run_steps(
             let finished = shared.clock.now();
             drop(held);
             let (status, error, bytes_out, records_out) = match &call.result {
-                Ok(out) => (
-                    "ok",
-                    None,
-                    out.iter().map(|b| b.get_array_memory_size() as u64).sum(),
-                    out.iter().map(|b| b.num_rows() as u64).sum(),
-                ),
+                Ok(out) => ("ok", None, out.iter().map(|b| b.get_array_memory_size() as u64).sum(), records(out)),
                 Err(e) => ("error", Some(e.message.as_str()), 0, 0),
             };
             let billed = platform.pricing.billed(finished.saturating_duration_since(began));
@@ -256,6 +264,13 @@ fn run_steps(
     Ok(data.unwrap_or_default())
 }
 
+/// The records in `batches`: their rows, or the records of the pieces a
+/// batch of pieces names (a map output written to object storage).
+fn records(batches: &[RecordBatch]) -> u64 {
+    let pieces = |b: &RecordBatch| pieces_of(b).iter().map(|(_, p)| p.records).sum::<u64>();
+    batches.iter().map(|b| if is_pieces(b) { pieces(b) } else { b.num_rows() as u64 }).sum()
+}
+
 /// The delay before retry `attempt` (1 = the first retry): the base doubled
 /// per attempt, capped at 30 s, with "equal jitter" (half fixed, half
 /// random) so that retries of many tasks spread out. The random half is
@@ -294,7 +309,7 @@ fn invoke(
     attempt: u32,
     draw: u32,
     batches: Vec<RecordBatch>,
-    (split, pieces): (Option<&Split>, Option<&[Piece]>),
+    refs: Refs<'_>,
 ) -> Call {
     let stage = &shared.compiled.stages[step.stage];
     let platform = &shared.plan.platform;
@@ -320,16 +335,7 @@ fn invoke(
     // its task has finished, or the run stops.
     let tracked = platform.backups;
     let cancelled = || shared.failed() || (tracked && shared.flight.is_finished(task));
-    let reply = container.call(
-        task,
-        attempt,
-        platform.timeout,
-        fault,
-        batches,
-        (split, pieces),
-        shared.stop.flag(),
-        &cancelled,
-    );
+    let reply = container.call(task, attempt, platform.timeout, fault, batches, refs, shared.stop.flag(), &cancelled);
     if model.keep_alive.is_some() {
         slot.last_used[at] = shared.clock.now();
     }

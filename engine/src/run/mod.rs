@@ -257,6 +257,8 @@ struct Shared<'a> {
     /// Per phase: where its tasks come from, and where their output goes.
     sources: Vec<Box<dyn TaskSource + 'a>>,
     sinks: Vec<&'a dyn TaskSink>,
+    /// Per phase: its remote map step that writes the shuffle itself.
+    writers: Vec<Option<Writer<'a>>>,
     /// Tasks that failed for good.
     failures: Failures,
     /// Input records that could not be read.
@@ -305,6 +307,13 @@ impl Shared<'_> {
 /// The staged output and its rows, or why there is none.
 type Staged = Result<(PathBuf, u64), EngineError>;
 
+/// A phase's remote map step that writes the next keyed stage's shuffle
+/// to object storage itself.
+pub(crate) struct Writer<'a> {
+    pub(crate) step: Step,
+    pub(crate) scratch: &'a Scratch,
+}
+
 /// Runs the phases; returns what the summary needs and the staged output.
 fn execute(
     compiled: &Compiled,
@@ -324,14 +333,33 @@ fn execute(
         let prefix = plan.storage.scratch().filter(|_| s.function.reads_shuffle())?;
         Some(format!("{prefix}{}/{}/", dir.id, s.name))
     };
+    // Per phase: its remote map step that may write the next keyed stage's
+    // shuffle to object storage itself (the step before that stage's
+    // pass-through combine, which ends the phase).
+    let writing: Vec<Option<Step>> = (compiled.phases.iter())
+        .map(|p| match (p.sink, &p.steps[..]) {
+            (Sink::Shuffle(k), [.., map, combine])
+                if *combine == Step::combine(k)
+                    && map.kind == StepKind::Map
+                    && scratch_of(&compiled.stages[k]).is_some()
+                    && compiled.stages[map.stage].function.writes_shuffle() =>
+            {
+                Some(*map)
+            }
+            _ => None,
+        })
+        .collect();
     let mut shuffles: Vec<Option<Shuffle<'_>>> = Vec::new();
     let mut scratches: Vec<Option<Scratch>> = Vec::new();
-    for s in &compiled.stages {
+    for (k, s) in compiled.stages.iter().enumerate() {
         let (local, scratch) = match (&s.key, scratch_of(s)) {
             (None, _) => (None, None),
             (Some(key), Some(prefix)) => {
                 let schema = s.function.output_schema();
-                (None, Some(Scratch::new(schema, key.clone(), s.partitions, plan.storage.clone(), prefix)?))
+                let pieces_in =
+                    (compiled.phases.iter().zip(&writing)).any(|(p, w)| p.sink == Sink::Shuffle(k) && w.is_some());
+                let scratch = Scratch::new(schema, key.clone(), s.partitions, plan.storage.clone(), prefix, pieces_in)?;
+                (None, Some(scratch))
             }
             (Some(key), None) => {
                 let spill = run_dir.join("shuffle").join(&s.name);
@@ -407,6 +435,12 @@ fn execute(
         seed: xxhash_rust::xxh3::xxh3_64(dir.id.as_bytes()),
         sources,
         sinks,
+        writers: (compiled.phases.iter().zip(&writing))
+            .map(|(p, w)| {
+                let Sink::Shuffle(k) = p.sink else { return None };
+                Some(Writer { step: (*w)?, scratch: scratches[k].as_ref()? })
+            })
+            .collect(),
         failures,
         bad,
         journal,
@@ -471,9 +505,14 @@ fn execute(
         Some(signal) => Some(EngineError::Interrupted { signal }),
         None => shared.failure.lock().expect("not poisoned").take(),
     };
-    // The shuffles' objects in storage are read: they go, whether the
-    // run succeeded or not (a resumed run writes them again).
-    let cleared = scratches.iter().flatten().try_for_each(Scratch::delete);
+    // The shuffles' objects in storage go once the run succeeded, or
+    // failed with no journal to resume it from; a journal names them, so
+    // they are kept for `--resume`.
+    let done = failure.is_none() || shared.journal.is_none();
+    let cleared = match done {
+        true => scratches.iter().flatten().try_for_each(Scratch::delete),
+        false => Ok(()),
+    };
     let gather = gather.finish();
     let staged = match (failure, cleared) {
         (Some(e), _) | (None, Err(e)) => Err(e),

@@ -450,8 +450,7 @@ mod tests {
         let key = vec!["k".to_string()];
         let spec = StageSpec { params: params.as_object().unwrap(), input: &batch.schema(), key: Some(&key) };
         let plan = Aggregate.plan(&spec).unwrap();
-        let inv =
-            Invocation { stage: "s", task: 0, attempt: 1, deadline: None, split: None, cancel: None, pieces: None };
+        let inv = Invocation::plain("s", 0);
         // Two map-side partials, merged on the reduce side.
         let mut combine = plan.init().unwrap();
         let a = combine.call(&inv, vec![batch.slice(0, 2)]).unwrap();

@@ -281,8 +281,7 @@ mod tests {
         let params = serde_json::json!({"column": "license", "fields": ["type:utf8", "n:int64", "url:utf8"]});
         let spec = StageSpec { params: params.as_object().unwrap(), input: &batch.schema(), key: None };
         let plan = JsonExtract.plan(&spec).unwrap();
-        let inv =
-            Invocation { stage: "s", task: 0, attempt: 1, deadline: None, split: None, cancel: None, pieces: None };
+        let inv = Invocation::plain("s", 0);
         let out = plan.init().unwrap().call(&inv, vec![batch]).unwrap();
         let text = |c: usize| -> Vec<Option<String>> {
             out[0].column(c).as_string::<i32>().iter().map(|v| v.map(String::from)).collect()

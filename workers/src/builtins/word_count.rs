@@ -238,8 +238,7 @@ mod tests {
         let text: ArrayRef = Arc::new(arrow_array::StringArray::from_iter_values(&lines));
         let batch = RecordBatch::try_from_iter([("line", text)]).unwrap();
         let mut counter = Counter { col: 0, lowercase: false, scratch: Vec::new() };
-        let inv =
-            Invocation { stage: "wc", task: 0, attempt: 1, deadline: None, split: None, cancel: None, pieces: None };
+        let inv = Invocation::plain("wc", 0);
         let out = counter.call(&inv, vec![batch]).unwrap();
         let words = out[0].column(0).as_string::<i32>();
         let counts = out[0].column(1).as_primitive::<arrow_array::types::Int64Type>();

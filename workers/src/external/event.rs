@@ -4,7 +4,10 @@
 //! `{"records": [...]}` it gets back, within the payload limit. A keyed
 //! stage's reduce event may instead carry `shuffle`: its partition's
 //! pieces in object storage, `{"format": "jsonl", "pieces": [{"path",
-//! "offset", "length", "records"}, ...]}`, in map task order.
+//! "offset", "length", "records"}, ...]}`, in map task order. A map
+//! event may carry `shuffle_to` (`{"key", "partitions", "path"}`): a
+//! function that can write its partitioned output there answers
+//! `{"pieces": [[partition, offset, length, records], ...]}`.
 
 use std::str::FromStr;
 
@@ -75,6 +78,9 @@ impl EventSpec {
         let mut head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
         if let Some(key) = &spec.key {
             head["key"] = key.as_slice().into();
+        }
+        if let Some(to) = inv.shuffle_to {
+            head["shuffle_to"] = serde_json::to_value(to).expect("plain fields");
         }
         let head = head.to_string();
         out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);

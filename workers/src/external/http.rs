@@ -383,7 +383,12 @@ impl Client {
         match status {
             200..=299 if function_error => Err(FunctionError::transient(format!("{url}: {}", error_text(&body)))),
             200..=299 => {
-                let batches = spec.events.records(&body, &mut self.decoder)?;
+                // A function asked to write its output may have: the pieces.
+                let written = inv.shuffle_to.and_then(|to| crate::shuffle::parse_pieces_reply(&body, &to.path));
+                let batches = match written {
+                    Some(pieces) => vec![crate::shuffle::pieces_batch(&pieces)],
+                    None => spec.events.records(&body, &mut self.decoder)?,
+                };
                 if inv.split.is_some() && spec.events.event != EventMode::Records || spec.split_on_413 {
                     self.read = records_read(&body);
                 }

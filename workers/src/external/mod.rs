@@ -191,6 +191,10 @@ impl Planned for External {
     fn reads_shuffle(&self) -> bool {
         self.keyed && self.function.remote()
     }
+
+    fn writes_shuffle(&self) -> bool {
+        !self.keyed && self.function.remote()
+    }
 }
 
 /// The map side of a keyed external stage: records go to the shuffle as
