@@ -493,7 +493,9 @@ fn keyed_stages_with_remote_functions_shuffle_through_object_storage() {
     assert_eq!((&reduce_of(&r)["invocations"], &reduce_of(&r)["records_in"]), (&6.into(), words), "{r}");
     scratch_left(&s, &s3, 0);
     // A remote map stage: the hosts write their tasks' objects themselves.
-    s.write("there.toml", shuffle_job(Some(&map), Some(&reduce), SCRATCH));
+    // (Each run from here on is on a FaaS preset: what moves does not
+    // depend on it, and a resume must not hang on any.)
+    s.write("there.toml", shuffle_job(Some(&map), Some(&reduce), &format!("preset = \"aws-lambda\"\n{SCRATCH}")));
     let r = summary(&s3.fanout(&s, &["run", "there.toml", "--json"]).expect(0));
     assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the output differs from the local run's");
     let st = &r["storage"];
@@ -509,7 +511,10 @@ fn keyed_stages_with_remote_functions_shuffle_through_object_storage() {
     env[0].1 = &elsewhere;
     let blind = start(&env);
     let blind_reduce = http_table(&[blind.url("aggregate")], SUMS);
-    s.write("blind.toml", shuffle_job(Some(&map), Some(&blind_reduce), SCRATCH));
+    s.write(
+        "blind.toml",
+        shuffle_job(Some(&map), Some(&blind_reduce), &format!("preset = \"gcp-functions\"\n{SCRATCH}")),
+    );
     let r = s3.fanout(&s, &["run", "blind.toml", "--run-dir", "blind"]).expect(1);
     assert!(r.stderr.contains("the shuffle piece") && r.stderr.contains("s3://data/tmp/blind/sum/m"), "{}", r.stderr);
     assert!(r.stderr.contains("under s3://data/tmp/blind/ are kept for `fanout run --resume blind`"), "{}", r.stderr);
@@ -523,7 +528,7 @@ fn keyed_stages_with_remote_functions_shuffle_through_object_storage() {
     assert_eq!((r["resumed_tasks"].as_u64(), r["storage"]["put"].as_u64()), (Some(splits), Some(0)), "{r}");
     scratch_left(&s, &s3, 0);
     // Without a journal, nothing could use them: they go.
-    s3.fanout(&s, &["run", "blind.toml", "--no-journal"]).expect(1);
+    s3.fanout(&s, &["run", "blind.toml", "--no-journal", "--set", "platform.preset=azure-functions"]).expect(1);
     scratch_left(&s, &s3, 0);
 }
 
@@ -557,7 +562,8 @@ fn functions_in_any_language_take_part_in_a_shuffle_through_object_storage() {
     );
     let (mut ff, addr) = crate::remote::functions_framework(&s, &s3.env());
     let url = [format!("http://{addr}/")];
-    let job = shuffle_job(Some(&http_table(&url, COUNTS)), Some(&http_table(&url, SUMS)), SCRATCH);
+    let extra = format!("preset = \"aws-lambda\"\n{SCRATCH}");
+    let job = shuffle_job(Some(&http_table(&url, COUNTS)), Some(&http_table(&url, SUMS)), &extra);
     s.write("ff.toml", job);
     let r = s3.fanout(&s, &["run", "ff.toml", "--json", "--set", "platform.payload_limit=256KiB"]);
     let _ = ff.kill();
