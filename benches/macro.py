@@ -3,8 +3,8 @@
 and peers, in the same command, so only ratios are quoted.
 
 Usage: python3 benches/macro.py [--size 1GiB] [--runs 3]
-           [--only wordcount,groupby,pi,dispatch,exec,lambda,http,s3,tasks]
-           [--s3-size 256MiB]
+           [--only wordcount,groupby,pi,dispatch,exec,lambda,http,s3,shuffle,tasks]
+           [--s3-size 256MiB] [--shuffle-size 64MiB]
            [--tasks 1000000,10000000] [--baseline OLD_FANOUT_BINARY]
 
 With --baseline, every workload also runs the given (older) fanout binary,
@@ -19,7 +19,9 @@ time, peak RSS and the ratio to the limit. DuckDB and Polars are measured
 when their Python packages are installed (pip install duckdb polars); GNU
 parallel when it is on PATH (apt-get install parallel). `s3` (W8) reads the
 word count's input from moto's S3 server on loopback (pip install
-'moto[server]' boto3), against the same file read locally.
+'moto[server]' boto3), against the same file read locally; `shuffle` (W9)
+runs a word count's both stages on a `fanout serve` host, shuffling on the
+coordinator and through moto's S3 server.
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
@@ -134,6 +136,7 @@ def main():
     ap.add_argument("--only", default="wordcount,groupby,pi,dispatch,exec,lambda,http")
     ap.add_argument("--tasks", default="1000000,10000000")
     ap.add_argument("--s3-size", default="256MiB")
+    ap.add_argument("--shuffle-size", default="64MiB")
     ap.add_argument("--baseline", help="an older fanout binary, run interleaved with this one")
     a = ap.parse_args()
     only = a.only.split(",")
@@ -165,6 +168,9 @@ def main():
 
     if "s3" in only:
         bench_s3(a.s3_size, a.runs)
+
+    if "shuffle" in only:
+        bench_shuffle(a.shuffle_size, a.runs)
 
     if "groupby" in only:
         csv = os.path.join(DATA, "events-5M.csv")
@@ -474,50 +480,68 @@ concurrency = 2
     rate_table(f"W7 http: {n:,} one-record invocations over loopback, concurrency 2", rows)
 
 
-def bench_s3(size, runs):
-    """W8: the word count of a text read from an S3 server on loopback
-    (moto's server mode, sharing the cores with fanout) against the same
-    file read locally."""
-    import socket
-    import boto3
-    text = os.path.join(DATA, f"text-{size}.txt")
-    if not os.path.exists(text):
-        sh([FANOUT, "datasets", "gen", "text", "--size", size, "--seed", "1", "--out", text])
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
+class Moto:
+    """moto's S3 server on loopback with the bucket `bench`: `client` is
+    boto3's, `env` the standard AWS environment pointing at it."""
+
+    def __enter__(self):
+        import socket
+        import boto3
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        endpoint = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
                 socket.create_connection(("127.0.0.1", port)).close()
                 break
             except OSError:
                 time.sleep(0.1)
-        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
-                          region_name="us-east-1")
-        s3.create_bucket(Bucket="bench")
-        s3.upload_file(text, "bench", "text.txt")
-        # The same text as 16 part files, cut at line ends, as data lakes
-        # hold it (and as moto serves ranges fast: it copies the whole
-        # object for each ranged GET).
-        parts = os.path.join(DATA, f"text-{size}-parts")
-        os.makedirs(parts, exist_ok=True)
-        with open(text, "rb") as f:
-            data = f.read()
-        at = 0
-        for i in range(16):
-            end = len(data) if i == 15 else data.index(b"\n", (i + 1) * len(data) // 16) + 1
-            name = f"part-{i:02}.txt"
-            with open(os.path.join(parts, name), "wb") as out:
-                out.write(data[at:end])
-            s3.upload_file(os.path.join(parts, name), "bench", f"parts/{name}")
-            at = end
-        del data
-        env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                   AWS_REGION="us-east-1", AWS_ALLOW_HTTP="true")
+        self.client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench",
+                                   aws_secret_access_key="bench", region_name="us-east-1")
+        self.client.create_bucket(Bucket="bench")
+        self.env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench",
+                        AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1", AWS_ALLOW_HTTP="true")
+        return self
+
+    def __exit__(self, *_):
+        self.server.terminate()
+        self.server.wait()
+
+
+def text_parts(size, n=16):
+    """The text of `size` and the same text as `n` part files cut at line
+    ends, as data lakes hold it: (text, parts directory)."""
+    text = os.path.join(DATA, f"text-{size}.txt")
+    if not os.path.exists(text):
+        sh([FANOUT, "datasets", "gen", "text", "--size", size, "--seed", "1", "--out", text])
+    parts = os.path.join(DATA, f"text-{size}-parts")
+    os.makedirs(parts, exist_ok=True)
+    with open(text, "rb") as f:
+        data = f.read()
+    at = 0
+    for i in range(n):
+        end = len(data) if i == n - 1 else data.index(b"\n", (i + 1) * len(data) // n) + 1
+        with open(os.path.join(parts, f"part-{i:02}.txt"), "wb") as out:
+            out.write(data[at:end])
+        at = end
+    return text, parts
+
+
+def bench_s3(size, runs):
+    """W8: the word count of a text read from an S3 server on loopback
+    (moto's server mode, sharing the cores with fanout) against the same
+    file read locally."""
+    text, parts = text_parts(size)
+    with Moto() as s3:
+        s3.client.upload_file(text, "bench", "text.txt")
+        # The parts too, as moto serves ranges fast only from small
+        # objects: it copies the whole object for each ranged GET.
+        for name in sorted(os.listdir(parts)):
+            s3.client.upload_file(os.path.join(parts, name), "bench", f"parts/{name}")
+        env = s3.env
         job = wordcount_job
         quiet = ["--progress", "never", "--show", "0"]
         programs = [("local file", [FANOUT, "run", job("s3-local", text)] + quiet, None),
@@ -526,9 +550,62 @@ def bench_s3(size, runs):
                     ("s3://, 16 part objects", [FANOUT, "run", job("s3-remote-parts", "s3://bench/parts/*.txt")] + quiet,
                      env)]
         report(f"W8 S3 reads: word count of {size} text", os.path.getsize(text), compare(programs, runs))
-    finally:
-        server.terminate()
-        server.wait()
+
+
+def bench_shuffle(size, runs):
+    """W9: the word count of 16 part files with both stages on one
+    `fanout serve` host over loopback HTTP, its shuffle on the coordinator
+    (records inline) against the same through moto's S3 server (the host
+    writes each map task's partitions as one object, the reducers read
+    their pieces); and the same job in-process. Everything shares the two
+    cores."""
+    text, parts = text_parts(size)
+    with Moto() as s3:
+        host = subprocess.Popen([FANOUT, "serve", "--listen", "127.0.0.1:0", "--concurrency", "8"],
+                                stderr=subprocess.PIPE, text=True, env=s3.env)
+        try:
+            addr = host.stderr.readline().split("http://")[1].split()[0]
+
+            def job(name, map_fn, reduce_fn, extra=""):
+                return job_file(f"{name}.toml", f"""
+[input]
+path = "{parts}/*.txt"
+chunk_size = "4MiB"
+[[stage]]
+function = {map_fn}
+[[stage]]
+function = {reduce_fn}
+key = ["word"]
+partitions = 16
+params = {{ sum = ["count"] }}
+[output]
+path = "{DATA}/{name}-out.csv"
+sort = ["-sum_count", "word"]
+limit = 100
+mode = "overwrite"
+[platform]
+concurrency = 2
+{extra}""")
+
+            remote_map = f'{{ http = "http://{addr}/functions/word_count", schema = ["word:utf8", "count:int64"] }}'
+            remote_sum = f'{{ http = "http://{addr}/functions/aggregate", schema = ["word:utf8", "sum_count:int64"] }}'
+            quiet = ["--progress", "never", "--show", "0", "--no-journal"]
+            programs = [
+                ("in-process", [FANOUT, "run", job("shuffle-local", '"word_count"', '"aggregate"')] + quiet, None),
+                ("fanout serve, shuffle on the coordinator",
+                 [FANOUT, "run", job("shuffle-inline", remote_map, remote_sum)] + quiet, s3.env),
+                ("fanout serve, shuffle through s3://",
+                 [FANOUT, "run", job("shuffle-s3", remote_map, remote_sum,
+                                     '[storage]\nscratch = "s3://bench/tmp/"\n')] + quiet, s3.env),
+            ]
+            rows = compare(programs, runs)
+            outputs = {open(f"{DATA}/shuffle-{n}-out.csv").read() for n in ["local", "inline", "s3"]}
+            if len(outputs) != 1:
+                sys.exit("W9: the three runs' outputs differ")
+            report(f"W9 shuffle: word count of {size} text in 16 parts, 16 partitions", os.path.getsize(text), rows)
+        finally:
+            host.terminate()
+            host.wait()
 
 
 if __name__ == "__main__":
