@@ -4,7 +4,7 @@ and peers, in the same command, so only ratios are quoted.
 
 Usage: python3 benches/macro.py [--size 1GiB] [--runs 3]
            [--only wordcount,groupby,pi,dispatch,exec,lambda,http,s3,shuffle,tasks]
-           [--s3-size 256MiB] [--shuffle-size 64MiB]
+           [--s3-size 256MiB] [--s3-server moto|s3s-fs] [--shuffle-size 64MiB]
            [--tasks 1000000,10000000] [--baseline OLD_FANOUT_BINARY]
 
 With --baseline, every workload also runs the given (older) fanout binary,
@@ -137,6 +137,7 @@ def main():
     ap.add_argument("--tasks", default="1000000,10000000")
     ap.add_argument("--s3-size", default="256MiB")
     ap.add_argument("--shuffle-size", default="64MiB")
+    ap.add_argument("--s3-server", default="moto", choices=["moto", "s3s-fs"])
     ap.add_argument("--baseline", help="an older fanout binary, run interleaved with this one")
     a = ap.parse_args()
     only = a.only.split(",")
@@ -167,7 +168,7 @@ def main():
         report(f"W1 word count, {a.size} text", size, compare(programs, a.runs))
 
     if "s3" in only:
-        bench_s3(a.s3_size, a.runs)
+        bench_s3(a.s3_size, a.runs, a.s3_server)
 
     if "shuffle" in only:
         bench_shuffle(a.shuffle_size, a.runs)
@@ -481,17 +482,29 @@ concurrency = 2
 
 
 class Moto:
-    """moto's S3 server on loopback with the bucket `bench`: `client` is
-    boto3's, `env` the standard AWS environment pointing at it."""
+    """An S3 server on loopback with the bucket `bench`: moto's server mode
+    (PyPI), or with `server="s3s-fs"` the s3s-fs binary (crates.io: `cargo
+    install s3s-fs@0.14.1 --features binary`), which serves a ranged GET
+    by reading only the range, where moto copies the whole object. `client`
+    is boto3's, `env` the standard AWS environment pointing at it."""
+
+    def __init__(self, server="moto"):
+        self.kind = server
 
     def __enter__(self):
         import socket
+        import tempfile
         import boto3
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        self.server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.kind == "s3s-fs":
+            self.root = tempfile.TemporaryDirectory(dir=DATA)
+            cmd = ["s3s-fs", "--host", "127.0.0.1", "--port", str(port), "--access-key", "bench",
+                   "--secret-key", "bench", self.root.name]
+        else:
+            cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        self.server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         endpoint = f"http://127.0.0.1:{port}"
         for _ in range(300):
             try:
@@ -530,12 +543,12 @@ def text_parts(size, n=16):
     return text, parts
 
 
-def bench_s3(size, runs):
+def bench_s3(size, runs, server):
     """W8: the word count of a text read from an S3 server on loopback
-    (moto's server mode, sharing the cores with fanout) against the same
-    file read locally."""
+    (moto's server mode or s3s-fs, sharing the cores with fanout) against
+    the same file read locally."""
     text, parts = text_parts(size)
-    with Moto() as s3:
+    with Moto(server) as s3:
         s3.client.upload_file(text, "bench", "text.txt")
         # The parts too, as moto serves ranges fast only from small
         # objects: it copies the whole object for each ranged GET.
@@ -549,7 +562,7 @@ def bench_s3(size, runs):
                     ("local, 16 part files", [FANOUT, "run", job("s3-local-parts", f"{parts}/*.txt")] + quiet, None),
                     ("s3://, 16 part objects", [FANOUT, "run", job("s3-remote-parts", "s3://bench/parts/*.txt")] + quiet,
                      env)]
-        report(f"W8 S3 reads: word count of {size} text", os.path.getsize(text), compare(programs, runs))
+        report(f"W8 S3 reads ({server}): word count of {size} text", os.path.getsize(text), compare(programs, runs))
 
 
 def bench_shuffle(size, runs):
