@@ -407,7 +407,7 @@ fn a_simulation_calibrated_on_an_s3_run_prices_its_requests() {
 /// A word count of words.txt: the map stage `map` (a function table, or
 /// else the builtin `word_count`), then the keyed sum `reduce` (else the
 /// builtin `aggregate`) over 6 partitions; `extra` ends the job.
-fn shuffle_job(map: Option<&str>, reduce: Option<&str>, extra: &str) -> String {
+pub(crate) fn shuffle_job(map: Option<&str>, reduce: Option<&str>, extra: &str) -> String {
     format!(
         "[input]\npath = \"words.txt\"\nchunk_size = \"4KiB\"\n\
          [[stage]]\nname = \"count\"\nfunction = {}\n\
@@ -420,18 +420,18 @@ fn shuffle_job(map: Option<&str>, reduce: Option<&str>, extra: &str) -> String {
 }
 
 /// An http function table over `urls`, answering `schema`.
-fn http_table(urls: &[String], schema: &str) -> String {
+pub(crate) fn http_table(urls: &[String], schema: &str) -> String {
     let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
     format!("{{ http = [{}], schema = {schema} }}", urls.join(", "))
 }
 
-const COUNTS: &str = "[\"word:utf8\", \"count:int64\"]";
-const SUMS: &str = "[\"word:utf8\", \"sum_count:int64\"]";
+pub(crate) const COUNTS: &str = "[\"word:utf8\", \"count:int64\"]";
+pub(crate) const SUMS: &str = "[\"word:utf8\", \"sum_count:int64\"]";
 const SCRATCH: &str = "[storage]\nscratch = \"s3://data/tmp/\"\n";
 
 /// Writes words.txt (2,000 distinct words) and returns the output of the
 /// word count run here, checked against Python's `Counter`.
-fn words_and_their_count(s: &Scratch, s3: &S3) -> Vec<u8> {
+pub(crate) fn words_and_their_count(s: &Scratch) -> Vec<u8> {
     python(
         s,
         "import random\nr = random.Random(11)\nv = ['w%d' % i for i in range(2000)]\n\
@@ -439,7 +439,7 @@ fn words_and_their_count(s: &Scratch, s3: &S3) -> Vec<u8> {
          print('ok')",
     );
     s.write("local.toml", shuffle_job(None, None, ""));
-    s3.fanout(s, &["run", "local.toml"]).expect(0);
+    s.run(&["run", "local.toml"]).expect(0);
     python(
         s,
         "import csv, collections\nwant = collections.Counter(open('words.txt').read().split())\n\
@@ -458,7 +458,7 @@ fn scratch_left(s: &Scratch, s3: &S3, n: u64) {
 fn keyed_stages_with_remote_functions_shuffle_through_object_storage() {
     let s = Scratch::new();
     let s3 = S3::start(&s);
-    let expected = words_and_their_count(&s, &s3);
+    let expected = words_and_their_count(&s);
     // Two hosts that see no file of the job: they write and read the
     // shuffle's objects in the S3 server themselves.
     let empty = tempfile::tempdir().unwrap();
@@ -536,7 +536,7 @@ fn keyed_stages_with_remote_functions_shuffle_through_object_storage() {
 fn functions_in_any_language_take_part_in_a_shuffle_through_object_storage() {
     let s = Scratch::new();
     let s3 = S3::start(&s);
-    let expected = words_and_their_count(&s, &s3);
+    let expected = words_and_their_count(&s);
     // One Cloud Function (Google's Functions Framework) for both stages:
     // the map answers records, which fanout writes to the store; the
     // reduce reads its partition's pieces with boto3's ranged GETs.

@@ -3,6 +3,7 @@
 
 mod util;
 
+mod azure;
 mod bench;
 mod datasets_gen;
 mod external;

@@ -1,0 +1,131 @@
+//! Inputs, outputs and shuffles in Azure Blob Storage (`az://`), against
+//! Azurite, Microsoft's own emulator (npm, pinned in
+//! tests/fixtures/azurite, which .ci/run installs), with Azure's own Python
+//! SDK (PyPI `azure-storage-blob`) putting the data in and checking what
+//! fanout left. fanout reaches it as users reach Azurite:
+//! `AZURE_STORAGE_USE_EMULATOR=true` and `AZURITE_BLOB_STORAGE_URL`.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use crate::storage::{COUNTS, SUMS, http_table, shuffle_job, words_and_their_count};
+use crate::util::{Run, Scratch, binary, python, summary};
+
+/// Azurite's well-known development account key.
+const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// An Azurite blob service with the container `data`, killed when dropped.
+struct Azurite {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Azurite {
+    fn start(s: &Scratch) -> Azurite {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let bin = crate::util::root().join("tests/fixtures/azurite/node_modules/.bin/azurite-blob");
+        let child = Command::new(&bin)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--inMemoryPersistence"])
+            .args(["--skipApiVersionCheck", "--silent"])
+            .current_dir(s.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} ({e}): .ci/run installs it with npm ci", bin.display()));
+        let addr = format!("127.0.0.1:{port}");
+        let azurite = Azurite { child, url: format!("http://{addr}") };
+        assert!(crate::util::wait_for(60, || TcpStream::connect(&addr).is_ok()), "Azurite did not start");
+        azurite.sdk(s, "svc.create_container('data')");
+        azurite
+    }
+
+    /// The environment that points object_store (and so fanout) at it.
+    fn env(&self) -> [(&str, &str); 2] {
+        [("AZURE_STORAGE_USE_EMULATOR", "true"), ("AZURITE_BLOB_STORAGE_URL", &self.url)]
+    }
+
+    /// Runs `fanout ARGS` in the scratch directory with that environment.
+    fn fanout(&self, s: &Scratch, args: &[&str]) -> Run {
+        let out = Command::new(binary()).args(args).current_dir(s.dir.path()).envs(self.env()).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs Python with the SDK's service client `svc` and the container
+    /// client `c` of `data`.
+    fn sdk(&self, s: &Scratch, script: &str) {
+        let script = format!(
+            "from azure.storage.blob import BlobServiceClient\n\
+             svc = BlobServiceClient.from_connection_string('DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;\
+             AccountKey={KEY};BlobEndpoint={}/devstoreaccount1;')\nc = svc.get_container_client('data')\n{script}\nprint('ok')\n",
+            self.url
+        );
+        python(s, &script);
+    }
+}
+
+#[test]
+fn az_inputs_outputs_and_shuffles_give_what_local_files_give() {
+    let s = Scratch::new();
+    let az = Azurite::start(&s);
+    let expected = words_and_their_count(&s);
+    // A csv with quoted fields across lines, in parts, and a text larger
+    // than one upload part (8 MiB), made by Python's standard library.
+    python(
+        &s,
+        "import csv, random\nrandom.seed(3)\n\
+         for i in range(3):\n    with open(f'part-{i}.csv', 'w', newline='') as f:\n        w = csv.writer(f)\n        w.writerow(['id', 'note'])\n\
+         \x20       w.writerows([(j, random.choice(['a', 'b\\nc', 'd,\"e\"'])) for j in range(i * 1000, i * 1000 + 1000)])\n\
+         open('big.txt', 'w').write(''.join('line %d %s\\n' % (i, 'x' * random.randint(0, 60)) for i in range(260000)))\nprint('ok')",
+    );
+    az.sdk(&s, "for n in ['part-0.csv', 'part-1.csv', 'part-2.csv', 'big.txt']:\n    c.upload_blob(n, open(n, 'rb'))");
+    for (input, local, output) in
+        [("part-*.csv", "parts.csv", "out/parts.csv"), ("big.txt", "big-out.csv", "out/big.csv")]
+    {
+        let job = |path: &str, out: &str| {
+            format!(
+                "[input]\npath = \"{path}\"\nchunk_size = \"64KiB\"\n[output]\npath = \"{out}\"\nmode = \"overwrite\"\n"
+            )
+        };
+        s.write("local.toml", job(input, local));
+        s.run(&["run", "local.toml"]).expect(0);
+        s.write("az.toml", job(&format!("az://data/{input}"), &format!("az://data/{output}")));
+        let r = summary(&az.fanout(&s, &["run", "az.toml", "--json"]).expect(0));
+        assert!(r["storage"]["get"].as_u64().unwrap() > 0, "{r}");
+        az.sdk(
+            &s,
+            &format!(
+                "assert c.download_blob('{output}').readall() == open('{local}', 'rb').read(), '{output} differs'\n\
+                 assert c.get_blob_client('{output}.manifest.json').exists()\n\
+                 assert '{output}' != 'out/big.csv' or c.get_blob_client('{output}').get_blob_properties().size > 8 << 20, 'one PUT'"
+            ),
+        );
+    }
+    // A keyed stage on a `fanout serve` host shuffles through az:// too.
+    let empty = tempfile::tempdir().unwrap();
+    let host = crate::remote::Host::start_with(empty.path(), None, "127.0.0.1", &["--concurrency", "8"], &az.env());
+    let urls = [host.url("word_count")];
+    let (map, reduce) = (http_table(&urls, COUNTS), http_table(&[host.url("aggregate")], SUMS));
+    s.write("shuffle.toml", shuffle_job(Some(&map), Some(&reduce), "[storage]\nscratch = \"az://data/tmp/\"\n"));
+    let r = summary(&az.fanout(&s, &["run", "shuffle.toml", "--json"]).expect(0));
+    assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the output differs from the local run's");
+    assert!(r["shuffle_scratch_bytes"].as_u64().unwrap() > 0, "{r}");
+    az.sdk(&s, "left = list(c.list_blobs(name_starts_with='tmp/'))\nassert not left, left");
+    // A job that fails leaves no blob.
+    s.write("bad.csv", "id,n\n1,2\n3\n");
+    az.sdk(&s, "c.upload_blob('bad.csv', open('bad.csv', 'rb'))");
+    s.write("bad.toml", "[input]\npath = \"az://data/bad.csv\"\n[output]\npath = \"az://data/out/bad.csv\"\n");
+    let r = az.fanout(&s, &["run", "bad.toml"]).expect(1);
+    assert!(r.stderr.contains("az://data/bad.csv"), "{}", r.stderr);
+    az.sdk(&s, "assert not c.get_blob_client('out/bad.csv').exists()");
+}
