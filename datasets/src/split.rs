@@ -103,23 +103,36 @@ pub(crate) struct Window {
     start: u64,
     /// Valid bytes in `buf`.
     filled: usize,
+    /// Bytes read by a refill at a new place.
+    first: usize,
+    /// Bytes the last refill asked for.
+    last: usize,
 }
 
 impl Window {
-    /// Opens `file` with a window of `capacity` bytes (of at least 1 MiB
-    /// for an object: each refill is a request).
+    /// Opens `file` with a window of `capacity` bytes. For an object each
+    /// refill is a request: a refill that goes on from the last one reads
+    /// four times as much as it did, up to at least 1 MiB, while one at a
+    /// new place (a boundary probe, which mostly needs a few bytes) reads
+    /// 64 KiB at most.
     pub(crate) fn open(file: &InputFile, capacity: usize) -> Result<Window> {
         let blob = Blob::open(file)?;
-        let capacity = if blob.is_remote() { capacity.max(1 << 20) } else { capacity.max(1) };
-        Ok(Window { blob, path: file.path.as_path().into(), buf: vec![0; capacity], start: 0, filled: 0 })
+        let (capacity, first) = match blob.is_remote() {
+            true => (capacity.max(1 << 20), capacity.clamp(1, 64 << 10)),
+            false => (capacity.max(1), capacity.max(1)),
+        };
+        let path = file.path.as_path().into();
+        Ok(Window { blob, path, buf: vec![0; capacity], start: 0, filled: 0, first, last: first })
     }
 
     /// The bytes available from file offset `at` (empty at end of file).
     pub(crate) fn at(&mut self, at: u64) -> Result<&[u8]> {
         let end = self.start + self.filled as u64;
         if at < self.start || at >= end {
+            let want = if at == end && self.filled > 0 { (self.last * 4).min(self.buf.len()) } else { self.first };
             self.start = at;
-            self.filled = self.blob.read_at(&mut self.buf, at).map_err(|e| Error::io(&*self.path, e))?;
+            self.last = want;
+            self.filled = self.blob.read_at(&mut self.buf[..want], at).map_err(|e| Error::io(&*self.path, e))?;
         }
         let from = (at - self.start) as usize;
         Ok(&self.buf[from..self.filled])
