@@ -375,41 +375,13 @@ struct Event<'a> {
     #[serde(default, borrow)]
     split: Option<&'a RawValue>,
     #[serde(default)]
-    shuffle: Option<ShuffleRef>,
+    shuffle: Option<crate::shuffle::ShuffleRef>,
     /// A keyed stage's key: the records are a whole partition, reduced.
     #[serde(default)]
     key: Option<Vec<String>>,
     /// Where to write the output, partitioned, instead of answering it.
     #[serde(default)]
     shuffle_to: Option<crate::shuffle::ShuffleTo>,
-}
-
-/// A partition in object storage, as a reduce event refers to it.
-#[derive(serde::Deserialize)]
-struct ShuffleRef {
-    format: String,
-    pieces: Vec<crate::Piece>,
-}
-
-impl ShuffleRef {
-    /// The pieces' records as JSON object lines, read with a ranged GET
-    /// each.
-    fn lines(&self) -> Result<Vec<u8>, FunctionError> {
-        if self.format != "jsonl" {
-            return Err(FunctionError::permanent(format!(
-                "the shuffle's format is `{}`; this host reads jsonl",
-                self.format
-            )));
-        }
-        let mut lines = Vec::with_capacity(self.pieces.iter().map(|p| p.length as usize).sum());
-        for p in &self.pieces {
-            // A store that did not answer may answer the next attempt.
-            let bytes = (storage().read_range(&p.path, p.offset, p.length))
-                .map_err(|e| FunctionError::transient(format!("the shuffle piece: {e}")))?;
-            lines.extend_from_slice(&bytes);
-        }
-        Ok(lines)
-    }
 }
 
 /// One storage for the host's life: its clients keep their connections.
@@ -451,7 +423,7 @@ fn invoke(
         return Ok(reply);
     }
     let lines = match (&event.shuffle, event.records.take()) {
-        (Some(shuffle), None) => shuffle.lines()?,
+        (Some(shuffle), None) => shuffle.lines(storage())?,
         (_, records) => {
             let records = records.unwrap_or_default();
             let mut lines = Vec::with_capacity(body.len());
@@ -524,28 +496,13 @@ fn call(w: &mut Warm, event: &Event<'_>, name: &str, batches: Vec<RecordBatch>) 
         out = reduce.call(&inv, out)?;
     }
     if let Some(to) = &event.shuffle_to {
-        return write_output(to, out);
+        return crate::shuffle::write_reply(storage(), to, out);
     }
     let mut reply = Vec::with_capacity(64 + out.iter().map(|b| b.get_array_memory_size()).sum::<usize>());
     reply.extend_from_slice(b"{\"records\":");
     codec::json_records(&out, &mut reply).map_err(FunctionError::permanent)?;
     reply.push(b'}');
     Ok(reply)
-}
-
-/// Partitions `out` and writes it as the object `to` names; the reply
-/// names the pieces written.
-fn write_output(to: &crate::shuffle::ShuffleTo, out: Vec<RecordBatch>) -> Result<Vec<u8>, FunctionError> {
-    use crate::shuffle::{Partitioner, pieces_reply, write};
-    let Some(schema) = out.first().map(RecordBatch::schema) else {
-        return Ok(pieces_reply(&[]));
-    };
-    let partitioner = Partitioner::by_name(&schema, &to.key, to.partitions)
-        .map_err(|e| FunctionError::permanent(format!("shuffle_to: the output's key: {e}")))?;
-    // A store that failed may not fail the next attempt.
-    let pieces = write(storage(), &to.path, &schema, &partitioner, out)
-        .map_err(|e| FunctionError::transient(format!("shuffle_to {}: {e}", to.path)))?;
-    Ok(pieces_reply(&pieces))
 }
 
 /// A split reference, as the event contract sends one.

@@ -20,7 +20,7 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use fanout_datasets::Storage;
 
 use crate::external::codec::{IoFormat, encode};
-use crate::function::Piece;
+use crate::function::{FunctionError, Piece};
 
 /// Splits rows by partition: a hash of their key columns (xxh3 of a lone
 /// utf8 key's bytes, else of the key's row encoding), modulo the number of
@@ -155,6 +155,47 @@ pub fn write(
     body.push(b'\n');
     storage.put(url, body).map_err(|e| e.to_string())?;
     Ok(index)
+}
+
+/// A partition in object storage, as a reduce event's `shuffle` refers to
+/// it.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct ShuffleRef {
+    format: String,
+    pieces: Vec<Piece>,
+}
+
+impl ShuffleRef {
+    /// The pieces' records as JSON object lines, read from `storage` with
+    /// a ranged GET each.
+    pub(crate) fn lines(&self, storage: &Storage) -> Result<Vec<u8>, FunctionError> {
+        if self.format != "jsonl" {
+            let message = format!("the shuffle's format is `{}`; this host reads jsonl", self.format);
+            return Err(FunctionError::permanent(message));
+        }
+        let mut lines = Vec::with_capacity(self.pieces.iter().map(|p| p.length as usize).sum());
+        for p in &self.pieces {
+            // A store that did not answer may answer the next attempt.
+            let bytes = (storage.read_range(&p.path, p.offset, p.length))
+                .map_err(|e| FunctionError::transient(format!("the shuffle piece: {e}")))?;
+            lines.extend_from_slice(&bytes);
+        }
+        Ok(lines)
+    }
+}
+
+/// Partitions a map invocation's output `out` and writes it to `storage`
+/// as the object `to` names: the reply naming the pieces written.
+pub(crate) fn write_reply(storage: &Storage, to: &ShuffleTo, out: Vec<RecordBatch>) -> Result<Vec<u8>, FunctionError> {
+    let Some(schema) = out.first().map(RecordBatch::schema) else {
+        return Ok(pieces_reply(&[]));
+    };
+    let partitioner = Partitioner::by_name(&schema, &to.key, to.partitions)
+        .map_err(|e| FunctionError::permanent(format!("shuffle_to: the output's key: {e}")))?;
+    // A store that failed may not fail the next attempt.
+    let pieces = write(storage, &to.path, &schema, &partitioner, out)
+        .map_err(|e| FunctionError::transient(format!("shuffle_to {}: {e}", to.path)))?;
+    Ok(pieces_reply(&pieces))
 }
 
 /// The reply of a map invocation that wrote its output
