@@ -6,25 +6,18 @@
 //! `AZURE_STORAGE_USE_EMULATOR=true` and `AZURITE_BLOB_STORAGE_URL`.
 
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::storage::{COUNTS, SUMS, http_table, shuffle_job, words_and_their_count};
-use crate::util::{Run, Scratch, binary, python, summary};
+use crate::util::{Run, Scratch, python, summary};
 
 /// Azurite's well-known development account key.
 const KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// An Azurite blob service with the container `data`, killed when dropped.
 struct Azurite {
-    child: Child,
+    _server: crate::util::Daemon,
     url: String,
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Azurite {
@@ -40,7 +33,7 @@ impl Azurite {
             .spawn()
             .unwrap_or_else(|e| panic!("{} ({e}): .ci/run installs it with npm ci", bin.display()));
         let addr = format!("127.0.0.1:{port}");
-        let azurite = Azurite { child, url: format!("http://{addr}") };
+        let azurite = Azurite { _server: crate::util::Daemon(child), url: format!("http://{addr}") };
         assert!(crate::util::wait_for(60, || TcpStream::connect(&addr).is_ok()), "Azurite did not start");
         azurite.sdk(s, "svc.create_container('data')");
         azurite
@@ -53,12 +46,7 @@ impl Azurite {
 
     /// Runs `fanout ARGS` in the scratch directory with that environment.
     fn fanout(&self, s: &Scratch, args: &[&str]) -> Run {
-        let out = Command::new(binary()).args(args).current_dir(s.dir.path()).envs(self.env()).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        crate::util::run_with(s.dir.path(), args, &self.env())
     }
 
     /// Runs Python with the SDK's service client `svc` and the container

@@ -584,15 +584,8 @@ fn serve_hosts_the_exec_and_lambda_functions_of_a_job_file() {
 /// directory): a local implementation of the Lambda Invoke API, running
 /// Node.js handlers in worker threads. Killed when dropped.
 struct ServerlessOffline {
-    child: Child,
+    _server: crate::util::Daemon,
     port: u16,
-}
-
-impl Drop for ServerlessOffline {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl ServerlessOffline {
@@ -622,7 +615,7 @@ impl ServerlessOffline {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let offline = ServerlessOffline { child, port };
+        let offline = ServerlessOffline { _server: crate::util::Daemon(child), port };
         let addr = format!("127.0.0.1:{port}");
         assert!(crate::util::wait_for(60, || TcpStream::connect(&addr).is_ok()), "serverless-offline did not start");
         offline

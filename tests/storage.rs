@@ -4,21 +4,14 @@
 //! checking what fanout left there. Each test starts its own server.
 
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use crate::util::{Run, Scratch, binary, python, summary};
 
 /// A moto S3 server, killed when dropped.
 struct S3 {
-    child: Child,
+    _server: crate::util::Daemon,
     endpoint: String,
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl S3 {
@@ -32,7 +25,7 @@ impl S3 {
             .spawn()
             .expect("python3 -m moto.server (pip install 'moto[server]'; .ci/run installs it)");
         let addr = format!("127.0.0.1:{port}");
-        let server = S3 { child, endpoint: format!("http://{addr}") };
+        let server = S3 { _server: crate::util::Daemon(child), endpoint: format!("http://{addr}") };
         assert!(crate::util::wait_for(60, || TcpStream::connect(&addr).is_ok()), "moto did not start");
         server.boto(s, "s3.create_bucket(Bucket='data')");
         server
@@ -41,12 +34,7 @@ impl S3 {
     /// Runs `fanout ARGS` in the scratch directory with the standard AWS
     /// environment pointing at this server.
     fn fanout(&self, s: &Scratch, args: &[&str]) -> Run {
-        let out = Command::new(binary()).args(args).current_dir(s.dir.path()).envs(self.env()).output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        crate::util::run_with(s.dir.path(), args, &self.env())
     }
 
     /// The standard AWS environment, pointing at this server.
@@ -83,7 +71,7 @@ impl S3 {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let proxy = S3 { child: proxy, endpoint: format!("http://127.0.0.1:{port}") };
+        let proxy = S3 { _server: crate::util::Daemon(proxy), endpoint: format!("http://127.0.0.1:{port}") };
         let up = crate::util::wait_for(30, || TcpStream::connect(("127.0.0.1", port)).is_ok());
         assert!(up, "the proxy did not start");
         proxy

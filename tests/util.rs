@@ -58,11 +58,26 @@ pub fn binary() -> PathBuf {
 }
 
 pub fn run_in(dir: &Path, args: &[&str]) -> Run {
-    let out: Output = Command::new(binary()).args(args).current_dir(dir).output().unwrap();
+    run_with(dir, args, &[])
+}
+
+/// Runs `fanout ARGS` in `dir` with more environment variables.
+pub fn run_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out: Output = Command::new(binary()).args(args).current_dir(dir).envs(env.iter().copied()).output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A server a test started, killed (and reaped) when dropped.
+pub struct Daemon(pub std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
