@@ -100,7 +100,10 @@ pub fn plan(a: &JobArgs) -> Outcome {
         out,
         "  splits: {} (target {}; {} to {})",
         sum.splits,
-        Size(input.options.chunk_size),
+        match input.options.chunk_size_max {
+            Some(max) => format!("{}..{}", Size(input.options.chunk_size), Size(max)),
+            None => Size(input.options.chunk_size).to_string(),
+        },
         Size(sum.min_split),
         Size(sum.max_split)
     )?;

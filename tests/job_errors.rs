@@ -217,4 +217,8 @@ fn external_functions_are_checked() {
     assert!(err.contains("only the first stage reads the input's splits"), "{err}");
     let err = invalid(&OK.replace("[output]", "[platform]\npayload_limit = 0\n[output]"), &[]);
     assert!(err.contains("payload_limit must be at least 1 byte"), "{err}");
+    let err = invalid(OK, &["input.chunk_size=4MiB..64KiB"]);
+    assert!(err.contains("chunk_size range 4.0 MiB..64.0 KiB must go from small to large"), "{err}");
+    let err = invalid(OK, &["input.chunk_size=64KiB..lots"]);
+    assert!(err.contains("invalid size `lots`"), "{err}");
 }

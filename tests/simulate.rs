@@ -300,6 +300,15 @@ fn runs_at_two_chunk_sizes_calibrate_one_simulation() {
     };
     let (predicted, measured) = (combine(&p), combine(&real));
     assert!((predicted - measured).abs() / measured < 0.1, "combine input predicted {predicted}, measured {measured}");
+    // One run over a range of chunk sizes teaches the same, from splits
+    // measured side by side; at one chunk size it could not (15% off).
+    let spread = run("spread", "16KiB..256KiB");
+    assert!(spread["input"]["splits"].as_u64().unwrap() > 8, "{spread}");
+    let args = ["simulate", &job, "--from", "spread", "--run-dir", "sim2"];
+    let p = summary(&s.run_within(120, &[&args[..], &sets[..]].concat()).expect(0));
+    assert_eq!(p["input"]["splits"], 16);
+    let predicted = combine(&p);
+    assert!((predicted - measured).abs() / measured < 0.1, "combine input predicted {predicted}, measured {measured}");
     let r = s.run(&["simulate", &job, "--from", "small", "--from", "nosuch"]).expect(2);
     assert!(r.stderr.contains("--from nosuch: not the directory of a finished run"), "{}", r.stderr);
 }

@@ -16,7 +16,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::error::{Error, Result};
 use crate::listing::InputFile;
-use crate::split::{Boundaries, RangeSplitter, Window};
+use crate::split::{Boundaries, ChunkSize, RangeSplitter, Window};
 
 /// The CSV dialect of an input or output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +141,7 @@ impl Records {
     /// part of any split.
     pub(crate) fn splitter(
         file: &InputFile,
-        chunk: u64,
+        chunks: ChunkSize,
         opts: CsvOptions,
     ) -> Result<(RangeSplitter<Records>, Vec<u8>)> {
         let len = file.size;
@@ -164,7 +164,7 @@ impl Records {
                 }
             };
         }
-        Ok((RangeSplitter::new(records, start, len, chunk), header))
+        Ok((RangeSplitter::new(records, start, len, chunks), header))
     }
 }
 
@@ -172,7 +172,7 @@ impl Records {
 /// (empty for an empty file): found with the same quote-aware scan as the
 /// splits.
 pub fn header_bytes(file: &InputFile, opts: CsvOptions) -> Result<Vec<u8>> {
-    let (_, header) = Records::splitter(file, file.size.max(1), CsvOptions { header: true, ..opts })?;
+    let (_, header) = Records::splitter(file, ChunkSize::fixed(file.size.max(1)), CsvOptions { header: true, ..opts })?;
     Ok(header)
 }
 

@@ -12,7 +12,7 @@ use crate::error::{Error, Location, Result};
 use crate::format::{Compression, Format};
 use crate::listing::{self, InputFile};
 use crate::open_files::{KeptCsv, OpenFiles, WINDOW, WindowReader, open_range, open_whole};
-use crate::split::{self, Split, SplitRange};
+use crate::split::{self, ChunkSize, Split, SplitRange};
 use crate::store::Storage;
 use crate::{ipc, jsonl, parquet, text};
 
@@ -26,6 +26,9 @@ pub struct DatasetOptions {
     pub format: Option<Format>,
     /// Target split size in bytes (record-aligned, so splits vary a little).
     pub chunk_size: u64,
+    /// With a size, splits' target sizes spread from `chunk_size` up to it
+    /// (a calibration run's: see [`ChunkSize`]).
+    pub chunk_size_max: Option<u64>,
     /// The CSV dialect, for csv inputs.
     pub csv: CsvOptions,
     /// A schema for csv and jsonl inputs; `None` infers one from a sample.
@@ -41,11 +44,20 @@ pub struct DatasetOptions {
     pub storage: Arc<Storage>,
 }
 
+impl DatasetOptions {
+    /// The splits' target sizes.
+    pub fn chunks(&self) -> ChunkSize {
+        let min = self.chunk_size.max(1);
+        ChunkSize { min, max: self.chunk_size_max.unwrap_or(min).max(min) }
+    }
+}
+
 impl Default for DatasetOptions {
     fn default() -> Self {
         DatasetOptions {
             format: None,
             chunk_size: 16 << 20,
+            chunk_size_max: None,
             csv: CsvOptions::default(),
             schema: None,
             batch_rows: 8192,
@@ -251,7 +263,7 @@ impl Dataset {
             ));
         }
 
-        let chunk = self.opts.chunk_size;
+        let chunk = self.opts.chunks();
         if file.compression != Compression::None {
             if !self.format.is_line_based() {
                 return Err(Error::invalid(path, format!("{} files cannot be compressed as a whole", self.format)));

@@ -53,6 +53,6 @@ pub use json_infer::{is_json_text, json_text_field};
 pub use json_text::{infer_json_schema, json_reader, json_writer};
 pub use listing::InputFile;
 pub use open_files::{OpenFiles, split_bytes};
-pub use split::{Split, SplitRange};
+pub use split::{ChunkSize, Split, SplitRange};
 pub use store::{RequestCounts, Storage};
 pub use writer::Writer;

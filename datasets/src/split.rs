@@ -146,20 +146,67 @@ pub(crate) trait Boundaries {
     fn end_of_record(&mut self, from: u64, target: u64, len: u64) -> Result<u64>;
 }
 
+/// Splits of a [`ChunkSize`] range per sweep up and down it.
+const SWEEP: u64 = 32;
+
+/// Splits' target sizes: one size, or sizes spread over a range.
+///
+/// A range (`chunk_size = "64KiB..4MiB"` in a job) is for a calibration
+/// run: its splits' sizes sweep up and down the range in even steps on a
+/// log scale, and one run then shows how each step's time and output grow
+/// with its input — measured in one run, not across runs that the
+/// machine's speed sets apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChunkSize {
+    /// The smallest target size (the only one, when it is not a range).
+    pub min: u64,
+    /// The largest target size (`min` when it is not a range).
+    pub max: u64,
+}
+
+impl ChunkSize {
+    /// Splits of one target size.
+    pub fn fixed(size: u64) -> ChunkSize {
+        ChunkSize { min: size.max(1), max: size.max(1) }
+    }
+
+    /// Whether the sizes spread over a range.
+    pub fn is_range(&self) -> bool {
+        self.max > self.min
+    }
+
+    /// The target size of a file's `i`-th split.
+    pub fn nth(&self, i: u64) -> u64 {
+        if !self.is_range() {
+            return self.min.max(1);
+        }
+        // Up and down the range in 32 splits, in even steps on a log
+        // scale: a split follows one of about its size, as in a run of one
+        // size (a small split after a large one finds the caches cold).
+        let phase = (i % SWEEP) as f64 / SWEEP as f64;
+        let u = 1.0 - (2.0 * phase - 1.0).abs();
+        let (lo, hi) = (self.min.max(1) as f64, self.max as f64);
+        ((lo * (hi / lo).powf(u)).round() as u64).clamp(self.min.max(1), self.max)
+    }
+}
+
 /// Splits bytes `[start, len)` of a file into record-aligned ranges of
-/// about `chunk` bytes: each range ends at the end of the record that holds
-/// its `chunk`-th byte, so no range is empty and none cuts a record.
+/// about the target sizes: each range ends at the end of the record that
+/// holds its target's last byte, so no range is empty and none cuts a
+/// record.
 pub(crate) struct RangeSplitter<B> {
     bounds: B,
     pos: u64,
     len: u64,
-    chunk: u64,
+    chunks: ChunkSize,
+    /// Splits made so far.
+    made: u64,
 }
 
 impl<B: Boundaries> RangeSplitter<B> {
     /// Splits `[start, len)` with `bounds`.
-    pub(crate) fn new(bounds: B, start: u64, len: u64, chunk: u64) -> Self {
-        RangeSplitter { bounds, pos: start, len, chunk: chunk.max(1) }
+    pub(crate) fn new(bounds: B, start: u64, len: u64, chunks: ChunkSize) -> Self {
+        RangeSplitter { bounds, pos: start, len, chunks, made: 0 }
     }
 }
 
@@ -170,7 +217,8 @@ impl<B: Boundaries> Iterator for RangeSplitter<B> {
         if self.pos >= self.len {
             return None;
         }
-        let target = self.pos.saturating_add(self.chunk);
+        let target = self.pos.saturating_add(self.chunks.nth(self.made));
+        self.made += 1;
         let end = if target >= self.len { Ok(self.len) } else { self.bounds.end_of_record(self.pos, target, self.len) };
         Some(end.map(|end| {
             let start = std::mem::replace(&mut self.pos, end);
@@ -185,8 +233,8 @@ pub(crate) struct Lines(Window);
 
 impl Lines {
     /// Splits `file`.
-    pub(crate) fn splitter(file: &InputFile, chunk: u64) -> Result<RangeSplitter<Lines>> {
-        Ok(RangeSplitter::new(Lines(Window::open(file, 64 * 1024)?), 0, file.size, chunk))
+    pub(crate) fn splitter(file: &InputFile, chunks: ChunkSize) -> Result<RangeSplitter<Lines>> {
+        Ok(RangeSplitter::new(Lines(Window::open(file, 64 * 1024)?), 0, file.size, chunks))
     }
 }
 
@@ -208,13 +256,16 @@ impl Boundaries for Lines {
 }
 
 /// Groups consecutive units (row groups, record batches) of the given sizes
-/// into ranges of about `chunk` bytes.
-pub(crate) fn group_units(sizes: Vec<u64>, chunk: u64) -> impl Iterator<Item = (usize, usize, u64)> + Send {
+/// into ranges of about the target sizes.
+pub(crate) fn group_units(sizes: Vec<u64>, chunks: ChunkSize) -> impl Iterator<Item = (usize, usize, u64)> + Send {
     let mut start = 0;
+    let mut made = 0;
     std::iter::from_fn(move || {
         if start >= sizes.len() {
             return None;
         }
+        let chunk = chunks.nth(made);
+        made += 1;
         let mut end = start;
         let mut bytes = 0;
         while end < sizes.len() && (end == start || bytes + sizes[end] <= chunk) {
@@ -250,7 +301,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.txt");
         std::fs::write(&p, content).unwrap();
-        Lines::splitter(&InputFile::stat(&p).unwrap(), chunk).unwrap().collect::<Result<_>>().unwrap()
+        Lines::splitter(&InputFile::stat(&p).unwrap(), ChunkSize::fixed(chunk)).unwrap().collect::<Result<_>>().unwrap()
     }
 
     #[test]
@@ -265,8 +316,8 @@ mod tests {
 
     #[test]
     fn units_group_up_to_the_chunk() {
-        let g: Vec<_> = group_units(vec![5, 5, 5, 20, 1], 10).collect();
+        let g: Vec<_> = group_units(vec![5, 5, 5, 20, 1], ChunkSize::fixed(10)).collect();
         assert_eq!(g, [(0, 2, 10), (2, 3, 5), (3, 4, 20), (4, 5, 1)]);
-        assert_eq!(group_units(vec![], 10).count(), 0);
+        assert_eq!(group_units(vec![], ChunkSize::fixed(10)).count(), 0);
     }
 }

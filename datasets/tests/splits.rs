@@ -271,6 +271,43 @@ fn generated_data_reads_back_in_any_chunking() {
 }
 
 #[test]
+fn a_chunk_size_range_splits_every_format_into_sizes_across_it() {
+    use fanout_datasets::generator::{Amount, GenKind, GenSpec, generate};
+    let dir = tempfile::tempdir().unwrap();
+    for kind in GenKind::ALL {
+        let path = dir.path().join(format!("r.{}", kind.format().extension()));
+        let stats = generate(&GenSpec { kind, amount: Amount::Rows(40_000), seed: 9 }, &path).unwrap();
+        let opts = DatasetOptions { chunk_size: 1 << 12, chunk_size_max: Some(1 << 16), ..Default::default() };
+        assert!(opts.chunks().is_range());
+        let ds = Dataset::open(vec![path.display().to_string()], opts).unwrap();
+        let (splits, batches) = read_split_by_split(&ds);
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 40_000, "{kind}");
+        if kind == GenKind::Parquet {
+            // Row groups bound its splits: they only group.
+            continue;
+        }
+        // The ranges tile the file (read_split_by_split checks): the last
+        // one is what was left, not a target.
+        let mut sizes: Vec<u64> = splits.iter().map(Split::bytes).collect();
+        sizes.pop();
+        assert!(sizes.iter().sum::<u64>() < stats.bytes);
+        sizes.sort_unstable();
+        // Sizes cover the range: the smallest within 2x of its bottom, the
+        // largest within 2x of its top, and the median near the middle on a
+        // log scale (16 KiB).
+        let (min, max, mid) = (sizes[0], sizes[sizes.len() - 1], sizes[sizes.len() / 2]);
+        assert!(min < 1 << 13 && max > 1 << 15, "{kind}: {min}..{max}");
+        assert!((1 << 13..1 << 15).contains(&mid), "{kind}: median {mid}");
+    }
+    // The same targets every time: the sequence is fixed, not drawn.
+    let c = fanout_datasets::ChunkSize { min: 1000, max: 64_000 };
+    let a: Vec<u64> = (0..50).map(|i| c.nth(i)).collect();
+    assert_eq!(a, (0..50).map(|i| c.nth(i)).collect::<Vec<_>>());
+    assert!(a.iter().all(|&x| (1000..=64_000).contains(&x)));
+    assert_eq!(fanout_datasets::ChunkSize::fixed(7).nth(3), 7);
+}
+
+#[test]
 fn projected_datasets_read_the_same_values_of_fewer_columns() {
     use fanout_datasets::generator::{Amount, GenKind, GenSpec, generate};
     let dir = tempfile::tempdir().unwrap();

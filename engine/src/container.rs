@@ -124,17 +124,19 @@ pub(crate) enum Container {
 }
 
 /// Starts container `id` for `step` of `stage`: the modelled start time
-/// slept when the platform emulates one, then the function's `init`. A
-/// failed init is the function's error, as `init: ...`.
+/// (for the standard normal `draw`, see [`cold_start_draw`]) slept when the
+/// platform emulates one, then the function's `init`. A failed init is the
+/// function's error, as `init: ...`.
 pub(crate) fn cold_start(
     id: u64,
+    draw: f64,
     stage: &CompiledStage,
     step: Step,
     platform: &fanout_jobs::PlatformPlan,
     stop: &Stop,
 ) -> Result<Container, FunctionError> {
     if platform.emulate {
-        stop.sleep(platform.containers.cold_start.sample(standard_normal(id)));
+        stop.sleep(platform.containers.cold_start.sample(draw));
     }
     let init = match step.kind {
         StepKind::Reduce => stage.function.init_reduce().expect("a keyed stage reduces").map(Instance::Reduce),
@@ -155,6 +157,16 @@ pub(crate) fn standard_normal(seed: u64) -> f64 {
         ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     };
     (-2.0 * u(1).ln()).sqrt() * (2.0 * std::f64::consts::PI * u(2)).cos()
+}
+
+/// The draw of the modelled cold start of the `nth` container started for
+/// step index `step` on worker slot `slot`: keyed by where it starts, not
+/// by its id (which threads take in the order they get there), so an
+/// emulated run draws the same cold starts every time, and a simulation's
+/// seed 0 draws a real run's (other seeds, others).
+pub(crate) fn cold_start_draw(slot: usize, step: usize, nth: u32, seed: u64) -> f64 {
+    let at = (slot as u64) << 40 | (step as u64) << 24 | u64::from(nth);
+    standard_normal(at ^ seed.wrapping_mul(0xA24B_AED4_963E_E407))
 }
 
 impl Container {

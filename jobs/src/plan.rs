@@ -424,10 +424,11 @@ fn validate_input(
 
     let mut opts = DatasetOptions { format, storage: storage.clone(), ..DatasetOptions::default() };
     if let Some(size) = spec.chunk_size {
-        if size.bytes() == 0 {
-            errors.push(job.error(&at("chunk_size"), "chunk_size must be at least 1 byte"));
+        if let Err(m) = size.check() {
+            errors.push(job.error(&at("chunk_size"), m));
         }
-        opts.chunk_size = size.bytes();
+        opts.chunk_size = size.min.bytes();
+        opts.chunk_size_max = size.max.map(|m| m.bytes());
     }
     if let Some(n) = spec.infer_rows {
         opts.infer_rows = n.max(1);

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Duration, Size};
+use crate::units::{Duration, Size, SizeRange};
 
 /// A job file: input → stages → output, plus platform settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -60,8 +60,9 @@ pub struct InputSpec {
     pub generate: Option<GenerateSpec>,
     /// text | csv | jsonl | parquet | arrow (default: by extension).
     pub format: Option<String>,
-    /// Target split size (default 16MiB).
-    pub chunk_size: Option<Size>,
+    /// Target split size (default 16MiB), or a range of them for a
+    /// calibration run ("64KiB..4MiB").
+    pub chunk_size: Option<SizeRange>,
     /// csv: whether files start with a header (default true).
     pub header: Option<bool>,
     /// csv: field delimiter, one byte (default ",", or tab for .tsv).

@@ -33,26 +33,94 @@ impl fmt::Display for Size {
     }
 }
 
+/// A byte count, or a string to parse into `T`, for sizes written either
+/// way (`expected` says what else was found).
+fn bytes_or_parsed<'de, D, T>(d: D, bytes: impl FnOnce(u64) -> T, expected: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(expected))? {
+        Raw::Int(n) => Ok(bytes(n)),
+        Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected a number of bytes or a size such as \"16MiB\""))?
-        {
-            Raw::Int(n) => Ok(Size(n)),
-            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
-        }
+        bytes_or_parsed(d, Size, "expected a number of bytes or a size such as \"16MiB\"")
     }
 }
 
 impl Serialize for Size {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(self.0)
+    }
+}
+
+/// A split size, or a range of them for a calibration run: "16MiB", a
+/// byte count, or "64KiB..4MiB" (splits' sizes spread over the range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SizeRange {
+    /// The size, or the range's smallest.
+    pub min: Size,
+    /// The range's largest; `None` for one size.
+    pub max: Option<Size>,
+}
+
+impl SizeRange {
+    /// Whether it is a size a job can split by: at least a byte, and a
+    /// range from small to large.
+    pub fn check(&self) -> Result<(), String> {
+        if self.min.0 == 0 {
+            return Err("chunk_size must be at least 1 byte".to_string());
+        }
+        match self.max {
+            Some(max) if max <= self.min => Err(format!("chunk_size range {self} must go from small to large")),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FromStr for SizeRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once("..") {
+            Some((lo, hi)) => Ok(SizeRange { min: lo.parse()?, max: Some(hi.parse()?) }),
+            None => Ok(SizeRange { min: s.parse()?, max: None }),
+        }
+    }
+}
+
+impl fmt::Display for SizeRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.max {
+            Some(max) => write!(f, "{}..{}", self.min, max),
+            None => write!(f, "{}", self.min),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SizeRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let one = |n| SizeRange { min: Size(n), max: None };
+        bytes_or_parsed(d, one, "expected a number of bytes, a size such as \"16MiB\", or a range \"64KiB..4MiB\"")
+    }
+}
+
+impl Serialize for SizeRange {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.max {
+            Some(max) => s.serialize_str(&format!("{}..{}", self.min.0, max.0)),
+            None => s.serialize_u64(self.min.0),
+        }
     }
 }
 

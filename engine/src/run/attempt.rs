@@ -16,7 +16,7 @@ use super::dispatch::{Limit, Task};
 use super::slot::Slot;
 use crate::chaos::Fault;
 use crate::compile::Phase;
-use crate::container::{Refs, cold_start};
+use crate::container::{Refs, cold_start, cold_start_draw};
 use crate::error::{EngineError, TaskFailure};
 use crate::flight::Ended;
 use crate::records::{InvocationRecord, Recorder};
@@ -320,7 +320,9 @@ fn invoke(
     let cold = slot.containers[at].is_none();
     if cold {
         let id = shared.counters.next_container();
-        match cold_start(id, stage, step, platform, &shared.stop) {
+        let draw = cold_start_draw(slot.id, at, slot.cold_starts[at], 0);
+        slot.cold_starts[at] += 1;
+        match cold_start(id, draw, stage, step, platform, &shared.stop) {
             Ok(container) => slot.containers[at] = Some(container),
             Err(e) => return Call { container: id, cold: true, result: Err(e), read: None },
         }

@@ -28,6 +28,8 @@ pub(super) struct Slot {
     pub(super) containers: Vec<Option<Container>>,
     /// Per step: when its container last finished an invocation.
     pub(super) last_used: Vec<Instant>,
+    /// Per step: containers started (for their cold starts' draws).
+    pub(super) cold_starts: Vec<u32>,
     /// The input file this slot read last, kept open.
     pub(super) files: OpenFiles,
     /// Counts not yet added to the shared ones (adding them once a task
@@ -93,6 +95,7 @@ impl Slot {
             id,
             containers: (0..steps).map(|_| None).collect(),
             last_used: vec![now; steps],
+            cold_starts: vec![0; steps],
             files: OpenFiles::default(),
             counts: Counts { stages: vec![[0; 3]; stages], ..Counts::default() },
             outputs: Vec::new(),

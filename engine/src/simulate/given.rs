@@ -86,6 +86,7 @@ impl Calibrated {
             gap_us: 0.0,
             cpu_scale: 1.0,
             storage: None,
+            shuffled: Default::default(),
         };
         Calibrated { cal, from: PathBuf::from("--durations"), given: Vec::new() }
     }

@@ -28,7 +28,7 @@ use fanout_jobs::{JobFile, Plan};
 use hdrhistogram::Histogram;
 
 use crate::chaos::{Chaos, Fault};
-use crate::container::{CANCELLED, standard_normal};
+use crate::container::{CANCELLED, cold_start_draw};
 use crate::error::{EngineError, TaskFailure};
 use crate::flight::{backups_due, straggler_wait};
 use crate::records::{InvocationRecord, Log, Recorder};
@@ -186,6 +186,8 @@ struct SlotSim {
     run: Option<Run>,
     /// Per step index: a warm container and when it was last used.
     containers: Vec<Option<(u64, u64)>>,
+    /// Per step index: containers started (for their cold starts' draws).
+    cold_starts: Vec<u32>,
 }
 
 /// A task with runs going.
@@ -256,7 +258,14 @@ impl<'a, 'r> Sim<'a, 'r> {
             base: Instant::now(),
             now: cal.head_us as u64,
             events: Events::default(),
-            slots: (0..slots).map(|_| SlotSim { epoch: 0, run: None, containers: vec![None; index_count] }).collect(),
+            slots: (0..slots)
+                .map(|_| SlotSim {
+                    epoch: 0,
+                    run: None,
+                    containers: vec![None; index_count],
+                    cold_starts: vec![0; index_count],
+                })
+                .collect(),
             free: (0..slots).rev().collect(),
             backlog: VecDeque::new(),
             running: HashMap::default(),
@@ -319,6 +328,7 @@ impl<'a, 'r> Sim<'a, 'r> {
                 let stage = &self.plan.stages[self.steps[self.phase[0]].stage];
                 let n = stage.partitions.max(1) as u64;
                 let (bytes, records) = self.phase_out;
+                let bytes = self.cal.shuffled(&stage.name, bytes);
                 Box::new((0..n).map(move |p| (p, bytes / n, records / n)))
             };
             self.run_phase(tasks, first);
@@ -459,8 +469,11 @@ impl<'a, 'r> Sim<'a, 'r> {
                 };
                 let mut us = 0.0;
                 if cold {
+                    let nth = &mut self.slots[slot].cold_starts[at];
+                    let draw = cold_start_draw(slot, at, *nth, self.seed);
+                    *nth += 1;
                     if platform.emulate {
-                        us += platform.containers.cold_start.sample(standard_normal(container)).as_secs_f64() * 1e6;
+                        us += platform.containers.cold_start.sample(draw).as_secs_f64() * 1e6;
                     }
                     us += model.cold_us(self.draw(at, task, attempt, backup, 1));
                 }

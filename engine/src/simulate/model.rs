@@ -1,6 +1,6 @@
 //! Calibration: each step's invocation durations, learned from a real
 //! run's records. A step's warm compute time is a line in its input bytes
-//! (least squares) times a residual drawn from the run's own spread; a
+//! (least squares of the relative errors) times a residual drawn from the run's own spread; a
 //! cold start adds what the run's cold invocations took beyond that; and
 //! what the run's platform emulated (modelled cold starts, overheads) is
 //! taken out first, so the simulated platform's own model can be put in.
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use fanout_jobs::PlatformPlan;
 
-use crate::container::standard_normal;
+use crate::container::cold_start_draw;
 use crate::error::EngineError;
 use crate::records;
 use crate::summary::Summary;
@@ -119,6 +119,18 @@ pub(crate) struct Calibration {
     /// The object storage requests of the runs, if they read or wrote
     /// objects, to scale to the simulated input.
     pub(crate) storage: Option<StorageRates>,
+    /// Per keyed stage: the bytes its reduces took in per byte its
+    /// combines put out (the shuffle hands the records over in batches of
+    /// another size).
+    pub(crate) shuffled: HashMap<String, f64>,
+}
+
+impl Calibration {
+    /// The bytes a keyed stage's reduces take in, for `bytes` out of its
+    /// combines.
+    pub(crate) fn shuffled(&self, stage: &str, bytes: u64) -> u64 {
+        (bytes as f64 * self.shuffled.get(stage).copied().unwrap_or(1.0)).round() as u64
+    }
 }
 
 /// Object storage requests per split, per input byte and per run, as the
@@ -188,8 +200,8 @@ impl Calibrated {
     /// (runs of the job at two chunk sizes teach how its steps' time and
     /// output grow with their input).
     pub fn load_all(runs: &[PathBuf]) -> Result<Calibrated, EngineError> {
-        let platforms = runs.iter().map(|r| calibration_platform(r)).collect::<Result<Vec<_>, _>>()?;
-        let pairs: Vec<(&Path, fanout_jobs::PlatformPlan)> = runs.iter().map(PathBuf::as_path).zip(platforms).collect();
+        let jobs = runs.iter().map(|r| calibration_job(r)).collect::<Result<Vec<_>, _>>()?;
+        let pairs: Vec<(&Path, RunJob)> = runs.iter().map(PathBuf::as_path).zip(jobs).collect();
         let joined = runs.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
         Ok(Calibrated { cal: Calibration::from_runs(&pairs)?, from: PathBuf::from(joined), given: Vec::new() })
     }
@@ -200,14 +212,21 @@ impl Calibrated {
     }
 }
 
-/// The platform of the run in `from`, from its job.
-fn calibration_platform(from: &Path) -> Result<fanout_jobs::PlatformPlan, EngineError> {
+/// What a calibration run's job was: its platform, and its stages' names
+/// in order.
+pub(crate) struct RunJob {
+    pub(crate) platform: PlatformPlan,
+    pub(crate) stages: Vec<String>,
+}
+
+/// The job of the run in `from`.
+fn calibration_job(from: &Path) -> Result<RunJob, EngineError> {
     let bad = |m: String| EngineError::io(from, std::io::Error::other(m));
     let job = fanout_jobs::load(&from.join("job.json"), &[])
         .map_err(|e| bad(format!("not a run directory to calibrate on: {e}")))?;
     let plan = fanout_jobs::validate(&job, &fanout_workers::Registry::builtins())
         .map_err(|e| bad(format!("its job no longer validates: {e}")))?;
-    Ok(plan.platform)
+    Ok(RunJob { platform: plan.platform, stages: plan.stages.into_iter().map(|s| s.name).collect() })
 }
 
 /// Per step while reading: (bytes in, compute µs) of warm invocations,
@@ -236,14 +255,26 @@ struct Reading {
 
 impl Calibration {
     /// Calibrates on the runs in `runs` (each a run directory and its
-    /// job's platform), whose invocations are pooled: runs at two chunk
-    /// sizes teach how a step's time and output grow with its input.
-    pub(crate) fn from_runs(runs: &[(&Path, PlatformPlan)]) -> Result<Calibration, EngineError> {
+    /// job), whose invocations are pooled: runs at two chunk sizes teach
+    /// how a step's time and output grow with its input.
+    pub(crate) fn from_runs(runs: &[(&Path, RunJob)]) -> Result<Calibration, EngineError> {
         let mut reading = Reading::default();
-        for (dir, platform) in runs {
-            reading.read(dir, platform)?;
+        for (dir, job) in runs {
+            reading.read(dir, job)?;
         }
         let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let total = |stage: &str, phase: &str, f: fn(&(f64, f64)) -> f64| {
+            reading.per.get(&(stage.to_string(), phase.to_string())).map(|s| s.bytes.iter().map(f).sum::<f64>())
+        };
+        let shuffled = reading
+            .per
+            .keys()
+            .filter(|(_, phase)| phase == "reduce")
+            .filter_map(|(stage, _)| {
+                let (out, into) = (total(stage, "combine", |p| p.1)?, total(stage, "reduce", |p| p.0)?);
+                (out > 0.0 && into > 0.0).then(|| (stage.clone(), into / out))
+            })
+            .collect();
         Ok(Calibration {
             steps: reading.per.into_iter().map(|(k, s)| (k, fit(s))).collect(),
             records_per_byte: reading.records / reading.bytes.max(1.0),
@@ -252,13 +283,15 @@ impl Calibration {
             gap_us: trimmed_mean(&mut reading.gaps),
             cpu_scale: 1.0,
             storage: StorageRates::of(&reading.storage),
+            shuffled,
         })
     }
 }
 
 impl Reading {
-    /// Reads the run in `dir`, whose job's platform was `platform`.
-    fn read(&mut self, dir: &Path, platform: &PlatformPlan) -> Result<(), EngineError> {
+    /// Reads the run in `dir`, whose job was `job`.
+    fn read(&mut self, dir: &Path, job: &RunJob) -> Result<(), EngineError> {
+        let platform = &job.platform;
         let invalid = |m: String| EngineError::io(dir, std::io::Error::other(m));
         let summary: Summary = std::fs::read(dir.join("summary.json"))
             .ok()
@@ -276,12 +309,23 @@ impl Reading {
         // first step's first attempt, or a reduce's), but for its first
         // task of each phase (the listing, the shuffle's barrier).
         let mut slots: HashMap<usize, (Option<u64>, bool)> = HashMap::new();
+        // Per (slot, step index): containers started, for their draws.
+        let mut started: HashMap<(usize, usize), u32> = HashMap::new();
+        let step_index = |stage: &str, phase: &str| {
+            let kind = crate::step::StepKind::parse(phase).map_or(0, |k| k as usize);
+            job.stages.iter().position(|s| s == stage).unwrap_or(0) * crate::step::StepKind::ALL.len() + kind
+        };
         let first_stage = summary.stages.first().map(|s| (s.name.clone(), s.phase.clone()));
         records::scan(dir, |r| {
             first = first.min(r.started_us);
             last = last.max(r.finished_us);
             let dur = r.finished_us.saturating_sub(r.started_us);
             let slot = slots.entry(r.worker).or_insert((None, false));
+            let nth = r.cold.then(|| {
+                let n = started.entry((r.worker, step_index(r.stage, r.phase))).or_default();
+                *n += 1;
+                *n - 1
+            });
             let reduce = r.phase == "reduce";
             let starts_task = reduce || first_stage.as_ref().is_some_and(|(s, p)| s == r.stage && p == r.phase);
             if starts_task && r.attempt == 1 {
@@ -297,9 +341,10 @@ impl Reading {
             }
             let s = per.entry((r.stage.to_string(), r.phase.to_string())).or_default();
             let compute = (dur as f64 - overhead) / cpu;
-            if r.cold {
+            if let Some(nth) = nth {
                 let modelled = if emulated {
-                    platform.containers.cold_start.sample(standard_normal(r.container))
+                    let draw = cold_start_draw(r.worker, step_index(r.stage, r.phase), nth, 0);
+                    platform.containers.cold_start.sample(draw)
                 } else {
                     Default::default()
                 };
@@ -343,8 +388,14 @@ fn fit(s: Samples) -> StepModel {
     // taken as proportional to the bytes, as it is for the functions that
     // read their input, so another chunk size scales it.
     let spread = (var / n).sqrt() / mx.max(f64::MIN_POSITIVE);
-    let mut b = if var > 0.0 && spread >= MIN_SPREAD { (cov / var).max(0.0) } else { 0.0 };
-    let mut a = my - b * mx;
+    let (mut a, mut b) = if var > 0.0 && spread >= MIN_SPREAD {
+        relative_line(points).unwrap_or_else(|| {
+            let b = (cov / var).max(0.0);
+            (my - b * mx, b)
+        })
+    } else {
+        (my, 0.0)
+    };
     if a < 0.0 || (spread < MIN_SPREAD && mx > 0.0) {
         (a, b) = (0.0, if mx > 0.0 { my / mx } else { 0.0 });
     }
@@ -361,6 +412,23 @@ fn fit(s: Samples) -> StepModel {
         bytes_out: Power::fit(&s.bytes),
         records_out: Power::fit(&s.records),
     }
+}
+
+/// The line `a + b × x` through `points` (x > 0) that minimizes the
+/// squared *relative* errors: a 64 KiB split's time counts as much as a 4
+/// MiB one's (plain least squares would fit the large splits' noise and
+/// miss the small ones' time by half), as the residuals that multiply it
+/// do. It is `y / x = b + a / x` fitted by least squares. `None` when the
+/// sizes do not vary or the time falls with the size.
+fn relative_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let q: Vec<(f64, f64)> = points.iter().filter(|p| p.0 > 0.0).map(|&(x, y)| (1.0 / x, y / x)).collect();
+    let n = q.len() as f64;
+    let (mz, mr) = (q.iter().map(|p| p.0).sum::<f64>() / n, q.iter().map(|p| p.1).sum::<f64>() / n);
+    let var: f64 = q.iter().map(|p| (p.0 - mz).powi(2)).sum();
+    let cov: f64 = q.iter().map(|p| (p.0 - mz) * (p.1 - mr)).sum();
+    let a = cov / var;
+    let b = mr - a * mz;
+    (var > 0.0 && a.is_finite() && b >= 0.0).then_some((a, b))
 }
 
 /// `v` sorted, thinned to at most [`RESIDUALS`] evenly spaced quantiles.
@@ -406,6 +474,31 @@ mod tests {
             s.warm.push((x, 500.0 + 0.1 * x));
         }
         assert!((fit(s).a_us - 500.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_line_is_fitted_to_relative_errors_so_small_splits_are_not_lost() {
+        // A 200 µs fixed cost and 7 µs per KiB, splits from 64 KiB to 4 MiB,
+        // every other one 10% slow and a few 4 MiB ones 10% fast (a noisy
+        // machine): plain least squares would put the 64 KiB time 33% high.
+        let mut s = Samples::default();
+        let at = |x: f64| 200.0 + 7.0 * x / 1024.0;
+        for i in 0..64 {
+            let x = 65_536.0 * 2f64.powi(i % 7);
+            let noise = if i % 7 == 6 && i % 2 == 0 {
+                0.9
+            } else if i % 2 == 1 {
+                1.1
+            } else {
+                1.0
+            };
+            s.warm.push((x, at(x) * noise));
+        }
+        let m = fit(s);
+        for x in [65_536.0, 1_048_576.0, 4_194_304.0] {
+            let err = ((m.a_us + m.b_us_per_byte * x) / at(x) - 1.0).abs();
+            assert!(err < 0.08, "{x}: {:?} off by {err}", (m.a_us, m.b_us_per_byte));
+        }
     }
 
     #[test]

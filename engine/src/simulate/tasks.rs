@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use fanout_datasets::Dataset;
 use fanout_datasets::generator::Amount;
+use fanout_datasets::{ChunkSize, Dataset};
 use fanout_jobs::{InputSource, Plan};
 
 use crate::error::EngineError;
@@ -37,12 +37,13 @@ pub(super) type Tasks<'a> = Box<dyn Iterator<Item = (u64, u64, u64)> + 'a>;
 pub(crate) enum Listing {
     /// Each split's bytes, in task order.
     Listed(Arc<Vec<u64>>),
-    /// `total` bytes in splits of `chunk` (the last one shorter).
+    /// `total` bytes in splits of the target sizes (the last one
+    /// shorter).
     Even {
         /// The input's size.
         total: u64,
-        /// The chunk size.
-        chunk: u64,
+        /// The splits' target sizes.
+        chunks: ChunkSize,
     },
 }
 
@@ -68,7 +69,7 @@ impl Listing {
             Amount::Bytes(b) => b,
             Amount::Rows(r) => (r as f64 / records_per_byte.max(1e-12)) as u64,
         };
-        Ok(Listing::Even { total, chunk: plan.input.options.chunk_size.max(1) })
+        Ok(Listing::Even { total, chunks: plan.input.options.chunks() })
     }
 
     /// A key that is the same for two plans whose inputs list the same.
@@ -81,11 +82,19 @@ impl Listing {
         let records = move |b: u64| (b as f64 * records_per_byte).round() as u64;
         match self {
             Listing::Listed(bytes) => Box::new(bytes.iter().enumerate().map(move |(i, &b)| (i as u64, b, records(b)))),
-            &Listing::Even { total, chunk } => {
-                let n = total.div_ceil(chunk);
+            &Listing::Even { total, chunks } if !chunks.is_range() => {
+                let (chunk, n) = (chunks.min, total.div_ceil(chunks.min));
                 Box::new((0..n).map(move |i| {
                     let b = if i + 1 == n { total - chunk * (n - 1) } else { chunk };
                     (i, b, records(b))
+                }))
+            }
+            &Listing::Even { total, chunks } => {
+                let mut left = total;
+                Box::new((0..).map_while(move |i| {
+                    let b = chunks.nth(i).min(left);
+                    left -= b;
+                    (b > 0).then(|| (i, b, records(b)))
                 }))
             }
         }
