@@ -312,3 +312,42 @@ fn runs_at_two_chunk_sizes_calibrate_one_simulation() {
     let r = s.run(&["simulate", &job, "--from", "small", "--from", "nosuch"]).expect(2);
     assert!(r.stderr.contains("--from nosuch: not the directory of a finished run"), "{}", r.stderr);
 }
+
+#[test]
+fn runs_at_higher_concurrency_teach_how_this_machines_cores_are_shared() {
+    // A CPU-bound word count at twice this machine's cores: each invocation
+    // shares a core, which a calibration at concurrency 1 cannot know.
+    let s = Scratch::new();
+    let job = root().join("jobs/examples/wordcount.toml").display().to_string();
+    let busy = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let base = ["--set", "input.generate.size=8MiB", "--set", "input.chunk_size=128KiB..1MiB"];
+    let run = |dir: &str, c: usize| {
+        let c = format!("platform.concurrency={c}");
+        let args = ["run", &job, "--progress", "never", "--show", "0", "--json", "--run-dir", dir, "--set", &c];
+        summary(&s.run_within(180, &[&args[..], &base[..]].concat()).expect(0))
+    };
+    run("one", 1);
+    run("busy", busy);
+    let predict = |from: &[&str], sets: &[&str]| {
+        let mut args = vec!["simulate", &job, "--seeds", "1", "--json", "--run-dir"];
+        let dir = format!("sim-{}-{}", from.len(), sets.len());
+        args.push(&dir);
+        for f in from {
+            args.extend(["--from", f]);
+        }
+        let c = format!("platform.concurrency={busy}");
+        args.extend(["--set", &c]);
+        let p = summary(&s.run_within(120, &[&args[..], &base[..], sets].concat()).expect(0));
+        let map = p["stages"].as_array().unwrap().iter().find(|s| s["phase"] == "map").unwrap().clone();
+        map["latency_ms"]["mean"].as_f64().unwrap()
+    };
+    let alone = predict(&["one"], &[]);
+    let shared = predict(&["one", "busy"], &[]);
+    // Two invocations to a core: each takes well over its time alone (the
+    // calibration run at that concurrency measured it; about twice).
+    assert!(shared > 1.4 * alone, "map invocations {shared} ms with the machine shared, {alone} ms alone");
+    // A FaaS platform gives each function its own CPU: not stretched.
+    let faas = ["--set", "platform.preset=aws-lambda", "--set", "platform.backups=false"];
+    let (a, b) = (predict(&["one"], &faas), predict(&["one", "busy"], &faas));
+    assert!((a - b).abs() / a < 0.02, "aws-lambda: {a} ms from the run alone, {b} ms with the busy run");
+}

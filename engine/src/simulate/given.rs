@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::model::{Calibrated, Calibration, Power, StepModel};
+use super::curve::Curve;
+use super::model::{Calibrated, Calibration, StepModel};
 use crate::container::standard_normal;
 
 /// A step's time: `per_invocation + per_mib × MiB in`, times a lognormal
@@ -69,8 +70,9 @@ impl StepModel {
             b_us_per_byte: g.per_mib.as_secs_f64() * 1e6 / (1u64 << 20) as f64,
             residuals,
             cold_extra_us: Vec::new(),
-            bytes_out: Power::IDENTITY,
-            records_out: Power::IDENTITY,
+            bytes_out: Curve::identity(),
+            records_out: Curve::identity(),
+            stretch: Default::default(),
         }
     }
 }
@@ -84,6 +86,7 @@ impl Calibrated {
             head_us: 0.0,
             tail_us: 0.0,
             gap_us: 0.0,
+            gap_stretch: Default::default(),
             cpu_scale: 1.0,
             storage: None,
             shuffled: Default::default(),

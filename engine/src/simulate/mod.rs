@@ -12,6 +12,8 @@
 //! records, `summary.json` with `simulation` set), so `fanout report`
 //! draws a simulated run as it draws a real one.
 
+mod curve;
+mod emit;
 mod events;
 mod given;
 mod model;
@@ -28,10 +30,10 @@ use fanout_jobs::{JobFile, Plan};
 use hdrhistogram::Histogram;
 
 use crate::chaos::{Chaos, Fault};
-use crate::container::{CANCELLED, cold_start_draw};
+use crate::container::cold_start_draw;
 use crate::error::{EngineError, TaskFailure};
 use crate::flight::{backups_due, straggler_wait};
-use crate::records::{InvocationRecord, Log, Recorder};
+use crate::records::{Log, Recorder};
 use crate::run::attempt::backoff;
 use crate::run::dir::RunDir;
 use crate::run::failures::{tolerated_so_far, too_many};
@@ -238,6 +240,10 @@ struct Sim<'a, 'r> {
     /// Per stage with a concurrency of its own below the platform's:
     /// when each of its permits is next free (as the engine's `Limit`).
     limits: Vec<Option<BinaryHeap<Reverse<u64>>>>,
+    /// Whether the functions run on this machine (the `local` preset, or
+    /// an emulated platform), so that invocations running at once slow
+    /// each other as in the calibration runs (`StepModel::stretch`).
+    shares_machine: bool,
     out: Outcome,
 }
 
@@ -285,6 +291,7 @@ impl<'a, 'r> Sim<'a, 'r> {
                 .iter()
                 .map(|s| (s.concurrency < slots).then(|| (0..s.concurrency.max(1)).map(|_| Reverse(0)).collect()))
                 .collect(),
+            shares_machine: plan.platform.preset == fanout_jobs::Preset::Local || plan.platform.emulate,
             out: Outcome {
                 wall_us: 0,
                 stats: Vec::new(),
@@ -446,6 +453,7 @@ impl<'a, 'r> Sim<'a, 'r> {
         let (mut t, mut bytes, mut records) = (self.now, bytes, records);
         let platform = &self.plan.platform;
         let cpu = platform.pricing.cpu_scale.max(1.0) / self.cal.cpu_scale.max(1.0);
+        let beside = self.beside();
         let mut planned = Vec::new();
         let mut ok = true;
         for k in 0..self.phase.len() {
@@ -482,7 +490,11 @@ impl<'a, 'r> Sim<'a, 'r> {
                 }
                 let draw = if backup { attempt + 1000 } else { attempt };
                 let fault = self.chaos.map_or(Fault::None, |c| c.draw(step.stage, step.kind as usize, task, draw));
-                let compute = model.warm_us(bytes, self.draw(at, task, attempt, backup, 0)) * cpu;
+                let mut compute = model.warm_us(bytes, self.draw(at, task, attempt, backup, 0)) * cpu;
+                if self.shares_machine {
+                    let limit = self.plan.stages[step.stage].concurrency.max(1) as u64;
+                    compute *= model.stretch.at(beside.min(limit).max(1) as f64);
+                }
                 let timeout = platform.timeout.map(|d| d.as_secs_f64() * 1e6);
                 let (mut us, mut error) = match fault {
                     Fault::None => (us + compute, None),
@@ -542,6 +554,13 @@ impl<'a, 'r> Sim<'a, 'r> {
         self.push(t, Event::End { slot, epoch });
     }
 
+    /// How many tasks run at once, as the phase goes: one per slot, then
+    /// the tasks left.
+    fn beside(&self) -> u64 {
+        let slots = self.slots.len() as u64;
+        if self.exhausted { slots.min(self.listed - self.finished).max(1) } else { slots }
+    }
+
     /// A uniform draw in [0, 1) for a residual (`what` 0) or a cold start
     /// (1), by seed, step, task, attempt and run.
     fn draw(&self, step: usize, task: u64, attempt: u32, backup: bool, what: u64) -> f64 {
@@ -596,6 +615,10 @@ impl<'a, 'r> Sim<'a, 'r> {
         };
         if decided {
             self.running.remove(&task);
+            // A backup still waiting for a slot is needed no more.
+            if !self.backlog.is_empty() {
+                self.backlog.retain(|b| b.0 != task);
+            }
             self.finished += 1;
             // Decided tasks leave the watch as they reach its front, so it
             // stays about as long as the tasks in flight.
@@ -603,7 +626,11 @@ impl<'a, 'r> Sim<'a, 'r> {
                 self.watch.pop_front();
             }
         }
-        self.push(self.now + self.cal.gap_us as u64, Event::Ready { slot });
+        let mut gap = self.cal.gap_us;
+        if self.shares_machine {
+            gap *= self.cal.gap_stretch.at(self.beside() as f64);
+        }
+        self.push(self.now + gap as u64, Event::Ready { slot });
         self.check_backups();
     }
 
@@ -618,43 +645,6 @@ impl<'a, 'r> Sim<'a, 'r> {
         }
         self.slots[slot].epoch += 1;
         self.push(self.now, Event::Ready { slot });
-    }
-
-    /// Records `run`'s invocations up to `until` (the one in flight then
-    /// ends there, cancelled).
-    fn emit(&mut self, run: &Run, slot: usize, until: u64) {
-        let pricing = &self.plan.platform.pricing;
-        for p in run.planned.iter().filter(|p| p.start < until || until == u64::MAX) {
-            let cut = p.end > until;
-            let end = p.end.min(until);
-            let name = &self.plan.stages[p.step.stage].name;
-            let billed = pricing.billed(Duration::from_micros(end - p.start));
-            let record = InvocationRecord {
-                stage: name,
-                phase: p.step.kind.name(),
-                task: run.task,
-                attempt: p.attempt,
-                backup: run.backup,
-                worker: slot,
-                container: p.container,
-                cold: p.cold,
-                queued_us: if p.attempt == 1 && p.step == self.steps[self.phase[0]] { run.queued } else { p.start },
-                started_us: p.start,
-                finished_us: end,
-                billed_us: billed.as_micros() as u64,
-                status: if p.error.is_none() && !cut { "ok" } else { "error" },
-                error: if cut { Some(CANCELLED) } else { p.error },
-                bytes_in: p.bytes_in,
-                records_in: p.records_in,
-                bytes_out: if cut { 0 } else { p.bytes_out },
-                records_out: if cut { 0 } else { p.records_out },
-            };
-            self.stats[p.step.index()].add(&record);
-            if let Some(r) = self.recorder.as_mut() {
-                // A full disk shows when the records are flushed.
-                let _ = r.record(p.step.index(), &record);
-            }
-        }
     }
 
     /// Backs up the stragglers, by the engine's rule, once every task of

@@ -16,6 +16,8 @@ use crate::records;
 use crate::summary::Summary;
 use fanout_datasets::RequestCounts;
 
+use super::curve::{Curve, Stretch};
+
 /// Residuals kept per step (evenly spaced quantiles of the run's).
 const RESIDUALS: usize = 4096;
 
@@ -36,50 +38,11 @@ pub(crate) struct StepModel {
     pub(crate) cold_extra_us: Vec<f64>,
     /// Output bytes as a power of the input bytes, and output records
     /// of the input records.
-    pub(crate) bytes_out: Power,
-    pub(crate) records_out: Power,
-}
-
-/// `y = k × x^e`: what a step puts out for what it takes in. A word
-/// count's table grows slower than its text (e < 1); a filter's output is
-/// a share of its input (e = 1).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Power {
-    k: f64,
-    e: f64,
-}
-
-impl Power {
-    /// Output as much as input.
-    pub(crate) const IDENTITY: Power = Power { k: 1.0, e: 1.0 };
-
-    /// The output for an input of `x`.
-    pub(crate) fn at(&self, x: f64) -> f64 {
-        if x <= 0.0 { 0.0 } else { self.k * x.powf(self.e) }
-    }
-
-    /// Fits (input, output) pairs: the exponent by least squares over
-    /// their logarithms when the inputs vary (1 when they are all of
-    /// about one size), then the factor so that the outputs' total is the
-    /// observed one.
-    fn fit(pairs: &[(f64, f64)]) -> Power {
-        let logs: Vec<(f64, f64)> =
-            pairs.iter().filter(|p| p.0 > 0.0 && p.1 > 0.0).map(|p| (p.0.ln(), p.1.ln())).collect();
-        let n = logs.len() as f64;
-        let mut e = 1.0;
-        if logs.len() >= 2 {
-            let (mx, my) = (logs.iter().map(|p| p.0).sum::<f64>() / n, logs.iter().map(|p| p.1).sum::<f64>() / n);
-            let var: f64 = logs.iter().map(|p| (p.0 - mx).powi(2)).sum();
-            let cov: f64 = logs.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-            // ln x's spread is about x's coefficient of variation.
-            if (var / n).sqrt() >= MIN_SPREAD {
-                e = (cov / var).clamp(0.0, 2.0);
-            }
-        }
-        let predicted: f64 = pairs.iter().map(|p| if p.0 > 0.0 { p.0.powf(e) } else { 0.0 }).sum();
-        let observed: f64 = pairs.iter().map(|p| p.1).sum();
-        Power { k: if predicted > 0.0 { observed / predicted } else { 1.0 }, e }
-    }
+    pub(crate) bytes_out: Curve,
+    pub(crate) records_out: Curve,
+    /// How much slower its invocations ran beside others on the
+    /// calibration machine.
+    pub(crate) stretch: Stretch,
 }
 
 impl StepModel {
@@ -111,8 +74,10 @@ pub(crate) struct Calibration {
     /// (gather, commit), µs.
     pub(crate) head_us: f64,
     pub(crate) tail_us: f64,
-    /// A slot's time between one task and the next (the hand-off), µs.
+    /// A slot's time between one task and the next (the hand-off), µs, at
+    /// the runs' lowest concurrency, and how much longer it took at higher.
     pub(crate) gap_us: f64,
+    pub(crate) gap_stretch: Stretch,
     /// The CPU share the durations are for (1 = a core here: the runs'
     /// durations are scaled to it).
     pub(crate) cpu_scale: f64,
@@ -234,7 +199,11 @@ fn calibration_job(from: &Path) -> Result<RunJob, EngineError> {
 #[derive(Default)]
 struct Samples {
     warm: Vec<(f64, f64)>,
+    /// The concurrency of the run of each warm invocation.
+    warm_at: Vec<usize>,
     cold: Vec<(f64, f64)>,
+    /// The concurrency of the run of each cold invocation.
+    cold_at: Vec<usize>,
     /// (in, out) bytes and records of its successful invocations.
     bytes: Vec<(f64, f64)>,
     records: Vec<(f64, f64)>,
@@ -244,9 +213,10 @@ struct Samples {
 #[derive(Default)]
 struct Reading {
     per: HashMap<(String, String), Samples>,
-    gaps: Vec<u32>,
-    heads: Vec<f64>,
-    tails: Vec<f64>,
+    /// By the runs' concurrency.
+    gaps: HashMap<usize, Vec<u32>>,
+    heads: Vec<(usize, f64)>,
+    tails: Vec<(usize, f64)>,
     bytes: f64,
     records: f64,
     /// Runs that used object storage: requests, splits, input bytes.
@@ -263,6 +233,14 @@ impl Calibration {
             reading.read(dir, job)?;
         }
         let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+        // The hand-off, head and tail of the runs at the lowest
+        // concurrency; higher ones tell how much longer the hand-off took.
+        let lowest = reading.heads.iter().map(|h| h.0).min().unwrap_or(1);
+        let at_lowest = |v: &[(usize, f64)]| v.iter().filter(|h| h.0 == lowest).map(|h| h.1).collect::<Vec<_>>();
+        let mut gaps: Vec<(usize, f64)> = reading.gaps.iter_mut().map(|(&k, g)| (k, trimmed_mean(g))).collect();
+        let gap_us = gaps.iter().find(|g| g.0 == lowest).map_or(0.0, |g| g.1);
+        gaps.retain(|g| g.0 > lowest);
+        let gap_stretch = gaps.iter().map(|&(k, g)| (k, if gap_us > 0.0 { g / gap_us } else { 1.0 })).collect();
         let total = |stage: &str, phase: &str, f: fn(&(f64, f64)) -> f64| {
             reading.per.get(&(stage.to_string(), phase.to_string())).map(|s| s.bytes.iter().map(f).sum::<f64>())
         };
@@ -278,9 +256,10 @@ impl Calibration {
         Ok(Calibration {
             steps: reading.per.into_iter().map(|(k, s)| (k, fit(s))).collect(),
             records_per_byte: reading.records / reading.bytes.max(1.0),
-            head_us: mean(&reading.heads),
-            tail_us: mean(&reading.tails),
-            gap_us: trimmed_mean(&mut reading.gaps),
+            head_us: mean(&at_lowest(&reading.heads)),
+            tail_us: mean(&at_lowest(&reading.tails)),
+            gap_us,
+            gap_stretch: Stretch::new(lowest, gap_stretch),
             cpu_scale: 1.0,
             storage: StorageRates::of(&reading.storage),
             shuffled,
@@ -301,7 +280,7 @@ impl Reading {
         let overhead = if emulated { platform.containers.overhead.as_secs_f64() * 1e6 } else { 0.0 };
         // Durations to one core here.
         let cpu = summary.cost.cpu_scale.max(f64::MIN_POSITIVE);
-        let (per, gaps) = (&mut self.per, &mut self.gaps);
+        let (per, gaps) = (&mut self.per, self.gaps.entry(platform.concurrency).or_default());
         let (mut first, mut last) = (u64::MAX, 0u64);
         // Per slot (its records come in the order it ran them): when its
         // last invocation ended, and whether it has started a reduce. The
@@ -349,15 +328,17 @@ impl Reading {
                     Default::default()
                 };
                 s.cold.push((r.bytes_in as f64, compute - modelled.as_secs_f64() * 1e6 / cpu));
+                s.cold_at.push(platform.concurrency);
             } else {
                 s.warm.push((r.bytes_in as f64, compute.max(0.0)));
+                s.warm_at.push(platform.concurrency);
             }
             s.bytes.push((r.bytes_in as f64, r.bytes_out as f64));
             s.records.push((r.records_in as f64, r.records_out as f64));
         })?;
         let wall_us = summary.wall_seconds * 1e6;
-        self.heads.push(if first == u64::MAX { 0.0 } else { first as f64 });
-        self.tails.push((wall_us - last as f64).max(0.0));
+        self.heads.push((platform.concurrency, if first == u64::MAX { 0.0 } else { first as f64 }));
+        self.tails.push((platform.concurrency, (wall_us - last as f64).max(0.0)));
         self.bytes += summary.input.bytes as f64;
         self.records += summary.input.records as f64;
         if let Some(st) = &summary.storage {
@@ -377,8 +358,15 @@ fn trimmed_mean(v: &mut [u32]) -> f64 {
 
 /// Fits a step's line and spreads.
 fn fit(s: Samples) -> StepModel {
+    // The line is the runs' at their lowest concurrency; the others tell
+    // how much more time the same work took beside others (`stretch`).
+    let at = |i: usize| s.warm_at.get(i).copied().unwrap_or(1);
+    let cold_at = |i: usize| s.cold_at.get(i).copied().unwrap_or(1);
+    let lowest = (0..s.warm.len()).map(at).chain((0..s.cold.len()).map(cold_at)).min().unwrap_or(1);
+    let base: Vec<(f64, f64)> = (0..s.warm.len()).filter(|&i| at(i) == lowest).map(|i| s.warm[i]).collect();
+    let cold: Vec<(f64, f64)> = (0..s.cold.len()).filter(|&i| cold_at(i) == lowest).map(|i| s.cold[i]).collect();
     // Without warm invocations, the cold ones stand in.
-    let points = if s.warm.is_empty() { &s.cold } else { &s.warm };
+    let points = if base.is_empty() { &cold } else { &base };
     let n = points.len().max(1) as f64;
     let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
     let var: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
@@ -403,14 +391,34 @@ fn fit(s: Samples) -> StepModel {
     let mut residuals: Vec<f64> =
         points.iter().filter(|p| predict(p.0) > 0.0).map(|p| (p.1 / predict(p.0)).max(0.0)).collect();
     let mut cold: Vec<f64> =
-        if s.warm.is_empty() { Vec::new() } else { s.cold.iter().map(|p| (p.1 - predict(p.0)).max(0.0)).collect() };
+        if base.is_empty() { Vec::new() } else { cold.iter().map(|p| (p.1 - predict(p.0)).max(0.0)).collect() };
+    // Ratios to the line, as the base's own median ratio to it.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let base_median = median(residuals.clone()).filter(|&m| m > 0.0).unwrap_or(1.0);
+    let mut stretch = Vec::new();
+    let mut levels: Vec<usize> = s.warm_at.iter().copied().filter(|&k| k > lowest).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    for k in levels {
+        let ratios: Vec<f64> = (0..s.warm.len())
+            .filter(|&i| at(i) == k && predict(s.warm[i].0) > 0.0)
+            .map(|i| s.warm[i].1 / predict(s.warm[i].0))
+            .collect();
+        if let Some(m) = median(ratios) {
+            stretch.push((k, m / base_median));
+        }
+    }
     StepModel {
         a_us: a,
         b_us_per_byte: b,
         residuals: quantiles(&mut residuals),
         cold_extra_us: quantiles(&mut cold),
-        bytes_out: Power::fit(&s.bytes),
-        records_out: Power::fit(&s.records),
+        bytes_out: Curve::fit(&s.bytes),
+        records_out: Curve::fit(&s.records),
+        stretch: Stretch::new(lowest, stretch),
     }
 }
 
@@ -502,17 +510,29 @@ mod tests {
     }
 
     #[test]
-    fn outputs_are_a_power_of_the_inputs_when_the_inputs_vary() {
-        // A vocabulary that grows as the square root of the text.
-        let pairs: Vec<(f64, f64)> = [1e4, 4e4, 1.6e5, 6.4e5].iter().map(|&x| (x, 10.0 * f64::sqrt(x))).collect();
-        let p = Power::fit(&pairs);
-        assert!((p.e - 0.5).abs() < 1e-9 && (p.at(2.56e6) - 16_000.0).abs() < 1e-6, "{p:?}");
-        // Inputs of one size: proportional, with the observed total.
-        let p = Power::fit(&[(1000.0, 300.0), (1010.0, 310.0), (0.0, 0.0)]);
-        assert_eq!(p.e, 1.0);
-        assert!((p.at(2010.0) - 610.0).abs() < 1e-9, "{p:?}");
-        // Nothing out: nothing predicted.
-        assert_eq!(Power::fit(&[(1000.0, 0.0), (4000.0, 0.0)]).at(5000.0), 0.0);
+    fn runs_at_higher_concurrency_teach_how_invocations_slow_each_other() {
+        // The same splits at concurrency 1, then 1.3x slower at 2 and 2.5x
+        // at 4 (a machine of two cores).
+        let mut s = Samples::default();
+        for (k, slower) in [(1, 1.0), (2, 1.3), (4, 2.5)] {
+            for x in [1000.0, 2000.0, 4000.0] {
+                s.warm.push((x, (100.0 + 0.5 * x) * slower));
+                s.warm_at.push(k);
+            }
+        }
+        let m = fit(s);
+        // The line is concurrency 1's alone.
+        assert!((m.a_us - 100.0).abs() < 1e-6 && (m.b_us_per_byte - 0.5).abs() < 1e-9, "{m:?}");
+        assert_eq!(m.stretch.levels(), 3);
+        for (k, want) in [(0.0, 1.0), (1.0, 1.0), (2.0, 1.3), (3.0, 1.9), (4.0, 2.5), (16.0, 2.5)] {
+            assert!((m.stretch.at(k) - want).abs() < 1e-9, "at {k}: {}", m.stretch.at(k));
+        }
+        // Runs at one concurrency: nothing to stretch by.
+        let mut s = Samples::default();
+        s.warm.extend([(1000.0, 600.0), (2000.0, 1100.0)]);
+        s.warm_at.extend([2, 2]);
+        let m = fit(s);
+        assert!(m.stretch.levels() == 0 && m.stretch.at(8.0) == 1.0);
     }
 
     #[test]
