@@ -225,9 +225,11 @@ pub struct SimulateArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<Override>,
     /// A run of the job (its run directory) whose invocations calibrate
-    /// the durations: run it at a small scale, then simulate at any. Given
-    /// again, the runs' invocations are pooled: runs at two chunk sizes
-    /// teach how each step's time and output grow with its input.
+    /// the durations: run it at a small scale, at concurrency 1, over a
+    /// range of chunk sizes (`--set input.chunk_size=64KiB..4MiB`), then
+    /// simulate at any. Given again, the runs' invocations are pooled; runs
+    /// at higher concurrencies teach how invocations on this machine slow
+    /// each other (used for local and emulated simulations).
     #[arg(long, value_name = "RUN_DIR")]
     pub from: Vec<PathBuf>,
     /// A stage's durations, given instead of calibrated:

@@ -63,7 +63,13 @@ impl Power {
 
     /// The output for an input of `x`.
     pub(crate) fn at(&self, x: f64) -> f64 {
-        if x <= 0.0 { 0.0 } else { self.k * x.powf(self.e) }
+        match x {
+            x if x <= 0.0 => 0.0,
+            // Proportional (any step whose inputs were of one size): no pow
+            // for each of a simulation's invocations.
+            x if self.e == 1.0 => self.k * x,
+            x => self.k * x.powf(self.e),
+        }
     }
 
     /// Fits (input, output) pairs: the exponent by least squares over
@@ -140,12 +146,12 @@ impl Curve {
 
     /// The output for an input of `x`.
     pub(crate) fn at(&self, x: f64) -> f64 {
-        if x <= 0.0 {
-            return 0.0;
+        let n = &self.nodes;
+        if n.len() < 2 || x <= 0.0 {
+            return self.power.at(x);
         }
         let lx = x.ln();
-        let n = &self.nodes;
-        if n.len() < 2 || lx < self.range.0 || lx > self.range.1 {
+        if lx < self.range.0 || lx > self.range.1 {
             return self.power.at(x);
         }
         let i = n.partition_point(|p| p.0 < lx).clamp(1, n.len() - 1);
