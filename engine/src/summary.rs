@@ -205,6 +205,11 @@ pub struct Summary {
     pub error: Option<String>,
     /// Wall time.
     pub wall_seconds: f64,
+    /// CPU time (user and system) this process, and the processes it
+    /// waited for, used during the run: set for real runs. A calibration
+    /// tells work that takes a core from waiting by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
     /// Worker slots.
     pub concurrency: usize,
     /// What was read.
@@ -339,11 +344,25 @@ pub(crate) fn stage_summaries(plan: &Plan, stats: &[StageStats]) -> (Vec<StageSu
     (stages, all, cost)
 }
 
+/// CPU seconds (user and system) this process and its waited-for
+/// children have used so far.
+pub(crate) fn cpu_seconds() -> Option<f64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let secs = |w| {
+        getrusage(w).ok().map(|u| {
+            let (a, b) = (u.user_time(), u.system_time());
+            (a.tv_sec() + b.tv_sec()) as f64 + (a.tv_usec() + b.tv_usec()) as f64 / 1e6
+        })
+    };
+    Some(secs(UsageWho::RUSAGE_SELF)? + secs(UsageWho::RUSAGE_CHILDREN)?)
+}
+
 pub(crate) fn summarize(
     run_id: &str,
     plan: &Plan,
     state: &Totals,
     wall: Duration,
+    cpu: Option<f64>,
     output: Option<OutputInfo>,
     error: Option<&EngineError>,
 ) -> Summary {
@@ -358,6 +377,7 @@ pub(crate) fn summarize(
         status: if error.is_none() { "succeeded" } else { "failed" }.to_string(),
         error: error.map(ToString::to_string),
         wall_seconds: secs,
+        cpu_seconds: cpu,
         concurrency: state.concurrency,
         input: InputSummary {
             splits: state.splits,

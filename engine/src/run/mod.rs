@@ -124,6 +124,7 @@ impl From<EngineError> for RunFailure {
 /// kept in the run directory.
 pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -> Result<Report, RunFailure> {
     let started = opts.clock.now();
+    let cpu_at_start = crate::summary::cpu_seconds();
     if opts.resume
         && let Some(dir) = &opts.run_dir
         && let Some(summary) = finished_run(dir)?
@@ -180,7 +181,8 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
         Err(e) => (None, Some(e)),
     };
     let wall = opts.clock.now().saturating_duration_since(started);
-    let summary = summarize(&dir.id, plan, &totals, wall, output, error.as_ref());
+    let cpu = crate::summary::cpu_seconds().zip(cpu_at_start).map(|(end, start)| (end - start).max(0.0));
+    let summary = summarize(&dir.id, plan, &totals, wall, cpu, output, error.as_ref());
     match (error, dir.write_summary(&summary)) {
         (Some(e), _) | (None, Err(e)) => Err(fail(e)),
         (None, Ok(())) => Ok(Report { run_dir: dir.path, summary, finished_before: false }),

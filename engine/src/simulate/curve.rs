@@ -33,6 +33,11 @@ impl Stretch {
         self.0.len()
     }
 
+    /// The highest calibrated concurrency and its factor.
+    pub(crate) fn highest(&self) -> Option<(f64, f64)> {
+        self.0.last().copied()
+    }
+
     /// The factor at `k` running at once: between calibrated concurrencies,
     /// a line; below the lowest, 1; past the highest, the highest's.
     pub(crate) fn at(&self, k: f64) -> f64 {

@@ -87,6 +87,8 @@ impl Calibrated {
             tail_us: 0.0,
             gap_us: 0.0,
             gap_stretch: Default::default(),
+            cpu_share: None,
+            cores: 1.0,
             cpu_scale: 1.0,
             storage: None,
             shuffled: Default::default(),

@@ -493,7 +493,7 @@ impl<'a, 'r> Sim<'a, 'r> {
                 let mut compute = model.warm_us(bytes, self.draw(at, task, attempt, backup, 0)) * cpu;
                 if self.shares_machine {
                     let limit = self.plan.stages[step.stage].concurrency.max(1) as u64;
-                    compute *= model.stretch.at(beside.min(limit).max(1) as f64);
+                    compute *= self.cal.sharing(&model.stretch, beside.min(limit).max(1) as f64);
                 }
                 let timeout = platform.timeout.map(|d| d.as_secs_f64() * 1e6);
                 let (mut us, mut error) = match fault {
@@ -628,7 +628,7 @@ impl<'a, 'r> Sim<'a, 'r> {
         }
         let mut gap = self.cal.gap_us;
         if self.shares_machine {
-            gap *= self.cal.gap_stretch.at(self.beside() as f64);
+            gap *= self.cal.sharing(&self.cal.gap_stretch, self.beside() as f64);
         }
         self.push(self.now + gap as u64, Event::Ready { slot });
         self.check_backups();

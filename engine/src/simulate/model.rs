@@ -78,6 +78,13 @@ pub(crate) struct Calibration {
     /// the runs' lowest concurrency, and how much longer it took at higher.
     pub(crate) gap_us: f64,
     pub(crate) gap_stretch: Stretch,
+    /// The share of the invocations' time that kept a core busy (the runs'
+    /// CPU time over their invocations' time, at the lowest concurrency),
+    /// when the runs measured it, and this machine's cores: how much
+    /// invocations side by side past the cores slow each other, when no
+    /// run at that concurrency showed it (see [`Calibration::sharing`]).
+    pub(crate) cpu_share: Option<f64>,
+    pub(crate) cores: f64,
     /// The CPU share the durations are for (1 = a core here: the runs'
     /// durations are scaled to it).
     pub(crate) cpu_scale: f64,
@@ -91,6 +98,22 @@ pub(crate) struct Calibration {
 }
 
 impl Calibration {
+    /// How much longer a step's invocation (`stretch`: its calibrated
+    /// slowing beside others) takes with `k` tasks running at once on this
+    /// machine. Past the highest calibrated concurrency (or past 1, when
+    /// none was), the cores are shared: `k` invocations that each keep a
+    /// core busy for their `cpu_share` of the time get `cores / (k ×
+    /// share)` of one when that is less than a core.
+    pub(crate) fn sharing(&self, stretch: &Stretch, k: f64) -> f64 {
+        let Some(share) = self.cpu_share else { return stretch.at(k) };
+        let shared = |k: f64| 1.0 - share + share * (k * share / self.cores).max(1.0);
+        match stretch.highest() {
+            Some((top, s)) if k > top => s * shared(k) / shared(top),
+            Some(_) => stretch.at(k),
+            None => shared(k),
+        }
+    }
+
     /// The bytes a keyed stage's reduces take in, for `bytes` out of its
     /// combines.
     pub(crate) fn shuffled(&self, stage: &str, bytes: u64) -> u64 {
@@ -221,6 +244,8 @@ struct Reading {
     records: f64,
     /// Runs that used object storage: requests, splits, input bytes.
     storage: Vec<(RequestCounts, u64, u64)>,
+    /// Per run: its concurrency, CPU seconds and invocations' seconds.
+    cpu: Vec<(usize, f64, f64)>,
 }
 
 impl Calibration {
@@ -260,6 +285,12 @@ impl Calibration {
             tail_us: mean(&at_lowest(&reading.tails)),
             gap_us,
             gap_stretch: Stretch::new(lowest, gap_stretch),
+            cpu_share: {
+                let at: Vec<&(usize, f64, f64)> = reading.cpu.iter().filter(|c| c.0 == lowest).collect();
+                let busy: f64 = at.iter().map(|c| c.2).sum();
+                (!at.is_empty() && busy > 0.0).then(|| (at.iter().map(|c| c.1).sum::<f64>() / busy).clamp(0.0, 1.0))
+            },
+            cores: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
             cpu_scale: 1.0,
             storage: StorageRates::of(&reading.storage),
             shuffled,
@@ -281,7 +312,7 @@ impl Reading {
         // Durations to one core here.
         let cpu = summary.cost.cpu_scale.max(f64::MIN_POSITIVE);
         let (per, gaps) = (&mut self.per, self.gaps.entry(platform.concurrency).or_default());
-        let (mut first, mut last) = (u64::MAX, 0u64);
+        let (mut first, mut last, mut busy_us) = (u64::MAX, 0u64, 0u64);
         // Per slot (its records come in the order it ran them): when its
         // last invocation ended, and whether it has started a reduce. The
         // hand-off: a slot's idle time before each task it starts (the
@@ -299,6 +330,7 @@ impl Reading {
             first = first.min(r.started_us);
             last = last.max(r.finished_us);
             let dur = r.finished_us.saturating_sub(r.started_us);
+            busy_us += dur;
             let slot = slots.entry(r.worker).or_insert((None, false));
             let nth = r.cold.then(|| {
                 let n = started.entry((r.worker, step_index(r.stage, r.phase))).or_default();
@@ -341,6 +373,9 @@ impl Reading {
         self.tails.push((platform.concurrency, (wall_us - last as f64).max(0.0)));
         self.bytes += summary.input.bytes as f64;
         self.records += summary.input.records as f64;
+        if let Some(cpu) = summary.cpu_seconds {
+            self.cpu.push((platform.concurrency, cpu, busy_us as f64 / 1e6));
+        }
         if let Some(st) = &summary.storage {
             self.storage.push((st.requests, summary.input.splits, summary.input.bytes));
         }
@@ -533,6 +568,27 @@ mod tests {
         s.warm_at.extend([2, 2]);
         let m = fit(s);
         assert!(m.stretch.levels() == 0 && m.stretch.at(8.0) == 1.0);
+    }
+
+    #[test]
+    fn past_the_calibrated_concurrency_the_cores_are_shared() {
+        let mut cal = Calibrated::none().cal;
+        let none = Stretch::default();
+        // Nothing measured: nothing shared.
+        assert_eq!(cal.sharing(&none, 8.0), 1.0);
+        (cal.cpu_share, cal.cores) = (Some(1.0), 2.0);
+        for (k, want) in [(1.0, 1.0), (2.0, 1.0), (4.0, 2.0), (8.0, 4.0)] {
+            assert!((cal.sharing(&none, k) - want).abs() < 1e-9, "at {k}: {}", cal.sharing(&none, k));
+        }
+        // Half the time waiting: four fit two cores; eight take half again.
+        cal.cpu_share = Some(0.5);
+        assert!((cal.sharing(&none, 4.0) - 1.0).abs() < 1e-9 && (cal.sharing(&none, 8.0) - 1.5).abs() < 1e-9);
+        // Calibrated up to 4 (2.2x there): past it, shared from there on.
+        cal.cpu_share = Some(1.0);
+        let measured = Stretch::new(1, vec![(4, 2.2)]);
+        assert!((cal.sharing(&measured, 4.0) - 2.2).abs() < 1e-9);
+        assert!((cal.sharing(&measured, 8.0) - 4.4).abs() < 1e-9);
+        assert!((cal.sharing(&measured, 2.5) - 1.6).abs() < 1e-9);
     }
 
     #[test]

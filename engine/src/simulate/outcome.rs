@@ -129,6 +129,7 @@ impl Outcome {
             status: if self.error.is_none() { "succeeded" } else { "failed" }.to_string(),
             error: self.error.clone(),
             wall_seconds: secs,
+            cpu_seconds: None,
             concurrency: self.concurrency,
             input: InputSummary {
                 splits: self.splits,
