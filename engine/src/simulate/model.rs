@@ -1,9 +1,11 @@
-//! Calibration: each step's invocation durations, learned from a real
-//! run's records. A step's warm compute time is a line in its input bytes
-//! (least squares of the relative errors) times a residual drawn from the run's own spread; a
-//! cold start adds what the run's cold invocations took beyond that; and
-//! what the run's platform emulated (modelled cold starts, overheads) is
-//! taken out first, so the simulated platform's own model can be put in.
+//! Calibration: each step's invocation durations, learned from real runs'
+//! records. A step's warm compute time is a line in its input bytes (least
+//! squares of the relative errors) times a residual drawn from the runs'
+//! own spread; a cold start adds what the runs' cold invocations took
+//! beyond that; what the runs' platform emulated (modelled cold starts,
+//! overheads) is taken out first, so the simulated platform's own model can
+//! be put in; runs at higher concurrencies, and the runs' CPU time, tell
+//! how invocations on this machine slow each other.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,8 +38,8 @@ pub(crate) struct StepModel {
     /// What a cold start took beyond the warm time and the modelled start
     /// (the function's init, a process start), sorted; µs.
     pub(crate) cold_extra_us: Vec<f64>,
-    /// Output bytes as a power of the input bytes, and output records
-    /// of the input records.
+    /// Output bytes as a curve of the input bytes, and output records of
+    /// the input records.
     pub(crate) bytes_out: Curve,
     pub(crate) records_out: Curve,
     /// How much slower its invocations ran beside others on the
@@ -185,8 +187,9 @@ pub struct Calibrated {
 
 impl Calibrated {
     /// Calibrates on the finished runs in `runs`, their invocations pooled
-    /// (runs of the job at two chunk sizes teach how its steps' time and
-    /// output grow with their input).
+    /// (runs of the job at several chunk sizes teach how its steps' time
+    /// and output grow with their input; runs at several concurrencies,
+    /// how its invocations slow each other on this machine).
     pub fn load_all(runs: &[PathBuf]) -> Result<Calibrated, EngineError> {
         let jobs = runs.iter().map(|r| calibration_job(r)).collect::<Result<Vec<_>, _>>()?;
         let pairs: Vec<(&Path, RunJob)> = runs.iter().map(PathBuf::as_path).zip(jobs).collect();
@@ -250,8 +253,9 @@ struct Reading {
 
 impl Calibration {
     /// Calibrates on the runs in `runs` (each a run directory and its
-    /// job), whose invocations are pooled: runs at two chunk sizes teach
-    /// how a step's time and output grow with its input.
+    /// job), whose invocations are pooled: runs at several chunk sizes
+    /// teach how a step's time and output grow with its input, runs at
+    /// several concurrencies how much they slow each other.
     pub(crate) fn from_runs(runs: &[(&Path, RunJob)]) -> Result<Calibration, EngineError> {
         let mut reading = Reading::default();
         for (dir, job) in runs {
