@@ -42,7 +42,11 @@ pub(crate) fn simulate(s: &Scratch, dir: &str, sets: &[String], extra: &[&str]) 
 fn simulate_predicts_real_runs_on_every_preset_calibrated_at_concurrency_one() {
     let s = Scratch::new();
     sleep_job(&s, 24);
-    real(&s, "cal", &["platform.concurrency=1".to_string()]);
+    let cal = real(&s, "cal", &["platform.concurrency=1".to_string()]);
+    // Sleeping takes no core: the run's CPU time is a small share of its
+    // 24 x 20 ms, so concurrency 4 on this machine is not slowed by its cores.
+    let cpu = cal["cpu_seconds"].as_f64().unwrap();
+    assert!(cpu < 0.5 * 0.48, "{cpu} s of CPU for 24 sleeps of 20 ms");
     let mut cases: Vec<Vec<String>> = vec![
         vec!["platform.concurrency=2".into()],
         vec!["platform.concurrency=4".into()],

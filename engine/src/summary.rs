@@ -206,8 +206,9 @@ pub struct Summary {
     /// Wall time.
     pub wall_seconds: f64,
     /// CPU time (user and system) this process, and the processes it
-    /// waited for, used during the run: set for real runs. A calibration
-    /// tells work that takes a core from waiting by it.
+    /// waited for, used during the run (from the plan compiled and any
+    /// generated input made): set for real runs. A calibration tells work
+    /// that takes a core from waiting by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_seconds: Option<f64>,
     /// Worker slots.

@@ -124,7 +124,6 @@ impl From<EngineError> for RunFailure {
 /// kept in the run directory.
 pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -> Result<Report, RunFailure> {
     let started = opts.clock.now();
-    let cpu_at_start = crate::summary::cpu_seconds();
     if opts.resume
         && let Some(dir) = &opts.run_dir
         && let Some(summary) = finished_run(dir)?
@@ -136,6 +135,8 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
         return Err(EngineError::Chaos("timeout faults need a deadline: set platform.timeout".into()).into());
     }
     let compiled = compile(plan, registry, &opts.cache_dir)?;
+    // From here: a generated input made on the way is not the job's work.
+    let cpu_at_start = crate::summary::cpu_seconds();
     let target = &plan.output.path;
     let remote = target.to_str().is_some_and(fanout_datasets::store::is_url);
     if plan.output.mode == OutputMode::Error && output_exists(target, remote, &plan.storage)? {
