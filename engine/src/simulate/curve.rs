@@ -2,9 +2,9 @@
 //! input (`Power`, `Curve`), and how much invocations side by side slow
 //! each other (`Stretch`).
 
-/// The spread of the inputs' logarithms below which an exponent cannot be
-/// fitted (about the inputs' coefficient of variation).
-const MIN_SPREAD: f64 = 0.05;
+/// The inputs' coefficient of variation (about the spread of their
+/// logarithms) below which no line, exponent or curve can be fitted.
+pub(super) const MIN_SPREAD: f64 = 0.05;
 
 /// Nodes a [`Curve`] keeps across its inputs' range.
 const NODES: usize = 24;

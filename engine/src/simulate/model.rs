@@ -18,14 +18,10 @@ use crate::records;
 use crate::summary::Summary;
 use fanout_datasets::RequestCounts;
 
-use super::curve::{Curve, Stretch};
+use super::curve::{Curve, MIN_SPREAD, Stretch};
 
 /// Residuals kept per step (evenly spaced quantiles of the run's).
 const RESIDUALS: usize = 4096;
-
-/// The input sizes' coefficient of variation below which a step's line
-/// cannot be fitted (see [`fit`]).
-const MIN_SPREAD: f64 = 0.05;
 
 /// One step's durations.
 #[derive(Debug, Clone)]

@@ -82,13 +82,6 @@ impl Listing {
         let records = move |b: u64| (b as f64 * records_per_byte).round() as u64;
         match self {
             Listing::Listed(bytes) => Box::new(bytes.iter().enumerate().map(move |(i, &b)| (i as u64, b, records(b)))),
-            &Listing::Even { total, chunks } if !chunks.is_range() => {
-                let (chunk, n) = (chunks.min, total.div_ceil(chunks.min));
-                Box::new((0..n).map(move |i| {
-                    let b = if i + 1 == n { total - chunk * (n - 1) } else { chunk };
-                    (i, b, records(b))
-                }))
-            }
             &Listing::Even { total, chunks } => {
                 let mut left = total;
                 Box::new((0..).map_while(move |i| {
