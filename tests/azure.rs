@@ -1,6 +1,6 @@
 //! Inputs, outputs and shuffles in Azure Blob Storage (`az://`), against
 //! Azurite, Microsoft's own emulator (npm, pinned in
-//! tests/fixtures/azurite, which .ci/run installs), with Azure's own Python
+//! tests/fixtures/azurite, which tests/setup.sh installs), with Azure's own Python
 //! SDK (PyPI `azure-storage-blob`) putting the data in and checking what
 //! fanout left. fanout reaches it as users reach Azurite:
 //! `AZURE_STORAGE_USE_EMULATOR=true` and `AZURITE_BLOB_STORAGE_URL`.
@@ -31,7 +31,7 @@ impl Azurite {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("{} ({e}): .ci/run installs it with npm ci", bin.display()));
+            .unwrap_or_else(|e| panic!("{} ({e}): tests/setup.sh installs it with npm ci", bin.display()));
         let addr = format!("127.0.0.1:{port}");
         let azurite = Azurite { _server: crate::util::Daemon(child), url: format!("http://{addr}") };
         assert!(crate::util::wait_for(60, || TcpStream::connect(&addr).is_ok()), "Azurite did not start");

@@ -1,18 +1,13 @@
 //! End-to-end runs checked against oracles computed independently: Python's
 //! standard library, pyarrow (Arrow's reference implementation, for Parquet
-//! and Arrow files) and DuckDB. .ci/run installs pyarrow, duckdb and
+//! and Arrow files) and DuckDB. tests/setup.sh installs pyarrow, duckdb and
 //! xxhash; without them these tests fail and say so.
 
-use std::process::Command;
-
-use crate::util::{Run, Scratch, python, root};
+use crate::util::{Run, Scratch, need_python_module, python, root};
 
 /// Fails the test unless the Python modules it checks against are there.
 fn require_python(modules: &[&str]) {
-    for m in modules {
-        let ok = Command::new("python3").args(["-c", &format!("import {m}")]).status().is_ok_and(|s| s.success());
-        assert!(ok, "python module {m} is missing (pip install {m}; .ci/run installs it)");
-    }
+    modules.iter().for_each(|m| need_python_module(m));
 }
 
 /// Runs the job file `job` (written into the scratch directory) with `args`.

@@ -1,7 +1,7 @@
 //! Functions beyond this process over HTTP: the `http` backend against several
 //! `fanout serve` hosts (one killed mid-run, one throttling, one
 //! stalling past the deadline), and against Google's Functions Framework,
-//! the runtime Cloud Functions and Cloud Run use (.ci/run installs it).
+//! the runtime Cloud Functions and Cloud Run use (tests/setup.sh installs it).
 //! The hosts listen on addresses of their own (127.0.0.1, .2, .3).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -320,7 +320,7 @@ pub(crate) fn functions_framework(s: &Scratch, env: &[(&str, &str)]) -> (Child, 
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("functions-framework (pip install functions-framework; .ci/run installs it)");
+        .expect("functions-framework (tests/setup.sh installs it)");
     let addr = format!("127.0.0.1:{port}");
     assert!(crate::util::wait_for(30, || TcpStream::connect(&addr).is_ok()), "functions-framework did not start");
     (ff, addr)
@@ -580,7 +580,7 @@ fn serve_hosts_the_exec_and_lambda_functions_of_a_job_file() {
     assert!(r.stderr.contains("the job has no external function"), "{}", r.stderr);
 }
 
-/// serverless-offline (npm; .ci/run installs it into the fixture's
+/// serverless-offline (npm; tests/setup.sh installs it into the fixture's
 /// directory): a local implementation of the Lambda Invoke API, running
 /// Node.js handlers in worker threads. Killed when dropped.
 struct ServerlessOffline {
@@ -593,14 +593,14 @@ impl ServerlessOffline {
         let dir = crate::util::root().join("tests/fixtures/serverless-offline");
         assert!(
             dir.join("node_modules/.bin/serverless").exists(),
-            "serverless-offline is not installed: npm ci in {} (.ci/run does it)",
+            "serverless-offline is not installed: npm ci in {} (tests/setup.sh does it)",
             dir.display()
         );
         let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (port, http) = (free(), free());
         // Node 20.17 and later would load serverless' CommonJS modules as
         // ES modules; the flag (unknown to older Node) turns that off.
-        let node = Command::new("node").arg("--version").output().expect("node (.ci/run installs it)");
+        let node = Command::new("node").arg("--version").output().expect("node (tests/setup.sh installs it)");
         let version = String::from_utf8_lossy(&node.stdout).trim().trim_start_matches('v').to_string();
         let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));

@@ -65,7 +65,7 @@ pub(crate) fn browse(page: &std::path::Path, shot: Option<&std::path::Path>) -> 
     let out = cmd.output().expect("python3");
     assert!(
         out.status.success(),
-        "the browser check failed (is Debian's chromium installed? .ci/run installs it): {}",
+        "the browser check failed (is Debian's chromium installed? tests/setup.sh installs it): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))

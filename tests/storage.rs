@@ -1,6 +1,6 @@
 //! Inputs and outputs in object storage, against a real S3-compatible
 //! server on loopback: moto's server mode (PyPI `moto[server]`, which
-//! .ci/run installs), with boto3 — AWS's own SDK — putting the data in and
+//! tests/setup.sh installs), with boto3 — AWS's own SDK — putting the data in and
 //! checking what fanout left there. Each test starts its own server.
 
 use std::net::TcpStream;
@@ -23,7 +23,7 @@ impl S3 {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("python3 -m moto.server (pip install 'moto[server]'; .ci/run installs it)");
+            .expect("python3 -m moto.server (tests/setup.sh installs it)");
         let addr = format!("127.0.0.1:{port}");
         let server = S3 { _server: crate::util::Daemon(child), endpoint: format!("http://{addr}") };
         assert!(crate::util::wait_for(60, || TcpStream::connect(&addr).is_ok()), "moto did not start");

@@ -9,6 +9,7 @@ mod datasets_gen;
 mod external;
 mod faults;
 mod job_errors;
+mod lifetime;
 mod messy_data;
 mod oracles;
 mod plan;

@@ -205,3 +205,12 @@ pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
     static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
     HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Fails the test, naming what is missing, unless Python can import
+/// `module`: tests/setup.sh installs every module the tests use, and no
+/// test passes by skipping.
+#[track_caller]
+pub fn need_python_module(module: &str) {
+    let ok = Command::new("python3").args(["-c", &format!("import {module}")]).status().is_ok_and(|s| s.success());
+    assert!(ok, "the Python module {module} is missing: tests/setup.sh installs it");
+}

@@ -92,10 +92,46 @@ pub(super) fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, slots:
             scope.spawn(move || slot.run_phase(shared, index, phase, recorder, &rx, running));
         }
         drop(rx);
+        // Should the coordinator panic, the run stops (invocations in
+        // flight are cancelled, their processes killed) and the channel
+        // closes as the panic unwinds, so that the slots end and the
+        // scope can join them: the panic then goes on, and nothing hangs.
+        let tx = tx;
+        let _stop = StopOnPanic(shared);
         count = produce(shared, index, phase, &tx);
-        drop(tx);
     });
     count
+}
+
+/// Stops the run when dropped by a panic's unwinding.
+struct StopOnPanic<'a, 'b>(&'a Shared<'b>);
+
+impl Drop for StopOnPanic<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop.stop();
+        }
+    }
+}
+
+/// A test hook: with `FANOUT_TEST_PANIC=TASK:FILE` in its environment,
+/// the coordinator panics as it is about to hand out task TASK of the
+/// first phase, once FILE exists (a function writes it when it runs).
+/// The tests check that a panic in the coordinator leaves no process of
+/// the job behind.
+fn test_panic(index: usize, task: u64) {
+    if index != 0 {
+        return;
+    }
+    let Ok(spec) = std::env::var("FANOUT_TEST_PANIC") else { return };
+    let Some((at, file)) = spec.split_once(':') else { return };
+    if at.parse() != Ok(task) {
+        return;
+    }
+    while !std::path::Path::new(file).exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("FANOUT_TEST_PANIC: the coordinator panics at task {task}");
 }
 
 /// Sends phase `index`'s tasks to the slots, then backs up stragglers
@@ -155,6 +191,7 @@ fn produce(shared: &Shared<'_>, index: usize, phase: &Phase, tx: &Sender<Vec<Tas
         if resumed(shared, index, id, &input, &counted) {
             continue;
         }
+        test_panic(index, id);
         sent += 1;
         bytes += input.split().map_or(0, fanout_datasets::Split::bytes);
         group.push(Task { id, input, queued: shared.clock.now(), backup: false });

@@ -10,8 +10,7 @@
 //! and `output` (the format of stdout; default: `io`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Instant;
 
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use fanout_datasets::Format;
 use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef, FieldPath};
 
 use crate::external::codec::{self, IoFormat};
-use crate::external::process::{TAIL_BYTES, Tail, ended, kill_group};
+use crate::external::process::{self, TAIL_BYTES, Tail, ended};
 use crate::external::settings::{Settings, stem};
 use crate::external::{Backend, Container, ExternalContext, Launch, planned};
 use crate::function::{FunctionError, Invocation, Planned};
@@ -270,9 +269,11 @@ impl ExecFunction {
             }
             _ => codec::encode(self.io, &self.input_schema, batches).map_err(FunctionError::permanent)?,
         };
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.command[1..])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+        let program = &self.command[0];
+        let cannot_start = |e: std::io::Error| FunctionError::permanent(format!("cannot start `{program}`: {e}"));
+        let mut cmd = process::command(self.program.as_os_str(), &self.command[1..], self.cwd.as_deref(), None)
+            .map_err(cannot_start)?;
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("FANOUT_STAGE", inv.stage)
             .env("FANOUT_TASK", inv.task.to_string())
             .env("FANOUT_ATTEMPT", inv.attempt.to_string())
@@ -282,15 +283,9 @@ impl ExecFunction {
             .stderr(match stderr {
                 Some(f) => Stdio::from(f.try_clone().map_err(|e| FunctionError::transient(format!("stderr: {e}")))?),
                 None => Stdio::piped(),
-            })
-            // Its own process group, so that a kill takes its children too.
-            .process_group(0);
-        if let Some(dir) = &self.cwd {
-            cmd.current_dir(dir);
-        }
-        let program = &self.command[0];
-        let mut child = cmd.spawn().map_err(|e| FunctionError::permanent(format!("cannot start `{program}`: {e}")))?;
-        // Its process group is killed when the deadline passes or the
+            });
+        let mut child = process::spawn(cmd).map_err(cannot_start)?;
+        // Its container is killed when the deadline passes or the
         // invocation is cancelled, while its stdout is read.
         let (status, stdout, stderr, timed_out) =
             run(&mut child, input, stderr, inv).map_err(|e| FunctionError::transient(format!("`{program}`: {e}")))?;
@@ -299,7 +294,7 @@ impl ExecFunction {
         if timed_out {
             let why = if inv.cancelled() { "was cancelled" } else { "passed its deadline" };
             return Err(FunctionError::transient(with_stderr(format!(
-                "`{program}` {why} and was killed with its process group"
+                "`{program}` {why} and was killed with every process it started"
             ))));
         }
         if !status.success() {
@@ -379,7 +374,7 @@ fn read_watching(
     let mut buf = [0u8; 16 * 1024];
     loop {
         if !killed && inv.expired() {
-            kill_group(pid);
+            process::kill_container(pid);
             killed = true;
         }
         let wait = if killed {

@@ -1,9 +1,162 @@
-//! What the exec and lambda backends share about their processes: how a
-//! process ended, killing its process group, and the end of its output
-//! for error messages.
+//! What the exec and lambda backends share about their processes: how
+//! they start, how they end, and the end of their output for error
+//! messages.
+//!
+//! Every function process starts under fanout-init (`workers/init/`,
+//! built by this crate's build script and embedded here): the first
+//! process of its container, which owns everything the function starts.
+//! When the function's process exits, or fanout kills the container, or
+//! fanout itself dies (even by `kill -9`), the init kills the function's
+//! processes and every process they left behind, so none outlives its
+//! container. The function starts with the default signal mask and
+//! dispositions, in a process group of its own.
+//!
+//! The inits are started from one thread that lives as long as the
+//! process: the kernel sends a child its parent-death signal when the
+//! *thread* that started it ends, and a container outlives the thread
+//! that started it (an abandoned invocation's, a finished stage's).
 
+use std::ffi::OsStr;
 use std::io::Read;
-use std::sync::Mutex;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Mutex, OnceLock, mpsc};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// fanout-init, built by the build script.
+const INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fanout-init"));
+
+/// How long a container's processes have to exit after SIGTERM when it
+/// shuts down, before they are killed (Lambda's shutdown phase with one
+/// internal extension).
+const GRACE_MS: u64 = 500;
+
+/// A command that runs `program` with `args` under fanout-init, in a
+/// container of its own; `memory_limit` caps its data memory (heap and
+/// anonymous mappings), as a container's memory limit. The caller adds
+/// the environment, working directory and standard streams, and starts
+/// it with [`spawn`]. A program that cannot be found or run is an error
+/// here, as starting it would be.
+pub(crate) fn command(
+    program: &OsStr,
+    args: &[String],
+    cwd: Option<&Path>,
+    memory_limit: Option<u64>,
+) -> std::io::Result<Command> {
+    check_program(program, cwd)?;
+    let mut cmd = Command::new(init_path()?);
+    cmd.arg0("fanout-init").arg("--ppid").arg(std::process::id().to_string());
+    cmd.arg("--grace-ms").arg(GRACE_MS.to_string());
+    if let Some(bytes) = memory_limit {
+        cmd.arg("--rlimit-data").arg(bytes.to_string());
+    }
+    cmd.arg("--").arg(program).args(args);
+    // The init's own process group: a terminal's Ctrl-C goes to fanout,
+    // which stops its containers itself.
+    cmd.process_group(0);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    Ok(cmd)
+}
+
+/// Starts a command made by [`command`], from the thread that starts
+/// every init.
+pub(crate) fn spawn(cmd: Command) -> std::io::Result<Child> {
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("fanout-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("a thread to start containers");
+        Mutex::new(tx)
+    });
+    let (tx, rx) = mpsc::channel();
+    let sent = spawner.lock().expect("not poisoned").send((cmd, tx));
+    sent.map_err(|_| std::io::Error::other("the container spawner is gone"))?;
+    rx.recv().map_err(|_| std::io::Error::other("the container spawner is gone"))?
+}
+
+/// Kills a container started by [`spawn`] (`pid` is its init's): its init kills every process
+/// of it at once, then exits as the function's process did (killed).
+pub(crate) fn kill_container(pid: u32) {
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGUSR1);
+}
+
+/// Shuts a container down as a platform does: its processes get SIGTERM
+/// and a grace period, then whatever is left is killed; waits for it.
+pub(crate) fn shut_down(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
+/// Where fanout-init can be run from: a sealed in-memory file (a file in
+/// the temporary directory where the kernel has none).
+fn init_path() -> std::io::Result<PathBuf> {
+    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PATH.get_or_init(|| install_init().map_err(|e| format!("cannot install fanout-init: {e}")))
+        .clone()
+        .map_err(std::io::Error::other)
+}
+
+fn install_init() -> std::io::Result<PathBuf> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    use std::io::Write;
+    // MFD_EXEC says the file is to be run (kernels since 6.3 ask); older
+    // kernels refuse the flag.
+    let exec = MFdFlags::from_bits_retain(0x0010);
+    let memfd = memfd_create(c"fanout-init", MFdFlags::MFD_CLOEXEC | exec)
+        .or_else(|_| memfd_create(c"fanout-init", MFdFlags::MFD_CLOEXEC));
+    if let Ok(fd) = memfd {
+        let mut file = std::fs::File::from(fd);
+        file.write_all(INIT)?;
+        // Kept open for the process's life: its path is the descriptor's.
+        let path = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::IntoRawFd::into_raw_fd(file)));
+        return Ok(path);
+    }
+    let path = std::env::temp_dir().join(format!("fanout-init-{:016x}", xxhash_rust::xxh3::xxh3_64(INIT)));
+    if std::fs::read(&path).is_ok_and(|b| b == INIT) {
+        return Ok(path);
+    }
+    let mut tmp = tempfile::Builder::new().prefix(".fanout-init").tempfile_in(std::env::temp_dir())?;
+    tmp.write_all(INIT)?;
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o755))?;
+    tmp.persist(&path).map_err(|e| e.error)?;
+    Ok(path)
+}
+
+/// Checks that `program` names a file that can be run: a path (relative
+/// to `cwd`), or a name found on `PATH`.
+fn check_program(program: &OsStr, cwd: Option<&Path>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let path = Path::new(program);
+    if program.as_encoded_bytes().contains(&b'/') {
+        let full = match cwd {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        };
+        let meta = std::fs::metadata(&full)?;
+        if meta.is_dir() || !runnable(&full) {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::EACCES));
+        }
+        return Ok(());
+    }
+    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| runnable(&d.join(path))));
+    if found { Ok(()) } else { Err(std::io::Error::from_raw_os_error(nix::libc::ENOENT)) }
+}
 
 /// How a process ended, for messages: `exited with exit status: 3`, or
 /// `was killed by signal 9 (SIGKILL)`.
@@ -16,12 +169,6 @@ pub(crate) fn ended(status: std::process::ExitStatus) -> String {
         }
         None => format!("exited with {status}"),
     }
-}
-
-/// Kills a process group (a process started as its group's leader, and
-/// every process it started).
-pub(crate) fn kill_group(pid: u32) {
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
 }
 
 /// The end of a process's output, for error messages.

@@ -8,8 +8,7 @@
 //! starts a new one.
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +19,7 @@ use crate::external::Container;
 use crate::external::api::{Api, Event, Happened, Outcome, POLL};
 use crate::external::event::{EventMode, records_read};
 use crate::external::lambda::LambdaSpec;
-use crate::external::process::{Tail, ended, kill_group};
+use crate::external::process::{self, Tail, ended};
 use crate::function::{FunctionError, Invocation};
 
 /// How long a new process may take to ask for its first event (Lambda's
@@ -195,7 +194,7 @@ impl Sandbox {
 
     fn kill(&mut self) {
         self.spent = true;
-        kill_group(self.child.id());
+        process::kill_container(self.child.id());
     }
 }
 
@@ -214,9 +213,9 @@ impl Container for Sandbox {
 }
 
 impl Drop for Sandbox {
+    /// The container's shutdown: SIGTERM, a grace period, then a kill.
     fn drop(&mut self) {
-        kill_group(self.child.id());
-        let _ = self.child.wait();
+        process::shut_down(&mut self.child);
     }
 }
 
@@ -229,9 +228,10 @@ fn spawn(spec: &LambdaSpec, port: u16, id: u64) -> Result<Child, FunctionError> 
     }
     .map_err(|e| FunctionError::transient(format!("the working directory: {e}")))?;
     let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let mut cmd = Command::new(program);
-    cmd.args(&spec.command[1..])
-        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
+    let cannot_start = |e: std::io::Error| FunctionError::permanent(format!("cannot start `{program}`: {e}"));
+    let mut cmd = process::command(program.as_ref(), &spec.command[1..], spec.cwd.as_deref(), spec.memory_limit)
+        .map_err(cannot_start)?;
+    cmd.env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
         .env("_HANDLER", &spec.handler)
         .env("AWS_LAMBDA_FUNCTION_NAME", &spec.stage)
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
@@ -247,28 +247,8 @@ fn spawn(spec: &LambdaSpec, port: u16, id: u64) -> Result<Child, FunctionError> 
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(dir) = &spec.cwd {
-        cmd.current_dir(dir);
-    }
-    if let Some(bytes) = spec.memory_limit {
-        limit_memory(&mut cmd, bytes);
-    }
-    cmd.spawn().map_err(|e| FunctionError::permanent(format!("cannot start `{program}`: {e}")))
-}
-
-/// Caps the process's data memory (heap and anonymous mappings) at
-/// `bytes`, as a container's memory limit: allocations past it fail.
-#[allow(unsafe_code)]
-fn limit_memory(cmd: &mut Command, bytes: u64) {
-    use nix::sys::resource::{Resource, setrlimit};
-    // SAFETY: the closure runs in the child between fork and exec; it
-    // only calls setrlimit(2), which is async-signal-safe, and allocates
-    // nothing.
-    unsafe {
-        cmd.pre_exec(move || setrlimit(Resource::RLIMIT_DATA, bytes, bytes).map_err(std::io::Error::from));
-    }
+        .stderr(Stdio::piped());
+    process::spawn(cmd).map_err(cannot_start)
 }
 
 fn mix(mut z: u64) -> u64 {
