@@ -1,6 +1,6 @@
 //! `fanout serve`: the builtins served over HTTP (see
 //! [`fanout_workers::host`]) until SIGTERM or Ctrl-C, which drain: the
-//! invocations in flight are answered, new ones refused.
+//! invocations in flight are answered, new ones get 503.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
@@ -37,7 +37,8 @@ pub fn serve(a: &ServeArgs) -> Outcome {
         .ok_or_else(|| Failure::invalid(anyhow::anyhow!("--listen {listen}: not an address to listen on")))?;
     let token = match &a.token_file {
         Some(f) => {
-            let t = std::fs::read_to_string(f).with_context(|| format!("--token-file {}", f.display()))?;
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| Failure::invalid(anyhow::anyhow!("--token-file {}: {e}", f.display())))?;
             let t = t.trim().to_string();
             if t.is_empty() {
                 return Err(Failure::invalid(anyhow::anyhow!("--token-file {}: the file is empty", f.display())));
@@ -60,6 +61,10 @@ pub fn serve(a: &ServeArgs) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone());
     let registry = Registry::builtins();
+    let functions = match &a.job {
+        Some(path) => job_functions(path, &registry)?,
+        None => Vec::new(),
+    };
     let names: Vec<String> = registry.names().map(String::from).collect();
     say(&format!(
         "serving {} functions on http://{bound} ({concurrency} at once{}): POST /functions/NAME, \
@@ -67,10 +72,6 @@ pub fn serve(a: &ServeArgs) -> Outcome {
         names.len(),
         if token.is_some() { ", bearer token required" } else { "" },
     ));
-    let functions = match &a.job {
-        Some(path) => job_functions(path, &registry)?,
-        None => Vec::new(),
-    };
     let opts = HostOptions { concurrency, payload_limit: a.payload_limit.bytes(), token, functions };
     if !opts.functions.is_empty() {
         let served: Vec<&str> = opts.functions.iter().map(|f| f.name.as_str()).collect();
@@ -114,7 +115,7 @@ fn job_functions(path: &std::path::Path, registry: &Registry) -> Result<Vec<JobF
 /// SIGTERM or SIGINT sets `stop`: the host drains and returns.
 fn watch_signals(stop: Arc<AtomicBool>) {
     crate::signals::on_signal(move |signal| {
-        say(&format!("{}: draining: in-flight invocations are answered, new ones refused", signal.as_str()));
+        say(&format!("{}: draining: in-flight invocations are answered, new ones get 503", signal.as_str()));
         stop.store(true, Ordering::Relaxed);
     });
 }

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use crate::util::{Scratch, finish_within, wait_for};
+use crate::util::{Scratch, finish_within, marked, wait_for};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backend {
@@ -79,21 +79,6 @@ while True:
 
 /// Tasks in the job (a file each).
 const TASKS: usize = 6;
-
-/// The processes whose environment holds `mark`: pid and command line.
-fn marked(mark: &str) -> Vec<(u32, String)> {
-    let needle = format!("FANOUT_TEST_MARK={mark}\0");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
-        if memchr::memmem::find(&env, needle.as_bytes()).is_some() {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    found
-}
 
 /// How many functions have started (their `started.TASK` files).
 fn started(dir: &Path) -> usize {

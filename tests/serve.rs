@@ -2,17 +2,67 @@
 //! requests for its event contract, the Lambda Invoke API, throttling,
 //! tokens and the drain on SIGTERM; and boto3's lambda client (AWS's own
 //! SDK) against its Invoke API.
+//!
+//! Where a test needs an invocation in flight, it holds one: a job's exec
+//! function (`--job`) that answers once the test writes a file, and the
+//! host's `/healthz` says when it runs. Nothing waits on the clock.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::remote::{Host, post, request};
-use crate::util::{Scratch, python};
+use crate::util::{Scratch, marked, python, wait_for};
+
+/// A job whose `hold` stage answers once the file `release` exists (in
+/// the host's directory), and whose `up` stage is a lambda function
+/// marked with `mark`.
+fn hold_job(s: &Scratch, mark: &str) {
+    let handlers = crate::util::root().join("tests/fixtures/lambda");
+    // The job's input must exist, though the host does not read it.
+    s.write("unused.txt", "");
+    s.write(
+        "hold.toml",
+        format!(
+            r#"[input]
+path = "unused.txt"
+[[stage]]
+name = "hold"
+function = {{ exec = ["sh", "-c", "while [ ! -e release ]; do sleep 0.01; done; cat"] }}
+[[stage]]
+name = "up"
+function = {{ lambda = ["python3", "{dir}/bootstrap.py"], handler = "handlers.upper", cwd = "{dir}", schema = ["line:utf8", "n:int64"], env = {{ FANOUT_TEST_MARK = "{mark}" }} }}
+[output]
+path = "unused.csv"
+"#,
+            dir = handlers.display()
+        ),
+    );
+}
+
+/// The host's `/healthz` answer: its status code and body.
+fn health(addr: &str) -> (u16, serde_json::Value) {
+    let r = request(addr, "GET", "/healthz", &[], b"");
+    (r.status, r.json())
+}
+
+/// Starts an invocation of `hold` on a thread (with `headers`) and waits
+/// until the host says it runs.
+fn hold(addr: &str, headers: &'static [(&'static str, &'static str)]) -> std::thread::JoinHandle<crate::remote::Reply> {
+    let a = addr.to_string();
+    let held = std::thread::spawn(move || {
+        request(&a, "POST", "/functions/hold", headers, br#"{"records":[{"line":"held"}]}"#)
+    });
+    assert!(wait_for(60, || health(addr).1["running"] == 1), "the held invocation did not start");
+    held
+}
 
 #[test]
 fn serve_answers_the_event_contract_and_the_invoke_api() {
-    let host = Host::start("127.0.0.1", &["--concurrency", "1", "--payload-limit", "1KiB"]);
+    let s = Scratch::new();
+    hold_job(&s, "unused");
+    let args = ["--concurrency", "1", "--payload-limit", "1KiB", "--job", "hold.toml"];
+    let host = Host::start_at(s.dir.path(), None, "127.0.0.1", &args);
     let a = host.addr.as_str();
     let ok = request(a, "GET", "/healthz", &[], b"");
     assert_eq!((ok.status, ok.json()["status"].as_str()), (200, Some("ok")));
@@ -51,28 +101,38 @@ fn serve_answers_the_event_contract_and_the_invoke_api() {
     let r = post(a, arn, r#"{"params":{"bad":1},"records":[{"line":"x"}]}"#);
     assert_eq!((r.status, r.header("x-amz-function-error")), (200, Some("Unhandled")));
     assert_eq!(r.json()["errorType"], "InvalidParameter");
-    // At its concurrency, a host throttles: 429, as Lambda does.
-    let slow = {
-        let a = a.to_string();
-        std::thread::spawn(move || post(&a, "/functions/sleep", r#"{"params":{"ms":1500},"records":[{"x":1}]}"#))
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    // The Invoke API's limit too: 413, as Lambda's.
+    let r = post(a, "/2015-03-31/functions/word_count/invocations", &big);
+    assert_eq!((r.status, r.header("x-amzn-errortype")), (413, Some("RequestTooLargeException")), "{}", r.body);
+    // At its concurrency, a host throttles: 429, as Lambda does, while an
+    // invocation is held; once it is answered, the next one runs.
+    let held = hold(a, &[]);
     let r = post(a, "/functions/word_count", r#"{"records":[{"line":"a"}]}"#);
     assert_eq!((r.status, r.header("x-amzn-errortype")), (429, Some("TooManyRequestsException")));
-    assert_eq!(slow.join().unwrap().status, 200);
+    s.write("release", "");
+    let r = held.join().unwrap();
+    assert_eq!((r.status, r.json()["records"].clone()), (200, serde_json::json!([{"line": "held"}])), "{}", r.body);
     assert_eq!(post(a, "/functions/word_count", r#"{"records":[{"line":"a"}]}"#).status, 200);
 }
 
 #[test]
-fn serve_wants_a_token_beyond_loopback_and_drains_on_sigterm() {
+fn serve_wants_a_readable_token_beyond_loopback() {
     let s = Scratch::new();
     // Beyond the loopback interface, a token is required.
     let r = s.run(&["serve", "--listen", "0.0.0.0:0"]).expect(2);
     assert!(r.stderr.contains("needs a bearer token: --token-file FILE"), "{}", r.stderr);
+    // An empty token file, or one that cannot be read, is refused.
+    s.write("empty", "\n");
+    let r = s.run(&["serve", "--listen", "127.0.0.1:0", "--token-file", "empty"]).expect(2);
+    assert!(r.stderr.contains("--token-file empty: the file is empty"), "{}", r.stderr);
+    let r = s.run(&["serve", "--listen", "127.0.0.1:0", "--token-file", "missing"]).expect(2);
+    assert!(r.stderr.contains("--token-file missing: No such file or directory"), "{}", r.stderr);
+    std::fs::create_dir(s.path("adir")).unwrap();
+    let r = s.run(&["serve", "--listen", "127.0.0.1:0", "--token-file", "adir"]).expect(2);
+    assert!(r.stderr.contains("--token-file adir: Is a directory"), "{}", r.stderr);
     let token = s.write("token", "s3cr3t\n");
-    let mut host = Host::start("127.0.0.1", &["--token-file", token.to_str().unwrap()]);
-    let addr = host.addr.clone();
-    let a = addr.as_str();
+    let host = Host::start("127.0.0.1", &["--token-file", token.to_str().unwrap()]);
+    let a = host.addr.as_str();
     let body = br#"{"records":[{"line":"a"}]}"#;
     let r = request(a, "POST", "/functions/word_count", &[], body);
     assert_eq!((r.status, r.header("www-authenticate")), (401, Some("Bearer")));
@@ -80,36 +140,93 @@ fn serve_wants_a_token_beyond_loopback_and_drains_on_sigterm() {
     assert_eq!(r.status, 401);
     let r = request(a, "POST", "/functions/word_count", &[("authorization", "Bearer s3cr3t")], body);
     assert_eq!(r.status, 200);
-    // SIGTERM drains: the invocation in flight is answered, then the
-    // host exits 0 and listens no more.
-    let slow = {
-        let a = a.to_string();
-        std::thread::spawn(move || {
-            let auth = [("authorization", "Bearer s3cr3t")];
-            request(&a, "POST", "/functions/sleep", &auth, br#"{"params":{"ms":800},"records":[{"x":1}]}"#)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    let pid = host.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let r = slow.join().unwrap();
-    assert_eq!(r.status, 200, "the invocation in flight was not answered: {}", r.body);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = host.child.try_wait().unwrap() {
-            break s;
+    // Health checks carry no token (a platform's probes have none).
+    assert_eq!(health(a), (200, serde_json::json!({"status": "ok", "running": 0, "concurrency": 2})));
+}
+
+/// One request on a kept-alive connection: the reply's status line and
+/// headers (lowercase), its body read.
+fn on_connection(stream: &mut BufReader<TcpStream>, method: &str, path: &str, body: &[u8]) -> (String, Vec<String>) {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nauthorization: Bearer s3cr3t\r\n\r\n",
+        body.len()
+    );
+    stream.get_mut().write_all(head.as_bytes()).unwrap();
+    stream.get_mut().write_all(body).unwrap();
+    let mut status = String::new();
+    stream.read_line(&mut status).unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "serve did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
+        headers.push(line.trim().to_ascii_lowercase());
+    }
+    let length: usize = headers.iter().find_map(|h| h.strip_prefix("content-length: ")).unwrap().parse().unwrap();
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).unwrap();
+    (status.trim().to_string(), headers)
+}
+
+#[test]
+fn serve_drains_on_sigterm_and_reaps_its_job_s_processes() {
+    let s = Scratch::new();
+    let mark = s.dir.path().display().to_string();
+    hold_job(&s, &mark);
+    let token = s.write("token", "s3cr3t\n");
+    let args = ["--token-file", token.to_str().unwrap(), "--job", "hold.toml", "--concurrency", "4"];
+    let mut host = Host::start_at(s.dir.path(), None, "127.0.0.1", &args);
+    let addr = host.addr.clone();
+    let a = addr.as_str();
+    const AUTH: &[(&str, &str)] = &[("authorization", "Bearer s3cr3t")];
+    let connect = || {
+        let stream = TcpStream::connect(a).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        BufReader::new(stream)
     };
-    assert!(status.success(), "{status}");
+    // The job's lambda function runs in a process of the host's, kept
+    // warm for the connection that called it (idle from now on).
+    let mut warm = connect();
+    let (status, _) = on_connection(&mut warm, "POST", "/functions/up", br#"{"records":[{"line":"ab"}]}"#);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(!marked(&mark).is_empty(), "the lambda function's process is not running");
+    // A connection kept alive from before the signal.
+    let mut kept = connect();
+    let (status, _) = on_connection(&mut kept, "GET", "/healthz", b"");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // SIGTERM while an invocation is held: the host drains.
+    let held = hold(a, AUTH);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(host.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    assert!(wait_for(60, || health(a).0 == 503), "/healthz did not say the host drains");
+    assert_eq!(health(a).1["status"], "draining");
+    // New requests, on a new connection or a kept-alive one, get 503 and
+    // are told to close.
+    let r = request(a, "POST", "/functions/word_count", AUTH, br#"{"records":[{"line":"a"}]}"#);
+    assert_eq!((r.status, r.header("connection")), (503, Some("close")), "{}", r.body);
+    let (status, headers) = on_connection(&mut kept, "POST", "/functions/word_count", br#"{"records":[]}"#);
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    assert!(headers.contains(&"connection: close".to_string()), "{headers:?}");
+    // The held invocation is answered, then the host exits 0, listens no
+    // more, and leaves none of its functions' processes running.
+    s.write("release", "");
+    let r = held.join().unwrap();
+    assert_eq!(r.status, 200, "the invocation in flight was not answered: {}", r.body);
+    let exited = wait_for(60, || host.child.try_wait().unwrap().is_some());
+    assert!(exited, "serve did not exit after the drain");
+    assert!(host.child.wait().unwrap().success());
     assert!(TcpStream::connect(a).is_err(), "still listening after it drained");
+    let left = marked(&mark);
+    assert!(left.is_empty(), "the job's processes outlived the host: {left:?}");
 }
 
 #[test]
 fn the_invoke_api_answers_boto3_as_lambda_does() {
     let s = Scratch::new();
-    let host = Host::start("127.0.0.1", &["--concurrency", "1"]);
+    hold_job(&s, "unused");
+    let host = Host::start_at(s.dir.path(), None, "127.0.0.1", &["--concurrency", "1", "--job", "hold.toml"]);
     python(
         &s,
         &format!(
@@ -139,16 +256,20 @@ try:
     raise SystemExit("no error")
 except c.exceptions.ResourceNotFoundException as e:
     assert "nope" in str(e), e
-# Throttling: TooManyRequestsException while the one slot is busy.
-slow = threading.Thread(target=lambda: c.invoke(FunctionName="sleep", Payload=json.dumps({{"params": {{"ms": 1500}}, "records": [{{"x": 1}}]}})))
-slow.start()
-import time; time.sleep(0.4)
+# Throttling: TooManyRequestsException while the one slot is held (the
+# host's /healthz says when it runs).
+held = threading.Thread(target=lambda: c.invoke(FunctionName="hold", Payload=json.dumps({{"records": [{{"line": "x"}}]}})))
+held.start()
+import time, urllib.request
+while json.load(urllib.request.urlopen("http://{addr}/healthz"))["running"] != 1:
+    time.sleep(0.005)
 try:
     c.invoke(FunctionName="word_count", Payload=json.dumps({{"records": [{{"line": "a"}}]}}))
     raise SystemExit("not throttled")
 except c.exceptions.TooManyRequestsException:
     pass
-slow.join()
+open("release", "w").close()
+held.join()
 print("ok")
 "#,
             addr = host.addr

@@ -214,3 +214,20 @@ pub fn need_python_module(module: &str) {
     let ok = Command::new("python3").args(["-c", &format!("import {module}")]).status().is_ok_and(|s| s.success());
     assert!(ok, "the Python module {module} is missing: tests/setup.sh installs it");
 }
+
+/// The processes whose environment holds `FANOUT_TEST_MARK=mark` (a
+/// function table's `env`, which every process it starts inherits): pid
+/// and command line, from the whole process table.
+pub fn marked(mark: &str) -> Vec<(u32, String)> {
+    let needle = format!("FANOUT_TEST_MARK={mark}\0");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
+        if memchr::memmem::find(&env, needle.as_bytes()).is_some() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+        }
+    }
+    found
+}

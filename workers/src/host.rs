@@ -12,15 +12,18 @@
 //!   `X-Amz-Function-Error: Unhandled`; an unknown function is 404
 //!   `ResourceNotFoundException`; throttling is 429
 //!   `TooManyRequestsException`.
-//! - `GET /healthz`: 200 while serving, 503 while draining.
+//! - `GET /healthz`: 200 while serving, 503 while draining, with the
+//!   invocations running and the concurrency (`{"status": "ok",
+//!   "running": 1, "concurrency": 8}`); it needs no token.
 //!
 //! At most `concurrency` invocations run at once: one more is refused
 //! with 429, as Lambda throttles. A body over the payload limit is 413; an
 //! unknown function 404. With a token, a request without
 //! `Authorization: Bearer TOKEN` is 401. Each connection is served by a
 //! thread of its own (keep-alive, requests in order). Once `stop` is set,
-//! the host stops accepting, answers what is in flight, refuses new
-//! requests (503) and returns.
+//! the host drains: it answers what is in flight, goes on accepting but
+//! answers every new request 503 with `Connection: close`, and returns
+//! once nothing is in flight.
 //!
 //! A builtin is planned for the schema its records have (inferred as a
 //! jsonl input's is) and the event's params; plans and warm instances are
@@ -115,10 +118,19 @@ pub fn serve(
     stop: Arc<AtomicBool>,
 ) -> io::Result<()> {
     listener.set_nonblocking(true)?;
-    let shared =
-        Arc::new(Shared { registry, opts, running: AtomicUsize::new(0), stop, connections: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        registry,
+        opts,
+        running: AtomicUsize::new(0),
+        stop,
+        done: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+    });
     loop {
-        if shared.stop.load(Ordering::Relaxed) {
+        // Draining: the host goes on accepting, and answers 503 with
+        // `Connection: close` (health checks included), until the
+        // invocations in flight have been answered.
+        if shared.stop.load(Ordering::Relaxed) && shared.running.load(Ordering::Acquire) == 0 {
             break;
         }
         match listener.accept() {
@@ -140,7 +152,8 @@ pub fn serve(
         }
     }
     drop(listener);
-    // Draining: connections answer what they have and close.
+    shared.done.store(true, Ordering::Relaxed);
+    // Connections answer what they have and close.
     while shared.connections.load(Ordering::Relaxed) > 0 {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -154,6 +167,9 @@ struct Shared {
     /// Invocations running now.
     running: AtomicUsize,
     stop: Arc<AtomicBool>,
+    /// The drain is over: idle connections close (until then, a request
+    /// on a kept-alive connection gets its 503).
+    done: AtomicBool,
     connections: AtomicUsize,
 }
 
@@ -188,7 +204,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     loop {
         let received = match conn.next() {
             Ok(Some(r)) => r,
-            Ok(None) if shared.stop.load(Ordering::Relaxed) => return Ok(()),
+            Ok(None) if shared.done.load(Ordering::Relaxed) => return Ok(()),
             Ok(None) => continue,
             Err(_) => return Ok(()),
         };
@@ -293,6 +309,14 @@ fn percent_decode(text: &str) -> String {
 }
 
 fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
+    // Health checks need no token (a platform's probes carry none), and
+    // say nothing but the host's state.
+    if let (Route::Health, "GET") = (route(req), req.method()) {
+        let running = shared.running.load(Ordering::Relaxed).min(shared.opts.concurrency);
+        let (status, state) = if shared.stop.load(Ordering::Relaxed) { (503, "draining") } else { (200, "ok") };
+        let body = serde_json::json!({ "status": state, "running": running, "concurrency": shared.opts.concurrency });
+        return Answer::json(status, body.to_string().into_bytes());
+    }
     if let Some(token) = &shared.opts.token {
         let given = req.header("authorization").and_then(|v| v.strip_prefix("Bearer "));
         if given.map(str::trim) != Some(token.as_str()) {
@@ -302,13 +326,6 @@ fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
         }
     }
     let (name, invoke_api) = match route(req) {
-        Route::Health if req.method() == "GET" => {
-            return if shared.stop.load(Ordering::Relaxed) {
-                Answer::json(503, b"{\"status\":\"draining\"}".to_vec())
-            } else {
-                Answer::json(200, b"{\"status\":\"ok\"}".to_vec())
-            };
-        }
         Route::Function { name, invoke_api } if req.method() == "POST" => {
             (if invoke_api { function_name(name) } else { percent_decode(name) }, invoke_api)
         }
