@@ -628,7 +628,9 @@ fn a_slot_waiting_for_tasks_retires_its_idle_lambda_process() {
     // Two slots; the last task keeps one busy while the other has nothing
     // left to run: that slot's process must go once past the keep-alive,
     // not at the end of the phase.
-    let job = |keep_alive: &str| {
+    // The last task waits for the other process to end (at most `wait`
+    // seconds): it must end while that task runs.
+    let job = |keep_alive: &str, wait: u32| {
         format!(
             r#"
 [input]
@@ -636,7 +638,7 @@ path = "in.txt"
 chunk_size = 1
 [[stage]]
 name = "map"
-params = {{ pids = "{pids}", last = 5, wait = 0.8 }}
+params = {{ pids = "{pids}", last = 5, wait = {wait} }}
 function = {{ lambda = ["python3", "{}"], handler = "handlers.watch", schema = ["line:utf8", "other:utf8"] }}
 [output]
 path = "out.csv"
@@ -648,15 +650,16 @@ concurrency = 2
             fixture("bootstrap.py")
         )
     };
-    let watched = |keep_alive: &str| {
+    let watched = |keep_alive: &str, wait: u32| {
         let _ = std::fs::remove_file(s.path("pids"));
-        run_job(&s, &job(keep_alive), &[]).expect(0);
+        run_job(&s, &job(keep_alive, wait), &[]).expect(0);
         let out = std::fs::read_to_string(s.path("out.csv")).unwrap();
         out.lines().find(|l| l.starts_with("watch,")).map(str::to_string).unwrap_or_else(|| panic!("{out}"))
     };
-    assert_eq!(watched("keep_alive = \"100ms\""), "watch,dead");
-    // Without a keep-alive the idle process lives on: the check can fail.
-    assert_eq!(watched(""), "watch,alive");
+    assert_eq!(watched("keep_alive = \"100ms\"", 60), "watch,dead");
+    // Without a keep-alive the idle process lives on (the second it is
+    // given): the check can fail.
+    assert_eq!(watched("", 1), "watch,alive");
 }
 
 #[test]

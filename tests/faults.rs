@@ -385,9 +385,14 @@ retries = 0
 backups = true
 "#;
         s.write("job.toml", job);
-        let r = s.run_within(60, &["run", "job.toml", "--progress", "never", "--json"]).expect(0);
+        let r = s.run_within(60, &["run", "job.toml", "--progress", "never", "--json", "--run-dir", "rd"]).expect(0);
         let sum = summary(&r);
-        assert_eq!(sum["backup_tasks"], 1, "{sum}");
+        // Task 5 got its backup (on a loaded machine, another task may
+        // straggle and get one too).
+        assert!(sum["backup_tasks"].as_u64().unwrap() >= 1, "{sum}");
+        let records = s.records("rd");
+        let backed_up = records.lines().any(|l| l.contains("\"task\":5,") && l.contains("\"backup\":true"));
+        assert!(backed_up, "task 5 got no backup: {records}");
         assert_eq!(sum["failed_tasks"].as_array().unwrap().len(), 0, "{sum}");
         // Task 5 was read by both its runs, and counts once.
         let size = std::fs::metadata(s.path("in.txt")).unwrap().len();

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{Run, Scratch, binary, python, summary};
+use crate::util::{Run, Scratch, binary, lines_in, python, summary};
 
 /// A `fanout serve` process, killed when dropped.
 pub(crate) struct Host {
@@ -232,19 +232,27 @@ fn the_http_backend_spreads_over_hosts_and_survives_one_killed_mid_run() {
     };
     let urls: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.url("sleep"))).collect();
     let table = format!("{{ http = [{}], headers = {{ Authorization = \"Bearer t0k3n\" }} }}", urls.join(", "));
-    let job = word_count_job(&table, "{ ms = 15 }", 3, "");
+    let job = word_count_job(&table, "{ ms = 40 }", 3, "");
     s.write("job.toml", &job);
-    let child = s.spawn(&["run", "job.toml", "--progress", "never", "--show", "0", "--json"]);
-    // Kill the second host once the run is under way.
-    std::thread::sleep(Duration::from_millis(700));
+    let child = s.spawn(&["run", "job.toml", "--progress", "never", "--show", "0", "--json", "--run-dir", "rd"]);
+    // Kill the second host once the run is under way: once tasks are
+    // journaled, fanout is paused (SIGSTOP) while the host is killed, so
+    // that the kill lands mid-run whatever the machine's speed.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    assert!(crate::util::wait_for(120, || lines_in(&s.path("rd/journal.jsonl")) > 0), "no task was journaled");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let done_before = crate::util::journaled(&s.path("rd")).len() as u64;
     let mut hosts = hosts;
     let killed = hosts.remove(1);
     drop(killed);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     let r = crate::util::finish_within(child, 120, &["run", "job.toml"]).expect(0);
     let sum = summary(&r);
     assert_eq!(std::fs::read(s.path("out.csv")).unwrap(), expected, "the output differs from the local run's");
+    let splits = sum["input"]["splits"].as_u64().unwrap();
+    assert!(splits > 50, "{sum}");
+    assert!(done_before * 2 < splits, "the host was killed late: {done_before} of {splits} tasks were done");
     assert!(sum["retries"].as_u64().unwrap() > 0, "the killed host's invocations were not retried: {sum}");
-    assert!(sum["input"]["splits"].as_u64().unwrap() > 50, "{sum}");
 }
 
 #[test]

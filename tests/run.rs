@@ -441,14 +441,19 @@ fn killed_runs_resume_to_the_same_output() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // The first run must get as far as making its run directory.
-        let made = std::time::Instant::now();
-        while i == 0 && !s.path("killed/job.json").exists() && made.elapsed().as_secs() < 20 {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        // Kill at a different point each time (SIGKILL: no cleanup runs).
-        std::thread::sleep(std::time::Duration::from_millis(40 + (i * 7919) % 300));
-        if child.try_wait().unwrap().is_some_and(|status| status.success()) {
+        // Kill at a different point each time, by the run's progress, not
+        // the clock: once the journal has grown by 1 to 3 lines since the
+        // last kill (SIGKILL: no cleanup runs).
+        let journal = s.path("killed/journal.jsonl");
+        let target = crate::util::lines_in(&journal) + 1 + (i as usize % 3);
+        let mut ended = None;
+        let grew = crate::util::wait_for(120, || {
+            ended = child.try_wait().unwrap();
+            ended.is_some() || crate::util::lines_in(&journal) >= target
+        });
+        assert!(grew, "the run made no progress");
+        if let Some(status) = ended {
+            assert!(status.success(), "run {i} failed: {status}");
             finished = true;
             break;
         }

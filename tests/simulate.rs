@@ -42,11 +42,7 @@ pub(crate) fn simulate(s: &Scratch, dir: &str, sets: &[String], extra: &[&str]) 
 fn simulate_predicts_real_runs_on_every_preset_calibrated_at_concurrency_one() {
     let s = Scratch::new();
     sleep_job(&s, 24);
-    let cal = real(&s, "cal", &["platform.concurrency=1".to_string()]);
-    // Sleeping takes no core: the run's CPU time is a small share of its
-    // 24 x 20 ms, so concurrency 4 on this machine is not slowed by its cores.
-    let cpu = cal["cpu_seconds"].as_f64().unwrap();
-    assert!(cpu < 0.5 * 0.48, "{cpu} s of CPU for 24 sleeps of 20 ms");
+    real(&s, "cal", &["platform.concurrency=1".to_string()]);
     let mut cases: Vec<Vec<String>> = vec![
         vec!["platform.concurrency=2".into()],
         vec!["platform.concurrency=4".into()],
@@ -83,6 +79,12 @@ fn simulate_predicts_real_runs_on_every_preset_calibrated_at_concurrency_one() {
             }
         }
         assert_eq!(p["simulation"]["simulated"], true);
+        // Sleeping takes no core: the invocations' CPU time is a small
+        // share of their time (a share a load from others only lowers),
+        // so concurrency 4 on this machine is not slowed by its cores.
+        let (share, cores) =
+            (p["simulation"]["cpu_share"].as_f64().unwrap(), p["simulation"]["cores"].as_f64().unwrap());
+        assert!(4.0 * share <= cores, "a CPU share of {share} for sleeps of 20 ms");
         // The same tasks, invocations and cold starts (one container per
         // slot and step) as the real run.
         for field in ["splits", "bytes", "records"] {
@@ -324,6 +326,7 @@ fn runs_at_higher_concurrency_teach_how_this_machines_cores_are_shared() {
     let s = Scratch::new();
     let job = root().join("jobs/examples/wordcount.toml").display().to_string();
     let busy = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+    let _quiet = crate::util::heavy();
     let base = ["--set", "input.generate.size=8MiB", "--set", "input.chunk_size=128KiB..1MiB"];
     let run = |dir: &str, c: usize| {
         let c = format!("platform.concurrency={c}");
@@ -331,37 +334,67 @@ fn runs_at_higher_concurrency_teach_how_this_machines_cores_are_shared() {
         summary(&s.run_within(180, &[&args[..], &base[..]].concat()).expect(0))
     };
     let one = run("one", 1);
-    // The run measured its CPU time: about its invocations' (it counts).
+    // The run measured its CPU time (its invocations' and the rest), which
+    // no run spends more of than its wall time on every core.
     let cpu = one["cpu_seconds"].as_f64().expect("cpu_seconds in a real run's summary");
-    assert!(cpu > 0.5 * one["wall_seconds"].as_f64().unwrap(), "{one}");
-    run("busy", busy);
-    let predict = |from: &[&str], sets: &[&str]| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as f64;
+    assert!(cpu > 0.0 && cpu <= one["wall_seconds"].as_f64().unwrap() * cores + 0.05, "{one}");
+    let busy_run = run("busy", busy);
+    // The mean time of a map invocation, predicted at `concurrency`.
+    let predict = |from: &[&str], concurrency: usize, sets: &[&str]| {
         let mut args = vec!["simulate", &job, "--seeds", "1", "--json", "--run-dir"];
-        let dir = format!("sim-{}-{}", from.len(), sets.len());
+        let dir = format!("sim-{}-{concurrency}-{}", from.len(), sets.len());
         args.push(&dir);
         for f in from {
             args.extend(["--from", f]);
         }
-        let c = format!("platform.concurrency={busy}");
+        let c = format!("platform.concurrency={concurrency}");
         args.extend(["--set", &c]);
         let p = summary(&s.run_within(120, &[&args[..], &base[..], sets].concat()).expect(0));
         assert!(p.get("cpu_seconds").is_none(), "a simulation measured no CPU: {p}");
-        let map = p["stages"].as_array().unwrap().iter().find(|s| s["phase"] == "map").unwrap().clone();
-        map["latency_ms"]["mean"].as_f64().unwrap()
+        (map_mean(&p), p["simulation"].clone())
     };
     // A FaaS platform gives each function its own CPU: the busy run
     // changes nothing there.
     let faas = ["--set", "platform.preset=aws-lambda", "--set", "platform.backups=false"];
-    let (own, own_too) = (predict(&["one"], &faas), predict(&["one", "busy"], &faas));
+    let ((own, _), (own_too, _)) = (predict(&["one"], busy, &faas), predict(&["one", "busy"], busy, &faas));
     assert!(
         (own - own_too).abs() / own < 0.02,
         "aws-lambda: {own} ms from the run alone, {own_too} ms with the busy run"
     );
-    // Here, two invocations to a core take about twice their time alone:
-    // from the run at concurrency 1, by its CPU share and the cores; with
-    // the busy run, as it measured.
-    let shared = predict(&["one"], &[]);
-    assert!(shared > 1.5 * own, "map invocations {shared} ms sharing the cores, {own} ms each on its own CPU");
-    let measured = predict(&["one", "busy"], &[]);
-    assert!(measured > 1.4 * own, "map invocations {measured} ms as the busy run measured, {own} ms on their own");
+    // Here, from the run at concurrency 1: invocations that keep a core
+    // busy for a share s of their time, k at once on this machine's
+    // cores, take 1 - s + s × max(k s / cores, 1) times their time alone
+    // (s as the run measured it: whatever the machine's load, this is
+    // what the model must do with it).
+    let (alone, _) = predict(&["one"], 1, &[]);
+    let (shared, sim) = predict(&["one"], busy, &[]);
+    let share = sim["cpu_share"].as_f64().expect("the calibration's CPU share");
+    assert_eq!(sim["cores"].as_f64(), Some(cores));
+    assert!(share > 0.0 && share <= 1.0, "{sim}");
+    let k = busy as f64;
+    let factor = 1.0 - share + share * (k * share / cores).max(1.0);
+    assert!(
+        (shared / alone - factor).abs() / factor < 0.05,
+        "{k} invocations at a CPU share of {share:.2} on {cores} cores: {shared} ms each, {alone} ms alone, \
+         so {:.3}x where the model gives {factor:.3}x",
+        shared / alone
+    );
+    // With the busy run, as it measured: its map invocations' mean (the
+    // stretch is the median ratio of its invocations to the line fitted at
+    // concurrency 1, model.rs's unit tests hold its arithmetic; a machine
+    // loaded by others while the two runs ran moves the mean by up to a
+    // fifth, hence the bound).
+    let (learned, _) = predict(&["one", "busy"], busy, &[]);
+    let measured = map_mean(&busy_run);
+    assert!(
+        (learned - measured).abs() / measured < 0.35,
+        "map invocations predicted at {learned} ms from the busy run, which measured {measured} ms"
+    );
+}
+
+/// The mean latency of the map invocations of a run's summary, in ms.
+fn map_mean(summary: &serde_json::Value) -> f64 {
+    let map = summary["stages"].as_array().unwrap().iter().find(|s| s["phase"] == "map").unwrap();
+    map["latency_ms"]["mean"].as_f64().unwrap()
 }

@@ -292,6 +292,15 @@ pub struct Simulation {
     pub wall_p50: f64,
     /// The 95th percentile.
     pub wall_p95: f64,
+    /// The share of their time the calibration's invocations kept a core
+    /// busy (its CPU time over their time, at the lowest concurrency it
+    /// ran): past the concurrency it ran at, invocations on this machine
+    /// share its cores by it. Absent when the durations were given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_share: Option<f64>,
+    /// This machine's cores, which such invocations share.
+    #[serde(default)]
+    pub cores: f64,
 }
 
 /// Per stage and phase, the summary of `stats` (by step index); their

@@ -296,13 +296,17 @@ fn containers_are_cold_once_per_slot_unless_retired() {
 #[test]
 fn a_straggler_gets_a_backup_and_the_first_result_wins() {
     let dir = setup(20);
-    let behaviour = Behaviour::StraggleOn(5, Duration::from_secs(5), Arc::new(AtomicUsize::new(0)));
+    // The straggler would take a minute: a run that waited for it would
+    // take that long, whatever the machine.
+    let behaviour = Behaviour::StraggleOn(5, Duration::from_secs(60), Arc::new(AtomicUsize::new(0)));
     let r = registry(vec![Double { info: &STRAGGLE, behaviour, schema: None }]);
     let text = job(dir.path(), "straggle", "", 2) + "backups = true\n";
     let started = std::time::Instant::now();
     let report = common::run_in(dir.path(), &text, &r, 1 << 30).unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "the run waited for the straggler");
-    assert_eq!(report.summary.backup_tasks, 1);
+    assert!(started.elapsed() < Duration::from_secs(60), "the run waited for the straggler");
+    // Task 5 got its backup (on a loaded machine, another task may
+    // straggle and get one too).
+    assert!(report.summary.backup_tasks >= 1);
     let records = common::records(&report.run_dir);
     let task5: Vec<&str> = records.lines().filter(|l| l.contains("\"task\":5,")).collect();
     assert_eq!(task5.len(), 2, "{records}");

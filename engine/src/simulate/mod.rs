@@ -95,6 +95,8 @@ pub fn simulate(
         wall_p5,
         wall_p50,
         wall_p95,
+        cpu_share: cal.cal.cpu_share,
+        cores: cal.cal.cores,
     };
     let summary = outcomes[0].summary(&dir.id, plan, simulation);
     dir.write_summary(&summary)?;
