@@ -148,7 +148,7 @@ fn watch_signals(stop: Arc<Stop>) {
 /// output is where it was committed.
 fn finished_before(dir: &std::path::Path, summary: &Summary, json: bool) -> Outcome {
     let output = match &summary.output {
-        Some(o) if o.path.exists() => {
+        Some(o) if committed(dir, &o.path) => {
             format!("its output is {} ({} rows, {})", o.path.display(), o.rows, Size(o.bytes))
         }
         Some(o) => format!("its output was committed to {}, which is no longer there", o.path.display()),
@@ -161,6 +161,15 @@ fn finished_before(dir: &std::path::Path, summary: &Summary, json: bool) -> Outc
         writeln!(out)?;
     }
     Ok(())
+}
+
+/// Whether a finished run's output is still where it was committed: a
+/// file, or an object (asked with the job's `[storage]` settings).
+fn committed(dir: &std::path::Path, output: &std::path::Path) -> bool {
+    let Some(url) = output.to_str().filter(|o| fanout_datasets::store::is_url(o)) else { return output.exists() };
+    let Ok(job) = fanout_jobs::load(&dir.join("job.json"), &[]) else { return false };
+    let options = job.file.storage.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    fanout_datasets::Storage::new(options).is_ok_and(|s| s.exists(url).unwrap_or(false))
 }
 
 /// The longest a cell of the preview shows, in characters (Polars shows

@@ -8,7 +8,7 @@
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use crate::storage::{COUNTS, SUMS, http_table, shuffle_job, words_and_their_count};
+use crate::storage::{COUNTS, SUMS, big_csv, http_table, killed_commits, shuffle_job, words_and_their_count};
 use crate::util::{Run, Scratch, python, summary};
 
 /// Azurite's well-known development account key.
@@ -116,4 +116,43 @@ fn az_inputs_outputs_and_shuffles_give_what_local_files_give() {
     let r = az.fanout(&s, &["run", "bad.toml"]).expect(1);
     assert!(r.stderr.contains("az://data/bad.csv"), "{}", r.stderr);
     az.sdk(&s, "assert not c.get_blob_client('out/bad.csv').exists()");
+}
+
+#[test]
+fn an_az_output_killed_mid_commit_is_finished_by_its_resume() {
+    let s = Scratch::new();
+    let az = Azurite::start(&s);
+    big_csv(&s);
+    // Killed with its blocks up but not committed, and with the blob
+    // committed but not its manifest.
+    let points = ["PUT:comp=blocklist", "PUT:.manifest.json"];
+    let env = |url: &str| {
+        az.env()
+            .iter()
+            .map(|(k, v)| (k.to_string(), if *k == "AZURITE_BLOB_STORAGE_URL" { url } else { v }.to_string()))
+            .collect()
+    };
+    let resumed = killed_commits(&s, "az", &az.url, &env, &points);
+    for ((key, sum), point) in resumed.iter().zip(points) {
+        // One whole blob, committed in blocks, none left uncommitted,
+        // stamped by its run, with its manifest.
+        az.sdk(
+            &s,
+            &format!(
+                "import json, xxhash\nb = c.get_blob_client('{key}')\nbody = b.download_blob().readall()\n\
+                 assert body == open('big-out.csv', 'rb').read(), '{point}: the blob differs'\n\
+                 committed, uncommitted = b.get_block_list('all')\n\
+                 assert len(committed) == 2 and not uncommitted, ('{point}', committed, uncommitted)\n\
+                 assert b.get_blob_properties().metadata['fanoutrun'].startswith('rd-'), '{point}: not stamped'\n\
+                 m = json.loads(c.download_blob('{key}.manifest.json').readall())\n\
+                 assert m['output']['bytes'] == len(body) and m['output']['xxh3'] == xxhash.xxh3_64_hexdigest(body), m\n\
+                 assert m['run_id'] == '{run}', m",
+                run = sum["run_id"].as_str().unwrap()
+            ),
+        );
+        if point == "PUT:.manifest.json" {
+            let st = &sum["storage"];
+            assert_eq!(st["put"], 1, "{point}: the blob went up again: {st}");
+        }
+    }
 }

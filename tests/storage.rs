@@ -62,19 +62,8 @@ impl S3 {
     /// This server behind tests/fixtures/flaky_proxy.py in `mode`, which
     /// counts the requests it refuses in the scratch file `refused`.
     fn behind_proxy(&self, s: &Scratch, mode: &str) -> S3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let script = crate::util::root().join("tests/fixtures/flaky_proxy.py");
-        let proxy = Command::new("python3")
-            .arg(&script)
-            .args([&port.to_string(), &self.endpoint, &s.path("refused").display().to_string(), mode])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let proxy = S3 { _server: crate::util::Daemon(proxy), endpoint: format!("http://127.0.0.1:{port}") };
-        let up = crate::util::wait_for(30, || TcpStream::connect(("127.0.0.1", port)).is_ok());
-        assert!(up, "the proxy did not start");
-        proxy
+        let (server, endpoint) = proxy(s, &self.endpoint, mode, "refused");
+        S3 { _server: server, endpoint }
     }
 
     /// Uploads local files of the scratch directory under the same keys.
@@ -83,6 +72,91 @@ impl S3 {
         self.boto(s, &format!("for n in {names}:\n    s3.upload_file(n, 'data', n)"));
     }
 }
+
+/// tests/fixtures/flaky_proxy.py in front of `upstream` in `mode`, which
+/// counts what it refuses (or says it stalled a request) in the scratch
+/// file `count`: the proxy's process and URL.
+pub(crate) fn proxy(s: &Scratch, upstream: &str, mode: &str, count: &str) -> (crate::util::Daemon, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let script = crate::util::root().join("tests/fixtures/flaky_proxy.py");
+    let child = Command::new("python3")
+        .arg(&script)
+        .args([&port.to_string(), upstream, &s.path(count).display().to_string(), mode])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = crate::util::Daemon(child);
+    let up = crate::util::wait_for(30, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert!(up, "the proxy did not start");
+    (daemon, format!("http://127.0.0.1:{port}"))
+}
+
+/// Writes `big.csv`, about 12 MiB: an output of it goes up in two parts.
+pub(crate) fn big_csv(s: &Scratch) {
+    python(
+        s,
+        "import random\nrandom.seed(3)\nwith open('big.csv', 'w') as f:\n    f.write('id,text\\n')\n    for i in range(200000):\n        f.write(f'{i},{random.randbytes(24).hex()}\\n')\nprint('ok')",
+    );
+}
+
+/// Runs a job that writes `big.csv` to `scheme://data/out/killed-N.csv`
+/// once per stall point (a proxy mode: the request fanout is killed at),
+/// through a proxy in front of the store at `upstream` that never answers
+/// that request; kills fanout (`kill -9`) there, and resumes the run
+/// against the store itself. `env(url)` is the environment that points
+/// fanout at a store's URL. Returns, per point, the object's key and the
+/// resumed run's summary; the local output is `big-out.csv`.
+pub(crate) fn killed_commits(
+    s: &Scratch,
+    scheme: &str,
+    upstream: &str,
+    env: &dyn Fn(&str) -> Vec<(String, String)>,
+    points: &[&str],
+) -> Vec<(String, serde_json::Value)> {
+    let job = |out: &str| {
+        format!(
+            "[input]\npath = \"big.csv\"\nchunk_size = \"1MiB\"\n[output]\npath = \"{out}\"\n[platform]\nconcurrency = 2\n"
+        )
+    };
+    s.write("local.toml", job("big-out.csv"));
+    s.run(&["run", "local.toml"]).expect(0);
+    let mut resumed = Vec::new();
+    for (i, point) in points.iter().enumerate() {
+        let key = format!("out/killed-{i}.csv");
+        s.write("commit.toml", job(&format!("{scheme}://data/{key}")));
+        let count = format!("stalled-{i}");
+        let (server, url) = proxy(s, upstream, &format!("stall:{point}"), &count);
+        let rd = format!("rd-{i}");
+        let mut child = Command::new(binary())
+            .args(["run", "commit.toml", "--progress", "never", "--run-dir", &rd])
+            .envs(env(&url))
+            .current_dir(s.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stalled = crate::util::wait_for(120, || {
+            std::fs::read_to_string(s.path(&count)).is_ok_and(|c| c == "stalled") || child.try_wait().unwrap().is_some()
+        });
+        assert!(stalled, "{point}: the commit never got there");
+        assert!(child.try_wait().unwrap().is_none(), "{point}: the run ended before the stalled request");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(server);
+        let env: Vec<(String, String)> = env(upstream);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let args = ["run", "--resume", &rd, "--progress", "never", "--show", "0", "--json"];
+        let r = crate::util::run_with(s.dir.path(), &args, &env).expect(0);
+        resumed.push((key, summary(&r)));
+    }
+    resumed
+}
+
+/// The points of an S3 commit a run is killed at: a part in flight (the
+/// upload pending, a part up), the completion sent, the manifest's PUT
+/// (the object whole).
+const S3_POINTS: [&str; 3] = ["PUT:partNumber=2", "POST:uploadId=", "PUT:.manifest.json"];
 
 /// Input files of every format, made by Python's standard library (and
 /// pyarrow for Parquet and Arrow), with quoted csv fields across lines.
@@ -176,10 +250,7 @@ fn s3_outputs_appear_whole_with_their_manifest_or_not_at_all() {
     let s3 = S3::start(&s);
     // About 12 MiB of output: past the 8 MiB part size, so a multipart
     // upload of two parts.
-    python(
-        &s,
-        "import random\nrandom.seed(3)\nwith open('big.csv', 'w') as f:\n    f.write('id,text\\n')\n    for i in range(200000):\n        f.write(f'{i},{random.randbytes(24).hex()}\\n')\nprint('ok')",
-    );
+    big_csv(&s);
     s3.upload(&s, &["big.csv"]);
     let count = "[[stage]]\nfunction = \"aggregate\"\nkey = [\"id\"]\nparams = { count = true }\n";
     for (name, stage) in [("small", count), ("big", "")] {
@@ -240,6 +311,74 @@ fn s3_outputs_appear_whole_with_their_manifest_or_not_at_all() {
          assert keys == [], keys\n\
          assert s3.list_multipart_uploads(Bucket='data').get('Uploads', []) == [], 'a pending upload'",
     );
+}
+
+#[test]
+fn an_s3_output_killed_mid_commit_is_finished_by_its_resume() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    big_csv(&s);
+    let env = |url: &str| {
+        s3.env()
+            .iter()
+            .map(|(k, v)| (k.to_string(), if *k == "AWS_ENDPOINT_URL" { url } else { v }.to_string()))
+            .collect()
+    };
+    let resumed = killed_commits(&s, "s3", &s3.endpoint, &env, &S3_POINTS);
+    for ((key, sum), point) in resumed.iter().zip(S3_POINTS) {
+        // One whole object, stamped by its run, with a manifest that gives
+        // its size and hash as independent code computes them, and no
+        // upload left pending.
+        s3.boto(
+            &s,
+            &format!(
+                "import xxhash\nobj = s3.get_object(Bucket='data', Key='{key}')\nbody = obj['Body'].read()\n\
+                 assert body == open('big-out.csv', 'rb').read(), '{point}: the object differs'\n\
+                 assert obj['Metadata']['fanoutrun'].startswith('rd-'), obj['Metadata']\n\
+                 m = json.loads(s3.get_object(Bucket='data', Key='{key}.manifest.json')['Body'].read())\n\
+                 assert m['output']['bytes'] == len(body) and m['output']['xxh3'] == xxhash.xxh3_64_hexdigest(body), m\n\
+                 assert m['run_id'] == '{run}', m\n\
+                 assert s3.list_multipart_uploads(Bucket='data').get('Uploads', []) == [], '{point}: an upload is pending'",
+                run = sum["run_id"].as_str().unwrap()
+            ),
+        );
+        let st = &sum["storage"];
+        if point == "PUT:.manifest.json" {
+            // The object was whole: the resume knew it for its own and
+            // only wrote the manifest.
+            assert!(st["put"] == 1 && st["post"] == 0, "{point}: the object went up again: {st}");
+        } else {
+            assert!(st["post"] == 2 && st["put"] == 3, "{point}: {st}");
+            // The pending upload was aborted.
+            assert_eq!(st["delete"], 1, "{point}: {st}");
+        }
+    }
+    // A stranger's object where the killed run's was is not taken for the
+    // run's own: the resume refuses to replace it.
+    s.write("commit.toml", std::fs::read_to_string(s.path("commit.toml")).unwrap().replace("killed-2", "taken"));
+    let (server, url) = proxy(&s, &s3.endpoint, "stall:PUT:.manifest.json", "stalled-taken");
+    let env_proxy = env(&url);
+    let mut child = Command::new(binary())
+        .args(["run", "commit.toml", "--progress", "never", "--run-dir", "rd-taken"])
+        .envs(env_proxy.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stalled =
+        crate::util::wait_for(120, || std::fs::read_to_string(s.path("stalled-taken")).is_ok_and(|c| c == "stalled"));
+    assert!(stalled);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(server);
+    s3.boto(&s, "s3.put_object(Bucket='data', Key='out/taken.csv', Body=b'a stranger')");
+    let r = s3.fanout(&s, &["run", "--resume", "rd-taken", "--progress", "never"]).expect(2);
+    assert!(r.stderr.contains("the output s3://data/out/taken.csv exists"), "{}", r.stderr);
+    s3.boto(&s, "assert s3.get_object(Bucket='data', Key='out/taken.csv')['Body'].read() == b'a stranger'");
+    // Resuming the finished runs finds their outputs where they were put.
+    let r = s3.fanout(&s, &["run", "--resume", "rd-0", "--progress", "never"]).expect(0);
+    assert!(r.stderr.contains("its output is s3://data/out/killed-0.csv"), "{}", r.stderr);
 }
 
 /// The size of the manifest fanout left beside `out/NAME.csv`.

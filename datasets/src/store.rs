@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -171,8 +172,49 @@ impl Requests {
 pub struct Storage {
     options: BTreeMap<String, String>,
     scratch: Option<String>,
-    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    stores: Mutex<HashMap<String, Stores>>,
     requests: Arc<Requests>,
+}
+
+/// The clients of one bucket: the object store, and where uploads are
+/// driven part by part so that their ids can be kept (S3's multipart
+/// uploads, which stay pending until completed or aborted).
+#[derive(Clone)]
+pub(crate) struct Stores {
+    object: Arc<dyn ObjectStore>,
+    multipart: Option<Arc<dyn MultipartStore>>,
+}
+
+/// Who wrote an object: the run, and the XXH3 of what it wrote, kept in
+/// the object's user metadata (`x-amz-meta-fanoutrun`,
+/// `x-ms-meta-fanoutrun`, ...: names of letters alone, which every store
+/// takes and no proxy drops), so that a resumed run knows its own object
+/// from a stranger's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// The run's id.
+    pub run: String,
+    /// The content's XXH3 (64 bits, hex).
+    pub xxh3: String,
+}
+
+impl Stamp {
+    const RUN: &str = "fanoutrun";
+    const XXH3: &str = "fanoutxxh3";
+
+    fn attributes(&self) -> object_store::Attributes {
+        use object_store::Attribute::Metadata;
+        let mut a = object_store::Attributes::new();
+        a.insert(Metadata(Self::RUN.into()), self.run.clone().into());
+        a.insert(Metadata(Self::XXH3.into()), self.xxh3.clone().into());
+        a
+    }
+
+    fn of(attributes: &object_store::Attributes) -> Option<Stamp> {
+        use object_store::Attribute::Metadata;
+        let get = |k: &'static str| attributes.get(&Metadata(k.into())).map(|v| v.as_ref().to_string());
+        Some(Stamp { run: get(Self::RUN)?, xxh3: get(Self::XXH3)? })
+    }
 }
 
 impl std::fmt::Debug for Storage {
@@ -262,6 +304,11 @@ impl Storage {
 
     /// The store of `scheme://authority`, made once.
     fn store(&self, base: &str, url: &str) -> Result<Arc<dyn ObjectStore>> {
+        Ok(self.stores(base, url)?.object)
+    }
+
+    /// The clients of `scheme://authority`, made once.
+    fn stores(&self, base: &str, url: &str) -> Result<Stores> {
         let mut stores = self.stores.lock().expect("not poisoned");
         if let Some(s) = stores.get(base) {
             return Ok(s.clone());
@@ -271,9 +318,36 @@ impl Storage {
             let m = format!("unknown storage scheme `{scheme}://`; expected s3, gs, az, https or file");
             return Err(Error::invalid(url, m));
         }
-        let store = cloud::build(base, &self.options, &self.requests).map_err(|m| Error::invalid(url, m))?;
-        stores.insert(base.to_string(), store.clone());
-        Ok(store)
+        let built = cloud::build(base, &self.options, &self.requests).map_err(|m| Error::invalid(url, m))?;
+        stores.insert(base.to_string(), built.clone());
+        Ok(built)
+    }
+
+    /// Whether the object `url` exists, and who wrote it (`Some(None)`:
+    /// not fanout, or not a fanout that stamps its outputs); one HEAD.
+    pub fn stamp(&self, url: &str) -> Result<Option<Option<Stamp>>> {
+        let object = self.object(url)?;
+        let opts = object_store::GetOptions { head: true, ..Default::default() };
+        match block_on(object.store.get_opts(&object.key, opts)) {
+            Ok(got) => Ok(Some(Stamp::of(&got.attributes))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(object_error(url, e)),
+        }
+    }
+
+    /// Aborts the multipart upload `id` of the object `url` (one an
+    /// earlier attempt left pending); one gone already is not an error.
+    pub fn abort_upload(&self, url: &str, id: &str) -> Result<()> {
+        let (base, key) = split_url(url)?;
+        let key = Key::parse(key).map_err(|e| Error::invalid(url, e))?;
+        let Some(multipart) = self.stores(base, url)?.multipart else { return Ok(()) };
+        match block_on(multipart.abort_multipart(&key, &id.to_string())) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            // S3 answers an upload completed or aborted already with 404
+            // NoSuchUpload, which some servers send as another error.
+            Err(e) if e.to_string().contains("NoSuchUpload") => Ok(()),
+            Err(e) => Err(object_error(url, e)),
+        }
     }
 
     /// Whether the object `url` exists.
@@ -296,12 +370,23 @@ impl Storage {
     }
 
     /// Writes the local file `from` to the object `url` so that the object
-    /// appears whole or not at all: one PUT up to [`PART`] bytes, else a
-    /// multipart upload of [`PART`]-byte parts, four in flight, completed
-    /// at the end and aborted on any failure (no part is left behind).
-    /// With `create`, an existing object is never replaced: the PUT is
-    /// conditional (`If-None-Match: *`); a multipart upload looks first.
-    pub fn upload(&self, from: &std::path::Path, url: &str, create: bool) -> Result<()> {
+    /// appears whole or not at all, stamped with `stamp`: one PUT up to
+    /// [`PART`] bytes, else a multipart upload of [`PART`]-byte parts,
+    /// four in flight, completed at the end and aborted on any failure (no
+    /// part is left behind). An upload that stays pending if the process
+    /// dies (S3's) has its id given to `started` before any part goes up,
+    /// so that whoever finishes the work can abort it
+    /// ([`Storage::abort_upload`]). With `create`, an existing object is
+    /// never replaced: the PUT is conditional (`If-None-Match: *`); a
+    /// multipart upload looks first.
+    pub fn upload(
+        &self,
+        from: &std::path::Path,
+        url: &str,
+        create: bool,
+        stamp: &Stamp,
+        started: &mut dyn FnMut(&str) -> std::io::Result<()>,
+    ) -> Result<()> {
         use std::io::Read;
         let object = self.object(url)?;
         let size = std::fs::metadata(from).map_err(|e| Error::io(from, e))?.len();
@@ -310,7 +395,7 @@ impl Storage {
             let mut bytes = Vec::with_capacity(size as usize);
             file.read_to_end(&mut bytes).map_err(|e| Error::io(from, e))?;
             let mode = if create { object_store::PutMode::Create } else { object_store::PutMode::Overwrite };
-            let opts = object_store::PutOptions { mode, ..Default::default() };
+            let opts = object_store::PutOptions { mode, attributes: stamp.attributes(), ..Default::default() };
             block_on(object.store.put_opts(&object.key, bytes.into(), opts)).map_err(|e| object_error(url, e))?;
             self.requests.written(size);
             return Ok(());
@@ -321,10 +406,15 @@ impl Storage {
                 object_store::Error::AlreadyExists { path: url.to_string(), source: "the output exists".into() },
             ));
         }
+        let opts = object_store::PutMultipartOptions { attributes: stamp.attributes(), ..Default::default() };
+        let (base, _) = split_url(url)?;
+        if let Some(multipart) = self.stores(base, url)?.multipart {
+            return self.upload_parts(&multipart, &object.key, file, from, url, opts, started);
+        }
         // One task on the runtime: the writer spawns its parts there. The
         // file is read on this thread, which is not one of the runtime's.
         block_on(async {
-            let upload = object.store.put_multipart(&object.key).await.map_err(|e| object_error(url, e))?;
+            let upload = object.store.put_multipart_opts(&object.key, opts).await.map_err(|e| object_error(url, e))?;
             let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
             let mut buf = vec![0; PART];
             loop {
@@ -347,6 +437,58 @@ impl Storage {
             }
             writer.finish().await.map(drop).map_err(|e| object_error(url, e))
         })
+    }
+
+    /// A multipart upload driven part by part, its id given to `started`
+    /// before the first part: four parts in flight, completed in order,
+    /// aborted on any failure.
+    #[allow(clippy::too_many_arguments)]
+    fn upload_parts(
+        &self,
+        multipart: &Arc<dyn MultipartStore>,
+        key: &Key,
+        file: std::fs::File,
+        from: &std::path::Path,
+        url: &str,
+        opts: object_store::PutMultipartOptions,
+        started: &mut dyn FnMut(&str) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let id = block_on(multipart.create_multipart_opts(key, opts)).map_err(|e| object_error(url, e))?;
+        if let Err(e) = started(&id) {
+            let _ = block_on(multipart.abort_multipart(key, &id));
+            return Err(Error::io(from, e));
+        }
+        let sent = block_on(async {
+            // Parts are read as `buffered` asks for them: at most four in
+            // flight, completed in order.
+            let parts = futures_util::stream::unfold((file, 0usize), |(mut file, i)| async move {
+                let mut buf = vec![0; PART];
+                match read_full(&mut file, &mut buf) {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok((i, buf)), (file, i + 1)))
+                    }
+                    Err(e) => Some((Err(e), (file, i + 1))),
+                }
+            });
+            let ids: Vec<object_store::multipart::PartId> = parts
+                .map(|part| async {
+                    let (i, bytes) = part.map_err(|e| Error::io(from, e))?;
+                    let n = bytes.len() as u64;
+                    let id = multipart.put_part(key, &id, i, bytes.into()).await.map_err(|e| object_error(url, e))?;
+                    self.requests.written(n);
+                    Ok::<_, Error>(id)
+                })
+                .buffered(4)
+                .try_collect()
+                .await?;
+            multipart.complete_multipart(key, &id, ids).await.map(drop).map_err(|e| object_error(url, e))
+        });
+        if sent.is_err() {
+            let _ = block_on(multipart.abort_multipart(key, &id));
+        }
+        sent
     }
 
     /// The input files an object URL names: one object, every object under
@@ -510,7 +652,7 @@ mod cloud {
     use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
     use object_store::http::HttpBuilder;
 
-    use super::Requests;
+    use super::{Requests, Stores};
 
     pub(super) const KEYS_HINT: &str = " (S3: endpoint, region, access_key_id, secret_access_key, session_token, allow_http, ...; \
          GCS: service_account, ...; Azure: account_name, access_key, ...)";
@@ -523,15 +665,16 @@ mod cloud {
             || key.parse::<ClientConfigKey>().is_ok()
     }
 
-    /// The store of `base` (`scheme://authority`).
+    /// The clients of `base` (`scheme://authority`).
     pub(super) fn build(
         base: &str,
         options: &BTreeMap<String, String>,
         requests: &Arc<Requests>,
-    ) -> Result<Arc<dyn ObjectStore>, String> {
+    ) -> Result<Stores, String> {
         let scheme = base.split_once("://").map_or(base, |(s, _)| s);
         let counting = Counting(requests.clone());
-        let built: object_store::Result<Arc<dyn ObjectStore>> = match scheme {
+        let plain = |store: Arc<dyn ObjectStore>| Stores { object: store, multipart: None };
+        let built: object_store::Result<Stores> = match scheme {
             "s3" | "s3a" => {
                 let mut b = AmazonS3Builder::from_env().with_url(base);
                 for (k, v) in options {
@@ -539,7 +682,13 @@ mod cloud {
                         b = b.with_config(key, v);
                     }
                 }
-                b.with_http_connector(counting).build().map(|s| Arc::new(s) as _)
+                // S3's multipart uploads are driven part by part, their ids
+                // kept: one left pending by a killed run is aborted by its
+                // resume.
+                b.with_http_connector(counting).build().map(|s| {
+                    let s = Arc::new(s);
+                    Stores { object: s.clone(), multipart: Some(s) }
+                })
             }
             "gs" => {
                 let mut b = GoogleCloudStorageBuilder::from_env().with_url(base);
@@ -548,8 +697,10 @@ mod cloud {
                         b = b.with_config(key, v);
                     }
                 }
-                b.with_http_connector(counting).build().map(|s| Arc::new(s) as _)
+                b.with_http_connector(counting).build().map(|s| plain(Arc::new(s)))
             }
+            // Azure's uncommitted blocks go when the blob is committed (or
+            // after a week): there is nothing to abort.
             "az" | "adl" | "azure" | "abfs" | "abfss" => {
                 let mut b = MicrosoftAzureBuilder::from_env().with_url(base);
                 for (k, v) in options {
@@ -557,7 +708,7 @@ mod cloud {
                         b = b.with_config(key, v);
                     }
                 }
-                b.with_http_connector(counting).build().map(|s| Arc::new(s) as _)
+                b.with_http_connector(counting).build().map(|s| plain(Arc::new(s)))
             }
             "http" | "https" => {
                 let mut client = ClientOptions::new().with_allow_http(scheme == "http");
@@ -567,7 +718,7 @@ mod cloud {
                     }
                 }
                 let b = HttpBuilder::new().with_url(base).with_client_options(client);
-                b.with_http_connector(counting).build().map(|s| Arc::new(s) as _)
+                b.with_http_connector(counting).build().map(|s| plain(Arc::new(s)))
             }
             other => return Err(format!("no client for `{other}://`")),
         };
@@ -615,9 +766,7 @@ mod cloud {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use object_store::ObjectStore;
-
-    use super::Requests;
+    use super::{Requests, Stores};
 
     pub(super) const KEYS_HINT: &str = " (this build has no object storage: rebuild with the `cloud` feature)";
 
@@ -625,11 +774,7 @@ mod cloud {
         false
     }
 
-    pub(super) fn build(
-        base: &str,
-        _: &BTreeMap<String, String>,
-        _: &Arc<Requests>,
-    ) -> Result<Arc<dyn ObjectStore>, String> {
+    pub(super) fn build(base: &str, _: &BTreeMap<String, String>, _: &Arc<Requests>) -> Result<Stores, String> {
         Err(format!("`{base}`: this build of fanout has no object storage; rebuild it with the `cloud` feature"))
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_ord::sort::SortOptions;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use fanout_datasets::store::Stamp;
 use fanout_datasets::{CsvOptions, Format, Storage, Writer};
 
 use crate::error::EngineError;
@@ -197,10 +198,25 @@ fn sort_with_position(
         .map_err(|e| EngineError::io("output", std::io::Error::other(e.message)))
 }
 
+/// How an output is committed.
+pub(crate) struct Commit<'a> {
+    /// Fail rather than replace an existing output (`mode = "error"`).
+    pub(crate) create: bool,
+    /// The run's name for its objects ([`Stamp::run`]).
+    pub(crate) owner: &'a str,
+    /// The run resumes: an object this run uploaded before it was killed
+    /// is its own, not a stranger's.
+    pub(crate) resume: bool,
+    /// Notes a multipart upload as it starts (see [`Storage::upload`]).
+    pub(crate) started: &'a mut dyn FnMut(&str) -> std::io::Result<()>,
+}
+
 /// Moves the staged output into place and writes its manifest beside it.
 /// An output in object storage (`target` a URL) is uploaded so that it
-/// appears whole or not at all (see [`Storage::upload`]); with `create`, an
-/// existing object is not replaced.
+/// appears whole or not at all (see [`Storage::upload`]), stamped with the
+/// run and its hash; with `create`, an existing object is not replaced,
+/// unless a resumed run finds its own (the upload it made before it was
+/// killed, which stands if its hash is this one's).
 pub(crate) fn commit(
     staged: &Path,
     target: &Path,
@@ -208,7 +224,7 @@ pub(crate) fn commit(
     rows: u64,
     manifest: serde_json::Value,
     storage: &Storage,
-    create: bool,
+    how: Commit<'_>,
 ) -> Result<OutputInfo, EngineError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
@@ -238,7 +254,17 @@ pub(crate) fn commit(
     let manifest_json = serde_json::to_vec_pretty(&m).expect("serializes");
     let manifest_path = PathBuf::from(format!("{}.manifest.json", target.display()));
     if let Some(url) = target.to_str().filter(|t| fanout_datasets::store::is_url(t)) {
-        storage.upload(staged, url, create).map_err(EngineError::Output)?;
+        let stamp = Stamp { run: how.owner.to_string(), xxh3: info.xxh3.clone() };
+        let found = if how.resume { storage.stamp(url).map_err(EngineError::Output)? } else { None };
+        match found {
+            // Uploaded whole by this run before it was killed.
+            Some(Some(s)) if s == stamp => {}
+            // This run's, of other content: its own to replace.
+            Some(Some(s)) if s.run == stamp.run => {
+                storage.upload(staged, url, false, &stamp, how.started).map_err(EngineError::Output)?
+            }
+            _ => storage.upload(staged, url, how.create, &stamp, how.started).map_err(EngineError::Output)?,
+        }
         let manifest_url = manifest_path.to_string_lossy();
         storage.put(&manifest_url, manifest_json).map_err(EngineError::Output)?;
         return Ok(info);

@@ -16,7 +16,16 @@ pub(crate) struct RunDir {
     /// (so its staging directory is the same too).
     pub(crate) id: String,
     pub(crate) path: PathBuf,
+    /// The run's own name for what it writes to object storage, unique
+    /// where the id is not (two runs in `--run-dir out` elsewhere): its id
+    /// and a random part, kept in the file `owner` for its resumes.
+    pub(crate) owner: String,
 }
+
+/// The file of a run directory that lists the multipart uploads its
+/// commits started (JSON lines `{"url", "id"}`), so that a resume aborts
+/// any that a killed run left pending.
+const UPLOADS: &str = "uploads.jsonl";
 
 impl RunDir {
     /// `.fanout/runs/<UTC time>-<pid>`, or the given directory; with
@@ -38,7 +47,50 @@ impl RunDir {
             return Err(EngineError::io(&path, e));
         }
         std::fs::create_dir_all(&path).map_err(|e| EngineError::io(&path, e))?;
-        Ok(RunDir { id, path })
+        let file = path.join("owner");
+        let owner = match std::fs::read_to_string(&file) {
+            Ok(o) if !o.trim().is_empty() => o.trim().to_string(),
+            _ => {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u128(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+                );
+                h.write_u32(std::process::id());
+                let owner = format!("{id}/{:016x}", h.finish());
+                std::fs::write(&file, &owner).map_err(|e| EngineError::io(&file, e))?;
+                owner
+            }
+        };
+        Ok(RunDir { id, path, owner })
+    }
+
+    /// Notes a multipart upload a commit started (fsync'ed before its
+    /// first part goes up).
+    pub(crate) fn record_upload(&self, url: &str, upload: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path.join(UPLOADS))?;
+        let line = serde_json::json!({ "url": url, "id": upload }).to_string();
+        writeln!(f, "{line}")?;
+        f.sync_all()
+    }
+
+    /// The multipart uploads earlier attempts of the run started: `(url,
+    /// id)`; a torn last line is skipped.
+    pub(crate) fn uploads(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.path.join(UPLOADS)).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| Some((v["url"].as_str()?.to_string(), v["id"].as_str()?.to_string())))
+            .collect()
+    }
+
+    /// Forgets the uploads noted so far (each completed or aborted).
+    pub(crate) fn forget_uploads(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path.join(UPLOADS)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Keeps the resolved job, for `--resume`.

@@ -31,7 +31,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::compile::{Compiled, Sink, Tasks, compile};
 use crate::error::EngineError;
 use crate::flight::Flight;
-use crate::gather::{Gather, commit};
+use crate::gather::{Commit, Gather, commit};
 use crate::journal::Journal;
 use crate::progress::{Progress, StageProgress};
 use crate::records::{Log, Recorder};
@@ -139,10 +139,16 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     let cpu_at_start = crate::summary::cpu_seconds();
     let target = &plan.output.path;
     let remote = target.to_str().is_some_and(fanout_datasets::store::is_url);
-    if plan.output.mode == OutputMode::Error && output_exists(target, remote, &plan.storage)? {
+    // A resumed run's directory is there to say whose an object is.
+    let resumed = opts.resume.then(|| RunDir::create(opts.run_dir.as_deref(), true)).transpose()?;
+    let owner = resumed.as_ref().map(|d| d.owner.as_str());
+    if plan.output.mode == OutputMode::Error && output_taken(target, remote, &plan.storage, owner)? {
         return Err(EngineError::OutputExists(target.clone()).into());
     }
-    let dir = RunDir::create(opts.run_dir.as_deref(), opts.resume)?;
+    let dir = match resumed {
+        Some(d) => d,
+        None => RunDir::create(opts.run_dir.as_deref(), false)?,
+    };
     let fail = |error: EngineError| RunFailure { error, run_dir: Some(dir.path.clone()) };
     if !opts.resume {
         dir.write_job(job).map_err(fail)?;
@@ -171,8 +177,22 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
             let rejects = serde_json::json!({ "path": path, "records": totals.bad_records });
             manifest["rejects"] = rejects;
         }
-        let create = plan.output.mode == OutputMode::Error;
-        commit(&staged, target, plan.output.format, rows, manifest, &plan.storage, create)
+        // Uploads an earlier attempt left pending (killed mid-upload) go
+        // first; the new one is noted as it starts.
+        for (url, upload) in dir.uploads() {
+            plan.storage.abort_upload(&url, &upload).map_err(EngineError::Output)?;
+        }
+        dir.forget_uploads().map_err(|e| EngineError::io(&dir.path, e))?;
+        let mut started = |upload: &str| dir.record_upload(&target.to_string_lossy(), upload);
+        let how = Commit {
+            create: plan.output.mode == OutputMode::Error,
+            owner: &dir.owner,
+            resume: opts.resume,
+            started: &mut started,
+        };
+        let info = commit(&staged, target, plan.output.format, rows, manifest, &plan.storage, how)?;
+        dir.forget_uploads().map_err(|e| EngineError::io(&dir.path, e))?;
+        Ok(info)
     });
     let _ = std::fs::remove_dir_all(&staging);
     dir.tidy(committed.is_ok());
@@ -190,12 +210,23 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     }
 }
 
-/// Whether the output exists already: a file, or an object.
-fn output_exists(target: &Path, remote: bool, storage: &fanout_datasets::Storage) -> Result<bool, EngineError> {
-    match remote {
-        true => storage.exists(&target.to_string_lossy()).map_err(EngineError::Output),
-        false => Ok(target.exists()),
+/// Whether the output exists already, and is not a resumed run's own: a
+/// file, or an object not stamped by `owner` (the run resumed, if it is).
+fn output_taken(
+    target: &Path,
+    remote: bool,
+    storage: &fanout_datasets::Storage,
+    owner: Option<&str>,
+) -> Result<bool, EngineError> {
+    if !remote {
+        return Ok(target.exists());
     }
+    let found = storage.stamp(&target.to_string_lossy()).map_err(EngineError::Output)?;
+    Ok(match found {
+        None => false,
+        Some(Some(stamp)) => owner != Some(stamp.run.as_str()),
+        Some(None) => true,
+    })
 }
 
 /// Cuts a file of lines back to its last whole line: a line cut short by
