@@ -8,7 +8,9 @@
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use crate::storage::{COUNTS, SUMS, big_csv, http_table, killed_commits, shuffle_job, words_and_their_count};
+use crate::storage::{
+    COUNTS, SUMS, big_csv, http_table, killed_commits, same_table, shuffle_job, wide_csv, words_and_their_count,
+};
 use crate::util::{Run, Scratch, python, summary};
 
 /// Azurite's well-known development account key.
@@ -95,7 +97,9 @@ fn az_inputs_outputs_and_shuffles_give_what_local_files_give() {
             &format!(
                 "assert c.download_blob('{output}').readall() == open('{local}', 'rb').read(), '{output} differs'\n\
                  assert c.get_blob_client('{output}.manifest.json').exists()\n\
-                 assert '{output}' != 'out/big.csv' or c.get_blob_client('{output}').get_blob_properties().size > 8 << 20, 'one PUT'"
+                 committed, uncommitted = c.get_blob_client('{output}').get_block_list('all')\n\
+                 assert '{output}' != 'out/big.csv' or len(committed) >= 2, ('went up in one PUT', committed)\n\
+                 assert not uncommitted, uncommitted"
             ),
         );
     }
@@ -154,5 +158,32 @@ fn an_az_output_killed_mid_commit_is_finished_by_its_resume() {
             let st = &sum["storage"];
             assert_eq!(st["put"], 1, "{point}: the blob went up again: {st}");
         }
+    }
+}
+
+#[test]
+fn az_outputs_of_every_format_go_up_in_blocks_and_read_back() {
+    let s = Scratch::new();
+    let az = Azurite::start(&s);
+    wide_csv(&s);
+    for format in ["parquet", "arrow", "jsonl"] {
+        let local = format!("wide-out.{format}");
+        let job =
+            |out: &str| format!("[input]\npath = \"wide.csv\"\nchunk_size = \"4MiB\"\n[output]\npath = \"{out}\"\n");
+        s.write("local.toml", job(&local));
+        s.run(&["run", "local.toml"]).expect(0);
+        let key = format!("out/wide.{format}");
+        s.write("az.toml", job(&format!("az://data/{key}")));
+        az.fanout(&s, &["run", "az.toml"]).expect(0);
+        az.sdk(
+            &s,
+            &format!(
+                "b = c.get_blob_client('{key}')\nbody = b.download_blob().readall()\n\
+                 assert body == open('{local}', 'rb').read(), '{format}: the blob differs'\n\
+                 committed, uncommitted = b.get_block_list('all')\n\
+                 assert len(committed) >= 2 and not uncommitted, ('{format}', committed, uncommitted)\n{}",
+                same_table(format, &local)
+            ),
+        );
     }
 }

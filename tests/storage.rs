@@ -245,6 +245,61 @@ fn s3_inputs_of_every_format_read_as_the_same_files_do_locally() {
 }
 
 #[test]
+fn s3_reads_are_ranged_and_read_each_byte_about_once() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    // About 4 MiB of each format, made by Python's standard library and
+    // pyarrow: many splits, many windows, many row groups and batches.
+    python(
+        &s,
+        "import csv, json, random, pyarrow as pa, pyarrow.parquet as pq, pyarrow.feather as pf\n\
+         random.seed(11)\n\
+         rows = [{'id': i, 'name': random.choice(['ann', 'bob', 'cy \"the\" dev', 'dee,da', 'e\\nf']), \
+         'note': random.randbytes(random.randint(0, 40)).hex()} for i in range(60000)]\n\
+         with open('r.csv', 'w', newline='') as f:\n    w = csv.DictWriter(f, ['id', 'name', 'note'])\n    w.writeheader()\n    w.writerows(rows)\n\
+         with open('r.jsonl', 'w') as f:\n    f.writelines(json.dumps(r) + '\\n' for r in rows)\n\
+         with open('r.txt', 'w') as f:\n    f.writelines(r['note'] + ' ' + r['name'].replace('\\n', ' ') + '\\n' for r in rows)\n\
+         t = pa.Table.from_pylist(rows)\n\
+         pq.write_table(t, 'r.parquet', row_group_size=5000, compression='none')\n\
+         pf.write_feather(t, 'r.arrow', compression='uncompressed', chunksize=5000)\n\
+         print('ok')",
+    );
+    let files = ["r.jsonl", "r.txt", "r.parquet", "r.arrow", "r.csv"];
+    s3.upload(&s, &files);
+    for file in files {
+        let _ = std::fs::remove_file(s.path("requests.log"));
+        let (server, url) = proxy(&s, &s3.endpoint, "log", "requests.log");
+        let logged = S3 { _server: server, endpoint: url };
+        s.write("local.toml", job(file, "256KiB", "", "local.csv"));
+        s.run(&["run", "local.toml"]).expect(0);
+        s.write("remote.toml", job(&format!("s3://data/{file}"), "256KiB", "", "remote.csv"));
+        let r = summary(&logged.fanout(&s, &["run", "remote.toml", "--json"]).expect(0));
+        assert!(std::fs::read(s.path("local.csv")).unwrap() == std::fs::read(s.path("remote.csv")).unwrap(), "{file}");
+        let size = std::fs::metadata(s.path(file)).unwrap().len();
+        let splits = r["input"]["splits"].as_u64().unwrap();
+        assert!(splits >= 8, "{file}: {splits} splits");
+        // Each byte about once: no whole read for the listing, the schema
+        // or a boundary.
+        let read = r["storage"]["bytes_read"].as_u64().unwrap();
+        let log = std::fs::read_to_string(s.path("requests.log")).unwrap();
+        assert!(read as f64 <= 1.1 * size as f64, "{file}: {read} bytes read of {size}: {log}");
+        // Every GET is a range, and none is the whole object.
+        let log = std::fs::read_to_string(s.path("requests.log")).unwrap();
+        let gets: Vec<&str> = log.lines().filter(|l| l.starts_with("GET ") && !l.contains("list-type")).collect();
+        assert!(!gets.is_empty(), "{file}: {log}");
+        for get in gets {
+            let range = get.rsplit(' ').next().unwrap();
+            let (start, end) = range
+                .strip_prefix("bytes=")
+                .and_then(|r| r.split_once('-'))
+                .unwrap_or_else(|| panic!("{file}: a GET without a range: {get}"));
+            let (start, end): (u64, u64) = (start.parse().unwrap(), end.parse().unwrap_or(size - 1));
+            assert!(end - start + 1 < size, "{file}: a GET of the whole object: {get}");
+        }
+    }
+}
+
+#[test]
 fn s3_outputs_appear_whole_with_their_manifest_or_not_at_all() {
     let s = Scratch::new();
     let s3 = S3::start(&s);
@@ -311,6 +366,61 @@ fn s3_outputs_appear_whole_with_their_manifest_or_not_at_all() {
          assert keys == [], keys\n\
          assert s3.list_multipart_uploads(Bucket='data').get('Uploads', []) == [], 'a pending upload'",
     );
+}
+
+/// Writes `wide.csv`, about 30 MiB of poorly compressible rows: its
+/// output in every format is over the 8 MiB part size.
+pub(crate) fn wide_csv(s: &Scratch) {
+    python(
+        s,
+        "import random\nrandom.seed(5)\nwith open('wide.csv', 'w') as f:\n    f.write('id,text,x\\n')\n    for i in range(500000):\n        f.write(f'{i},{random.randbytes(24).hex()},{random.random()}\\n')\nprint('ok')",
+    );
+}
+
+/// The Python lines that check, with pyarrow, that the bytes `body` hold
+/// the same table in `format` as the local file `local`.
+pub(crate) fn same_table(format: &str, local: &str) -> String {
+    let read = match format {
+        "parquet" => "pq.read_table(pa.BufferReader({}))",
+        "arrow" => "ipc.open_file(pa.BufferReader({})).read_all()",
+        _ => "pj.read_json(pa.BufferReader({}))",
+    };
+    format!(
+        "import pyarrow as pa, pyarrow.parquet as pq, pyarrow.ipc as ipc, pyarrow.json as pj\n\
+         got, want = {}, {}\n\
+         assert got.num_rows == 500000 and got.equals(want), (got.schema, want.schema, got.num_rows)",
+        read.replace("{}", "body"),
+        read.replace("{}", &format!("open('{local}', 'rb').read()"))
+    )
+}
+
+#[test]
+fn s3_outputs_of_every_format_go_up_in_parts_and_read_back() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    wide_csv(&s);
+    for format in ["parquet", "arrow", "jsonl"] {
+        let local = format!("wide-out.{format}");
+        s.write("local.toml", job("wide.csv", "4MiB", "", &local));
+        s.run(&["run", "local.toml"]).expect(0);
+        let key = format!("out/wide.{format}");
+        s.write("remote.toml", job("wide.csv", "4MiB", "", &format!("s3://data/{key}")));
+        let r = summary(&s3.fanout(&s, &["run", "remote.toml", "--json"]).expect(0));
+        let st = &r["storage"];
+        let size = std::fs::metadata(s.path(&local)).unwrap().len();
+        assert!(size > 8 << 20, "{format}: {size} bytes is one part");
+        assert_eq!(st["post"], 2, "{format}: a multipart upload: {st}");
+        // The object is the local output, and pyarrow reads the same table
+        // from it as from the local file.
+        s3.boto(
+            &s,
+            &format!(
+                "body = s3.get_object(Bucket='data', Key='{key}')['Body'].read()\n\
+                 assert body == open('{local}', 'rb').read(), '{format}: the object differs'\n{}",
+                same_table(format, &local)
+            ),
+        );
+    }
 }
 
 #[test]

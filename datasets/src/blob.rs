@@ -60,20 +60,85 @@ impl Blob {
         }
     }
 
+    /// Reads into all of `buf` from `offset` as [`Blob::read_at`] does,
+    /// keeping what an object's read brought (see [`crate::kept`]): for a
+    /// scan whose bytes are read again later.
+    pub(crate) fn read_keeping(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        match self {
+            Blob::Local(_) => self.read_at(buf, offset),
+            Blob::Object(o, size) => {
+                let end = (offset + buf.len() as u64).min(*size).max(offset);
+                if end == offset {
+                    return Ok(0);
+                }
+                let bytes = block_on(o.store.get_range(&o.key, offset..end)).map_err(io_error)?;
+                let n = bytes.len().min(buf.len());
+                buf[..n].copy_from_slice(&bytes[..n]);
+                o.requests.read(n);
+                o.kept.keep(o.id(), offset, bytes);
+                Ok(n)
+            }
+        }
+    }
+
+    /// Bytes `[offset, offset + len)` and up to `ahead` bytes after them
+    /// (short only at the end): kept bytes of an object where they are
+    /// there, else one read.
+    pub(crate) fn read_ahead(&self, offset: u64, len: u64, ahead: u64) -> std::io::Result<Vec<u8>> {
+        if let Blob::Object(o, _) = self
+            && let Some(kept) = o.kept.take(&o.id(), offset, len, ahead)
+        {
+            return Ok(kept.to_vec());
+        }
+        let mut buf = vec![0; (len + ahead) as usize];
+        let n = self.read_at(&mut buf, offset)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
     /// Bytes `[offset, offset + len)` as a stream: positional reads of a
-    /// local file, or one streamed GET of the range.
+    /// local file, or one streamed GET of the range (none where the
+    /// range's bytes are kept: see [`crate::kept`]).
     pub(crate) fn range(&self, offset: u64, len: u64) -> Box<dyn Read + Send> {
         match self {
             Blob::Local(file) => Box::new(RangeReader { file: file.clone(), at: offset, end: offset + len }),
             Blob::Object(o, size) => {
-                let end = (offset + len).min(*size);
+                let end = (offset + len).min(*size).max(offset);
+                if let Some(kept) = o.kept.take(&o.id(), offset, end - offset, 0) {
+                    return Box::new(ObjectReader {
+                        object: o.clone(),
+                        range: 0..0,
+                        body: None,
+                        chunk: kept,
+                        fetched: false,
+                    });
+                }
                 Box::new(ObjectReader {
                     object: o.clone(),
-                    range: offset..end.max(offset),
+                    range: offset..end,
                     body: None,
                     chunk: Bytes::new(),
+                    fetched: true,
                 })
             }
+        }
+    }
+
+    /// Bytes `[offset, offset + len)` as a stream for a reader that may
+    /// stop early (a schema's inference): an object is read in windows
+    /// that double from 64 KiB up to 8 MiB, so that a few records cost a
+    /// small read, and the whole range a few.
+    pub(crate) fn growing(&self, offset: u64, len: u64) -> Box<dyn Read + Send> {
+        match self {
+            Blob::Local(_) => self.range(offset, len),
+            Blob::Object(_, size) => Box::new(GrowingReader {
+                blob: self.clone(),
+                at: offset,
+                end: (offset + len).min(*size),
+                next: 64 << 10,
+                chunk: Vec::new(),
+                pos: 0,
+            }),
         }
     }
 
@@ -120,12 +185,15 @@ impl Read for RangeReader {
     }
 }
 
-/// Reads a range of an object through one GET, started on the first read.
+/// Reads a range of an object through one GET, started on the first
+/// read (or from its kept bytes).
 struct ObjectReader {
     object: Arc<Object>,
     range: std::ops::Range<u64>,
     body: Option<BoxStream<'static, object_store::Result<Bytes>>>,
     chunk: Bytes,
+    /// The bytes come from a GET (and count as read).
+    fetched: bool,
 }
 
 impl Read for ObjectReader {
@@ -154,7 +222,43 @@ impl Read for ObjectReader {
         let n = buf.len().min(self.chunk.len());
         buf[..n].copy_from_slice(&self.chunk[..n]);
         let _ = self.chunk.split_to(n);
-        self.object.requests.read(n);
+        if self.fetched {
+            self.object.requests.read(n);
+        }
+        Ok(n)
+    }
+}
+
+/// Reads a range in windows that grow (see [`Blob::growing`]).
+struct GrowingReader {
+    blob: Blob,
+    at: u64,
+    end: u64,
+    next: usize,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for GrowingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.chunk.len() {
+            let want = (self.end.saturating_sub(self.at)).min(self.next as u64) as usize;
+            if want == 0 {
+                return Ok(0);
+            }
+            self.chunk.resize(want, 0);
+            let n = self.blob.read_at(&mut self.chunk, self.at)?;
+            self.chunk.truncate(n);
+            self.at += n as u64;
+            self.pos = 0;
+            self.next = (self.next * 2).min(8 << 20);
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }

@@ -139,13 +139,17 @@ impl Records {
     /// Splits the csv file at `path` of `len` bytes; returns the splitter
     /// and the header bytes (empty without a header). The header is not
     /// part of any split.
+    /// With `keep`, an object's bytes are kept as the scan reads them, for
+    /// its splits to take rather than fetch again (see [`crate::kept`]).
     pub(crate) fn splitter(
         file: &InputFile,
         chunks: ChunkSize,
         opts: CsvOptions,
+        keep: bool,
     ) -> Result<(RangeSplitter<Records>, Vec<u8>)> {
         let len = file.size;
-        let mut records = Records { window: Window::open(file, 1 << 20)?, opts };
+        let window = Window::open(file, 1 << 20)?;
+        let mut records = Records { window: if keep { window.keeping() } else { window }, opts };
         let mut header = Vec::new();
         let mut start = 0;
         if opts.header && len > 0 {
@@ -172,7 +176,8 @@ impl Records {
 /// (empty for an empty file): found with the same quote-aware scan as the
 /// splits.
 pub fn header_bytes(file: &InputFile, opts: CsvOptions) -> Result<Vec<u8>> {
-    let (_, header) = Records::splitter(file, ChunkSize::fixed(file.size.max(1)), CsvOptions { header: true, ..opts })?;
+    let (_, header) =
+        Records::splitter(file, ChunkSize::fixed(file.size.max(1)), CsvOptions { header: true, ..opts }, false)?;
     Ok(header)
 }
 

@@ -274,7 +274,7 @@ impl Dataset {
         match self.format {
             Format::Text | Format::Jsonl => Ok(Box::new(split::Lines::splitter(file, chunk)?.map(bytes))),
             Format::Csv => {
-                let (splits, header) = csv::Records::splitter(file, chunk, self.opts.csv)?;
+                let (splits, header) = csv::Records::splitter(file, chunk, self.opts.csv, true)?;
                 if self.opts.csv.header && !header.is_empty() {
                     self.check_header(path, &header)?;
                 }

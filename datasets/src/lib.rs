@@ -35,6 +35,7 @@ mod ipc;
 mod json_infer;
 mod json_text;
 mod jsonl;
+mod kept;
 pub mod listing;
 mod open_files;
 mod parquet;

@@ -17,7 +17,9 @@ use crate::split::{Split, SplitRange};
 
 /// The decompressed bytes of a whole file.
 pub(crate) fn open_whole(file: &InputFile) -> Result<Box<dyn Read + Send>> {
-    open_range(file, &SplitRange::Whole)
+    // Its reader may stop after a few records: an object is read in
+    // growing windows, never asked for whole.
+    decompressed(file, Blob::open(file)?.growing(0, file.size))
 }
 
 /// File handles kept between reads: the last file a worker read, and a
@@ -101,9 +103,14 @@ impl OpenFiles {
             };
             let ahead = if handle.is_remote() { REMOTE_WINDOW } else { WINDOW };
             let end = file.size.max(offset + len).min(offset + ahead).max(offset + len);
-            buf.resize((end - offset) as usize, 0);
-            let n = handle.read_at(&mut buf, offset).map_err(|e| Error::io(&file.path, e))?;
-            buf.truncate(n);
+            if handle.is_remote() {
+                // Kept bytes where a scan read them, else one GET.
+                buf = handle.read_ahead(offset, len, end - offset - len).map_err(|e| Error::io(&file.path, e))?;
+            } else {
+                buf.resize((end - offset) as usize, 0);
+                let n = handle.read_at(&mut buf, offset).map_err(|e| Error::io(&file.path, e))?;
+                buf.truncate(n);
+            }
             self.window = Some((offset, Arc::new(buf)));
         }
         let (start, bytes) = self.window.as_ref().expect("just read");
@@ -140,13 +147,16 @@ pub fn split_bytes(split: &Split) -> Result<Box<dyn Read + Send>> {
 /// The bytes of a split's range: a slice of an uncompressed file or the
 /// decompressed stream of a whole file.
 pub(crate) fn open_range(file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {
-    let path = &file.path;
     let blob = Blob::open(file)?;
-    let with_path = |e: std::io::Error| Error::io(path, e);
-    let f = match range {
-        SplitRange::Bytes { offset, len } => return Ok(blob.range(*offset, *len)),
-        _ => blob.range(0, file.size),
-    };
+    match range {
+        SplitRange::Bytes { offset, len } => Ok(blob.range(*offset, *len)),
+        _ => decompressed(file, blob.range(0, file.size)),
+    }
+}
+
+/// The decompressed stream of `file`'s bytes `f`.
+fn decompressed(file: &InputFile, f: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>> {
+    let with_path = |e: std::io::Error| Error::io(&file.path, e);
     Ok(match file.compression {
         Compression::None => f,
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))),

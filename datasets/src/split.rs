@@ -107,6 +107,9 @@ pub(crate) struct Window {
     first: usize,
     /// Bytes the last refill asked for.
     last: usize,
+    /// Keep what an object's refills read (see [`crate::kept`]): a scan
+    /// whose bytes the splits read again.
+    keep: bool,
 }
 
 impl Window {
@@ -116,13 +119,25 @@ impl Window {
     /// new place (a boundary probe, which mostly needs a few bytes) reads
     /// 64 KiB at most.
     pub(crate) fn open(file: &InputFile, capacity: usize) -> Result<Window> {
+        Window::open_probing(file, capacity, 64 << 10)
+    }
+
+    /// [`Window::open`] whose reads of an object at a new place read
+    /// `probe` bytes at most.
+    pub(crate) fn open_probing(file: &InputFile, capacity: usize, probe: usize) -> Result<Window> {
         let blob = Blob::open(file)?;
         let (capacity, first) = match blob.is_remote() {
-            true => (capacity.max(1 << 20), capacity.clamp(1, 64 << 10)),
+            true => (capacity.max(1 << 20), capacity.clamp(1, probe.max(1))),
             false => (capacity.max(1), capacity.max(1)),
         };
         let path = file.path.as_path().into();
-        Ok(Window { blob, path, buf: vec![0; capacity], start: 0, filled: 0, first, last: first })
+        Ok(Window { blob, path, buf: vec![0; capacity], start: 0, filled: 0, first, last: first, keep: false })
+    }
+
+    /// Keeps what refills read, for the splits to read again.
+    pub(crate) fn keeping(mut self) -> Window {
+        self.keep = true;
+        self
     }
 
     /// The bytes available from file offset `at` (empty at end of file).
@@ -132,7 +147,9 @@ impl Window {
             let want = if at == end && self.filled > 0 { (self.last * 4).min(self.buf.len()) } else { self.first };
             self.start = at;
             self.last = want;
-            self.filled = self.blob.read_at(&mut self.buf[..want], at).map_err(|e| Error::io(&*self.path, e))?;
+            let buf = &mut self.buf[..want];
+            let read = if self.keep { self.blob.read_keeping(buf, at) } else { self.blob.read_at(buf, at) };
+            self.filled = read.map_err(|e| Error::io(&*self.path, e))?;
         }
         let from = (at - self.start) as usize;
         Ok(&self.buf[from..self.filled])
@@ -234,7 +251,11 @@ pub(crate) struct Lines(Window);
 impl Lines {
     /// Splits `file`.
     pub(crate) fn splitter(file: &InputFile, chunks: ChunkSize) -> Result<RangeSplitter<Lines>> {
-        Ok(RangeSplitter::new(Lines(Window::open(file, 64 * 1024)?), 0, file.size, chunks))
+        // A probe of an object reads a 32nd of a split (4 to 64 KiB): a
+        // line is found in a few bytes, and the probe's bytes are read
+        // again by the split (a longer line takes more reads).
+        let probe = (chunks.min / 32).clamp(4 << 10, 64 << 10) as usize;
+        Ok(RangeSplitter::new(Lines(Window::open_probing(file, 64 * 1024, probe)?), 0, file.size, chunks))
     }
 }
 

@@ -26,6 +26,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::error::{Error, Result};
 use crate::format::Compression;
+use crate::kept::Kept;
 use crate::listing::InputFile;
 
 /// Whether `s` is a URL (`scheme://...`) rather than a local path.
@@ -40,12 +41,22 @@ pub fn local_path(s: &str) -> &str {
     s.strip_prefix("file://").unwrap_or(s)
 }
 
-/// An object: its store, key and the counts its reads add to.
+/// An object: its store, key, the counts its reads add to and the bytes
+/// of it read ahead ([`Kept`]).
 #[derive(Clone)]
 pub struct Object {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) key: Key,
     pub(crate) requests: Arc<Requests>,
+    pub(crate) kept: Arc<Kept>,
+}
+
+impl Object {
+    /// What tells this object from others in [`Kept`]: its store's address
+    /// and its key.
+    pub(crate) fn id(&self) -> (usize, Key) {
+        (Arc::as_ptr(&self.store) as *const () as usize, self.key.clone())
+    }
 }
 
 impl std::fmt::Debug for Object {
@@ -174,6 +185,7 @@ pub struct Storage {
     scratch: Option<String>,
     stores: Mutex<HashMap<String, Stores>>,
     requests: Arc<Requests>,
+    kept: Arc<Kept>,
 }
 
 /// The clients of one bucket: the object store, and where uploads are
@@ -299,7 +311,7 @@ impl Storage {
     pub fn object(&self, url: &str) -> Result<Object> {
         let (base, key) = split_url(url)?;
         let key = Key::parse(key).map_err(|e| Error::invalid(url, e))?;
-        Ok(Object { store: self.store(base, url)?, key, requests: self.requests.clone() })
+        Ok(Object { store: self.store(base, url)?, key, requests: self.requests.clone(), kept: self.kept.clone() })
     }
 
     /// The store of `scheme://authority`, made once.
@@ -518,7 +530,12 @@ impl Storage {
             .transpose()
             .map_err(|e| Error::BadPattern { pattern: input.to_string(), message: e.to_string() })?;
         let prefix = Key::parse(literal.trim_end_matches('/')).map_err(|e| Error::invalid(input, e))?;
-        let object = Object { store: self.store(base, input)?, key: prefix.clone(), requests: self.requests.clone() };
+        let object = Object {
+            store: self.store(base, input)?,
+            key: prefix.clone(),
+            requests: self.requests.clone(),
+            kept: self.kept.clone(),
+        };
         let options = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
         let mut files = Vec::new();
         let mut listing = object.store.list(Some(&prefix));
@@ -586,7 +603,8 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usiz
 /// The input file of an object found by a listing.
 fn input_file(base: &str, listed: &Object, key: Key, size: u64) -> InputFile {
     let path = PathBuf::from(format!("{base}/{key}"));
-    let object = Object { store: listed.store.clone(), key, requests: listed.requests.clone() };
+    let object =
+        Object { store: listed.store.clone(), key, requests: listed.requests.clone(), kept: listed.kept.clone() };
     InputFile { compression: Compression::from_path(&path), size, path, object: Some(object) }
 }
 
