@@ -389,32 +389,59 @@ fn a_resumed_run_keeps_each_reject_once_on_every_preset() {
 fn compressed_files_report_lines_and_bytes_of_the_decompressed_stream() {
     let s = Scratch::new();
     inputs(&s);
+    // gzip by Python's standard library, zstd by pyarrow (Arrow's codec).
     python(
         &s,
-        "import gzip\nfor f in ['bad.txt', 'bad.csv', 'bad.jsonl']:\n  open(f + '.gz', 'wb').write(gzip.compress(open(f, 'rb').read()))\nprint('ok')",
+        "import gzip, pyarrow as pa\nfor f in ['bad.txt', 'bad.csv', 'bad.jsonl']:\n  data = open(f, 'rb').read()\n  open(f + '.gz', 'wb').write(gzip.compress(data))\n  with pa.CompressedOutputStream(f + '.zst', 'zstd') as z:\n    z.write(data)\nprint('ok')",
     );
     let expect: Value = serde_json::from_str(&std::fs::read_to_string(s.path("expect.json")).unwrap()).unwrap();
+    // Locally, and from object storage (moto's S3 server), where a
+    // compressed object is one split, streamed once.
+    let s3 = crate::storage::S3::start(&s);
+    let mut names = Vec::new();
     for fmt in ["text", "csv", "jsonl"] {
-        let input =
-            input(fmt, "1KiB", "reject").replace(&format!("\"{}\"", file(fmt)), &format!("\"{}.gz\"", file(fmt)));
-        let sum = summary(&run(&s, fmt, &input, "out.jsonl", 2, &[]).expect(0));
-        let got = json_lines(&std::fs::read_to_string(s.path("out.jsonl")).unwrap());
-        assert!(got.iter().eq(expect[fmt]["good"].as_array().unwrap().iter()), "{fmt}.gz");
-        let listed: Vec<(u64, u64)> = rejects(&s, &sum)
-            .values()
-            .map(|l| (l["line"].as_u64().unwrap(), l["byte"].as_u64().unwrap()))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let want: Vec<(u64, u64)> = expect[fmt]["bad"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| (b["line"].as_u64().unwrap(), b["byte"].as_u64().unwrap()))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        assert_eq!(listed, want, "{fmt}.gz");
+        for ext in ["gz", "zst"] {
+            names.push(format!("{}.{ext}", file(fmt)));
+        }
+    }
+    s3.upload(&s, &names.iter().map(String::as_str).collect::<Vec<_>>());
+    for fmt in ["text", "csv", "jsonl"] {
+        for ext in ["gz", "zst"] {
+            for remote in [false, true] {
+                let name = format!("{}.{ext}", file(fmt));
+                let at = if remote { format!("s3://data/{name}") } else { name.clone() };
+                let input = input(fmt, "1KiB", "reject").replace(&format!("\"{}\"", file(fmt)), &format!("\"{at}\""));
+                let r = if remote {
+                    let job = format!(
+                        "[input]\n{input}\n[output]\npath = \"out.jsonl\"\nmode = \"overwrite\"\n[platform]\nconcurrency = 2\n"
+                    );
+                    s.write("remote.toml", job);
+                    let args = ["run", "remote.toml", "--progress", "never", "--show", "0", "--json"];
+                    crate::util::run_with(s.dir.path(), &args, &s3.env())
+                } else {
+                    run(&s, fmt, &input, "out.jsonl", 2, &[])
+                };
+                let sum = summary(&r.expect(0));
+                assert_eq!(sum["input"]["splits"], 1, "{at}: one split");
+                let got = json_lines(&std::fs::read_to_string(s.path("out.jsonl")).unwrap());
+                assert!(got.iter().eq(expect[fmt]["good"].as_array().unwrap().iter()), "{at}");
+                let listed: Vec<(u64, u64)> = rejects(&s, &sum)
+                    .values()
+                    .map(|l| (l["line"].as_u64().unwrap(), l["byte"].as_u64().unwrap()))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let want: Vec<(u64, u64)> = expect[fmt]["bad"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| (b["line"].as_u64().unwrap(), b["byte"].as_u64().unwrap()))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                assert_eq!(listed, want, "{at}");
+            }
+        }
     }
 }
 

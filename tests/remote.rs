@@ -649,14 +649,22 @@ impl ServerlessOffline {
     }
 }
 
+/// A word count of `words.txt` in 1 KiB splits, summed by word: `first`
+/// counts the words, at concurrency 2 with `platform` settings.
+fn counted(first: &str, platform: &str) -> String {
+    format!(
+        "[input]\npath = \"words.txt\"\nchunk_size = \"1KiB\"\n[[stage]]\nfunction = {first}\n\
+         [[stage]]\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = {{ sum = [\"count\"] }}\n\
+         [output]\npath = \"out.csv\"\nmode = \"overwrite\"\nsort = [\"word\"]\n\
+         [platform]\nconcurrency = 2\nbackoff = \"10ms\"\n{platform}\n"
+    )
+}
+
 #[test]
 fn the_aws_lambda_backend_invokes_functions_served_by_serverless_offline() {
     let s = Scratch::new();
     words(&s, 200);
-    let builtin = "[input]\npath = \"words.txt\"\nchunk_size = \"1KiB\"\n[[stage]]\nfunction = \"word_count\"\n\
-                   [[stage]]\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = { sum = [\"count\"] }\n\
-                   [output]\npath = \"out.csv\"\nmode = \"overwrite\"\nsort = [\"word\"]\n\
-                   [platform]\nconcurrency = 2\nretries = 1\nbackoff = \"10ms\"\n";
+    let builtin = &counted("\"word_count\"", "retries = 1");
     run_job(&s, builtin).expect(0);
     let expected = std::fs::read(s.path("out.csv")).unwrap();
     let offline = ServerlessOffline::start();
@@ -679,4 +687,80 @@ fn the_aws_lambda_backend_invokes_functions_served_by_serverless_offline() {
     let job = builtin.replace("function = \"word_count\"", &format!("function = {}", lambda("nope")));
     let r = offline.run(&s, &job).expect(1);
     assert!(r.stderr.contains("ResourceNotFoundException") && r.stderr.contains("attempt 1:"), "{}", r.stderr);
+}
+
+/// Connections on the loopback port `port` still open (established, or
+/// closed by one side only), from /proc/net/tcp and tcp6.
+fn open_connections(port: u16) -> usize {
+    let port = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(String::from).collect::<Vec<_>>())
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote, state) = (fields[1], fields[2], fields[3]);
+            (format!("{local} ").contains(&port) || format!("{remote} ").contains(&port))
+                && state != "0A"
+                && state != "06"
+        })
+        .count()
+}
+
+/// The chaos the remote backends' tests inject: failures, timeouts (at a
+/// deadline of a second) and stragglers (backed up).
+const CHAOS: &str = "fail=0.15,timeout=0.05,straggle=0.1x5,seed=7";
+
+/// Runs `job` under [`CHAOS`] with `env`: it must give `expected`, with
+/// failed invocations retried.
+fn under_chaos(s: &Scratch, job: &str, env: &[(&str, &str)], expected: &[u8]) {
+    s.write("job.toml", job);
+    let args = ["run", "job.toml", "--progress", "never", "--show", "0", "--json", "--chaos", CHAOS];
+    let r = crate::util::run_with(s.dir.path(), &args, env).expect(0);
+    let sum = summary(&r);
+    assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the output differs under chaos");
+    assert!(sum["retries"].as_u64().unwrap() > 0 && sum["invocations"]["failed"].as_u64().unwrap() > 0, "{sum}");
+}
+
+#[test]
+fn chaos_on_http_functions_changes_nothing_and_leaves_no_connection() {
+    let s = Scratch::new();
+    words(&s, 3000);
+    let expected = local_output(&s);
+    let hosts = [Host::start("127.0.0.1", &["--concurrency", "8"]), Host::start("127.0.0.1", &["--concurrency", "8"])];
+    let urls: Vec<String> = hosts.iter().map(|h| format!("\"{}\"", h.url("sleep"))).collect();
+    let table = format!("{{ http = [{}] }}", urls.join(", "));
+    let job = word_count_job(&table, "{ ms = 5 }", 3, "timeout = \"1s\"\nbackups = true");
+    under_chaos(&s, &job, &[], &expected);
+    // fanout has exited: the hosts have answered or dropped every
+    // invocation and closed every connection.
+    for h in &hosts {
+        let port: u16 = h.addr.rsplit(':').next().unwrap().parse().unwrap();
+        let idle = crate::util::wait_for(30, || {
+            request(&h.addr, "GET", "/healthz", &[], b"").json()["running"] == 0 && open_connections(port) == 0
+        });
+        assert!(idle, "{}: {} connections left open", h.addr, open_connections(port));
+    }
+}
+
+#[test]
+fn chaos_on_aws_lambda_functions_changes_nothing_and_leaves_no_connection() {
+    let s = Scratch::new();
+    words(&s, 600);
+    run_job(&s, &counted("\"word_count\"", "")).expect(0);
+    let expected = std::fs::read(s.path("out.csv")).unwrap();
+    let offline = ServerlessOffline::start();
+    let table =
+        "{ aws_lambda = \"fanout-test-dev-words\", event = \"records\", schema = [\"word:utf8\", \"count:int64\"] }";
+    let job = counted(table, "retries = 6\ntimeout = \"5s\"\nbackups = true");
+    let endpoint = format!("http://127.0.0.1:{}", offline.port);
+    let env = [
+        ("AWS_ENDPOINT_URL_LAMBDA", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    under_chaos(&s, &job, &env, &expected);
+    let idle = crate::util::wait_for(30, || open_connections(offline.port) == 0);
+    assert!(idle, "{} connections left open to serverless-offline", open_connections(offline.port));
 }

@@ -348,12 +348,27 @@ fn function_parameters_are_checked_against_the_data_before_running() {
 #[test]
 fn chaos_with_retries_changes_nothing_in_the_output() {
     let s = Scratch::new();
-    let cases: [(&str, &[&str], &str); 4] = [
+    // The lambda example's handler, by its path from here.
+    let handler = format!(
+        "stage.tag.function.lambda=[\"python3\", \"{}\"]",
+        root().join("jobs/examples/lambda/handler.py").display()
+    );
+    let cases: [(&str, &[&str], &str); 6] = [
         ("wordcount", &["input.generate.size=64KiB", "input.chunk_size=4KiB"], "out/wordcount.csv"),
         ("csv-groupby", &["input.generate.rows=5000", "input.chunk_size=16KiB"], "out/csv-groupby.csv"),
         ("jsonl-filter", &["input.generate.rows=5000", "input.chunk_size=16KiB"], "out/jsonl-filter.jsonl"),
         ("pi", &["stage.darts.params.samples=100"], "out/pi.csv"),
+        ("exec-awk", &["input.generate.size=512KiB", "input.chunk_size=16KiB"], "out/exec-awk.csv"),
+        ("lambda-python", &["input.generate.rows=6000", "input.chunk_size=4KiB", &handler], "out/lambda-python.csv"),
     ];
+    // Every example in jobs/examples is here.
+    let examples: Vec<String> = std::fs::read_dir(root().join("jobs/examples"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".toml").map(String::from))
+        .collect();
+    for e in &examples {
+        assert!(cases.iter().any(|c| c.0 == e), "the example {e} is not run under chaos");
+    }
     for (name, sets, out) in cases {
         let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         run(&s, name, &sets).expect(0);

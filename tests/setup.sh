@@ -14,9 +14,10 @@ cd "$(dirname "$0")/.."
 #   headless (tests/fixtures/report_check.py);
 # - node, npm: serverless-offline and Azurite (below);
 # - ip (iproute2): hosts in network namespaces for the remote tests;
-# - setsid (util-linux): the process-lifetime tests' functions.
+# - setsid (util-linux): the process-lifetime tests' functions;
+# - openssl: a CA and a certificate for the https:// input test's server.
 missing=()
-for pair in python3:python3 chromium:chromium node:nodejs npm:npm ip:iproute2 setsid:util-linux; do
+for pair in python3:python3 chromium:chromium node:nodejs npm:npm ip:iproute2 setsid:util-linux openssl:openssl; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

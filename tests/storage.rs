@@ -9,14 +9,14 @@ use std::process::{Command, Stdio};
 use crate::util::{Run, Scratch, binary, python, summary};
 
 /// A moto S3 server, killed when dropped.
-struct S3 {
+pub(crate) struct S3 {
     _server: crate::util::Daemon,
     endpoint: String,
 }
 
 impl S3 {
     /// Starts a server and makes the bucket `data`.
-    fn start(s: &Scratch) -> S3 {
+    pub(crate) fn start(s: &Scratch) -> S3 {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
@@ -38,7 +38,7 @@ impl S3 {
     }
 
     /// The standard AWS environment, pointing at this server.
-    fn env(&self) -> [(&str, &str); 5] {
+    pub(crate) fn env(&self) -> [(&str, &str); 5] {
         [
             ("AWS_ENDPOINT_URL", &self.endpoint),
             ("AWS_ACCESS_KEY_ID", "testing"),
@@ -67,7 +67,7 @@ impl S3 {
     }
 
     /// Uploads local files of the scratch directory under the same keys.
-    fn upload(&self, s: &Scratch, names: &[&str]) {
+    pub(crate) fn upload(&self, s: &Scratch, names: &[&str]) {
         let names = serde_json::to_string(names).unwrap();
         self.boto(s, &format!("for n in {names}:\n    s3.upload_file(n, 'data', n)"));
     }
@@ -809,4 +809,83 @@ fn functions_in_any_language_take_part_in_a_shuffle_through_object_storage() {
     assert!(std::fs::read(s.path("out.csv")).unwrap() == expected, "the output differs from the local run's");
     assert_eq!(r["storage"]["put"], r["input"]["splits"], "an object per map task, written by fanout: {r}");
     scratch_left(&s, &s3, 0);
+}
+
+/// A CA and a certificate it signed for 127.0.0.1 (`ca.pem`, `cert.pem`,
+/// `key.pem` in the scratch directory), made by openssl.
+fn certificates(s: &Scratch) {
+    let script = "set -e\n\
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=fanout-test-ca 2>/dev/null\n\
+        openssl req -newkey rsa:2048 -nodes -keyout key.pem -out req.csr -subj /CN=127.0.0.1 2>/dev/null\n\
+        printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf\n\
+        openssl x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out cert.pem -days 2 -extfile ext.cnf 2>/dev/null";
+    let ok = Command::new("sh").args(["-c", script]).current_dir(s.dir.path()).status().unwrap().success();
+    assert!(ok, "openssl could not make the certificates (tests/setup.sh installs it)");
+}
+
+#[test]
+fn https_inputs_are_read_by_range_over_tls() {
+    let s = Scratch::new();
+    certificates(&s);
+    std::fs::create_dir(s.path("www")).unwrap();
+    python(
+        &s,
+        "import random\nrandom.seed(1)\nopen('www/in.txt', 'w').write(''.join(' '.join(random.choice(['a', 'bb', 'ccc', 'dd']) for _ in range(random.randint(0, 14))) + '\\n' for _ in range(120000)))\nprint('ok')",
+    );
+    std::fs::copy(s.path("www/in.txt"), s.path("in.txt")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Command::new("python3")
+        .arg(crate::util::root().join("tests/fixtures/https_server.py"))
+        .args([&port.to_string(), "cert.pem", "key.pem", "www", "requests.log"])
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = crate::util::Daemon(server);
+    assert!(crate::util::wait_for(30, || TcpStream::connect(("127.0.0.1", port)).is_ok()), "the server did not start");
+    let count = "[[stage]]\nfunction = \"word_count\"\n[[stage]]\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = { sum = [\"count\"] }\n";
+    let job = |input: &str, out: &str| {
+        job(input, "128KiB", count, out).replace("mode = \"overwrite\"", "mode = \"overwrite\"\nsort = [\"word\"]")
+    };
+    s.write("local.toml", job("in.txt", "local.csv"));
+    s.run(&["run", "local.toml"]).expect(0);
+    let url = format!("https://127.0.0.1:{port}/in.txt");
+    s.write("https.toml", job(&url, "https.csv"));
+    // The server's certificate is signed by the test's own CA, which the
+    // client trusts as users make it trust theirs.
+    let ca = s.path("ca.pem").display().to_string();
+    let r = crate::util::run_with(s.dir.path(), &["run", "https.toml", "--json"], &[("SSL_CERT_FILE", &ca)]).expect(0);
+    assert!(std::fs::read(s.path("local.csv")).unwrap() == std::fs::read(s.path("https.csv")).unwrap());
+    let sum = summary(&r);
+    let size = std::fs::metadata(s.path("in.txt")).unwrap().len();
+    assert!(sum["input"]["splits"].as_u64().unwrap() > 10, "{sum}");
+    let read = sum["storage"]["bytes_read"].as_u64().unwrap();
+    assert!(read as f64 <= 1.1 * size as f64, "{read} bytes read of {size}");
+    // By ranged GETs, none of the whole file.
+    let log = std::fs::read_to_string(s.path("requests.log")).unwrap();
+    let gets: Vec<&str> = log.lines().filter(|l| l.starts_with("GET ")).collect();
+    assert!(gets.len() > 10, "{log}");
+    for get in gets {
+        let range = get.rsplit(' ').next().unwrap();
+        let (a, b) = range.strip_prefix("bytes=").and_then(|r| r.split_once('-')).unwrap_or_else(|| panic!("{get}"));
+        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap_or(size - 1));
+        assert!(b - a + 1 < size, "a GET of the whole file: {get}");
+    }
+    // A certificate nobody trusts: refused, and said so.
+    let r = s.run(&["run", "https.toml"]).expect(2);
+    assert!(
+        r.stderr.contains("invalid peer certificate: UnknownIssuer") && r.stderr.contains("SSL_CERT_FILE"),
+        "{}",
+        r.stderr
+    );
+    // A glob: a web server lists nothing (no WebDAV), and the error says so.
+    s.write("glob.toml", job(&format!("https://127.0.0.1:{port}/*.txt"), "glob.csv"));
+    let r = crate::util::run_with(s.dir.path(), &["run", "glob.toml"], &[("SSL_CERT_FILE", &ca)]).expect(2);
+    assert!(
+        r.stderr.contains("glob.toml:2:8: ")
+            && r.stderr.contains("needs a server that lists its files (WebDAV's PROPFIND)"),
+        "{}",
+        r.stderr
+    );
 }

@@ -28,6 +28,9 @@ pub(crate) fn open_whole(file: &InputFile) -> Result<Box<dyn Read + Send>> {
 #[derive(Debug, Default)]
 pub struct OpenFiles {
     last: Option<(std::path::PathBuf, Blob)>,
+    /// The end of the splits of a file about to be read one after another
+    /// (see [`OpenFiles::expect`]): an object's read-ahead stops there.
+    span: Option<(std::path::PathBuf, u64)>,
     /// Bytes `[start, start + len)` of the last file.
     window: Option<(u64, Arc<Vec<u8>>)>,
     /// The csv decoder of the last small csv split, and what it decodes.
@@ -61,6 +64,28 @@ pub(crate) const WINDOW: u64 = 64 * 1024;
 const REMOTE_WINDOW: u64 = 1 << 20;
 
 impl OpenFiles {
+    /// Says which splits are read next (a worker's group of tasks): an
+    /// object's read-ahead for a small split reads up to the end of those
+    /// that follow it in the same file, and no further, so that workers
+    /// reading neighbouring groups do not read each other's bytes.
+    pub fn expect<'a>(&mut self, splits: impl IntoIterator<Item = &'a Split>) {
+        let mut splits = splits.into_iter();
+        self.span = None;
+        let Some(first) = splits.next() else { return };
+        let end = |s: &Split| match s.range {
+            SplitRange::Bytes { offset, len } => Some(offset + len),
+            _ => None,
+        };
+        let Some(mut last) = end(first) else { return };
+        for s in splits {
+            match end(s) {
+                Some(e) if s.file.path == first.file.path => last = last.max(e),
+                _ => break,
+            }
+        }
+        self.span = Some((first.file.path.clone(), last));
+    }
+
     /// The bytes of `range` of `file`, through a kept handle where one
     /// fits.
     pub(crate) fn open(&mut self, file: &InputFile, range: &SplitRange) -> Result<Box<dyn Read + Send>> {
@@ -102,7 +127,13 @@ impl OpenFiles {
                 None => Vec::new(),
             };
             let ahead = if handle.is_remote() { REMOTE_WINDOW } else { WINDOW };
-            let end = file.size.max(offset + len).min(offset + ahead).max(offset + len);
+            let mut end = file.size.max(offset + len).min(offset + ahead).max(offset + len);
+            if handle.is_remote()
+                && let Some((path, span_end)) = &self.span
+                && *path == file.path
+            {
+                end = end.min(*span_end).max(offset + len);
+            }
             if handle.is_remote() {
                 // Kept bytes where a scan read them, else one GET.
                 buf = handle.read_ahead(offset, len, end - offset - len).map_err(|e| Error::io(&file.path, e))?;

@@ -540,7 +540,18 @@ impl Storage {
         let mut files = Vec::new();
         let mut listing = object.store.list(Some(&prefix));
         while let Some(meta) = block_on(listing.next()) {
-            let meta = meta.map_err(|e| object_error(input, e))?;
+            let meta = meta.map_err(|e| match base.starts_with("http") {
+                // A web server lists nothing unless it speaks WebDAV.
+                true => Error::invalid(
+                    input,
+                    format!(
+                        "a glob or prefix of an http(s) URL needs a server that lists its files (WebDAV's PROPFIND), \
+                         and this one did not: name each file in `path` ({})",
+                        io_error(e)
+                    ),
+                ),
+                false => object_error(input, e),
+            })?;
             let name = meta.location.as_ref();
             let keep = match &pattern {
                 Some(p) => p.matches_with(name, options),
@@ -634,7 +645,21 @@ pub(crate) fn io_error(e: object_store::Error) -> std::io::Error {
         }
         _ => std::io::ErrorKind::Other,
     };
-    std::io::Error::new(kind, e)
+    // The causes the store's message leaves out (a TLS certificate the
+    // client refused, a connection refused), each said once.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let clause = c.to_string();
+        if !text.contains(&clause) {
+            text = format!("{text}: {clause}");
+        }
+        cause = c.source();
+    }
+    if text.contains("invalid peer certificate") {
+        text.push_str(" (a server whose certificate your own CA signed: SSL_CERT_FILE=ca.pem)");
+    }
+    std::io::Error::new(kind, text)
 }
 
 /// Runs `f` to completion on the shared I/O runtime, blocking this thread

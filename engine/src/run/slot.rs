@@ -121,6 +121,8 @@ impl Slot {
         while let Some(group) = self.next_group(shared, rx, keep_alive) {
             let began = shared.clock.now();
             let n = group.len() as u64;
+            // An object's read-ahead covers this group's splits, no more.
+            self.files.expect(group.iter().filter_map(|t| t.input.split()));
             for t in group {
                 if shared.failed() {
                     continue;
