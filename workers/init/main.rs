@@ -27,6 +27,22 @@
 //! init exits at once. A program that cannot be started is reported on
 //! stderr (`fanout-init: cannot start ...`) with exit code 127.
 //!
+//! `fanout-init --ppid PID --serve` is an exec container's init, which
+//! starts one process per invocation, one at a time, for as long as the
+//! container lives, so that an invocation costs one process, not two.
+//! Its stdin is a `SOCK_SEQPACKET` socket to fanout, one message a
+//! datagram:
+//! - fanout sends `R` with the invocation (NUL-separated: working
+//!   directory, data rlimit or nothing, the argument count and the
+//!   arguments, the variable count and `NAME=value` each) and its stdin,
+//!   stdout and stderr as `SCM_RIGHTS`; the init answers `S` and the
+//!   process id, or `F` and why the program could not start;
+//! - when that process exits, the init kills what it left running, reaps
+//!   it, and sends `E` and the raw wait status;
+//! - `K` kills the invocation's processes now (its `E` follows);
+//! - fanout's end closing (the container retired) or fanout dying ends
+//!   the invocation's processes and the init.
+//!
 //! It is built by the workers crate's build script with the standard
 //! library alone (no crates), and embedded in fanout. Linux only.
 
@@ -64,6 +80,12 @@ const PR_SET_PDEATHSIG: c_int = 1;
 const PR_SET_NAME: c_int = 15;
 const PR_SET_CHILD_SUBREAPER: c_int = 36;
 const SIG_BLOCK: c_int = 0;
+const SFD_CLOEXEC: c_int = 0o2000000;
+const POLLIN: i16 = 1;
+const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
+const SOL_SOCKET: c_int = 1;
+const SCM_RIGHTS: c_int = 1;
+const EINTR: i32 = 4;
 const SIG_SETMASK: c_int = 2;
 const SIG_DFL: usize = 0;
 const WNOHANG: c_int = 1;
@@ -94,6 +116,31 @@ struct Timespec {
 }
 
 #[repr(C)]
+struct PollFd {
+    fd: c_int,
+    events: i16,
+    revents: i16,
+}
+
+#[repr(C)]
+struct IoVec {
+    base: *mut c_void,
+    len: usize,
+}
+
+/// `struct msghdr` of 64-bit Linux.
+#[repr(C)]
+struct MsgHdr {
+    name: *mut c_void,
+    namelen: u32,
+    iov: *mut IoVec,
+    iovlen: usize,
+    control: *mut c_void,
+    controllen: usize,
+    flags: c_int,
+}
+
+#[repr(C)]
 struct Rlimit {
     cur: u64,
     max: u64,
@@ -115,11 +162,17 @@ unsafe extern "C" {
     fn dup2(old: c_int, new: c_int) -> c_int;
     fn _exit(code: c_int) -> !;
     fn syscall(number: i64, ...) -> i64;
+    fn signalfd(fd: c_int, mask: *const SigSet, flags: c_int) -> c_int;
+    fn poll(fds: *mut PollFd, n: u64, timeout: c_int) -> c_int;
+    fn read(fd: c_int, buf: *mut c_void, n: usize) -> isize;
+    fn recvmsg(fd: c_int, msg: *mut MsgHdr, flags: c_int) -> isize;
+    fn send(fd: c_int, buf: *const c_void, n: usize, flags: c_int) -> isize;
 }
 
 /// The settings on the command line.
 struct Args {
     ppid: Option<i32>,
+    serve: bool,
     rlimit_data: Option<u64>,
     grace: Duration,
     command: Vec<OsString>,
@@ -127,7 +180,8 @@ struct Args {
 
 fn args() -> Result<Args, String> {
     let mut args = std::env::args_os().skip(1);
-    let mut out = Args { ppid: None, rlimit_data: None, grace: Duration::from_millis(500), command: Vec::new() };
+    let mut out =
+        Args { ppid: None, serve: false, rlimit_data: None, grace: Duration::from_millis(500), command: Vec::new() };
     while let Some(a) = args.next() {
         let mut value = || {
             args.next().and_then(|v| v.into_string().ok()).ok_or_else(|| format!("{} needs a value", a.display()))
@@ -138,6 +192,7 @@ fn args() -> Result<Args, String> {
             Some("--grace-ms") => {
                 out.grace = Duration::from_millis(value()?.parse().map_err(|e| format!("--grace-ms: {e}"))?)
             }
+            Some("--serve") => out.serve = true,
             Some("--") => {
                 out.command = args.by_ref().collect();
                 break;
@@ -145,7 +200,7 @@ fn args() -> Result<Args, String> {
             _ => return Err(format!("unknown argument {}", a.display())),
         }
     }
-    if out.command.is_empty() {
+    if out.command.is_empty() && !out.serve {
         return Err("no command after --".into());
     }
     Ok(out)
@@ -165,7 +220,8 @@ fn main() {
         prctl(PR_SET_NAME, c"fanout-init".as_ptr() as c_ulong);
         prctl(PR_SET_CHILD_SUBREAPER, 1);
     }
-    // The signals it acts on are taken by sigtimedwait, never by handlers.
+    // The signals it acts on are taken by sigtimedwait (or a signalfd),
+    // never by handlers.
     let watched = sigset(&[SIGCHLD, SIGUSR1, SIGTERM, SIGINT, SIGHUP]);
     // SAFETY: the sets are initialised by sigemptyset and sigaddset.
     unsafe {
@@ -178,42 +234,12 @@ fn main() {
         std::process::exit(1);
     }
 
+    if args.serve {
+        serve(&watched);
+    }
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
-    let rlimit_data = args.rlimit_data;
-    // SAFETY: the closure runs in the child between fork and exec of a
-    // single-threaded process; it calls async-signal-safe functions only
-    // (sigprocmask, signal, setpgid, prctl, setrlimit) and allocates
-    // nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut empty = SigSet([0; 16]);
-            sigemptyset(&mut empty);
-            sigprocmask(SIG_SETMASK, &empty, std::ptr::null_mut());
-            // Ignored signals stay ignored across exec (the standard
-            // library ignores SIGPIPE); handled ones are reset by it. The
-            // kernel's sigaction, all zero: SIG_DFL, no flags, no mask
-            // (in every architecture's layout of it).
-            let default = [0u64; 4];
-            for s in 1..=SIGMAX {
-                if s != SIGKILL && s != SIGSTOP {
-                    syscall(SYS_RT_SIGACTION, s as i64, default.as_ptr(), std::ptr::null::<u64>(), 8i64);
-                }
-            }
-            if setpgid(0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Should the init itself be killed outright, its child goes too.
-            prctl(PR_SET_PDEATHSIG, SIGKILL as c_ulong);
-            if let Some(bytes) = rlimit_data {
-                let limit = Rlimit { cur: bytes, max: bytes };
-                if setrlimit(RLIMIT_DATA, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    prepare(&mut cmd, args.rlimit_data);
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -259,6 +285,239 @@ fn main() {
     }
     init.kill_all();
     exit_as(init.status.unwrap_or(ExitStatus::from_raw(SIGKILL)));
+}
+
+/// Starts the function as a container's process must start: default
+/// signal mask and dispositions, a process group of its own, killed if
+/// the init is, with its memory limit.
+fn prepare(cmd: &mut Command, rlimit_data: Option<u64>) {
+    let ignored = ignored_signals();
+    // SAFETY: the closure runs in the child between fork and exec of a
+    // single-threaded process; it calls async-signal-safe functions only
+    // (sigprocmask, rt_sigaction, setpgid, prctl, setrlimit) and allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut empty = SigSet([0; 16]);
+            sigemptyset(&mut empty);
+            sigprocmask(SIG_SETMASK, &empty, std::ptr::null_mut());
+            // Ignored signals stay ignored across exec (the standard
+            // library ignores SIGPIPE); handled ones are reset by it. The
+            // kernel's sigaction, all zero: SIG_DFL, no flags, no mask
+            // (in every architecture's layout of it).
+            let default = [0u64; 4];
+            for s in 1..=SIGMAX {
+                if ignored & (1 << (s - 1)) != 0 {
+                    syscall(SYS_RT_SIGACTION, s as i64, default.as_ptr(), std::ptr::null::<u64>(), 8i64);
+                }
+            }
+            if setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Should the init itself be killed outright, its child goes too.
+            prctl(PR_SET_PDEATHSIG, SIGKILL as c_ulong);
+            if let Some(bytes) = rlimit_data {
+                let limit = Rlimit { cur: bytes, max: bytes };
+                if setrlimit(RLIMIT_DATA, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The signals the init ignores (bit `n - 1` for signal `n`), which its
+/// children would inherit: read once (the init ignores no more later).
+fn ignored_signals() -> u64 {
+    static IGNORED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *IGNORED.get_or_init(|| {
+        let mut ignored = 0u64;
+        for s in 1..=SIGMAX {
+            if s == SIGKILL || s == SIGSTOP {
+                continue;
+            }
+            let mut old = [0u64; 4];
+            // SAFETY: rt_sigaction(2) reading the action into a buffer
+            // larger than the kernel's struct; its first word is the
+            // handler.
+            let ok = unsafe { syscall(SYS_RT_SIGACTION, s as i64, std::ptr::null::<u64>(), old.as_mut_ptr(), 8i64) };
+            // SIG_IGN is 1.
+            if ok == 0 && old[0] == 1 {
+                ignored |= 1 << (s - 1);
+            }
+        }
+        ignored
+    })
+}
+
+/// An exec container's init (`--serve`): invocations from the socket on
+/// fd 0, one at a time (see the module's docs). Never returns.
+fn serve(watched: &SigSet) -> ! {
+    // SAFETY: signalfd(2) with an initialised set.
+    let signals = unsafe { signalfd(-1, watched, SFD_CLOEXEC) };
+    if signals < 0 {
+        std::process::exit(1);
+    }
+    let mut current: Option<Init> = None;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let mut fds = [PollFd { fd: 0, events: POLLIN, revents: 0 }, PollFd { fd: signals, events: POLLIN, revents: 0 }];
+        // SAFETY: poll(2) over two valid entries.
+        if unsafe { poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue;
+        }
+        if fds[1].revents != 0 {
+            let mut info = [0u8; 128];
+            // SAFETY: read(2) of one signalfd_siginfo into a buffer of its size.
+            let n = unsafe { read(signals, info.as_mut_ptr().cast(), info.len()) };
+            let signo = if n >= 4 { u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as c_int } else { 0 };
+            match signo {
+                SIGCHLD => match &mut current {
+                    Some(init) => {
+                        init.reap();
+                        if let Some(status) = init.status {
+                            init.kill_all();
+                            current = None;
+                            reply(format!("E{}", status.into_raw()).as_bytes());
+                        }
+                    }
+                    None => reap_all(),
+                },
+                0 => {}
+                // fanout is gone, or says so.
+                _ => quit(current),
+            }
+        }
+        if fds[0].revents != 0 {
+            let (n, received) = receive(&mut buf);
+            if n <= 0 {
+                // fanout's end closed: the container is retired.
+                quit(current);
+            }
+            let message = &buf[..n as usize];
+            match message.first() {
+                Some(b'R') if current.is_none() => match start(&message[1..], received) {
+                    Ok(pid) => {
+                        current = Some(Init { main: pid, status: None });
+                        reply(format!("S{pid}").as_bytes());
+                    }
+                    Err(why) => reply(format!("F{why}").as_bytes()),
+                },
+                Some(b'R') => reply(b"Fan invocation is running already"),
+                Some(b'K') => {
+                    if let Some(init) = &current {
+                        init.signal_all(SIGKILL);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Kills the invocation's processes, if one runs, and exits.
+fn quit(current: Option<Init>) -> ! {
+    if let Some(mut init) = current {
+        init.kill_all();
+    }
+    reap_all();
+    std::process::exit(0)
+}
+
+/// Reaps whatever children ended.
+fn reap_all() {
+    let mut status = 0;
+    // SAFETY: waitpid(2) with a valid status pointer.
+    while unsafe { waitpid(-1, &mut status, WNOHANG) } > 0 {}
+}
+
+/// Sends `message` to fanout (a lost reply means fanout is gone: the
+/// init's death signal follows).
+fn reply(message: &[u8]) {
+    // SAFETY: send(2) of a valid buffer on fd 0.
+    unsafe { send(0, message.as_ptr().cast(), message.len(), 0) };
+}
+
+/// Receives a message into `buf` and the descriptors that came with it
+/// (close-on-exec); the message's length (0 at the end, < 0 on error).
+fn receive(buf: &mut [u8]) -> (isize, Vec<std::os::fd::OwnedFd>) {
+    use std::os::fd::FromRawFd;
+    let mut iov = IoVec { base: buf.as_mut_ptr().cast(), len: buf.len() };
+    // Room for a cmsghdr and up to 8 descriptors, 8-byte aligned.
+    let mut control = [0u64; 8];
+    let mut msg = MsgHdr {
+        name: std::ptr::null_mut(),
+        namelen: 0,
+        iov: &mut iov,
+        iovlen: 1,
+        control: control.as_mut_ptr().cast(),
+        controllen: std::mem::size_of_val(&control),
+        flags: 0,
+    };
+    let n = loop {
+        // SAFETY: recvmsg(2) into the buffers described by `msg`.
+        let n = unsafe { recvmsg(0, &mut msg, MSG_CMSG_CLOEXEC) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(EINTR) {
+            continue;
+        }
+        break n;
+    };
+    let mut fds = Vec::new();
+    // One cmsghdr (len: usize, level: i32, type: i32), then its data.
+    let header = std::mem::size_of::<usize>() + 8;
+    if n >= 0 && msg.controllen >= header {
+        // SAFETY: any u64 is 8 initialised bytes.
+        let bytes: &[u8] = unsafe { std::slice::from_raw_parts(control.as_ptr().cast(), 64) };
+        let int = |at: usize| i32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let len = control[0] as usize;
+        if int(8) == SOL_SOCKET && int(12) == SCM_RIGHTS && len > header && len <= bytes.len() {
+            for i in 0..(len - header) / 4 {
+                // SAFETY: the kernel made this descriptor for us.
+                fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(int(header + 4 * i)) });
+            }
+        }
+    }
+    (n, fds)
+}
+
+/// Starts the invocation `message` (after its `R`) with `fds` as its
+/// stdin, stdout and stderr; its process id, or why it did not start.
+fn start(message: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<i32, String> {
+    use std::os::unix::ffi::OsStringExt;
+    let [stdin, stdout, stderr]: [std::os::fd::OwnedFd; 3] =
+        fds.try_into().map_err(|_| "an invocation comes with its stdin, stdout and stderr".to_string())?;
+    let mut fields = message.split(|&b| b == 0).map(|f| std::ffi::OsString::from_vec(f.to_vec()));
+    let mut next = || fields.next().ok_or_else(|| "a short invocation message".to_string());
+    let cwd = next()?;
+    let rlimit = next()?.into_string().ok().and_then(|r| r.parse().ok());
+    let count = |f: std::ffi::OsString| f.into_string().ok().and_then(|c| c.parse::<usize>().ok());
+    let argc = count(next()?).ok_or("a bad argument count")?;
+    let argv: Vec<std::ffi::OsString> = (0..argc).map(|_| next()).collect::<Result<_, _>>()?;
+    let envc = count(next()?).ok_or("a bad variable count")?;
+    let env: Vec<std::ffi::OsString> = (0..envc).map(|_| next()).collect::<Result<_, _>>()?;
+    let program = argv.first().ok_or("no program")?;
+    let mut cmd = Command::new(program);
+    cmd.args(&argv[1..]).env_clear();
+    for var in &env {
+        let bytes = var.as_encoded_bytes();
+        let eq = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
+        // SAFETY: both halves split a valid OsStr at an ASCII '='.
+        let (k, v) = unsafe {
+            (
+                std::ffi::OsStr::from_encoded_bytes_unchecked(&bytes[..eq]),
+                std::ffi::OsStr::from_encoded_bytes_unchecked(&bytes[(eq + 1).min(bytes.len())..]),
+            )
+        };
+        cmd.env(k, v);
+    }
+    if !cwd.is_empty() {
+        cmd.current_dir(&cwd);
+    }
+    cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+    prepare(&mut cmd, rlimit);
+    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    Ok(child.id() as i32)
 }
 
 /// The signal set of `signals`.
@@ -331,19 +590,29 @@ impl Init {
     /// no child left, so none of the function's descendants is alive
     /// (each has an ancestor that is the init's child, or is one).
     fn kill_all(&mut self) {
+        // SAFETY: kill(2); an absent group is not an error here.
+        unsafe { kill(-self.main, SIGKILL) };
         loop {
-            self.signal_all(SIGKILL);
             let mut status = 0;
             // SAFETY: waitpid(2) with a valid status pointer.
             let pid = unsafe { waitpid(-1, &mut status, WNOHANG) };
             if pid == self.main {
                 self.status = Some(ExitStatus::from_raw(status));
             }
+            if pid > 0 {
+                continue;
+            }
             if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(ECHILD) {
                 return;
             }
-            if pid == 0 {
-                std::thread::sleep(Duration::from_millis(1));
+            // Children live on (left behind, or adopted): kill them all,
+            // then wait for one to go (each killed one does; an orphan it
+            // leaves is a child of the init's by then, killed next round).
+            self.signal_all(SIGKILL);
+            // SAFETY: waitpid(2) with a valid status pointer.
+            let pid = unsafe { waitpid(-1, &mut status, 0) };
+            if pid == self.main {
+                self.status = Some(ExitStatus::from_raw(status));
             }
         }
     }

@@ -10,7 +10,6 @@
 //! and `output` (the format of stdout; default: `io`).
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::process::{Child, Stdio};
 use std::time::Instant;
 
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use fanout_datasets::Format;
 use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef, FieldPath};
 
 use crate::external::codec::{self, IoFormat};
-use crate::external::process::{self, TAIL_BYTES, Tail, ended};
+use crate::external::process::{InitServer, TAIL_BYTES, Tail, ended};
 use crate::external::settings::{Settings, stem};
 use crate::external::{Backend, Container, ExternalContext, Launch, planned};
 use crate::function::{FunctionError, Invocation, Planned};
@@ -106,7 +105,7 @@ impl Backend for Exec {
             }),
             program: resolve(&x.command[0]),
             command: x.command,
-            env: f.env.clone(),
+            env: environment(&f.env),
             cwd: f.cwd.clone(),
             io,
             output: output_format,
@@ -116,6 +115,19 @@ impl Backend for Exec {
         };
         Ok(planned(Arc::new(function), input, output, keyed))
     }
+}
+
+/// The variables each invocation sets.
+const INVOCATION_VARS: [&str; 4] = ["FANOUT_STAGE", "FANOUT_TASK", "FANOUT_ATTEMPT", "FANOUT_PARAMS"];
+
+/// fanout's environment with `extra` set over it, less
+/// [`INVOCATION_VARS`]: what a spawned process would inherit.
+fn environment(extra: &[(String, String)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> =
+        std::env::vars_os().filter(|(k, _)| !extra.iter().any(|(e, _)| k == e.as_str())).collect();
+    env.extend(extra.iter().map(|(k, v)| (k.into(), v.into())));
+    env.retain(|(k, _)| !INVOCATION_VARS.iter().any(|v| k == v));
+    env
 }
 
 /// Whether `schema` is one utf8 column, as lines are.
@@ -205,7 +217,9 @@ struct ExecFunction {
     command: Vec<String>,
     /// The program, found on `PATH` once rather than at every spawn.
     program: std::path::PathBuf,
-    env: Vec<(String, String)>,
+    /// The process's whole environment: fanout's own, then the function
+    /// table's `env`, less the `FANOUT_*` variables each invocation sets.
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     cwd: Option<std::path::PathBuf>,
     io: IoFormat,
     output: IoFormat,
@@ -218,7 +232,7 @@ struct ExecFunction {
 impl Launch for ExecFunction {
     fn start(self: Arc<Self>) -> Result<Box<dyn Container>, FunctionError> {
         // A scratch file for the processes' stderr; a pipe if none.
-        Ok(Box::new(ExecContainer { stderr: tempfile::tempfile().ok(), read: None, function: self }))
+        Ok(Box::new(ExecContainer { stderr: tempfile::tempfile().ok(), read: None, init: None, function: self }))
     }
 
     fn reads_split(&self) -> bool {
@@ -226,18 +240,32 @@ impl Launch for ExecFunction {
     }
 }
 
-/// A container of an exec function: each invocation is a new process.
+/// A container of an exec function: each invocation is a new process,
+/// started by the container's init (started with the first).
 struct ExecContainer {
     function: Arc<ExecFunction>,
     /// A scratch file for the processes' stderr.
     stderr: Option<std::fs::File>,
     /// The records the last call read itself.
     read: Option<u64>,
+    /// The container's init, once started.
+    init: Option<InitServer>,
 }
 
 impl Container for ExecContainer {
     fn call(&mut self, inv: &Invocation<'_>, input: &[RecordBatch]) -> Result<Vec<RecordBatch>, FunctionError> {
-        self.function.call(inv, input, self.stderr.as_mut(), &mut self.read)
+        let init = match &mut self.init {
+            Some(init) if !init.dead => init,
+            slot => slot.insert(
+                InitServer::start()
+                    .map_err(|e| FunctionError::transient(format!("cannot start the container's init: {e}")))?,
+            ),
+        };
+        self.function.call(inv, input, init, self.stderr.as_mut(), &mut self.read)
+    }
+
+    fn spent(&self) -> bool {
+        self.init.as_ref().is_some_and(|i| i.dead)
     }
 
     fn records_read(&self) -> Option<u64> {
@@ -246,13 +274,15 @@ impl Container for ExecContainer {
 }
 
 impl ExecFunction {
-    /// One invocation: a process fed the batches. `stderr`, a scratch
-    /// file of the container's, takes the process's stderr (no thread to
-    /// drain a pipe); without one, a pipe is drained.
+    /// One invocation: a process fed the batches, started by the
+    /// container's `init`. `stderr`, a scratch file of the container's,
+    /// takes the process's stderr (no thread to drain a pipe); without
+    /// one, a pipe is drained.
     fn call(
         &self,
         inv: &Invocation<'_>,
         batches: &[RecordBatch],
+        init: &mut InitServer,
         mut stderr: Option<&mut std::fs::File>,
         read: &mut Option<u64>,
     ) -> Result<Vec<RecordBatch>, FunctionError> {
@@ -270,25 +300,32 @@ impl ExecFunction {
             _ => codec::encode(self.io, &self.input_schema, batches).map_err(FunctionError::permanent)?,
         };
         let program = &self.command[0];
-        let cannot_start = |e: std::io::Error| FunctionError::permanent(format!("cannot start `{program}`: {e}"));
-        let mut cmd = process::command(self.program.as_os_str(), &self.command[1..], self.cwd.as_deref(), None)
-            .map_err(cannot_start)?;
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("FANOUT_STAGE", inv.stage)
-            .env("FANOUT_TASK", inv.task.to_string())
-            .env("FANOUT_ATTEMPT", inv.attempt.to_string())
-            .env("FANOUT_PARAMS", &self.params)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(match stderr {
-                Some(f) => Stdio::from(f.try_clone().map_err(|e| FunctionError::transient(format!("stderr: {e}")))?),
-                None => Stdio::piped(),
-            });
-        let mut child = process::spawn(cmd).map_err(cannot_start)?;
-        // Its container is killed when the deadline passes or the
-        // invocation is cancelled, while its stdout is read.
+        let io = |e: std::io::Error| FunctionError::transient(format!("`{program}`: {e}"));
+        let mut env = self.env.clone();
+        env.extend([
+            ("FANOUT_STAGE".into(), inv.stage.into()),
+            ("FANOUT_TASK".into(), inv.task.to_string().into()),
+            ("FANOUT_ATTEMPT".into(), inv.attempt.to_string().into()),
+            ("FANOUT_PARAMS".into(), self.params.clone().into()),
+        ]);
+        let (stdin, stdin_w) = std::io::pipe().map_err(io)?;
+        let (stdout_r, stdout) = std::io::pipe().map_err(io)?;
+        let (stderr_fd, stderr_r) = match stderr {
+            Some(f) => (std::os::fd::OwnedFd::from(f.try_clone().map_err(io)?), None),
+            None => {
+                let (r, w) = std::io::pipe().map_err(io)?;
+                (std::os::fd::OwnedFd::from(w), Some(r))
+            }
+        };
+        let stdio = [stdin.into(), stdout.into(), stderr_fd];
+        init.run(self.program.as_os_str(), &self.command[1..], self.cwd.as_deref(), &env, stdio).map_err(|e| {
+            let message = format!("cannot start `{program}`: {e}");
+            if init.dead { FunctionError::transient(message) } else { FunctionError::permanent(message) }
+        })?;
+        // Its container's processes are killed when the deadline passes
+        // or the invocation is cancelled, while its stdout is read.
         let (status, stdout, stderr, timed_out) =
-            run(&mut child, input, stderr, inv).map_err(|e| FunctionError::transient(format!("`{program}`: {e}")))?;
+            run(init, Pipes { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r }, input, stderr, inv).map_err(io)?;
         let tail = stderr.text();
         let with_stderr = |m: String| if tail.is_empty() { m } else { format!("{m}; the end of its stderr:\n{tail}") };
         if timed_out {
@@ -309,17 +346,26 @@ impl ExecFunction {
     }
 }
 
+/// The pipes of a running invocation, fanout's ends.
+struct Pipes {
+    stdin: std::io::PipeWriter,
+    stdout: std::io::PipeReader,
+    /// Its stderr, when no scratch file takes it.
+    stderr: Option<std::io::PipeReader>,
+}
+
 /// Feeds stdin, collects stdout and the end of stderr (from the pipe, or
-/// from `stderr`, the file it went to), and waits; kills the process group
-/// when the invocation expires (says so in the last value).
+/// from `stderr`, the file it went to), and waits for the invocation to
+/// end; has the init kill its processes when the invocation expires (says
+/// so in the last value).
 fn run(
-    child: &mut Child,
+    init: &mut InitServer,
+    pipes: Pipes,
     input: Vec<u8>,
     stderr: Option<&std::fs::File>,
     inv: &Invocation<'_>,
 ) -> std::io::Result<(std::process::ExitStatus, Vec<u8>, Tail, bool)> {
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut stdout = child.stdout.take().expect("piped");
+    let Pipes { mut stdin, mut stdout, stderr: errors } = pipes;
     let writer = if input.len() <= INLINE_INPUT {
         // A process that exits without reading its input is not an error.
         let _ = stdin.write_all(&input);
@@ -330,14 +376,14 @@ fn run(
             let _ = stdin.write_all(&input);
         }))
     };
-    let errors = child.stderr.take().map(|pipe| std::thread::spawn(move || Tail::drain(pipe)));
+    let errors = errors.map(|pipe| std::thread::spawn(move || Tail::drain(pipe)));
     let mut out = Vec::new();
     let (read, killed) = if inv.deadline.is_some() || inv.cancel.is_some() {
-        read_watching(&mut stdout, &mut out, child.id(), inv)
+        read_watching(&mut stdout, &mut out, init, inv)
     } else {
         (stdout.read_to_end(&mut out).map(drop), false)
     };
-    let status = child.wait()?;
+    let status = init.wait()?;
     if let Some(w) = writer {
         let _ = w.join();
     }
@@ -359,13 +405,13 @@ fn run(
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Reads `stdout` to its end, waiting on it with poll(2) so that the
-/// process group of `pid` is killed as soon as the invocation expires (its
-/// deadline, or a cancellation); whether it was killed. Its output up to
-/// the kill is read all the same (the pipe closes when the group dies).
+/// invocation's processes are killed (by `init`) as soon as it expires
+/// (its deadline, or a cancellation); whether they were. Its output up to
+/// the kill is read all the same (the pipe closes when they are gone).
 fn read_watching(
-    stdout: &mut std::process::ChildStdout,
+    stdout: &mut std::io::PipeReader,
     out: &mut Vec<u8>,
-    pid: u32,
+    init: &InitServer,
     inv: &Invocation<'_>,
 ) -> (std::io::Result<()>, bool) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -374,7 +420,7 @@ fn read_watching(
     let mut buf = [0u8; 16 * 1024];
     loop {
         if !killed && inv.expired() {
-            process::kill_container(pid);
+            init.kill();
             killed = true;
         }
         let wait = if killed {

@@ -35,7 +35,7 @@ const INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fanout-init"));
 const GRACE_MS: u64 = 500;
 
 /// A command that runs `program` with `args` under fanout-init, in a
-/// container of its own; `memory_limit` caps its data memory (heap and
+/// container of its own (a lambda worker process's); `memory_limit` caps its data memory (heap and
 /// anonymous mappings), as a container's memory limit. The caller adds
 /// the environment, working directory and standard streams, and starts
 /// it with [`spawn`]. A program that cannot be found or run is an error
@@ -101,6 +101,141 @@ pub(crate) fn shut_down(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// An exec container's init (`fanout-init --serve`): it starts one
+/// process per invocation, one at a time, so that an invocation costs one
+/// process, as a plain spawn does, and still owns everything the
+/// function starts (see the init's docs). Talked to over a
+/// `SOCK_SEQPACKET` socket; dropped, it ends (and so do its processes).
+pub(crate) struct InitServer {
+    child: Child,
+    socket: std::os::fd::OwnedFd,
+    /// The init died or stopped answering: the container is spent.
+    pub(crate) dead: bool,
+}
+
+impl InitServer {
+    /// Starts an init for a container of its own.
+    pub(crate) fn start() -> std::io::Result<InitServer> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+            .map_err(std::io::Error::from)?;
+        let mut cmd = Command::new(init_path()?);
+        cmd.arg0("fanout-init").arg("--ppid").arg(std::process::id().to_string()).arg("--serve");
+        cmd.process_group(0).stdin(theirs).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        let child = spawn(cmd)?;
+        Ok(InitServer { child, socket: ours, dead: false })
+    }
+
+    /// Starts `program` with `args` in `cwd` (the init's own, `None`) with
+    /// exactly the environment `env`, its standard streams `stdio`; its
+    /// process id.
+    pub(crate) fn run(
+        &mut self,
+        program: &OsStr,
+        args: &[String],
+        cwd: Option<&Path>,
+        env: &[(std::ffi::OsString, std::ffi::OsString)],
+        stdio: [std::os::fd::OwnedFd; 3],
+    ) -> std::io::Result<u32> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let mut m: Vec<u8> = b"R".to_vec();
+        let mut field = |bytes: &[u8]| {
+            m.extend_from_slice(bytes);
+            m.push(0);
+        };
+        field(cwd.map_or(&b""[..], |c| c.as_os_str().as_bytes()));
+        field(b"");
+        field((args.len() + 1).to_string().as_bytes());
+        field(program.as_bytes());
+        for a in args {
+            field(a.as_bytes());
+        }
+        field(env.len().to_string().as_bytes());
+        for (k, v) in env {
+            let mut var = k.as_bytes().to_vec();
+            var.push(b'=');
+            var.extend_from_slice(v.as_bytes());
+            field(&var);
+        }
+        m.pop();
+        let fds = stdio.each_ref().map(|f| f.as_raw_fd());
+        let sent = nix::sys::socket::sendmsg::<()>(
+            self.socket.as_raw_fd(),
+            &[std::io::IoSlice::new(&m)],
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        );
+        drop(stdio);
+        if let Err(e) = sent {
+            self.dead = true;
+            return Err(std::io::Error::other(format!("the container's init is gone: {e}")));
+        }
+        let answer = self.answer()?;
+        match answer.split_first() {
+            Some((b'S', pid)) => Ok(String::from_utf8_lossy(pid).parse().unwrap_or(0)),
+            Some((b'F', why)) => Err(std::io::Error::other(String::from_utf8_lossy(why).into_owned())),
+            _ => Err(self.lost()),
+        }
+    }
+
+    /// Kills the running invocation's processes now (its end is then
+    /// waited for as usual).
+    pub(crate) fn kill(&self) {
+        use std::os::fd::AsRawFd;
+        let _ = nix::sys::socket::send(self.socket.as_raw_fd(), b"K", nix::sys::socket::MsgFlags::empty());
+    }
+
+    /// Waits for the running invocation to end: how its process ended,
+    /// once every process of it is gone.
+    pub(crate) fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        let answer = self.answer()?;
+        match answer.split_first() {
+            Some((b'E', raw)) => {
+                Ok(std::process::ExitStatus::from_raw(String::from_utf8_lossy(raw).parse().unwrap_or(9)))
+            }
+            _ => Err(self.lost()),
+        }
+    }
+
+    /// The init's next message.
+    fn answer(&mut self) -> std::io::Result<Vec<u8>> {
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::sys::socket::recv(self.socket.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty()) {
+                Ok(0) => return Err(self.lost()),
+                Ok(n) => return Ok(buf[..n].to_vec()),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    self.dead = true;
+                    return Err(std::io::Error::other(format!("the container's init is gone: {e}")));
+                }
+            }
+        }
+    }
+
+    fn lost(&mut self) -> std::io::Error {
+        self.dead = true;
+        let how = match self.child.try_wait() {
+            Ok(Some(status)) => ended(status),
+            _ => "stopped answering".to_string(),
+        };
+        std::io::Error::other(format!("the container's init {how}"))
+    }
+}
+
+impl Drop for InitServer {
+    /// The container retires: the init ends its processes and itself.
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let _ = nix::sys::socket::shutdown(self.socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let _ = self.child.wait();
+    }
+}
+
 /// Where fanout-init can be run from: a sealed in-memory file (a file in
 /// the temporary directory where the kernel has none).
 fn init_path() -> std::io::Result<PathBuf> {
@@ -139,7 +274,7 @@ fn install_init() -> std::io::Result<PathBuf> {
 
 /// Checks that `program` names a file that can be run: a path (relative
 /// to `cwd`), or a name found on `PATH`.
-fn check_program(program: &OsStr, cwd: Option<&Path>) -> std::io::Result<()> {
+pub(crate) fn check_program(program: &OsStr, cwd: Option<&Path>) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let runnable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     let path = Path::new(program);
