@@ -42,7 +42,7 @@ pub fn local_path(s: &str) -> &str {
 }
 
 /// An object: its store, key, the counts its reads add to and the bytes
-/// of it read ahead ([`Kept`]).
+/// of it read ahead (the `kept` module).
 #[derive(Clone)]
 pub struct Object {
     pub(crate) store: Arc<dyn ObjectStore>,
