@@ -99,6 +99,7 @@ fn job_functions(path: &std::path::Path, registry: &Registry) -> Result<Vec<JobF
                 function: f.clone(),
                 memory_limit: plan.platform.memory_limit,
                 memory_mb: plan.platform.pricing.memory_mb,
+                timeout: plan.platform.timeout,
             }),
             fanout_jobs::FunctionRef::Builtin(_) => None,
         })

@@ -280,7 +280,7 @@ fn lambda_errors_crashes_deadlines_and_memory() {
         .replace("[output]", "params = { seconds = 30 }\n[output]");
     let started = Instant::now();
     let r = run_job(&s, &slow, &[]).expect(1);
-    assert!(r.stderr.contains("timed out after"), "{}", r.stderr);
+    assert!(r.stderr.contains("timed out: past its deadline"), "{}", r.stderr);
     assert!(started.elapsed().as_secs() < 10, "took {:?}", started.elapsed());
 
     // platform.memory is each process's memory limit.
@@ -704,4 +704,27 @@ fn a_first_exec_stage_gets_the_split_bytes_as_the_file_has_them() {
     assert!(gz.success());
     run_job(&s, &job("in.csv.gz"), &[]).expect(0);
     assert_eq!(decoded(&s), vec![csv.as_bytes().to_vec()]);
+}
+
+#[test]
+fn a_function_s_env_takes_numbers_and_booleans_as_written() {
+    let s = Scratch::new();
+    s.write("in.txt", "x\n");
+    let job = r#"
+[input]
+path = "in.txt"
+[[stage]]
+name = "show"
+[stage.function]
+exec = ["sh", "-c", "cat >/dev/null; echo \"$DELAY $FLAG $N $NAME\""]
+env = { DELAY = 0.3, FLAG = true, N = 7, NAME = "x y" }
+[output]
+path = "out.csv"
+mode = "overwrite"
+"#;
+    run_job(&s, job, &[]).expect(0);
+    assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), "line\n0.3 true 7 x y\n");
+    // And from the command line, unquoted.
+    run_job(&s, job, &["--set", "stage.show.function.env.N=9"]).expect(0);
+    assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), "line\n0.3 true 9 x y\n");
 }

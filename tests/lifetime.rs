@@ -262,3 +262,38 @@ fn lambda_coordinator_panic() {
 fn lambda_kill_9() {
     check(Backend::Lambda, End::Kill);
 }
+
+#[test]
+fn an_exec_function_that_kills_its_init_fails_its_attempt_and_the_run_goes_on() {
+    let s = Scratch::new();
+    for t in 0..TASKS {
+        s.write(&format!("in/{t}.txt"), format!("line {t}\n"));
+    }
+    // Task 2's first attempt kills its container's init (and a process in
+    // its group holds stdout open): the attempt must fail at once, not
+    // wait for that process, and the retry runs in a new container.
+    s.write(
+        "f.sh",
+        "if [ \"$FANOUT_TASK\" = 2 ] && [ \"$FANOUT_ATTEMPT\" = 1 ]; then sleep 300 & kill -9 $PPID; sleep 300; fi\nexec cat\n",
+    );
+    let mark = s.dir.path().display().to_string();
+    s.write(
+        "job.toml",
+        format!(
+            "[input]\npath = \"in/*.txt\"\nformat = \"text\"\n[[stage]]\nname = \"f\"\n[stage.function]\n\
+             exec = [\"sh\", \"f.sh\"]\nenv = {{ FANOUT_TEST_MARK = \"{mark}\" }}\n[output]\npath = \"out/lines.csv\"\n\
+             [platform]\nconcurrency = 2\nretries = 1\n"
+        ),
+    );
+    let args = ["run", "job.toml", "--progress", "never", "--json", "--run-dir", "rd"];
+    let r = s.run_within(60, &args).expect(0);
+    let sum = crate::util::summary(&r);
+    assert_eq!(sum["retries"], 1, "{sum}");
+    let failure = s.records("rd");
+    assert!(failure.contains("the container's init was killed by signal 9"), "{failure}");
+    let out = std::fs::read_to_string(s.path("out/lines.csv")).unwrap();
+    let want: String = std::iter::once("line\n".to_string()).chain((0..TASKS).map(|t| format!("line {t}\n"))).collect();
+    assert_eq!(out, want);
+    // The killed attempt's processes were in its group: killed too.
+    assert!(wait_for(30, || marked(&mark).is_empty()), "left: {:?}", marked(&mark));
+}

@@ -276,3 +276,36 @@ print("ok")
         ),
     );
 }
+
+#[test]
+fn serve_kills_a_job_s_function_at_the_job_s_timeout() {
+    let s = Scratch::new();
+    let mark = s.dir.path().display().to_string();
+    s.write("unused.txt", "");
+    // An exec function that never answers (and leaves a process behind),
+    // under the job's timeout of a second.
+    s.write(
+        "hang.toml",
+        format!(
+            r#"[input]
+path = "unused.txt"
+[[stage]]
+name = "hang"
+function = {{ exec = ["sh", "-c", "setsid sleep 300 & sleep 300; cat"], env = {{ FANOUT_TEST_MARK = "{mark}" }} }}
+[output]
+path = "unused.csv"
+[platform]
+timeout = "1s"
+"#
+        ),
+    );
+    let host = Host::start_at(s.dir.path(), None, "127.0.0.1", &["--job", "hang.toml"]);
+    let a = host.addr.as_str();
+    let r = post(a, "/functions/hang", r#"{"records":[{"line":"x"}]}"#);
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(r.json()["errorMessage"].as_str().unwrap().contains("passed its deadline"), "{}", r.body);
+    // Nothing of it runs on: the host's slot is free, its processes gone.
+    assert_eq!(health(a).1["running"], 0);
+    let left = marked(&mark);
+    assert!(left.is_empty(), "the timed-out invocation's processes live on: {left:?}");
+}

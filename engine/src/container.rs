@@ -142,7 +142,11 @@ pub(crate) fn cold_start(
         StepKind::Reduce => stage.function.init_reduce().expect("a keyed stage reduces").map(Instance::Reduce),
         _ => stage.function.init().map(Instance::Map),
     };
-    let instance = init.map_err(|e| FunctionError { message: format!("init: {}", e.message), ..e })?;
+    // Said once: a function's own "init error: ..." needs no prefix.
+    let instance = init.map_err(|e| match e.message.starts_with("init") {
+        true => e,
+        false => FunctionError { message: format!("init: {}", e.message), ..e },
+    })?;
     // With a deadline or backups, a container runs on its own thread so
     // that a late or losing invocation can be abandoned.
     let threaded = platform.timeout.is_some() || platform.backups;

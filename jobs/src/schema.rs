@@ -171,13 +171,44 @@ pub struct FunctionTable {
     /// kind's, e.g. `line` for exec's lines output, else the stage's input
     /// columns).
     pub schema: Option<Vec<String>>,
-    /// Environment variables for the function's processes.
+    /// Environment variables for the function's processes: strings, or
+    /// numbers and booleans as written (`DELAY = 0.3` is `0.3`).
+    #[serde(default, deserialize_with = "env_values")]
     pub env: Option<std::collections::BTreeMap<String, String>>,
     /// The working directory of the function's processes.
     pub cwd: Option<String>,
     /// The kind's key and the kind's own settings, as written.
     #[serde(flatten)]
     pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An `env` table's values as the strings a process gets: a number or a
+/// boolean is written as TOML (and `--set`) has it.
+fn env_values<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let table: Option<std::collections::BTreeMap<String, Scalar>> = Option::deserialize(d)?;
+    Ok(table.map(|t| {
+        t.into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Scalar::Text(s) => s,
+                    Scalar::Int(i) => i.to_string(),
+                    Scalar::Float(f) => f.to_string(),
+                    Scalar::Bool(b) => b.to_string(),
+                };
+                (k, v)
+            })
+            .collect()
+    }))
 }
 
 /// `[output]`: where and how the result is written.

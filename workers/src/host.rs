@@ -70,6 +70,9 @@ pub struct JobFunction {
     pub memory_limit: Option<u64>,
     /// The platform's memory setting, in MB.
     pub memory_mb: u64,
+    /// The job's `platform.timeout`: each invocation's deadline, past
+    /// which its processes are killed and the caller gets a 500.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What a name on the host serves.
@@ -188,6 +191,8 @@ struct Warm {
     /// For a keyed stage's partition: the reduce that follows the
     /// map-side step.
     reduce: Option<Box<dyn crate::function::ReduceInstance>>,
+    /// Each invocation's time limit (a job function's `platform.timeout`).
+    timeout: Option<std::time::Duration>,
 }
 
 impl Warm {
@@ -475,7 +480,12 @@ fn invoke(
             batches
         }
     };
-    call(warm.as_mut().expect("just made"), &event, name, batches)
+    let called = call(warm.as_mut().expect("just made"), &event, name, batches);
+    // A container killed at its deadline, or crashed, is replaced.
+    if warm.as_ref().is_some_and(|w| w.instance.spent() || w.reduce.as_ref().is_some_and(|r| r.spent())) {
+        *warm = None;
+    }
+    called
 }
 
 /// Plans function `name` for `schema` with the params `params_text`, and
@@ -501,13 +511,18 @@ fn plan(
         None => None,
     };
     let (name, params, key) = (name.to_string(), params_text.to_string(), key.clone());
-    Ok(Warm { name, params, key, schema, decoder, instance, reduce })
+    let timeout = match served {
+        Served::Job(f, _) => f.timeout,
+        Served::Builtin(_) => None,
+    };
+    Ok(Warm { name, params, key, schema, decoder, instance, reduce, timeout })
 }
 
 /// Calls the warm instance on `batches`; the reply's body.
 fn call(w: &mut Warm, event: &Event<'_>, name: &str, batches: Vec<RecordBatch>) -> Result<Vec<u8>, FunctionError> {
     let stage = event.stage.as_deref().unwrap_or(name);
-    let inv = Invocation { attempt: event.attempt, ..Invocation::plain(stage, event.task) };
+    let deadline = w.timeout.map(|t| std::time::Instant::now() + t);
+    let inv = Invocation { attempt: event.attempt, deadline, ..Invocation::plain(stage, event.task) };
     let mut out = w.instance.call(&inv, batches)?;
     if let Some(reduce) = &mut w.reduce {
         out = reduce.call(&inv, out)?;

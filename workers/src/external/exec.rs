@@ -318,14 +318,16 @@ impl ExecFunction {
             }
         };
         let stdio = [stdin.into(), stdout.into(), stderr_fd];
-        init.run(self.program.as_os_str(), &self.command[1..], self.cwd.as_deref(), &env, stdio).map_err(|e| {
-            let message = format!("cannot start `{program}`: {e}");
-            if init.dead { FunctionError::transient(message) } else { FunctionError::permanent(message) }
-        })?;
+        let pid =
+            init.run(self.program.as_os_str(), &self.command[1..], self.cwd.as_deref(), &env, stdio).map_err(|e| {
+                let message = format!("cannot start `{program}`: {e}");
+                if init.dead { FunctionError::transient(message) } else { FunctionError::permanent(message) }
+            })?;
         // Its container's processes are killed when the deadline passes
         // or the invocation is cancelled, while its stdout is read.
         let (status, stdout, stderr, timed_out) =
-            run(init, Pipes { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r }, input, stderr, inv).map_err(io)?;
+            run(init, pid, Pipes { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r }, input, stderr, inv)
+                .map_err(io)?;
         let tail = stderr.text();
         let with_stderr = |m: String| if tail.is_empty() { m } else { format!("{m}; the end of its stderr:\n{tail}") };
         if timed_out {
@@ -360,6 +362,7 @@ struct Pipes {
 /// so in the last value).
 fn run(
     init: &mut InitServer,
+    pid: u32,
     pipes: Pipes,
     input: Vec<u8>,
     stderr: Option<&std::fs::File>,
@@ -378,11 +381,7 @@ fn run(
     };
     let errors = errors.map(|pipe| std::thread::spawn(move || Tail::drain(pipe)));
     let mut out = Vec::new();
-    let (read, killed) = if inv.deadline.is_some() || inv.cancel.is_some() {
-        read_watching(&mut stdout, &mut out, init, inv)
-    } else {
-        (stdout.read_to_end(&mut out).map(drop), false)
-    };
+    let (read, killed) = read_watching(&mut stdout, &mut out, init, pid, inv);
     let status = init.wait()?;
     if let Some(w) = writer {
         let _ = w.join();
@@ -408,10 +407,14 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// invocation's processes are killed (by `init`) as soon as it expires
 /// (its deadline, or a cancellation); whether they were. Its output up to
 /// the kill is read all the same (the pipe closes when they are gone).
+/// Should the init die (killed by the function itself, say), its process
+/// group (`pid`'s) is killed and the read stops: a process that escaped
+/// the group may hold the pipe open, and nothing else would end it.
 fn read_watching(
     stdout: &mut std::io::PipeReader,
     out: &mut Vec<u8>,
-    init: &InitServer,
+    init: &mut InitServer,
+    pid: u32,
     inv: &Invocation<'_>,
 ) -> (std::io::Result<()>, bool) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -423,18 +426,27 @@ fn read_watching(
             init.kill();
             killed = true;
         }
-        let wait = if killed {
-            PollTimeout::NONE
-        } else {
-            let left = inv.deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
-            // Rounded up: a zero timeout at the deadline would spin.
-            PollTimeout::from(left.as_millis().clamp(1, POLL.as_millis()) as u16)
+        let wait = match inv.deadline {
+            _ if killed => PollTimeout::NONE,
+            None if inv.cancel.is_none() => PollTimeout::NONE,
+            deadline => {
+                let left = deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()).min(POLL));
+                // Rounded up: a zero timeout at the deadline would spin.
+                PollTimeout::from(left.as_millis().clamp(1, POLL.as_millis()) as u16)
+            }
         };
-        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN)];
+        // The init's socket is readable only when it hangs up: its
+        // answers come after stdout's end.
+        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN), PollFd::new(init.socket(), PollFlags::empty())];
         match poll(&mut fds, wait) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
             Err(e) => return (Err(e.into()), killed),
+        }
+        let hung_up = fds[1].revents().is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
+        if hung_up && !fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            return (Err(init.lost_now()), killed);
         }
         match stdout.read(&mut buf) {
             Ok(0) => return (Ok(()), killed),

@@ -180,6 +180,17 @@ impl InitServer {
         }
     }
 
+    /// The socket to the init, to poll: it hangs up when the init dies.
+    pub(crate) fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.socket.as_fd()
+    }
+
+    /// Marks the init dead (it hung up).
+    pub(crate) fn lost_now(&mut self) -> std::io::Error {
+        self.lost()
+    }
+
     /// Kills the running invocation's processes now (its end is then
     /// waited for as usual).
     pub(crate) fn kill(&self) {

@@ -153,7 +153,9 @@ impl Sandbox {
                     return Err(FunctionError::transient("cancelled; the process was killed"));
                 }
                 let took = humantime::format_duration(Duration::from_millis(now.elapsed().as_millis() as u64));
-                Err(FunctionError::transient(self.with_logs(format!("timed out after {took}; the process was killed"))))
+                Err(FunctionError::transient(self.with_logs(format!(
+                    "timed out: past its deadline {took} after its event was sent; the process was killed"
+                ))))
             }
             Waited::Exited(status) => {
                 self.spent = true;
