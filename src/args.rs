@@ -18,6 +18,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a job: split, fan out, shuffle, gather, commit.
+    #[command(override_usage = "fanout run [OPTIONS] <JOB>\n       fanout run --resume <RUN_DIR> [OPTIONS]")]
     Run(RunArgs),
     /// Check a job file and report every problem with its location.
     Validate(JobArgs),

@@ -77,21 +77,30 @@ fn main() -> ExitCode {
         Command::Plan(a) => plan::plan(&a),
         Command::Datasets { command: DatasetsCommand::Gen(a) } => datasets::generate(&a),
         Command::Functions { name } => functions::list(name.as_deref()),
-        Command::Records { run_dir } => records::print(&run_dir),
+        Command::Records { run_dir } => runs::check_run_dir(&run_dir).and_then(|()| records::print(&run_dir)),
         Command::Serve(a) => serve::serve(&a),
         Command::Runs { dir, json } => runs::list(&dir, json),
-        Command::Trace { run_dir, out } => trace::trace(&run_dir, out.as_deref()),
+        Command::Trace { run_dir, out } => {
+            runs::check_run_dir(&run_dir).and_then(|()| trace::trace(&run_dir, out.as_deref()))
+        }
         Command::Simulate(a) => simulate::simulate(&a),
         Command::Bench(a) => bench::bench(&a),
-        Command::Report { runs, out } => report::report(&runs, out.as_deref()),
+        Command::Report { runs: dirs, out } => {
+            dirs.iter().try_for_each(|d| runs::check_run_dir(d)).and_then(|()| report::report(&dirs, out.as_deref()))
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) if is_broken_pipe(&f.error) => ExitCode::SUCCESS,
         Err(f) => {
             let _ = std::io::stdout().flush();
+            // A line per problem; an indented line quotes the one above
+            // it (the end of a function's stderr).
             for line in message(&f.error).lines() {
-                eprintln!("error: {line}");
+                match line.starts_with(' ') {
+                    true => eprintln!("{line}"),
+                    false => eprintln!("error: {line}"),
+                }
             }
             ExitCode::from(f.code)
         }

@@ -22,10 +22,8 @@ pub fn run(a: &RunArgs) -> Outcome {
     // Before any thread starts, so that every thread inherits the mask.
     let stop = Stop::new();
     watch_signals(stop.clone());
-    if let Some(dir) = &a.resume
-        && !dir.join("job.json").is_file()
-    {
-        return Err(Failure::invalid(anyhow::anyhow!("{}: not a run directory (no job.json)", dir.display())));
+    if let Some(dir) = &a.resume {
+        crate::runs::check_run_dir(dir)?;
     }
     if let Some(dir) = &a.resume
         && let Some(summary) = fanout_engine::finished_run(dir).map_err(Failure::from)?
@@ -108,6 +106,10 @@ pub fn run(a: &RunArgs) -> Outcome {
     };
     if report.finished_before {
         return finished_before(&report.run_dir, &report.summary, a.json);
+    }
+    if let Some(signal) = report.signal_in_commit {
+        let name = nix::sys::signal::Signal::try_from(signal).map_or("a signal", |s| s.as_str());
+        crate::signals::say(&format!("{name} during the commit: the output is complete"));
     }
     if a.report {
         crate::report::after_run(&report.run_dir);

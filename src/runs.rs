@@ -10,6 +10,22 @@ use fanout_engine::Summary;
 
 use crate::Outcome;
 
+/// Checks that `dir` holds a run (its `job.json`), for the commands that
+/// read one: a missing or foreign directory is a usage error (exit 2) that
+/// names it.
+pub fn check_run_dir(dir: &Path) -> Result<(), crate::Failure> {
+    if dir.join("job.json").is_file() {
+        return Ok(());
+    }
+    let why = match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such run directory".to_string(),
+        Err(e) => e.to_string(),
+        Ok(m) if !m.is_dir() => "not a run directory (not a directory)".to_string(),
+        Ok(_) => "not a run directory (no job.json)".to_string(),
+    };
+    Err(crate::Failure::invalid(anyhow::anyhow!("{}: {why}", dir.display())))
+}
+
 /// Lists the runs in `dir`.
 pub fn list(dir: &Path, json: bool) -> Outcome {
     let entries = match std::fs::read_dir(dir) {

@@ -20,7 +20,18 @@ use crate::Outcome;
 /// `RUN_DIR/trace.json`).
 pub fn trace(run_dir: &Path, out: Option<&Path>) -> Outcome {
     let out: PathBuf = out.map_or_else(|| run_dir.join("trace.json"), Path::to_path_buf);
-    let file = std::fs::File::create(&out).with_context(|| format!("{}", out.display()))?;
+    // Written to a temporary file beside it and renamed into place when
+    // whole: a failure leaves no half a trace (the temporary file goes
+    // when dropped).
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let temp = tempfile::Builder::new()
+        .prefix(".fanout-trace-")
+        .tempfile_in(dir)
+        .with_context(|| format!("{}", out.display()))?;
+    // Readable as a file `create` makes (a temporary file is its owner's).
+    let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    temp.as_file().set_permissions(readable).with_context(|| format!("{}", out.display()))?;
+    let file = temp.as_file().try_clone().with_context(|| format!("{}", out.display()))?;
     let gz = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
     let sink: Box<dyn Write> =
         if gz { Box::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast())) } else { Box::new(file) };
@@ -30,6 +41,7 @@ pub fn trace(run_dir: &Path, out: Option<&Path>) -> Outcome {
     w.flush()?;
     let sink = w.into_inner().map_err(|e| anyhow::anyhow!("{}: {}", out.display(), e.error()))?;
     drop(sink);
+    temp.persist(&out).map_err(|e| anyhow::anyhow!("{}: {}", out.display(), e.error))?;
     println!(
         "{}: {invocations} invocations on {workers} worker slots, {stages} stages (open it in ui.perfetto.dev or chrome://tracing)",
         out.display()

@@ -181,7 +181,7 @@ fn exec_failures_name_the_task_and_show_stderr() {
     assert!(r.stderr.contains("stage `tool` (map) failed on task 0"), "{}", r.stderr);
     assert!(r.stderr.contains("in.txt bytes 0..6"), "{}", r.stderr);
     assert!(r.stderr.contains("attempt 2"), "{}", r.stderr);
-    assert!(r.stderr.contains("exited with exit status: 3"), "{}", r.stderr);
+    assert!(r.stderr.contains("exited with status 3"), "{}", r.stderr);
     assert!(r.stderr.contains("no such column: zz"), "{}", r.stderr);
     assert!(!s.path("out.csv").exists());
 

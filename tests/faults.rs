@@ -175,7 +175,7 @@ fn processes_with(marker: &str) -> Vec<String> {
     found
 }
 
-fn signal(pid: u32, name: &str) {
+pub(crate) fn signal(pid: u32, name: &str) {
     let status = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status().unwrap();
     assert!(status.success());
 }
@@ -327,6 +327,35 @@ fn error_messages_say_each_thing_once() {
     );
     // Resuming what is not a run.
     one_clean_line(&s.run(&["run", "--resume", "in.txt"]).expect(2).stderr, "in.txt");
+}
+
+#[test]
+fn a_failing_functions_stderr_is_quoted_once_under_its_error() {
+    let s = Scratch::new();
+    s.write("in.txt", "a\n");
+    // 30 lines of stderr, then a failure.
+    let job = r#"
+[input]
+path = "in.txt"
+[[stage]]
+name = "tool"
+function = { exec = ["sh", "-c", 'for i in $(seq 1 30); do echo "complaint $i" >&2; done; exit 3'] }
+[output]
+path = "out.csv"
+[platform]
+retries = 0
+"#;
+    s.write("job.toml", job);
+    let r = s.run(&["run", "job.toml", "--progress", "never"]).expect(1);
+    let errors = error_lines(&r.stderr);
+    assert_eq!(errors.len(), 1, "{}", r.stderr);
+    assert!(errors[0].ends_with("`sh` exited with status 3; the end of its stderr:"), "{}", r.stderr);
+    // The last 20 lines, each quoted once, right under the error.
+    let after: Vec<&str> = r.stderr.lines().skip_while(|l| !l.starts_with("error: ")).skip(1).collect();
+    let quoted: Vec<String> = (11..=30).map(|i| format!("  | complaint {i}")).collect();
+    assert_eq!(after[..20], quoted[..], "{}", r.stderr);
+    assert!(!r.stderr.contains("complaint 10\n"), "{}", r.stderr);
+    assert_eq!(r.stderr.matches("complaint 30").count(), 1, "{}", r.stderr);
 }
 
 #[test]

@@ -569,6 +569,44 @@ print("ok")
 }
 
 #[test]
+fn a_trace_that_fails_leaves_no_file_and_a_missing_run_is_named() {
+    let s = Scratch::new();
+    s.write("in.txt", (0..2000).map(|i| format!("w{i}\n")).collect::<String>());
+    let job = "[input]\npath = \"in.txt\"\nchunk_size = 256\n[[stage]]\nfunction = \"word_count\"\n\
+               [output]\npath = \"out.csv\"\n";
+    s.write("job.toml", job);
+    s.run(&["run", "job.toml", "--progress", "never", "--show", "0", "--run-dir", "rd"]).expect(0);
+    // The records cannot be read: the trace fails after it began.
+    let records = s.path("rd/invocations.arrows");
+    std::fs::remove_file(&records).unwrap();
+    std::fs::create_dir(&records).unwrap();
+    let r = s.run(&["trace", "rd"]).expect(1);
+    assert!(r.stderr.starts_with("error: ") && r.stderr.contains("invocations.arrows"), "{}", r.stderr);
+    let left: Vec<String> = std::fs::read_dir(s.path("rd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!left.iter().any(|f| f.contains("trace")), "a trace was left: {left:?}");
+    // A run directory that is not there, or not a run's, is a usage error
+    // that names it, alike for every command that reads one.
+    for args in [["trace", "gone"], ["records", "gone"], ["report", "gone"]] {
+        let r = s.run(&args).expect(2);
+        assert_eq!(r.stderr.trim(), "error: gone: no such run directory", "{args:?}");
+    }
+    let r = s.run(&["run", "--resume", "gone"]).expect(2);
+    assert_eq!(r.stderr.trim(), "error: gone: no such run directory");
+    for args in [["trace", "out.csv"], ["records", "out.csv"], ["report", "out.csv"]] {
+        let r = s.run(&args).expect(2);
+        assert_eq!(r.stderr.trim(), "error: out.csv: not a run directory (not a directory)", "{args:?}");
+    }
+    assert!(!s.path("gone").exists());
+    // A job with --resume is a usage error, and the usage says so.
+    let r = s.run(&["run", "--resume", "rd", "job.toml"]).expect(2);
+    assert!(r.stderr.contains("fanout run --resume <RUN_DIR> [OPTIONS]"), "{}", r.stderr);
+    assert!(!r.stderr.contains("--resume <RUN_DIR> [JOB]"), "{}", r.stderr);
+}
+
+#[test]
 fn runs_lists_the_runs_oldest_first() {
     let s = Scratch::new();
     s.write("in.txt", "a b\nc\n");

@@ -15,6 +15,7 @@ mod oracles;
 mod plan;
 mod remote;
 mod report;
+mod resume_guards;
 mod run;
 mod serve;
 mod simulate;

@@ -214,6 +214,16 @@ impl Dataset {
     /// All splits, lazily: files are listed and split one at a time. The
     /// iterator stops after the first error.
     pub fn splits(&self) -> impl Iterator<Item = Result<Split>> + Send + '_ {
+        self.splits_noting(|_| Ok(()))
+    }
+
+    /// All splits, as [`Dataset::splits`], calling `listed` with each file
+    /// as it is listed, before its splits (a file may have none); an error
+    /// it returns ends the splits.
+    pub fn splits_noting<'a>(
+        &'a self,
+        mut listed: impl FnMut(&InputFile) -> Result<()> + Send + 'a,
+    ) -> impl Iterator<Item = Result<Split>> + Send + 'a {
         let mut files = self.files();
         let mut current: Option<(Arc<InputFile>, FileSplits)> = None;
         let mut index = 0;
@@ -237,6 +247,7 @@ impl Dataset {
                     }
                 }
                 let next = files.next()?.and_then(|f| {
+                    listed(&f)?;
                     let ranges = self.split_file(&f)?;
                     Ok((Arc::new(f), ranges))
                 });

@@ -30,6 +30,11 @@ pub struct InputFile {
     /// The object holding it, when it is in object storage (its `path` is
     /// then the URL).
     pub object: Option<Object>,
+    /// What tells this version of it from another of the same size: its
+    /// modification time (nanoseconds since the epoch) for a file; its
+    /// ETag, else its version, else its modification time for an object.
+    /// Empty where the store gives none.
+    pub version: String,
 }
 
 impl InputFile {
@@ -40,7 +45,12 @@ impl InputFile {
         if !meta.is_file() {
             return Err(Error::invalid(&path, "not a regular file"));
         }
-        Ok(InputFile { compression: Compression::from_path(&path), size: meta.len(), path, object: None })
+        let version = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(String::new, |d| d.as_nanos().to_string());
+        Ok(InputFile { compression: Compression::from_path(&path), size: meta.len(), path, object: None, version })
     }
 
     /// Describes the file or object `name` names (a path or a URL).
@@ -52,7 +62,14 @@ impl InputFile {
         let meta = store::block_on(object_store::ObjectStoreExt::head(&*object.store, &object.key))
             .map_err(|e| store::object_error(name, e))?;
         let path = PathBuf::from(name);
-        Ok(InputFile { compression: Compression::from_path(&path), size: meta.size, path, object: Some(object) })
+        let version = store::version(&meta);
+        Ok(InputFile {
+            compression: Compression::from_path(&path),
+            size: meta.size,
+            path,
+            object: Some(object),
+            version,
+        })
     }
 
     /// Whether the file is in object storage.

@@ -515,7 +515,7 @@ impl Storage {
         if !glob && !key.ends_with('/') && !key.is_empty() {
             let object = self.object(input)?;
             match block_on(object.store.head(&object.key)) {
-                Ok(meta) => return Ok(vec![input_file(base, &object, meta.location, meta.size)]),
+                Ok(meta) => return Ok(vec![input_file(base, &object, meta)]),
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(object_error(input, e)),
             }
@@ -561,7 +561,7 @@ impl Storage {
                 }
             };
             if keep {
-                files.push(input_file(base, &object, meta.location, meta.size));
+                files.push(input_file(base, &object, meta));
             }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -612,11 +612,20 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usiz
 }
 
 /// The input file of an object found by a listing.
-fn input_file(base: &str, listed: &Object, key: Key, size: u64) -> InputFile {
-    let path = PathBuf::from(format!("{base}/{key}"));
+fn input_file(base: &str, listed: &Object, meta: object_store::ObjectMeta) -> InputFile {
+    let path = PathBuf::from(format!("{base}/{}", meta.location));
+    let version = version(&meta);
+    let (key, size) = (meta.location, meta.size);
     let object =
         Object { store: listed.store.clone(), key, requests: listed.requests.clone(), kept: listed.kept.clone() };
-    InputFile { compression: Compression::from_path(&path), size, path, object: Some(object) }
+    InputFile { compression: Compression::from_path(&path), size, path, object: Some(object), version }
+}
+
+/// What tells one version of an object from another: its ETag, else its
+/// version, else its modification time.
+pub(crate) fn version(meta: &object_store::ObjectMeta) -> String {
+    (meta.e_tag.clone().or_else(|| meta.version.clone()))
+        .unwrap_or_else(|| meta.last_modified.timestamp_nanos_opt().unwrap_or_default().to_string())
 }
 
 /// `scheme://authority` and the key after it.

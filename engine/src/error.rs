@@ -108,6 +108,24 @@ pub enum EngineError {
     /// Writing the output failed.
     #[error("writing the output: {0}")]
     Output(fanout_datasets::Error),
+    /// Another process is using the run directory (running or resuming
+    /// the run in it).
+    #[error("the run in {} is in use by process {pid}", dir.display())]
+    InUse {
+        /// The run directory.
+        dir: PathBuf,
+        /// The process holding its lock, as it wrote it (`unknown` if it
+        /// had not yet).
+        pid: String,
+    },
+    /// The input of a resumed run is not what the run read before: the
+    /// files that changed, each with how.
+    #[error(
+        "the input changed since the run began, so resuming it would mix old and new data: {}{}; start a new run",
+        .0.iter().take(10).cloned().collect::<Vec<_>>().join("; "),
+        if .0.len() > 10 { "; and more" } else { "" }
+    )]
+    InputChanged(Vec<String>),
     /// A signal (Ctrl-C, SIGTERM) interrupted the run.
     #[error("interrupted by {}", signal_name(*.signal))]
     Interrupted {

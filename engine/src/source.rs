@@ -11,6 +11,7 @@ use fanout_datasets::{BadRecord, Dataset, OpenFiles, Split};
 use fanout_workers::Piece;
 
 use crate::error::EngineError;
+use crate::inputs::Inputs;
 use crate::shuffle::Shuffle;
 
 /// A task's input.
@@ -92,11 +93,15 @@ pub(crate) trait TaskSource: Sync {
 /// The input's splits.
 pub(crate) struct Splits<'a> {
     pub(crate) dataset: &'a Dataset,
+    /// The record of the files listed, for a resume's check.
+    pub(crate) inputs: Option<&'a Inputs>,
 }
 
 impl TaskSource for Splits<'_> {
     fn tasks(&self) -> Box<dyn Iterator<Item = Result<(u64, Input), EngineError>> + '_> {
-        Box::new(self.dataset.splits().map(|s| s.map(|s| (s.index, Input::Split(s))).map_err(EngineError::Input)))
+        let inputs = self.inputs;
+        let splits = self.dataset.splits_noting(move |f| inputs.map_or(Ok(()), |i| i.listed(f)));
+        Box::new(splits.map(|s| s.map(|s| (s.index, Input::Split(s))).map_err(EngineError::Input)))
     }
 
     fn total(&self) -> Option<u64> {

@@ -133,7 +133,7 @@ impl Journal {
             OpenOptions::new().create(true).append(true).truncate(false).open(p).map_err(|e| EngineError::io(p, e))
         };
         // A line cut short by a crash would swallow the next line written.
-        crate::run::drop_torn_line(&path).map_err(|e| EngineError::io(&path, e))?;
+        crate::lines::drop_torn_line(&path).map_err(|e| EngineError::io(&path, e))?;
         let journal = append(&path)?;
         let data = append(&data_path)?;
         // Bounded: workers that finish tasks faster than the disk takes

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use fanout_jobs::JobFile;
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::EngineError;
 use crate::summary::Summary;
@@ -20,7 +21,13 @@ pub(crate) struct RunDir {
     /// where the id is not (two runs in `--run-dir out` elsewhere): its id
     /// and a random part, kept in the file `owner` for its resumes.
     pub(crate) owner: String,
+    /// The directory's lock, held while the run lives (an `flock`, so a
+    /// killed run holds it no longer).
+    _lock: Flock<std::fs::File>,
 }
+
+/// The file of a run directory its run locks, holding the run's pid.
+const LOCK: &str = "lock";
 
 /// The file of a run directory that lists the multipart uploads its
 /// commits started (JSON lines `{"url", "id"}`), so that a resume aborts
@@ -47,6 +54,12 @@ impl RunDir {
             return Err(EngineError::io(&path, e));
         }
         std::fs::create_dir_all(&path).map_err(|e| EngineError::io(&path, e))?;
+        let lock = lock(&path)?;
+        // Checked again under the lock: a run that finished meanwhile.
+        if !resume && path.join("summary.json").exists() {
+            let e = std::io::Error::other("this run directory already holds a finished run");
+            return Err(EngineError::io(&path, e));
+        }
         let file = path.join("owner");
         let owner = match std::fs::read_to_string(&file) {
             Ok(o) if !o.trim().is_empty() => o.trim().to_string(),
@@ -62,7 +75,7 @@ impl RunDir {
                 owner
             }
         };
-        Ok(RunDir { id, path, owner })
+        Ok(RunDir { id, path, owner, _lock: lock })
     }
 
     /// Notes a multipart upload a commit started (fsync'ed before its
@@ -115,6 +128,29 @@ impl RunDir {
             let _ = std::fs::remove_file(self.path.join("tasks.data"));
         }
     }
+}
+
+/// Locks the run directory `path` for this process, or says which
+/// process has it.
+fn lock(path: &Path) -> Result<Flock<std::fs::File>, EngineError> {
+    use std::io::{Read, Seek, Write};
+    let file = path.join(LOCK);
+    let io = |e| EngineError::io(&file, e);
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&file).map_err(io)?;
+    let mut f = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(f) => f,
+        Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let pid = Some(pid.trim().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| "unknown".into());
+            return Err(EngineError::InUse { dir: path.to_path_buf(), pid });
+        }
+        Err((_, e)) => return Err(io(e.into())),
+    };
+    f.set_len(0).map_err(io)?;
+    f.rewind().map_err(io)?;
+    write!(f, "{}", std::process::id()).map_err(io)?;
+    Ok(f)
 }
 
 /// The summary of the run in `dir` if it finished successfully (its

@@ -37,7 +37,7 @@ impl Failures {
         let path = run_dir.join("failures.jsonl");
         let mut list = Vec::new();
         if resume {
-            super::drop_torn_line(&path).map_err(|e| EngineError::io(&path, e))?;
+            crate::lines::drop_torn_line(&path).map_err(|e| EngineError::io(&path, e))?;
             list = read(&path)?;
             list.retain(|f| journaled(f));
         } else {
@@ -194,15 +194,15 @@ mod tests {
         let path = dir.path().join("lines");
         for (before, after) in [("a\nb\n", "a\nb\n"), ("a\nb\n{\"cut", "a\nb\n"), ("{\"cut", ""), ("", "")] {
             std::fs::write(&path, before).unwrap();
-            super::super::drop_torn_line(&path).unwrap();
+            crate::lines::drop_torn_line(&path).unwrap();
             assert_eq!(std::fs::read_to_string(&path).unwrap(), after, "{before:?}");
         }
         // Longer than the block it looks back in.
         let long = format!("x\n{}", "y".repeat(200_000));
         std::fs::write(&path, long).unwrap();
-        super::super::drop_torn_line(&path).unwrap();
+        crate::lines::drop_torn_line(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "x\n");
-        super::super::drop_torn_line(&dir.path().join("absent")).unwrap();
+        crate::lines::drop_torn_line(&dir.path().join("absent")).unwrap();
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::compile::{Compiled, Sink, Tasks, compile};
 use crate::error::EngineError;
 use crate::flight::Flight;
 use crate::gather::{Commit, Gather, commit};
+use crate::inputs::{self, Inputs};
 use crate::journal::Journal;
 use crate::progress::{Progress, StageProgress};
 use crate::records::{Log, Recorder};
@@ -103,6 +104,9 @@ pub struct Report {
     /// The run had finished before: `--resume` found nothing to do, and
     /// `summary` is what it wrote then.
     pub finished_before: bool,
+    /// A signal (its number) that came once the output's commit had begun:
+    /// the commit went on to the end, and the output is complete.
+    pub signal_in_commit: Option<i32>,
 }
 
 /// A run that failed, and its directory if it got as far as making one.
@@ -129,7 +133,7 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
         && let Some(summary) = finished_run(dir)?
     {
         opts.progress.finish();
-        return Ok(Report { run_dir: dir.clone(), summary, finished_before: true });
+        return Ok(Report { run_dir: dir.clone(), summary, finished_before: true, signal_in_commit: None });
     }
     if opts.chaos.is_some_and(|c| c.timeout > 0.0) && plan.platform.timeout.is_none() {
         return Err(EngineError::Chaos("timeout faults need a deadline: set platform.timeout".into()).into());
@@ -163,6 +167,14 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     std::fs::create_dir_all(&staging).map_err(|e| fail(EngineError::io(&staging, e)))?;
     let name = target.file_name().map(|n| n.to_owned()).unwrap_or_else(|| "output".into());
     let executed = execute(&compiled, plan, &dir, &staging.join(&name), started, opts);
+    // A signal before the commit point (while the output was gathered)
+    // stops the run as one during its tasks does: nothing is written. Once
+    // the commit has begun, it goes on to the end.
+    test_hold("gathered");
+    let executed = executed.and_then(|x| match opts.stop.interrupted() {
+        Some(signal) => Err(EngineError::Interrupted { signal }),
+        None => Ok(x),
+    });
     let (totals, staged) = match executed {
         Ok(x) => x,
         Err(e) => {
@@ -190,6 +202,7 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
             resume: opts.resume,
             started: &mut started,
         };
+        test_hold("committing");
         let info = commit(&staged, target, plan.output.format, rows, manifest, &plan.storage, how)?;
         dir.forget_uploads().map_err(|e| EngineError::io(&dir.path, e))?;
         Ok(info)
@@ -206,7 +219,25 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     let summary = summarize(&dir.id, plan, &totals, wall, cpu, output, error.as_ref());
     match (error, dir.write_summary(&summary)) {
         (Some(e), _) | (None, Err(e)) => Err(fail(e)),
-        (None, Ok(())) => Ok(Report { run_dir: dir.path, summary, finished_before: false }),
+        (None, Ok(())) => {
+            let signal_in_commit = opts.stop.interrupted();
+            Ok(Report { run_dir: dir.path, summary, finished_before: false, signal_in_commit })
+        }
+    }
+}
+
+/// A test hook: with `FANOUT_TEST_HOLD=POINT:FILE` in its environment,
+/// the run creates FILE at POINT (`gathered`: the output is staged, before
+/// the commit point; `committing`: the commit has begun) and waits there
+/// until FILE is gone, so that a test can signal it there.
+fn test_hold(point: &str) {
+    let Ok(spec) = std::env::var("FANOUT_TEST_HOLD") else { return };
+    let Some((at, file)) = spec.split_once(':') else { return };
+    if at != point || std::fs::write(file, point).is_err() {
+        return;
+    }
+    while Path::new(file).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -227,34 +258,6 @@ fn output_taken(
         Some(Some(stamp)) => owner != Some(stamp.run.as_str()),
         Some(None) => true,
     })
-}
-
-/// Cuts a file of lines back to its last whole line: a line cut short by
-/// a crash is dropped before more are appended (else the first line
-/// appended would join it, and neither would parse).
-pub(crate) fn drop_torn_line(path: &Path) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let len = file.metadata()?.len();
-    // Look back from the end for the last newline, a block at a time.
-    let mut end = len;
-    let mut block = vec![0u8; 64 * 1024];
-    while end > 0 {
-        let start = end.saturating_sub(block.len() as u64);
-        let chunk = &mut block[..(end - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(chunk)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-            let whole = start + i as u64 + 1;
-            return if whole < len { file.set_len(whole) } else { Ok(()) };
-        }
-        end = start;
-    }
-    file.set_len(0)
 }
 
 /// Counters the slots and the coordinator share.
@@ -360,6 +363,12 @@ fn execute(
     let concurrency = plan.platform.concurrency.max(1);
     let steps = Step::count(compiled.stages.len());
     let run_dir = &dir.path;
+    // A resume first checks that its input is what the run read before.
+    let recorded = match opts.resume && opts.journal {
+        true => inputs::check(run_dir, &compiled.dataset)?,
+        false => 0,
+    };
+    let inputs = opts.journal.then(|| Inputs::open(run_dir, opts.resume, recorded)).transpose()?;
     let used = AtomicU64::new(0);
     // A keyed stage shuffles on this machine, or through object storage
     // when its function runs elsewhere and the job names a scratch prefix.
@@ -417,7 +426,9 @@ fn execute(
     let gather = GatherSink { gather: Mutex::new(Some(gather)), schema: compiled.output.clone() };
     let sources: Vec<Box<dyn TaskSource + '_>> = (compiled.phases.iter())
         .map(|p| match p.tasks {
-            Tasks::Splits => Box::new(Splits { dataset: &compiled.dataset }) as Box<dyn TaskSource>,
+            Tasks::Splits => {
+                Box::new(Splits { dataset: &compiled.dataset, inputs: inputs.as_ref() }) as Box<dyn TaskSource>
+            }
             Tasks::Partitions(stage) => match (&shuffles[stage], &scratches[stage]) {
                 (_, Some(scratch)) => Box::new(ScratchPartitions { scratch }) as Box<dyn TaskSource>,
                 (Some(shuffle), None) => Box::new(Partitions { shuffle }),
@@ -531,6 +542,9 @@ fn execute(
     }
     if let Some(j) = &shared.journal {
         j.finish(!shared.failed())?;
+    }
+    if let Some(i) = &inputs {
+        i.sync()?;
     }
     let failed_tasks = shared.failures.finish()?;
     shared.bad.finish()?;

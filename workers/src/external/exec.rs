@@ -328,8 +328,7 @@ impl ExecFunction {
         let (status, stdout, stderr, timed_out) =
             run(init, pid, Pipes { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r }, input, stderr, inv)
                 .map_err(io)?;
-        let tail = stderr.text();
-        let with_stderr = |m: String| if tail.is_empty() { m } else { format!("{m}; the end of its stderr:\n{tail}") };
+        let with_stderr = |m: String| stderr.under(m, "stderr");
         if timed_out {
             let why = if inv.cancelled() { "was cancelled" } else { "passed its deadline" };
             return Err(FunctionError::transient(with_stderr(format!(

@@ -304,7 +304,7 @@ pub(crate) fn check_program(program: &OsStr, cwd: Option<&Path>) -> std::io::Res
     if found { Ok(()) } else { Err(std::io::Error::from_raw_os_error(nix::libc::ENOENT)) }
 }
 
-/// How a process ended, for messages: `exited with exit status: 3`, or
+/// How a process ended, for messages: `exited with status 3`, or
 /// `was killed by signal 9 (SIGKILL)`.
 pub(crate) fn ended(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -313,7 +313,10 @@ pub(crate) fn ended(status: std::process::ExitStatus) -> String {
             let name = nix::sys::signal::Signal::try_from(s).map_or("unknown", |s| s.as_str());
             format!("was killed by signal {s} ({name})")
         }
-        None => format!("exited with {status}"),
+        None => match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => format!("ended ({status})"),
+        },
     }
 }
 
@@ -349,6 +352,18 @@ impl Tail {
         while let Ok(n @ 1..) = r.read(&mut buf) {
             tail.lock().expect("not poisoned").push(&buf[..n]);
         }
+    }
+
+    /// `message`, then the last lines under it, marked as the end of the
+    /// function's `what` (`stderr`) and indented, so that they read as a
+    /// quote under one error, not as errors of their own.
+    pub(crate) fn under(&self, message: String, what: &str) -> String {
+        let tail = self.text();
+        if tail.is_empty() {
+            return message;
+        }
+        let quoted: Vec<String> = tail.lines().map(|l| format!("  | {l}")).collect();
+        format!("{message}; the end of its {what}:\n{}", quoted.join("\n"))
     }
 
     /// The last lines, trimmed.

@@ -190,8 +190,7 @@ impl Sandbox {
     }
 
     fn with_logs(&self, message: String) -> String {
-        let tail = self.logs.lock().expect("not poisoned").text();
-        if tail.is_empty() { message } else { format!("{message}; the end of its output:\n{tail}") }
+        self.logs.lock().expect("not poisoned").under(message, "output")
     }
 
     fn kill(&mut self) {
