@@ -177,6 +177,91 @@ print("ok")
 }
 
 #[test]
+fn parquet_and_arrow_outputs_keep_every_logical_type() {
+    require_python(&["pyarrow", "duckdb"]);
+    let s = Scratch::new();
+    // A parquet input of the types the outputs must keep (written by
+    // pyarrow); a jsonl input whose `v` holds values of several kinds (a
+    // JSON text column); a csv whose timestamps are inferred in seconds.
+    python(
+        &s,
+        r#"
+import datetime as dt, decimal, json, pyarrow as pa, pyarrow.parquet as pq
+n = 50
+base = dt.datetime(2024, 2, 9, 9, 41, 59)
+pq.write_table(pa.table({
+    "id": pa.array(range(n), pa.int64()),
+    "ts_ms_utc": pa.array([base + dt.timedelta(milliseconds=i) for i in range(n)], pa.timestamp("ms", tz="UTC")),
+    "ts_us_paris": pa.array([base + dt.timedelta(microseconds=i) for i in range(n)], pa.timestamp("us", tz="Europe/Paris")),
+    "ts_ns": pa.array([base + dt.timedelta(microseconds=3 * i) for i in range(n)], pa.timestamp("ns")),
+    "day": pa.array([dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(n)], pa.date32()),
+    "price": pa.array([decimal.Decimal(f"{i}.{i % 100:02d}") for i in range(n)], pa.decimal128(10, 2)),
+    "at": pa.array([dt.time(9, 30, i % 60, 1000 * i) for i in range(n)], pa.time32("ms")),
+}), "typed.parquet")
+with open("mixed.jsonl", "w") as f:
+    for i in range(n):
+        f.write(json.dumps({"id": i, "v": [i, f"x{i}", {"a": i}, [i]][i % 4]}) + "\n")
+with open("times.csv", "w") as f:
+    f.write("id,ts\n" + "".join(f"{i},2024-02-09T09:41:{i % 60:02d}\n" for i in range(n)))
+print("ok")
+"#,
+    );
+    for input in ["typed.parquet", "mixed.jsonl", "times.csv"] {
+        let stem = input.split('.').next().unwrap();
+        for format in ["parquet", "arrow"] {
+            let j = job(&format!("path = \"{input}\""), "", &format!("path = \"{stem}.out.{format}\""));
+            run_job(&s, &j, &[]).expect(0);
+        }
+    }
+    s.run(&["datasets", "gen", "parquet", "--rows", "100", "--out", "gen.parquet"]).expect(0);
+    python(
+        &s,
+        r#"
+import datetime as dt, json, duckdb, pyarrow as pa, pyarrow.parquet as pq, pyarrow.ipc as ipc
+def arrow(path):
+    with pa.memory_map(path) as m:
+        return ipc.open_file(m).read_all()
+def duck_types(path):
+    return {r[0]: r[1] for r in duckdb.sql(f"describe select * from '{path}'").fetchall()}
+# Every type as it was, in both formats, and the same values.
+src = pq.read_table("typed.parquet")
+for got in [pq.read_table("typed.out.parquet"), arrow("typed.out.arrow")]:
+    assert got.schema.remove_metadata() == src.schema.remove_metadata(), (got.schema, src.schema)
+    assert got.to_pylist() == src.to_pylist()
+assert duck_types("typed.out.parquet") == {
+    "id": "BIGINT", "ts_ms_utc": "TIMESTAMP WITH TIME ZONE", "ts_us_paris": "TIMESTAMP WITH TIME ZONE",
+    "ts_ns": "TIMESTAMP_NS", "day": "DATE", "price": "DECIMAL(10,2)", "at": "TIME",
+}, duck_types("typed.out.parquet")
+meta = pq.ParquetFile("typed.out.parquet").metadata.metadata
+assert b"ARROW:schema" in meta, meta
+# Seconds: kept in Arrow; in milliseconds in parquet, which has no unit of
+# seconds; the same instants either way.
+want = [dt.datetime(2024, 2, 9, 9, 41, i % 60) for i in range(50)]
+p, a = pq.read_table("times.out.parquet"), arrow("times.out.arrow")
+assert p.schema.field("ts").type == pa.timestamp("ms"), p.schema
+assert a.schema.field("ts").type == pa.timestamp("s"), a.schema
+assert p.column("ts").to_pylist() == want and a.column("ts").to_pylist() == want
+assert duck_types("times.out.parquet")["ts"] == "TIMESTAMP"
+assert [r[0] for r in duckdb.sql("select ts from 'times.out.parquet' order by id").fetchall()] == want
+# JSON text: annotated JSON in parquet (DuckDB reads JSON), the arrow.json
+# extension in both, each value the JSON it was.
+values = [json.dumps([i, f"x{i}", {"a": i}, [i]][i % 4], separators=(",", ":")) for i in range(50)]
+for got in [pq.read_table("mixed.out.parquet"), arrow("mixed.out.arrow")]:
+    field = got.schema.field("v")
+    assert str(field.type) == "extension<arrow.json>", field
+    assert got.column("v").to_pylist() == values
+assert duck_types("mixed.out.parquet")["v"] == "JSON"
+assert duckdb.sql("select v->>'a' from 'mixed.out.parquet' where id = 2").fetchall() == [("2",)]
+# The generator's timestamps too.
+g = pq.read_table("gen.parquet")
+assert g.schema.field("ts").type == pa.timestamp("ms"), g.schema
+assert duck_types("gen.parquet")["ts"] == "TIMESTAMP"
+print("ok")
+"#,
+    );
+}
+
+#[test]
 fn csv_dialects_are_read_as_python_reads_them() {
     let s = Scratch::new();
     // Semicolons, single quotes, a backslash escape, no header; quoted

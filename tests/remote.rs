@@ -15,6 +15,22 @@ use crate::util::{Run, Scratch, binary, lines_in, python, summary};
 pub(crate) struct Host {
     pub(crate) child: Child,
     pub(crate) addr: String,
+    /// What the host wrote to stderr after its first line, so far.
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// Appends what is written to a shared buffer.
+struct Kept(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Kept {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Host {
@@ -62,14 +78,21 @@ impl Host {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         stderr.read_line(&mut first).unwrap();
         // Keep reading, so that the host never writes to a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut kept = Kept(log.clone());
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut kept));
         let addr = first
             .split("http://")
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or_else(|| panic!("serve said: {first}"))
             .to_string();
-        Host { child, addr }
+        Host { child, addr, log }
+    }
+
+    /// What the host has written to stderr since its first line.
+    pub(crate) fn said(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
     }
 
     pub(crate) fn url(&self, function: &str) -> String {

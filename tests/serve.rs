@@ -223,6 +223,69 @@ fn serve_drains_on_sigterm_and_reaps_its_job_s_processes() {
 }
 
 #[test]
+fn the_invoke_api_follows_its_invocation_type_and_names_a_bad_event() {
+    let s = Scratch::new();
+    s.write("unused.txt", "");
+    // `note` says each run in runs.log; `broken` says so and fails.
+    s.write(
+        "job.toml",
+        r#"[input]
+path = "unused.txt"
+[[stage]]
+name = "note"
+function = { exec = ["sh", "-c", "echo run >> runs.log; cat"] }
+[[stage]]
+name = "broken"
+function = { exec = ["sh", "-c", "echo run >> broken.log; exit 3"] }
+[output]
+path = "unused.csv"
+"#,
+    );
+    let host = Host::start_at(s.dir.path(), None, "127.0.0.1", &["--concurrency", "1", "--job", "job.toml"]);
+    let a = host.addr.as_str();
+    let invoke = |name: &str, kind: &'static str| {
+        let path = format!("/2015-03-31/functions/{name}/invocations");
+        let headers: &[(&str, &str)] = &[("x-amz-invocation-type", kind)];
+        request(a, "POST", &path, headers, br#"{"records":[{"line":"x"}]}"#)
+    };
+    // DryRun: 204, nothing run.
+    let r = invoke("note", "DryRun");
+    assert_eq!((r.status, r.body.as_str()), (204, ""));
+    assert_eq!(invoke("nope", "DryRun").status, 404);
+    // Event: 202 with an empty body at once; it runs after, and the host
+    // says how it ended.
+    let r = invoke("note", "Event");
+    assert_eq!((r.status, r.body.as_str()), (202, ""));
+    let id = r.header("x-amzn-requestid").unwrap().to_string();
+    assert!(wait_for(60, || host.said().contains(&format!("Event invocation {id} of note: succeeded (1 records)"))));
+    assert_eq!(std::fs::read_to_string(s.path("runs.log")).unwrap(), "run\n", "DryRun ran it, or Event twice");
+    // A failing Event invocation is retried twice, as Lambda does.
+    let r = invoke("broken", "Event");
+    assert_eq!(r.status, 202);
+    let id = r.header("x-amzn-requestid").unwrap().to_string();
+    let said = format!("Event invocation {id} of broken: failed after 3 attempts: ");
+    assert!(wait_for(60, || host.said().contains(&said)), "{}", host.said());
+    assert_eq!(std::fs::read_to_string(s.path("broken.log")).unwrap(), "run\nrun\nrun\n");
+    // RequestResponse, said or not: the answer.
+    let r = invoke("note", "RequestResponse");
+    assert_eq!((r.status, r.json()["records"].clone()), (200, serde_json::json!([{"line": "x"}])));
+    let r = invoke("note", "Sometimes");
+    assert_eq!((r.status, r.header("x-amzn-errortype")), (400, Some("InvalidParameterValueException")));
+    // An event that is not an object with a list of records says so.
+    for body in ["[1,2]", r#"{"records": 5}"#] {
+        let r = post(a, "/functions/word_count", body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        let message = r.json()["errorMessage"].as_str().unwrap().to_string();
+        assert!(
+            message.starts_with("the event must be a JSON object with \"records\" (a list) (line 1, column "),
+            "{message}"
+        );
+    }
+    let r = post(a, "/functions/word_count", "{records");
+    assert!(r.json()["errorMessage"].as_str().unwrap().starts_with("the event is not JSON: "), "{}", r.body);
+}
+
+#[test]
 fn the_invoke_api_answers_boto3_as_lambda_does() {
     let s = Scratch::new();
     hold_job(&s, "unused");
@@ -270,6 +333,11 @@ except c.exceptions.TooManyRequestsException:
     pass
 open("release", "w").close()
 held.join()
+# The invocation types: DryRun runs nothing (204), Event is accepted (202).
+r = c.invoke(FunctionName="word_count", InvocationType="DryRun", Payload=json.dumps({{"records": []}}))
+assert r["StatusCode"] == 204, r
+r = c.invoke(FunctionName="word_count", InvocationType="Event", Payload=json.dumps({{"records": [{{"line": "a"}}]}}))
+assert r["StatusCode"] == 202 and r["Payload"].read() == b"", r
 print("ok")
 "#,
             addr = host.addr

@@ -67,15 +67,79 @@ pub(crate) fn read(
     Ok(reader.map(|r| r.map_err(|e| e.to_string())))
 }
 
-/// A parquet writer (zstd-compressed, row groups of at most `row_group_rows`).
-pub(crate) fn writer(
-    file: File,
-    schema: SchemaRef,
-    row_group_rows: usize,
-) -> parquet::errors::Result<ArrowWriter<File>> {
+/// A parquet file writer (zstd, `row_group_rows` rows a row group) that
+/// keeps every type parquet can say: a timestamp or time of seconds, which
+/// parquet has no unit for, is written in milliseconds (with its zone), and
+/// a `Date64` as a date; JSON text columns are annotated JSON. The Arrow
+/// schema written goes in the file's metadata, as the parquet crate does.
+pub(crate) fn writer(file: File, schema: SchemaRef, row_group_rows: usize) -> parquet::errors::Result<ParquetWriter> {
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
         .set_max_row_group_row_count(Some(row_group_rows))
         .build();
-    ArrowWriter::try_new(file, schema, Some(props))
+    let written = storable(&schema);
+    let inner = ArrowWriter::try_new(file, written.clone().unwrap_or(schema), Some(props))?;
+    Ok(ParquetWriter { inner, cast_to: written })
+}
+
+/// `schema` with its fields of types parquet cannot annotate changed to
+/// ones it can, or `None` when it has none.
+fn storable(schema: &SchemaRef) -> Option<SchemaRef> {
+    use arrow_schema::{DataType, Field, TimeUnit};
+    let storable = |f: &Field| match f.data_type() {
+        DataType::Timestamp(TimeUnit::Second, zone) => {
+            Some(f.clone().with_data_type(DataType::Timestamp(TimeUnit::Millisecond, zone.clone())))
+        }
+        DataType::Time32(TimeUnit::Second) => Some(f.clone().with_data_type(DataType::Time32(TimeUnit::Millisecond))),
+        DataType::Date64 => Some(f.clone().with_data_type(DataType::Date32)),
+        // The parquet crate annotates JSON only where the extension's
+        // metadata is there too (empty, for JSON).
+        _ if crate::json_infer::is_json_text(f) && !f.metadata().contains_key(EXTENSION_METADATA) => {
+            let mut metadata = f.metadata().clone();
+            metadata.insert(EXTENSION_METADATA.to_string(), String::new());
+            Some(f.clone().with_metadata(metadata))
+        }
+        _ => None,
+    };
+    if !schema.fields().iter().any(|f| storable(f).is_some()) {
+        return None;
+    }
+    let fields: Vec<Field> =
+        schema.fields().iter().map(|f| storable(f).unwrap_or_else(|| f.as_ref().clone())).collect();
+    Some(std::sync::Arc::new(arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone())))
+}
+
+/// The field metadata key of an Arrow extension type's metadata.
+const EXTENSION_METADATA: &str = "ARROW:extension:metadata";
+
+/// Writes record batches to a parquet file: see [`writer`].
+pub(crate) struct ParquetWriter {
+    inner: ArrowWriter<File>,
+    /// The schema written, when columns are cast to it.
+    cast_to: Option<SchemaRef>,
+}
+
+impl ParquetWriter {
+    /// Appends one batch.
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> parquet::errors::Result<()> {
+        let Some(schema) = &self.cast_to else { return self.inner.write(batch) };
+        let columns = (batch.columns().iter().zip(schema.fields()))
+            .map(|(c, f)| match c.data_type() == f.data_type() {
+                true => Ok(c.clone()),
+                false => arrow_cast::cast(c, f.data_type()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.inner.write(&RecordBatch::try_new(schema.clone(), columns)?)
+    }
+
+    /// Bytes written to the file so far, and those buffered for the row
+    /// group in progress.
+    pub(crate) fn size(&self) -> u64 {
+        self.inner.bytes_written() as u64 + self.inner.in_progress_size() as u64
+    }
+
+    /// Writes the footer; the file.
+    pub(crate) fn into_inner(self) -> parquet::errors::Result<File> {
+        self.inner.into_inner()
+    }
 }

@@ -21,7 +21,7 @@ pub struct Writer {
 enum Inner {
     Csv(arrow_csv::Writer<BufWriter<File>>),
     Jsonl(arrow_json::LineDelimitedWriter<BufWriter<File>>),
-    Parquet(parquet::arrow::ArrowWriter<File>),
+    Parquet(crate::parquet::ParquetWriter),
     Arrow(arrow_ipc::writer::FileWriter<BufWriter<File>>),
 }
 

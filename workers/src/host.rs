@@ -11,7 +11,12 @@
 //!   Invoke API, as the SDKs expect it: a function error is 200 with
 //!   `X-Amz-Function-Error: Unhandled`; an unknown function is 404
 //!   `ResourceNotFoundException`; throttling is 429
-//!   `TooManyRequestsException`.
+//!   `TooManyRequestsException`. Its `X-Amz-Invocation-Type` is
+//!   followed: `DryRun` checks the request and answers 204 without
+//!   running it; `Event` answers 202 with an empty body at once, then
+//!   runs the invocation when a slot is free (not throttled: queued, as
+//!   Lambda queues asynchronous invocations), retries a function error
+//!   twice, and says on stderr how it ended.
 //! - `GET /healthz`: 200 while serving, 503 while draining, with the
 //!   invocations running and the concurrency (`{"status": "ok",
 //!   "running": 1, "concurrency": 8}`); it needs no token.
@@ -125,6 +130,8 @@ pub fn serve(
         registry,
         opts,
         running: AtomicUsize::new(0),
+        queued: AtomicUsize::new(0),
+        events: AtomicUsize::new(0),
         stop,
         done: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
@@ -133,7 +140,10 @@ pub fn serve(
         // Draining: the host goes on accepting, and answers 503 with
         // `Connection: close` (health checks included), until the
         // invocations in flight have been answered.
-        if shared.stop.load(Ordering::Relaxed) && shared.running.load(Ordering::Acquire) == 0 {
+        if shared.stop.load(Ordering::Relaxed)
+            && shared.running.load(Ordering::Acquire) == 0
+            && shared.queued.load(Ordering::Acquire) == 0
+        {
             break;
         }
         match listener.accept() {
@@ -169,6 +179,11 @@ struct Shared {
     opts: HostOptions,
     /// Invocations running now.
     running: AtomicUsize,
+    /// `Event` invocations accepted and not yet ended (the drain waits
+    /// for them).
+    queued: AtomicUsize,
+    /// `Event` invocations accepted so far, for their request ids.
+    events: AtomicUsize,
     stop: Arc<AtomicBool>,
     /// The drain is over: idle connections close (until then, a request
     /// on a kept-alive connection gets its 503).
@@ -203,7 +218,7 @@ impl Warm {
     }
 }
 
-fn serve_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn serve_connection(stream: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
     let mut conn = Connection::new(stream, shared.opts.payload_limit, IDLE)?;
     let mut warm: Option<Warm> = None;
     loop {
@@ -313,7 +328,7 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
+fn handle(req: &Request, shared: &Arc<Shared>, warm: &mut Option<Warm>) -> Answer {
     // Health checks need no token (a platform's probes carry none), and
     // say nothing but the host's state.
     if let (Route::Health, "GET") = (route(req), req.method()) {
@@ -340,16 +355,9 @@ fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
     if shared.stop.load(Ordering::Relaxed) {
         return Answer::error(503, "ServiceException", "the host is shutting down");
     }
-    let served = match (shared.registry.get(&name), shared.opts.functions.iter().find(|f| f.name == name)) {
-        (Some(b), _) => Served::Builtin(b.as_ref()),
-        (None, Some(f)) => match shared.registry.backend(&f.function.kind) {
-            Some(backend) => Served::Job(f, backend.as_ref()),
-            None => return Answer::error(500, "ServiceException", &format!("no backend for {}", f.function.kind)),
-        },
-        (None, None) => {
-            let message = format!("Function not found: {name}");
-            return Answer::error(404, "ResourceNotFoundException", &message);
-        }
+    let served = match served(shared, &name) {
+        Ok(s) => s,
+        Err(a) => return a,
     };
     let body = match &req.body {
         Body::Complete(b) => b,
@@ -358,6 +366,30 @@ fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
             return Answer::error(413, "RequestTooLargeException", &format!("the event is over {limit} bytes"));
         }
     };
+    match req.header("x-amz-invocation-type").filter(|_| invoke_api).map(str::trim) {
+        None | Some("RequestResponse") => {}
+        // The request is valid and would run: Lambda says so, and runs
+        // nothing.
+        Some("DryRun") => return Answer { status: 204, headers: Vec::new(), body: Vec::new() },
+        Some("Event") => {
+            let n = shared.events.fetch_add(1, Ordering::Relaxed) + 1;
+            let id = format!("event-{}-{n}", std::process::id());
+            shared.queued.fetch_add(1, Ordering::AcqRel);
+            let (mine, body, function, request) = (shared.clone(), body.clone(), name.clone(), id.clone());
+            let spawned = std::thread::Builder::new()
+                .name("fanout-event".into())
+                .spawn(move || run_event(&mine, &function, &body, &request));
+            if spawned.is_err() {
+                shared.queued.fetch_sub(1, Ordering::AcqRel);
+                return Answer::error(500, "ServiceException", "no thread for the invocation");
+            }
+            return Answer { status: 202, headers: vec![("x-amzn-requestid", id)], body: Vec::new() };
+        }
+        Some(other) => {
+            let message = format!("InvocationType `{other}`: expected RequestResponse, Event or DryRun");
+            return Answer::error(400, "InvalidParameterValueException", &message);
+        }
+    }
     // A slot for the invocation, or 429 as Lambda throttles.
     if shared.running.fetch_add(1, Ordering::AcqRel) >= shared.opts.concurrency {
         shared.running.fetch_sub(1, Ordering::AcqRel);
@@ -377,6 +409,68 @@ fn handle(req: &Request, shared: &Shared, warm: &mut Option<Warm>) -> Answer {
         Err(e) if e.permanent => Answer::function_error(400, "InvalidParameter", &e.message),
         Err(e) => Answer::function_error(500, "FunctionError", &e.message),
     }
+}
+
+/// What `name` serves on the host, or the answer that says it serves
+/// nothing.
+fn served<'a>(shared: &'a Shared, name: &str) -> Result<Served<'a>, Answer> {
+    match (shared.registry.get(name), shared.opts.functions.iter().find(|f| f.name == name)) {
+        (Some(b), _) => Ok(Served::Builtin(b.as_ref())),
+        (None, Some(f)) => match shared.registry.backend(&f.function.kind) {
+            Some(backend) => Ok(Served::Job(f, backend.as_ref())),
+            None => Err(Answer::error(500, "ServiceException", &format!("no backend for {}", f.function.kind))),
+        },
+        (None, None) => Err(Answer::error(404, "ResourceNotFoundException", &format!("Function not found: {name}"))),
+    }
+}
+
+/// Attempts of an `Event` invocation whose function fails, as Lambda's
+/// asynchronous invocations (two retries), and the wait before each retry.
+const EVENT_ATTEMPTS: u32 = 3;
+const EVENT_RETRY_WAIT: Duration = Duration::from_millis(200);
+
+/// Runs an `Event` invocation accepted with 202: waits for a free slot
+/// (asynchronous invocations queue rather than throttle), retries a
+/// function error, and says on stderr how it ended.
+fn run_event(shared: &Shared, name: &str, body: &[u8], id: &str) {
+    let mut outcome = Err(FunctionError::transient("not run".to_string()));
+    let mut attempts = 0;
+    while attempts < EVENT_ATTEMPTS {
+        if attempts > 0 {
+            std::thread::sleep(EVENT_RETRY_WAIT * attempts);
+        }
+        attempts += 1;
+        while shared.running.fetch_add(1, Ordering::AcqRel) >= shared.opts.concurrency {
+            shared.running.fetch_sub(1, Ordering::AcqRel);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut warm = None;
+        outcome = match served(shared, name) {
+            Ok(served) => invoke(name, &served, body, &mut warm, shared.opts.payload_limit),
+            Err(a) => Err(FunctionError::permanent(String::from_utf8_lossy(&a.body).into_owned())),
+        };
+        drop(warm);
+        shared.running.fetch_sub(1, Ordering::AcqRel);
+        match &outcome {
+            Err(e) if !e.permanent => continue,
+            _ => break,
+        }
+    }
+    let line = match outcome {
+        Ok(reply) => {
+            let records = serde_json::from_slice::<serde_json::Value>(&reply)
+                .ok()
+                .and_then(|v| v["records"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            format!("Event invocation {id} of {name}: succeeded ({records} records)")
+        }
+        Err(e) => format!("Event invocation {id} of {name}: failed after {attempts} attempts: {}", e.message),
+    };
+    {
+        use std::io::Write;
+        let _ = writeln!(io::stderr(), "{line}");
+    }
+    shared.queued.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// An event, as far as the host reads it. With a `key`, the records (or
@@ -424,8 +518,15 @@ fn invoke(
     warm: &mut Option<Warm>,
     payload_limit: u64,
 ) -> Result<Vec<u8>, FunctionError> {
-    let mut event: Event<'_> =
-        serde_json::from_slice(body).map_err(|e| FunctionError::permanent(format!("the event is not JSON: {e}")))?;
+    let mut event: Event<'_> = serde_json::from_slice(body).map_err(|e| {
+        FunctionError::permanent(match e.classify() {
+            serde_json::error::Category::Data => {
+                let at = format!("line {}, column {}", e.line(), e.column());
+                format!("the event must be a JSON object with \"records\" (a list) ({at})")
+            }
+            _ => format!("the event is not JSON: {e}"),
+        })
+    })?;
     let params_text = event.params.map_or("{}", RawValue::get);
     if let (Some(split), None) = (event.split, &event.records) {
         let batches = read_split(split.get())?;

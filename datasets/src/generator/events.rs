@@ -238,7 +238,7 @@ pub(crate) fn write_parquet(spec: &GenSpec, file: File, path: &Path) -> Result<G
             let b = match spec.amount {
                 Amount::Rows(n) if rows >= n => break 'outer,
                 Amount::Rows(n) => b.slice(0, b.num_rows().min((n - rows) as usize)),
-                Amount::Bytes(size) if writer.bytes_written() as u64 + writer.in_progress_size() as u64 >= size => {
+                Amount::Bytes(size) if writer.size() >= size => {
                     break 'outer;
                 }
                 Amount::Bytes(_) => b,
