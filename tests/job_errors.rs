@@ -222,3 +222,20 @@ fn external_functions_are_checked() {
     let err = invalid(OK, &["input.chunk_size=64KiB..lots"]);
     assert!(err.contains("invalid size `lots`"), "{err}");
 }
+
+#[test]
+fn a_glob_of_two_formats_is_refused_alike_by_validate_plan_and_run() {
+    let s = Scratch::new();
+    s.write("d/x.csv", "a,b\n1,2\n");
+    s.write("d/y.jsonl", "{\"a\":1}\n");
+    s.write("job.toml", "[input]\npath = \"d/*\"\n[output]\npath = \"o.csv\"\n");
+    let want = "error: job.toml:2:8: d/y.jsonl is jsonl, but the input is csv (told from its first file); \
+                name files of one format, or set input.format to read every file as one";
+    for command in ["validate", "plan", "run"] {
+        let r = s.run(&[command, "job.toml"]).expect(2);
+        assert_eq!(r.stderr.trim(), want, "{command}");
+    }
+    assert!(!s.path(".fanout/runs").exists(), "run started a run");
+    // With the format set, every file is read as one.
+    s.run(&["validate", "job.toml", "--set", "input.format=csv"]).expect(0);
+}

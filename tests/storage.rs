@@ -504,6 +504,101 @@ fn manifest_size(s3: &S3, s: &Scratch, name: &str) -> u64 {
 }
 
 #[test]
+fn datasets_gen_writes_to_object_storage_or_refuses() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    // A csv of one PUT and a text of several parts (over 8 MiB), each the
+    // bytes the same seed writes locally.
+    for (kind, amount) in [("csv", ["--rows", "2000"]), ("text", ["--size", "12MiB"])] {
+        let name = kind;
+        let url = format!("s3://data/gen/{name}.out");
+        let r = s3.fanout(&s, &["datasets", "gen", kind, amount[0], amount[1], "--seed", "7", "--out", &url]).expect(0);
+        assert!(r.stderr.contains(&format!("to {url} in")), "{}", r.stderr);
+        let local = format!("{name}.local");
+        s.run(&["datasets", "gen", kind, amount[0], amount[1], "--seed", "7", "--out", &local]).expect(0);
+        s3.boto(
+            &s,
+            &format!(
+                "got = s3.get_object(Bucket='data', Key='gen/{name}.out')['Body'].read()\n\
+                 assert got == open('{local}', 'rb').read(), (len(got),)"
+            ),
+        );
+    }
+    assert!(!s.path("s3:").exists(), "a local ./s3: was written");
+    // What cannot be written is refused (exit 2), and nothing is left.
+    let r = s3.fanout(&s, &["datasets", "gen", "csv", "--rows", "10", "--out", "https://example.com/x.csv"]).expect(2);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: --out https://example.com/x.csv: `https://` cannot be written; write to s3://, gs:// or az://"
+    );
+    let r = s3.fanout(&s, &["datasets", "gen", "csv", "--rows", "10", "--out", "s3://no-such-bucket/x.csv"]).expect(1);
+    assert!(r.stderr.contains("s3://no-such-bucket/x.csv"), "{}", r.stderr);
+    let left: Vec<_> = std::fs::read_dir(s.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().starts_with("https") || n == "x.csv"), "{left:?}");
+}
+
+#[test]
+fn a_resume_whose_object_input_changed_fails_before_running_anything() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    for name in ["a", "b"] {
+        s.write(&format!("{name}.txt"), (0..60).map(|i| format!("{name} word{i}\n")).collect::<String>());
+    }
+    s3.upload(&s, &["a.txt", "b.txt"]);
+    let job = r#"
+[input]
+path = "s3://data/*.txt"
+chunk_size = 64
+[[stage]]
+name = "slow"
+function = { exec = ["sh", "-c", 'if [ -e slow ] && [ "$FANOUT_TASK" -ge 14 ]; then sleep 29.3; fi; cat'] }
+[output]
+path = "out.csv"
+[platform]
+concurrency = 2
+"#;
+    s.write("job.toml", job);
+    s.write("slow", "");
+    let args = ["run", "job.toml", "--progress", "never", "--run-dir", "rd"];
+    let child = Command::new(binary())
+        .args(args)
+        .current_dir(s.dir.path())
+        .envs(s3.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(crate::util::wait_for(60, || crate::util::journaled(&s.path("rd")).len() >= 12), "nothing journaled");
+    crate::faults::signal(child.id(), "INT");
+    crate::util::finish_within(child, 30, &args).expect(130);
+    // The first object replaced by one of the same size: a new ETag.
+    let text = std::fs::read_to_string(s.path("a.txt")).unwrap().replacen("word1\n", "wordX\n", 1);
+    s.write("a.txt", text);
+    s3.upload(&s, &["a.txt"]);
+    std::fs::remove_file(s.path("slow")).unwrap();
+    let journal = crate::util::lines_in(&s.path("rd/journal.jsonl"));
+    let r = s3.fanout(&s, &["run", "--resume", "rd", "--progress", "never"]).expect(1);
+    assert!(
+        r.stderr.contains("the input changed since the run began") && r.stderr.contains("s3://data/a.txt (modified)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("b.txt"), "{}", r.stderr);
+    assert_eq!(crate::util::lines_in(&s.path("rd/journal.jsonl")), journal);
+    // Put back as it was: S3's ETag of a single PUT is its MD5, so the same
+    // bytes are the same version, and the resume goes on.
+    let text = std::fs::read_to_string(s.path("a.txt")).unwrap().replacen("wordX\n", "word1\n", 1);
+    s.write("a.txt", text);
+    s3.upload(&s, &["a.txt"]);
+    let r = s3.fanout(&s, &["run", "--resume", "rd", "--progress", "never", "--json"]).expect(0);
+    assert!(summary(&r)["resumed_tasks"].as_u64().unwrap() >= 12);
+    let want: String = std::iter::once("line\n".to_string())
+        .chain(["a", "b"].iter().flat_map(|n| (0..60).map(move |i| format!("{n} word{i}\n"))))
+        .collect();
+    assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), want);
+}
+
+#[test]
 fn storage_errors_name_the_object_and_the_setting() {
     let s = Scratch::new();
     let s3 = S3::start(&s);

@@ -382,7 +382,7 @@ impl Storage {
     }
 
     /// Writes the local file `from` to the object `url` so that the object
-    /// appears whole or not at all, stamped with `stamp`: one PUT up to
+    /// appears whole or not at all, stamped with `stamp` if given: one PUT up to
     /// [`PART`] bytes, else a multipart upload of [`PART`]-byte parts,
     /// four in flight, completed at the end and aborted on any failure (no
     /// part is left behind). An upload that stays pending if the process
@@ -396,7 +396,7 @@ impl Storage {
         from: &std::path::Path,
         url: &str,
         create: bool,
-        stamp: &Stamp,
+        stamp: Option<&Stamp>,
         started: &mut dyn FnMut(&str) -> std::io::Result<()>,
     ) -> Result<()> {
         use std::io::Read;
@@ -407,7 +407,11 @@ impl Storage {
             let mut bytes = Vec::with_capacity(size as usize);
             file.read_to_end(&mut bytes).map_err(|e| Error::io(from, e))?;
             let mode = if create { object_store::PutMode::Create } else { object_store::PutMode::Overwrite };
-            let opts = object_store::PutOptions { mode, attributes: stamp.attributes(), ..Default::default() };
+            let opts = object_store::PutOptions {
+                mode,
+                attributes: stamp.map(Stamp::attributes).unwrap_or_default(),
+                ..Default::default()
+            };
             block_on(object.store.put_opts(&object.key, bytes.into(), opts)).map_err(|e| object_error(url, e))?;
             self.requests.written(size);
             return Ok(());
@@ -418,7 +422,10 @@ impl Storage {
                 object_store::Error::AlreadyExists { path: url.to_string(), source: "the output exists".into() },
             ));
         }
-        let opts = object_store::PutMultipartOptions { attributes: stamp.attributes(), ..Default::default() };
+        let opts = object_store::PutMultipartOptions {
+            attributes: stamp.map(Stamp::attributes).unwrap_or_default(),
+            ..Default::default()
+        };
         let (base, _) = split_url(url)?;
         if let Some(multipart) = self.stores(base, url)?.multipart {
             return self.upload_parts(&multipart, &object.key, file, from, url, opts, started);
@@ -583,12 +590,22 @@ fn scratch_prefix(url: &str) -> std::result::Result<String, String> {
     if !is_url(url) {
         return Err(bad(&format!("`{url}` is not a URL")));
     }
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
-    if !SCHEMES.contains(&scheme) || scheme.starts_with("http") {
-        return Err(bad(&format!("`{scheme}://` cannot be written")));
-    }
-    split_url(url).map_err(|e| bad(&e.to_string()))?;
+    writable(url).map_err(|e| bad(&e))?;
     Ok(format!("{}/", url.trim_end_matches('/')))
+}
+
+/// Checks that the URL `url` names an object that can be written: a
+/// scheme of an object store that takes writes (not http(s)) and a
+/// bucket; else says why not.
+pub fn writable(url: &str) -> std::result::Result<(), String> {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    if !SCHEMES.contains(&scheme) {
+        return Err(format!("unknown storage scheme `{scheme}://`; expected s3, gs or az"));
+    }
+    if scheme.starts_with("http") {
+        return Err(format!("`{scheme}://` cannot be written; write to s3://, gs:// or az://"));
+    }
+    split_url(url).map(drop).map_err(|e| e.to_string())
 }
 
 /// The schemes of object stores.

@@ -261,9 +261,9 @@ pub(crate) fn commit(
             Some(Some(s)) if s == stamp => {}
             // This run's, of other content: its own to replace.
             Some(Some(s)) if s.run == stamp.run => {
-                storage.upload(staged, url, false, &stamp, how.started).map_err(EngineError::Output)?
+                storage.upload(staged, url, false, Some(&stamp), how.started).map_err(EngineError::Output)?
             }
-            _ => storage.upload(staged, url, how.create, &stamp, how.started).map_err(EngineError::Output)?,
+            _ => storage.upload(staged, url, how.create, Some(&stamp), how.started).map_err(EngineError::Output)?,
         }
         let manifest_url = manifest_path.to_string_lossy();
         storage.put(&manifest_url, manifest_json).map_err(EngineError::Output)?;

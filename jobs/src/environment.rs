@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fanout_datasets::Storage;
+use fanout_datasets::{Format, Storage};
 
 /// The file-system questions of validation. Answers are messages for the
 /// user when something is missing: validation places them at the field
@@ -23,6 +23,15 @@ pub trait Environment {
     /// directory, or a glob; local, or in object storage reached through
     /// `storage`), or why it names none.
     fn first_file(&self, path: &str, storage: &Storage) -> Result<PathBuf, String>;
+
+    /// The first file named by the input entry `path` whose name tells a
+    /// format other than `format`, with that format: the files of one
+    /// input are of one format unless the job sets it. `None` when there
+    /// is none (or the entry cannot be listed: `first_file` says why).
+    fn other_format(&self, path: &str, storage: &Storage, format: Format) -> Option<(PathBuf, Format)> {
+        let _ = (path, storage, format);
+        None
+    }
 
     /// Where the program of a command is: `program` (never empty) as a
     /// path when it contains a `/` (relative to `cwd` when given and
@@ -75,6 +84,13 @@ impl Environment for LocalEnvironment {
             Some(Err(e)) => Err(e.to_string()),
             None => unreachable!("a listing yields a file or an error"),
         }
+    }
+
+    fn other_format(&self, path: &str, storage: &Storage, format: Format) -> Option<(PathBuf, Format)> {
+        let inputs = [path.to_string()];
+        fanout_datasets::listing::list(&inputs, storage)
+            .map_while(Result::ok)
+            .find_map(|f| Format::from_path(&f.path).filter(|&told| told != format).map(|told| (f.path, told)))
     }
 
     fn find_program(&self, program: &str, cwd: Option<&Path>) -> Result<PathBuf, String> {

@@ -421,6 +421,23 @@ fn validate_input(
         }
         None => told,
     };
+    // Without input.format, every file must be of the format the first
+    // one's name tells.
+    if let (None, Some(format), Some(paths)) = (&spec.format, format, &spec.path) {
+        for p in paths.to_vec() {
+            if let Some((file, other)) = env.other_format(&p, storage, format) {
+                errors.push(job.error(
+                    &at("path"),
+                    format!(
+                        "{} is {other}, but the input is {format} (told from its first file); \
+                         name files of one format, or set input.format to read every file as one",
+                        file.display()
+                    ),
+                ));
+                break;
+            }
+        }
+    }
 
     let mut opts = DatasetOptions { format, storage: storage.clone(), ..DatasetOptions::default() };
     if let Some(size) = spec.chunk_size {
@@ -625,6 +642,11 @@ fn validate_output(
     let path = PathBuf::from(fanout_datasets::store::local_path(&spec.path));
     if spec.path.is_empty() {
         errors.push(job.error(&at("path"), "output.path is empty"));
+    } else if fanout_datasets::store::is_url(&spec.path)
+        && !spec.path.starts_with("file://")
+        && let Err(why) = fanout_datasets::store::writable(&spec.path)
+    {
+        errors.push(job.error(&at("path"), format!("output.path `{}`: {why}", spec.path)));
     }
     let format = match &spec.format {
         Some(name) => name.parse::<Format>().map_err(|e| e.to_string()),
