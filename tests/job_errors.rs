@@ -167,6 +167,27 @@ fn json_jobs_are_read_and_located() {
     s.write("bad.json", "{\"input\": {\"path\": \"data.txt\",\n  \"chunks\": 1}, \"output\": {\"path\": \"o.csv\"}}");
     let r = s.run(&["validate", "bad.json"]).expect(2);
     assert!(r.stderr.starts_with("error: bad.json:2:10: unknown field `chunks`"), "{}", r.stderr);
+    // Errors found after parsing are located as in TOML: at the value, or
+    // at the nearest object written on the way to it.
+    let semantic = r#"{"input": {"path": "data.txt"},
+ "stage": [{"function": "word_count"},
+   {"function": "no_such"}],
+ "output": {"path": "o.csv", "mode": "sometimes"},
+ "platform": {"concurrency": 0}}"#;
+    s.write("semantic.json", semantic);
+    let r = s.run(&["validate", "semantic.json"]).expect(2);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("error: semantic.json:3:17: ") && l.contains("no_such")),
+        "{}",
+        r.stderr
+    );
+    assert!(lines.iter().any(|l| l.starts_with("error: semantic.json:4:38: unknown mode `sometimes`")), "{}", r.stderr);
+    assert!(
+        lines.iter().any(|l| l.starts_with("error: semantic.json:5:30: ") && l.contains("concurrency")),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

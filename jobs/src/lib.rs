@@ -45,6 +45,7 @@
 mod environment;
 mod error;
 mod external;
+mod json_span;
 mod load;
 mod plan;
 pub mod platform;

@@ -127,17 +127,18 @@ impl Source {
         format!("{}:{line}:{col}", self.path.display())
     }
 
-    /// The best location of a field: its value's line and column in a TOML
-    /// file (or its nearest enclosing table's, if it is not written), the
-    /// bare file name for JSON.
+    /// The best location of a field: its value's line and column (or its
+    /// nearest enclosing table's or object's, if it is not written), in a
+    /// TOML or a JSON file.
     pub fn locate(&self, field: &FieldPath) -> String {
-        if self.syntax == Syntax::Toml
-            && let Ok(doc) = toml_edit::Document::parse(self.text.as_str())
-            && let Some(span) = item_span(doc.as_item(), &field.0)
-        {
-            return self.at_offset(span.start);
-        }
-        self.path.display().to_string()
+        let offset = match self.syntax {
+            Syntax::Toml => toml_edit::Document::parse(self.text.as_str())
+                .ok()
+                .and_then(|doc| item_span(doc.as_item(), &field.0))
+                .map(|span| span.start),
+            Syntax::Json => crate::json_span::offset(&self.text, &field.0),
+        };
+        offset.map_or_else(|| self.path.display().to_string(), |o| self.at_offset(o))
     }
 
     /// Deserializes the file as written.
