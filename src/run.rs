@@ -308,6 +308,15 @@ fn stage_line(progress: &Progress, stage: usize, s: &fanout_engine::StageProgres
     line
 }
 
+/// The stage a stage waits on while none of its tasks has been handed out
+/// (the one before it, whose output it takes): `None` for the first stage,
+/// and once it has started.
+fn waiting_on(stages: &[Arc<fanout_engine::StageProgress>], i: usize) -> Option<&str> {
+    let s = &stages[i];
+    let idle = s.sent.load(Relaxed) == 0 && s.done.load(Relaxed) == 0;
+    (i > 0 && idle).then(|| stages[i - 1].name.as_str())
+}
+
 /// Prints a line per stage every second, and once at the end: progress
 /// for logs, when stderr is not a terminal.
 fn print_lines(progress: &Arc<Progress>) {
@@ -318,8 +327,13 @@ fn print_lines(progress: &Arc<Progress>) {
         if finished || last.elapsed() >= Duration::from_secs(1) {
             last = Instant::now();
             let secs = start.elapsed().as_secs_f64().max(1e-3);
-            for (i, s) in progress.stages().iter().enumerate() {
-                crate::signals::say(&format!("{}: {}", s.name, stage_line(progress, i, s, secs, true)));
+            let stages = progress.stages();
+            for (i, s) in stages.iter().enumerate() {
+                let line = match waiting_on(&stages, i) {
+                    Some(on) => format!("waiting for {on}"),
+                    None => stage_line(progress, i, s, secs, true),
+                };
+                crate::signals::say(&format!("{}: {line}", s.name));
             }
         }
         if finished {
@@ -335,6 +349,7 @@ fn draw_bars(progress: &Arc<Progress>) {
     let style = ProgressStyle::with_template("{prefix:<14} [{bar:30}] {msg} ETA {eta}")
         .expect("a valid template")
         .progress_chars("=> ");
+    let waiting = ProgressStyle::with_template("{prefix:<14} {msg}").expect("a valid template");
     let mut bars: Vec<ProgressBar> = Vec::new();
     // When each stage got its first task: rates count from there.
     let mut starts: Vec<Option<Instant>> = Vec::new();
@@ -347,6 +362,14 @@ fn draw_bars(progress: &Arc<Progress>) {
             starts.push(None);
         }
         for (i, ((bar, s), start)) in bars.iter().zip(&stages).zip(&mut starts).enumerate() {
+            if let Some(on) = waiting_on(&stages, i) {
+                bar.set_style(waiting.clone());
+                bar.set_message(format!("waiting for {on}"));
+                continue;
+            }
+            if start.is_none() {
+                bar.set_style(style.clone());
+            }
             let m = measure(s);
             if m.total > 0 && start.is_none() {
                 *start = Some(Instant::now());

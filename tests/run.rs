@@ -254,6 +254,36 @@ fn progress_goes_by_input_bytes_with_an_eta_while_the_splitting_goes_on() {
     assert!(!lines.last().unwrap().contains("ETA"), "{}", r.stderr);
 }
 
+#[test]
+fn a_stage_that_has_not_started_says_what_it_waits_for() {
+    let s = Scratch::new();
+    let text: String = (0..2000).map(|i| format!("w{} w{}\n", i % 13, i % 7)).collect();
+    s.write("in.txt", &text);
+    // The map phase takes at least 13 tasks x 300 ms / 2 slots, past the
+    // first line (at 1 s); the keyed stage waits for it.
+    let job = "[input]\npath = \"in.txt\"\nchunk_size = \"1KiB\"\n\
+               [[stage]]\nname = \"slow\"\nfunction = \"sleep\"\nparams = { ms = 300 }\n\
+               [[stage]]\nname = \"count\"\nfunction = \"word_count\"\n\
+               [[stage]]\nname = \"total\"\nfunction = \"aggregate\"\nkey = [\"word\"]\nparams = { sum = [\"count\"] }\n\
+               [output]\npath = \"out.csv\"\n[platform]\nconcurrency = 2\n";
+    s.write("job.toml", job);
+    let r = s.run(&["run", "job.toml", "--progress", "always", "--show", "0"]).expect(0);
+    let lines = |stage: &str| -> Vec<String> {
+        let prefix = format!("{stage}: ");
+        r.stderr.lines().filter_map(|l| l.strip_prefix(&prefix)).map(str::to_string).collect()
+    };
+    let total = lines("total");
+    assert!(total.len() >= 2, "{}", r.stderr);
+    // Mid-run, while the map phase goes on: what it waits for, no empty bar.
+    assert_eq!(total[0], "waiting for count", "{}", r.stderr);
+    // Stages of one phase start together: `count` never waits.
+    assert!(lines("count").iter().all(|l| !l.starts_with("waiting")), "{}", r.stderr);
+    assert!(lines("slow").iter().all(|l| !l.starts_with("waiting")), "{}", r.stderr);
+    // At the end, its tasks.
+    let last = total.last().unwrap();
+    assert!(last.contains(" tasks · ") && !last.contains("waiting"), "{}", r.stderr);
+}
+
 /// A size as fanout prints it (`41.0 KiB`).
 fn fanout_jobs_size(bytes: u64) -> String {
     let kib = bytes as f64 / 1024.0;
