@@ -236,9 +236,12 @@ fn an_interrupted_run_is_reported_from_its_records() {
     assert!(html.contains("The run has no summary.json"));
     let c = count(&s, "rd");
     assert!(html.contains(&format!("data-slots=\"{}\"", c.slots.len())));
-    // Not a run directory: an error that says so.
-    let r = s.run(&["report", "nosuch"]).expect(1);
-    assert!(r.stderr.contains("nosuch: not a run directory (no job.json)"), "{}", r.stderr);
+    // Not a run directory: a usage error that says so.
+    let r = s.run(&["report", "nosuch"]).expect(2);
+    assert!(r.stderr.contains("nosuch: no such run directory"), "{}", r.stderr);
+    std::fs::create_dir(s.path("empty")).unwrap();
+    let r = s.run(&["report", "empty"]).expect(2);
+    assert!(r.stderr.contains("empty: not a run directory (no job.json)"), "{}", r.stderr);
 }
 
 #[test]

@@ -81,6 +81,7 @@ const PR_SET_NAME: c_int = 15;
 const PR_SET_CHILD_SUBREAPER: c_int = 36;
 const SIG_BLOCK: c_int = 0;
 const SFD_CLOEXEC: c_int = 0o2000000;
+const O_CLOEXEC: c_int = 0o2000000;
 const POLLIN: i16 = 1;
 const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
 const SOL_SOCKET: c_int = 1;
@@ -160,6 +161,12 @@ unsafe extern "C" {
     fn setpgid(pid: c_int, pgid: c_int) -> c_int;
     fn setrlimit(resource: c_int, limit: *const Rlimit) -> c_int;
     fn dup2(old: c_int, new: c_int) -> c_int;
+    fn fork() -> c_int;
+    fn pipe2(fds: *mut c_int, flags: c_int) -> c_int;
+    fn write(fd: c_int, buf: *const c_void, n: usize) -> isize;
+    fn chdir(path: *const std::ffi::c_char) -> c_int;
+    fn execvp(file: *const std::ffi::c_char, argv: *const *const std::ffi::c_char) -> c_int;
+    static mut environ: *const *const std::ffi::c_char;
     fn _exit(code: c_int) -> !;
     fn syscall(number: i64, ...) -> i64;
     fn signalfd(fd: c_int, mask: *const SigSet, flags: c_int) -> c_int;
@@ -297,34 +304,47 @@ fn prepare(cmd: &mut Command, rlimit_data: Option<u64>) {
     // (sigprocmask, rt_sigaction, setpgid, prctl, setrlimit) and allocates
     // nothing.
     unsafe {
-        cmd.pre_exec(move || {
-            let mut empty = SigSet([0; 16]);
-            sigemptyset(&mut empty);
-            sigprocmask(SIG_SETMASK, &empty, std::ptr::null_mut());
-            // Ignored signals stay ignored across exec (the standard
-            // library ignores SIGPIPE); handled ones are reset by it. The
-            // kernel's sigaction, all zero: SIG_DFL, no flags, no mask
-            // (in every architecture's layout of it).
-            let default = [0u64; 4];
-            for s in 1..=SIGMAX {
-                if ignored & (1 << (s - 1)) != 0 {
-                    syscall(SYS_RT_SIGACTION, s as i64, default.as_ptr(), std::ptr::null::<u64>(), 8i64);
-                }
+        cmd.pre_exec(move || as_container_process(ignored, rlimit_data));
+    }
+}
+
+/// In a child between fork and exec: the default signal mask and
+/// dispositions (`ignored`: the signals the init ignores), a process group
+/// of its own, killed if the init is, its memory limit.
+///
+/// # Safety
+/// Only in a child of a fork of this single-threaded process: it calls
+/// async-signal-safe functions only (sigprocmask, rt_sigaction, setpgid,
+/// prctl, setrlimit) and allocates nothing.
+unsafe fn as_container_process(ignored: u64, rlimit_data: Option<u64>) -> std::io::Result<()> {
+    // SAFETY: the caller's.
+    unsafe {
+        let mut empty = SigSet([0; 16]);
+        sigemptyset(&mut empty);
+        sigprocmask(SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Ignored signals stay ignored across exec (the standard library
+        // ignores SIGPIPE); handled ones are reset by it. The kernel's
+        // sigaction, all zero: SIG_DFL, no flags, no mask (in every
+        // architecture's layout of it).
+        let default = [0u64; 4];
+        for s in 1..=SIGMAX {
+            if ignored & (1 << (s - 1)) != 0 {
+                syscall(SYS_RT_SIGACTION, s as i64, default.as_ptr(), std::ptr::null::<u64>(), 8i64);
             }
-            if setpgid(0, 0) != 0 {
+        }
+        if setpgid(0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Should the init itself be killed outright, its child goes too.
+        prctl(PR_SET_PDEATHSIG, SIGKILL as c_ulong);
+        if let Some(bytes) = rlimit_data {
+            let limit = Rlimit { cur: bytes, max: bytes };
+            if setrlimit(RLIMIT_DATA, &limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // Should the init itself be killed outright, its child goes too.
-            prctl(PR_SET_PDEATHSIG, SIGKILL as c_ulong);
-            if let Some(bytes) = rlimit_data {
-                let limit = Rlimit { cur: bytes, max: bytes };
-                if setrlimit(RLIMIT_DATA, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        }
     }
+    Ok(())
 }
 
 /// The signals the init ignores (bit `n - 1` for signal `n`), which its
@@ -397,10 +417,16 @@ fn serve(watched: &SigSet) -> ! {
             }
             let message = &buf[..n as usize];
             match message.first() {
+                // fanout hears of the process before it runs, then of
+                // why it did not start (`F`), or of its end (`E`).
                 Some(b'R') if current.is_none() => match start(&message[1..], received) {
-                    Ok(pid) => {
-                        current = Some(Init { main: pid, status: None });
+                    Ok(gate) => {
+                        let pid = gate.pid;
                         reply(format!("S{pid}").as_bytes());
+                        match gate.open() {
+                            Ok(()) => current = Some(Init { main: pid, status: None }),
+                            Err(why) => reply(format!("F{why}").as_bytes()),
+                        }
                     }
                     Err(why) => reply(format!("F{why}").as_bytes()),
                 },
@@ -481,43 +507,127 @@ fn receive(buf: &mut [u8]) -> (isize, Vec<std::os::fd::OwnedFd>) {
     (n, fds)
 }
 
-/// Starts the invocation `message` (after its `R`) with `fds` as its
-/// stdin, stdout and stderr; its process id, or why it did not start.
-fn start(message: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<i32, String> {
+/// An invocation's process, forked and waiting at its gate: it runs
+/// nothing of the function's until [`Gate::open`], so that fanout knows its
+/// process (and group) before the function can do anything, such as kill
+/// this init.
+struct Gate {
+    pid: c_int,
+    /// Written to let the child go on to exec.
+    go: std::os::fd::OwnedFd,
+    /// Where the child writes its errno if exec fails (closed on exec).
+    failed: std::os::fd::OwnedFd,
+}
+
+impl Gate {
+    /// Lets the child exec; why it could not, if it could not (it has then
+    /// exited, and is reaped).
+    fn open(self) -> Result<(), String> {
+        use std::io::{Read, Write};
+        let Gate { pid, go, failed } = self;
+        let _ = std::fs::File::from(go).write_all(b"g");
+        let mut errno = [0u8; 4];
+        let mut failed = std::fs::File::from(failed);
+        let mut got = 0;
+        while got < 4 {
+            match failed.read(&mut errno[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if got < 4 {
+            return Ok(());
+        }
+        let mut status = 0;
+        // SAFETY: waitpid(2) of our own child, which has exited or will.
+        unsafe { waitpid(pid, &mut status, 0) };
+        Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)).to_string())
+    }
+}
+
+/// Forks the invocation `message` (after its `R`) with `fds` as its stdin,
+/// stdout and stderr, held at its gate; or why it cannot start.
+fn start(message: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<Gate, String> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::ffi::OsStringExt;
     let [stdin, stdout, stderr]: [std::os::fd::OwnedFd; 3] =
         fds.try_into().map_err(|_| "an invocation comes with its stdin, stdout and stderr".to_string())?;
-    let mut fields = message.split(|&b| b == 0).map(|f| std::ffi::OsString::from_vec(f.to_vec()));
+    let mut fields = message.split(|&b| b == 0).map(|f| f.to_vec());
     let mut next = || fields.next().ok_or_else(|| "a short invocation message".to_string());
     let cwd = next()?;
-    let rlimit = next()?.into_string().ok().and_then(|r| r.parse().ok());
-    let count = |f: std::ffi::OsString| f.into_string().ok().and_then(|c| c.parse::<usize>().ok());
+    let rlimit = String::from_utf8(next()?).ok().and_then(|r| r.parse().ok());
+    let count = |f: Vec<u8>| String::from_utf8(f).ok().and_then(|c| c.parse::<usize>().ok());
     let argc = count(next()?).ok_or("a bad argument count")?;
-    let argv: Vec<std::ffi::OsString> = (0..argc).map(|_| next()).collect::<Result<_, _>>()?;
+    let c = |f: Vec<u8>| CString::new(f).map_err(|_| "a NUL in an argument".to_string());
+    let argv: Vec<CString> = (0..argc).map(|_| next().and_then(c)).collect::<Result<_, _>>()?;
     let envc = count(next()?).ok_or("a bad variable count")?;
-    let env: Vec<std::ffi::OsString> = (0..envc).map(|_| next()).collect::<Result<_, _>>()?;
-    let program = argv.first().ok_or("no program")?;
-    let mut cmd = Command::new(program);
-    cmd.args(&argv[1..]).env_clear();
-    for var in &env {
-        let bytes = var.as_encoded_bytes();
-        let eq = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
-        // SAFETY: both halves split a valid OsStr at an ASCII '='.
-        let (k, v) = unsafe {
-            (
-                std::ffi::OsStr::from_encoded_bytes_unchecked(&bytes[..eq]),
-                std::ffi::OsStr::from_encoded_bytes_unchecked(&bytes[(eq + 1).min(bytes.len())..]),
-            )
-        };
-        cmd.env(k, v);
+    let env: Vec<CString> = (0..envc).map(|_| next().and_then(c)).collect::<Result<_, _>>()?;
+    if argv.is_empty() {
+        return Err("no program".into());
     }
-    if !cwd.is_empty() {
-        cmd.current_dir(&cwd);
+    let cwd = (!cwd.is_empty()).then(|| c(cwd)).transpose()?;
+    // Everything the child needs is made before the fork: it allocates
+    // nothing.
+    let mut argp: Vec<*const std::ffi::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argp.push(std::ptr::null());
+    let mut envp: Vec<*const std::ffi::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let ignored = ignored_signals();
+    let pipe = || -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), String> {
+        let mut fds = [0 as c_int; 2];
+        // SAFETY: pipe2(2) into an array of two.
+        if unsafe { pipe2(fds.as_mut_ptr(), O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        // SAFETY: the kernel made both for us.
+        Ok(unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) })
+    };
+    let (gate_r, gate_w) = pipe()?;
+    let (failed_r, failed_w) = pipe()?;
+    // SAFETY: fork(2) of this single-threaded process; the child calls
+    // async-signal-safe functions only, then execs or exits.
+    let pid = unsafe { fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
     }
-    cmd.stdin(stdin).stdout(stdout).stderr(stderr);
-    prepare(&mut cmd, rlimit);
-    let child = cmd.spawn().map_err(|e| e.to_string())?;
-    Ok(child.id() as i32)
+    if pid == 0 {
+        // SAFETY: in the child, as above.
+        unsafe {
+            let fail = |fd: c_int| -> ! {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0).to_ne_bytes();
+                write(fd, errno.as_ptr().cast(), 4);
+                _exit(127)
+            };
+            let w = failed_w.as_raw_fd();
+            for (from, to) in [(stdin.as_raw_fd(), 0), (stdout.as_raw_fd(), 1), (stderr.as_raw_fd(), 2)] {
+                if dup2(from, to) < 0 {
+                    fail(w);
+                }
+            }
+            if as_container_process(ignored, rlimit).is_err() {
+                fail(w);
+            }
+            if let Some(dir) = &cwd
+                && chdir(dir.as_ptr()) != 0
+            {
+                fail(w);
+            }
+            // The gate: nothing of the function's runs before fanout knows
+            // this process (or if the init is gone).
+            let mut go = 0u8;
+            if read(gate_r.as_raw_fd(), (&mut go as *mut u8).cast(), 1) != 1 {
+                _exit(127);
+            }
+            environ = envp.as_ptr();
+            execvp(argp[0], argp.as_ptr());
+            fail(w)
+        }
+    }
+    drop((gate_r, failed_w, stdin, stdout, stderr));
+    Ok(Gate { pid, go: gate_w, failed: failed_r })
 }
 
 /// The signal set of `signals`.

@@ -20,7 +20,7 @@ use fanout_datasets::Format;
 use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef, FieldPath};
 
 use crate::external::codec::{self, IoFormat};
-use crate::external::process::{InitServer, TAIL_BYTES, Tail, ended};
+use crate::external::process::{InitServer, NotStarted, TAIL_BYTES, Tail, ended};
 use crate::external::settings::{Settings, stem};
 use crate::external::{Backend, Container, ExternalContext, Launch, planned};
 use crate::function::{FunctionError, Invocation, Planned};
@@ -326,8 +326,12 @@ impl ExecFunction {
         // Its container's processes are killed when the deadline passes
         // or the invocation is cancelled, while its stdout is read.
         let (status, stdout, stderr, timed_out) =
-            run(init, pid, Pipes { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r }, input, stderr, inv)
-                .map_err(io)?;
+            run(init, pid, Pipes { stdin: stdin_w, stdout: stdout_r, stderr: stderr_r }, input, stderr, inv).map_err(
+                |e| match e.get_ref().and_then(|e| e.downcast_ref::<NotStarted>()) {
+                    Some(why) => FunctionError::permanent(format!("cannot start `{program}`: {why}")),
+                    None => io(e),
+                },
+            )?;
         let with_stderr = |m: String| stderr.under(m, "stderr");
         if timed_out {
             let why = if inv.cancelled() { "was cancelled" } else { "passed its deadline" };

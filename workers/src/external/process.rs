@@ -101,6 +101,19 @@ pub(crate) fn shut_down(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Why an invocation's program could not be run (exec failed), as the
+/// init said once it had made its process: the error of [`InitServer::wait`].
+#[derive(Debug)]
+pub(crate) struct NotStarted(pub(crate) String);
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotStarted {}
+
 /// An exec container's init (`fanout-init --serve`): it starts one
 /// process per invocation, one at a time, so that an invocation costs one
 /// process, as a plain spawn does, and still owns everything the
@@ -207,6 +220,8 @@ impl InitServer {
             Some((b'E', raw)) => {
                 Ok(std::process::ExitStatus::from_raw(String::from_utf8_lossy(raw).parse().unwrap_or(9)))
             }
+            // The process was made, but its program could not be run.
+            Some((b'F', why)) => Err(std::io::Error::other(NotStarted(String::from_utf8_lossy(why).into_owned()))),
             _ => Err(self.lost()),
         }
     }
