@@ -95,6 +95,11 @@ fn a_run_directory_in_use_refuses_a_second_run_and_touches_nothing() {
         wait_for(60, || std::fs::read_to_string(s.path("rd/lock")).is_ok_and(|p| p.trim() == pid.to_string())),
         "the first resume did not lock the run directory"
     );
+    // Its quick tasks journaled, it waits on slow ones: nothing of its own
+    // changes the files for a while.
+    let quick = || journaled(&s.path("rd")).iter().filter(|t| t.0 == 0 && t.1 < 24).count();
+    assert!(wait_for(60, || quick() >= 24), "the quick tasks were not journaled");
+    std::thread::sleep(Duration::from_millis(100));
     let before = listing(&s.path("rd"));
     let journal = lines_in(&s.path("rd/journal.jsonl"));
     for second in [
@@ -166,7 +171,32 @@ fn a_resume_whose_input_changed_fails_before_running_anything() {
 fn a_resume_of_unchanged_input_goes_on_and_a_removed_file_is_named() {
     let s = Scratch::new();
     interrupted_run(&s);
+    // A new run does not take the interrupted run's directory.
+    let journal = lines_in(&s.path("rd/journal.jsonl"));
+    let r = s.run_within(60, &["run", "job.toml", "--run-dir", "rd", "--progress", "never"]).expect(1);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: rd: this run directory holds a run that did not finish: `fanout run --resume rd` finishes it"
+    );
+    assert_eq!(lines_in(&s.path("rd/journal.jsonl")), journal);
     std::fs::remove_file(s.path("slow")).unwrap();
+    // A file gone, or a new one listed among those the run read: named
+    // alone (the files after them are not blamed).
+    let refused = |what: &str| {
+        let r = s.run_within(60, &["run", "--resume", "rd", "--progress", "never"]).expect(1);
+        let want = format!(
+            "error: the input changed since the run began, so resuming it would mix old and new data: {what}; \
+             start a new run"
+        );
+        let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors, [want.as_str()], "{}", r.stderr);
+    };
+    std::fs::rename(s.path("data/b.txt"), s.path("b.txt")).unwrap();
+    refused("data/b.txt (no longer listed)");
+    std::fs::rename(s.path("b.txt"), s.path("data/b.txt")).unwrap();
+    s.write("data/0.txt", "new\n");
+    refused("data/0.txt (new, listed before files the run read)");
+    std::fs::remove_file(s.path("data/0.txt")).unwrap();
     std::fs::rename(s.path("data/c.txt"), s.path("c.txt")).unwrap();
     let r = s.run_within(60, &["run", "--resume", "rd", "--progress", "never"]).expect(1);
     assert!(r.stderr.contains("data/c.txt (no longer listed)"), "{}", r.stderr);
@@ -220,4 +250,39 @@ fn a_signal_before_the_commit_point_writes_nothing_and_one_during_the_commit_let
     assert_eq!(std::fs::read_to_string(s.path("out/counts.csv")).unwrap(), expected_counts(&s));
     let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
     assert_eq!(sum["status"], "succeeded");
+}
+
+#[test]
+fn a_finished_task_is_journaled_while_the_slot_runs_a_long_one() {
+    let s = Scratch::new();
+    for i in 0..20 {
+        s.write(&format!("data/f{i:02}.txt"), format!("line {i}\n"));
+    }
+    // Tasks 0 to 9 are quick; from 10 on, each sleeps far past the test.
+    let job = r#"
+[input]
+path = "data/*.txt"
+[[stage]]
+name = "slow"
+function = { exec = ["sh", "-c", 'if [ "$FANOUT_TASK" -ge 10 ]; then sleep 33.3; fi; cat'] }
+[output]
+path = "out.csv"
+[platform]
+concurrency = 2
+"#;
+    s.write("job.toml", job);
+    for preset in ["local", "aws-lambda"] {
+        let dir = format!("rd-{preset}");
+        let set = format!("platform.preset={preset}");
+        let args = ["run", "job.toml", "--progress", "never", "--run-dir", &dir, "--set", &set];
+        let mut child = s.spawn(&args);
+        // Every quick task is journaled while the slots run slow ones,
+        // not when those end.
+        let all = wait_for(30, || journaled(&s.path(&dir)).len() >= 10);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut tasks: Vec<u64> = journaled(&s.path(&dir)).iter().map(|t| t.1).collect();
+        tasks.sort();
+        assert!(all && tasks == (0..10).collect::<Vec<u64>>(), "{preset}: journaled {tasks:?}");
+    }
 }

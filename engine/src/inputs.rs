@@ -106,28 +106,41 @@ pub(crate) fn check(run_dir: &Path, dataset: &Dataset) -> Result<u64, EngineErro
         // A torn last line (the run was killed writing it) is not a file.
         Ok(f) => BufReader::new(f).lines().map_while(Result::ok).map_while(|l| serde_json::from_str(&l).ok()).collect(),
     };
+    // The listing now, as far as it reaches the recorded files: each
+    // recorded file found again is compared; one not recorded that comes
+    // before the last recorded one is new (it would shift the tasks after
+    // it); a recorded one not found is gone.
+    let mut left: std::collections::HashMap<&Path, &Identity> =
+        recorded.iter().map(|r| (r.path.as_path(), r)).collect();
     let mut changed = Vec::new();
+    let mut order = Vec::with_capacity(recorded.len());
     let mut files = dataset.files();
-    for old in &recorded {
-        match files.next() {
-            Some(Ok(new)) if new.path == old.path => {
-                let new = Identity::of(&new);
-                if new.size != old.size {
-                    changed.push(format!("{} (was {} bytes, now {})", old.path.display(), old.size, new.size));
-                } else if new.version != old.version {
-                    changed.push(format!("{} (modified)", old.path.display()));
-                }
+    while !left.is_empty() {
+        let file = match files.next() {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                changed.push(e.to_string());
+                break;
             }
-            Some(Ok(new)) => {
-                let (old, new) = (old.path.display(), new.path.display());
-                changed.push(format!("{old} (not listed where it was: {new} is in its place)"));
-            }
-            Some(Err(e)) => changed.push(format!("{} ({e})", old.path.display())),
-            None => changed.push(format!("{} (no longer listed)", old.path.display())),
+            None => break,
+        };
+        let Some(old) = left.remove(file.path.as_path()) else {
+            changed.push(format!("{} (new, listed before files the run read)", file.path.display()));
+            continue;
+        };
+        let new = Identity::of(&file);
+        if new.size != old.size {
+            changed.push(format!("{} (was {} bytes, now {})", old.path.display(), old.size, new.size));
+        } else if new.version != old.version {
+            changed.push(format!("{} (modified)", old.path.display()));
         }
-        if changed.len() > 10 {
-            break;
-        }
+        order.push(file.path);
+    }
+    let mut gone: Vec<&Identity> = left.into_values().collect();
+    gone.sort_by_key(|g| recorded.iter().position(|r| r.path == g.path));
+    changed.extend(gone.iter().map(|g| format!("{} (no longer listed)", g.path.display())));
+    if changed.is_empty() && !order.iter().eq(recorded.iter().map(|r| &r.path)) {
+        changed.push("the files are listed in another order".to_string());
     }
     if changed.is_empty() {
         return Ok(recorded.len() as u64);

@@ -36,6 +36,7 @@ mod local;
 mod syncer;
 
 pub(crate) use local::Local;
+
 use local::{Batch, has_dictionaries};
 
 use std::fs::{File, OpenOptions};
@@ -67,7 +68,7 @@ const QUEUED_BATCHES: usize = 64;
 /// channel message, and no task waits long.
 const HAND_OVER_TASKS: usize = 256;
 const HAND_OVER_BYTES: usize = 256 * 1024;
-const HAND_OVER_AGE: std::time::Duration = std::time::Duration::from_millis(2);
+pub(crate) const HAND_OVER_AGE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The least time between two groups written.
 const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(5);

@@ -47,18 +47,14 @@ impl RunDir {
             return Err(EngineError::io(&path, std::io::Error::other("not a run directory (no job.json)")));
         }
         let id = path.file_name().map_or_else(|| stamp.clone(), |n| n.to_string_lossy().into_owned());
-        // A run that failed or was interrupted may be resumed (its failed
-        // tasks run again); one that succeeded is not run again.
-        if !resume && path.join("summary.json").exists() {
-            let e = std::io::Error::other("this run directory already holds a finished run");
-            return Err(EngineError::io(&path, e));
-        }
         std::fs::create_dir_all(&path).map_err(|e| EngineError::io(&path, e))?;
         let lock = lock(&path)?;
-        // Checked again under the lock: a run that finished meanwhile.
-        if !resume && path.join("summary.json").exists() {
-            let e = std::io::Error::other("this run directory already holds a finished run");
-            return Err(EngineError::io(&path, e));
+        // A run that failed or was interrupted may be resumed (its failed
+        // tasks run again); one that succeeded is not run again; a new run
+        // never takes another's directory (checked under the lock: a run
+        // in it now is said to be so).
+        if !resume {
+            taken(&path)?;
         }
         let file = path.join("owner");
         let owner = match std::fs::read_to_string(&file) {
@@ -130,6 +126,20 @@ impl RunDir {
     }
 }
 
+/// Refuses a new run in the directory of another (finished, or to be
+/// resumed).
+fn taken(path: &Path) -> Result<(), EngineError> {
+    let why = if path.join("summary.json").exists() {
+        "this run directory already holds a finished run".to_string()
+    } else if path.join("job.json").exists() {
+        let dir = path.display();
+        format!("this run directory holds a run that did not finish: `fanout run --resume {dir}` finishes it")
+    } else {
+        return Ok(());
+    };
+    Err(EngineError::io(path, std::io::Error::other(why)))
+}
+
 /// Locks the run directory `path` for this process, or says which
 /// process has it.
 fn lock(path: &Path) -> Result<Flock<std::fs::File>, EngineError> {
@@ -140,8 +150,17 @@ fn lock(path: &Path) -> Result<Flock<std::fs::File>, EngineError> {
     let mut f = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(f) => f,
         Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
+            // The holder writes its pid just after it locks: wait for it a
+            // moment.
             let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
+            for _ in 0..100 {
+                pid.clear();
+                let _ = f.rewind().and_then(|()| f.read_to_string(&mut pid));
+                if !pid.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
             let pid = Some(pid.trim().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| "unknown".into());
             return Err(EngineError::InUse { dir: path.to_path_buf(), pid });
         }

@@ -16,7 +16,7 @@ use super::attempt::run_task;
 use super::dispatch::Task;
 use crate::compile::Phase;
 use crate::container::Container;
-use crate::journal::Local;
+use crate::journal::{HAND_OVER_AGE, Local};
 use crate::progress::SlotGauge;
 use crate::records::Recorder;
 use crate::sink::Outputs;
@@ -118,6 +118,9 @@ impl Slot {
         let busy = &shared.busy[self.id];
         let keep_alive = shared.plan.platform.containers.keep_alive;
         let sink = shared.sinks[index];
+        // An invocation outside the process costs far more than a hand-off
+        // to the journal: its tasks are handed over one by one.
+        let external = phase.steps.iter().any(|s| shared.compiled.stages[s.stage].external);
         while let Some(group) = self.next_group(shared, rx, keep_alive) {
             let began = shared.clock.now();
             let n = group.len() as u64;
@@ -131,12 +134,15 @@ impl Slot {
                     shared.fail(e);
                 }
             }
-            busy.add(shared.clock.now().saturating_duration_since(began), n);
+            let took = shared.clock.now().saturating_duration_since(began);
+            busy.add(took, n);
             self.counts.publish(shared);
-            // Tasks are journaled in bunches while more wait (and before
-            // the slot waits: see `next_group`).
+            // Tiny tasks are journaled in bunches while more wait (and
+            // before the slot waits: see `next_group`). A group that took
+            // a while is likely followed by another: its tasks go now, not
+            // after the next group, however long that takes.
             if let Some(journal) = &shared.journal
-                && let Err(e) = journal.hand_over(&mut self.journaled, false)
+                && let Err(e) = journal.hand_over(&mut self.journaled, external || took >= HAND_OVER_AGE)
             {
                 shared.fail(e);
             }
