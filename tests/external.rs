@@ -256,6 +256,9 @@ fn lambda_errors_crashes_deadlines_and_memory() {
     let r = run_job(&s, &lambda_job("fail", schema, "in.txt", "12", ""), &[]).expect(1);
     assert!(r.stderr.contains("stage `f` (map) failed on task"), "{}", r.stderr);
     assert!(r.stderr.contains("ValueError: bad record in task"), "{}", r.stderr);
+    // Its lines after the first quoted under the one error, escaped.
+    assert_eq!(r.stderr.lines().filter(|l| l.starts_with("error: ")).count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("\n  | second line\n  | \\x1b[31mthird\\rline"), "{}", r.stderr);
 
     // An init error fails the stage with the function's own message, once.
     let r = run_job(&s, &lambda_job("nothing", schema, "in.txt", "12", "").replace("handlers.", "no_module."), &[])

@@ -339,7 +339,7 @@ fn a_failing_functions_stderr_is_quoted_once_under_its_error() {
 path = "in.txt"
 [[stage]]
 name = "tool"
-function = { exec = ["sh", "-c", 'for i in $(seq 1 30); do echo "complaint $i" >&2; done; exit 3'] }
+function = { exec = ["sh", "-c", 'for i in $(seq 1 30); do echo "complaint $i" >&2; done; printf "bad \033[31mred\rover\n" >&2; exit 3'] }
 [output]
 path = "out.csv"
 [platform]
@@ -352,9 +352,11 @@ retries = 0
     assert!(errors[0].ends_with("`sh` exited with status 3; the end of its stderr:"), "{}", r.stderr);
     // The last 20 lines, each quoted once, right under the error.
     let after: Vec<&str> = r.stderr.lines().skip_while(|l| !l.starts_with("error: ")).skip(1).collect();
-    let quoted: Vec<String> = (11..=30).map(|i| format!("  | complaint {i}")).collect();
+    // Control characters escaped: the terminal shows them, does not obey.
+    let mut quoted: Vec<String> = (12..=30).map(|i| format!("  | complaint {i}")).collect();
+    quoted.push("  | bad \\x1b[31mred\\rover".to_string());
     assert_eq!(after[..20], quoted[..], "{}", r.stderr);
-    assert!(!r.stderr.contains("complaint 10\n"), "{}", r.stderr);
+    assert!(!r.stderr.contains("complaint 11\n"), "{}", r.stderr);
     assert_eq!(r.stderr.matches("complaint 30").count(), 1, "{}", r.stderr);
 }
 

@@ -271,18 +271,25 @@ path = "unused.csv"
     assert_eq!((r.status, r.json()["records"].clone()), (200, serde_json::json!([{"line": "x"}])));
     let r = invoke("note", "Sometimes");
     assert_eq!((r.status, r.header("x-amzn-errortype")), (400, Some("InvalidParameterValueException")));
-    // An event that is not an object with a list of records says so.
-    for body in ["[1,2]", r#"{"records": 5}"#] {
+    // An event that is not an object with a list of records says so: 400
+    // on every path and invocation type, before anything is accepted.
+    for body in ["[1,2]", "[]", "{}", r#"{"records": 5}"#, "{records", ""] {
         let r = post(a, "/functions/word_count", body);
-        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
         let message = r.json()["errorMessage"].as_str().unwrap().to_string();
-        assert!(
-            message.starts_with("the event must be a JSON object with \"records\" (a list) (line 1, column "),
-            "{message}"
-        );
+        let want = ["the event must be a JSON object with \"records\"", "the event is not JSON: "];
+        assert!(want.iter().any(|w| message.starts_with(w)), "{body}: {message}");
+        for kind in ["Event", "RequestResponse"] {
+            let headers: &[(&str, &str)] = &[("x-amz-invocation-type", kind)];
+            let r = request(a, "POST", "/2015-03-31/functions/note/invocations", headers, body.as_bytes());
+            let got = (r.status, r.header("x-amzn-errortype"));
+            assert_eq!(got, (400, Some("InvalidRequestContentException")), "{body} {kind}");
+        }
     }
-    let r = post(a, "/functions/word_count", "{records");
-    assert!(r.json()["errorMessage"].as_str().unwrap().starts_with("the event is not JSON: "), "{}", r.body);
+    let r = post(a, "/functions/word_count", r#"{"records": 5}"#);
+    let message = r.json()["errorMessage"].as_str().unwrap().to_string();
+    assert!(message.contains("(a list) (line 1, column "), "{message}");
+    assert_eq!(std::fs::read_to_string(s.path("runs.log")).unwrap(), "run\nrun\n", "a bad event ran");
 }
 
 #[test]

@@ -531,6 +531,11 @@ fn datasets_gen_writes_to_object_storage_or_refuses() {
         r.stderr.trim(),
         "error: --out https://example.com/x.csv: `https://` cannot be written; write to s3://, gs:// or az://"
     );
+    for url in ["s3://data", "s3://data/dir/"] {
+        let r = s3.fanout(&s, &["datasets", "gen", "csv", "--rows", "10", "--out", url]).expect(2);
+        let want = format!("error: --out {url}: no object named: expected s3://BUCKET/KEY, with a key not ending in /");
+        assert_eq!(r.stderr.trim(), want);
+    }
     let r = s3.fanout(&s, &["datasets", "gen", "csv", "--rows", "10", "--out", "s3://no-such-bucket/x.csv"]).expect(1);
     assert!(r.stderr.contains("s3://no-such-bucket/x.csv"), "{}", r.stderr);
     let left: Vec<_> = std::fs::read_dir(s.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -590,8 +590,10 @@ fn scratch_prefix(url: &str) -> std::result::Result<String, String> {
     if !is_url(url) {
         return Err(bad(&format!("`{url}` is not a URL")));
     }
-    writable(url).map_err(|e| bad(&e))?;
-    Ok(format!("{}/", url.trim_end_matches('/')))
+    // Objects go under the prefix: one there must be writable.
+    let prefix = format!("{}/", url.trim_end_matches('/'));
+    writable(&format!("{prefix}object")).map_err(|e| bad(&e))?;
+    Ok(prefix)
 }
 
 /// Checks that the URL `url` names an object that can be written: a
@@ -605,7 +607,11 @@ pub fn writable(url: &str) -> std::result::Result<(), String> {
     if scheme.starts_with("http") {
         return Err(format!("`{scheme}://` cannot be written; write to s3://, gs:// or az://"));
     }
-    split_url(url).map(drop).map_err(|e| e.to_string())
+    let (_, key) = split_url(url).map_err(|e| e.to_string())?;
+    if key.is_empty() || key.ends_with('/') {
+        return Err(format!("no object named: expected {scheme}://BUCKET/KEY, with a key not ending in /"));
+    }
+    Ok(())
 }
 
 /// The schemes of object stores.

@@ -45,9 +45,37 @@ impl std::fmt::Display for TaskFailure {
         write!(
             f,
             "stage `{}` ({}) failed on task {} ({}), attempt {}: {}",
-            self.stage, self.phase, self.task, self.input, self.attempt, self.message
+            self.stage,
+            self.phase,
+            self.task,
+            self.input,
+            self.attempt,
+            quoted(&self.message)
         )
     }
+}
+
+/// A function's error as one error: its lines after the first quoted
+/// under it (`  | ...`, as the end of its stderr already is), and control
+/// characters escaped, so that what a function wrote can neither pass for
+/// more errors nor move the terminal's cursor.
+fn quoted(message: &str) -> String {
+    let escape = |line: &str| -> String {
+        line.chars()
+            .map(|c| match c {
+                '\r' => "\\r".to_string(),
+                c if c.is_control() && c != '\t' => format!("\\x{:02x}", c as u32),
+                c => c.to_string(),
+            })
+            .collect()
+    };
+    let mut lines = message.trim_end().lines();
+    let mut out = escape(lines.next().unwrap_or_default());
+    for line in lines {
+        out.push_str("\n  | ");
+        out.push_str(&escape(line.strip_prefix("  | ").unwrap_or(line)));
+    }
+    out
 }
 
 /// Everything that can stop a run.

@@ -366,6 +366,13 @@ fn handle(req: &Request, shared: &Arc<Shared>, warm: &mut Option<Warm>) -> Answe
             return Answer::error(413, "RequestTooLargeException", &format!("the event is over {limit} bytes"));
         }
     };
+    // A malformed event is the request's fault, whichever way it came:
+    // 400, as Lambda answers a payload it cannot take.
+    let event = match parse_event(body) {
+        Ok(event) => event,
+        Err(why) if invoke_api => return Answer::error(400, "InvalidRequestContentException", &why),
+        Err(why) => return Answer::function_error(400, "InvalidParameter", &why),
+    };
     match req.header("x-amz-invocation-type").filter(|_| invoke_api).map(str::trim) {
         None | Some("RequestResponse") => {}
         // The request is valid and would run: Lambda says so, and runs
@@ -396,7 +403,7 @@ fn handle(req: &Request, shared: &Arc<Shared>, warm: &mut Option<Warm>) -> Answe
         let message = format!("Rate Exceeded: {} invocations at once", shared.opts.concurrency);
         return Answer::error(429, "TooManyRequestsException", &message);
     }
-    let outcome = invoke(&name, &served, body, warm, shared.opts.payload_limit);
+    let outcome = invoke_event(&name, &served, event, warm, shared.opts.payload_limit);
     shared.running.fetch_sub(1, Ordering::AcqRel);
     match outcome {
         Ok(body) => Answer::json(200, body),
@@ -464,7 +471,10 @@ fn run_event(shared: &Shared, name: &str, body: &[u8], id: &str) {
                 .unwrap_or(0);
             format!("Event invocation {id} of {name}: succeeded ({records} records)")
         }
-        Err(e) => format!("Event invocation {id} of {name}: failed after {attempts} attempts: {}", e.message),
+        Err(e) => {
+            let tries = if attempts == 1 { "1 attempt".to_string() } else { format!("{attempts} attempts") };
+            format!("Event invocation {id} of {name}: failed after {tries}: {}", e.message)
+        }
     };
     {
         use std::io::Write;
@@ -518,15 +528,36 @@ fn invoke(
     warm: &mut Option<Warm>,
     payload_limit: u64,
 ) -> Result<Vec<u8>, FunctionError> {
-    let mut event: Event<'_> = serde_json::from_slice(body).map_err(|e| {
-        FunctionError::permanent(match e.classify() {
-            serde_json::error::Category::Data => {
-                let at = format!("line {}, column {}", e.line(), e.column());
-                format!("the event must be a JSON object with \"records\" (a list) ({at})")
-            }
-            _ => format!("the event is not JSON: {e}"),
-        })
+    let event = parse_event(body).map_err(FunctionError::permanent)?;
+    invoke_event(name, served, event, warm, payload_limit)
+}
+
+/// The event in `body`, or what is wrong with it: it must be a JSON
+/// object with its records (a list), a split reference or shuffle pieces.
+fn parse_event(body: &[u8]) -> Result<Event<'_>, String> {
+    const SHAPE: &str = "the event must be a JSON object with \"records\" (a list)";
+    // serde would take a list for the struct's fields in order.
+    if body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
+        return Err(format!("{SHAPE}; this is not an object"));
+    }
+    let event: Event<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => format!("{SHAPE} (line {}, column {})", e.line(), e.column()),
+        _ => format!("the event is not JSON: {e}"),
     })?;
+    if event.records.is_none() && event.split.is_none() && event.shuffle.is_none() {
+        return Err(format!("{SHAPE}, a \"split\" or \"shuffle\" pieces; it has none"));
+    }
+    Ok(event)
+}
+
+/// Runs function `name` on `event`; the reply's body.
+fn invoke_event(
+    name: &str,
+    served: &Served<'_>,
+    mut event: Event<'_>,
+    warm: &mut Option<Warm>,
+    payload_limit: u64,
+) -> Result<Vec<u8>, FunctionError> {
     let params_text = event.params.map_or("{}", RawValue::get);
     if let (Some(split), None) = (event.split, &event.records) {
         let batches = read_split(split.get())?;
@@ -549,7 +580,8 @@ fn invoke(
         (Some(shuffle), None) => shuffle.lines(storage())?,
         (_, records) => {
             let records = records.unwrap_or_default();
-            let mut lines = Vec::with_capacity(body.len());
+            let size: usize = records.iter().map(|r| r.get().len() + 1).sum();
+            let mut lines = Vec::with_capacity(size);
             for r in &records {
                 if !r.get().starts_with('{') {
                     return Err(FunctionError::permanent(format!("a record is not a JSON object: {}", r.get())));
