@@ -543,6 +543,49 @@ fn datasets_gen_writes_to_object_storage_or_refuses() {
 }
 
 #[test]
+fn datasets_gen_stopped_by_a_signal_leaves_nothing() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    // Locally: no temporary file, no output.
+    let mut child = Command::new(binary())
+        .args(["datasets", "gen", "text", "--size", "2GiB", "--out", "big.txt"])
+        .current_dir(s.dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let temp = s.path(&format!(".big.txt.{pid}.tmp"));
+    assert!(crate::util::wait_for(60, || temp.exists()), "no temporary file");
+    crate::faults::signal(pid, "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(!temp.exists() && !s.path("big.txt").exists());
+    // To S3: stopped mid-upload, the multipart upload is aborted.
+    let env: Vec<(String, String)> = s3.env().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env = serde_json::to_string(&env).unwrap();
+    s3.boto(
+        &s,
+        &format!(
+            r#"
+import os, signal, subprocess, time
+env = dict(os.environ, **dict({env}))
+p = subprocess.Popen(["{bin}", "datasets", "gen", "text", "--size", "200MiB", "--out", "s3://data/gen/big.txt"],
+                     env=env, stderr=subprocess.PIPE)
+deadline = time.time() + 120
+while not s3.list_multipart_uploads(Bucket="data").get("Uploads"):
+    assert time.time() < deadline and p.poll() is None, "no upload started"
+    time.sleep(0.05)
+p.send_signal(signal.SIGTERM)
+assert p.wait() == 143, p.returncode
+assert not s3.list_multipart_uploads(Bucket="data").get("Uploads"), "an upload was left pending"
+assert "Contents" not in s3.list_objects_v2(Bucket="data", Prefix="gen/"), "an object was written"
+"#,
+            bin = binary().display()
+        ),
+    );
+}
+
+#[test]
 fn a_resume_whose_object_input_changed_fails_before_running_anything() {
     let s = Scratch::new();
     let s3 = S3::start(&s);

@@ -111,6 +111,13 @@ pub struct GenStats {
     pub bytes: u64,
 }
 
+/// The temporary file [`generate`] writes beside `out` (this process's),
+/// for whoever must remove it should the process be stopped.
+pub fn temp_path(out: &Path) -> std::path::PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
 /// Writes the data `spec` describes to `out`, atomically: a temporary file
 /// beside it is renamed into place when complete.
 pub fn generate(spec: &GenSpec, out: &Path) -> Result<GenStats> {
@@ -118,8 +125,7 @@ pub fn generate(spec: &GenSpec, out: &Path) -> Result<GenStats> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = out.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = temp_path(out);
     let result = (|| {
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let stats = match spec.kind {
