@@ -1,7 +1,8 @@
 //! `fanout runs [DIR] [--json]`: the runs kept under a runs directory
 //! (`.fanout/runs` by default), oldest first: id, job, status, when it
 //! started, wall time, invocations and cost, from each run's
-//! `summary.json`. A run with no summary was interrupted (or is running).
+//! `summary.json`. A run with no summary is running (a process holds its
+//! directory) or was interrupted.
 
 use std::io::Write;
 use std::path::Path;
@@ -53,7 +54,11 @@ pub fn list(dir: &Path, json: bool) -> Outcome {
             std::fs::read(run.join("summary.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
         let job = summary.as_ref().map(|s| s.job.clone()).unwrap_or_else(|| job_name(&run));
         let simulated = summary.as_ref().is_some_and(|s| s.simulation.is_some());
-        let status = summary.as_ref().map_or("interrupted", |s| s.status.as_str());
+        let status = match &summary {
+            Some(s) => s.status.as_str(),
+            None if fanout_engine::running(&run).is_some() => "running",
+            None => "interrupted",
+        };
         // A simulation's run directory is not a run's: say so.
         let status = if simulated { format!("sim:{status}") } else { status.to_string() };
         let started = started(&id);

@@ -109,6 +109,13 @@ fn a_run_directory_in_use_refuses_a_second_run_and_touches_nothing() {
         let r = s.run_within(60, &second).expect(1);
         assert_eq!(r.stderr.trim(), format!("error: the run in rd is in use by process {pid}"), "{second:?}");
     }
+    // The run is said to be running, not interrupted.
+    let runs = s.run_within(60, &["runs", ".", "--json"]).expect(0);
+    let line: serde_json::Value = serde_json::from_str(runs.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(line["status"], "running", "{}", runs.stdout);
+    s.run_within(60, &["report", "rd", "--out", "page.html"]).expect(0);
+    let page = std::fs::read_to_string(s.path("page.html")).unwrap();
+    assert!(page.contains(&format!("The run is still running (process {pid})")), "no running notice");
     // Nothing of the run's was touched (the first resume is held, so
     // nothing of its own changed the files in between either).
     assert_eq!(listing(&s.path("rd")), before);

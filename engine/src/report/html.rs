@@ -29,7 +29,7 @@ td.text{text-align:left;font-family:ui-monospace,monospace;font-size:12px;max-wi
 svg{max-width:100%;height:auto;display:block}figure{margin:6px 0}.grid{display:flex;flex-wrap:wrap;gap:4px}\
 .grid figure{flex:1 1 460px}.sw{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:-1px}\
 .legend{font-size:13px;margin:4px 0}.status{display:inline-block;padding:2px 9px;border-radius:4px;color:#fff;\
-font-weight:600}.succeeded{background:#2a8a3a}.failed{background:#c62828}.interrupted{background:#b7791f}.simulated{background:#5a4fcf}\
+font-weight:600}.succeeded{background:#2a8a3a}.running{background:#1f6fb7}.failed{background:#c62828}.interrupted{background:#b7791f}.simulated{background:#5a4fcf}\
 .error{background:#fdecea;border-left:4px solid #c62828;padding:8px 12px;font-size:13px;white-space:pre-wrap;\
 overflow-wrap:anywhere}.muted{color:#777;font-size:12px}";
 
@@ -175,6 +175,12 @@ pub(crate) fn header(run: &RunView) -> String {
             );
         }
         h.push_str("</div>\n");
+    } else if let (None, Some(pid)) = (&run.summary, crate::run::running(&run.dir)) {
+        h.push_str(&format!(
+            "<div class=\"error\" id=\"failure\">The run is still running (process {}): what follows is what its \
+             invocation records hold so far.</div>\n",
+            esc(&pid)
+        ));
     } else if run.summary.is_none() {
         h.push_str(
             "<div class=\"error\" id=\"failure\">The run has no summary.json: it was interrupted (or crashed). \

@@ -87,9 +87,14 @@ impl RunView {
         }
     }
 
-    /// succeeded, failed, or interrupted (no summary).
+    /// succeeded, failed, or, with no summary, running (a process holds
+    /// the run directory) or interrupted.
     pub(crate) fn status(&self) -> &str {
-        self.summary.as_ref().map_or("interrupted", |s| s.status.as_str())
+        match &self.summary {
+            Some(s) => s.status.as_str(),
+            None if crate::run::running(&self.dir).is_some() => "running",
+            None => "interrupted",
+        }
     }
 
     /// Wall time, seconds (the last invocation's end without a summary).

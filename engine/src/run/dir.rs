@@ -126,6 +126,21 @@ impl RunDir {
     }
 }
 
+/// The process running the run in `dir` now (its pid, as it wrote it),
+/// or `None` when no process holds the directory.
+pub fn running(dir: &Path) -> Option<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(dir.join(LOCK)).ok()?;
+    match Flock::lock(f, FlockArg::LockSharedNonblock) {
+        Ok(_) => None,
+        Err((mut f, _)) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            Some(Some(pid.trim().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| "unknown".into()))
+        }
+    }
+}
+
 /// Refuses a new run in the directory of another (finished, or to be
 /// resumed).
 fn taken(path: &Path) -> Result<(), EngineError> {
