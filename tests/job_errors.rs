@@ -260,3 +260,25 @@ fn a_glob_of_two_formats_is_refused_alike_by_validate_plan_and_run() {
     // With the format set, every file is read as one.
     s.run(&["validate", "job.toml", "--set", "input.format=csv"]).expect(0);
 }
+
+#[test]
+fn a_named_time_zone_is_refused_at_validation_and_an_offset_is_read() {
+    let s = Scratch::new();
+    s.write("tz.csv", "id,ts\n1,2024-01-01T10:00:00+02:00\n");
+    let job = |zone: &str| {
+        format!(
+            "[input]\npath = \"tz.csv\"\nschema = ['id:int64', 'ts:Timestamp(Second, Some(\"{zone}\"))']\n\
+             [output]\npath = \"out.csv\"\nmode = \"overwrite\"\n"
+        )
+    };
+    s.write("named.toml", job("UTC"));
+    let r = s.run(&["validate", "named.toml"]).expect(2);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: named.toml:3:23: column `ts`: time zone `UTC` is not an offset; write it as one, such as +00:00 \
+         for UTC (named zones are not supported)"
+    );
+    s.write("offset.toml", job("+00:00"));
+    s.run(&["run", "offset.toml", "--progress", "never", "--show", "0"]).expect(0);
+    assert_eq!(std::fs::read_to_string(s.path("out.csv")).unwrap(), "id,ts\n1,2024-01-01T08:00:00Z\n");
+}
