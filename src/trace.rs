@@ -24,10 +24,11 @@ pub fn trace(run_dir: &Path, out: Option<&Path>) -> Outcome {
     // whole: a failure leaves no half a trace (the temporary file goes
     // when dropped).
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let temp = tempfile::Builder::new()
-        .prefix(".fanout-trace-")
-        .tempfile_in(dir)
-        .with_context(|| format!("{}", out.display()))?;
+    let temp = tempfile::Builder::new().prefix(".fanout-trace-").tempfile_in(dir).map_err(|e| {
+        // tempfile's error names its own file; the cause is what counts.
+        let text = e.to_string();
+        anyhow::anyhow!("{}: {}", out.display(), text.split(" at path ").next().unwrap_or(&text))
+    })?;
     // Readable as a file `create` makes (a temporary file is its owner's).
     let readable = std::os::unix::fs::PermissionsExt::from_mode(0o644);
     temp.as_file().set_permissions(readable).with_context(|| format!("{}", out.display()))?;

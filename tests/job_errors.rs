@@ -164,6 +164,11 @@ fn json_jobs_are_read_and_located() {
         r#"{"input": {"path": "data.txt"}, "stage": [{"function": "word_count"}], "output": {"path": "o.csv"}}"#,
     );
     s.run(&["validate", "job.json"]).expect(0);
+    // With a byte-order mark, as some editors write.
+    let mut bom = "\u{feff}".to_string();
+    bom.push_str(&std::fs::read_to_string(s.path("job.json")).unwrap());
+    s.write("bom.json", bom);
+    s.run(&["validate", "bom.json"]).expect(0);
     s.write("bad.json", "{\"input\": {\"path\": \"data.txt\",\n  \"chunks\": 1}, \"output\": {\"path\": \"o.csv\"}}");
     let r = s.run(&["validate", "bad.json"]).expect(2);
     assert!(r.stderr.starts_with("error: bad.json:2:10: unknown field `chunks`"), "{}", r.stderr);

@@ -617,6 +617,8 @@ fn a_trace_that_fails_leaves_no_file_and_a_missing_run_is_named() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!left.iter().any(|f| f.contains("trace")), "a trace was left: {left:?}");
+    let r = s.run(&["trace", "rd", "--out", "nodir/t.json"]).expect(1);
+    assert_eq!(r.stderr.trim(), "error: nodir/t.json: No such file or directory (os error 2)");
     // A run directory that is not there, or not a run's, is a usage error
     // that names it, alike for every command that reads one.
     for args in [["trace", "gone"], ["records", "gone"], ["report", "gone"]] {

@@ -269,6 +269,7 @@ path = "unused.csv"
     // RequestResponse, said or not: the answer.
     let r = invoke("note", "RequestResponse");
     assert_eq!((r.status, r.json()["records"].clone()), (200, serde_json::json!([{"line": "x"}])));
+    assert!(r.header("x-amzn-requestid").is_some_and(|r| r != id), "{:?}", r.headers);
     let r = invoke("note", "Sometimes");
     assert_eq!((r.status, r.header("x-amzn-errortype")), (400, Some("InvalidParameterValueException")));
     // An event that is not an object with a list of records says so: 400

@@ -115,6 +115,12 @@ impl Source {
     /// A job file's text, with the name to report it by.
     pub fn new(path: &Path, text: String) -> Source {
         let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        // A byte-order mark (editors on Windows write one) is not part of
+        // the document.
+        let text = match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => text,
+        };
         Source { path: path.to_path_buf(), text, syntax: if json { Syntax::Json } else { Syntax::Toml } }
     }
 

@@ -131,7 +131,7 @@ pub fn serve(
         opts,
         running: AtomicUsize::new(0),
         queued: AtomicUsize::new(0),
-        events: AtomicUsize::new(0),
+        requests: AtomicUsize::new(0),
         stop,
         done: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
@@ -182,8 +182,8 @@ struct Shared {
     /// `Event` invocations accepted and not yet ended (the drain waits
     /// for them).
     queued: AtomicUsize,
-    /// `Event` invocations accepted so far, for their request ids.
-    events: AtomicUsize,
+    /// Invocations taken on the Invoke API so far, for their request ids.
+    requests: AtomicUsize,
     stop: Arc<AtomicBool>,
     /// The drain is over: idle connections close (until then, a request
     /// on a kept-alive connection gets its 503).
@@ -379,8 +379,7 @@ fn handle(req: &Request, shared: &Arc<Shared>, warm: &mut Option<Warm>) -> Answe
         // nothing.
         Some("DryRun") => return Answer { status: 204, headers: Vec::new(), body: Vec::new() },
         Some("Event") => {
-            let n = shared.events.fetch_add(1, Ordering::Relaxed) + 1;
-            let id = format!("event-{}-{n}", std::process::id());
+            let id = request_id(shared);
             shared.queued.fetch_add(1, Ordering::AcqRel);
             let (mine, body, function, request) = (shared.clone(), body.clone(), name.clone(), id.clone());
             let spawned = std::thread::Builder::new()
@@ -406,11 +405,17 @@ fn handle(req: &Request, shared: &Arc<Shared>, warm: &mut Option<Warm>) -> Answe
     let outcome = invoke_event(&name, &served, event, warm, shared.opts.payload_limit);
     shared.running.fetch_sub(1, Ordering::AcqRel);
     match outcome {
+        Ok(body) if invoke_api => {
+            let mut a = Answer::json(200, body);
+            a.headers.push(("x-amzn-requestid", request_id(shared)));
+            a
+        }
         Ok(body) => Answer::json(200, body),
         Err(e) if invoke_api => {
             let kind = if e.permanent { "InvalidParameter" } else { "FunctionError" };
             let mut a = Answer::function_error(200, kind, &e.message);
             a.headers.push(("x-amz-function-error", "Unhandled".into()));
+            a.headers.push(("x-amzn-requestid", request_id(shared)));
             a
         }
         Err(e) if e.permanent => Answer::function_error(400, "InvalidParameter", &e.message),
@@ -429,6 +434,13 @@ fn served<'a>(shared: &'a Shared, name: &str) -> Result<Served<'a>, Answer> {
         },
         (None, None) => Err(Answer::error(404, "ResourceNotFoundException", &format!("Function not found: {name}"))),
     }
+}
+
+/// A new request id for an invocation on the Invoke API: the host's
+/// process and a count, unique while it lives.
+fn request_id(shared: &Shared) -> String {
+    let n = shared.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    format!("{}-{n}", std::process::id())
 }
 
 /// Attempts of an `Event` invocation whose function fails, as Lambda's
