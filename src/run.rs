@@ -25,7 +25,8 @@ pub fn run(a: &RunArgs) -> Outcome {
     if let Some(dir) = &a.resume {
         crate::runs::check_run_dir(dir)?;
     }
-    if let Some(dir) = &a.resume
+    let resume = a.resume.as_deref().map(from_where_it_began).transpose()?;
+    if let Some(dir) = &resume
         && let Some(summary) = fanout_engine::finished_run(dir).map_err(Failure::from)?
     {
         // A pipeline may resume a run again and again: a finished one is
@@ -34,7 +35,7 @@ pub fn run(a: &RunArgs) -> Outcome {
     }
     let registry = Registry::builtins();
     let job_args = JobArgs {
-        job: match (&a.job, &a.resume) {
+        job: match (&a.job, &resume) {
             (_, Some(dir)) => dir.join("job.json"),
             (Some(job), None) => job.clone(),
             (None, None) => unreachable!("clap requires a job or --resume"),
@@ -57,10 +58,10 @@ pub fn run(a: &RunArgs) -> Outcome {
         ProgressMode::Auto => terminal,
     };
     let opts = RunOptions {
-        run_dir: a.resume.clone().or_else(|| a.run_dir.clone()),
+        run_dir: resume.clone().or_else(|| a.run_dir.clone()),
         cache_dir: a.cache_dir.clone(),
         journal: !a.no_journal,
-        resume: a.resume.is_some(),
+        resume: resume.is_some(),
         shuffle_memory: a.shuffle_memory.bytes(),
         progress: progress.clone(),
         chaos: a.chaos,
@@ -128,6 +129,28 @@ pub fn run(a: &RunArgs) -> Outcome {
         writeln!(out, "{preview}")?;
     }
     Ok(())
+}
+
+/// A run to resume goes on in the directory it was started in, where the
+/// job's relative paths lead from: when that is not this one, the process
+/// moves there, and the run directory is named by its absolute path.
+fn from_where_it_began(dir: &std::path::Path) -> Result<std::path::PathBuf, Failure> {
+    use std::os::unix::ffi::OsStringExt;
+    let Ok(began) = std::fs::read(dir.join(fanout_engine::CWD)) else { return Ok(dir.to_path_buf()) };
+    let began = std::path::PathBuf::from(std::ffi::OsString::from_vec(began));
+    let here = std::env::current_dir()?;
+    if here.canonicalize().ok() == began.canonicalize().ok() {
+        return Ok(dir.to_path_buf());
+    }
+    let absolute = std::path::absolute(dir)?;
+    std::env::set_current_dir(&began).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the run was started in {}, where its relative paths lead from: {e}",
+            dir.display(),
+            began.display()
+        )
+    })?;
+    Ok(absolute)
 }
 
 /// Stops the run at SIGINT (Ctrl-C) or SIGTERM: the engine stops issuing

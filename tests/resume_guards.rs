@@ -207,9 +207,14 @@ fn a_resume_of_unchanged_input_goes_on_and_a_removed_file_is_named() {
     std::fs::rename(s.path("data/c.txt"), s.path("c.txt")).unwrap();
     let r = s.run_within(60, &["run", "--resume", "rd", "--progress", "never"]).expect(1);
     assert!(r.stderr.contains("data/c.txt (no longer listed)"), "{}", r.stderr);
-    // Put back as it was (its modification time kept): the resume goes on.
+    // Put back as it was (its modification time kept): the resume goes on,
+    // from wherever it is started: the job's relative paths lead from
+    // where the run began.
     std::fs::rename(s.path("c.txt"), s.path("data/c.txt")).unwrap();
-    let r = s.run_within(120, &["run", "--resume", "rd", "--progress", "never", "--json"]).expect(0);
+    std::fs::create_dir(s.path("elsewhere")).unwrap();
+    let args = ["run", "--resume", "../rd", "--progress", "never", "--json"];
+    let r = crate::util::run_in(&s.path("elsewhere"), &args).expect(0);
+    assert!(!s.path("elsewhere/out").exists());
     assert!(summary(&r)["resumed_tasks"].as_u64().unwrap() >= 20);
     assert_eq!(std::fs::read_to_string(s.path("out/counts.csv")).unwrap(), expected_counts(&s));
 }

@@ -37,7 +37,7 @@ pub use error::{CompileError, EngineError, TaskFailure};
 pub use gather::OutputInfo;
 pub use progress::{InFlight, Progress, SlotGauge, StageProgress};
 pub use records::InvocationRecord;
-pub use run::{Report, RunFailure, RunOptions, finished_run, run, running};
+pub use run::{CWD, Report, RunFailure, RunOptions, finished_run, run, running};
 pub use stats::StageStats;
 pub use step::{Step, StepKind};
 pub use stop::Stop;

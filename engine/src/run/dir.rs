@@ -29,6 +29,10 @@ pub(crate) struct RunDir {
 /// The file of a run directory its run locks, holding the run's pid.
 const LOCK: &str = "lock";
 
+/// The file of a run directory that holds the directory the run was
+/// started in: a job's relative paths lead from there, also on a resume.
+pub const CWD: &str = "cwd";
+
 /// The file of a run directory that lists the multipart uploads its
 /// commits started (JSON lines `{"url", "id"}`), so that a resume aborts
 /// any that a killed run left pending.
@@ -55,6 +59,10 @@ impl RunDir {
         // in it now is said to be so).
         if !resume {
             taken(&path)?;
+            // Where the run's relative paths lead from, for its resumes.
+            let cwd = path.join(CWD);
+            let here = std::env::current_dir().map_err(|e| EngineError::io(".", e))?;
+            std::fs::write(&cwd, here.as_os_str().as_encoded_bytes()).map_err(|e| EngineError::io(&cwd, e))?;
         }
         let file = path.join("owner");
         let owner = match std::fs::read_to_string(&file) {

@@ -46,7 +46,7 @@ use crate::stop::Stop;
 use crate::summary::{Summary, Totals, summarize};
 use bad::BadInput;
 use dir::RunDir;
-pub use dir::{finished_run, running};
+pub use dir::{CWD, finished_run, running};
 use dispatch::{Busy, Limit, run_phase};
 use failures::Failures;
 use slot::Slot;
