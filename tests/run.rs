@@ -284,6 +284,27 @@ fn a_stage_that_has_not_started_says_what_it_waits_for() {
     assert!(last.contains(" tasks · ") && !last.contains("waiting"), "{}", r.stderr);
 }
 
+#[test]
+fn a_keyed_stage_shows_its_tasks_done_while_a_slow_function_after_it_runs() {
+    let s = Scratch::new();
+    s.write("in.txt", (0..200).map(|i| format!("w{} w{}\n", i % 13, i % 7)).collect::<String>());
+    // The reduce of `total` is quick; `slow`, in the same tasks after it,
+    // takes 3 s a partition: the line at 1 s shows total done, slow not.
+    let job = "[input]\npath = \"in.txt\"\n\
+               [[stage]]\nname = \"count\"\nfunction = \"word_count\"\n\
+               [[stage]]\nname = \"total\"\nfunction = \"aggregate\"\nkey = [\"word\"]\npartitions = 2\nparams = { sum = [\"count\"] }\n\
+               [[stage]]\nname = \"slow\"\nfunction = { exec = [\"sh\", \"-c\", \"sleep 3; cat\"] }\n\
+               [output]\npath = \"out.csv\"\n[platform]\nconcurrency = 2\n";
+    s.write("job.toml", job);
+    let r = s.run(&["run", "job.toml", "--progress", "always", "--show", "0"]).expect(0);
+    let first = |stage: &str| -> String {
+        let prefix = format!("{stage}: ");
+        r.stderr.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_default().to_string()
+    };
+    assert!(first("total").starts_with("2/2 tasks · 0 running, 0 queued"), "{}", r.stderr);
+    assert!(first("slow").starts_with("0/2 tasks · 2 running"), "{}", r.stderr);
+}
+
 /// A size as fanout prints it (`41.0 KiB`).
 fn fanout_jobs_size(bytes: u64) -> String {
     let kib = bytes as f64 / 1024.0;

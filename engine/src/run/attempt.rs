@@ -137,6 +137,9 @@ fn run_steps(
     let platform = &shared.plan.platform;
     let mut data: Option<Vec<RecordBatch>> = None;
     let mut queued_at = queued;
+    // With a function outside the process in the task, a step's progress
+    // is shown as it ends, not once the task group has.
+    let external = phase.steps.iter().any(|s| compiled.stages[s.stage].external);
     for &step in &phase.steps {
         let stage = &compiled.stages[step.stage];
         let limit = shared.limits[step.stage].as_ref();
@@ -240,6 +243,9 @@ fn run_steps(
                         c[0] += 1;
                         c[1] += bytes_in;
                         c[2] += records_out;
+                        if external {
+                            slot.counts.publish(shared);
+                        }
                     }
                     data = Some(out);
                     break;

@@ -54,7 +54,8 @@ pub(super) struct Counts {
 }
 
 impl Counts {
-    fn publish(&mut self, shared: &Shared<'_>) {
+    /// Adds the counts to the shared ones, for the progress display.
+    pub(super) fn publish(&mut self, shared: &Shared<'_>) {
         use std::sync::atomic::Ordering::Relaxed;
         for (stage, c) in self.stages.iter_mut().enumerate() {
             if c[0] > 0 {
