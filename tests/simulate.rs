@@ -42,6 +42,9 @@ pub(crate) fn simulate(s: &Scratch, dir: &str, sets: &[String], extra: &[&str]) 
 fn simulate_predicts_real_runs_on_every_preset_calibrated_at_concurrency_one() {
     let s = Scratch::new();
     sleep_job(&s, 24);
+    // The calibration too runs while no benchmark loads every core: a
+    // disturbed one makes every prediction slow.
+    let _quiet = crate::util::heavy();
     real(&s, "cal", &["platform.concurrency=1".to_string()]);
     let mut cases: Vec<Vec<String>> = vec![
         vec!["platform.concurrency=2".into()],
@@ -60,7 +63,6 @@ fn simulate_predicts_real_runs_on_every_preset_calibrated_at_concurrency_one() {
             "platform.backups=false".into(),
         ]);
     }
-    let _quiet = crate::util::heavy();
     let mut errors = Vec::new();
     for (i, sets) in cases.iter().enumerate() {
         let p = summary(&simulate(&s, &format!("sim-{i}"), sets, &["--seeds", "3"]).expect(0));

@@ -239,10 +239,7 @@ fn run_steps(
             match call.result {
                 Ok(out) => {
                     if step.kind != StepKind::Combine {
-                        let c = &mut slot.counts.stages[step.stage];
-                        c[0] += 1;
-                        c[1] += bytes_in;
-                        c[2] += records_out;
+                        slot.counts.stages[step.stage].add(bytes_in, records_out);
                         if external {
                             slot.counts.publish(shared);
                         }

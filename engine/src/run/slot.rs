@@ -44,11 +44,31 @@ pub(super) struct Slot {
     pub(super) gauge: Arc<SlotGauge>,
 }
 
+/// One stage's counts of a slot since it last published them.
+#[derive(Default, Clone, Copy)]
+pub(super) struct StageCounts {
+    /// Tasks done.
+    pub(super) tasks: u64,
+    /// Their input bytes.
+    pub(super) bytes: u64,
+    /// Records they passed on.
+    pub(super) records: u64,
+}
+
+impl StageCounts {
+    /// Counts a task done.
+    pub(super) fn add(&mut self, bytes: u64, records: u64) {
+        self.tasks += 1;
+        self.bytes += bytes;
+        self.records += records;
+    }
+}
+
 /// A slot's counts since it last published them.
 #[derive(Default)]
 pub(super) struct Counts {
-    /// Per stage: tasks done, input bytes, records out.
-    pub(super) stages: Vec<[u64; 3]>,
+    /// Per stage.
+    pub(super) stages: Vec<StageCounts>,
     pub(super) input_records: u64,
     pub(super) input_bytes: u64,
 }
@@ -58,12 +78,12 @@ impl Counts {
     pub(super) fn publish(&mut self, shared: &Shared<'_>) {
         use std::sync::atomic::Ordering::Relaxed;
         for (stage, c) in self.stages.iter_mut().enumerate() {
-            if c[0] > 0 {
+            if c.tasks > 0 {
                 let p = &shared.progress[stage];
-                p.done.fetch_add(c[0], Relaxed);
-                p.bytes.fetch_add(c[1], Relaxed);
-                p.records.fetch_add(c[2], Relaxed);
-                *c = [0; 3];
+                p.done.fetch_add(c.tasks, Relaxed);
+                p.bytes.fetch_add(c.bytes, Relaxed);
+                p.records.fetch_add(c.records, Relaxed);
+                *c = StageCounts::default();
             }
         }
         if self.input_bytes > 0 || self.input_records > 0 {
@@ -98,7 +118,7 @@ impl Slot {
             last_used: vec![now; steps],
             cold_starts: vec![0; steps],
             files: OpenFiles::default(),
-            counts: Counts { stages: vec![[0; 3]; stages], ..Counts::default() },
+            counts: Counts { stages: vec![StageCounts::default(); stages], ..Counts::default() },
             outputs: Vec::new(),
             journaled: Local::default(),
             gauge,
