@@ -4,8 +4,6 @@
 
 use hdrhistogram::Histogram;
 
-use crate::records::InvocationRecord;
-
 /// Totals for one (stage, phase).
 #[derive(Debug, Clone)]
 pub struct StageStats {
@@ -50,19 +48,6 @@ impl Default for StageStats {
 }
 
 impl StageStats {
-    pub(crate) fn add(&mut self, r: &InvocationRecord<'_>) {
-        self.invocations += 1;
-        self.cold += u64::from(r.cold);
-        self.failed += u64::from(r.status != "ok");
-        self.records_in += r.records_in;
-        self.records_out += r.records_out;
-        self.bytes_in += r.bytes_in;
-        self.bytes_out += r.bytes_out;
-        self.retries += u64::from(r.attempt > 1);
-        self.billed_us += r.billed_us;
-        self.latency.saturating_record(r.finished_us.saturating_sub(r.started_us).max(1));
-    }
-
     /// Adds another worker's totals.
     pub fn merge(&mut self, o: &StageStats) {
         self.invocations += o.invocations;

@@ -48,7 +48,22 @@ pub struct Invocation<'a> {
     /// A map invocation whose output is shuffled through object storage:
     /// a function that can ([`Planned::writes_shuffle`]) partitions its
     /// output and writes it there itself, answering with the pieces.
-    pub shuffle_to: Option<&'a crate::shuffle::ShuffleTo>,
+    pub shuffle_to: Option<&'a ShuffleTo>,
+}
+
+/// What a map invocation is asked to do with its output when its records
+/// are shuffled through object storage: partition them by `key` into
+/// `partitions` and write them as the object `path`, answering with the
+/// pieces (`{"pieces": [[partition, offset, length, records], ...]}`)
+/// instead of the records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShuffleTo {
+    /// The key columns, by name.
+    pub key: Vec<String>,
+    /// How many partitions.
+    pub partitions: usize,
+    /// The object to write.
+    pub path: String,
 }
 
 /// A piece of a shuffle partition in object storage: `length` bytes at
@@ -198,7 +213,7 @@ pub trait Planned: Send + Sync {
     /// For map stages: whether the function runs remotely and may write
     /// its output to object storage itself when the next stage shuffles
     /// there ([`Invocation::shuffle_to`]). It answers with the pieces, as
-    /// a batch of [`pieces_schema`](crate::shuffle::pieces_schema), or
+    /// a batch of the shuffle's pieces schema, or
     /// with its records, which the engine then writes.
     fn writes_shuffle(&self) -> bool {
         false

@@ -20,6 +20,7 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use fanout_datasets::Storage;
 
 use crate::external::codec::{IoFormat, encode};
+pub use crate::function::ShuffleTo;
 use crate::function::{FunctionError, Piece};
 
 /// Splits rows by partition: a hash of their key columns (xxh3 of a lone
@@ -107,21 +108,6 @@ impl Partitioner {
             _ => None,
         }
     }
-}
-
-/// What a map invocation is asked to do with its output when its records
-/// are shuffled through object storage: partition them by `key` into
-/// `partitions` and write them as the object `path`, answering with the
-/// pieces (`{"pieces": [[partition, offset, length, records], ...]}`)
-/// instead of the records.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ShuffleTo {
-    /// The key columns, by name.
-    pub key: Vec<String>,
-    /// How many partitions.
-    pub partitions: usize,
-    /// The object to write.
-    pub path: String,
 }
 
 /// Partitions `batches` and writes them as the object `url` with one

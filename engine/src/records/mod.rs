@@ -383,6 +383,24 @@ pub(crate) fn replay(
     Ok(n)
 }
 
+/// Statistics are kept from the records: counting one here keeps the
+/// statistics below the records they count.
+impl StageStats {
+    /// Counts one invocation.
+    pub(crate) fn add(&mut self, r: &InvocationRecord<'_>) {
+        self.invocations += 1;
+        self.cold += u64::from(r.cold);
+        self.failed += u64::from(r.status != "ok");
+        self.records_in += r.records_in;
+        self.records_out += r.records_out;
+        self.bytes_in += r.bytes_in;
+        self.bytes_out += r.bytes_out;
+        self.retries += u64::from(r.attempt > 1);
+        self.billed_us += r.billed_us;
+        self.latency.saturating_record(r.finished_us.saturating_sub(r.started_us).max(1));
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

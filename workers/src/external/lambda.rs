@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef, FieldPath};
 
-use crate::external::event::{EventMode, EventSpec};
-use crate::external::sandbox::Sandbox;
+use crate::external::event::EventMode;
+use crate::external::sandbox::{LambdaSpec, Sandbox};
 use crate::external::settings::{Settings, stem};
 use crate::external::{Backend, Container, ExternalContext, Launch, planned};
 use crate::function::{FunctionError, Planned};
@@ -87,19 +87,6 @@ impl Backend for Lambda {
         };
         Ok(planned(Arc::new(spec), input, output, keyed))
     }
-}
-
-/// A lambda function's settings, shared by its sandboxes.
-pub(crate) struct LambdaSpec {
-    pub(crate) command: Vec<String>,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) cwd: Option<std::path::PathBuf>,
-    pub(crate) handler: String,
-    pub(crate) stage: String,
-    /// Its events and responses.
-    pub(crate) events: EventSpec,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) memory_mb: u64,
 }
 
 impl Launch for LambdaSpec {

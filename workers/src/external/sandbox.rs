@@ -17,10 +17,22 @@ use arrow_array::RecordBatch;
 
 use crate::external::Container;
 use crate::external::api::{Api, Event, Happened, Outcome, POLL};
-use crate::external::event::{EventMode, records_read};
-use crate::external::lambda::LambdaSpec;
+use crate::external::event::{EventMode, EventSpec, records_read};
 use crate::external::process::{self, Tail, ended};
 use crate::function::{FunctionError, Invocation};
+
+/// A lambda function's settings, shared by its sandboxes.
+pub(crate) struct LambdaSpec {
+    pub(crate) command: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: Option<std::path::PathBuf>,
+    pub(crate) handler: String,
+    pub(crate) stage: String,
+    /// Its events and responses.
+    pub(crate) events: EventSpec,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) memory_mb: u64,
+}
 
 /// How long a new process may take to ask for its first event (Lambda's
 /// init phase limit).
