@@ -14,9 +14,13 @@
 
 use std::path::{Path, PathBuf};
 
+use futures_util::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
+
 use crate::error::{Error, Result};
 use crate::format::Compression;
-use crate::store::{self, Object, Storage};
+use crate::store::{self, Object, Storage, block_on, io_error, object_error, split_url};
 
 /// One input file, as found by listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +66,7 @@ impl InputFile {
         let meta = store::block_on(object_store::ObjectStoreExt::head(&*object.store, &object.key))
             .map_err(|e| store::object_error(name, e))?;
         let path = PathBuf::from(name);
-        let version = store::version(&meta);
+        let version = version(&meta);
         Ok(InputFile {
             compression: Compression::from_path(&path),
             size: meta.size,
@@ -93,7 +97,7 @@ pub fn list<'a>(inputs: &'a [String], storage: &'a Storage) -> impl Iterator<Ite
 /// Expands one input entry.
 fn expand<'a>(input: &'a str, storage: &'a Storage) -> Box<dyn Iterator<Item = Result<InputFile>> + Send + 'a> {
     if store::is_url(input) && !input.starts_with("file://") {
-        return match storage.list(input) {
+        return match objects(storage, input) {
             Ok(files) => Box::new(files.into_iter().map(Ok)),
             Err(e) => Box::new(std::iter::once(Err(e))),
         };
@@ -141,6 +145,86 @@ fn expand<'a>(input: &'a str, storage: &'a Storage) -> Box<dyn Iterator<Item = R
         return Box::new(std::iter::once(Err(Error::NoMatch { pattern: input.to_string() })));
     }
     Box::new(std::iter::once(InputFile::stat(path)))
+}
+
+/// The input files an object URL names: one object, every object under
+/// it as a prefix (a "directory"), or those a glob in its key matches,
+/// in key order. Hidden names (a part starting with `.`) under a prefix
+/// are skipped, as a local directory's are.
+pub(crate) fn objects(storage: &Storage, input: &str) -> Result<Vec<InputFile>> {
+    let (base, key) = split_url(input)?;
+    let glob = is_glob(key);
+    let no_match = || Error::NoMatch { pattern: input.to_string() };
+    // A bucket's root, or a key ending in `/`, is a prefix only.
+    if !glob && !key.ends_with('/') && !key.is_empty() {
+        let object = storage.object(input)?;
+        match block_on(object.store.head(&object.key)) {
+            Ok(meta) => return Ok(vec![input_file(base, &object, meta)]),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(object_error(input, e)),
+        }
+    }
+    // The literal part of the key before its first wildcard, up to a `/`.
+    let literal = match key.find(['*', '?', '[']) {
+        Some(i) => &key[..key[..i].rfind('/').map_or(0, |j| j + 1)],
+        None => key,
+    };
+    let pattern = glob
+        .then(|| glob::Pattern::new(key))
+        .transpose()
+        .map_err(|e| Error::BadPattern { pattern: input.to_string(), message: e.to_string() })?;
+    let prefix = Key::parse(literal.trim_end_matches('/')).map_err(|e| Error::invalid(input, e))?;
+    let object = storage.object_at(base, input, prefix.clone())?;
+    let options = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
+    let mut files = Vec::new();
+    let mut listing = object.store.list(Some(&prefix));
+    while let Some(meta) = block_on(listing.next()) {
+        let meta = meta.map_err(|e| match base.starts_with("http") {
+            // A web server lists nothing unless it speaks WebDAV.
+            true => Error::invalid(
+                input,
+                format!(
+                    "a glob or prefix of an http(s) URL needs a server that lists its files (WebDAV's PROPFIND), \
+                     and this one did not: name each file in `path` ({})",
+                    io_error(e)
+                ),
+            ),
+            false => object_error(input, e),
+        })?;
+        let name = meta.location.as_ref();
+        let keep = match &pattern {
+            Some(p) => p.matches_with(name, options),
+            None => {
+                let under = name.get(prefix.as_ref().len()..).unwrap_or(name);
+                !under.split('/').any(|part| part.starts_with('.'))
+            }
+        };
+        if keep {
+            files.push(input_file(base, &object, meta));
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    if files.is_empty() {
+        return Err(no_match());
+    }
+    Ok(files)
+}
+
+/// The input file of an object found by a listing.
+fn input_file(base: &str, listed: &Object, meta: object_store::ObjectMeta) -> InputFile {
+    let path = PathBuf::from(format!("{base}/{}", meta.location));
+    let version = version(&meta);
+    let (key, size) = (meta.location, meta.size);
+    let object =
+        Object { store: listed.store.clone(), key, requests: listed.requests.clone(), kept: listed.kept.clone() };
+    InputFile { compression: Compression::from_path(&path), size, path, object: Some(object), version }
+}
+
+/// What tells one version of an object from another: its ETag, else its
+/// version, else its modification time.
+pub(crate) fn version(meta: &object_store::ObjectMeta) -> String {
+    (meta.e_tag.clone().or_else(|| meta.version.clone()))
+        .unwrap_or_else(|| meta.last_modified.timestamp_nanos_opt().unwrap_or_default().to_string())
 }
 
 /// Passes `files` through, or yields a `NoMatch` error if it is empty.

@@ -25,9 +25,7 @@ use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::error::{Error, Result};
-use crate::format::Compression;
 use crate::kept::Kept;
-use crate::listing::InputFile;
 
 /// Whether `s` is a URL (`scheme://...`) rather than a local path.
 pub fn is_url(s: &str) -> bool {
@@ -314,6 +312,12 @@ impl Storage {
         Ok(Object { store: self.store(base, url)?, key, requests: self.requests.clone(), kept: self.kept.clone() })
     }
 
+    /// The object `key` in the store of `base` (`scheme://authority`),
+    /// `url` naming it in errors.
+    pub(crate) fn object_at(&self, base: &str, url: &str, key: Key) -> Result<Object> {
+        Ok(Object { store: self.store(base, url)?, key, requests: self.requests.clone(), kept: self.kept.clone() })
+    }
+
     /// The store of `scheme://authority`, made once.
     fn store(&self, base: &str, url: &str) -> Result<Arc<dyn ObjectStore>> {
         Ok(self.stores(base, url)?.object)
@@ -509,74 +513,6 @@ impl Storage {
         }
         sent
     }
-
-    /// The input files an object URL names: one object, every object under
-    /// it as a prefix (a "directory"), or those a glob in its key matches,
-    /// in key order. Hidden names (a part starting with `.`) under a prefix
-    /// are skipped, as a local directory's are.
-    pub(crate) fn list(&self, input: &str) -> Result<Vec<InputFile>> {
-        let (base, key) = split_url(input)?;
-        let glob = crate::listing::is_glob(key);
-        let no_match = || Error::NoMatch { pattern: input.to_string() };
-        // A bucket's root, or a key ending in `/`, is a prefix only.
-        if !glob && !key.ends_with('/') && !key.is_empty() {
-            let object = self.object(input)?;
-            match block_on(object.store.head(&object.key)) {
-                Ok(meta) => return Ok(vec![input_file(base, &object, meta)]),
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(object_error(input, e)),
-            }
-        }
-        // The literal part of the key before its first wildcard, up to a `/`.
-        let literal = match key.find(['*', '?', '[']) {
-            Some(i) => &key[..key[..i].rfind('/').map_or(0, |j| j + 1)],
-            None => key,
-        };
-        let pattern = glob
-            .then(|| glob::Pattern::new(key))
-            .transpose()
-            .map_err(|e| Error::BadPattern { pattern: input.to_string(), message: e.to_string() })?;
-        let prefix = Key::parse(literal.trim_end_matches('/')).map_err(|e| Error::invalid(input, e))?;
-        let object = Object {
-            store: self.store(base, input)?,
-            key: prefix.clone(),
-            requests: self.requests.clone(),
-            kept: self.kept.clone(),
-        };
-        let options = glob::MatchOptions { require_literal_separator: true, ..Default::default() };
-        let mut files = Vec::new();
-        let mut listing = object.store.list(Some(&prefix));
-        while let Some(meta) = block_on(listing.next()) {
-            let meta = meta.map_err(|e| match base.starts_with("http") {
-                // A web server lists nothing unless it speaks WebDAV.
-                true => Error::invalid(
-                    input,
-                    format!(
-                        "a glob or prefix of an http(s) URL needs a server that lists its files (WebDAV's PROPFIND), \
-                         and this one did not: name each file in `path` ({})",
-                        io_error(e)
-                    ),
-                ),
-                false => object_error(input, e),
-            })?;
-            let name = meta.location.as_ref();
-            let keep = match &pattern {
-                Some(p) => p.matches_with(name, options),
-                None => {
-                    let under = name.get(prefix.as_ref().len()..).unwrap_or(name);
-                    !under.split('/').any(|part| part.starts_with('.'))
-                }
-            };
-            if keep {
-                files.push(input_file(base, &object, meta));
-            }
-        }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        if files.is_empty() {
-            return Err(no_match());
-        }
-        Ok(files)
-    }
 }
 
 /// The `[storage]` key that names the shuffle's scratch prefix.
@@ -632,23 +568,6 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usiz
         }
     }
     Ok(done)
-}
-
-/// The input file of an object found by a listing.
-fn input_file(base: &str, listed: &Object, meta: object_store::ObjectMeta) -> InputFile {
-    let path = PathBuf::from(format!("{base}/{}", meta.location));
-    let version = version(&meta);
-    let (key, size) = (meta.location, meta.size);
-    let object =
-        Object { store: listed.store.clone(), key, requests: listed.requests.clone(), kept: listed.kept.clone() };
-    InputFile { compression: Compression::from_path(&path), size, path, object: Some(object), version }
-}
-
-/// What tells one version of an object from another: its ETag, else its
-/// version, else its modification time.
-pub(crate) fn version(meta: &object_store::ObjectMeta) -> String {
-    (meta.e_tag.clone().or_else(|| meta.version.clone()))
-        .unwrap_or_else(|| meta.last_modified.timestamp_nanos_opt().unwrap_or_default().to_string())
 }
 
 /// `scheme://authority` and the key after it.
