@@ -42,6 +42,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod catalog;
+mod column;
 mod environment;
 mod error;
 mod external;
@@ -51,16 +53,17 @@ mod plan;
 pub mod platform;
 mod schema;
 pub mod units;
+mod validate;
 
+pub use catalog::{FunctionCatalog, FunctionProblem, FunctionRef};
+pub use column::{TYPE_NAMES, parse_column};
 pub use environment::{Environment, LocalEnvironment};
 pub use error::{JobError, JobErrors};
 pub use external::{COMMON_KEYS, ExternalCheck, ExternalChecked, ExternalKind, ExternalRef, SettingProblem};
 pub use load::{FieldPath, LoadedJob, Override, Seg, Source, Syntax, load, load_source};
-pub use plan::{
-    FunctionCatalog, FunctionProblem, FunctionRef, InputPlan, InputSource, OutputMode, OutputPlan, Plan, SortKey,
-    StagePlan, TYPE_NAMES, generated_name, parse_column, validate, validate_with,
-};
+pub use plan::{InputPlan, InputSource, OutputMode, OutputPlan, Plan, SortKey, StagePlan, generated_name};
 pub use platform::{ColdStart, ContainerModel, PlatformPlan, Preset, Pricing};
 pub use schema::{
     FunctionSpec, FunctionTable, GenerateSpec, InputSpec, JobFile, OutputSpec, Paths, PlatformSpec, Setting, StageSpec,
 };
+pub use validate::{validate, validate_with};
