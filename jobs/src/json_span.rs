@@ -5,11 +5,18 @@
 //! no spans, so this scans the text itself; it only ever runs on text that
 //! parsed, and gives up (`None`) on anything it does not expect.
 
-use crate::load::Seg;
+/// One step of a path into a JSON document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seg<'a> {
+    /// An object's member.
+    Key(&'a str),
+    /// An array's element (0-based).
+    Index(usize),
+}
 
 /// The offset of the deepest value written along `path` in the JSON
 /// document `text`.
-pub(crate) fn offset(text: &str, path: &[Seg]) -> Option<usize> {
+pub(crate) fn offset(text: &str, path: &[Seg<'_>]) -> Option<usize> {
     Scanner { b: text.as_bytes(), i: 0 }.find(path)
 }
 
@@ -95,7 +102,7 @@ impl Scanner<'_> {
 
     /// The offset of the deepest value along `path` from the value at the
     /// cursor.
-    fn find(&mut self, path: &[Seg]) -> Option<usize> {
+    fn find(&mut self, path: &[Seg<'_>]) -> Option<usize> {
         self.ws();
         let start = self.i;
         let Some((first, rest)) = path.split_first() else { return Some(start) };
@@ -115,7 +122,7 @@ impl Scanner<'_> {
 
     /// In an object (after its `{`): the member `key`, followed along
     /// `rest`.
-    fn member(&mut self, key: &str, rest: &[Seg]) -> Option<usize> {
+    fn member(&mut self, key: &str, rest: &[Seg<'_>]) -> Option<usize> {
         self.ws();
         if self.peek()? == b'}' {
             return None;
@@ -136,7 +143,7 @@ impl Scanner<'_> {
     }
 
     /// In an array (after its `[`): element `n`, followed along `rest`.
-    fn element(&mut self, n: usize, rest: &[Seg]) -> Option<usize> {
+    fn element(&mut self, n: usize, rest: &[Seg<'_>]) -> Option<usize> {
         self.ws();
         if self.peek()? == b']' {
             return None;
@@ -157,8 +164,8 @@ impl Scanner<'_> {
 mod tests {
     use super::*;
 
-    fn key(k: &str) -> Seg {
-        Seg::Key(k.to_string())
+    fn key(k: &str) -> Seg<'_> {
+        Seg::Key(k)
     }
 
     #[test]

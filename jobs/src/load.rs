@@ -142,7 +142,15 @@ impl Source {
                 .ok()
                 .and_then(|doc| item_span(doc.as_item(), &field.0))
                 .map(|span| span.start),
-            Syntax::Json => crate::json_span::offset(&self.text, &field.0),
+            Syntax::Json => {
+                let path: Vec<crate::json_span::Seg<'_>> = (field.0.iter())
+                    .map(|s| match s {
+                        Seg::Key(k) => crate::json_span::Seg::Key(k),
+                        Seg::Index(i) => crate::json_span::Seg::Index(*i),
+                    })
+                    .collect();
+                crate::json_span::offset(&self.text, &path)
+            }
         };
         offset.map_or_else(|| self.path.display().to_string(), |o| self.at_offset(o))
     }
