@@ -84,6 +84,7 @@ const SFD_CLOEXEC: c_int = 0o2000000;
 const O_CLOEXEC: c_int = 0o2000000;
 const POLLIN: i16 = 1;
 const MSG_CMSG_CLOEXEC: c_int = 0x4000_0000;
+const MSG_NOSIGNAL: c_int = 0x4000;
 const SOL_SOCKET: c_int = 1;
 const SCM_RIGHTS: c_int = 1;
 const EINTR: i32 = 4;
@@ -420,10 +421,9 @@ fn serve(watched: &SigSet) -> ! {
                 // fanout hears of the process before it runs, then of
                 // why it did not start (`F`), or of its end (`E`).
                 Some(b'R') if current.is_none() => match start(&message[1..], received) {
-                    Ok(gate) => {
-                        let pid = gate.pid;
-                        reply(format!("S{pid}").as_bytes());
-                        match gate.open() {
+                    Ok(forked) => {
+                        let pid = forked.pid;
+                        match forked.exec() {
                             Ok(()) => current = Some(Init { main: pid, status: None }),
                             Err(why) => reply(format!("F{why}").as_bytes()),
                         }
@@ -507,25 +507,22 @@ fn receive(buf: &mut [u8]) -> (isize, Vec<std::os::fd::OwnedFd>) {
     (n, fds)
 }
 
-/// An invocation's process, forked and waiting at its gate: it runs
-/// nothing of the function's until [`Gate::open`], so that fanout knows its
-/// process (and group) before the function can do anything, such as kill
-/// this init.
-struct Gate {
+/// An invocation's process, forked: before it runs anything of the
+/// function's, it has told fanout its pid itself (`S`, on the init's socket),
+/// so that fanout knows its process group before the function can do
+/// anything, such as kill this init.
+struct Forked {
     pid: c_int,
-    /// Written to let the child go on to exec.
-    go: std::os::fd::OwnedFd,
     /// Where the child writes its errno if exec fails (closed on exec).
     failed: std::os::fd::OwnedFd,
 }
 
-impl Gate {
-    /// Lets the child exec; why it could not, if it could not (it has then
-    /// exited, and is reaped).
-    fn open(self) -> Result<(), String> {
-        use std::io::{Read, Write};
-        let Gate { pid, go, failed } = self;
-        let _ = std::fs::File::from(go).write_all(b"g");
+impl Forked {
+    /// Waits for the child's exec; why it could not, if it could not (it
+    /// has then exited, and is reaped).
+    fn exec(self) -> Result<(), String> {
+        use std::io::Read;
+        let Forked { pid, failed } = self;
         let mut errno = [0u8; 4];
         let mut failed = std::fs::File::from(failed);
         let mut got = 0;
@@ -548,8 +545,9 @@ impl Gate {
 }
 
 /// Forks the invocation `message` (after its `R`) with `fds` as its stdin,
-/// stdout and stderr, held at its gate; or why it cannot start.
-fn start(message: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<Gate, String> {
+/// stdout and stderr; or why it cannot start (then nothing was said to
+/// fanout).
+fn start(message: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<Forked, String> {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::ffi::OsStringExt;
@@ -585,7 +583,6 @@ fn start(message: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<Gate, String>
         // SAFETY: the kernel made both for us.
         Ok(unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) })
     };
-    let (gate_r, gate_w) = pipe()?;
     let (failed_r, failed_w) = pipe()?;
     // SAFETY: fork(2) of this single-threaded process; the child calls
     // async-signal-safe functions only, then execs or exits.
@@ -601,6 +598,26 @@ fn start(message: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<Gate, String>
                 write(fd, errno.as_ptr().cast(), 4);
                 _exit(127)
             };
+            // Its pid to fanout first, on the init's socket (still fd 0):
+            // nothing of the function's runs before fanout knows it.
+            let mut said = [0u8; 24];
+            said[0] = b'S';
+            let mut digits = [0u8; 20];
+            let (mut n, mut pid) = (0, getpid() as u32);
+            loop {
+                digits[n] = b'0' + (pid % 10) as u8;
+                n += 1;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
+            }
+            for i in 0..n {
+                said[1 + i] = digits[n - 1 - i];
+            }
+            if send(0, said.as_ptr().cast(), 1 + n, MSG_NOSIGNAL) != (1 + n) as isize {
+                _exit(127);
+            }
             let w = failed_w.as_raw_fd();
             for (from, to) in [(stdin.as_raw_fd(), 0), (stdout.as_raw_fd(), 1), (stderr.as_raw_fd(), 2)] {
                 if dup2(from, to) < 0 {
@@ -615,19 +632,13 @@ fn start(message: &[u8], fds: Vec<std::os::fd::OwnedFd>) -> Result<Gate, String>
             {
                 fail(w);
             }
-            // The gate: nothing of the function's runs before fanout knows
-            // this process (or if the init is gone).
-            let mut go = 0u8;
-            if read(gate_r.as_raw_fd(), (&mut go as *mut u8).cast(), 1) != 1 {
-                _exit(127);
-            }
             environ = envp.as_ptr();
             execvp(argp[0], argp.as_ptr());
             fail(w)
         }
     }
-    drop((gate_r, failed_w, stdin, stdout, stderr));
-    Ok(Gate { pid, go: gate_w, failed: failed_r })
+    drop((failed_w, stdin, stdout, stderr));
+    Ok(Forked { pid, failed: failed_r })
 }
 
 /// The signal set of `signals`.

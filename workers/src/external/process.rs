@@ -245,9 +245,19 @@ impl InitServer {
 
     fn lost(&mut self) -> std::io::Error {
         self.dead = true;
-        let how = match self.child.try_wait() {
-            Ok(Some(status)) => ended(status),
-            _ => "stopped answering".to_string(),
+        // Its socket closes as it exits, a moment before it can be waited
+        // for: give it that moment, to say how it ended.
+        let mut status = None;
+        for _ in 0..50 {
+            status = self.child.try_wait().ok().flatten();
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let how = match status {
+            Some(status) => ended(status),
+            None => "stopped answering".to_string(),
         };
         std::io::Error::other(format!("the container's init {how}"))
     }
