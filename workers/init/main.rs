@@ -3,10 +3,6 @@
 //! function and owns everything the function starts, so that no process
 //! of a container outlives it, whatever becomes of fanout:
 //!
-//! (One file by construction: `workers/build.rs` compiles it with `rustc`
-//! alone, std only, to embed a small, static binary; its parts share the raw
-//! system calls declared here.)
-//!
 //! - it is a child subreaper (`PR_SET_CHILD_SUBREAPER`): a process the
 //!   function starts and leaves behind (a `cmd &`, a daemon that left its
 //!   session) becomes its child, not init's;
@@ -49,6 +45,10 @@
 //!
 //! It is built by the workers crate's build script with the standard
 //! library alone (no crates), and embedded in fanout. Linux only.
+//!
+//! (One file by construction: `workers/build.rs` compiles it with `rustc`
+//! alone, std only, to embed a small, static binary; its parts share the raw
+//! system calls declared here.)
 
 use std::ffi::{OsString, c_int, c_ulong, c_void};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
