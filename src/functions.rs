@@ -20,7 +20,7 @@ pub fn list(name: Option<&str>) -> Outcome {
             out,
             "A stage may also run a program: function = {{ exec = [\"awk\", \"NF > 3\"] }} (a process per task,\n\
              records on stdin and stdout) or function = {{ lambda = [\"python3\", \"handler.py\"] }} (worker\n\
-             processes on the AWS Lambda Runtime API); see the README's \"Functions in any language\"."
+             processes on the AWS Lambda Runtime API); see docs/functions.md."
         )?;
         return Ok(());
     };
