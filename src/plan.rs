@@ -87,7 +87,9 @@ pub fn plan(a: &JobArgs) -> Outcome {
             writeln!(out, "input: generated {} ({amount}, seed {}) at {path}", g.kind, g.seed)?
         }
     }
-    let sum = ds.summary().map_err(Failure::invalid)?;
+    // Reading the input's files (their headers, their sizes) fails as a
+    // run reading them fails: exit 1, the file named.
+    let sum = ds.summary().map_err(Failure::from)?;
     let columns: Vec<String> =
         ds.file_schema().fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
     writeln!(out, "  format: {}; columns: {}", ds.format(), columns.join(", "))?;

@@ -4,11 +4,10 @@
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use fanout_workers::Registry;
-use fanout_workers::host::{HostOptions, JobFunction, beyond_loopback, serve as host};
+use fanout_workers::host::{Drain, HostOptions, JobFunction, beyond_loopback, serve as host};
 
 use crate::args::ServeArgs;
 use crate::signals::say;
@@ -58,8 +57,8 @@ pub fn serve(a: &ServeArgs) -> Outcome {
     }
     let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
     let bound = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone());
+    let drain = Drain::new();
+    watch_signals(drain.clone());
     let registry = Registry::builtins();
     let functions = match &a.job {
         Some(path) => job_functions(path, &registry)?,
@@ -81,7 +80,7 @@ pub fn serve(a: &ServeArgs) -> Outcome {
             served.join(", ")
         ));
     }
-    host(listener, Arc::new(registry), opts, stop)?;
+    host(listener, Arc::new(registry), opts, drain)?;
     say("stopped: in-flight invocations answered");
     Ok(())
 }
@@ -113,10 +112,30 @@ fn job_functions(path: &std::path::Path, registry: &Registry) -> Result<Vec<JobF
     Ok(functions)
 }
 
-/// SIGTERM or SIGINT sets `stop`: the host drains and returns.
-fn watch_signals(stop: Arc<AtomicBool>) {
-    crate::signals::on_signal(move |signal| {
-        say(&format!("{}: draining: in-flight invocations are answered, new ones get 503", signal.as_str()));
-        stop.store(true, Ordering::Relaxed);
-    });
+/// SIGTERM or SIGINT begins the drain: the host answers what is in flight
+/// and returns. A second signal stops it at once, saying what is lost.
+fn watch_signals(drain: Arc<Drain>) {
+    let lost = drain.clone();
+    crate::signals::on_signals(
+        move |signal| {
+            say(&format!("{}: draining: in-flight invocations are answered, new ones get 503", signal.as_str()));
+            drain.begin();
+        },
+        move || {
+            let (running, events) = lost.in_flight();
+            let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+            let mut lost = Vec::new();
+            if running > 0 {
+                lost.push(plural(running, "invocation running is cut off", "invocations running are cut off"));
+            }
+            if events > 0 {
+                lost.push(plural(
+                    events,
+                    "accepted Event invocation (answered 202) is lost",
+                    "accepted Event invocations (answered 202) are lost",
+                ));
+            }
+            (!lost.is_empty()).then(|| lost.join("; "))
+        },
+    );
 }

@@ -8,6 +8,12 @@ use nix::sys::signal::{SigSet, Signal};
 
 /// Calls `first` with the first SIGINT or SIGTERM; exits at the second.
 pub fn on_signal(first: impl Fn(Signal) + Send + 'static) {
+    on_signals(first, || None);
+}
+
+/// As [`on_signal`], and `lost` says what stopping at once loses, on the
+/// line that says so.
+pub fn on_signals(first: impl Fn(Signal) + Send + 'static, lost: impl Fn() -> Option<String> + Send + 'static) {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
@@ -18,7 +24,10 @@ pub fn on_signal(first: impl Fn(Signal) + Send + 'static) {
         let mut seen = false;
         while let Ok(signal) = set.wait() {
             if seen {
-                say(&format!("{}: stopping at once", signal.as_str()));
+                match lost() {
+                    Some(lost) => say(&format!("{}: stopping at once: {lost}", signal.as_str())),
+                    None => say(&format!("{}: stopping at once", signal.as_str())),
+                }
                 std::process::exit(128 + signal as i32);
             }
             seen = true;

@@ -212,6 +212,8 @@ concurrency = 2
     assert!(r.stderr.contains("fanout run --resume rd"), "{}", r.stderr);
     assert_eq!(processes_with("31.4159"), Vec::<String>::new(), "worker processes left behind");
     assert!(!s.path("out.csv").exists(), "an interrupted run commits nothing");
+    // The tasks cancelled by the signal did not fail: none is listed.
+    assert!(!s.path("rd/failures.jsonl").exists(), "cancelled tasks listed as failed");
     std::fs::remove_file(s.path("slow")).unwrap();
     let sum = summary(&s.run_within(60, &["run", "--resume", "rd", "--progress", "never", "--json"]).expect(0));
     assert!(sum["resumed_tasks"].as_u64().unwrap() >= 4, "{sum}");
@@ -259,6 +261,7 @@ concurrency = 2
     assert_eq!(r.code, 143, "{}", r.stderr);
     assert!(r.stderr.contains("error: interrupted by SIGTERM"), "{}", r.stderr);
     assert_eq!(processes_with("bootstrap-sigterm-test"), Vec::<String>::new(), "lambda processes left behind");
+    assert!(!s.path("rd/failures.jsonl").exists(), "cancelled tasks listed as failed");
     let r = s.run_within(120, &["run", "--resume", "rd", "--progress", "never", "--json"]).expect(0);
     assert!(summary(&r)["resumed_tasks"].as_u64().unwrap() >= 2);
     let want: String = std::iter::once("line\n".to_string()).chain((0..40).map(|i| format!("line {i}\n"))).collect();

@@ -262,8 +262,15 @@ fn a_glob_of_two_formats_is_refused_alike_by_validate_plan_and_run() {
         assert_eq!(r.stderr.trim(), want, "{command}");
     }
     assert!(!s.path(".fanout/runs").exists(), "run started a run");
-    // With the format set, every file is read as one.
+    // With the format set, every file is read as one: validate reads the
+    // first file only, and plan and run, which read every file, fail alike
+    // on the one that is not csv (its data, not the job, is at fault).
     s.run(&["validate", "job.toml", "--set", "input.format=csv"]).expect(0);
+    let want = "error: d/y.jsonl: header [\"{\\\"a\\\":1}\"] differs from the dataset's columns [\"a\", \"b\"]";
+    for command in ["plan", "run"] {
+        let r = s.run(&[command, "job.toml", "--set", "input.format=csv"]).expect(1);
+        assert!(r.stderr.lines().any(|l| l == want), "{command}: {}", r.stderr);
+    }
 }
 
 #[test]

@@ -135,6 +135,26 @@ print("ok")
     }
 }
 
+#[test]
+fn jsonl_columns_keep_the_files_order() {
+    let s = Scratch::new();
+    // Keys in no sorted order; a key first seen in the second record, and
+    // nested members likewise, come after those seen before them.
+    s.write(
+        "in.jsonl",
+        "{\"zeta\":1,\"alpha\":\"x\",\"o\":{\"z\":1,\"a\":2}}\n{\"mid\":true,\"zeta\":2,\"alpha\":\"y\",\"o\":{\"m\":3,\"z\":4}}\n",
+    );
+    s.write("job.toml", "[input]\npath = \"in.jsonl\"\n[output]\npath = \"out.jsonl\"\n");
+    s.run(&["run", "job.toml", "--progress", "never"]).expect(0);
+    // Columns (and members) in the order first seen in the file, as
+    // DuckDB, Polars and pyarrow read it; arrow-json writes nulls as absent.
+    let out = std::fs::read_to_string(s.path("out.jsonl")).unwrap();
+    let first = out.lines().next().unwrap();
+    assert_eq!(first, r#"{"zeta":1,"alpha":"x","o":{"z":1,"a":2}}"#, "{out}");
+    let second = out.lines().nth(1).unwrap();
+    assert_eq!(second, r#"{"zeta":2,"alpha":"y","o":{"z":4,"m":3},"mid":true}"#, "{out}");
+}
+
 /// SplitMix64, written again here as the oracle.
 fn oracle_inside(seed: u64, i: u64, samples: u64) -> u64 {
     let mut state = seed ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);

@@ -223,6 +223,53 @@ fn serve_drains_on_sigterm_and_reaps_its_job_s_processes() {
 }
 
 #[test]
+fn a_second_signal_stops_the_host_at_once_and_says_what_it_drops() {
+    let s = Scratch::new();
+    s.write("unused.txt", "");
+    let mark = "serve-second-signal";
+    s.write(
+        "job.toml",
+        format!(
+            r#"[input]
+path = "unused.txt"
+[[stage]]
+name = "hold"
+function = {{ exec = ["sh", "-c", "while [ ! -e release ]; do sleep 0.01; done; cat"], env = {{ FANOUT_TEST_MARK = "{mark}" }} }}
+[output]
+path = "unused.csv"
+"#
+        ),
+    );
+    let mut host = Host::start_at(s.dir.path(), None, "127.0.0.1", &["--concurrency", "1", "--job", "job.toml"]);
+    let a = host.addr.as_str();
+    // Two Event invocations accepted: one runs (held), one waits for the
+    // slot.
+    for _ in 0..2 {
+        let headers: &[(&str, &str)] = &[("x-amz-invocation-type", "Event")];
+        let r = request(a, "POST", "/2015-03-31/functions/hold/invocations", headers, br#"{"records":[{"line":"x"}]}"#);
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    assert!(wait_for(60, || health(a).1["running"] == 1), "the held invocation did not start");
+    let pid = nix::unistd::Pid::from_raw(host.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(wait_for(60, || health(a).0 == 503), "/healthz did not say the host drains");
+    // The drain waits for the held invocation; a second signal ends it.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(wait_for(60, || host.child.try_wait().unwrap().is_some()), "serve did not stop at once");
+    let status = host.child.wait().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::into_raw(status) >> 8, 143, "{status:?}");
+    let said = host.said();
+    assert!(
+        said.contains(
+            "SIGTERM: stopping at once: 1 invocation running is cut off; 2 accepted Event invocations \
+             (answered 202) are lost"
+        ),
+        "{said}"
+    );
+    assert!(wait_for(10, || marked(mark).is_empty()), "the held function outlived the host: {:?}", marked(mark));
+}
+
+#[test]
 fn the_invoke_api_follows_its_invocation_type_and_names_a_bad_event() {
     let s = Scratch::new();
     s.write("unused.txt", "");

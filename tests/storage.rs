@@ -424,6 +424,68 @@ fn s3_outputs_of_every_format_go_up_in_parts_and_read_back() {
     }
 }
 
+/// Runs `commit.toml` (writing to S3) held at `point` (the test hook
+/// `FANOUT_TEST_HOLD`), sends SIGTERM there, releases it, and returns the
+/// outcome.
+fn s3_signalled_at(s: &Scratch, s3: &S3, point: &str, rd: &str) -> Run {
+    let hold = s.path("hold");
+    let args = ["run", "commit.toml", "--progress", "never", "--run-dir", rd];
+    let child = Command::new(binary())
+        .args(args)
+        .envs(s3.env())
+        .env("FANOUT_TEST_HOLD", format!("{point}:{}", hold.display()))
+        .current_dir(s.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(crate::util::wait_for(60, || hold.exists()), "the run did not reach {point}");
+    crate::faults::signal(child.id(), "TERM");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::fs::remove_file(&hold).unwrap();
+    crate::util::finish_within(child, 120, &args)
+}
+
+#[test]
+fn a_signal_before_an_s3_commit_writes_nothing_and_one_during_it_lets_it_finish() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    big_csv(&s);
+    let job = |out: &str| {
+        format!(
+            "[input]\npath = \"big.csv\"\nchunk_size = \"1MiB\"\n[output]\npath = \"{out}\"\n[platform]\nconcurrency = 2\n"
+        )
+    };
+    s.write("local.toml", job("big-out.csv"));
+    s.run(&["run", "local.toml"]).expect(0);
+    s.write("commit.toml", job("s3://data/out/signalled.csv"));
+    // Before the commit point: nothing goes up, and the resume commits.
+    let r = s3_signalled_at(&s, &s3, "gathered", "rd-before").expect(143);
+    assert!(r.stderr.contains("to finish the run: fanout run --resume rd-before"), "{}", r.stderr);
+    s3.boto(
+        &s,
+        "assert 'Contents' not in s3.list_objects_v2(Bucket='data', Prefix='out/'), 'an interrupted run wrote'\n\
+         assert s3.list_multipart_uploads(Bucket='data').get('Uploads', []) == [], 'an upload is pending'",
+    );
+    s3.fanout(&s, &["run", "--resume", "rd-before", "--progress", "never"]).expect(0);
+    let check = "obj = s3.get_object(Bucket='data', Key='out/signalled.csv')\n\
+                 assert obj['Body'].read() == open('big-out.csv', 'rb').read(), 'the object differs'\n\
+                 m = json.loads(s3.get_object(Bucket='data', Key='out/signalled.csv.manifest.json')['Body'].read())\n\
+                 assert obj['Metadata']['fanoutrun'].startswith(m['run_id'] + '/'), (m, obj['Metadata'])\n\
+                 assert s3.list_multipart_uploads(Bucket='data').get('Uploads', []) == [], 'an upload is pending'";
+    s3.boto(&s, check);
+    // During the commit: it goes on to the end, and the run succeeds.
+    s3.boto(
+        &s,
+        "s3.delete_object(Bucket='data', Key='out/signalled.csv')\n\
+                 s3.delete_object(Bucket='data', Key='out/signalled.csv.manifest.json')",
+    );
+    let r = s3_signalled_at(&s, &s3, "committing", "rd-during").expect(0);
+    assert!(r.stderr.contains("SIGTERM during the commit: the output is complete"), "{}", r.stderr);
+    assert!(!r.stderr.contains("error:"), "{}", r.stderr);
+    s3.boto(&s, check);
+}
+
 #[test]
 fn an_s3_output_killed_mid_commit_is_finished_by_its_resume() {
     let s = Scratch::new();

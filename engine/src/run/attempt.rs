@@ -57,6 +57,12 @@ pub(super) fn run_task(
             if tracked && shared.flight.fail(task) == Ended::Dropped {
                 return Ok(());
             }
+            // The run is stopping (a signal, or another task failed the
+            // job): this task was cancelled, not failed. It is neither
+            // listed nor journaled, and a resume runs it again.
+            if shared.failed() {
+                return Ok(());
+            }
             Err(f)
         }
         Err(e) => return Err(e),

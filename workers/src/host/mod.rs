@@ -25,7 +25,7 @@
 //! with 429, as Lambda throttles. A body over the payload limit is 413; an
 //! unknown function 404. With a token, a request without
 //! `Authorization: Bearer TOKEN` is 401. Each connection is served by a
-//! thread of its own (keep-alive, requests in order). Once `stop` is set,
+//! thread of its own (keep-alive, requests in order). Once its [`Drain`] begins,
 //! the host drains: it answers what is in flight, goes on accepting but
 //! answers every new request 503 with `Connection: close`, and returns
 //! once nothing is in flight.
@@ -81,22 +81,47 @@ pub struct JobFunction {
     pub timeout: Option<std::time::Duration>,
 }
 
-/// Serves the builtins of `registry` on `listener` until `stop` is set,
+/// A host's drain: set off by [`Drain::begin`] (on a signal), it says
+/// what is still in flight, so that a host stopped at once can say what
+/// it dropped.
+#[derive(Debug, Default)]
+pub struct Drain {
+    stop: AtomicBool,
+    /// Invocations running now.
+    running: AtomicUsize,
+    /// `Event` invocations accepted and not yet ended (the drain waits
+    /// for them).
+    queued: AtomicUsize,
+}
+
+impl Drain {
+    /// A host not draining.
+    pub fn new() -> Arc<Drain> {
+        Arc::default()
+    }
+
+    /// Starts the drain: what is in flight is answered, new requests get
+    /// 503, and [`serve`] returns once nothing is in flight.
+    pub fn begin(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// What is in flight now: invocations running, and `Event`
+    /// invocations accepted (answered 202) that have not ended.
+    pub fn in_flight(&self) -> (usize, usize) {
+        (self.running.load(Ordering::Acquire), self.queued.load(Ordering::Acquire))
+    }
+}
+
+/// Serves the builtins of `registry` on `listener` until `drain` begins,
 /// then drains: what is in flight is answered, new requests are refused.
-pub fn serve(
-    listener: TcpListener,
-    registry: Arc<Registry>,
-    opts: HostOptions,
-    stop: Arc<AtomicBool>,
-) -> io::Result<()> {
+pub fn serve(listener: TcpListener, registry: Arc<Registry>, opts: HostOptions, drain: Arc<Drain>) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let shared = Arc::new(Shared {
         registry,
         opts,
-        running: AtomicUsize::new(0),
-        queued: AtomicUsize::new(0),
         requests: AtomicUsize::new(0),
-        stop,
+        drain,
         done: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
     });
@@ -104,9 +129,9 @@ pub fn serve(
         // Draining: the host goes on accepting, and answers 503 with
         // `Connection: close` (health checks included), until the
         // invocations in flight have been answered.
-        if shared.stop.load(Ordering::Relaxed)
-            && shared.running.load(Ordering::Acquire) == 0
-            && shared.queued.load(Ordering::Acquire) == 0
+        if shared.drain.stop.load(Ordering::Relaxed)
+            && shared.drain.running.load(Ordering::Acquire) == 0
+            && shared.drain.queued.load(Ordering::Acquire) == 0
         {
             break;
         }
@@ -141,14 +166,9 @@ pub fn serve(
 struct Shared {
     registry: Arc<Registry>,
     opts: HostOptions,
-    /// Invocations running now.
-    running: AtomicUsize,
-    /// `Event` invocations accepted and not yet ended (the drain waits
-    /// for them).
-    queued: AtomicUsize,
     /// Invocations taken on the Invoke API so far, for their request ids.
     requests: AtomicUsize,
-    stop: Arc<AtomicBool>,
+    drain: Arc<Drain>,
     /// The drain is over: idle connections close (until then, a request
     /// on a kept-alive connection gets its 503).
     done: AtomicBool,
@@ -173,7 +193,7 @@ fn serve_connection(stream: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
             Received::Request(req) => handle(&req, shared, &mut warm),
         };
         let headers: Vec<(&str, &str)> = answer.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let draining = shared.stop.load(Ordering::Relaxed);
+        let draining = shared.drain.stop.load(Ordering::Relaxed);
         if !conn.reply(&Reply { status: answer.status, headers: &headers, body: &answer.body }, draining) {
             return Ok(());
         }
@@ -272,8 +292,8 @@ fn handle(req: &Request, shared: &Arc<Shared>, warm: &mut Option<Warm>) -> Answe
     // Health checks need no token (a platform's probes carry none), and
     // say nothing but the host's state.
     if let (Route::Health, "GET") = (route(req), req.method()) {
-        let running = shared.running.load(Ordering::Relaxed).min(shared.opts.concurrency);
-        let (status, state) = if shared.stop.load(Ordering::Relaxed) { (503, "draining") } else { (200, "ok") };
+        let running = shared.drain.running.load(Ordering::Relaxed).min(shared.opts.concurrency);
+        let (status, state) = if shared.drain.stop.load(Ordering::Relaxed) { (503, "draining") } else { (200, "ok") };
         let body = serde_json::json!({ "status": state, "running": running, "concurrency": shared.opts.concurrency });
         return Answer::json(status, body.to_string().into_bytes());
     }
@@ -292,7 +312,7 @@ fn handle(req: &Request, shared: &Arc<Shared>, warm: &mut Option<Warm>) -> Answe
         Route::Unknown => return Answer::error(404, "ResourceNotFoundException", &format!("no route {}", req.path())),
         _ => return Answer::error(405, "MethodNotAllowed", &format!("{} {} is not served", req.method(), req.path())),
     };
-    if shared.stop.load(Ordering::Relaxed) {
+    if shared.drain.stop.load(Ordering::Relaxed) {
         return Answer::error(503, "ServiceException", "the host is shutting down");
     }
     let served = match served(shared, &name) {
@@ -320,13 +340,13 @@ fn handle(req: &Request, shared: &Arc<Shared>, warm: &mut Option<Warm>) -> Answe
         Some("DryRun") => return Answer { status: 204, headers: Vec::new(), body: Vec::new() },
         Some("Event") => {
             let id = request_id(shared);
-            shared.queued.fetch_add(1, Ordering::AcqRel);
+            shared.drain.queued.fetch_add(1, Ordering::AcqRel);
             let (mine, body, function, request) = (shared.clone(), body.clone(), name.clone(), id.clone());
             let spawned = std::thread::Builder::new()
                 .name("fanout-event".into())
                 .spawn(move || run_event(&mine, &function, &body, &request));
             if spawned.is_err() {
-                shared.queued.fetch_sub(1, Ordering::AcqRel);
+                shared.drain.queued.fetch_sub(1, Ordering::AcqRel);
                 return Answer::error(500, "ServiceException", "no thread for the invocation");
             }
             return Answer { status: 202, headers: vec![("x-amzn-requestid", id)], body: Vec::new() };
@@ -337,13 +357,13 @@ fn handle(req: &Request, shared: &Arc<Shared>, warm: &mut Option<Warm>) -> Answe
         }
     }
     // A slot for the invocation, or 429 as Lambda throttles.
-    if shared.running.fetch_add(1, Ordering::AcqRel) >= shared.opts.concurrency {
-        shared.running.fetch_sub(1, Ordering::AcqRel);
+    if shared.drain.running.fetch_add(1, Ordering::AcqRel) >= shared.opts.concurrency {
+        shared.drain.running.fetch_sub(1, Ordering::AcqRel);
         let message = format!("Rate Exceeded: {} invocations at once", shared.opts.concurrency);
         return Answer::error(429, "TooManyRequestsException", &message);
     }
     let outcome = invoke_event(&name, &served, event, warm, shared.opts.payload_limit);
-    shared.running.fetch_sub(1, Ordering::AcqRel);
+    shared.drain.running.fetch_sub(1, Ordering::AcqRel);
     match outcome {
         Ok(body) if invoke_api => {
             let mut a = Answer::json(200, body);
@@ -399,8 +419,8 @@ fn run_event(shared: &Shared, name: &str, body: &[u8], id: &str) {
             std::thread::sleep(EVENT_RETRY_WAIT * attempts);
         }
         attempts += 1;
-        while shared.running.fetch_add(1, Ordering::AcqRel) >= shared.opts.concurrency {
-            shared.running.fetch_sub(1, Ordering::AcqRel);
+        while shared.drain.running.fetch_add(1, Ordering::AcqRel) >= shared.opts.concurrency {
+            shared.drain.running.fetch_sub(1, Ordering::AcqRel);
             std::thread::sleep(Duration::from_millis(5));
         }
         let mut warm = None;
@@ -409,7 +429,7 @@ fn run_event(shared: &Shared, name: &str, body: &[u8], id: &str) {
             Err(a) => Err(FunctionError::permanent(String::from_utf8_lossy(&a.body).into_owned())),
         };
         drop(warm);
-        shared.running.fetch_sub(1, Ordering::AcqRel);
+        shared.drain.running.fetch_sub(1, Ordering::AcqRel);
         match &outcome {
             Err(e) if !e.permanent => continue,
             _ => break,
@@ -432,7 +452,7 @@ fn run_event(shared: &Shared, name: &str, body: &[u8], id: &str) {
         use std::io::Write;
         let _ = writeln!(io::stderr(), "{line}");
     }
-    shared.queued.fetch_sub(1, Ordering::AcqRel);
+    shared.drain.queued.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// The address `serve` would be reached at from elsewhere: whether it
