@@ -233,6 +233,14 @@ pub struct SimulateArgs {
     /// each other (used for local and emulated simulations).
     #[arg(long, value_name = "RUN_DIR")]
     pub from: Vec<PathBuf>,
+    /// A run of the job whose invocations are replayed: each simulated
+    /// invocation takes the time that the run's own invocation of the same
+    /// task, step and attempt took (one it did not make, the calibrated
+    /// model's). With the run's settings, the simulation decides what the
+    /// run decided; with others, what the same work would have done.
+    /// Calibrates on the run too, unless --from is given.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub replay: Option<PathBuf>,
     /// A stage's durations, given instead of calibrated:
     /// STAGE[.PHASE]=TIME, a time per invocation and/or per MiB read with
     /// an optional lognormal spread (20ms, 1ms+4ms/MiB, 20ms~0.3). With

@@ -58,22 +58,30 @@ pub fn simulate(a: &SimulateArgs) -> Outcome {
 /// What the durations come from: the `--from` runs, with the
 /// `--durations` given over them.
 fn calibration(a: &SimulateArgs, plan: &fanout_jobs::Plan) -> Result<Calibrated, Failure> {
-    if a.from.is_empty() && a.durations.is_empty() {
+    let from: Vec<PathBuf> = match (&a.replay, a.from.is_empty()) {
+        (Some(run), true) => vec![run.clone()],
+        _ => a.from.clone(),
+    };
+    if from.is_empty() && a.durations.is_empty() {
         return Err(Failure::invalid(anyhow::anyhow!(
             "no durations to simulate with: give --from RUN_DIR (a run of the job to calibrate on) or --durations \
              STAGE=TIME for each stage"
         )));
     }
-    for from in &a.from {
-        if !from.join("summary.json").is_file() {
+    let runs = from.iter().map(|r| ("--from", r)).chain(a.replay.iter().map(|r| ("--replay", r)));
+    for (flag, run) in runs {
+        if !run.join("summary.json").is_file() {
             return Err(Failure::invalid(anyhow::anyhow!(
-                "--from {}: not the directory of a finished run (no summary.json)",
-                from.display()
+                "{flag} {}: not the directory of a finished run (no summary.json)",
+                run.display()
             )));
         }
     }
     let mut cal =
-        if a.from.is_empty() { Calibrated::none() } else { Calibrated::load_all(&a.from).map_err(Failure::invalid)? };
+        if from.is_empty() { Calibrated::none() } else { Calibrated::load_all(&from).map_err(Failure::invalid)? };
+    if let Some(run) = &a.replay {
+        cal.replay(run).map_err(Failure::invalid)?;
+    }
     for g in &a.durations {
         if !plan.stages.iter().any(|s| s.name == g.stage) {
             let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();

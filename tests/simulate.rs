@@ -114,6 +114,90 @@ fn simulate_predicts_real_runs_on_every_preset_calibrated_at_concurrency_one() {
     eprintln!("{}", errors.join("\n"));
 }
 
+/// An invocation that ended: stage, phase, task, attempt, backup, status.
+type Ended = (String, String, u64, u64, bool, String);
+
+/// What a run decided, from its invocation records: each invocation that
+/// ended (stage, phase, task, attempt, backup, status), sorted; and how
+/// many were cold and how many were cancelled.
+fn decisions(records: &str) -> (Vec<Ended>, usize, usize) {
+    let mut ended = Vec::new();
+    let (mut cold, mut cancelled) = (0, 0);
+    for line in records.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        cold += usize::from(r["cold"] == true);
+        if r["error"].as_str().is_some_and(|e| e.starts_with("cancelled")) {
+            cancelled += 1;
+            continue;
+        }
+        let text = |k: &str| r[k].as_str().unwrap().to_string();
+        let backup = r["backup"] == true;
+        ended.push((
+            text("stage"),
+            text("phase"),
+            r["task"].as_u64().unwrap(),
+            r["attempt"].as_u64().unwrap(),
+            backup,
+            text("status"),
+        ));
+    }
+    ended.sort();
+    (ended, cold, cancelled)
+}
+
+#[test]
+fn replaying_a_runs_durations_the_simulator_decides_what_the_run_decided_on_every_preset() {
+    let s = Scratch::new();
+    sleep_job(&s, 24);
+    let _quiet = crate::util::heavy();
+    for preset in PRESETS {
+        // Emulated containers (cold starts slept, keep-alive), retries with
+        // backoff, and backups of the stragglers chaos makes: every policy
+        // the two share decides something here.
+        let sets = [
+            format!("platform.preset={preset}"),
+            "platform.emulate=true".to_string(),
+            "platform.concurrency=4".to_string(),
+            "platform.backups=true".to_string(),
+            "platform.retries=3".to_string(),
+            "platform.backoff=20ms".to_string(),
+            "stage.work.params.ms=80".to_string(),
+            "stage.total.partitions=2".to_string(),
+        ];
+        let chaos = ["--chaos", "fail=0.15,straggle=0.05x8,seed=3"];
+        let run_args = with_sets(
+            vec!["run", "job.toml", "--progress", "never", "--show", "0", "--json", "--run-dir", "real"],
+            &sets,
+        );
+        let run = summary(&s.run_within(120, &[run_args.as_slice(), &chaos].concat()).expect(0));
+        let sim_args = with_sets(
+            vec!["simulate", "job.toml", "--replay", "real", "--seeds", "1", "--json", "--run-dir", "sim"],
+            &sets,
+        );
+        let sim = summary(&s.run_within(120, &[sim_args.as_slice(), &chaos].concat()).expect(0));
+        let (real, sim_of) = (decisions(&s.records("real")), decisions(&s.records("sim")));
+        let only = |a: &[Ended], b: &[Ended]| a.iter().filter(|e| !b.contains(e)).cloned().collect::<Vec<_>>();
+        assert!(
+            real == sim_of,
+            "{preset}: the simulator decided otherwise: only in the run {:?}, only in the simulation {:?}; \
+             (cold, cancelled) {:?} and {:?}",
+            only(&real.0, &sim_of.0),
+            only(&sim_of.0, &real.0),
+            (real.1, real.2),
+            (sim_of.1, sim_of.2)
+        );
+        // Something was decided: retries, a backup and cold starts.
+        let (ended, cold, _) = &real;
+        assert!(ended.iter().any(|e| e.3 > 1) && ended.iter().any(|e| e.4), "{preset}: {ended:?}");
+        assert!(*cold >= 4, "{preset}: {cold} cold starts");
+        let (wall, predicted) = (run["wall_seconds"].as_f64().unwrap(), sim["wall_seconds"].as_f64().unwrap());
+        let error = (predicted - wall).abs() / wall;
+        assert!(error < 0.05, "{preset}: wall {wall:.3} s, replayed {predicted:.3} s ({:.1}% off)", error * 100.0);
+        std::fs::remove_dir_all(s.path("real")).unwrap();
+        std::fs::remove_dir_all(s.path("sim")).unwrap();
+    }
+}
+
 #[test]
 fn a_simulation_is_deterministic_per_seed() {
     let s = Scratch::new();

@@ -124,9 +124,12 @@ pub(crate) enum Container {
 }
 
 /// Starts container `id` for `step` of `stage`: the modelled start time
-/// (for the standard normal `draw`, see [`cold_start_draw`]) slept when the
+/// (for the standard normal `draw`, see
+/// [`cold_start_draw`](crate::policy::cold_start_draw)) slept when the
 /// platform emulates one, then the function's `init`. A failed init is the
-/// function's error, as `init: ...`.
+/// function's error, as `init: ...`. The modelled start ends early, as
+/// [`CANCELLED`], once `cancelled` says so (another run of the task
+/// finished first), as the simulator cancels it.
 pub(crate) fn cold_start(
     id: u64,
     draw: f64,
@@ -134,9 +137,10 @@ pub(crate) fn cold_start(
     step: Step,
     platform: &fanout_jobs::PlatformPlan,
     stop: &Stop,
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Container, FunctionError> {
-    if platform.emulate {
-        stop.sleep(platform.containers.cold_start.sample(draw));
+    if platform.emulate && !sleep_unless(stop, platform.containers.cold_start.sample(draw), cancelled) {
+        return Err(FunctionError::transient(CANCELLED));
     }
     let init = match step.kind {
         StepKind::Reduce => stage.function.init_reduce().expect("a keyed stage reduces").map(Instance::Reduce),
@@ -151,26 +155,6 @@ pub(crate) fn cold_start(
     // that a late or losing invocation can be abandoned.
     let threaded = platform.timeout.is_some() || platform.backups;
     Ok(Container::start(id, &stage.name, instance, threaded))
-}
-
-/// A standard normal draw from a seed (Box–Muller over two hashes), so an
-/// emulated run's cold starts are the same every time.
-pub(crate) fn standard_normal(seed: u64) -> f64 {
-    let u = |salt: u64| {
-        let h = xxhash_rust::xxh3::xxh3_64(&(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes());
-        ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    (-2.0 * u(1).ln()).sqrt() * (2.0 * std::f64::consts::PI * u(2)).cos()
-}
-
-/// The draw of the modelled cold start of the `nth` container started for
-/// step index `step` on worker slot `slot`: keyed by where it starts, not
-/// by its id (which threads take in the order they get there), so an
-/// emulated run draws the same cold starts every time, and a simulation's
-/// seed 0 draws a real run's (other seeds, others).
-pub(crate) fn cold_start_draw(slot: usize, step: usize, nth: u32, seed: u64) -> f64 {
-    let at = (slot as u64) << 40 | (step as u64) << 24 | u64::from(nth);
-    standard_normal(at ^ seed.wrapping_mul(0xA24B_AED4_963E_E407))
 }
 
 impl Container {
@@ -307,6 +291,24 @@ impl Container {
     }
 }
 
+/// Sleeps for `d`, or until the run stops or `cancelled` says so (looked
+/// at every [`POLL`]); whether it slept it all.
+pub(crate) fn sleep_unless(stop: &Stop, d: Duration, cancelled: &dyn Fn() -> bool) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        if cancelled() {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        if !stop.sleep(left.min(POLL)) {
+            return false;
+        }
+    }
+}
+
 /// How often a waiting worker checks whether its invocation was cancelled.
 const POLL: Duration = Duration::from_millis(5);
 /// How long a worker waits past a deadline for the function's own answer
@@ -315,16 +317,4 @@ const GRACE: Duration = Duration::from_millis(100);
 
 fn dead() -> Reply {
     Reply { result: Err(FunctionError::transient("the container stopped")), panicked: true, read: None }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cold_start_draws_are_standard_normal_and_reproducible() {
-        let draws: Vec<f64> = (0..20_000).map(super::standard_normal).collect();
-        assert_eq!(super::standard_normal(7), super::standard_normal(7));
-        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
-        let var = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / draws.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean}, variance {var}");
-    }
 }

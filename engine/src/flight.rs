@@ -15,20 +15,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-/// The shortest wait before a backup, whatever the median.
-const MIN_WAIT: Duration = Duration::from_millis(10);
-
-/// Whether backups may start: `finished` of a phase's `total` tasks are
-/// done, at least the fraction `done` of them.
-pub(crate) fn backups_due(finished: u64, total: u64, done: f64) -> bool {
-    total > 0 && finished as f64 >= done * total as f64
-}
-
-/// How long a task may run before it is a straggler: `after` times the
-/// median of the finished tasks, and at least [`MIN_WAIT`].
-pub(crate) fn straggler_wait(median: Duration, after: f64) -> Duration {
-    median.mul_f64(after).max(MIN_WAIT)
-}
+use crate::policy::{backups_due, straggler_wait};
 
 /// A task that has runs going (or queued).
 struct Running<T> {

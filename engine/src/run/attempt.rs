@@ -4,7 +4,7 @@
 //! a task that fails for good is tolerated or fails the job; a task with a
 //! twin (a straggler's backup) is decided by the first run to finish.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow_array::RecordBatch;
 use fanout_datasets::Split;
@@ -16,9 +16,10 @@ use super::dispatch::{Limit, Task};
 use super::slot::Slot;
 use crate::chaos::Fault;
 use crate::compile::Phase;
-use crate::container::{Refs, cold_start, cold_start_draw};
+use crate::container::{Refs, cold_start, sleep_unless};
 use crate::error::{EngineError, TaskFailure};
 use crate::flight::Ended;
+use crate::policy::{self, cold_start_draw};
 use crate::records::{InvocationRecord, Recorder};
 use crate::source::Input;
 use crate::step::{Step, StepKind};
@@ -192,7 +193,7 @@ fn run_steps(
             let held = permit.take().or_else(|| limit.map(Limit::permit));
             let began = began.take().unwrap_or_else(|| shared.clock.now());
             // A backup draws its own faults.
-            let draw = if backup { attempt + 1000 } else { attempt };
+            let draw = policy::chaos_attempt(attempt, backup);
             slot.gauge.running.store(step.stage + 1, std::sync::atomic::Ordering::Relaxed);
             let to = writer.map(|w| w.scratch.shuffle_to(task, attempt, backup));
             let refs = Refs { split: own_split, pieces: own_pieces, shuffle_to: to.as_ref() };
@@ -259,10 +260,16 @@ fn run_steps(
                 Err(e) if !e.permanent && attempt <= platform.retries && !shared.failed() => {
                     // A host that said when to come back (Retry-After) is
                     // not asked sooner.
-                    let wait = backoff(platform.backoff, attempt, shared.seed, step, task);
+                    let wait = policy::backoff(platform.backoff, attempt, shared.seed, step, task);
                     slot.gauge.retrying.store(step.stage + 1, std::sync::atomic::Ordering::Relaxed);
-                    shared.stop.sleep(wait.max(e.retry_after.unwrap_or_default()));
+                    // The wait ends early once another run of the task has
+                    // finished (this one's result would be dropped).
+                    let twin_done = || platform.backups && shared.flight.is_finished(task);
+                    sleep_unless(&shared.stop, wait.max(e.retry_after.unwrap_or_default()), &twin_done);
                     slot.gauge.retrying.store(0, std::sync::atomic::Ordering::Relaxed);
+                    if twin_done() {
+                        return Ok(Vec::new());
+                    }
                     queued_at = shared.clock.now();
                     attempt += 1;
                 }
@@ -278,22 +285,6 @@ fn run_steps(
 fn records(batches: &[RecordBatch]) -> u64 {
     let pieces = |b: &RecordBatch| pieces_of(b).iter().map(|(_, p)| p.records).sum::<u64>();
     batches.iter().map(|b| if is_pieces(b) { pieces(b) } else { b.num_rows() as u64 }).sum()
-}
-
-/// The delay before retry `attempt` (1 = the first retry): the base doubled
-/// per attempt, capped at 30 s, with "equal jitter" (half fixed, half
-/// random) so that retries of many tasks spread out. The random half is
-/// drawn from the run's `seed` and the attempt's step, task and number, so
-/// a run's retries are reproducible.
-pub(crate) fn backoff(base: Duration, attempt: u32, seed: u64, step: Step, task: u64) -> Duration {
-    let full = base.saturating_mul(1 << (attempt - 1).min(16)).min(Duration::from_secs(30));
-    let mut key = [0u8; 28];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    key[8..16].copy_from_slice(&(step.index() as u64).to_le_bytes());
-    key[16..24].copy_from_slice(&task.to_le_bytes());
-    key[24..].copy_from_slice(&attempt.to_le_bytes());
-    let r = (xxhash_rust::xxh3::xxh3_64(&key) >> 11) as f64 / (1u64 << 53) as f64;
-    full / 2 + full.mul_f64(r / 2.0)
 }
 
 /// What one invocation came to.
@@ -326,12 +317,16 @@ fn invoke(
     let model = &platform.containers;
     // An idle container past its keep-alive has been retired.
     slot.retire(at, model.keep_alive, shared.clock.now());
+    // A threaded container's invocation is abandoned once another run of
+    // its task has finished, or the run stops.
+    let tracked = platform.backups;
+    let cancelled = || shared.failed() || (tracked && shared.flight.is_finished(task));
     let cold = slot.containers[at].is_none();
     if cold {
         let id = shared.counters.next_container();
         let draw = cold_start_draw(slot.id, at, slot.cold_starts[at], 0);
         slot.cold_starts[at] += 1;
-        match cold_start(id, draw, stage, step, platform, &shared.stop) {
+        match cold_start(id, draw, stage, step, platform, &shared.stop, &cancelled) {
             Ok(container) => slot.containers[at] = Some(container),
             Err(e) => return Call { container: id, cold: true, result: Err(e), read: None },
         }
@@ -342,10 +337,6 @@ fn invoke(
     let fault = shared.chaos.map_or(Fault::None, |c| c.draw(step.stage, step.kind as usize, task, draw));
     let container = slot.containers[at].as_mut().expect("started");
     let id = container.id();
-    // A threaded container's invocation is abandoned once another run of
-    // its task has finished, or the run stops.
-    let tracked = platform.backups;
-    let cancelled = || shared.failed() || (tracked && shared.flight.is_finished(task));
     let reply = container.call(task, attempt, platform.timeout, fault, batches, refs, shared.stop.flag(), &cancelled);
     if model.keep_alive.is_some() {
         slot.last_used[at] = shared.clock.now();
@@ -367,27 +358,4 @@ fn task_error(stage: &str, step: Step, task: u64, input: &Input, attempt: u32, m
         input: input.describe(),
         message,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_seeded_jitter() {
-        let base = Duration::from_millis(100);
-        let step = Step::map(0);
-        for attempt in 1..=5 {
-            let full = base * (1 << (attempt - 1));
-            let d = backoff(base, attempt, 7, step, 3);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
-            assert_eq!(d, backoff(base, attempt, 7, step, 3), "the same seed, the same delay");
-        }
-        // Capped at 30 s.
-        assert!(backoff(base, 40, 7, step, 3) <= Duration::from_secs(30));
-        // Tasks, and runs with other seeds, spread out.
-        let spread: std::collections::HashSet<Duration> = (0..50).map(|t| backoff(base, 2, 7, step, t)).collect();
-        assert!(spread.len() > 40);
-        assert_ne!(backoff(base, 2, 7, step, 3), backoff(base, 2, 8, step, 3));
-    }
 }

@@ -14,6 +14,7 @@ use crossbeam_channel::Sender;
 use super::Shared;
 use super::slot::Slot;
 use crate::compile::Phase;
+use crate::policy;
 use crate::progress::StageProgress;
 use crate::records::Recorder;
 use crate::source::Input;
@@ -27,16 +28,6 @@ pub(super) struct Task {
     /// A backup of a straggler, not its first run.
     pub(super) backup: bool,
 }
-
-/// Most tasks in one channel message.
-const GROUP_TASKS: usize = 32;
-/// The work one channel message should carry: tasks are grouped only as
-/// far as their measured time stays under this, so that tiny tasks share
-/// the hand-off while costly ones spread over every slot.
-const GROUP_TIME: Duration = Duration::from_micros(100);
-/// Split bytes past which a group is sent: a task of this size or more
-/// travels alone.
-const GROUP_BYTES: u64 = 256 * 1024;
 
 /// Time a slot spent on its tasks so far in the phase (each on a cache
 /// line of its own: only its slot writes it).
@@ -60,25 +51,20 @@ impl Busy {
     }
 }
 
-/// How many tasks the next message carries, given the time slots spent on
-/// their tasks so far: one until a task has been measured, then as many as
-/// fit [`GROUP_TIME`] at the mean task time, up to [`GROUP_TASKS`].
+/// How many tasks the next message carries, given the time slots spent
+/// on their tasks so far ([`policy::group_size`]).
 pub(super) fn group_size(busy: &[Busy]) -> usize {
     let (mut nanos, mut tasks) = (0, 0);
     for b in busy {
         nanos += b.nanos.load(Relaxed);
         tasks += b.tasks.load(Relaxed);
     }
-    if tasks == 0 {
-        return 1;
-    }
-    let mean = (nanos / tasks).max(1);
-    (GROUP_TIME.as_nanos() as u64 / mean).clamp(1, GROUP_TASKS as u64) as usize
+    policy::group_size(nanos, tasks)
 }
 
 /// Runs phase `index`'s tasks on the slots; returns the number of tasks.
 pub(super) fn run_phase(shared: &Shared<'_>, index: usize, phase: &Phase, slots: &mut [(Slot, Recorder<'_>)]) -> u64 {
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<Task>>(slots.len() * 2);
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<Task>>(slots.len() * policy::LISTED_AHEAD_PER_SLOT);
     shared.flight.reset();
     for b in &shared.busy {
         b.reset();
@@ -162,12 +148,8 @@ fn produce(shared: &Shared<'_>, index: usize, phase: &Phase, tx: &Sender<Vec<Tas
             p.sent.fetch_add(n as u64, Relaxed);
         }
     };
-    // With backups, tasks go one by one: a straggler must not hold up the
-    // tasks grouped behind it. So do tasks of functions outside the
-    // process, whose invocations cost far more than the hand-off.
-    let alone = !source.grouped()
-        || shared.plan.platform.backups
-        || phase.steps.iter().any(|s| shared.compiled.stages[s.stage].external);
+    let external = phase.steps.iter().any(|s| shared.compiled.stages[s.stage].external);
+    let alone = policy::tasks_alone(source.grouped(), shared.plan.platform.backups, external);
     let (mut count, mut sent) = (0, 0);
     let mut group = Vec::new();
     let mut bytes = 0;
@@ -196,7 +178,7 @@ fn produce(shared: &Shared<'_>, index: usize, phase: &Phase, tx: &Sender<Vec<Tas
         bytes += input.split().map_or(0, fanout_datasets::Split::bytes);
         group.push(Task { id, input, queued: shared.clock.now(), backup: false });
         let most = if alone { 1 } else { group_size(&shared.busy) };
-        if group.len() >= most || bytes >= GROUP_BYTES {
+        if group.len() >= most || bytes >= policy::GROUP_BYTES {
             handed(group.len());
             let _ = tx.send(std::mem::take(&mut group));
             bytes = 0;
@@ -292,32 +274,5 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         *self.0.free.lock().expect("not poisoned") += 1;
         self.0.cv.notify_one();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn busy(per_slot: &[(u64, u64)]) -> Vec<Busy> {
-        per_slot
-            .iter()
-            .map(|&(micros, tasks)| {
-                let b = Busy::default();
-                b.add(Duration::from_micros(micros), tasks);
-                b
-            })
-            .collect()
-    }
-
-    #[test]
-    fn tasks_are_grouped_by_their_measured_time() {
-        assert_eq!(group_size(&busy(&[(0, 0), (0, 0)])), 1, "nothing measured yet: one at a time");
-        // 10 µs a task: ten fit 100 µs.
-        assert_eq!(group_size(&busy(&[(500, 50), (500, 50)])), 10);
-        // Tiny tasks: at most 32.
-        assert_eq!(group_size(&busy(&[(1, 1000)])), GROUP_TASKS);
-        // Costly ones: one each, to spread over every slot.
-        assert_eq!(group_size(&busy(&[(50_000, 10), (0, 0)])), 1);
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::error::{EngineError, TaskFailure};
+use crate::policy::{tolerated_so_far, too_many};
 use crate::step::StepKind;
 
 /// The failed tasks of a run.
@@ -88,22 +89,6 @@ impl Failures {
         }
         Ok(failures)
     }
-}
-
-/// Whether a phase goes on with `failed` tasks failed for good so far,
-/// tolerated up to `count` at once and `percent` (checked by
-/// [`too_many`] when the phase ends).
-pub(crate) fn tolerated_so_far(failed: u64, count: Option<u64>, percent: Option<f64>) -> bool {
-    match (count, percent) {
-        (None, None) => false,
-        (Some(count), _) if failed > count => false,
-        _ => true,
-    }
-}
-
-/// Whether `failed` of a phase's `tasks` are more than `percent` allows.
-pub(crate) fn too_many(failed: u64, tasks: u64, percent: f64) -> bool {
-    failed > 0 && failed as f64 * 100.0 > percent * tasks as f64
 }
 
 /// The failed tasks an interrupted run listed in `path`.

@@ -13,7 +13,6 @@
 
 pub(crate) mod attempt;
 mod bad;
-pub(crate) mod dir;
 mod dispatch;
 pub(crate) mod failures;
 pub(crate) mod slot;
@@ -36,6 +35,8 @@ use crate::inputs::{self, Inputs};
 use crate::journal::Journal;
 use crate::progress::{Progress, StageProgress};
 use crate::records::{Log, Recorder};
+use crate::run_dir::RunDir;
+pub use crate::run_dir::{CWD, finished_run, running};
 use crate::scratch::{Scratch, ScratchPartitions};
 use crate::shuffle::Shuffle;
 use crate::sink::{GatherSink, ShuffleSink, TaskSink};
@@ -45,8 +46,6 @@ use crate::step::{Step, StepKind};
 use crate::stop::Stop;
 use crate::summary::{Summary, Totals, summarize};
 use bad::BadInput;
-use dir::RunDir;
-pub use dir::{CWD, finished_run, running};
 use dispatch::{Busy, Limit, run_phase};
 use failures::Failures;
 use slot::Slot;
@@ -477,7 +476,7 @@ fn execute(
         chaos: opts.chaos,
         clock: opts.clock.as_ref(),
         stop: opts.stop.link(),
-        seed: xxhash_rust::xxh3::xxh3_64(dir.id.as_bytes()),
+        seed: crate::policy::run_seed(&dir.id),
         sources,
         sinks,
         writers: (compiled.phases.iter().zip(&writing))

@@ -17,6 +17,7 @@ use super::dispatch::Task;
 use crate::compile::Phase;
 use crate::container::Container;
 use crate::journal::{HAND_OVER_AGE, Local};
+use crate::policy::{expired, next_expiry};
 use crate::progress::SlotGauge;
 use crate::records::Recorder;
 use crate::sink::Outputs;
@@ -95,19 +96,6 @@ impl Counts {
 
 /// Slots still running a phase's tasks, and a wake-up when that changes.
 pub(super) type Running = (Mutex<usize>, Condvar);
-
-/// Whether a container last used at `used` has passed its `keep_alive` at
-/// `now`.
-pub(crate) fn expired(used: Instant, keep_alive: Option<Duration>, now: Instant) -> bool {
-    keep_alive.is_some_and(|k| now.saturating_duration_since(used) > k)
-}
-
-/// How long from `now` until the first of the containers last used at
-/// `used` passes `keep` (a millisecond past it); `None` when there are
-/// none.
-pub(super) fn next_expiry(used: impl Iterator<Item = Instant>, keep: Duration, now: Instant) -> Option<Duration> {
-    used.map(|u| keep.saturating_sub(now.saturating_duration_since(u)) + Duration::from_millis(1)).min()
-}
 
 impl Slot {
     /// Slot `id` of a run of `steps` steps and `stages` stages.
@@ -260,25 +248,5 @@ impl Slot {
                 self.retire(at, keep_alive, now);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keep_alive_retires_what_idled_past_it_and_says_when_next() {
-        let clock = crate::clock::ManualClock::new();
-        let ms = Duration::from_millis;
-        let t0 = clock.at(ms(0));
-        let keep = Some(ms(100));
-        assert!(!expired(t0, keep, clock.at(ms(100))), "at the keep-alive, still alive");
-        assert!(expired(t0, keep, clock.at(ms(101))));
-        assert!(!expired(t0, None, clock.at(ms(1_000_000))), "no keep-alive: for ever");
-        let used = [clock.at(ms(10)), clock.at(ms(40))];
-        assert_eq!(next_expiry(used.into_iter(), ms(100), clock.at(ms(50))), Some(ms(61)));
-        assert_eq!(next_expiry(used.into_iter(), ms(100), clock.at(ms(500))), Some(ms(1)), "overdue: at once");
-        assert_eq!(next_expiry(std::iter::empty(), ms(100), t0), None);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::curve::Curve;
 use super::model::{Calibrated, Calibration, StepModel};
-use crate::container::standard_normal;
+use crate::policy::standard_normal;
 
 /// A step's time: `per_invocation + per_mib × MiB in`, times a lognormal
 /// factor of median 1 and spread `sigma` (0: always the same), on one core
@@ -93,7 +93,7 @@ impl Calibrated {
             storage: None,
             shuffled: Default::default(),
         };
-        Calibrated { cal, from: PathBuf::from("--durations"), given: Vec::new() }
+        Calibrated { cal, from: PathBuf::from("--durations"), given: Vec::new(), replay: None }
     }
 
     /// Gives `stage`'s durations (of its `phase`, or of all its phases),

@@ -1,12 +1,12 @@
 //! `fanout simulate`: a discrete-event simulation of a job in simulated
-//! time, at any scale. It replays the engine's own policies — warm
-//! containers per worker slot and their keep-alive (`slot::expired`),
-//! modelled cold starts (`ColdStart::sample` over the engine's seeded
-//! draw), chaos draws, retries with the engine's backoff, straggler
-//! backups by the engine's rule (`flight::backups_due`,
-//! `flight::straggler_wait`) with the loser cancelled, the shuffle's
-//! barrier between phases, and the platform's billing — over durations
-//! calibrated on a real run of the job (see `model.rs`).
+//! time, at any scale. It makes the engine's decisions by the engine's
+//! own policy (`crate::policy`): the phases and the shuffle's barrier
+//! between them, the listing ahead of the slots, warm containers per
+//! worker slot and their keep-alive, modelled cold starts over the
+//! engine's seeded draw, chaos draws, retries with the engine's backoff,
+//! tolerated failures, straggler backups with the loser cancelled — and
+//! bills as the platform does, over durations calibrated on a real run of
+//! the job (see `model.rs`), or replayed from one (`replay.rs`).
 //!
 //! It writes a run directory like a real run's (the job, invocation
 //! records, `summary.json` with `simulation` set), so `fanout report`
@@ -18,6 +18,7 @@ mod events;
 mod given;
 mod model;
 mod outcome;
+mod replay;
 mod sweep;
 mod tasks;
 
@@ -30,14 +31,12 @@ use fanout_jobs::{JobFile, Plan};
 use hdrhistogram::Histogram;
 
 use crate::chaos::{Chaos, Fault};
-use crate::container::cold_start_draw;
 use crate::error::{EngineError, TaskFailure};
-use crate::flight::{backups_due, straggler_wait};
+use crate::policy::{
+    backoff, backups_due, chaos_attempt, cold_start_draw, expired, straggler_wait, tolerated_so_far, too_many,
+};
 use crate::records::{Log, Recorder};
-use crate::run::attempt::backoff;
-use crate::run::dir::RunDir;
-use crate::run::failures::{tolerated_so_far, too_many};
-use crate::run::slot::expired;
+use crate::run_dir::RunDir;
 use crate::stats::StageStats;
 use crate::step::{Step, StepKind};
 use crate::summary::{FailedTask, Simulation, Summary};
@@ -48,7 +47,7 @@ use model::{Calibration, StepModel};
 pub use outcome::Figures;
 use outcome::{Outcome, quantiles};
 pub use sweep::{Point, Prediction, Sweep, SweepOptions, sweep};
-use tasks::{Listing, Tasks, steps_of};
+use tasks::{Listing, Tasks};
 
 /// What to simulate, beyond the job.
 #[derive(Debug, Clone)]
@@ -110,12 +109,24 @@ struct Prepared<'a> {
     cal: &'a Calibration,
     listing: &'a Listing,
     steps: Vec<Step>,
+    replay: Option<&'a replay::Replay>,
+    /// The steps of each phase, as index ranges of `steps`.
+    phases: Vec<std::ops::Range<usize>>,
     models: Vec<StepModel>,
 }
 
 impl<'a> Prepared<'a> {
     fn new(plan: &'a Plan, cal: &'a Calibrated, listing: &'a Listing) -> Result<Prepared<'a>, EngineError> {
-        let steps = steps_of(plan);
+        // The engine's phases: steps run back to back on a slot, up to a
+        // keyed stage's combine.
+        let (mut steps, mut phases) = (Vec::new(), Vec::new());
+        for phase in crate::policy::phases(plan.stages.iter().map(|s| s.key.is_some())) {
+            let start = steps.len();
+            steps.extend(phase.steps);
+            if steps.len() > start {
+                phases.push(start..steps.len());
+            }
+        }
         let mut models = Vec::new();
         for step in &steps {
             let stage = &plan.stages[step.stage];
@@ -137,7 +148,7 @@ impl<'a> Prepared<'a> {
             })?;
             models.push(m.clone());
         }
-        Ok(Prepared { plan, cal: &cal.cal, listing, steps, models })
+        Ok(Prepared { plan, cal: &cal.cal, listing, steps, replay: cal.replay.as_deref(), phases, models })
     }
 
     /// Simulates seeds `0..seeds`, the first one's invocations recorded
@@ -208,6 +219,8 @@ struct Sim<'a, 'r> {
     plan: &'a Plan,
     cal: &'a Calibration,
     steps: &'a [Step],
+    phases: &'a [std::ops::Range<usize>],
+    replay: Option<&'a replay::Replay>,
     models: &'a [StepModel],
     listing: &'a Listing,
     chaos: Option<Chaos>,
@@ -259,6 +272,8 @@ impl<'a, 'r> Sim<'a, 'r> {
             cal,
             listing: p.listing,
             steps: &p.steps,
+            phases: &p.phases,
+            replay: p.replay,
             models: &p.models,
             chaos: chaos.map(|c| Chaos { seed: c.seed.wrapping_add(seed), ..c }),
             seed,
@@ -319,18 +334,12 @@ impl<'a, 'r> Sim<'a, 'r> {
 
     /// Simulates every phase, up to a failure the job does not tolerate.
     fn run(&mut self) {
-        let mut i = 0;
         let mut first = true;
-        while i < self.steps.len() && self.out.error.is_none() {
-            // A phase: steps up to and including a combine (which ends it),
-            // or from a reduce.
-            let mut phase = vec![i];
-            i += 1;
-            while i < self.steps.len() && self.steps[i - 1].kind != StepKind::Combine {
-                phase.push(i);
-                i += 1;
+        for phase in self.phases {
+            if self.out.error.is_some() {
+                break;
             }
-            self.phase = phase;
+            self.phase = phase.clone().collect();
             let tasks: Tasks<'_> = if first {
                 self.listing.tasks(self.cal.records_per_byte)
             } else {
@@ -355,7 +364,7 @@ impl<'a, 'r> Sim<'a, 'r> {
         // Tasks listed ahead of the slots, as the engine's bounded channel
         // holds them (two per slot): the listing ends, and backups may
         // start, that far before the last task runs.
-        let ahead = 2 * self.slots.len();
+        let ahead = crate::policy::LISTED_AHEAD_PER_SLOT * self.slots.len();
         let mut queue: VecDeque<(u64, u64, u64, u64)> = VecDeque::new();
         while self.out.error.is_none() {
             while !self.exhausted && queue.len() < ahead {
@@ -490,7 +499,7 @@ impl<'a, 'r> Sim<'a, 'r> {
                 if platform.emulate {
                     us += platform.containers.overhead.as_secs_f64() * 1e6;
                 }
-                let draw = if backup { attempt + 1000 } else { attempt };
+                let draw = chaos_attempt(attempt, backup);
                 let fault = self.chaos.map_or(Fault::None, |c| c.draw(step.stage, step.kind as usize, task, draw));
                 let mut compute = model.warm_us(bytes, self.draw(at, task, attempt, backup, 0)) * cpu;
                 if self.shares_machine {
@@ -505,6 +514,18 @@ impl<'a, 'r> Sim<'a, 'r> {
                     Fault::Timeout => (timeout.unwrap_or(us + compute), Some("timed out")),
                     Fault::Straggle(x) => (us + compute * x, None),
                 };
+                // A replayed run's own invocation: the time it took, its
+                // cold start and faults included.
+                let name = &self.plan.stages[step.stage].name;
+                let replayed = self.replay.and_then(|r| r.get(name, step.kind, task, attempt, backup));
+                if let Some(r) = replayed {
+                    us = r.us * cpu;
+                } else if let Some(ran) =
+                    self.replay.and_then(|r| r.ran_before_cancelled(name, step.kind, task, attempt, backup))
+                {
+                    // It would have ended later than it was cancelled.
+                    us = us.max(ran * cpu + 1000.0);
+                }
                 if let Some(limit) = timeout
                     && us > limit
                 {
@@ -514,10 +535,12 @@ impl<'a, 'r> Sim<'a, 'r> {
                 if let Some(p) = self.limits[step.stage].as_mut() {
                     p.push(Reverse(end));
                 }
-                let (bytes_out, records_out) = if error.is_none() {
-                    (model.bytes_out.at(bytes as f64) as u64, model.records_out.at(records as f64).round() as u64)
-                } else {
-                    (0, 0)
+                let (bytes_out, records_out) = match replayed {
+                    _ if error.is_some() => (0, 0),
+                    Some(r) => (r.bytes_out, r.records_out),
+                    None => {
+                        (model.bytes_out.at(bytes as f64) as u64, model.records_out.at(records as f64).round() as u64)
+                    }
                 };
                 // A panicked or timed-out container is not reused.
                 let reused = !matches!(fault, Fault::Panic | Fault::Timeout) && error != Some("timed out");
@@ -544,7 +567,12 @@ impl<'a, 'r> Sim<'a, 'r> {
                     ok = false;
                     break;
                 }
-                t += backoff(platform.backoff, attempt, self.seed, step, task).as_micros() as u64;
+                // A replay draws the replayed run's backoff.
+                let seed = match self.replay {
+                    Some(r) if self.seed == 0 => r.seed,
+                    _ => self.seed,
+                };
+                t += backoff(platform.backoff, attempt, seed, step, task).as_micros() as u64;
                 attempt += 1;
             }
             if !ok {

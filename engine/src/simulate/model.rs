@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use fanout_jobs::PlatformPlan;
 
-use crate::container::cold_start_draw;
 use crate::error::EngineError;
+use crate::policy::cold_start_draw;
 use crate::records;
 use crate::summary::Summary;
 use fanout_datasets::RequestCounts;
@@ -179,6 +179,8 @@ pub struct Calibrated {
     /// Steps' durations given instead (`given.rs`): stage, phase (none:
     /// all its phases), model.
     pub(super) given: Vec<(String, Option<String>, StepModel)>,
+    /// A run whose invocations' durations are replayed (`replay.rs`).
+    pub(super) replay: Option<std::sync::Arc<super::replay::Replay>>,
 }
 
 impl Calibrated {
@@ -190,7 +192,16 @@ impl Calibrated {
         let jobs = runs.iter().map(|r| calibration_job(r)).collect::<Result<Vec<_>, _>>()?;
         let pairs: Vec<(&Path, RunJob)> = runs.iter().map(PathBuf::as_path).zip(jobs).collect();
         let joined = runs.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
-        Ok(Calibrated { cal: Calibration::from_runs(&pairs)?, from: PathBuf::from(joined), given: Vec::new() })
+        let cal = Calibration::from_runs(&pairs)?;
+        Ok(Calibrated { cal, from: PathBuf::from(joined), given: Vec::new(), replay: None })
+    }
+
+    /// Replays the invocations of the finished run in `dir`: each takes
+    /// the time the run's own took (see `replay.rs`); what the run did not
+    /// see end takes the calibrated model's.
+    pub fn replay(&mut self, dir: &Path) -> Result<(), EngineError> {
+        self.replay = Some(std::sync::Arc::new(super::replay::Replay::load(dir)?));
+        Ok(())
     }
 
     /// The run (or runs, joined with commas) it was calibrated on.
@@ -339,7 +350,9 @@ impl Reading {
             });
             let reduce = r.phase == "reduce";
             let starts_task = reduce || first_stage.as_ref().is_some_and(|(s, p)| s == r.stage && p == r.phase);
-            if starts_task && r.attempt == 1 {
+            // A backup starts when the straggler rule says, not at a
+            // hand-off: the slot's idle time before it is no gap.
+            if starts_task && r.attempt == 1 && !r.backup {
                 let first_of_phase = slot.0.is_none() || (reduce && !slot.1);
                 if let (false, Some(end)) = (first_of_phase, slot.0) {
                     gaps.push(r.started_us.saturating_sub(end).min(u64::from(u32::MAX)) as u32);

@@ -9,21 +9,6 @@ use fanout_datasets::{ChunkSize, Dataset};
 use fanout_jobs::{InputSource, Plan};
 
 use crate::error::EngineError;
-use crate::step::Step;
-
-/// The job's steps, in order: a map per stage, a combine and a reduce per
-/// keyed stage.
-pub(super) fn steps_of(plan: &Plan) -> Vec<Step> {
-    let mut steps = Vec::new();
-    for (i, s) in plan.stages.iter().enumerate() {
-        if s.key.is_some() {
-            steps.extend([Step::combine(i), Step::reduce(i)]);
-        } else {
-            steps.push(Step::map(i));
-        }
-    }
-    steps
-}
 
 /// A phase's tasks: (id, bytes, records), listed lazily.
 pub(super) type Tasks<'a> = Box<dyn Iterator<Item = (u64, u64, u64)> + 'a>;

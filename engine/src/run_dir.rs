@@ -199,13 +199,17 @@ fn lock(path: &Path) -> Result<Flock<std::fs::File>, EngineError> {
 /// output committed), so that resuming it has nothing to do; `None` for
 /// a run that has not finished, or failed, or was interrupted.
 pub fn finished_run(dir: &Path) -> Result<Option<Summary>, EngineError> {
+    match read_summary(dir) {
+        Ok(summary) => Ok((summary.status == "succeeded").then_some(summary)),
+        Err(EngineError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The summary of the run in `dir`, which ended (succeeded or failed).
+pub(crate) fn read_summary(dir: &Path) -> Result<Summary, EngineError> {
     let path = dir.join("summary.json");
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(EngineError::io(&path, e)),
-    };
-    let summary: Summary = serde_json::from_slice(&bytes)
-        .map_err(|e| EngineError::io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-    Ok((summary.status == "succeeded").then_some(summary))
+    let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| EngineError::io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
