@@ -151,6 +151,6 @@ pub fn plan(a: &JobArgs) -> Outcome {
         OutputMode::Overwrite => "overwrites".to_string(),
     });
     writeln!(out, "output: {} ({}; {})", o.path.display(), o.format, extra.join("; "))?;
-    writeln!(out, "platform: {:?}, concurrency {}", plan.platform.preset, plan.platform.concurrency)?;
+    writeln!(out, "platform: {}, concurrency {}", plan.platform.preset.name(), plan.platform.concurrency)?;
     Ok(())
 }

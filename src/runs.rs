@@ -31,9 +31,14 @@ pub fn check_run_dir(dir: &Path) -> Result<(), crate::Failure> {
 pub fn list(dir: &Path, json: bool) -> Outcome {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // The default directory before any run: nothing to list. Another
+        // that is not there is a mistake, as for the other commands.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir == Path::new(".fanout/runs") => {
             writeln!(std::io::stderr(), "no runs in {} yet", dir.display())?;
             return Ok(());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(crate::Failure::invalid(anyhow::anyhow!("{}: no such directory", dir.display())));
         }
         Err(e) => return Err(anyhow::anyhow!("{}: {e}", dir.display()).into()),
     };
@@ -61,7 +66,7 @@ pub fn list(dir: &Path, json: bool) -> Outcome {
         };
         // A simulation's run directory is not a run's: say so.
         let status = if simulated { format!("sim:{status}") } else { status.to_string() };
-        let started = started(&id);
+        let started = started(&id).or_else(|| written(&run.join("job.json")));
         if json {
             let line = serde_json::json!({
                 "run": id, "dir": run, "job": job, "status": status, "simulated": simulated, "started": started,
@@ -95,6 +100,15 @@ fn job_name(run: &Path) -> String {
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string))
         .unwrap_or_else(|| "-".into())
+}
+
+/// When `file` (a run's `job.json`, written as it starts) was last
+/// written, as [`started`] says it: for a run directory named by the user.
+fn written(file: &Path) -> Option<String> {
+    let at = std::fs::metadata(file).and_then(|m| m.modified()).ok()?;
+    // `2026-11-30T19:53:35Z` as `2026-11-30 19:53:35`.
+    let stamp = humantime::format_rfc3339_seconds(at).to_string();
+    Some(stamp.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
 /// When a run started, from its id (`20261130T195335Z-27070`):

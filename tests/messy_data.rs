@@ -525,6 +525,32 @@ print("ok")
 }
 
 #[test]
+fn a_fraction_in_an_integer_column_and_a_field_past_the_sample_are_bad_not_dropped() {
+    let s = Scratch::new();
+    // The sample (2 records) says `n` is an integer; a later 2.5 is not
+    // cut to 2.
+    s.write("n.jsonl", "{\"n\": 1}\n{\"n\": 3}\n{\"n\": 2.5}\n{\"n\": 7.0}\n");
+    let input = "path = \"n.jsonl\"\ninfer_rows = 2";
+    let r = run(&s, "jsonl", input, "o.jsonl", 1, &[]).expect(1);
+    assert!(r.stderr.contains("n.jsonl: line 3"), "{}", r.stderr);
+    assert!(r.stderr.contains("field `n` is a number with a fraction here, but int64 in the schema"), "{}", r.stderr);
+    assert!(r.stderr.contains("`n:float64`"), "{}", r.stderr);
+    let r = run(&s, "jsonl", &format!("{input}\non_bad_record = \"reject\""), "o.jsonl", 1, &[]).expect(0);
+    assert_eq!(summary(&r)["input"]["rejected"].as_u64(), Some(1));
+    assert_eq!(std::fs::read_to_string(s.path("o.jsonl")).unwrap(), "{\"n\":1}\n{\"n\":3}\n{\"n\":7}\n");
+    // A field the inferred schema lacks (first seen in another file) is an
+    // error naming it; a job that reads only other columns is not
+    // concerned, and a schema given leaves it out on purpose.
+    s.write("d/a.jsonl", "{\"zeta\": 1, \"alpha\": \"a\"}\n");
+    s.write("d/b.jsonl", "{\"q\": 1, \"zeta\": 9, \"aa\": \"n\"}\n");
+    let r = run(&s, "jsonl", "path = \"d/*.jsonl\"", "o.jsonl", 1, &[]).expect(1);
+    assert!(r.stderr.contains("d/b.jsonl: line 1 (byte 0): field `q` is not in the schema"), "{}", r.stderr);
+    let given = "path = \"d/*.jsonl\"\nschema = [\"zeta:int64\"]";
+    run(&s, "jsonl", given, "o.jsonl", 1, &[]).expect(0);
+    assert_eq!(std::fs::read_to_string(s.path("o.jsonl")).unwrap(), "{\"zeta\":1}\n{\"zeta\":9}\n");
+}
+
+#[test]
 fn a_type_change_past_the_sample_names_the_field_and_the_fix() {
     let s = Scratch::new();
     let mut text = String::new();

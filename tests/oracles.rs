@@ -213,6 +213,17 @@ print("ok")
             run_job(&s, &j, &[]).expect(0);
         }
     }
+    // A named zone in text outputs: each time with its offset; and in the
+    // preview a run prints.
+    for format in ["csv", "jsonl"] {
+        let j = job("path = \"typed.parquet\"", "", &format!("path = \"typed.out.{format}\""));
+        run_job(&s, &j, &[]).expect(0);
+        let text = std::fs::read_to_string(s.path(&format!("typed.out.{format}"))).unwrap();
+        assert!(text.contains("2024-02-09T10:41:59+01:00"), "{format}: {text}");
+    }
+    s.write("job.toml", job("path = \"typed.parquet\"", "", "path = \"typed.out.parquet\""));
+    let shown = s.run(&["run", "job.toml", "--progress", "never", "--show", "2"]).expect(0).stdout;
+    assert!(shown.contains("2024-02-09T10:41:59+01:00"), "{shown}");
     s.run(&["datasets", "gen", "parquet", "--rows", "100", "--out", "gen.parquet"]).expect(0);
     python(
         &s,

@@ -704,5 +704,13 @@ fn runs_lists_the_runs_oldest_first() {
     let table = s.run(&["runs"]).expect(0).stdout;
     assert_eq!(table.lines().count(), 4, "{table}");
     assert!(table.lines().nth(1).unwrap().contains("listed") && table.contains("interrupted"), "{table}");
-    assert!(s.run(&["runs", "nowhere"]).expect(0).stderr.contains("no runs in nowhere yet"));
+    // A runs directory that is not there is a mistake (but the default
+    // one before any run).
+    assert_eq!(s.run(&["runs", "nowhere"]).expect(2).stderr.trim(), "error: nowhere: no such directory");
+    // A run directory named by the user: started is when it began.
+    s.run(&["run", "job.toml", "--progress", "never", "--run-dir", "mine/rd"]).expect(0);
+    let r = s.run(&["runs", "mine", "--json"]).expect(0);
+    let mine: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+    let started = mine["started"].as_str().unwrap_or_default().to_string();
+    assert!(started.len() == 19 && started.starts_with("20") && &started[10..11] == " ", "{mine}");
 }

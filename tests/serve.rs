@@ -321,7 +321,9 @@ path = "unused.csv"
     assert_eq!((r.status, r.header("x-amzn-errortype")), (400, Some("InvalidParameterValueException")));
     // An event that is not an object with a list of records says so: 400
     // on every path and invocation type, before anything is accepted.
-    for body in ["[1,2]", "[]", "{}", r#"{"records": 5}"#, "{records", ""] {
+    for body in
+        ["[1,2]", "[]", "{}", r#"{"records": 5}"#, r#"{"records": [{"line": "a"}, 2]}"#, "{records", "", "notjson"]
+    {
         let r = post(a, "/functions/word_count", body);
         assert_eq!(r.status, 400, "{body}: {}", r.body);
         let message = r.json()["errorMessage"].as_str().unwrap().to_string();
@@ -337,6 +339,12 @@ path = "unused.csv"
     let r = post(a, "/functions/word_count", r#"{"records": 5}"#);
     let message = r.json()["errorMessage"].as_str().unwrap().to_string();
     assert!(message.contains("(a list) (line 1, column "), "{message}");
+    let r = post(a, "/functions/word_count", r#"{"records": [{"line": "a"}, 2]}"#);
+    let message = r.json()["errorMessage"].as_str().unwrap().to_string();
+    assert!(message.ends_with("of objects; record 1 is `2`"), "{message}");
+    let r = post(a, "/functions/word_count", "notjson");
+    let message = r.json()["errorMessage"].as_str().unwrap().to_string();
+    assert!(message.starts_with("the event is not JSON: "), "{message}");
     assert_eq!(std::fs::read_to_string(s.path("runs.log")).unwrap(), "run\nrun\n", "a bad event ran");
 }
 

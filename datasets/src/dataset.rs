@@ -181,6 +181,12 @@ impl Dataset {
         Ok(Some(Dataset { schema, projection: Some(indices), ..self.clone() }))
     }
 
+    /// Whether jsonl records are read strictly (a field the schema lacks
+    /// is an error): when the schema was inferred and is read whole.
+    pub(crate) fn json_strict(&self) -> bool {
+        self.opts.schema.is_none() && self.projection.is_none()
+    }
+
     /// The files' own schema, whatever the projection.
     pub fn file_schema(&self) -> SchemaRef {
         self.full.clone()
@@ -454,11 +460,13 @@ impl Dataset {
                 }))))
             }
             (Format::Jsonl, _) => {
-                let batches = jsonl::read(files.open(&file, &range)?, schema.clone(), batch_rows, buffer)
+                let strict = self.json_strict();
+                let batches = jsonl::read(files.open(&file, &range)?, schema.clone(), strict, batch_rows, buffer)
                     .map_err(|m| Error::invalid(&path, m))?;
                 Ok(Box::new(fuse_errors(batches.map(move |r| {
                     r.map_err(|message| {
-                        let located = open_range(&file, &range).ok().and_then(|s| jsonl::locate(s, schema.clone()));
+                        let located =
+                            open_range(&file, &range).ok().and_then(|s| jsonl::locate(s, schema.clone(), strict));
                         match located {
                             Some((line, byte, precise)) => malformed(&file, &range, byte, Some(line), precise),
                             None => malformed(&file, &range, 0, None, message),

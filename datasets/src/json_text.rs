@@ -19,7 +19,7 @@ use crate::json_infer::is_json_text;
 /// numbers and booleans read into Utf8 columns as their text, and JSON
 /// text columns hold each value's JSON text.
 pub fn json_reader(schema: SchemaRef) -> ReaderBuilder {
-    crate::jsonl::builder(schema, 1024)
+    crate::jsonl::builder(schema, 1024, false)
 }
 
 /// The schema of the JSON objects in `lines` (one a line), as a jsonl

@@ -30,35 +30,41 @@ pub(crate) fn infer_schema(source: impl Read, rows: usize, skip_invalid: bool) -
 
 /// The reader's settings, shared by [`read`] and [`decoder`]: numbers and
 /// booleans read into Utf8 columns as their text, JSON text columns hold
-/// their values' JSON text.
-pub(crate) fn builder(schema: SchemaRef, batch_rows: usize) -> ReaderBuilder {
+/// their values' JSON text. With `strict`, a field the schema does not
+/// have is an error: an inferred schema whose sample missed a field does
+/// not drop it without a word (a schema given, or narrowed to the columns
+/// a job reads, leaves the other fields out on purpose).
+pub(crate) fn builder(schema: SchemaRef, batch_rows: usize, strict: bool) -> ReaderBuilder {
     ReaderBuilder::new(schema)
         .with_batch_size(batch_rows.max(1))
         .with_coerce_primitive(true)
+        .with_strict_mode(strict)
         .with_decoder_factory(Arc::new(JsonTextFactory))
 }
 
 /// A decoder of JSON lines into batches of up to `batch_rows` rows of
 /// `schema`, with the same settings as [`read`].
-pub(crate) fn decoder(schema: SchemaRef, batch_rows: usize) -> Result<Decoder, String> {
-    builder(schema, batch_rows).build_decoder().map_err(|e| e.to_string())
+pub(crate) fn decoder(schema: SchemaRef, batch_rows: usize, strict: bool) -> Result<Decoder, String> {
+    builder(schema, batch_rows, strict).build_decoder().map_err(|e| e.to_string())
 }
 
-/// Reads the lines of `source` as batches of `schema`.
+/// Reads the lines of `source` as batches of `schema` (see [`builder`]
+/// for `strict`).
 pub(crate) fn read<R: Read + Send + 'static>(
     source: R,
     schema: SchemaRef,
+    strict: bool,
     batch_rows: usize,
     buffer: usize,
 ) -> Result<impl Iterator<Item = Result<RecordBatch, String>> + Send, String> {
-    let reader = builder(schema, batch_rows)
+    let reader = builder(schema, batch_rows, strict)
         .build(BufReader::with_capacity(buffer.max(64), source))
         .map_err(|e| e.to_string())?;
     Ok(reader.map(|r| r.map_err(|e| e.to_string())))
 }
 
-/// Gives the JSON text fields their decoder; every other field the
-/// reader's own.
+/// Gives the JSON text fields their decoder, and integer fields a strict
+/// one; every other field the reader's own.
 #[derive(Debug)]
 struct JsonTextFactory;
 
@@ -69,8 +75,87 @@ impl DecoderFactory for JsonTextFactory {
         field: &FieldRef,
         _is_nullable: bool,
     ) -> Result<Option<Box<dyn ArrayDecoder>>, ArrowError> {
-        Ok(is_json_text(field).then(|| Box::new(JsonTextDecoder) as Box<dyn ArrayDecoder>))
+        use arrow_array::types::*;
+        if is_json_text(field) {
+            return Ok(Some(Box::new(JsonTextDecoder)));
+        }
+        let decoder: Box<dyn ArrayDecoder> = match field.data_type() {
+            DataType::Int8 => Box::new(IntDecoder::<Int8Type>::default()),
+            DataType::Int16 => Box::new(IntDecoder::<Int16Type>::default()),
+            DataType::Int32 => Box::new(IntDecoder::<Int32Type>::default()),
+            DataType::Int64 => Box::new(IntDecoder::<Int64Type>::default()),
+            DataType::UInt8 => Box::new(IntDecoder::<UInt8Type>::default()),
+            DataType::UInt16 => Box::new(IntDecoder::<UInt16Type>::default()),
+            DataType::UInt32 => Box::new(IntDecoder::<UInt32Type>::default()),
+            DataType::UInt64 => Box::new(IntDecoder::<UInt64Type>::default()),
+            _ => return Ok(None),
+        };
+        Ok(Some(decoder))
     }
+}
+
+/// Decodes integers strictly: a number with a fraction (`2.5`), or one
+/// past the type's range, is an error, where arrow-json's own decoder
+/// would cut it to an integer (`2`) without a word. An integral number
+/// written as a float (`2.0`, `1e3`) and a string of an integer (`"7"`,
+/// as arrow-json reads one) are taken.
+struct IntDecoder<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Default for IntDecoder<T> {
+    fn default() -> Self {
+        IntDecoder(std::marker::PhantomData)
+    }
+}
+
+impl<T> ArrayDecoder for IntDecoder<T>
+where
+    T: arrow_array::ArrowPrimitiveType,
+    T::Native: TryFrom<i128>,
+{
+    fn decode(&mut self, tape: &Tape<'_>, pos: &[u32]) -> Result<ArrayRef, ArrowError> {
+        let mut builder = arrow_array::builder::PrimitiveBuilder::<T>::with_capacity(pos.len());
+        for &p in pos {
+            let whole: Option<i128> = match tape.get(p) {
+                TapeElement::Null => {
+                    builder.append_null();
+                    continue;
+                }
+                TapeElement::Number(i) | TapeElement::String(i) => integer(tape.get_string(i)),
+                TapeElement::I32(v) => Some(i128::from(v)),
+                TapeElement::I64(high) => match tape.get(p + 1) {
+                    TapeElement::I32(low) => Some(i128::from((i64::from(high) << 32) | i64::from(low as u32))),
+                    _ => return Err(tape.error(p, "the low bits of an i64")),
+                },
+                TapeElement::F32(v) => whole_float(f64::from(f32::from_bits(v))),
+                TapeElement::F64(high) => match tape.get(p + 1) {
+                    TapeElement::F32(low) => whole_float(f64::from_bits((u64::from(high) << 32) | u64::from(low))),
+                    _ => return Err(tape.error(p, "the low bits of an f64")),
+                },
+                _ => return Err(tape.error(p, "an integer")),
+            };
+            let value = whole.and_then(|v| T::Native::try_from(v).ok()).ok_or_else(|| {
+                let mut text = String::new();
+                let _ = write_json(tape, p, &mut text);
+                ArrowError::JsonError(format!("{text} is not an integer that {} holds", T::DATA_TYPE))
+            })?;
+            builder.append_value(value);
+        }
+        Ok(Arc::new(builder.finish()))
+    }
+}
+
+/// The integer `text` writes: as an integer, or as a float with no
+/// fraction.
+fn integer(text: &str) -> Option<i128> {
+    match text.parse::<i64>() {
+        Ok(v) => Some(i128::from(v)),
+        Err(_) => text.parse::<i128>().ok().or_else(|| whole_float(text.parse::<f64>().ok()?)),
+    }
+}
+
+/// `v` if it is a whole number (within i128).
+fn whole_float(v: f64) -> Option<i128> {
+    (v.is_finite() && v.fract() == 0.0 && v.abs() < 1.7e38).then_some(v as i128)
 }
 
 /// Decodes any JSON value into its compact JSON text; a null (or a missing
@@ -217,7 +302,7 @@ fn write_str(s: &str, out: &mut String) {
 /// its 0-based line number, stream offset and the complaint — naming the
 /// field whose value the schema cannot hold, where one is to blame. Runs
 /// only after an error, one line at a time.
-pub(crate) fn locate(source: impl Read, schema: SchemaRef) -> Option<(u64, u64, String)> {
+pub(crate) fn locate(source: impl Read, schema: SchemaRef, strict: bool) -> Option<(u64, u64, String)> {
     let mut reader = BufReader::new(source);
     let mut line = Vec::new();
     let (mut number, mut offset) = (0u64, 0u64);
@@ -227,8 +312,8 @@ pub(crate) fn locate(source: impl Read, schema: SchemaRef) -> Option<(u64, u64, 
         if n == 0 {
             return None;
         }
-        if let Some(e) = decode_error(&line, schema.clone()) {
-            let message = explain(&line, &schema).unwrap_or(e);
+        if let Some(e) = decode_error(&line, schema.clone(), strict) {
+            let message = explain(&line, &schema, strict).unwrap_or(e);
             return Some((number, offset, message));
         }
         number += 1;
@@ -237,8 +322,8 @@ pub(crate) fn locate(source: impl Read, schema: SchemaRef) -> Option<(u64, u64, 
 }
 
 /// Why `line` does not decode with `schema`, if it does not.
-fn decode_error(line: &[u8], schema: SchemaRef) -> Option<String> {
-    let mut decoder = decoder(schema, 1).ok()?;
+fn decode_error(line: &[u8], schema: SchemaRef, strict: bool) -> Option<String> {
+    let mut decoder = decoder(schema, 1, strict).ok()?;
     let bad = match decoder.decode(line) {
         Ok(_) => decoder.flush().err(),
         Err(e) => Some(e),
@@ -249,12 +334,20 @@ fn decode_error(line: &[u8], schema: SchemaRef) -> Option<String> {
 /// Names the top-level field of `line` (a JSON object that does not decode
 /// with `schema`) that is to blame, what it holds and what would hold it.
 /// `None` when the line is no JSON object or no single field is to blame.
-fn explain(line: &[u8], schema: &Schema) -> Option<String> {
+fn explain(line: &[u8], schema: &Schema, strict: bool) -> Option<String> {
     let Ok(Value::Object(record)) = serde_json::from_slice::<Value>(line) else { return None };
+    // A field the schema does not have (read strictly: an inferred schema).
+    if let Some(name) = record.keys().find(|k| strict && schema.field_with_name(k).is_err()) {
+        return Some(format!(
+            "field `{name}` is not in the schema, which was inferred from the first file's first records \
+             (input.infer_rows): give input.schema (every column), or raise input.infer_rows if the field \
+             appears further into that file"
+        ));
+    }
     // The first field that fails alone, by the decoder's own rules.
     let (field, error) = schema.fields().iter().find_map(|f| {
         let alone = Arc::new(Schema::new(vec![f.clone()]));
-        decode_error(line, alone).map(|e| (f, e))
+        decode_error(line, alone, false).map(|e| (f, e))
     })?;
     let name = field.name();
     let fix = |ty: &str| {
@@ -271,6 +364,7 @@ fn explain(line: &[u8], schema: &Schema) -> Option<String> {
                 (DataType::Null, Value::Bool(_)) => "bool",
                 (DataType::Null, Value::Number(_)) => "float64",
                 (DataType::Null, Value::String(_)) => "utf8",
+                (dt, Value::Number(_)) if dt.is_integer() => "float64",
                 _ => "json",
             };
             format!("field `{name}`{at} is {found} here, but {expected} in the schema{}", fix(ty))
@@ -299,6 +393,7 @@ fn misfit(value: &Value, field: &Field, path: String) -> Option<Misfit> {
         (DataType::Boolean, v) => v.is_boolean(),
         (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, v) => !(v.is_object() || v.is_array()),
         (dt, Value::Bool(_)) if dt.is_numeric() => false,
+        (dt, Value::Number(n)) if dt.is_integer() => n.as_f64().is_some_and(|v| v.fract() == 0.0),
         (_, v) => !(v.is_object() || v.is_array()),
     };
     let expected = match dt {
@@ -308,7 +403,11 @@ fn misfit(value: &Value, field: &Field, path: String) -> Option<Misfit> {
         DataType::List(_) | DataType::LargeList(_) => "a list".to_string(),
         dt => dt.to_string().to_lowercase(),
     };
-    (!holds).then_some(Misfit { path, found: describe(value), expected })
+    let found = match value {
+        Value::Number(_) if dt.is_integer() => "a number with a fraction",
+        v => describe(v),
+    };
+    (!holds).then_some(Misfit { path, found, expected })
 }
 
 /// A value that does not fit its field; see [`misfit`].
@@ -368,7 +467,7 @@ mod tests {
 
     /// `data` read whole, as one batch.
     fn batch(data: &str, schema: Schema) -> RecordBatch {
-        let mut batches = read(std::io::Cursor::new(data.to_string()), Arc::new(schema), 1024, 64).unwrap();
+        let mut batches = read(std::io::Cursor::new(data.to_string()), Arc::new(schema), true, 1024, 64).unwrap();
         let batch = batches.next().unwrap().unwrap();
         assert!(batches.next().is_none());
         batch
@@ -389,7 +488,8 @@ mod tests {
             schema.field_with_name("u").unwrap().data_type(),
             DataType::Struct(f) if f.len() == 2
         ));
-        let batches: Vec<_> = read(&data[..], Arc::new(schema), 1, 64).unwrap().collect::<Result<_, _>>().unwrap();
+        let batches: Vec<_> =
+            read(&data[..], Arc::new(schema), true, 1, 64).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(batches.len(), 2);
     }
 
@@ -452,7 +552,7 @@ mod tests {
         let w = b.column_by_name("w").unwrap().as_struct().column(0).as_string::<i32>();
         assert_eq!(w.value(4), "2");
         // The same settings decode line by line.
-        let mut d = decoder(b.schema(), 2).unwrap();
+        let mut d = decoder(b.schema(), 2, true).unwrap();
         d.decode(b"{\"v\": {\"x\": [true]}}\n").unwrap();
         let one = d.flush().unwrap().unwrap();
         assert_eq!(strings(&one, "v"), [Some("{\"x\":[true]}".to_string())]);
@@ -462,9 +562,45 @@ mod tests {
     fn locate_finds_the_bad_line() {
         let data = b"{\"a\": 1}\n\n{\"a\": 2}\n{\"a\": \"x\"}\n";
         let schema = Arc::new(infer_schema(&b"{\"a\": 1}"[..], 10, false).unwrap());
-        let (line, offset, msg) = locate(&data[..], schema).unwrap();
+        let (line, offset, msg) = locate(&data[..], schema, true).unwrap();
         assert_eq!((line, offset), (3, 19));
-        assert!(msg.starts_with("field `a`: ") && msg.contains("parse"), "{msg}");
+        assert!(msg.starts_with("field `a`: ") && msg.contains("\"x\" is not an integer"), "{msg}");
+    }
+
+    #[test]
+    fn integers_are_read_strictly_and_unknown_fields_are_errors_when_inferred() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let read_all = |data: &str, strict: bool| -> Result<Vec<Option<i64>>, String> {
+            let batches: Vec<RecordBatch> =
+                read(std::io::Cursor::new(data.to_string()), schema.clone(), strict, 10, 64)?
+                    .collect::<Result<_, _>>()?;
+            Ok(batches
+                .iter()
+                .flat_map(|b| {
+                    let a = b.column(0).as_any().downcast_ref::<arrow_array::Int64Array>().unwrap();
+                    a.iter().collect::<Vec<_>>()
+                })
+                .collect())
+        };
+        // Whole numbers however written; never a fraction cut off.
+        assert_eq!(
+            read_all("{\"n\": 1}\n{\"n\": 2.0}\n{\"n\": 1e3}\n{\"n\": \"7\"}\n{}\n", true).unwrap(),
+            [Some(1), Some(2), Some(1000), Some(7), None]
+        );
+        let e = read_all("{\"n\": 2.5}\n", true).unwrap_err();
+        assert!(e.contains("2.5 is not an integer that Int64 holds"), "{e}");
+        let e = read_all("{\"n\": 1e30}\n", true).unwrap_err();
+        assert!(e.contains("is not an integer that Int64 holds"), "{e}");
+        // A field the schema lacks: an error when read strictly (the schema
+        // inferred), left out when not (a schema given or narrowed).
+        assert!(read_all("{\"n\": 1, \"q\": 2}\n", true).is_err());
+        assert_eq!(read_all("{\"n\": 1, \"q\": 2}\n", false).unwrap(), [Some(1)]);
+        let (line, _, msg) = locate("{\"n\": 1}\n{\"n\": 1, \"q\": 2}\n".as_bytes(), schema.clone(), true).unwrap();
+        assert_eq!(line, 1);
+        assert!(msg.starts_with("field `q` is not in the schema, which was inferred"), "{msg}");
+        let (_, _, msg) = locate("{\"n\": 2.5}\n".as_bytes(), schema, true).unwrap();
+        assert!(msg.starts_with("field `n` is a number with a fraction here, but int64 in the schema"), "{msg}");
+        assert!(msg.ends_with("`n:float64`"), "{msg}");
     }
 
     #[test]
@@ -472,20 +608,20 @@ mod tests {
         let sample = "{\"name\": \"a\", \"license\": \"MIT\", \"repo\": {\"url\": \"u\"}, \"n\": null}\n";
         let schema = Arc::new(infer_schema(sample.as_bytes(), 10, false).unwrap());
         let data = format!("{sample}{}", "{\"name\": \"b\", \"license\": {\"type\": \"MIT\"}}\n");
-        let (line, offset, msg) = locate(data.as_bytes(), schema.clone()).unwrap();
+        let (line, offset, msg) = locate(data.as_bytes(), schema.clone(), true).unwrap();
         assert_eq!((line, offset), (1, sample.len() as u64));
         assert_eq!(
             msg,
             "field `license` is an object here, but utf8 in the schema; if the schema was inferred, its sample \
              had no such value: raise input.infer_rows, or give input.schema (every column) with `license:json`"
         );
-        let (_, _, msg) = locate("{\"repo\": {\"url\": [1]}}".as_bytes(), schema.clone()).unwrap();
+        let (_, _, msg) = locate("{\"repo\": {\"url\": [1]}}".as_bytes(), schema.clone(), true).unwrap();
         assert!(msg.starts_with("field `repo` at `repo.url` is a list here, but utf8 in the schema;"), "{msg}");
-        let (_, _, msg) = locate("{\"n\": \"x\"}".as_bytes(), schema.clone()).unwrap();
+        let (_, _, msg) = locate("{\"n\": \"x\"}".as_bytes(), schema.clone(), true).unwrap();
         assert!(msg.starts_with("field `n` is a string here, but null (only nulls"), "{msg}");
         assert!(msg.ends_with("with `n:utf8`"), "{msg}");
         // A line that is not JSON keeps the decoder's word.
-        let (_, _, msg) = locate("{\"name\": ".as_bytes(), schema).unwrap();
+        let (_, _, msg) = locate("{\"name\": ".as_bytes(), schema, true).unwrap();
         assert!(!msg.contains("field"), "{msg}");
     }
 

@@ -105,7 +105,7 @@ impl Dataset {
             }
             Format::Jsonl => {
                 at.skip_blank = true;
-                let mut s = JsonSalvager::new(self.schema.clone(), at.batch_rows)
+                let mut s = JsonSalvager::new(self.schema.clone(), self.json_strict(), at.batch_rows)
                     .map_err(|m| Error::invalid(&split.file.path, m))?;
                 bad::salvage(source, at, &mut s)
             }
@@ -260,16 +260,17 @@ fn csv_message(message: &str) -> String {
 /// one for batches and one for single lines.
 struct JsonSalvager {
     schema: SchemaRef,
+    strict: bool,
     batch_rows: usize,
     batch: arrow_json::reader::Decoder,
     one: arrow_json::reader::Decoder,
 }
 
 impl JsonSalvager {
-    fn new(schema: SchemaRef, batch_rows: usize) -> Result<Self, String> {
-        let batch = jsonl::decoder(schema.clone(), batch_rows)?;
-        let one = jsonl::decoder(schema.clone(), 1)?;
-        Ok(JsonSalvager { schema, batch_rows, batch, one })
+    fn new(schema: SchemaRef, strict: bool, batch_rows: usize) -> Result<Self, String> {
+        let batch = jsonl::decoder(schema.clone(), batch_rows, strict)?;
+        let one = jsonl::decoder(schema.clone(), 1, strict)?;
+        Ok(JsonSalvager { schema, strict, batch_rows, batch, one })
     }
 }
 
@@ -306,7 +307,7 @@ impl Salvager for JsonSalvager {
     fn decode(&mut self, records: &[u8], one: bool) -> Result<Vec<RecordBatch>, String> {
         let decoder = if one { &mut self.one } else { &mut self.batch };
         decode_json(decoder, records).map_err(|e| {
-            match jsonl::decoder(self.schema.clone(), if one { 1 } else { self.batch_rows }) {
+            match jsonl::decoder(self.schema.clone(), if one { 1 } else { self.batch_rows }, self.strict) {
                 Ok(d) => *decoder = d,
                 Err(m) => return m,
             }

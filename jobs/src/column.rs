@@ -37,30 +37,14 @@ pub fn parse_column(s: &str) -> Result<Field, String> {
         _ => DataType::from_str(ty)
             .map_err(|_| format!("unknown type `{ty}` for column `{name}`, expected one of: {TYPE_NAMES}"))?,
     };
-    // Timestamps are read with fixed offsets only (no zone database is
-    // built in): a named zone would fail on the first value.
+    // A zone Arrow knows: a fixed offset, or a name of the tz database.
     if let DataType::Timestamp(_, Some(zone)) = &dt
-        && !is_offset(zone)
+        && zone.parse::<arrow_array::timezone::Tz>().is_err()
     {
         return Err(format!(
-            "column `{name}`: time zone `{zone}` is not an offset; write it as one, such as +00:00 for UTC \
-             (named zones are not supported)"
+            "column `{name}`: `{zone}` is not a time zone; write an offset such as +02:00, or a name of the tz \
+             database such as Europe/Paris or UTC"
         ));
     }
     Ok(Field::new(name, dt, true))
-}
-
-/// Whether `zone` is a fixed offset as Arrow reads one: `+HH:MM`, `+HHMM`
-/// or `+HH` (or `-`).
-fn is_offset(zone: &str) -> bool {
-    let b = zone.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
-    matches!(b.first(), Some(b'+' | b'-'))
-        && digits(1..3)
-        && match b.len() {
-            3 => true,
-            5 => digits(3..5),
-            6 => b[3] == b':' && digits(4..6),
-            _ => false,
-        }
 }

@@ -355,6 +355,9 @@ fn validate_input(
                 "input.schema applies to csv and jsonl input only; other formats carry their own",
             ));
         }
+        if columns.is_empty() {
+            errors.push(job.error(&at("schema"), "input.schema lists no column; name one, or leave it out to infer"));
+        }
         let mut fields = Vec::new();
         for (i, c) in columns.iter().enumerate() {
             match parse_column(c) {

@@ -147,6 +147,9 @@ impl MapInstance for WaitPlan {
                 std::thread::sleep((self.time - start.elapsed()).min(Duration::from_millis(10)));
             }
         }
+        if inv.cancelled() {
+            return Err(FunctionError::transient("cancelled"));
+        }
         if inv.expired() {
             return Err(FunctionError::transient("deadline passed"));
         }

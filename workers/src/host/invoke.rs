@@ -129,7 +129,10 @@ pub(super) fn parse_event(body: &[u8]) -> Result<Event<'_>, String> {
     const SHAPE: &str = "the event must be a JSON object with \"records\" (a list)";
     // serde would take a list for the struct's fields in order.
     if body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b != b'{') {
-        return Err(format!("{SHAPE}; this is not an object"));
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => format!("{SHAPE}; this is not an object"),
+            Err(e) => format!("the event is not JSON: {e}"),
+        });
     }
     let event: Event<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => format!("{SHAPE} (line {}, column {})", e.line(), e.column()),
@@ -138,7 +141,20 @@ pub(super) fn parse_event(body: &[u8]) -> Result<Event<'_>, String> {
     if event.records.is_none() && event.split.is_none() && event.shuffle.is_none() {
         return Err(format!("{SHAPE}, a \"split\" or \"shuffle\" pieces; it has none"));
     }
+    // Each record an object, checked before an invocation is accepted.
+    let records = event.records.as_deref().unwrap_or_default();
+    if let Some(i) = records.iter().position(|r| !r.get().starts_with('{')) {
+        return Err(format!("{SHAPE} of objects; record {i} is `{}`", cut(records[i].get())));
+    }
     Ok(event)
+}
+
+/// `text`, cut to its first 40 characters.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// Runs function `name` on `event`; the reply's body.
