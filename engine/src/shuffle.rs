@@ -152,6 +152,11 @@ impl<'a> Shuffle<'a> {
         |e| EngineError::io(&self.dir, std::io::Error::other(e))
     }
 
+    /// The schema of what it holds: the keyed stage's combine output.
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
     /// Partitions the output of map task `task` and stores it. Each task is
     /// inserted once.
     pub(crate) fn insert(&self, task: u64, batches: Vec<RecordBatch>) -> Result<(), EngineError> {

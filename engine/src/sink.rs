@@ -23,19 +23,14 @@ pub(crate) trait TaskSink: Sync {
     fn push(&self, outputs: &mut Outputs) -> Result<(), EngineError>;
 }
 
-/// A keyed stage's shuffle.
-pub(crate) struct ShuffleSink<'a, 'b> {
-    pub(crate) shuffle: &'a Shuffle<'b>,
-    pub(crate) schema: SchemaRef,
-}
-
-impl TaskSink for ShuffleSink<'_, '_> {
+/// A keyed stage's shuffle on this machine.
+impl TaskSink for Shuffle<'_> {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        self.schema()
     }
 
     fn push(&self, outputs: &mut Outputs) -> Result<(), EngineError> {
-        outputs.drain(..).try_for_each(|(task, out)| self.shuffle.insert(task, out))
+        outputs.drain(..).try_for_each(|(task, out)| self.insert(task, out))
     }
 }
 

@@ -12,8 +12,8 @@ use fanout_workers::FunctionError;
 use fanout_workers::shuffle::{is_pieces, pieces_of};
 
 use super::Shared;
-use super::dispatch::{Limit, Task};
 use super::slot::Slot;
+use super::task::{Limit, Task};
 use crate::chaos::Fault;
 use crate::compile::Phase;
 use crate::container::{Refs, cold_start, sleep_unless};
@@ -47,7 +47,8 @@ pub(super) fn run_task(
     // What this run read of the input: counted once the run decides its
     // task (a twin's reading is not read twice).
     let mut read = Read::default();
-    let ran = run_steps(shared, index, phase, slot, recorder, task, &input, queued, backup, &mut read);
+    let run = TaskRun { shared, index, phase, task, input: &input, queued, backup };
+    let ran = run_steps(run, slot, recorder, &mut read);
     let out = match ran {
         // The first result of a task wins; a straggler's late twin is dropped.
         Ok(_) if tracked && shared.flight.finish(task, shared.clock.now()) == Ended::Dropped => return Ok(()),
@@ -110,21 +111,30 @@ struct Read {
     bad: Vec<fanout_datasets::BadRecord>,
 }
 
+/// A run of a task: what its steps need to know besides the slot.
+#[derive(Clone, Copy)]
+struct TaskRun<'t, 's> {
+    shared: &'t Shared<'s>,
+    /// Its phase, and the phase's index.
+    index: usize,
+    phase: &'t Phase,
+    task: u64,
+    input: &'t Input,
+    /// When it was queued.
+    queued: Instant,
+    /// Whether it is a straggler's backup.
+    backup: bool,
+}
+
 /// Runs a task's steps, each invocation retried on transient failures;
 /// returns the output, and says in `read` what it read of the input.
-#[allow(clippy::too_many_arguments)]
 fn run_steps(
-    shared: &Shared<'_>,
-    index: usize,
-    phase: &Phase,
+    run: TaskRun<'_, '_>,
     slot: &mut Slot,
     recorder: &mut Recorder<'_>,
-    task: u64,
-    input: &Input,
-    queued: Instant,
-    backup: bool,
     read: &mut Read,
 ) -> Result<Vec<RecordBatch>, EngineError> {
+    let TaskRun { shared, index, phase, task, input, queued, backup } = run;
     let source = shared.sources[index].as_ref();
     let split = input.split();
     // Reads the task's input, noting a split as read.
@@ -197,7 +207,7 @@ fn run_steps(
             slot.gauge.running.store(step.stage + 1, std::sync::atomic::Ordering::Relaxed);
             let to = writer.map(|w| w.scratch.shuffle_to(task, attempt, backup));
             let refs = Refs { split: own_split, pieces: own_pieces, shuffle_to: to.as_ref() };
-            let mut call = invoke(shared, slot, step, task, attempt, draw, batches.clone(), refs);
+            let mut call = invoke(run, slot, step, attempt, draw, batches.clone(), refs);
             // A function that answered with its records instead: they are
             // written here.
             if let (Some(w), Some(to), Ok(out)) = (writer, &to, &mut call.result)
@@ -300,17 +310,16 @@ struct Call {
 
 /// One invocation on the slot's container for `step` (started cold if the
 /// slot has none), with chaos applied.
-#[allow(clippy::too_many_arguments)]
 fn invoke(
-    shared: &Shared<'_>,
+    run: TaskRun<'_, '_>,
     slot: &mut Slot,
     step: Step,
-    task: u64,
     attempt: u32,
     draw: u32,
     batches: Vec<RecordBatch>,
     refs: Refs<'_>,
 ) -> Call {
+    let TaskRun { shared, task, .. } = run;
     let stage = &shared.compiled.stages[step.stage];
     let platform = &shared.plan.platform;
     let at = step.index();

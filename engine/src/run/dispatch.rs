@@ -7,27 +7,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
 use super::Shared;
 use super::slot::Slot;
+use super::task::Task;
 use crate::compile::Phase;
 use crate::policy;
 use crate::progress::StageProgress;
 use crate::records::Recorder;
 use crate::source::Input;
 use crate::step::StepKind;
-
-/// A task on its way to a slot.
-pub(super) struct Task {
-    pub(super) id: u64,
-    pub(super) input: Input,
-    pub(super) queued: Instant,
-    /// A backup of a straggler, not its first run.
-    pub(super) backup: bool,
-}
 
 /// Time a slot spent on its tasks so far in the phase (each on a cache
 /// line of its own: only its slot writes it).
@@ -240,39 +232,5 @@ fn backups(shared: &Shared<'_>, tx: &Sender<Vec<Task>>, sent: u64) {
             let _ = tx.send(vec![Task { id: task, input, queued: now, backup: true }]);
         }
         shared.stop.sleep(Duration::from_millis(5));
-    }
-}
-
-/// A counting semaphore for a stage's own concurrency.
-pub(super) struct Limit {
-    free: Mutex<usize>,
-    cv: Condvar,
-}
-
-impl Limit {
-    /// A semaphore of `permits`.
-    pub(super) fn new(permits: usize) -> Limit {
-        Limit { free: Mutex::new(permits), cv: Condvar::new() }
-    }
-
-    /// Waits for a permit; it is given back when dropped (on every path,
-    /// an error's included).
-    pub(super) fn permit(&self) -> Permit<'_> {
-        let mut free = self.free.lock().expect("not poisoned");
-        while *free == 0 {
-            free = self.cv.wait(free).expect("not poisoned");
-        }
-        *free -= 1;
-        Permit(self)
-    }
-}
-
-/// A permit of a [`Limit`], held until dropped.
-pub(super) struct Permit<'a>(&'a Limit);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.free.lock().expect("not poisoned") += 1;
-        self.0.cv.notify_one();
     }
 }

@@ -2,10 +2,13 @@
 //! invocations; the shuffle between phases; the gather and the commit; the
 //! run directory with its records and summary.
 //!
-//! - `dir.rs`: the run directory (and whether a run finished before);
+//! - `topology.rs`: where each phase's tasks come from and where their
+//!   outputs go (shuffles, the gather);
 //! - `dispatch.rs`: a phase's coordinator (tasks from the source, grouping,
 //!   the journal's resumed tasks, backups of stragglers);
-//! - `slot.rs`: a worker slot's loop, keep-alive and idling;
+//! - `task.rs`: tasks on their way to the slots, a stage's permits;
+//! - `worker.rs`: a worker slot's loop, keep-alive and idling;
+//! - `slot.rs`: a worker slot's state (its containers, counts, outputs);
 //! - `attempt.rs`: a task's steps, invocations, retries and deadlines;
 //! - `failures.rs`: tasks that failed for good, and tolerance.
 //!
@@ -16,6 +19,9 @@ mod bad;
 mod dispatch;
 pub(crate) mod failures;
 pub(crate) mod slot;
+mod task;
+mod topology;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -27,28 +33,29 @@ use fanout_workers::Registry;
 
 use crate::chaos::Chaos;
 use crate::clock::{Clock, SystemClock};
-use crate::compile::{Compiled, Sink, Tasks, compile};
+use crate::compile::{Compiled, Tasks, compile};
 use crate::error::EngineError;
 use crate::flight::Flight;
-use crate::gather::{Commit, Gather, commit};
+use crate::gather::{Commit, commit};
 use crate::inputs::{self, Inputs};
 use crate::journal::Journal;
 use crate::progress::{Progress, StageProgress};
 use crate::records::{Log, Recorder};
 use crate::run_dir::RunDir;
 pub use crate::run_dir::{CWD, finished_run, running};
-use crate::scratch::{Scratch, ScratchPartitions};
-use crate::shuffle::Shuffle;
-use crate::sink::{GatherSink, ShuffleSink, TaskSink};
-use crate::source::{Input, Partitions, Splits, TaskSource};
+use crate::scratch::Scratch;
+use crate::sink::TaskSink;
+use crate::source::{Input, TaskSource};
 use crate::stats::StageStats;
 use crate::step::{Step, StepKind};
 use crate::stop::Stop;
 use crate::summary::{Summary, Totals, summarize};
 use bad::BadInput;
-use dispatch::{Busy, Limit, run_phase};
+use dispatch::{Busy, run_phase};
 use failures::Failures;
 use slot::Slot;
+use task::Limit;
+use topology::Topology;
 
 /// How a run behaves (not what it computes): where it keeps its files, how
 /// much memory the shuffle may hold, where progress goes.
@@ -316,7 +323,48 @@ struct Shared<'a> {
     failure: Mutex<Option<EngineError>>,
 }
 
-impl Shared<'_> {
+impl<'a> Shared<'a> {
+    /// What the slots and the coordinator of `compiled`'s run share: the
+    /// topology's sources, sinks and writers, the run's files, and its
+    /// counters.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        compiled: &'a Compiled,
+        plan: &'a Plan,
+        dir: &RunDir,
+        topology: &'a Topology<'a>,
+        inputs: Option<&'a Inputs>,
+        files: RunFiles,
+        started: Instant,
+        opts: &'a RunOptions,
+    ) -> Shared<'a> {
+        let concurrency = plan.platform.concurrency.max(1);
+        let RunFiles { journal, failures, bad } = files;
+        Shared {
+            compiled,
+            plan,
+            chaos: opts.chaos,
+            clock: opts.clock.as_ref(),
+            stop: opts.stop.link(),
+            seed: crate::policy::run_seed(&dir.id),
+            sources: topology.sources(inputs),
+            sinks: topology.sinks(),
+            writers: topology.writers(),
+            failures,
+            bad,
+            journal,
+            flight: Flight::default(),
+            busy: (0..concurrency).map(|_| Busy::default()).collect(),
+            counters: Counters::default(),
+            progress: opts.progress.register(compiled.stages.iter().map(|s| s.name.clone())),
+            limits: (compiled.stages.iter())
+                .map(|s| (s.concurrency < concurrency).then(|| Limit::new(s.concurrency)))
+                .collect(),
+            started,
+            failure: Mutex::new(None),
+        }
+    }
+
     /// Microseconds from the run's start to `t`.
     fn micros(&self, t: Instant) -> u64 {
         // Not `as_micros`: its 128-bit division is most of this.
@@ -350,7 +398,9 @@ pub(crate) struct Writer<'a> {
     pub(crate) scratch: &'a Scratch,
 }
 
-/// Runs the phases; returns what the summary needs and the staged output.
+/// Runs the phases; returns what the summary needs and the staged output:
+/// builds the topology, opens the run's files, runs the phases on the
+/// slots, and tears down into totals.
 fn execute(
     compiled: &Compiled,
     plan: &Plan,
@@ -359,153 +409,88 @@ fn execute(
     started: Instant,
     opts: &RunOptions,
 ) -> Result<(Totals, Staged), EngineError> {
-    let concurrency = plan.platform.concurrency.max(1);
-    let steps = Step::count(compiled.stages.len());
-    let run_dir = &dir.path;
     // A resume first checks that its input is what the run read before.
     let recorded = match opts.resume && opts.journal {
-        true => inputs::check(run_dir, &compiled.dataset)?,
+        true => inputs::check(&dir.path, &compiled.dataset)?,
         false => 0,
     };
-    let inputs = opts.journal.then(|| Inputs::open(run_dir, opts.resume, recorded)).transpose()?;
+    let inputs = opts.journal.then(|| Inputs::open(&dir.path, opts.resume, recorded)).transpose()?;
     let used = AtomicU64::new(0);
-    // A keyed stage shuffles on this machine, or through object storage
-    // when its function runs elsewhere and the job names a scratch prefix.
-    let scratch_of = |s: &crate::compile::CompiledStage| {
-        let prefix = plan.storage.scratch().filter(|_| s.function.reads_shuffle())?;
-        Some(format!("{prefix}{}/{}/", dir.id, s.name))
-    };
-    // Per phase: its remote map step that may write the next keyed stage's
-    // shuffle to object storage itself (the step before that stage's
-    // pass-through combine, which ends the phase).
-    let writing: Vec<Option<Step>> = (compiled.phases.iter())
-        .map(|p| match (p.sink, &p.steps[..]) {
-            (Sink::Shuffle(k), [.., map, combine])
-                if *combine == Step::combine(k)
-                    && map.kind == StepKind::Map
-                    && scratch_of(&compiled.stages[k]).is_some()
-                    && compiled.stages[map.stage].function.writes_shuffle() =>
-            {
-                Some(*map)
-            }
-            _ => None,
-        })
-        .collect();
-    let mut shuffles: Vec<Option<Shuffle<'_>>> = Vec::new();
-    let mut scratches: Vec<Option<Scratch>> = Vec::new();
-    for (k, s) in compiled.stages.iter().enumerate() {
-        let (local, scratch) = match (&s.key, scratch_of(s)) {
-            (None, _) => (None, None),
-            (Some(key), Some(prefix)) => {
-                let schema = s.function.output_schema();
-                let pieces_in =
-                    (compiled.phases.iter().zip(&writing)).any(|(p, w)| p.sink == Sink::Shuffle(k) && w.is_some());
-                let scratch = Scratch::new(schema, key.clone(), s.partitions, plan.storage.clone(), prefix, pieces_in)?;
-                (None, Some(scratch))
-            }
-            (Some(key), None) => {
-                let spill = run_dir.join("shuffle").join(&s.name);
-                let schema = s.function.output_schema();
-                (Some(Shuffle::new(schema, key.clone(), s.partitions, opts.shuffle_memory, &used, spill)?), None)
-            }
-        };
-        shuffles.push(local);
-        scratches.push(scratch);
-    }
-    let shuffle_sinks: Vec<Option<ShuffleSink<'_, '_>>> = (shuffles.iter().zip(&compiled.stages))
-        .map(|(s, stage)| s.as_ref().map(|shuffle| ShuffleSink { shuffle, schema: stage.function.output_schema() }))
-        .collect();
-    let gather = Gather::new(
-        compiled.output.clone(),
-        plan.output.format,
-        staged.to_path_buf(),
-        compiled.sort.clone(),
-        plan.output.limit,
-    )?;
-    let gather = GatherSink { gather: Mutex::new(Some(gather)), schema: compiled.output.clone() };
-    let sources: Vec<Box<dyn TaskSource + '_>> = (compiled.phases.iter())
-        .map(|p| match p.tasks {
-            Tasks::Splits => {
-                Box::new(Splits { dataset: &compiled.dataset, inputs: inputs.as_ref() }) as Box<dyn TaskSource>
-            }
-            Tasks::Partitions(stage) => match (&shuffles[stage], &scratches[stage]) {
-                (_, Some(scratch)) => Box::new(ScratchPartitions { scratch }) as Box<dyn TaskSource>,
-                (Some(shuffle), None) => Box::new(Partitions { shuffle }),
-                (None, None) => unreachable!("a keyed stage has a shuffle"),
-            },
-        })
-        .collect();
-    let sinks: Vec<&dyn TaskSink> = (compiled.phases.iter())
-        .map(|p| match p.sink {
-            Sink::Gather => &gather as &dyn TaskSink,
-            Sink::Shuffle(stage) => match (&shuffle_sinks[stage], &scratches[stage]) {
-                (_, Some(scratch)) => scratch as &dyn TaskSink,
-                (Some(sink), None) => sink,
-                (None, None) => unreachable!("a keyed stage has a shuffle"),
-            },
-        })
-        .collect();
-    // A resumed run reports the whole run: the interrupted part's
-    // invocations and failed tasks count too.
-    let mut stats = vec![StageStats::default(); steps];
-    let step_of = |stage: &str, phase: &str| {
-        let s = compiled.stages.iter().position(|c| c.name == stage)?;
-        Some(Step { stage: s, kind: StepKind::parse(phase)? }.index())
-    };
-    if opts.resume {
-        crate::records::replay(run_dir, step_of, &mut stats)?;
-    }
-    let stage_names: Vec<String> = compiled.stages.iter().map(|s| s.name.clone()).collect();
-    let log = Arc::new(Log::create(&run_dir.join(crate::records::FILE), opts.resume, &stage_names)?);
-    let journal = opts.journal.then(|| Journal::open(run_dir, opts.resume, log.clone())).transpose()?;
-    let phase_of = |stage: &str, kind: StepKind| {
-        (compiled.phases.iter())
-            .position(|p| p.steps.iter().any(|s| compiled.stages[s.stage].name == stage && s.kind == kind))
-    };
-    let tolerated = (plan.platform.tolerated_failure_count, plan.platform.tolerated_failure_percent);
-    let failures = Failures::open(run_dir, opts.resume, tolerated, |f| {
-        journal.as_ref().zip(phase_of(&f.stage, f.phase)).is_some_and(|(j, phase)| j.has(phase, f.task))
-    })?;
-    let splits_phase = compiled.phases.iter().position(|p| p.tasks == Tasks::Splits);
-    let bad = BadInput::open(run_dir, opts.resume, plan.input.options.bad, |task| {
-        journal.as_ref().zip(splits_phase).is_some_and(|(j, phase)| j.has(phase, task))
-    })?;
-    let shared = Shared {
-        compiled,
-        plan,
-        chaos: opts.chaos,
-        clock: opts.clock.as_ref(),
-        stop: opts.stop.link(),
-        seed: crate::policy::run_seed(&dir.id),
-        sources,
-        sinks,
-        writers: (compiled.phases.iter().zip(&writing))
-            .map(|(p, w)| {
-                let Sink::Shuffle(k) = p.sink else { return None };
-                Some(Writer { step: (*w)?, scratch: scratches[k].as_ref()? })
-            })
-            .collect(),
-        failures,
-        bad,
-        journal,
-        flight: Flight::default(),
-        busy: (0..concurrency).map(|_| Busy::default()).collect(),
-        counters: Counters::default(),
-        progress: opts.progress.register(compiled.stages.iter().map(|s| s.name.clone())),
-        limits: (compiled.stages.iter())
-            .map(|s| (s.concurrency < concurrency).then(|| Limit::new(s.concurrency)))
-            .collect(),
-        started,
-        failure: Mutex::new(None),
-    };
-    let now = shared.clock.now();
+    let topology = Topology::build(compiled, plan, dir, staged, opts, &used)?;
+    let (stats, log) = open_records(compiled, &dir.path, opts.resume)?;
+    let files = RunFiles::open(compiled, plan, &dir.path, opts.resume, opts.journal, log.clone())?;
+    let shared = Shared::new(compiled, plan, dir, &topology, inputs.as_ref(), files, started, opts);
+    let concurrency = shared.busy.len();
+    let (now, steps) = (shared.clock.now(), Step::count(compiled.stages.len()));
     let gauges = opts.progress.register_slots(concurrency);
     let mut slots: Vec<(Slot, Recorder<'_>)> = (0..concurrency)
         .map(|id| (Slot::new(id, steps, compiled.stages.len(), now, gauges[id].clone()), Recorder::new(&log, steps)))
         .collect();
-    // The input's size, summed from the listing on a thread of its own: the
-    // first stage's progress goes by bytes from the start.
-    if let Some(first) = compiled.phases.iter().find(|p| p.tasks == Tasks::Splits).and_then(|p| p.steps.first()) {
+    measure_input(&shared);
+    let splits = run_phases(&shared, &mut slots);
+    tear_down(shared, slots, stats, &topology, inputs.as_ref(), splits)
+}
+
+/// The run's invocation log, and the statistics so far: a resumed run
+/// reports the whole run, the interrupted part's invocations too.
+fn open_records(compiled: &Compiled, run_dir: &Path, resume: bool) -> Result<(Vec<StageStats>, Arc<Log>), EngineError> {
+    let mut stats = vec![StageStats::default(); Step::count(compiled.stages.len())];
+    let step_of = |stage: &str, phase: &str| {
+        let s = compiled.stages.iter().position(|c| c.name == stage)?;
+        Some(Step { stage: s, kind: StepKind::parse(phase)? }.index())
+    };
+    if resume {
+        crate::records::replay(run_dir, step_of, &mut stats)?;
+    }
+    let stage_names: Vec<String> = compiled.stages.iter().map(|s| s.name.clone()).collect();
+    let log = Arc::new(Log::create(&run_dir.join(crate::records::FILE), resume, &stage_names)?);
+    Ok((stats, log))
+}
+
+/// The files a run keeps as it goes, for a resume and the summary.
+struct RunFiles {
+    journal: Option<Journal>,
+    failures: Failures,
+    bad: BadInput,
+}
+
+impl RunFiles {
+    /// Opens the journal (with `journal`), the failed tasks and the bad
+    /// input of the run in `run_dir`; a resume keeps what its journaled
+    /// tasks decided.
+    fn open(
+        compiled: &Compiled,
+        plan: &Plan,
+        run_dir: &Path,
+        resume: bool,
+        journal: bool,
+        log: Arc<Log>,
+    ) -> Result<RunFiles, EngineError> {
+        let journal = journal.then(|| Journal::open(run_dir, resume, log)).transpose()?;
+        let tolerated = (plan.platform.tolerated_failure_count, plan.platform.tolerated_failure_percent);
+        let failures = Failures::open(run_dir, resume, tolerated, |f| {
+            journal.as_ref().zip(phase_of(compiled, &f.stage, f.phase)).is_some_and(|(j, phase)| j.has(phase, f.task))
+        })?;
+        let splits_phase = compiled.phases.iter().position(|p| p.tasks == Tasks::Splits);
+        let bad = BadInput::open(run_dir, resume, plan.input.options.bad, |task| {
+            journal.as_ref().zip(splits_phase).is_some_and(|(j, phase)| j.has(phase, task))
+        })?;
+        Ok(RunFiles { journal, failures, bad })
+    }
+}
+
+/// The phase that runs `stage`'s `kind` step.
+fn phase_of(compiled: &Compiled, stage: &str, kind: StepKind) -> Option<usize> {
+    (compiled.phases.iter())
+        .position(|p| p.steps.iter().any(|s| compiled.stages[s.stage].name == stage && s.kind == kind))
+}
+
+/// Sums the input's size from its listing, on a thread of its own: the
+/// first stage's progress goes by bytes from the start.
+fn measure_input(shared: &Shared<'_>) {
+    let compiled = shared.compiled;
+    let first = compiled.phases.iter().find(|p| p.tasks == Tasks::Splits).and_then(|p| p.steps.first());
+    if let Some(first) = first {
         let dataset = compiled.dataset.clone();
         let progress = shared.progress[first.stage].clone();
         let _ = std::thread::Builder::new().name("input-size".into()).spawn(move || {
@@ -513,10 +498,14 @@ fn execute(
             let _ = progress.total_bytes.compare_exchange(0, total.max(1), Relaxed, Relaxed);
         });
     }
+}
+
+/// Runs the phases in order, up to a failure; returns the input's splits.
+fn run_phases(shared: &Shared<'_>, slots: &mut [(Slot, Recorder<'_>)]) -> u64 {
     let mut splits = 0;
-    for (index, phase) in compiled.phases.iter().enumerate() {
-        shared.failures.begin_phase(|f| phase_of(&f.stage, f.phase) == Some(index));
-        let n = run_phase(&shared, index, phase, &mut slots);
+    for (index, phase) in shared.compiled.phases.iter().enumerate() {
+        shared.failures.begin_phase(|f| phase_of(shared.compiled, &f.stage, f.phase) == Some(index));
+        let n = run_phase(shared, index, phase, slots);
         if phase.tasks == Tasks::Splits {
             splits = n;
             // The input is read: a percentage of bad records can be told.
@@ -533,6 +522,19 @@ fn execute(
             break;
         }
     }
+    splits
+}
+
+/// Flushes the slots' records and closes the run's files into its totals
+/// and the staged output (or why there is none).
+fn tear_down(
+    shared: Shared<'_>,
+    mut slots: Vec<(Slot, Recorder<'_>)>,
+    mut stats: Vec<StageStats>,
+    topology: &Topology<'_>,
+    inputs: Option<&Inputs>,
+    splits: u64,
+) -> Result<(Totals, Staged), EngineError> {
     for (_, r) in &mut slots {
         r.flush()?;
         for (s, w) in stats.iter_mut().zip(&r.stats) {
@@ -542,7 +544,7 @@ fn execute(
     if let Some(j) = &shared.journal {
         j.finish(!shared.failed())?;
     }
-    if let Some(i) = &inputs {
+    if let Some(i) = inputs {
         i.sync()?;
     }
     let failed_tasks = shared.failures.finish()?;
@@ -555,26 +557,27 @@ fn execute(
     // The shuffles' objects in storage go once the run succeeded, or
     // failed with no journal to resume it from; a journal names them, so
     // they are kept for `--resume`.
-    let done = failure.is_none() || shared.journal.is_none();
-    let cleared = match done {
-        true => scratches.iter().flatten().try_for_each(Scratch::delete),
+    let scratches = topology.scratches.iter().flatten();
+    let cleared = match failure.is_none() || shared.journal.is_none() {
+        true => scratches.clone().try_for_each(Scratch::delete),
         false => Ok(()),
     };
-    let gather = gather.finish();
+    let gather = topology.gather.finish();
     let staged = match (failure, cleared) {
         (Some(e), _) | (None, Err(e)) => Err(e),
         (None, Ok(())) => gather.finish(),
     };
+    let c = &shared.counters;
     let totals = Totals {
-        resumed: shared.counters.resumed.load(Relaxed),
-        backups: shared.counters.backups.load(Relaxed),
+        resumed: c.resumed.load(Relaxed),
+        backups: c.backups.load(Relaxed),
         stats,
         splits,
-        input_bytes: shared.counters.input_bytes.load(Relaxed),
-        input_records: shared.counters.input_records.load(Relaxed),
-        spilled: shuffles.iter().flatten().map(|s| s.spilled.load(Relaxed)).sum(),
-        scratch_written: scratches.iter().flatten().map(|s| s.written.load(Relaxed)).sum(),
-        concurrency,
+        input_bytes: c.input_bytes.load(Relaxed),
+        input_records: c.input_records.load(Relaxed),
+        spilled: topology.shuffles.iter().flatten().map(|s| s.spilled.load(Relaxed)).sum(),
+        scratch_written: scratches.map(|s| s.written.load(Relaxed)).sum(),
+        concurrency: slots.len(),
         failures: failed_tasks,
         bad_records: shared.bad.count(),
         rejects: shared.bad.rejects_path().map(Path::to_path_buf),
