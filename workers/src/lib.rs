@@ -1,9 +1,10 @@
 //! Functions for fanout: the function model, the builtin catalog, the
 //! registry that names them, and the backends that host functions outside
-//! the process ([`external`]: exec and the Lambda Runtime API, one
-//! [`Backend`](external::Backend) per kind, registered in the
-//! [`Registry`]), with the small HTTP/1.1 server the Runtime API is served
-//! on.
+//! the process ([`external`]: exec, the Lambda Runtime API, http and
+//! aws_lambda, one [`Backend`](external::Backend) per kind, registered in
+//! the [`Registry`]), the event contract they speak (`wire.rs`), the
+//! function host of `fanout serve` ([`host`]), and the small HTTP/1.1
+//! server and client they are served on.
 //!
 //! A stage's function is [planned](function::Builtin::plan) once — its
 //! parameters checked against the stage's input schema, so a wrong
@@ -41,6 +42,7 @@ mod http1;
 pub mod params;
 mod registry;
 pub mod shuffle;
+mod wire;
 
 pub use function::{Builtin, FunctionError, Invocation, MapInstance, Piece, Planned, ReduceInstance, StageSpec};
 pub use registry::Registry;

@@ -31,8 +31,7 @@ impl Registry {
     }
 
     /// Every builtin of [`crate::catalog::BUILTINS`], and the backends of
-    /// [`external`]: exec, lambda and http (which says it is not
-    /// supported yet).
+    /// [`external`]: exec, lambda, http and aws_lambda.
     pub fn builtins() -> Self {
         let mut r = Registry::empty();
         let all: [Arc<dyn Builtin>; 13] = [

@@ -22,6 +22,7 @@ use fanout_datasets::Storage;
 use crate::external::codec::{IoFormat, encode};
 pub use crate::function::ShuffleTo;
 use crate::function::{FunctionError, Piece};
+use crate::wire::ShuffleRef;
 
 /// Splits rows by partition: a hash of their key columns (xxh3 of a lone
 /// utf8 key's bytes, else of the key's row encoding), modulo the number of
@@ -141,14 +142,6 @@ pub fn write(
     body.push(b'\n');
     storage.put(url, body).map_err(|e| e.to_string())?;
     Ok(index)
-}
-
-/// A partition in object storage, as a reduce event's `shuffle` refers to
-/// it.
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct ShuffleRef {
-    format: String,
-    pieces: Vec<Piece>,
 }
 
 impl ShuffleRef {

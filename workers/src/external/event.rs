@@ -1,4 +1,5 @@
-//! The event contract of the lambda and http backends: the JSON an
+//! The event contract of the lambda, http and aws_lambda backends (its
+//! types are `wire.rs`'s, which `fanout serve` reads too): the JSON an
 //! invocation sends (`{"stage", "task", "attempt", "params", "records"}`,
 //! or a `split` reference the function reads itself) and the
 //! `{"records": [...]}` it gets back, within the payload limit. A keyed
@@ -15,8 +16,11 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use fanout_datasets::{Format, Split, SplitRange};
 
+use serde_json::value::RawValue;
+
 use crate::external::codec;
 use crate::function::{FunctionError, Invocation};
+use crate::wire::{Event, ShuffleRef, SplitRef};
 
 /// What an event carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,41 +78,41 @@ impl EventSpec {
         mode: EventMode,
     ) -> Result<Vec<u8>, FunctionError> {
         let spec = self;
-        let mut out = Vec::new();
-        let mut head = serde_json::json!({ "stage": inv.stage, "task": inv.task, "attempt": inv.attempt });
-        if let Some(key) = &spec.key {
-            head["key"] = key.as_slice().into();
-        }
-        if let Some(to) = inv.shuffle_to {
-            head["shuffle_to"] = serde_json::to_value(to).expect("plain fields");
-        }
-        let head = head.to_string();
-        out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-        out.extend_from_slice(b",\"params\":");
-        out.extend_from_slice(spec.params.as_bytes());
-        let mark = out.len();
-        let split = |out: &mut Vec<u8>| -> Result<(), FunctionError> {
-            let split = inv
-                .split
-                .ok_or_else(|| FunctionError::permanent("no split to refer to: this stage's input is records"))?;
-            out.extend_from_slice(b",\"split\":");
-            out.extend_from_slice(split_json(split, spec).to_string().as_bytes());
-            Ok(())
+        let params = serde_json::from_str::<&RawValue>(&spec.params)
+            .map_err(|e| FunctionError::permanent(format!("the stage's params: {e}")))?;
+        let mut event = Event {
+            stage: Some(inv.stage.into()),
+            task: inv.task,
+            attempt: inv.attempt,
+            key: spec.key.clone(),
+            shuffle_to: inv.shuffle_to.cloned(),
+            params: Some(params),
+            ..Event::default()
         };
+        let split = || {
+            inv.split
+                .map(|split| split_ref(split, spec))
+                .ok_or_else(|| FunctionError::permanent("no split to refer to: this stage's input is records"))
+        };
+        let mut out = Vec::new();
         match mode {
             // A partition in object storage: the pieces, whatever the mode.
             _ if inv.pieces.is_some() => {
-                let pieces = serde_json::json!({ "format": "jsonl", "pieces": inv.pieces });
-                out.extend_from_slice(b",\"shuffle\":");
-                out.extend_from_slice(pieces.to_string().as_bytes());
+                event.shuffle = inv.pieces.map(|p| ShuffleRef::jsonl(p.to_vec()));
+                event.write_head(&mut out);
             }
-            EventMode::Split => split(&mut out)?,
+            EventMode::Split => {
+                event.split = Some(split()?);
+                event.write_head(&mut out);
+            }
             EventMode::Records | EventMode::Auto => {
+                event.write_head(&mut out);
                 out.extend_from_slice(b",\"records\":");
                 codec::json_records(batches, &mut out).map_err(FunctionError::permanent)?;
                 if mode == EventMode::Auto && out.len() as u64 + 1 > spec.payload_limit && inv.split.is_some() {
-                    out.truncate(mark);
-                    split(&mut out)?;
+                    out.clear();
+                    event.split = Some(split()?);
+                    event.write_head(&mut out);
                 }
             }
         }
@@ -145,41 +149,31 @@ impl EventSpec {
 }
 
 /// The split reference of a `split` event.
-fn split_json(split: &Split, spec: &EventSpec) -> serde_json::Value {
+fn split_ref(split: &Split, spec: &EventSpec) -> SplitRef {
     // An object's URL as it is; a local file's path made absolute.
     let path = match split.file.is_remote() {
         true => split.file.path.clone(),
         false => std::path::absolute(&split.file.path).unwrap_or_else(|_| split.file.path.clone()),
     };
-    let mut v = serde_json::json!({
-        "path": path,
-        "format": spec.input_format.map_or("unknown", Format::name),
-        "compression": format!("{:?}", split.file.compression).to_lowercase(),
-    });
-    let m = v.as_object_mut().expect("an object");
+    let (mut offset, mut length, mut row_groups, mut batches) = (None, None, None, None);
     match split.range {
-        SplitRange::Bytes { offset, len } => {
-            m.insert("offset".into(), offset.into());
-            m.insert("length".into(), len.into());
-        }
-        SplitRange::Whole => {
-            m.insert("offset".into(), 0.into());
-            m.insert("length".into(), split.file.size.into());
-        }
-        SplitRange::RowGroups { start, end, .. } => {
-            m.insert("row_groups".into(), serde_json::json!([start, end]));
-        }
-        SplitRange::Batches { start, end, .. } => {
-            m.insert("batches".into(), serde_json::json!([start, end]));
-        }
+        SplitRange::Bytes { offset: o, len } => (offset, length) = (Some(o), Some(len)),
+        SplitRange::Whole => (offset, length) = (Some(0), Some(split.file.size)),
+        SplitRange::RowGroups { start, end, .. } => row_groups = Some([start, end]),
+        SplitRange::Batches { start, end, .. } => batches = Some([start, end]),
     }
-    if spec.input_format == Some(Format::Csv) {
+    SplitRef {
+        path,
+        format: spec.input_format.map_or("unknown", Format::name).to_string(),
+        compression: Some(format!("{:?}", split.file.compression).to_lowercase()),
+        offset,
+        length,
+        row_groups,
+        batches,
         // A byte range never holds the header: the columns say what it had.
-        m.insert("header".into(), spec.csv_header.into());
+        header: (spec.input_format == Some(Format::Csv)).then_some(spec.csv_header),
+        columns: Some(spec.input_schema.fields().iter().map(|f| f.name().clone()).collect()),
     }
-    let columns: Vec<&str> = spec.input_schema.fields().iter().map(|f| f.name().as_str()).collect();
-    m.insert("columns".into(), columns.into());
-    v
 }
 
 /// The `records_read` a response to a split reference may carry: how many

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use super::JobFunction;
 use crate::external::codec;
 use crate::function::{FunctionError, Invocation, MapInstance, StageSpec};
+use crate::wire::{Event, SplitRef};
 
 /// What a name on the host serves.
 pub(super) enum Served<'a> {
@@ -74,41 +75,10 @@ impl Warm {
     }
 }
 
-/// An event, as far as the host reads it. With a `key`, the records (or
-/// the `shuffle` pieces) are a whole partition of a keyed stage: the
-/// function's map side runs over them, then its reduce.
-#[derive(serde::Deserialize)]
-pub(super) struct Event<'a> {
-    #[serde(default)]
-    stage: Option<String>,
-    #[serde(default)]
-    task: u64,
-    #[serde(default = "first")]
-    attempt: u32,
-    #[serde(default, borrow)]
-    params: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    records: Option<Vec<&'a RawValue>>,
-    #[serde(default, borrow)]
-    split: Option<&'a RawValue>,
-    #[serde(default)]
-    shuffle: Option<crate::shuffle::ShuffleRef>,
-    /// A keyed stage's key: the records are a whole partition, reduced.
-    #[serde(default)]
-    key: Option<Vec<String>>,
-    /// Where to write the output, partitioned, instead of answering it.
-    #[serde(default)]
-    shuffle_to: Option<crate::shuffle::ShuffleTo>,
-}
-
 /// One storage for the host's life: its clients keep their connections.
 pub(super) fn storage() -> &'static Arc<fanout_datasets::Storage> {
     static STORAGE: std::sync::OnceLock<Arc<fanout_datasets::Storage>> = std::sync::OnceLock::new();
     STORAGE.get_or_init(Arc::default)
-}
-
-pub(super) fn first() -> u32 {
-    1
 }
 
 /// Runs function `name` on the event `body`; the reply's body.
@@ -166,8 +136,8 @@ pub(super) fn invoke_event(
     payload_limit: u64,
 ) -> Result<Vec<u8>, FunctionError> {
     let params_text = event.params.map_or("{}", RawValue::get);
-    if let (Some(split), None) = (event.split, &event.records) {
-        let batches = read_split(split.get())?;
+    if let (Some(split), None) = (&event.split, &event.records) {
+        let batches = read_split(split)?;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
             return Ok(b"{\"records\":[],\"records_read\":0}".to_vec());
@@ -282,36 +252,14 @@ pub(super) fn call(
     Ok(reply)
 }
 
-/// A split reference, as the event contract sends one.
-#[derive(serde::Deserialize)]
-pub(super) struct SplitRef {
-    path: std::path::PathBuf,
-    format: String,
-    #[serde(default)]
-    offset: Option<u64>,
-    #[serde(default)]
-    length: Option<u64>,
-    #[serde(default)]
-    compression: Option<String>,
-    #[serde(default)]
-    row_groups: Option<[usize; 2]>,
-    #[serde(default)]
-    batches: Option<[usize; 2]>,
-    #[serde(default)]
-    header: Option<bool>,
-    #[serde(default)]
-    columns: Option<Vec<String>>,
-}
-
 /// Reads the records of a split reference from a file this host can see
 /// (a shared file system) or from object storage (an `s3://` URL, reached
 /// as the environment says): the file's schema is inferred as the
 /// coordinator's was, and only the referenced columns are read.
-pub(super) fn read_split(json: &str) -> Result<Vec<RecordBatch>, FunctionError> {
+pub(super) fn read_split(r: &SplitRef) -> Result<Vec<RecordBatch>, FunctionError> {
     use fanout_datasets::{Dataset, DatasetOptions, Format, InputFile, OpenFiles, Split, SplitRange};
     let storage = storage();
     let bad = |m: String| FunctionError::permanent(format!("the split reference: {m}"));
-    let r: SplitRef = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
     let format: Format = r.format.parse().map_err(|e: fanout_datasets::UnknownFormat| bad(e.to_string()))?;
     let mut opts = DatasetOptions { format: Some(format), storage: storage.clone(), ..DatasetOptions::default() };
     opts.csv.header = r.header.unwrap_or(true);
