@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::{StreamExt, TryStreamExt};
@@ -27,17 +26,17 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use crate::error::{Error, Result};
 use crate::kept::Kept;
 
-/// Whether `s` is a URL (`scheme://...`) rather than a local path.
-pub fn is_url(s: &str) -> bool {
-    s.split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-')
-    })
-}
+#[cfg(feature = "cloud")]
+mod cloud;
+#[cfg(not(feature = "cloud"))]
+#[path = "no_cloud.rs"]
+mod cloud;
+mod requests;
+mod url;
 
-/// The local path of a `file://` URL, or `s` unchanged.
-pub fn local_path(s: &str) -> &str {
-    s.strip_prefix("file://").unwrap_or(s)
-}
+pub use requests::{RequestCounts, Requests};
+pub(crate) use url::{SCHEMES, split_url};
+pub use url::{is_url, local_path, writable};
 
 /// An object: its store, key, the counts its reads add to and the bytes
 /// of it read ahead (the `kept` module).
@@ -70,110 +69,6 @@ impl PartialEq for Object {
 }
 
 impl Eq for Object {}
-
-/// Requests made to object storage, by kind, and the bytes moved.
-#[derive(Debug, Default)]
-pub struct Requests {
-    get: AtomicU64,
-    head: AtomicU64,
-    list: AtomicU64,
-    put: AtomicU64,
-    post: AtomicU64,
-    delete: AtomicU64,
-    retried: AtomicU64,
-    failed: AtomicU64,
-    bytes_read: AtomicU64,
-    bytes_written: AtomicU64,
-}
-
-/// A snapshot of [`Requests`], as the run summary reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RequestCounts {
-    /// GET requests (object reads, ranged or whole).
-    pub get: u64,
-    /// HEAD requests (an object's size).
-    pub head: u64,
-    /// LIST requests (pages of a listing).
-    pub list: u64,
-    /// PUT requests (whole objects and multipart parts).
-    pub put: u64,
-    /// POST requests (starting and completing multipart uploads).
-    pub post: u64,
-    /// DELETE requests (aborted uploads, scratch objects).
-    pub delete: u64,
-    /// Answers of 429 (throttled) or 5xx, retried with backoff.
-    pub retried: u64,
-    /// Requests that got no answer (connection errors, timeouts).
-    pub failed: u64,
-    /// Bytes read from objects.
-    pub bytes_read: u64,
-    /// Bytes written to objects.
-    pub bytes_written: u64,
-}
-
-impl RequestCounts {
-    /// Every request made.
-    pub fn total(&self) -> u64 {
-        self.get + self.head + self.list + self.put + self.post + self.delete
-    }
-
-    /// The requests S3 prices as writes (PUT, POST, LIST, COPY).
-    pub fn write_class(&self) -> u64 {
-        self.put + self.post + self.list
-    }
-
-    /// The requests S3 prices as reads (GET, HEAD).
-    pub fn read_class(&self) -> u64 {
-        self.get + self.head
-    }
-}
-
-impl Requests {
-    /// The counts so far.
-    pub fn snapshot(&self) -> RequestCounts {
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        RequestCounts {
-            get: n(&self.get),
-            head: n(&self.head),
-            list: n(&self.list),
-            put: n(&self.put),
-            post: n(&self.post),
-            delete: n(&self.delete),
-            retried: n(&self.retried),
-            failed: n(&self.failed),
-            bytes_read: n(&self.bytes_read),
-            bytes_written: n(&self.bytes_written),
-        }
-    }
-
-    /// Counts bytes read.
-    pub(crate) fn read(&self, n: usize) {
-        self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// Counts bytes written.
-    pub fn written(&self, n: u64) {
-        self.bytes_written.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Counts one request by its method and query (a GET with a listing's
-    /// parameters is a LIST).
-    #[cfg_attr(not(feature = "cloud"), allow(dead_code))]
-    fn request(&self, method: &str, query: &str) {
-        let list = query.contains("list-type=") || query.contains("comp=list") || query.contains("prefix=");
-        let counter = match method {
-            "GET" if list => &self.list,
-            "GET" => &self.get,
-            "HEAD" => &self.head,
-            "PUT" => &self.put,
-            "POST" => &self.post,
-            "DELETE" => &self.delete,
-            // PROPFIND (a WebDAV listing over https) and the rest.
-            _ => &self.list,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// How to reach object storage, the stores made so far and the requests
 /// they made. One per run, shared by its readers and its output.
@@ -532,27 +427,6 @@ fn scratch_prefix(url: &str) -> std::result::Result<String, String> {
     Ok(prefix)
 }
 
-/// Checks that the URL `url` names an object that can be written: a
-/// scheme of an object store that takes writes (not http(s)) and a
-/// bucket; else says why not.
-pub fn writable(url: &str) -> std::result::Result<(), String> {
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
-    if !SCHEMES.contains(&scheme) {
-        return Err(format!("unknown storage scheme `{scheme}://`; expected s3, gs or az"));
-    }
-    if scheme.starts_with("http") {
-        return Err(format!("`{scheme}://` cannot be written; write to s3://, gs:// or az://"));
-    }
-    let (_, key) = split_url(url).map_err(|e| e.to_string())?;
-    if key.is_empty() || key.ends_with('/') {
-        return Err(format!("no object named: expected {scheme}://BUCKET/KEY, with a key not ending in /"));
-    }
-    Ok(())
-}
-
-/// The schemes of object stores.
-const SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss", "http", "https"];
-
 /// The part size of multipart uploads (S3 takes 5 MiB and up).
 pub const PART: usize = 8 << 20;
 
@@ -568,17 +442,6 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usiz
         }
     }
     Ok(done)
-}
-
-/// `scheme://authority` and the key after it.
-pub(crate) fn split_url(url: &str) -> Result<(&str, &str)> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| Error::invalid(url, "not a URL"))?;
-    let authority = rest.find('/').unwrap_or(rest.len());
-    if authority == 0 {
-        return Err(Error::invalid(url, format!("no bucket: expected {scheme}://BUCKET/KEY")));
-    }
-    let base = &url[..scheme.len() + 3 + authority];
-    Ok((base, rest[authority..].trim_start_matches('/')))
 }
 
 /// An object store error as this crate's, naming the URL.
@@ -627,176 +490,4 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
                 .expect("an I/O runtime starts")
         })
         .block_on(f)
-}
-
-#[cfg(feature = "cloud")]
-mod cloud {
-    //! The clients, built with a connector that counts their requests.
-
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-
-    use object_store::ObjectStore;
-    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-    use object_store::client::{
-        ClientConfigKey, ClientOptions, HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService,
-        ReqwestConnector,
-    };
-    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-    use object_store::http::HttpBuilder;
-
-    use super::{Requests, Stores};
-
-    pub(super) const KEYS_HINT: &str = " (S3: endpoint, region, access_key_id, secret_access_key, session_token, allow_http, ...; \
-         GCS: service_account, ...; Azure: account_name, access_key, ...)";
-
-    /// Whether some client takes `key`.
-    pub(super) fn known_key(key: &str) -> bool {
-        key.parse::<AmazonS3ConfigKey>().is_ok()
-            || key.parse::<GoogleConfigKey>().is_ok()
-            || key.parse::<AzureConfigKey>().is_ok()
-            || key.parse::<ClientConfigKey>().is_ok()
-    }
-
-    /// The clients of `base` (`scheme://authority`).
-    pub(super) fn build(
-        base: &str,
-        options: &BTreeMap<String, String>,
-        requests: &Arc<Requests>,
-    ) -> Result<Stores, String> {
-        let scheme = base.split_once("://").map_or(base, |(s, _)| s);
-        let counting = Counting(requests.clone());
-        let plain = |store: Arc<dyn ObjectStore>| Stores { object: store, multipart: None };
-        let built: object_store::Result<Stores> = match scheme {
-            "s3" | "s3a" => {
-                let mut b = AmazonS3Builder::from_env().with_url(base);
-                for (k, v) in options {
-                    if let Ok(key) = k.parse::<AmazonS3ConfigKey>() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                // S3's multipart uploads are driven part by part, their ids
-                // kept: one left pending by a killed run is aborted by its
-                // resume.
-                b.with_http_connector(counting).build().map(|s| {
-                    let s = Arc::new(s);
-                    Stores { object: s.clone(), multipart: Some(s) }
-                })
-            }
-            "gs" => {
-                let mut b = GoogleCloudStorageBuilder::from_env().with_url(base);
-                for (k, v) in options {
-                    if let Ok(key) = k.parse::<GoogleConfigKey>() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                b.with_http_connector(counting).build().map(|s| plain(Arc::new(s)))
-            }
-            // Azure's uncommitted blocks go when the blob is committed (or
-            // after a week): there is nothing to abort.
-            "az" | "adl" | "azure" | "abfs" | "abfss" => {
-                let mut b = MicrosoftAzureBuilder::from_env().with_url(base);
-                for (k, v) in options {
-                    if let Ok(key) = k.parse::<AzureConfigKey>() {
-                        b = b.with_config(key, v);
-                    }
-                }
-                b.with_http_connector(counting).build().map(|s| plain(Arc::new(s)))
-            }
-            "http" | "https" => {
-                let mut client = ClientOptions::new().with_allow_http(scheme == "http");
-                for (k, v) in options {
-                    if let Ok(key) = k.parse::<ClientConfigKey>() {
-                        client = client.with_config(key, v);
-                    }
-                }
-                let b = HttpBuilder::new().with_url(base).with_client_options(client);
-                b.with_http_connector(counting).build().map(|s| plain(Arc::new(s)))
-            }
-            other => return Err(format!("no client for `{other}://`")),
-        };
-        built.map_err(|e| e.to_string())
-    }
-
-    /// Makes reqwest clients whose requests are counted.
-    #[derive(Debug)]
-    struct Counting(Arc<Requests>);
-
-    impl HttpConnector for Counting {
-        fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-            let inner = ReqwestConnector::default().connect(options)?;
-            Ok(HttpClient::new(Counted { inner, requests: self.0.clone() }))
-        }
-    }
-
-    /// A client that counts each request and each throttled or failed one.
-    #[derive(Debug)]
-    struct Counted {
-        inner: HttpClient,
-        requests: Arc<Requests>,
-    }
-
-    #[async_trait::async_trait]
-    impl HttpService for Counted {
-        async fn call(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-            self.requests.request(req.method().as_str(), req.uri().query().unwrap_or(""));
-            let answer = self.inner.execute(req).await;
-            let counter = match &answer {
-                Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => &self.requests.retried,
-                Ok(_) => return answer,
-                Err(_) => &self.requests.failed,
-            };
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            answer
-        }
-    }
-}
-
-#[cfg(not(feature = "cloud"))]
-mod cloud {
-    //! A build without object storage clients: every URL is refused.
-
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-
-    use super::{Requests, Stores};
-
-    pub(super) const KEYS_HINT: &str = " (this build has no object storage: rebuild with the `cloud` feature)";
-
-    pub(super) fn known_key(_: &str) -> bool {
-        false
-    }
-
-    pub(super) fn build(base: &str, _: &BTreeMap<String, String>, _: &Arc<Requests>) -> Result<Stores, String> {
-        Err(format!("`{base}`: this build of fanout has no object storage; rebuild it with the `cloud` feature"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_split_into_base_and_key() {
-        assert!(is_url("s3://b/k") && is_url("file:///tmp/x") && !is_url("data/x.csv") && !is_url("://x"));
-        assert_eq!(split_url("s3://bucket/a/b.csv").unwrap(), ("s3://bucket", "a/b.csv"));
-        assert_eq!(split_url("https://h:8080/x").unwrap(), ("https://h:8080", "x"));
-        assert_eq!(split_url("s3://bucket").unwrap(), ("s3://bucket", ""));
-        assert!(split_url("s3:///key").unwrap_err().to_string().contains("no bucket"));
-        assert_eq!(local_path("file:///tmp/x"), "/tmp/x");
-    }
-
-    #[test]
-    fn requests_are_counted_by_kind() {
-        let r = Requests::default();
-        r.request("GET", "list-type=2&prefix=a");
-        r.request("GET", "");
-        r.request("PUT", "partNumber=1&uploadId=x");
-        r.request("POST", "uploads");
-        r.request("HEAD", "");
-        let c = r.snapshot();
-        assert_eq!((c.list, c.get, c.put, c.post, c.head, c.total()), (1, 1, 1, 1, 1, 5));
-        assert_eq!((c.read_class(), c.write_class()), (2, 3));
-    }
 }
