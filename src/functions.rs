@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::anyhow;
-use fanout_workers::catalog::{BUILTINS, Shape, info};
+use fanout_workers::catalog::{Shape, builtins, info};
 
 use crate::{Failure, Outcome};
 
@@ -11,8 +11,8 @@ use crate::{Failure, Outcome};
 pub fn list(name: Option<&str>) -> Outcome {
     let mut out = std::io::stdout().lock();
     let Some(name) = name else {
-        let width = BUILTINS.iter().map(|f| f.name.len()).max().unwrap_or(0);
-        for f in BUILTINS {
+        let width = builtins().iter().map(|f| f.name.len()).max().unwrap_or(0);
+        for f in builtins() {
             writeln!(out, "{:width$}  {}", f.name, f.summary)?;
         }
         writeln!(out, "\n`fanout functions NAME` explains one.")?;
@@ -25,7 +25,7 @@ pub fn list(name: Option<&str>) -> Outcome {
         return Ok(());
     };
     let f = info(name).ok_or_else(|| {
-        let known: Vec<&str> = BUILTINS.iter().map(|f| f.name).collect();
+        let known: Vec<&str> = builtins().iter().map(|f| f.name).collect();
         Failure::invalid(anyhow!("unknown function `{name}`, expected one of: {}", known.join(", ")))
     })?;
     let shape = match f.shape {

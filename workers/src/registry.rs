@@ -30,26 +30,11 @@ impl Registry {
         Registry { functions: BTreeMap::new(), backends: Vec::new() }
     }
 
-    /// Every builtin of [`crate::catalog::BUILTINS`], and the backends of
+    /// Every builtin of [`builtins::all`], and the backends of
     /// [`external`]: exec, lambda, http and aws_lambda.
     pub fn builtins() -> Self {
         let mut r = Registry::empty();
-        let all: [Arc<dyn Builtin>; 13] = [
-            Arc::new(builtins::WordCount),
-            Arc::new(builtins::Grep),
-            Arc::new(builtins::Filter),
-            Arc::new(builtins::Select),
-            Arc::new(builtins::Aggregate),
-            Arc::new(builtins::Sort),
-            Arc::new(builtins::TopK),
-            Arc::new(builtins::Sample),
-            Arc::new(builtins::Hash),
-            Arc::new(builtins::JsonExtract),
-            Arc::new(builtins::Pi),
-            Arc::new(builtins::Wait { spin: true }),
-            Arc::new(builtins::Wait { spin: false }),
-        ];
-        for f in all {
+        for f in builtins::all() {
             r.register(f);
         }
         r.register_backend(Arc::new(external::Exec));
@@ -97,8 +82,8 @@ impl Default for Registry {
 impl FunctionCatalog for Registry {
     fn check(&self, name: &str, params: &Map<String, Value>, keyed: bool) -> Result<(), FunctionProblem> {
         let Some(f) = self.get(name) else {
-            let known: Vec<&str> = crate::catalog::BUILTINS
-                .iter()
+            let known: Vec<&str> = crate::catalog::builtins()
+                .into_iter()
                 .map(|f| f.name)
                 .chain(self.names().filter(|n| crate::catalog::info(n).is_none()))
                 .collect();

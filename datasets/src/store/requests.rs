@@ -13,8 +13,8 @@ pub struct Requests {
     put: AtomicU64,
     post: AtomicU64,
     delete: AtomicU64,
-    retried: AtomicU64,
-    failed: AtomicU64,
+    pub(super) retried: AtomicU64,
+    pub(super) failed: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
 }
@@ -92,7 +92,7 @@ impl Requests {
     /// Counts one request by its method and query (a GET with a listing's
     /// parameters is a LIST).
     #[cfg_attr(not(feature = "cloud"), allow(dead_code))]
-    fn request(&self, method: &str, query: &str) {
+    pub(super) fn request(&self, method: &str, query: &str) {
         let list = query.contains("list-type=") || query.contains("comp=list") || query.contains("prefix=");
         let counter = match method {
             "GET" if list => &self.list,

@@ -18,7 +18,7 @@ use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use hashbrown::HashMap;
 
-use crate::catalog::{FunctionInfo, info};
+use crate::catalog::{FunctionInfo, Shape, p};
 use crate::function::{Builtin, FunctionError, Invocation, MapInstance, Planned, ReduceInstance, StageSpec};
 use crate::params::{Params, column};
 
@@ -67,7 +67,7 @@ pub struct Aggregate;
 
 impl Builtin for Aggregate {
     fn info(&self) -> &'static FunctionInfo {
-        info("aggregate").expect("in the catalog")
+        &AGGREGATE
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -431,6 +431,27 @@ impl ReduceInstance for GroupBy {
         self.finish()
     }
 }
+
+/// `aggregate` in the catalog: what `fanout functions aggregate` says, and the
+/// parameters validation checks.
+pub(crate) const AGGREGATE: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "aggregate",
+        shape: Shape::Keyed,
+        summary: "group by the stage's key and aggregate (partial map-side, final reduce-side)",
+        doc: "The stage's `key` names the group columns. Output: the key columns, then `count` (int64) if asked, \
+              then `sum_<col>`, `min_<col>`, `max_<col>`, `mean_<col>` for each column named. Partial \
+              aggregates are computed per split on the map side (a combiner) and merged per partition.",
+        params: &[
+            p("count", Bool, Some("false"), "count the rows of each group"),
+            p("sum", StrList, Some("[]"), "columns to sum"),
+            p("min", StrList, Some("[]"), "columns to take the minimum of"),
+            p("max", StrList, Some("[]"), "columns to take the maximum of"),
+            p("mean", StrList, Some("[]"), "columns to average"),
+        ],
+    }
+};
 
 #[cfg(test)]
 mod tests {

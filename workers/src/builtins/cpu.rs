@@ -9,7 +9,7 @@ use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 
-use crate::catalog::{FunctionInfo, info};
+use crate::catalog::{FunctionInfo, Shape, p};
 use crate::function::{Builtin, FunctionError, Invocation, MapInstance, PerBatch, Planned, StageSpec, per_batch};
 use crate::params::{Params, column};
 
@@ -52,7 +52,7 @@ pub struct Pi;
 
 impl Builtin for Pi {
     fn info(&self) -> &'static FunctionInfo {
-        info("pi").expect("in the catalog")
+        &PI
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -102,7 +102,7 @@ pub struct Wait {
 
 impl Builtin for Wait {
     fn info(&self) -> &'static FunctionInfo {
-        info(if self.spin { "burn" } else { "sleep" }).expect("in the catalog")
+        if self.spin { &BURN } else { &SLEEP }
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -156,6 +156,52 @@ impl MapInstance for WaitPlan {
         Ok(input)
     }
 }
+
+/// `pi` in the catalog: what `fanout functions pi` says, and the
+/// parameters validation checks.
+pub(crate) const PI: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "pi",
+        shape: Shape::Map,
+        summary: "estimate pi by Monte Carlo (CPU-bound)",
+        doc: "For each input row, draws `samples` points in the unit square from a SplitMix64 generator seeded \
+              from `seed` and the row's integer `column`, and counts those inside the quarter circle. Output: \
+              the column, inside (int64) and samples (int64) per row; pi = 4 * sum(inside) / sum(samples). \
+              Feed it a range: `generate = { kind = \"range\", rows = 1000 }` gives a column i = 0..999.",
+        params: &[
+            p("samples", Int, None, "points drawn per input row"),
+            p("column", Str, Some("\"i\""), "an integer column that seeds each row"),
+            p("seed", Int, Some("0"), "the seed"),
+        ],
+    }
+};
+
+/// `burn` in the catalog: what `fanout functions burn` says, and the
+/// parameters validation checks.
+pub(crate) const BURN: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "burn",
+        shape: Shape::Map,
+        summary: "spin the CPU for a fixed time, then pass the input through",
+        doc: "A CPU-bound stand-in for real work: busy-loops for `ms` milliseconds per invocation.",
+        params: &[p("ms", Int, None, "milliseconds to spin")],
+    }
+};
+
+/// `sleep` in the catalog: what `fanout functions sleep` says, and the
+/// parameters validation checks.
+pub(crate) const SLEEP: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "sleep",
+        shape: Shape::Map,
+        summary: "wait a fixed time, then pass the input through",
+        doc: "An I/O-bound stand-in: sleeps `ms` milliseconds per invocation without using a core.",
+        params: &[p("ms", Int, None, "milliseconds to wait")],
+    }
+};
 
 #[cfg(test)]
 mod tests {

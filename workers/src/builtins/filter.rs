@@ -12,7 +12,7 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, BooleanArray, Datum, RecordBatch, Scalar, StringArray};
 use arrow_schema::{DataType, Schema};
 
-use crate::catalog::{FunctionInfo, info};
+use crate::catalog::{FunctionInfo, Shape, p};
 use crate::function::{Builtin, FunctionError, Invocation, PerBatch, Planned, StageSpec, per_batch};
 use crate::params::{Params, column};
 
@@ -358,7 +358,7 @@ pub struct Filter;
 
 impl Builtin for Filter {
     fn info(&self) -> &'static FunctionInfo {
-        info("filter").expect("in the catalog")
+        &FILTER
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -379,6 +379,21 @@ impl Builtin for Filter {
         }))
     }
 }
+
+/// `filter` in the catalog: what `fanout functions filter` says, and the
+/// parameters validation checks.
+pub(crate) const FILTER: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "filter",
+        shape: Shape::Map,
+        summary: "keep the rows for which a predicate holds",
+        doc: "The predicate compares columns with literals: = != < <= > >=, `col in (a, b)`, `col is null`, \
+              `col is not null`, combined with and, or, not and parentheses. Strings are quoted with ' or \". \
+              A comparison with a null is false.",
+        params: &[p("where", Str, None, "the predicate, e.g. \"amount > 10 and country in ('DE', 'FR')\"")],
+    }
+};
 
 #[cfg(test)]
 mod tests {

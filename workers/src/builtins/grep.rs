@@ -7,7 +7,7 @@ use arrow_array::{BooleanArray, RecordBatch};
 use arrow_schema::DataType;
 use regex::bytes::RegexBuilder;
 
-use crate::catalog::{FunctionInfo, info};
+use crate::catalog::{FunctionInfo, Shape, p};
 use crate::function::{Builtin, FunctionError, Invocation, PerBatch, Planned, StageSpec, per_batch};
 use crate::params::{Params, column};
 
@@ -16,7 +16,7 @@ pub struct Grep;
 
 impl Builtin for Grep {
     fn info(&self) -> &'static FunctionInfo {
-        info("grep").expect("in the catalog")
+        &GREP
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -50,3 +50,22 @@ impl Builtin for Grep {
         }))
     }
 }
+
+/// `grep` in the catalog: what `fanout functions grep` says, and the
+/// parameters validation checks.
+pub(crate) const GREP: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "grep",
+        shape: Shape::Map,
+        summary: "keep the rows whose column matches a regular expression",
+        doc: "Rust regex syntax (the regex crate); the pattern is compiled once per container, at init. \
+              Output: the input rows that match (or, inverted, that do not). Null values never match.",
+        params: &[
+            p("pattern", Str, None, "the regular expression"),
+            p("column", Str, Some("\"line\""), "the column to match"),
+            p("invert", Bool, Some("false"), "keep the rows that do not match"),
+            p("ignore_case", Bool, Some("false"), "match case-insensitively"),
+        ],
+    }
+};

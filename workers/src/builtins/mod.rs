@@ -17,3 +17,28 @@ pub use rows::{Hash, JsonExtract, Sample};
 pub use select::Select;
 pub use sort::{Sort, TopK, sort_batches, sort_keys};
 pub use word_count::{WordCount, for_each_word};
+
+use std::sync::Arc;
+
+use crate::function::Builtin;
+
+/// Every builtin, in the order `fanout functions` lists them: the one list
+/// a new builtin joins (with its file, which holds its code and its
+/// catalog entry).
+pub fn all() -> [Arc<dyn Builtin>; 13] {
+    [
+        Arc::new(WordCount),
+        Arc::new(Grep),
+        Arc::new(Filter),
+        Arc::new(Select),
+        Arc::new(Aggregate),
+        Arc::new(Sort),
+        Arc::new(TopK),
+        Arc::new(Sample),
+        Arc::new(Hash),
+        Arc::new(JsonExtract),
+        Arc::new(Pi),
+        Arc::new(Wait { spin: true }),
+        Arc::new(Wait { spin: false }),
+    ]
+}

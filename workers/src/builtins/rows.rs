@@ -11,7 +11,7 @@ use arrow_schema::{DataType, Field, Schema};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{FunctionInfo, info};
+use crate::catalog::{FunctionInfo, Shape, p};
 use crate::function::{Builtin, FunctionError, Invocation, PerBatch, Planned, StageSpec, per_batch};
 use crate::params::{Params, column};
 
@@ -36,7 +36,7 @@ pub struct Sample;
 
 impl Builtin for Sample {
     fn info(&self) -> &'static FunctionInfo {
-        info("sample").expect("in the catalog")
+        &SAMPLE
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -82,7 +82,7 @@ pub struct Hash;
 
 impl Builtin for Hash {
     fn info(&self) -> &'static FunctionInfo {
-        info("hash").expect("in the catalog")
+        &HASH
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -138,7 +138,7 @@ struct JsonField {
 
 impl Builtin for JsonExtract {
     fn info(&self) -> &'static FunctionInfo {
-        info("json_extract").expect("in the catalog")
+        &JSON_EXTRACT
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -258,6 +258,60 @@ fn extract(
         .collect();
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
+
+/// `sample` in the catalog: what `fanout functions sample` says, and the
+/// parameters validation checks.
+pub(crate) const SAMPLE: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "sample",
+        shape: Shape::Map,
+        summary: "keep a seeded random fraction of the rows",
+        doc: "Each row is kept with probability `fraction`, decided by a SHA-256 digest of `seed` and the row's \
+              values, so a rerun, a retry or another chunk size keeps exactly the same rows (equal rows are \
+              kept or dropped together).",
+        params: &[
+            p("fraction", Float, None, "the probability of keeping a row, 0 to 1"),
+            p("seed", Int, Some("0"), "the seed"),
+        ],
+    }
+};
+
+/// `hash` in the catalog: what `fanout functions hash` says, and the
+/// parameters validation checks.
+pub(crate) const HASH: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "hash",
+        shape: Shape::Map,
+        summary: "add a digest of chosen columns to each row",
+        doc: "Appends a column holding the hex SHA-256 digest of the named columns' values: for each column \
+              in order, the value's text (as fanout writes it in csv; a null is the byte 0x00) followed by the \
+              byte 0x1f.",
+        params: &[
+            p("columns", StrList, None, "the columns to digest"),
+            p("name", Str, Some("\"hash\""), "the new column's name"),
+        ],
+    }
+};
+
+/// `json_extract` in the catalog: what `fanout functions json_extract` says, and the
+/// parameters validation checks.
+pub(crate) const JSON_EXTRACT: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "json_extract",
+        shape: Shape::Map,
+        summary: "parse a JSON text column into typed columns",
+        doc: "Each field is `path:type`, a dotted path into the JSON object (e.g. user.id) and a type \
+              (bool, int64, float64, utf8). Output: one column per field, named by its path with dots as \
+              underscores; a missing field or a JSON null is null; a value of the wrong type is an error.",
+        params: &[
+            p("fields", StrList, None, "the fields to extract, e.g. [\"user.id:int64\", \"event.amount:float64\"]"),
+            p("column", Str, Some("\"line\""), "the column holding JSON text"),
+        ],
+    }
+};
 
 #[cfg(test)]
 mod tests {

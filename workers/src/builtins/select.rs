@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema};
 
-use crate::catalog::{FunctionInfo, info};
+use crate::catalog::{FunctionInfo, Shape, p};
 use crate::function::{Builtin, FunctionError, Invocation, PerBatch, Planned, ReadsOnly, StageSpec, per_batch};
 use crate::params::{Params, column};
 
@@ -14,7 +14,7 @@ pub struct Select;
 
 impl Builtin for Select {
     fn info(&self) -> &'static FunctionInfo {
-        info("select").expect("in the catalog")
+        &SELECT
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -52,3 +52,16 @@ impl Builtin for Select {
         Ok(Arc::new(ReadsOnly { inner, columns }))
     }
 }
+
+/// `select` in the catalog: what `fanout functions select` says, and the
+/// parameters validation checks.
+pub(crate) const SELECT: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "select",
+        shape: Shape::Map,
+        summary: "project and rename columns",
+        doc: "Each entry is a column name, or `name as new_name`. Output: those columns, in that order.",
+        params: &[p("columns", StrList, None, "the columns to keep, e.g. [\"id\", \"user.id as user_id\"]")],
+    }
+};

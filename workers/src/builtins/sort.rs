@@ -6,7 +6,7 @@ use arrow_array::RecordBatch;
 use arrow_ord::sort::{SortColumn, SortOptions, lexsort_to_indices};
 use arrow_schema::SchemaRef;
 
-use crate::catalog::{FunctionInfo, info};
+use crate::catalog::{FunctionInfo, Shape, p};
 use crate::function::{Builtin, FunctionError, Invocation, MapInstance, Planned, StageSpec};
 use crate::params::{Params, column};
 
@@ -51,8 +51,9 @@ pub struct Sort;
 /// The registered `top_k`.
 pub struct TopK;
 
-fn plan(name: &'static str, spec: &StageSpec<'_>, with_k: bool) -> Result<Arc<dyn Planned>, FunctionError> {
-    let p = Params::new(name, info(name).expect("in the catalog").params, spec.params)?;
+fn plan(info: &FunctionInfo, spec: &StageSpec<'_>, with_k: bool) -> Result<Arc<dyn Planned>, FunctionError> {
+    let name = info.name;
+    let p = Params::new(name, info.params, spec.params)?;
     let keys = sort_keys(spec.input, &p.strings("by"))?;
     if keys.is_empty() {
         return Err(FunctionError::permanent(format!("{name}: `by` must name at least one column")));
@@ -71,21 +72,21 @@ fn plan(name: &'static str, spec: &StageSpec<'_>, with_k: bool) -> Result<Arc<dy
 
 impl Builtin for Sort {
     fn info(&self) -> &'static FunctionInfo {
-        info("sort").expect("in the catalog")
+        &SORT
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
-        plan("sort", spec, false)
+        plan(&SORT, spec, false)
     }
 }
 
 impl Builtin for TopK {
     fn info(&self) -> &'static FunctionInfo {
-        info("top_k").expect("in the catalog")
+        &TOP_K
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
-        plan("top_k", spec, true)
+        plan(&TOP_K, spec, true)
     }
 }
 
@@ -111,3 +112,34 @@ impl MapInstance for SortPlan {
         Ok(vec![sort_batches(&self.schema, &input, &self.keys, self.limit)?])
     }
 }
+
+/// `sort` in the catalog: what `fanout functions sort` says, and the
+/// parameters validation checks.
+pub(crate) const SORT: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "sort",
+        shape: Shape::Map,
+        summary: "sort each invocation's rows",
+        doc: "Sorts the rows of each invocation by the columns named; a leading \"-\" sorts descending. \
+              For a total order of the output, use output.sort.",
+        params: &[p("by", StrList, None, "sort columns, e.g. [\"-count\", \"word\"]")],
+    }
+};
+
+/// `top_k` in the catalog: what `fanout functions top_k` says, and the
+/// parameters validation checks.
+pub(crate) const TOP_K: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "top_k",
+        shape: Shape::Map,
+        summary: "keep each invocation's first k rows in a sort order",
+        doc: "Like sort followed by a limit of k. With output.sort and output.limit the same, the gathered \
+              output is the global top k.",
+        params: &[
+            p("by", StrList, None, "sort columns; a leading \"-\" sorts descending"),
+            p("k", Int, None, "rows to keep"),
+        ],
+    }
+};

@@ -9,7 +9,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use hashbrown::HashMap;
 
-use crate::catalog::{FunctionInfo, info};
+use crate::catalog::{FunctionInfo, Shape, p};
 use crate::function::{Builtin, FunctionError, Invocation, MapInstance, Planned, StageSpec};
 use crate::params::{Params, column};
 
@@ -110,7 +110,7 @@ pub struct WordCount;
 
 impl Builtin for WordCount {
     fn info(&self) -> &'static FunctionInfo {
-        info("word_count").expect("in the catalog")
+        &WORD_COUNT
     }
 
     fn plan(&self, spec: &StageSpec<'_>) -> Result<Arc<dyn Planned>, FunctionError> {
@@ -213,6 +213,25 @@ impl MapInstance for Counter {
         Ok(vec![batch])
     }
 }
+
+/// `word_count` in the catalog: what `fanout functions word_count` says, and the
+/// parameters validation checks.
+pub(crate) const WORD_COUNT: FunctionInfo = {
+    use crate::params::ParamType::*;
+    FunctionInfo {
+        name: "word_count",
+        shape: Shape::Map,
+        summary: "split a text column into words and count each word (map-side)",
+        doc: "Tokens are maximal runs of bytes that are not ASCII whitespace (space, \\t, \\n, \\r, \\v, \\f); \
+              punctuation stays part of a word. Output: word (utf8), count (int64), one row per distinct word \
+              of the invocation's input. Follow it with a keyed `aggregate` stage (key = [\"word\"], sum = [\"count\"]) \
+              for the total.",
+        params: &[
+            p("column", Str, Some("\"line\""), "the text column to tokenize"),
+            p("lowercase", Bool, Some("false"), "fold ASCII letters to lower case before counting"),
+        ],
+    }
+};
 
 #[cfg(test)]
 mod tests {
