@@ -1,3 +1,7 @@
+//! The presentation of runs: the report page (`fanout report`), the trace
+//! (`fanout trace`, `trace.rs`), the summary table `fanout run` prints
+//! (`table.rs`) and the bench page (`bench.rs`).
+//!
 //! Reports: a run (or two, side by side) as one self-contained HTML page
 //! of inline SVG charts and tables, which opens offline and can be
 //! attached to a ticket. The page shows the summary, a timeline of the
@@ -14,6 +18,8 @@ mod bench;
 mod charts;
 mod compare;
 mod html;
+mod table;
+mod trace;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -27,6 +33,7 @@ use aggregate::Aggregate;
 
 pub use bench::{BenchReport, ProgramResult, Skipped, Spread, WorkloadResult};
 pub use compare::Comparison;
+pub use trace::{Traced, write_trace};
 
 /// What a written report holds.
 #[derive(Debug, Clone)]
