@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use anyhow::anyhow;
-use fanout_workers::catalog::{Shape, builtins, info};
+use fanout_workers::builtins::{catalog as builtins, info};
+use fanout_workers::catalog::Shape;
 
 use crate::{Failure, Outcome};
 

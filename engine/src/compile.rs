@@ -189,6 +189,65 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
     if !errors.is_empty() {
         return Err(EngineError::Compile(errors));
     }
-    let phases = crate::policy::phases(stages.iter().map(|s| s.key.is_some()));
+    let phases = phases(stages.iter().map(|s| s.key.is_some()));
     Ok(Compiled { dataset, stages, phases, output: schema, sort })
+}
+
+/// Cuts a job's stages into phases at each keyed stage (`keyed[i]`:
+/// whether stage `i` is keyed): a phase runs its steps back to back on a
+/// slot, up to a keyed stage's combine, which ends it at the shuffle's
+/// barrier; the next phase starts with that stage's reduce.
+pub(crate) fn phases(keyed: impl Iterator<Item = bool>) -> Vec<Phase> {
+    let mut phases = Vec::new();
+    let mut current = Phase { tasks: Tasks::Splits, steps: Vec::new(), sink: Sink::Gather };
+    for (i, keyed) in keyed.enumerate() {
+        if keyed {
+            current.steps.push(Step::combine(i));
+            current.sink = Sink::Shuffle(i);
+            phases.push(std::mem::replace(
+                &mut current,
+                Phase { tasks: Tasks::Partitions(i), steps: vec![Step::reduce(i)], sink: Sink::Gather },
+            ));
+        } else {
+            current.steps.push(Step::map(i));
+        }
+    }
+    phases.push(current);
+    phases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_cut_at_keyed_stages() {
+        // [map, map, keyed, map, keyed, map]
+        let keyed = [false, false, true, false, true, false];
+        let phases = phases(keyed.into_iter());
+        let want = vec![
+            Phase {
+                tasks: Tasks::Splits,
+                steps: vec![Step::map(0), Step::map(1), Step::combine(2)],
+                sink: Sink::Shuffle(2),
+            },
+            Phase {
+                tasks: Tasks::Partitions(2),
+                steps: vec![Step::reduce(2), Step::map(3), Step::combine(4)],
+                sink: Sink::Shuffle(4),
+            },
+            Phase { tasks: Tasks::Partitions(4), steps: vec![Step::reduce(4), Step::map(5)], sink: Sink::Gather },
+        ];
+        assert_eq!(phases, want);
+        // No stage: one phase that writes the splits as they are.
+        assert_eq!(phases_of(&[]), vec![Phase { tasks: Tasks::Splits, steps: vec![], sink: Sink::Gather }]);
+        // A keyed stage last: its reduce phase gathers.
+        let two = phases_of(&[true]);
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[1], Phase { tasks: Tasks::Partitions(0), steps: vec![Step::reduce(0)], sink: Sink::Gather });
+    }
+
+    fn phases_of(keyed: &[bool]) -> Vec<Phase> {
+        phases(keyed.iter().copied())
+    }
 }

@@ -1,7 +1,8 @@
 //! The builtin function catalog: every builtin's name, what it does, and
 //! its documented parameters, as `fanout functions` lists them and as job
 //! validation checks them. Each builtin's entry is a const beside its
-//! code (`builtins/`); this module holds their shape and gathers them.
+//! code (`builtins/`), gathered by [`crate::builtins::catalog`]; this
+//! module holds their shape.
 
 use crate::params::{self, ParamSpec};
 
@@ -39,16 +40,4 @@ pub(crate) const fn p(
     doc: &'static str,
 ) -> ParamSpec {
     ParamSpec { name, ty, default, doc }
-}
-
-/// Every builtin function, in the order `fanout functions` lists them:
-/// each builtin's own entry (beside its code, in `builtins/`), in the
-/// order of [`crate::builtins::all`].
-pub fn builtins() -> Vec<&'static FunctionInfo> {
-    crate::builtins::all().iter().map(|b| b.info()).collect()
-}
-
-/// Looks up a builtin by name.
-pub fn info(name: &str) -> Option<&'static FunctionInfo> {
-    builtins().into_iter().find(|f| f.name == name)
 }

@@ -11,7 +11,7 @@
 //! parameter is an error at validate time — then initialised once per
 //! container (its cold start) and called once per invocation with all the
 //! record batches of one task. Every builtin is documented in
-//! [`catalog::builtins`]; [`Registry::builtins`] holds them (and the
+//! [`builtins::catalog`]; [`Registry::builtins`] holds them (and the
 //! backends of [`external`]), and a program using this library can
 //! [register](Registry::register) its own functions, and
 //! [backends](Registry::register_backend) for other kinds of external

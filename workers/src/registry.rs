@@ -82,10 +82,10 @@ impl Default for Registry {
 impl FunctionCatalog for Registry {
     fn check(&self, name: &str, params: &Map<String, Value>, keyed: bool) -> Result<(), FunctionProblem> {
         let Some(f) = self.get(name) else {
-            let known: Vec<&str> = crate::catalog::builtins()
+            let known: Vec<&str> = builtins::catalog()
                 .into_iter()
                 .map(|f| f.name)
-                .chain(self.names().filter(|n| crate::catalog::info(n).is_none()))
+                .chain(self.names().filter(|n| builtins::info(n).is_none()))
                 .collect();
             return Err(FunctionProblem {
                 param: None,

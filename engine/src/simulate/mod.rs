@@ -1,7 +1,7 @@
 //! `fanout simulate`: a discrete-event simulation of a job in simulated
 //! time, at any scale. It makes the engine's decisions by the engine's
-//! own policy (`crate::policy`): the phases and the shuffle's barrier
-//! between them, the listing ahead of the slots, warm containers per
+//! own phases (`compile::phases`) and policy (`crate::policy`): the
+//! shuffle's barrier between phases, the listing ahead of the slots, warm containers per
 //! worker slot and their keep-alive, modelled cold starts over the
 //! engine's seeded draw, chaos draws, retries with the engine's backoff,
 //! tolerated failures, straggler backups with the loser cancelled — and
@@ -120,7 +120,7 @@ impl<'a> Prepared<'a> {
         // The engine's phases: steps run back to back on a slot, up to a
         // keyed stage's combine.
         let (mut steps, mut phases) = (Vec::new(), Vec::new());
-        for phase in crate::policy::phases(plan.stages.iter().map(|s| s.key.is_some())) {
+        for phase in crate::compile::phases(plan.stages.iter().map(|s| s.key.is_some())) {
             let start = steps.len();
             steps.extend(phase.steps);
             if steps.len() > start {

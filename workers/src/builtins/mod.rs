@@ -20,7 +20,19 @@ pub use word_count::{WordCount, for_each_word};
 
 use std::sync::Arc;
 
+use crate::catalog::FunctionInfo;
 use crate::function::Builtin;
+
+/// Every builtin's catalog entry, in the order `fanout functions` lists
+/// them (the order of [`all`]).
+pub fn catalog() -> Vec<&'static FunctionInfo> {
+    all().iter().map(|b| b.info()).collect()
+}
+
+/// A builtin's catalog entry, by name.
+pub fn info(name: &str) -> Option<&'static FunctionInfo> {
+    catalog().into_iter().find(|f| f.name == name)
+}
 
 /// Every builtin, in the order `fanout functions` lists them: the one list
 /// a new builtin joins (with its file, which holds its code and its
