@@ -68,7 +68,7 @@ fn calibration(a: &SimulateArgs, plan: &fanout_jobs::Plan) -> Result<Calibrated,
              STAGE=TIME for each stage"
         )));
     }
-    let runs = from.iter().map(|r| ("--from", r)).chain(a.replay.iter().map(|r| ("--replay", r)));
+    let runs = a.replay.iter().map(|r| ("--replay", r)).chain(a.from.iter().map(|r| ("--from", r)));
     for (flag, run) in runs {
         if !run.join("summary.json").is_file() {
             return Err(Failure::invalid(anyhow::anyhow!(
