@@ -551,6 +551,17 @@ fn a_fraction_in_an_integer_column_and_a_field_past_the_sample_are_bad_not_dropp
 }
 
 #[test]
+fn a_csv_value_that_does_not_parse_is_located_once() {
+    let s = Scratch::new();
+    s.write("c.csv", "n\n1\nabc\n");
+    let r = run(&s, "csv", "path = \"c.csv\"\nschema = [\"n:int64\"]", "o.csv", 1, &[]).expect(1);
+    // The file's line, not also the decoder's own count from its first
+    // record.
+    let want = "error: c.csv: line 3 (byte 4): Error while parsing value 'abc' as type 'Int64' for column 0";
+    assert_eq!(r.stderr.lines().filter(|l| l.starts_with("error:")).collect::<Vec<_>>(), [want], "{}", r.stderr);
+}
+
+#[test]
 fn a_type_change_past_the_sample_names_the_field_and_the_fix() {
     let s = Scratch::new();
     let mut text = String::new();

@@ -452,8 +452,13 @@ impl Dataset {
                             let b = open_range(&file, &range).ok()?;
                             csv::locate(a, b, full.clone(), &opts, skip_header)
                         });
+                        // Located, the decoder's own line numbers (counted
+                        // from its first record, not the file's) would
+                        // contradict the location: they go.
                         match located {
-                            Some((byte, line)) => malformed(&file, &range, byte, Some(line), message),
+                            Some((byte, line)) => {
+                                malformed(&file, &range, byte, Some(line), crate::salvage::csv_message(&message))
+                            }
                             None => malformed(&file, &range, 0, None, message),
                         }
                     })

@@ -235,7 +235,7 @@ impl Salvager for CsvSalvager {
 /// An arrow-csv error about records decoded on their own, without the
 /// line numbers it counts (from the decoder's first record, not the
 /// file's) and the row it repeats (the bad record shows its raw text).
-fn csv_message(message: &str) -> String {
+pub(crate) fn csv_message(message: &str) -> String {
     let m = message.strip_prefix("Csv error: ").unwrap_or(message);
     let m = m.strip_prefix("Parser error: ").unwrap_or(m);
     let m = m.split(". Row data: ").next().unwrap_or(m);
