@@ -558,6 +558,32 @@ pub(crate) fn writer<W: std::io::Write>(out: W, opts: &CsvOptions) -> arrow_csv:
         .build(out)
 }
 
+/// An arrow-csv error about records decoded on their own, without the
+/// line numbers it counts (from the decoder's first record, not the
+/// file's) and the row it repeats (the bad record shows its raw text).
+pub(crate) fn csv_message(message: &str) -> String {
+    let m = message.strip_prefix("Csv error: ").unwrap_or(message);
+    let m = m.strip_prefix("Parser error: ").unwrap_or(m);
+    let m = m.split(". Row data: ").next().unwrap_or(m);
+    let mut out = String::with_capacity(m.len());
+    let mut rest = m;
+    while let Some(i) = [" for line ", " at line "].iter().filter_map(|p| rest.find(p)).min() {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let after = after.split_once(' ').map_or("", |(_, a)| a).trim_start_matches("line ");
+        let after = after.trim_start_matches(|c: char| c.is_ascii_digit());
+        rest = match after.strip_prefix(" and") {
+            Some(a) => {
+                out.push_str(" in");
+                a
+            }
+            None => after,
+        };
+    }
+    out.push_str(rest);
+    out.replace("incorrect number of fields,", "wrong number of fields:")
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -457,7 +457,7 @@ impl Dataset {
                         // contradict the location: they go.
                         match located {
                             Some((byte, line)) => {
-                                malformed(&file, &range, byte, Some(line), crate::salvage::csv_message(&message))
+                                malformed(&file, &range, byte, Some(line), csv::csv_message(&message))
                             }
                             None => malformed(&file, &range, 0, None, message),
                         }
