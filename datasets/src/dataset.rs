@@ -133,7 +133,7 @@ impl Dataset {
             (None, Format::Csv) => {
                 let source = open_whole(&first)?;
                 Arc::new(
-                    csv::infer_schema(source, &opts.csv, opts.infer_rows, skip_bad)
+                    crate::csv_infer::infer_schema(source, &opts.csv, opts.infer_rows, skip_bad)
                         .map_err(|m| Error::invalid(&first.path, format!("cannot infer a csv schema: {m}")))?,
                 )
             }
@@ -311,7 +311,7 @@ impl Dataset {
     }
 
     fn check_header(&self, path: &Path, header: &[u8]) -> Result<()> {
-        let names = csv::header_names(header, &self.opts.csv).map_err(|m| Error::invalid(path, m))?;
+        let names = crate::csv_infer::header_names(header, &self.opts.csv).map_err(|m| Error::invalid(path, m))?;
         let expected: Vec<&String> = self.full.fields().iter().map(|f| f.name()).collect();
         if names.iter().ne(expected.iter().copied()) {
             return Err(Error::invalid(

@@ -27,6 +27,7 @@
 mod bad;
 mod blob;
 pub mod csv;
+mod csv_infer;
 mod dataset;
 mod error;
 mod format;
