@@ -1,6 +1,5 @@
-//! CSV: a quote-aware splitter, and reading and writing (schema inference is
-//! `csv_infer.rs`)
-//! through arrow-csv.
+//! CSV: a quote-aware splitter, and reading and writing through arrow-csv
+//! (schema inference is `csv_infer.rs`).
 //!
 //! Fields may be quoted (RFC 4180): a quoted field may hold delimiters,
 //! newlines and doubled quotes, and, when an escape byte is set, escaped
