@@ -49,8 +49,10 @@ fn to_object(
     let name = url.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("data");
     let local = dir.path().join(name);
     let stats = run(spec, &local)?;
-    storage.upload(&local, url, false, None, &mut |id| {
-        leftovers.lock().expect("not poisoned").upload = Some((url.to_string(), id.to_string()));
+    storage.upload(&local, url, false, None, &mut |note| {
+        if let fanout_datasets::store::UploadNote::Created { id } = note {
+            leftovers.lock().expect("not poisoned").upload = Some((url.to_string(), id.to_string()));
+        }
         Ok(())
     })?;
     leftovers.lock().expect("not poisoned").upload = None;

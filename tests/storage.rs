@@ -153,10 +153,12 @@ pub(crate) fn killed_commits(
     resumed
 }
 
-/// The points of an S3 commit a run is killed at: a part in flight (the
-/// upload pending, a part up), the completion sent, the manifest's PUT
+/// The points of an S3 commit a run is killed at: the upload created but
+/// its id not yet heard (so never noted: the resume lists the key's
+/// pending uploads to find it), a part in flight (the upload pending, a
+/// part up), the completion sent, the manifest's PUT
 /// (the object whole).
-const S3_POINTS: [&str; 3] = ["PUT:partNumber=2", "POST:uploadId=", "PUT:.manifest.json"];
+const S3_POINTS: [&str; 4] = ["reply:POST:?uploads", "PUT:partNumber=2", "POST:uploadId=", "PUT:.manifest.json"];
 
 /// Input files of every format, made by Python's standard library (and
 /// pyarrow for Parquet and Arrow), with quoted csv fields across lines.
@@ -522,13 +524,14 @@ fn an_s3_output_killed_mid_commit_is_finished_by_its_resume() {
             assert!(st["put"] == 1 && st["post"] == 0, "{point}: the object went up again: {st}");
         } else {
             assert!(st["post"] == 2 && st["put"] == 3, "{point}: {st}");
-            // The pending upload was aborted.
+            // The pending upload was aborted; one whose id was never noted
+            // was found by listing the key's uploads.
             assert_eq!(st["delete"], 1, "{point}: {st}");
         }
     }
     // A stranger's object where the killed run's was is not taken for the
     // run's own: the resume refuses to replace it.
-    s.write("commit.toml", std::fs::read_to_string(s.path("commit.toml")).unwrap().replace("killed-2", "taken"));
+    s.write("commit.toml", std::fs::read_to_string(s.path("commit.toml")).unwrap().replace("killed-3", "taken"));
     let (server, url) = proxy(&s, &s3.endpoint, "stall:PUT:.manifest.json", "stalled-taken");
     let env_proxy = env(&url);
     let mut child = Command::new(binary())
@@ -1094,4 +1097,20 @@ fn https_inputs_are_read_by_range_over_tls() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn a_missing_bucket_is_named_in_words_not_in_s3_xml() {
+    let s = Scratch::new();
+    let s3 = S3::start(&s);
+    let r = s3.fanout(&s, &["datasets", "gen", "text", "--rows", "10", "--out", "s3://nosuchbucket/x.txt"]).expect(1);
+    assert!(r.stderr.contains("s3://nosuchbucket/x.txt"), "{}", r.stderr);
+    assert!(r.stderr.contains("NoSuchBucket: The specified bucket does not exist"), "{}", r.stderr);
+    assert!(!r.stderr.contains('<'), "S3's XML is quoted: {}", r.stderr);
+    s.write("in.txt", "a b\nb c\n");
+    s.write("job.toml", "[input]\npath = \"in.txt\"\n[output]\npath = \"s3://nosuchbucket/out.csv\"\n");
+    let r = s3.fanout(&s, &["run", "job.toml", "--progress", "never"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("NoSuchBucket: The specified bucket does not exist"), "{}", r.stderr);
+    assert!(!r.stderr.contains('<'), "S3's XML is quoted: {}", r.stderr);
 }

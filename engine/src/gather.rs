@@ -208,7 +208,7 @@ pub(crate) struct Commit<'a> {
     /// is its own, not a stranger's.
     pub(crate) resume: bool,
     /// Notes a multipart upload as it starts (see [`Storage::upload`]).
-    pub(crate) started: &'a mut dyn FnMut(&str) -> std::io::Result<()>,
+    pub(crate) started: &'a mut dyn FnMut(fanout_datasets::store::UploadNote<'_>) -> std::io::Result<()>,
 }
 
 /// Moves the staged output into place and writes its manifest beside it.

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use fanout_datasets::store::UploadNote;
 use fanout_jobs::JobFile;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -34,9 +35,20 @@ const LOCK: &str = "lock";
 pub const CWD: &str = "cwd";
 
 /// The file of a run directory that lists the multipart uploads its
-/// commits started (JSON lines `{"url", "id"}`), so that a resume aborts
-/// any that a killed run left pending.
+/// commits started (JSON lines `{"url", "id"}`) or were about to start
+/// (`{"url", "creating", "before"}`: the key's uploads pending then), so that a resume aborts any that a killed run
+/// left pending.
 const UPLOADS: &str = "uploads.jsonl";
+
+/// A multipart upload of a commit, as its run directory notes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Upload {
+    /// Created, with this id.
+    Started(String),
+    /// About to be created, its key's uploads pending then being these:
+    /// its id may never have been heard.
+    Creating(Vec<String>),
+}
 
 impl RunDir {
     /// `.fanout/runs/<UTC time>-<pid>`, or the given directory; with
@@ -82,23 +94,48 @@ impl RunDir {
         Ok(RunDir { id, path, owner, _lock: lock })
     }
 
-    /// Notes a multipart upload a commit started (fsync'ed before its
-    /// first part goes up).
-    pub(crate) fn record_upload(&self, url: &str, upload: &str) -> std::io::Result<()> {
+    /// Notes what a commit's upload to `url` tells (fsync'ed before the
+    /// upload is created, and again before its first part goes up).
+    pub(crate) fn record_upload(&self, url: &str, note: UploadNote<'_>) -> std::io::Result<()> {
+        let line = match note {
+            UploadNote::Creating { pending } => serde_json::json!({ "url": url, "creating": true, "before": pending }),
+            UploadNote::Created { id } => serde_json::json!({ "url": url, "id": id }),
+        };
+        self.append_upload(line)
+    }
+
+    fn append_upload(&self, line: serde_json::Value) -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.path.join(UPLOADS))?;
-        let line = serde_json::json!({ "url": url, "id": upload }).to_string();
         writeln!(f, "{line}")?;
         f.sync_all()
     }
 
-    /// The multipart uploads earlier attempts of the run started: `(url,
-    /// id)`; a torn last line is skipped.
-    pub(crate) fn uploads(&self) -> Vec<(String, String)> {
+    /// The multipart uploads earlier attempts of the run started, or were
+    /// about to start (one whose id was then noted is told by its id
+    /// alone); a torn last line is skipped.
+    pub(crate) fn uploads(&self) -> Vec<(String, Upload)> {
         let text = std::fs::read_to_string(self.path.join(UPLOADS)).unwrap_or_default();
-        text.lines()
+        let notes: Vec<(String, Upload)> = text
+            .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| Some((v["url"].as_str()?.to_string(), v["id"].as_str()?.to_string())))
+            .filter_map(|v| {
+                let url = v["url"].as_str()?.to_string();
+                let upload = match (v["id"].as_str(), v["before"].as_array()) {
+                    (Some(id), _) => Upload::Started(id.to_string()),
+                    (None, Some(before)) => {
+                        Upload::Creating(before.iter().filter_map(|id| Some(id.as_str()?.to_string())).collect())
+                    }
+                    (None, None) => return None,
+                };
+                Some((url, upload))
+            })
+            .collect();
+        let heard =
+            |i: usize, url: &str| notes[i + 1..].iter().any(|(u, n)| u == url && matches!(n, Upload::Started(_)));
+        (0..notes.len())
+            .filter(|&i| !matches!(notes[i].1, Upload::Creating(_)) || !heard(i, &notes[i].0))
+            .map(|i| notes[i].clone())
             .collect()
     }
 
@@ -212,4 +249,36 @@ pub(crate) fn read_summary(dir: &Path) -> Result<Summary, EngineError> {
     let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| EngineError::io(&path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_whose_id_was_heard_is_told_by_its_id_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::create(Some(&tmp.path().join("rd")), false).unwrap();
+        let before = ["old".to_string()];
+        dir.record_upload("s3://b/a", UploadNote::Creating { pending: &before }).unwrap();
+        dir.record_upload("s3://b/a", UploadNote::Created { id: "u1" }).unwrap();
+        dir.record_upload("s3://b/c", UploadNote::Creating { pending: &[] }).unwrap();
+        let notes = dir.uploads();
+        assert_eq!(
+            notes,
+            [
+                ("s3://b/a".to_string(), Upload::Started("u1".into())),
+                ("s3://b/c".to_string(), Upload::Creating(vec![]))
+            ]
+        );
+        // A torn last line is skipped; forgetting leaves nothing.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path.join(UPLOADS))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"url\": \"s3://b/d\", \"id"))
+            .unwrap();
+        assert_eq!(dir.uploads().len(), 2);
+        dir.forget_uploads().unwrap();
+        assert!(dir.uploads().is_empty());
+    }
 }

@@ -88,6 +88,38 @@ pub struct Storage {
 pub(crate) struct Stores {
     object: Arc<dyn ObjectStore>,
     multipart: Option<Arc<dyn MultipartStore>>,
+    pending: Option<Arc<dyn PendingUploads>>,
+}
+
+/// Lists the multipart uploads of one key still pending (S3's
+/// ListMultipartUploads, which object_store does not offer): how a resume
+/// finds an upload whose id its killed run never heard.
+pub(crate) trait PendingUploads: Send + Sync {
+    /// The ids of the pending uploads of `key`.
+    fn list<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, std::result::Result<Vec<String>, String>>;
+}
+
+/// What an upload tells its caller to note, so that whoever finishes the
+/// work after a crash can abort what it left pending (S3's multipart
+/// uploads; other stores have nothing to note).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadNote<'a> {
+    /// A multipart upload is about to be created; these uploads of the
+    /// same key were pending before it, and are not its own. A crash from
+    /// here until [`UploadNote::Created`] is noted leaves an upload whose
+    /// id no one heard: [`Storage::abort_new_uploads`] finds it.
+    Creating {
+        /// The ids of the key's uploads pending before this one.
+        pending: &'a [String],
+    },
+    /// The multipart upload was created, with this id; no part is up yet.
+    Created {
+        /// The upload's id.
+        id: &'a str,
+    },
 }
 
 /// Who wrote an object: the run, and the XXH3 of what it wrote, kept in
@@ -261,6 +293,27 @@ impl Storage {
         }
     }
 
+    /// The ids of the multipart uploads of the object `url` still pending
+    /// (none where the store has no such uploads).
+    pub fn pending_uploads(&self, url: &str) -> Result<Vec<String>> {
+        let (base, key) = split_url(url)?;
+        let Some(pending) = self.stores(base, url)?.pending else { return Ok(Vec::new()) };
+        block_on(pending.list(key)).map_err(|m| Error::invalid(url, m))
+    }
+
+    /// Aborts the multipart uploads of the object `url` still pending
+    /// but those in `before` (the key's uploads pending before a commit
+    /// noted [`UploadNote::Creating`]): the upload of a commit killed
+    /// before it heard its id. Returns how many it aborted.
+    pub fn abort_new_uploads(&self, url: &str, before: &[String]) -> Result<usize> {
+        let mut aborted = 0;
+        for id in self.pending_uploads(url)?.iter().filter(|id| !before.contains(id)) {
+            self.abort_upload(url, id)?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
     /// Whether the object `url` exists.
     pub fn exists(&self, url: &str) -> Result<bool> {
         let object = self.object(url)?;
@@ -285,7 +338,8 @@ impl Storage {
     /// [`PART`] bytes, else a multipart upload of [`PART`]-byte parts,
     /// four in flight, completed at the end and aborted on any failure (no
     /// part is left behind). An upload that stays pending if the process
-    /// dies (S3's) has its id given to `started` before any part goes up,
+    /// dies (S3's) is told to `started` before it is created and again,
+    /// with its id, before any part goes up,
     /// so that whoever finishes the work can abort it
     /// ([`Storage::abort_upload`]). With `create`, an existing object is
     /// never replaced: the PUT is conditional (`If-None-Match: *`); a
@@ -296,7 +350,7 @@ impl Storage {
         url: &str,
         create: bool,
         stamp: Option<&Stamp>,
-        started: &mut dyn FnMut(&str) -> std::io::Result<()>,
+        started: &mut dyn FnMut(UploadNote<'_>) -> std::io::Result<()>,
     ) -> Result<()> {
         use std::io::Read;
         let object = self.object(url)?;
@@ -357,7 +411,8 @@ impl Storage {
         })
     }
 
-    /// A multipart upload driven part by part, its id given to `started`
+    /// A multipart upload driven part by part, told to `started` before it
+    /// is created (with the key's uploads pending then) and with its id
     /// before the first part: four parts in flight, completed in order,
     /// aborted on any failure.
     #[allow(clippy::too_many_arguments)]
@@ -369,10 +424,12 @@ impl Storage {
         from: &std::path::Path,
         url: &str,
         opts: object_store::PutMultipartOptions,
-        started: &mut dyn FnMut(&str) -> std::io::Result<()>,
+        started: &mut dyn FnMut(UploadNote<'_>) -> std::io::Result<()>,
     ) -> Result<()> {
+        let before = self.pending_uploads(url)?;
+        started(UploadNote::Creating { pending: &before }).map_err(|e| Error::io(from, e))?;
         let id = block_on(multipart.create_multipart_opts(key, opts)).map_err(|e| object_error(url, e))?;
-        if let Err(e) = started(&id) {
+        if let Err(e) = started(UploadNote::Created { id: &id }) {
             let _ = block_on(multipart.abort_multipart(key, &id));
             return Err(Error::io(from, e));
         }
@@ -449,6 +506,27 @@ pub(crate) fn object_error(url: impl Into<PathBuf>, e: object_store::Error) -> E
     Error::io(url, io_error(e))
 }
 
+/// `text` with an S3 error document in it (`<Error><Code>NoSuchBucket</Code>
+/// <Message>...</Message>...</Error>`, which object_store quotes whole)
+/// told as `NoSuchBucket: ...`; other text as it is.
+pub(crate) fn s3_message(text: &str) -> std::borrow::Cow<'_, str> {
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = start + text[start..].find(&format!("</{name}>"))?;
+        Some(&text[start..end])
+    };
+    let (Some(start), Some(code)) = (text.find("<?xml").or_else(|| text.find("<Error>")), element("Code")) else {
+        return text.into();
+    };
+    let end = text.rfind("</Error>").map_or(text.len(), |e| e + "</Error>".len());
+    let told = match element("Message") {
+        Some(message) if !message.is_empty() => format!("{code}: {message}"),
+        _ => code.to_string(),
+    };
+    format!("{}{told}{}", &text[..start], &text[end..]).into()
+}
+
 /// An object store error as an I/O error of the same kind.
 pub(crate) fn io_error(e: object_store::Error) -> std::io::Error {
     let kind = match e {
@@ -470,6 +548,7 @@ pub(crate) fn io_error(e: object_store::Error) -> std::io::Error {
         }
         cause = c.source();
     }
+    let mut text = s3_message(&text).into_owned();
     if text.contains("invalid peer certificate") {
         text.push_str(" (a server whose certificate your own CA signed: SSL_CERT_FILE=ca.pem)");
     }
@@ -490,4 +569,25 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
                 .expect("an I/O runtime starts")
         })
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_error_documents_are_told_in_words() {
+        let quoted = "Error performing PUT http://h/b/x - Server returned non-2xx status code: 404 Not Found: \
+                      <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code>\
+                      <Message>The specified bucket does not exist</Message><BucketName>b</BucketName></Error>";
+        assert_eq!(
+            s3_message(quoted),
+            "Error performing PUT http://h/b/x - Server returned non-2xx status code: 404 Not Found: \
+             NoSuchBucket: The specified bucket does not exist"
+        );
+        assert_eq!(s3_message("<Error><Code>SlowDown</Code></Error> (retried)"), "SlowDown (retried)");
+        assert_eq!(s3_message("connection refused"), "connection refused");
+        // A `<` that is no error document stays.
+        assert_eq!(s3_message("a <b> c"), "a <b> c");
+    }
 }

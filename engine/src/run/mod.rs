@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use fanout_datasets::store::UploadNote;
 use fanout_jobs::{JobFile, OutputMode, Plan};
 use fanout_workers::Registry;
 
@@ -41,8 +42,8 @@ use crate::inputs::{self, Inputs};
 use crate::journal::Journal;
 use crate::progress::{Progress, StageProgress};
 use crate::records::{Log, Recorder};
-use crate::run_dir::RunDir;
 pub use crate::run_dir::{CWD, finished_run, running};
+use crate::run_dir::{RunDir, Upload};
 use crate::scratch::Scratch;
 use crate::sink::TaskSink;
 use crate::source::{Input, TaskSource};
@@ -196,12 +197,17 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
             manifest["rejects"] = rejects;
         }
         // Uploads an earlier attempt left pending (killed mid-upload) go
-        // first; the new one is noted as it starts.
+        // first, also one killed before it heard its upload's id; the new
+        // one is noted before it is created and again as it starts.
         for (url, upload) in dir.uploads() {
-            plan.storage.abort_upload(&url, &upload).map_err(EngineError::Output)?;
+            match upload {
+                Upload::Started(id) => plan.storage.abort_upload(&url, &id),
+                Upload::Creating(before) => plan.storage.abort_new_uploads(&url, &before).map(drop),
+            }
+            .map_err(EngineError::Output)?;
         }
         dir.forget_uploads().map_err(|e| EngineError::io(&dir.path, e))?;
-        let mut started = |upload: &str| dir.record_upload(&target.to_string_lossy(), upload);
+        let mut started = |note: UploadNote<'_>| dir.record_upload(&target.to_string_lossy(), note);
         let how = Commit {
             create: plan.output.mode == OutputMode::Error,
             owner: &dir.owner,
