@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 use fanout_datasets::{Dataset, DatasetOptions};
-use fanout_engine::{EngineError, Progress, RunOptions, Stop, Summary};
+use fanout_engine::{EngineError, Interrupt, Progress, RunOptions, Stop, Summary};
 use fanout_jobs::units::Size;
 use fanout_workers::Registry;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -161,11 +161,16 @@ fn from_where_it_began(dir: &std::path::Path) -> Result<std::path::PathBuf, Fail
 /// (processes started later get the usual mask back).
 fn watch_signals(stop: Arc<Stop>) {
     crate::signals::on_signal(move |signal| {
-        crate::signals::say(&format!(
-            "{}: stopping the run (in-flight invocations are cancelled); again to stop at once",
-            signal.as_str()
-        ));
-        stop.interrupt(signal as i32);
+        // Said after the interrupt took effect, so that it says what
+        // happens: before the commit point the run stops, after it the
+        // commit goes on.
+        let line = match stop.interrupt(signal as i32) {
+            Interrupt::Stops => "stopping the run (in-flight invocations are cancelled); again to stop at once",
+            Interrupt::Commits => {
+                "the output is being committed: the run ends when it is complete; again to stop at once (a resume finishes the commit)"
+            }
+        };
+        crate::signals::say(&format!("{}: {line}", signal.as_str()));
     });
 }
 

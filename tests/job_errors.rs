@@ -172,6 +172,14 @@ fn json_jobs_are_read_and_located() {
     s.write("bad.json", "{\"input\": {\"path\": \"data.txt\",\n  \"chunks\": 1}, \"output\": {\"path\": \"o.csv\"}}");
     let r = s.run(&["validate", "bad.json"]).expect(2);
     assert!(r.stderr.starts_with("error: bad.json:2:10: unknown field `chunks`"), "{}", r.stderr);
+    // An empty file is said to be empty; a file cut short is located at
+    // a column counted from 1.
+    s.write("empty.json", "\n \n");
+    let r = s.run(&["validate", "empty.json"]).expect(2);
+    assert!(r.stderr.starts_with("error: empty.json: the job file is empty"), "{}", r.stderr);
+    s.write("cut.json", "{\"input\": {\"path\": \"data.txt\"},\n");
+    let r = s.run(&["validate", "cut.json"]).expect(2);
+    assert!(r.stderr.starts_with("error: cut.json:2:1: EOF while parsing a value"), "{}", r.stderr);
     // Errors found after parsing are located as in TOML: at the value, or
     // at the nearest object written on the way to it.
     let semantic = r#"{"input": {"path": "data.txt"},

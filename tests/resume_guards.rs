@@ -256,7 +256,13 @@ fn a_signal_before_the_commit_point_writes_nothing_and_one_during_the_commit_let
     std::fs::remove_dir_all(s.path("out")).unwrap();
     std::fs::remove_dir_all(s.path("rd")).unwrap();
     let r = signalled_at(&s, "committing").expect(0);
-    assert!(r.stderr.contains("SIGTERM: stopping the run"), "{}", r.stderr);
+    // What the signal does is said as it happens: the commit goes on.
+    assert!(
+        r.stderr.contains("SIGTERM: the output is being committed: the run ends when it is complete"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("stopping the run"), "{}", r.stderr);
     assert!(r.stderr.contains("SIGTERM during the commit: the output is complete"), "{}", r.stderr);
     assert!(!r.stderr.contains("error:"), "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(s.path("out/counts.csv")).unwrap(), expected_counts(&s));

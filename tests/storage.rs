@@ -484,6 +484,8 @@ fn a_signal_before_an_s3_commit_writes_nothing_and_one_during_it_lets_it_finish(
     );
     let r = s3_signalled_at(&s, &s3, "committing", "rd-during").expect(0);
     assert!(r.stderr.contains("SIGTERM during the commit: the output is complete"), "{}", r.stderr);
+    assert!(r.stderr.contains("SIGTERM: the output is being committed"), "{}", r.stderr);
+    assert!(!r.stderr.contains("stopping the run"), "{}", r.stderr);
     assert!(!r.stderr.contains("error:"), "{}", r.stderr);
     s3.boto(&s, check);
 }

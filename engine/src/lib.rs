@@ -42,5 +42,5 @@ pub use records::InvocationRecord;
 pub use run::{CWD, Report, RunFailure, RunOptions, finished_run, run, running};
 pub use stats::StageStats;
 pub use step::{Step, StepKind};
-pub use stop::Stop;
+pub use stop::{Interrupt, Stop};
 pub use summary::{Cost, FailedTask, InputSummary, Invocations, Latency, StageSummary, Summary};

@@ -24,6 +24,20 @@ pub struct Stop {
     wake: Condvar,
     /// Flags linked to this one, which its interrupts reach.
     linked: Mutex<Vec<Weak<Stop>>>,
+    /// Whether the run passed its commit point ([`Stop::begin_commit`]),
+    /// under the lock an interrupt takes, so that each signal is either
+    /// before the commit point or after it.
+    committing: Mutex<bool>,
+}
+
+/// What an interrupt does to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The run stops: nothing is written, and `--resume` finishes it.
+    Stops,
+    /// The run's commit had begun: it goes on to the end, and the run then
+    /// ends with its output complete.
+    Commits,
 }
 
 impl Stop {
@@ -48,13 +62,30 @@ impl Stop {
     /// Interrupts the run because of `signal` (SIGINT is 2, SIGTERM 15):
     /// the run stops as after a failure, keeps its journal for `--resume`,
     /// and fails with [`crate::EngineError::Interrupted`].
-    pub fn interrupt(&self, signal: i32) {
+    pub fn interrupt(&self, signal: i32) -> Interrupt {
+        let committing = self.committing.lock().expect("not poisoned");
         let _ = self.signal.compare_exchange(0, signal, Relaxed, Relaxed);
+        let does = if *committing { Interrupt::Commits } else { Interrupt::Stops };
+        drop(committing);
         self.stop();
         let linked: Vec<Arc<Stop>> =
             self.linked.lock().expect("not poisoned").iter().filter_map(Weak::upgrade).collect();
         for child in linked {
             child.interrupt(signal);
+        }
+        does
+    }
+
+    /// Passes the commit point, unless the run was interrupted before it
+    /// (then the signal): an interrupt from now on lets the commit finish.
+    pub(crate) fn begin_commit(&self) -> Result<(), i32> {
+        let mut committing = self.committing.lock().expect("not poisoned");
+        match self.interrupted() {
+            Some(signal) => Err(signal),
+            None => {
+                *committing = true;
+                Ok(())
+            }
         }
     }
 
@@ -100,6 +131,17 @@ impl Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signal_is_either_before_the_commit_point_or_after_it() {
+        let before = Stop::new();
+        assert_eq!(before.interrupt(15), Interrupt::Stops);
+        assert_eq!(before.begin_commit(), Err(15));
+        let after = Stop::new();
+        assert_eq!(after.begin_commit(), Ok(()));
+        assert_eq!(after.interrupt(2), Interrupt::Commits);
+        assert_eq!(after.interrupted(), Some(2));
+    }
 
     #[test]
     fn a_stop_wakes_a_sleeper_and_keeps_the_first_signal() {

@@ -162,10 +162,17 @@ impl Source {
                 location: e.span().map_or_else(|| self.path.display().to_string(), |s| self.at_offset(s.start)),
                 message: e.message().trim().to_string(),
             }),
+            Syntax::Json if self.text.trim().is_empty() => Err(JobError {
+                location: self.path.display().to_string(),
+                message: "the job file is empty (a JSON job is one object: {\"input\": ..., \"output\": ...})".into(),
+            }),
             Syntax::Json => serde_json::from_str(&self.text).map_err(|e| {
                 let full = e.to_string();
                 let message = full.split(" at line ").next().unwrap_or(&full).to_string();
-                JobError { location: format!("{}:{}:{}", self.path.display(), e.line(), e.column()), message }
+                // serde_json's column is 0 at the end of a line (an
+                // unexpected end of the file); columns count from 1.
+                let column = e.column().max(1);
+                JobError { location: format!("{}:{}:{column}", self.path.display(), e.line()), message }
             }),
         }
     }

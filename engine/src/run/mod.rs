@@ -178,9 +178,9 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     // stops the run as one during its tasks does: nothing is written. Once
     // the commit has begun, it goes on to the end.
     test_hold("gathered");
-    let executed = executed.and_then(|x| match opts.stop.interrupted() {
-        Some(signal) => Err(EngineError::Interrupted { signal }),
-        None => Ok(x),
+    let executed = executed.and_then(|x| match opts.stop.begin_commit() {
+        Err(signal) => Err(EngineError::Interrupted { signal }),
+        Ok(()) => Ok(x),
     });
     let (totals, staged) = match executed {
         Ok(x) => x,
