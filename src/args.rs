@@ -193,6 +193,12 @@ pub struct RunArgs {
     /// Do not journal completed tasks (faster on tiny tasks; no --resume).
     #[arg(long)]
     pub no_journal: bool,
+    /// When a stream stops by itself: `idle=5s` (no new record for 5 s),
+    /// `records=N`, `time=10m`, or several, comma separated. The input
+    /// then counts as ended: every open window is committed. A resume
+    /// keeps the run's own.
+    #[arg(long, value_name = "SPEC", conflicts_with = "resume")]
+    pub until: Option<fanout_engine::Until>,
     /// The run directory (default: `.fanout/runs/<id>`).
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,

@@ -27,6 +27,7 @@ pub fn locate(job: &LoadedJob, errors: &[CompileError]) -> JobErrors {
             .iter()
             .map(|e| {
                 let field = match e.stage {
+                    _ if e.field.is_some() => FieldPath::keys(e.field.iter().flatten().copied()),
                     Some(i) if job.file.stages.get(i).is_some_and(|s| !s.params.is_empty()) => {
                         FieldPath::keys(["stage"]).index(i).key("params")
                     }
@@ -54,7 +55,11 @@ pub fn engine_failure(job: &LoadedJob, e: EngineError) -> Failure {
 pub fn validate(a: &JobArgs) -> Outcome {
     let registry = Registry::builtins();
     let (job, plan) = load_plan(a, &registry)?;
-    fanout_engine::compile(&plan, &registry, &a.cache_dir).map_err(|e| engine_failure(&job, e))?;
+    if plan.is_stream() {
+        fanout_engine::plan_stream(&plan, &registry).map_err(|e| engine_failure(&job, e))?;
+    } else {
+        fanout_engine::compile(&plan, &registry, &a.cache_dir).map_err(|e| engine_failure(&job, e))?;
+    }
     writeln!(
         std::io::stdout(),
         "{}: ok ({}, {} stage{})",
@@ -70,6 +75,9 @@ pub fn validate(a: &JobArgs) -> Outcome {
 pub fn plan(a: &JobArgs) -> Outcome {
     let registry = Registry::builtins();
     let (job, plan) = load_plan(a, &registry)?;
+    if plan.is_stream() {
+        return plan_stream(a, &job, &plan, &registry);
+    }
     let compiled = fanout_engine::compile(&plan, &registry, &a.cache_dir).map_err(|e| engine_failure(&job, e))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "job {} ({})", plan.name, a.job.display())?;
@@ -78,6 +86,7 @@ pub fn plan(a: &JobArgs) -> Outcome {
     let ds: &Dataset = &compiled.dataset;
     match &input.source {
         InputSource::Paths(p) => writeln!(out, "input: {}", p.join(", "))?,
+        InputSource::Stream(_) => unreachable!("a stream is planned above"),
         InputSource::Generate(g) => {
             let amount = match g.amount {
                 Amount::Bytes(b) => Size(b).to_string(),
@@ -152,5 +161,55 @@ pub fn plan(a: &JobArgs) -> Outcome {
     });
     writeln!(out, "output: {} ({}; {})", o.path.display(), o.format, extra.join("; "))?;
     writeln!(out, "platform: {}, concurrency {}", plan.platform.preset.name(), plan.platform.concurrency)?;
+    Ok(())
+}
+
+/// `fanout plan` of a stream job: its source, batching, window and
+/// stages, each stage planned against the stream's schema.
+fn plan_stream(a: &JobArgs, job: &fanout_jobs::LoadedJob, plan: &fanout_jobs::Plan, registry: &Registry) -> Outcome {
+    let stages = fanout_engine::plan_stream(plan, registry).map_err(|e| engine_failure(job, e))?;
+    let sp = plan.stream.as_ref().expect("a stream job has a stream plan");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "job {} ({})", plan.name, a.job.display())?;
+    let source = match &plan.input.source {
+        InputSource::Stream(fanout_jobs::StreamSource::Dir(d)) => format!("files renamed into {}", d.display()),
+        _ => "standard input".to_string(),
+    };
+    writeln!(out, "input: a stream of {source}")?;
+    let schema = plan.input.options.schema.clone().unwrap_or_else(fanout_datasets::text::schema);
+    let columns: Vec<String> = schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+    let format = plan.input.options.format.map_or("jsonl".to_string(), |f| f.to_string());
+    writeln!(out, "  format: {format}; columns: {}", columns.join(", "))?;
+    writeln!(
+        out,
+        "  batches: up to {} records, waiting up to {} to fill; checkpoint every {}",
+        sp.batch_size,
+        humantime::format_duration(sp.batch_window),
+        humantime::format_duration(sp.checkpoint_every)
+    )?;
+    if let Some(w) = &sp.window {
+        let over = w.time.as_ref().map_or("arrival time".to_string(), |t| format!("event time `{t}`"));
+        writeln!(
+            out,
+            "  window: tumbling {} over {over}; allowed lateness {}",
+            humantime::format_duration(w.size),
+            humantime::format_duration(sp.allowed_lateness)
+        )?;
+    }
+    writeln!(out, "stages:")?;
+    if plan.stages.is_empty() {
+        writeln!(out, "  (none: the records are written as they are)")?;
+    }
+    for (i, (s, c)) in plan.stages.iter().zip(&stages).enumerate() {
+        let shape = match &s.key {
+            Some(key) => format!("keyed by {} per window", key.join(", ")),
+            None => "map".to_string(),
+        };
+        let columns: Vec<&str> = c.output.fields().iter().map(|f| f.name().as_str()).collect();
+        writeln!(out, "  {}. {}: {} ({shape}) -> {}", i + 1, s.name, s.function, columns.join(", "))?;
+    }
+    let what = if sp.window.is_some() { "one file per window" } else { "one part file per checkpoint" };
+    writeln!(out, "output: {} ({}; {what})", plan.output.path.display(), plan.output.format)?;
+    writeln!(out, "platform: {} preset, concurrency {}", plan.platform.preset.name(), plan.platform.concurrency)?;
     Ok(())
 }

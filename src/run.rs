@@ -50,6 +50,18 @@ pub fn run(a: &RunArgs) -> Outcome {
             eprintln!("generating the input: {} into {}", g.kind, path.display());
         }
     }
+    if plan.is_stream() {
+        if a.chaos.is_some() {
+            return Err(Failure::invalid(anyhow::anyhow!("--chaos does not apply to a stream yet")));
+        }
+        if a.no_journal {
+            return Err(Failure::invalid(anyhow::anyhow!(
+                "--no-journal does not apply to a stream: its checkpoint is what makes it exactly once"
+            )));
+        }
+    } else if a.until.is_some() {
+        return Err(Failure::invalid(anyhow::anyhow!("--until applies to a stream input (input.stream)")));
+    }
     let progress = Progress::new();
     let terminal = std::io::stderr().is_terminal();
     let draw = match a.progress {
@@ -66,10 +78,13 @@ pub fn run(a: &RunArgs) -> Outcome {
         progress: progress.clone(),
         chaos: a.chaos,
         stop,
+        until: a.until,
+        live: draw && plan.is_stream(),
         ..RunOptions::default()
     };
-    let bars =
-        draw.then(|| std::thread::spawn(move || if terminal { draw_bars(&progress) } else { print_lines(&progress) }));
+    // A stream says how it goes itself, a line a second.
+    let bars = (draw && !plan.is_stream())
+        .then(|| std::thread::spawn(move || if terminal { draw_bars(&progress) } else { print_lines(&progress) }));
     let result = fanout_engine::run(&plan, &job.file, &registry, &opts);
     if let Some(b) = bars {
         let _ = b.join();
@@ -122,6 +137,9 @@ pub fn run(a: &RunArgs) -> Outcome {
         return Ok(());
     }
     eprint!("{}", report.summary.render(&report.run_dir));
+    if let Some(s) = &report.summary.stream {
+        eprintln!("output: {} ({} files)", s.output.display(), s.files);
+    }
     if a.show > 0
         && let Some(o) = &report.summary.output
     {
@@ -182,7 +200,10 @@ fn finished_before(dir: &std::path::Path, summary: &Summary, json: bool) -> Outc
             format!("its output is {} ({} rows, {})", o.path.display(), o.rows, Size(o.bytes))
         }
         Some(o) => format!("its output was committed to {}, which is no longer there", o.path.display()),
-        None => "it wrote no output".to_string(),
+        None => match &summary.stream {
+            Some(st) => format!("its output is the {} files in {}", st.files, st.output.display()),
+            None => "it wrote no output".to_string(),
+        },
     };
     eprintln!("nothing to resume: the run in {} finished; {output}", dir.display());
     if json {

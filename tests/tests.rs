@@ -20,4 +20,5 @@ mod run;
 mod serve;
 mod simulate;
 mod storage;
+mod stream;
 mod sweep;

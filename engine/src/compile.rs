@@ -87,7 +87,39 @@ pub struct Compiled {
 pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Compiled, EngineError> {
     let paths = plan.input.paths(cache_dir).map_err(EngineError::Input)?;
     let mut dataset = Dataset::open(paths, plan.input.options.clone()).map_err(EngineError::Input)?;
-    let mut schema = dataset.schema();
+    let format = dataset.format();
+    let (stages, schema, mut errors) = plan_stages(plan, registry, format, Some(&mut dataset))?;
+    let mut sort = Vec::new();
+    if errors.is_empty() {
+        let by: Vec<String> =
+            plan.output.sort.iter().map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.column)).collect();
+        match fanout_workers::builtins::sort_keys(&schema, &by) {
+            Ok(keys) => sort = keys,
+            Err(e) => errors.push(CompileError::output_sort(format!("output.sort: {}", e.message))),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(EngineError::Compile(errors));
+    }
+    let phases = phases(stages.iter().map(|s| s.key.is_some()));
+    Ok(Compiled { dataset, stages, phases, output: schema, sort })
+}
+
+/// Plans every stage of `plan` over an input of `format` whose schema is
+/// `dataset`'s (with a dataset: a first builtin stage that reads some
+/// columns only gets it projected to them), else the plan's own (a
+/// stream's declared schema, or text's). Returns the stages, the output
+/// schema and what does not fit.
+pub(crate) fn plan_stages(
+    plan: &Plan,
+    registry: &Registry,
+    format: fanout_datasets::Format,
+    mut dataset: Option<&mut Dataset>,
+) -> Result<(Vec<CompiledStage>, SchemaRef, Vec<CompileError>), EngineError> {
+    let mut schema = match &dataset {
+        Some(d) => d.schema(),
+        None => plan.input.options.schema.clone().unwrap_or_else(fanout_datasets::text::schema),
+    };
     let mut stages = Vec::new();
     let mut errors = Vec::new();
     for (index, s) in plan.stages.iter().enumerate() {
@@ -107,7 +139,7 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
                 let ctx = ExternalContext {
                     stage: &s.name,
                     input: &schema,
-                    input_format: (index == 0).then(|| dataset.format()),
+                    input_format: (index == 0).then_some(format),
                     csv_header: plan.input.options.csv.header,
                     csv: plan.input.options.csv,
                     key: s.key.as_deref(),
@@ -132,6 +164,7 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
         // columns gets the input read for those alone (planned again on
         // that schema; its output must not change).
         if index == 0
+            && let Some(dataset) = dataset.as_deref_mut()
             && let FunctionRef::Builtin(name) = &s.function
             && let Some(columns) = function.input_columns()
             && let Some(projected) = dataset.project(&columns).map_err(EngineError::Input)?
@@ -143,7 +176,7 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
                 && f.reduce_schema() == function.reduce_schema()
             {
                 function = f;
-                dataset = projected;
+                *dataset = projected;
             }
         }
         let (key, output) = match &s.key {
@@ -177,20 +210,7 @@ pub fn compile(plan: &Plan, registry: &Registry, cache_dir: &Path) -> Result<Com
             external: !matches!(s.function, FunctionRef::Builtin(_)),
         });
     }
-    let mut sort = Vec::new();
-    if errors.is_empty() {
-        let by: Vec<String> =
-            plan.output.sort.iter().map(|k| format!("{}{}", if k.descending { "-" } else { "" }, k.column)).collect();
-        match fanout_workers::builtins::sort_keys(&schema, &by) {
-            Ok(keys) => sort = keys,
-            Err(e) => errors.push(CompileError::output_sort(format!("output.sort: {}", e.message))),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(EngineError::Compile(errors));
-    }
-    let phases = phases(stages.iter().map(|s| s.key.is_some()));
-    Ok(Compiled { dataset, stages, phases, output: schema, sort })
+    Ok((stages, schema, errors))
 }
 
 /// Cuts a job's stages into phases at each keyed stage (`keyed[i]`:

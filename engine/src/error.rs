@@ -9,17 +9,24 @@ pub struct CompileError {
     pub stage: Option<usize>,
     /// The parameter at fault, when known.
     pub param: Option<String>,
+    /// The job file's field at fault, by its keys, when it is neither a
+    /// stage nor the output's sort (`["stream", "window", "time"]`).
+    pub field: Option<Vec<&'static str>>,
     /// What is wrong.
     pub message: String,
 }
 
 impl CompileError {
     pub(crate) fn stage(stage: usize, param: Option<String>, message: impl Into<String>) -> Self {
-        CompileError { stage: Some(stage), param, message: message.into() }
+        CompileError { stage: Some(stage), param, field: None, message: message.into() }
     }
 
     pub(crate) fn output_sort(message: impl Into<String>) -> Self {
-        CompileError { stage: None, param: None, message: message.into() }
+        CompileError { stage: None, param: None, field: None, message: message.into() }
+    }
+
+    pub(crate) fn field(keys: &[&'static str], message: impl Into<String>) -> Self {
+        CompileError { stage: None, param: None, field: Some(keys.to_vec()), message: message.into() }
     }
 }
 
@@ -154,6 +161,10 @@ pub enum EngineError {
         if .0.len() > 10 { "; and more" } else { "" }
     )]
     InputChanged(Vec<String>),
+    /// A stream could not go on: a stage failed on a batch, or a record
+    /// had no event time.
+    #[error("{0}")]
+    Stream(String),
     /// A signal (Ctrl-C, SIGTERM) interrupted the run.
     #[error("interrupted by {}", signal_name(*.signal))]
     Interrupted {

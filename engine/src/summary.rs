@@ -248,6 +248,9 @@ pub struct Summary {
     /// Set when the run was simulated (`fanout simulate`), not run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulation: Option<Simulation>,
+    /// A stream's own counts, when the input was a stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSummary>,
 }
 
 /// Requests a run made to object storage, by kind, with the bytes moved
@@ -416,5 +419,32 @@ pub(crate) fn summarize(
         stages,
         storage,
         simulation: None,
+        stream: None,
     }
+}
+
+/// How a stream ran, in `summary.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamSummary {
+    /// Records read from the source.
+    pub records_in: u64,
+    /// Rows committed to the output.
+    pub rows_out: u64,
+    /// Batches processed.
+    pub batches: u64,
+    /// Windows committed.
+    pub windows: u64,
+    /// Records that came after their window had closed (in `late/` of
+    /// the run directory).
+    pub late_records: u64,
+    /// Output files committed.
+    pub files: u64,
+    /// The output directory.
+    pub output: PathBuf,
+    /// Why it stopped: `idle`, `records`, `time` or `input ended`.
+    pub stopped_by: String,
+    /// Milliseconds from each record's arrival to the commit of the file
+    /// that holds its result (this run's records; a resume's replay
+    /// counts from the replay).
+    pub latency_ms: Latency,
 }

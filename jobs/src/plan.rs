@@ -28,6 +28,48 @@ pub struct Plan {
     /// Object storage: how to reach it, and the requests the run makes
     /// (the input's options hold the same).
     pub storage: Arc<Storage>,
+    /// A stream's batching and windows, when the input is a stream.
+    pub stream: Option<StreamPlan>,
+}
+
+/// A stream input's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSource {
+    /// A local directory that files are renamed into.
+    Dir(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
+/// The validated `[stream]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPlan {
+    /// The most records in a batch.
+    pub batch_size: usize,
+    /// The longest a batch waits to fill.
+    pub batch_window: std::time::Duration,
+    /// The window of the keyed stage, if any.
+    pub window: Option<WindowPlan>,
+    /// How far behind the newest event an event may come and still count.
+    pub allowed_lateness: std::time::Duration,
+    /// How often the checkpoint is written.
+    pub checkpoint_every: std::time::Duration,
+}
+
+impl Plan {
+    /// Whether the input is a stream.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.input.source, InputSource::Stream(_))
+    }
+}
+
+/// A tumbling window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowPlan {
+    /// Its length.
+    pub size: std::time::Duration,
+    /// The event-time column; none: arrival time.
+    pub time: Option<String>,
 }
 
 /// Where the records come from.
@@ -37,6 +79,8 @@ pub enum InputSource {
     Paths(Vec<String>),
     /// A generated file, made once and kept in the cache directory.
     Generate(GenSpec),
+    /// Records as they arrive.
+    Stream(StreamSource),
 }
 
 /// The validated input.
@@ -62,6 +106,9 @@ impl InputPlan {
                 }
                 Ok(vec![path.display().to_string()])
             }
+            InputSource::Stream(_) => Err(fanout_datasets::Error::Config(
+                "a stream input has no files to list: it is read as it arrives".into(),
+            )),
         }
     }
 }

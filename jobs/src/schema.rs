@@ -19,6 +19,9 @@ pub struct JobFile {
     pub stages: Vec<StageSpec>,
     /// Where the result goes.
     pub output: OutputSpec,
+    /// `[stream]`: how a stream input is batched and windowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSpec>,
     /// Where and how invocations run.
     #[serde(default)]
     pub platform: PlatformSpec,
@@ -58,6 +61,9 @@ pub struct InputSpec {
     pub path: Option<Paths>,
     /// A synthetic input instead of `path`.
     pub generate: Option<GenerateSpec>,
+    /// A stream instead of `path`: records as they arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSourceSpec>,
     /// text | csv | jsonl | parquet | arrow (default: by extension).
     pub format: Option<String>,
     /// Target split size (default 16MiB), or a range of them for a
@@ -83,6 +89,71 @@ pub struct InputSpec {
     pub max_bad_records: Option<CountOrText>,
     /// text: utf-8 (default) or utf-8-lossy (invalid bytes replaced).
     pub encoding: Option<String>,
+}
+
+/// `input.stream`: where a stream's records come from. Exactly one source
+/// is named.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSourceSpec {
+    /// A local directory: each file renamed into it is read once, in
+    /// order of arrival.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Standard input: lines of text or JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<bool>,
+    /// An HTTP ingest endpoint (not yet supported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// A Kinesis data stream (not yet supported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinesis: Option<String>,
+    /// An SQS queue URL (not yet supported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqs: Option<String>,
+    /// A Redis server, with `key` (not yet supported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// The Redis stream's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `[stream]`: a stream's batching, windows and checkpoints, named as
+/// Lambda's event-source mappings name them.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// The most records in a batch (one invocation per stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// The longest a batch waits to fill (MaximumBatchingWindowInSeconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_window: Option<Duration>,
+    /// The window a keyed stage aggregates over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSpec>,
+    /// How late an event may come after the newest seen and still count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_lateness: Option<Duration>,
+    /// How often the checkpoint is written, and a map-only stream's
+    /// output committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<Duration>,
+}
+
+/// `stream.window`: a tumbling window, over an event-time field or over
+/// the time records arrive.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// The window's length.
+    pub tumbling: Duration,
+    /// The event-time field (RFC 3339 text, or epoch seconds or
+    /// milliseconds); none: the time each record arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 /// A number, or a string such as a percentage.

@@ -187,6 +187,8 @@ fn describe_splits(run_dir: &Path, tasks: &BTreeSet<u64>) -> HashMap<u64, String
             let cached = std::fs::canonicalize(&cached).unwrap_or(cached);
             vec![cached.display().to_string()]
         }
+        // A stream's batches are not splits of files.
+        InputSource::Stream(_) => return found,
     };
     let Ok(ds) = Dataset::open(paths, plan.input.options.clone()) else { return found };
     for split in ds.splits() {

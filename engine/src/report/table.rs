@@ -12,18 +12,43 @@ impl Summary {
     pub fn render(&self, run_dir: &Path) -> String {
         let mut t = String::new();
         let size = |b: u64| fanout_jobs::units::Size(b).to_string();
-        let _ = writeln!(
-            t,
-            "{} {} in {:.2}s: {} splits, {} read, {} records ({:.1} MiB/s, {:.0} records/s)",
-            self.job,
-            self.status,
-            self.wall_seconds,
-            self.input.splits,
-            size(self.input.bytes),
-            self.input.records,
-            self.input_mib_per_second,
-            self.records_per_second,
-        );
+        if let Some(s) = &self.stream {
+            let _ = writeln!(
+                t,
+                "{} {} in {:.2}s (stopped: {}): {} records in {} batches ({:.0} records/s), {} rows out in {} files, \
+                 {} windows, {} late",
+                self.job,
+                self.status,
+                self.wall_seconds,
+                s.stopped_by,
+                s.records_in,
+                s.batches,
+                self.records_per_second,
+                s.rows_out,
+                s.files,
+                s.windows,
+                s.late_records
+            );
+            let l = &s.latency_ms;
+            let _ = writeln!(
+                t,
+                "arrival to commit, ms: p50 {:.0} p95 {:.0} p99 {:.0} max {:.0}",
+                l.p50, l.p95, l.p99, l.max
+            );
+        } else {
+            let _ = writeln!(
+                t,
+                "{} {} in {:.2}s: {} splits, {} read, {} records ({:.1} MiB/s, {:.0} records/s)",
+                self.job,
+                self.status,
+                self.wall_seconds,
+                self.input.splits,
+                size(self.input.bytes),
+                self.input.records,
+                self.input_mib_per_second,
+                self.records_per_second,
+            );
+        }
         let (i, l) = (&self.invocations, &self.latency_ms);
         let _ = writeln!(
             t,

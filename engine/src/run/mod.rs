@@ -33,14 +33,15 @@ use fanout_jobs::{JobFile, OutputMode, Plan};
 use fanout_workers::Registry;
 
 use crate::chaos::Chaos;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::compile::{Compiled, Tasks, compile};
 use crate::error::EngineError;
 use crate::flight::Flight;
 use crate::gather::{Commit, commit};
 use crate::inputs::{self, Inputs};
 use crate::journal::Journal;
-use crate::progress::{Progress, StageProgress};
+pub use crate::options::{Report, RunFailure, RunOptions};
+use crate::progress::StageProgress;
 use crate::records::{Log, Recorder};
 pub use crate::run_dir::{CWD, finished_run, running};
 use crate::run_dir::{RunDir, Upload};
@@ -50,7 +51,7 @@ use crate::source::{Input, TaskSource};
 use crate::stats::StageStats;
 use crate::step::{Step, StepKind};
 use crate::stop::Stop;
-use crate::summary::{Summary, Totals, summarize};
+use crate::summary::{Totals, summarize};
 use bad::BadInput;
 use dispatch::{Busy, run_phase};
 use failures::Failures;
@@ -58,82 +59,12 @@ use slot::Slot;
 use task::Limit;
 use topology::Topology;
 
-/// How a run behaves (not what it computes): where it keeps its files, how
-/// much memory the shuffle may hold, where progress goes.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// The run directory; `None` makes `.fanout/runs/<id>` under the
-    /// current directory.
-    pub run_dir: Option<PathBuf>,
-    /// Where generated inputs are kept.
-    pub cache_dir: PathBuf,
-    /// Bytes of shuffle data held in memory before spilling to disk.
-    pub shuffle_memory: u64,
-    /// Live counters for a progress display.
-    pub progress: Arc<Progress>,
-    /// Faults to inject.
-    pub chaos: Option<Chaos>,
-    /// Journal completed tasks and their outputs (fsync'ed), so the run can
-    /// be resumed; off trades that for speed on tiny tasks.
-    pub journal: bool,
-    /// Resume the run in `run_dir`: completed tasks are not run again.
-    pub resume: bool,
-    /// Interrupts runs from outside (Ctrl-C, SIGTERM): a run stops when it
-    /// is interrupted; its own failures do not set it.
-    pub stop: Arc<Stop>,
-    /// The clock the scheduler reads (a real run: [`SystemClock`]).
-    pub clock: Arc<dyn Clock>,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            run_dir: None,
-            cache_dir: PathBuf::from(".fanout/cache"),
-            shuffle_memory: 256 << 20,
-            progress: Progress::new(),
-            chaos: None,
-            journal: true,
-            resume: false,
-            stop: Stop::new(),
-            clock: Arc::new(SystemClock),
-        }
-    }
-}
-
-/// A finished run.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// Its directory.
-    pub run_dir: PathBuf,
-    /// What `summary.json` holds.
-    pub summary: Summary,
-    /// The run had finished before: `--resume` found nothing to do, and
-    /// `summary` is what it wrote then.
-    pub finished_before: bool,
-    /// A signal (its number) that came once the output's commit had begun:
-    /// the commit went on to the end, and the output is complete.
-    pub signal_in_commit: Option<i32>,
-}
-
-/// A run that failed, and its directory if it got as far as making one.
-#[derive(Debug)]
-pub struct RunFailure {
-    /// What went wrong.
-    pub error: EngineError,
-    /// The run directory, with the records and summary of the failed run.
-    pub run_dir: Option<PathBuf>,
-}
-
-impl From<EngineError> for RunFailure {
-    fn from(error: EngineError) -> Self {
-        RunFailure { error, run_dir: None }
-    }
-}
-
 /// Runs a validated job. `job` is the job file as resolved (after `--set`),
 /// kept in the run directory.
 pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -> Result<Report, RunFailure> {
+    if plan.is_stream() {
+        return crate::stream::run(plan, job, registry, opts);
+    }
     let started = opts.clock.now();
     if opts.resume
         && let Some(dir) = &opts.run_dir

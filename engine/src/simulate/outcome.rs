@@ -159,6 +159,7 @@ impl Outcome {
             stages,
             storage,
             simulation: Some(simulation),
+            stream: None,
         }
     }
 }

@@ -42,6 +42,12 @@ impl Listing {
                 let cached = Path::new(".fanout/cache").join(fanout_jobs::generated_name(g));
                 cached.is_file().then(|| vec![cached.display().to_string()])
             }
+            InputSource::Stream(_) => {
+                return Err(EngineError::Stream(
+                    "fanout simulate models batch jobs; a stream input has no files to size (simulating streams is not supported yet)"
+                        .into(),
+                ));
+            }
         };
         if let Some(paths) = paths {
             let ds = Dataset::open(paths, plan.input.options.clone()).map_err(EngineError::Input)?;

@@ -2,6 +2,7 @@
 //! resolved (formats, schema, defaults), or a list of located errors.
 
 mod external;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ use crate::plan::{InputPlan, InputSource, OutputMode, OutputPlan, Plan, SortKey,
 use crate::platform::{ColdStart, PlatformPlan, Preset, memory_mb, preset};
 use crate::schema::{CountOrText, FunctionSpec, InputSpec, OutputSpec};
 use external::validate_external;
+use stream::validate_stream_source;
+pub use stream::{DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY};
 
 /// Validates `job` into a plan, asking `catalog` about functions and this
 /// machine's file system about inputs, programs and directories
@@ -53,11 +56,13 @@ pub fn validate_with(job: &LoadedJob, catalog: &dyn FunctionCatalog, env: &dyn E
     let input = validate_input(job, &f.input, &storage, env, &mut errors);
     let stages = validate_stages(job, catalog, env, concurrency, &mut errors);
     let output = validate_output(job, &f.output, &f.input, env, &mut errors);
+    let stream = stream::validate_stream(job, &stages, output.as_ref(), &mut errors);
 
     if !errors.is_empty() {
         return Err(JobErrors(errors));
     }
-    Ok(Plan { name, input: input.expect("no errors"), stages, output: output.expect("no errors"), platform, storage })
+    let (input, output) = (input.expect("no errors"), output.expect("no errors"));
+    Ok(Plan { name, input, stages, output, platform, storage, stream })
 }
 
 /// The `[storage]` table as the clients' options.
@@ -197,12 +202,22 @@ fn validate_input(
     let before = errors.len();
     let mut told: Option<Format> = None;
     let source = match (&spec.path, &spec.generate) {
+        _ if spec.stream.is_some() => {
+            let stream = spec.stream.as_ref().expect("matched");
+            if spec.path.is_some() || spec.generate.is_some() {
+                let other = if spec.path.is_some() { "path" } else { "generate" };
+                errors.push(job.error(&at("stream"), format!("give either input.stream or input.{other}, not both")));
+            }
+            validate_stream_source(job, stream, env, errors).map(InputSource::Stream)
+        }
         (Some(_), Some(_)) => {
             errors.push(job.error(&at("generate"), "give either input.path or input.generate, not both"));
             None
         }
         (None, None) => {
-            errors.push(job.error(&FieldPath::keys(["input"]), "missing input.path (or input.generate)"));
+            errors.push(
+                job.error(&FieldPath::keys(["input"]), "missing input.path (or input.generate, or input.stream)"),
+            );
             None
         }
         (Some(paths), None) => {
@@ -248,6 +263,13 @@ fn validate_input(
                 None
             }
         },
+        None if spec.stream.is_some() => {
+            errors.push(job.error(
+                &at("format"),
+                "a stream's records have no file name to tell their format: set input.format to text, jsonl or csv",
+            ));
+            None
+        }
         None if errors.len() == before && told.is_none() => {
             errors.push(job.error(
                 &at("path"),

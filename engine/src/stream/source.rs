@@ -1,0 +1,339 @@
+//! Where a stream's records come from. A directory source reads each file
+//! renamed into its directory once, in order of arrival (modification
+//! time, then name; names starting with `.` are not yet complete and are
+//! passed over), through the same readers as a batch job's input. Its
+//! position — the files read, and how far into the one being read — is
+//! what a checkpoint keeps, so a resume reads on from there. Standard
+//! input is spooled into such a directory in the run directory first, so
+//! that it too can be read again after a crash.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Release};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_array::RecordBatch;
+use fanout_datasets::{Batches, Dataset, DatasetOptions, Split};
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+
+/// How far a directory source has read: what a checkpoint keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Position {
+    /// Files read to the end, by name.
+    pub(crate) done: BTreeSet<String>,
+    /// The file being read and the records of it read so far.
+    pub(crate) current: Option<(String, u64)>,
+}
+
+impl Position {
+    /// The position after `segment` was read.
+    pub(crate) fn advance(&mut self, segment: &Segment) {
+        if segment.finished {
+            self.done.insert(segment.file.clone());
+            self.current = None;
+        } else {
+            self.current = Some((segment.file.clone(), segment.consumed));
+        }
+    }
+}
+
+/// Records read from one file.
+#[derive(Debug, Clone)]
+pub(crate) struct Piece {
+    /// The records.
+    pub(crate) batch: RecordBatch,
+    /// Where they came from, and where that leaves the source.
+    pub(crate) segment: Segment,
+}
+
+/// A run of a batch's records from one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Segment {
+    /// The file's name in the directory.
+    pub(crate) file: String,
+    /// When the file arrived (its modification time), epoch ms: the
+    /// arrival time of each of its records.
+    pub(crate) arrival_ms: i64,
+    /// How many records of the batch.
+    pub(crate) rows: usize,
+    /// The file's records read once these are.
+    pub(crate) consumed: u64,
+    /// Whether that was the file's last record.
+    pub(crate) finished: bool,
+}
+
+/// The file being read.
+struct Open {
+    name: String,
+    arrival_ms: i64,
+    dataset: Dataset,
+    splits: VecDeque<Split>,
+    batches: Option<Batches>,
+    /// Records read (handed out or skipped).
+    consumed: u64,
+    /// Records still to pass over (read before a resume).
+    skip: u64,
+    /// Records read from the file and not yet handed out.
+    pending: Option<RecordBatch>,
+}
+
+/// Files renamed into a directory, each read once.
+pub(crate) struct DirSource {
+    dir: PathBuf,
+    opts: DatasetOptions,
+    position: Position,
+    open: Option<Open>,
+}
+
+impl DirSource {
+    /// Reads `dir` from `position` (an empty one: from the start), with
+    /// the job's format, schema and reading options.
+    pub(crate) fn new(dir: PathBuf, opts: DatasetOptions, position: Position) -> DirSource {
+        DirSource { dir, opts, position, open: None }
+    }
+
+    /// Up to `max` records from the file being read, or from the next file
+    /// to have arrived; `None` when every file that has arrived is read.
+    pub(crate) fn next(&mut self, max: usize) -> Result<Option<Piece>, EngineError> {
+        if self.open.is_none() {
+            let Some(open) = self.open_next()? else { return Ok(None) };
+            self.open = Some(open);
+        }
+        let open = self.open.as_mut().expect("opened above");
+        let piece = match read(open, max)? {
+            Some(piece) => piece,
+            // The file is read (its records all handed out or passed
+            // over): an empty piece says so.
+            None => {
+                let segment = Segment {
+                    file: open.name.clone(),
+                    arrival_ms: open.arrival_ms,
+                    rows: 0,
+                    consumed: open.consumed,
+                    finished: true,
+                };
+                let schema = self.opts.schema.clone().unwrap_or_else(fanout_datasets::text::schema);
+                Piece { batch: RecordBatch::new_empty(schema), segment }
+            }
+        };
+        self.position.advance(&piece.segment);
+        if piece.segment.finished {
+            self.open = None;
+        }
+        Ok(Some(piece))
+    }
+
+    /// Opens the file to read next: the one a resume was reading, else the
+    /// first to have arrived that is not read.
+    fn open_next(&mut self) -> Result<Option<Open>, EngineError> {
+        let (name, skip) = match self.position.current.clone() {
+            Some((name, consumed)) => (name, consumed),
+            None => match self.arrivals()?.into_iter().next() {
+                Some((_, name)) => (name, 0),
+                None => return Ok(None),
+            },
+        };
+        let path = self.dir.join(&name);
+        let meta = std::fs::metadata(&path).map_err(|e| EngineError::io(&path, e))?;
+        let arrival_ms = millis(meta.modified().unwrap_or(UNIX_EPOCH));
+        let (dataset, splits) = if meta.len() == 0 {
+            (None, VecDeque::new())
+        } else {
+            let dataset =
+                Dataset::open(vec![path.display().to_string()], self.opts.clone()).map_err(EngineError::Input)?;
+            let splits = dataset.splits().collect::<Result<VecDeque<_>, _>>().map_err(EngineError::Input)?;
+            (Some(dataset), splits)
+        };
+        let dataset = match dataset {
+            Some(d) => d,
+            None => {
+                // An empty file holds no records: it is read at once.
+                self.position.current = None;
+                self.position.done.insert(name.clone());
+                return self.open_next();
+            }
+        };
+        Ok(Some(Open { name, arrival_ms, dataset, splits, batches: None, consumed: 0, skip, pending: None }))
+    }
+
+    /// The files that have arrived and are not read, in order of arrival.
+    fn arrivals(&self) -> Result<Vec<(i64, String)>, EngineError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| EngineError::io(&self.dir, e))?;
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| EngineError::io(&self.dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || self.position.done.contains(&name) {
+                continue;
+            }
+            // A file gone between the listing and now is passed over.
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() {
+                found.push((millis(meta.modified().unwrap_or(UNIX_EPOCH)), name));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+/// Up to `max` records of `open`, or `None` once it is read.
+fn read(open: &mut Open, max: usize) -> Result<Option<Piece>, EngineError> {
+    loop {
+        if let Some(batch) = open.pending.take() {
+            let n = batch.num_rows().min(max);
+            let (out, rest) = (batch.slice(0, n), batch.slice(n, batch.num_rows() - n));
+            if rest.num_rows() > 0 {
+                open.pending = Some(rest);
+            }
+            open.consumed += n as u64;
+            let finished = open.pending.is_none() && !more(open)?;
+            let segment = Segment {
+                file: open.name.clone(),
+                arrival_ms: open.arrival_ms,
+                rows: n,
+                consumed: open.consumed,
+                finished,
+            };
+            return Ok(Some(Piece { batch: out, segment }));
+        }
+        let Some(mut batch) = next_batch(open)? else { return Ok(None) };
+        if open.skip > 0 {
+            let n = (open.skip as usize).min(batch.num_rows());
+            open.skip -= n as u64;
+            open.consumed += n as u64;
+            batch = batch.slice(n, batch.num_rows() - n);
+        }
+        if batch.num_rows() > 0 {
+            open.pending = Some(batch);
+        }
+    }
+}
+
+/// Whether `open` has records left: the next batch is read ahead into
+/// `pending`, so that the last piece of a file says it is the last.
+fn more(open: &mut Open) -> Result<bool, EngineError> {
+    while let Some(batch) = next_batch(open)? {
+        if batch.num_rows() > 0 {
+            open.pending = Some(batch);
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The file's next batch as read, or `None` at its end.
+fn next_batch(open: &mut Open) -> Result<Option<RecordBatch>, EngineError> {
+    loop {
+        if let Some(batches) = open.batches.as_mut()
+            && let Some(batch) = batches.next()
+        {
+            return batch.map(Some).map_err(EngineError::Input);
+        }
+        let Some(split) = open.splits.pop_front() else { return Ok(None) };
+        open.batches = Some(open.dataset.read(&split).map_err(EngineError::Input)?);
+    }
+}
+
+/// `t` as epoch milliseconds.
+pub(crate) fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Standard input, spooled into files of a directory that a
+/// [`DirSource`] reads: a file is renamed into place once it holds
+/// `batch_size` lines or has waited `window` since its first, and at the
+/// end of the input. The spool is in the run directory, so a resume reads
+/// what a killed run had spooled and not processed.
+pub(crate) struct Spool {
+    /// Set once standard input has ended and its last file is in place.
+    pub(crate) ended: Arc<AtomicBool>,
+}
+
+impl Spool {
+    /// Starts spooling standard input into `dir` (made if missing; files
+    /// are numbered on from those already there).
+    pub(crate) fn start(dir: &Path, batch_size: usize, window: Duration) -> Result<Spool, EngineError> {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+        let next = std::fs::read_dir(dir)
+            .map_err(|e| EngineError::io(dir, e))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.split('.').next()?.parse::<u64>().ok())
+            .max()
+            .map_or(1, |n| n + 1);
+        let ended = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(batch_size.max(1) * 4);
+        std::thread::Builder::new()
+            .name("fanout-stdin".into())
+            .spawn(move || {
+                let mut stdin = std::io::stdin().lock();
+                loop {
+                    let mut line = Vec::new();
+                    match stdin.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            if tx.send(line).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| EngineError::io(dir, e))?;
+        let (into, done) = (dir.to_path_buf(), ended.clone());
+        let window = window.max(Duration::from_millis(20));
+        std::thread::Builder::new()
+            .name("fanout-spool".into())
+            .spawn(move || {
+                let mut number = next;
+                let mut lines: Vec<Vec<u8>> = Vec::new();
+                let mut first: Option<Instant> = None;
+                loop {
+                    let wait = first.map_or(Duration::from_secs(3600), |f| window.saturating_sub(f.elapsed()));
+                    let (full, end) = match rx.recv_timeout(wait) {
+                        Ok(line) => {
+                            first.get_or_insert_with(Instant::now);
+                            lines.push(line);
+                            (lines.len() >= batch_size, false)
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => (true, false),
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => (true, true),
+                    };
+                    if full && !lines.is_empty() {
+                        if spool_file(&into, number, &lines).is_err() {
+                            // Nowhere to put the input: it ends here, and
+                            // the stream with what it has.
+                            break;
+                        }
+                        number += 1;
+                        lines.clear();
+                        first = None;
+                    }
+                    if end {
+                        break;
+                    }
+                }
+                done.store(true, Release);
+            })
+            .map_err(|e| EngineError::io(dir, e))?;
+        Ok(Spool { ended })
+    }
+}
+
+/// Writes `lines` into `dir` as file `number`, whole or not at all.
+fn spool_file(dir: &Path, number: u64, lines: &[Vec<u8>]) -> std::io::Result<()> {
+    let name = format!("{number:012}.spool");
+    let temp = dir.join(format!(".{name}"));
+    let mut f = std::fs::File::create(&temp)?;
+    for line in lines {
+        f.write_all(line)?;
+        if !line.ends_with(b"\n") {
+            f.write_all(b"\n")?;
+        }
+    }
+    f.sync_all()?;
+    std::fs::rename(&temp, dir.join(name))
+}

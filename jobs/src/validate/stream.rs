@@ -1,0 +1,196 @@
+//! A stream job's own checks: its source (`input.stream`), its `[stream]`
+//! settings, and what a stream's stages and output may be.
+
+use std::path::PathBuf;
+
+use fanout_datasets::Format;
+
+use crate::environment::Environment;
+use crate::error::JobError;
+use crate::load::{FieldPath, LoadedJob};
+use crate::plan::{OutputPlan, StagePlan, StreamPlan, StreamSource, WindowPlan};
+use crate::schema::StreamSourceSpec;
+
+/// The records a batch holds at most when `batch_size` is not given: as
+/// Lambda's Kinesis and DynamoDB mappings default to.
+pub const DEFAULT_BATCH_SIZE: usize = 100;
+
+/// How often a stream's checkpoint is written when `checkpoint_every` is
+/// not given.
+pub const DEFAULT_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The one source `input.stream` names.
+pub(super) fn validate_stream_source(
+    job: &LoadedJob,
+    spec: &StreamSourceSpec,
+    env: &dyn Environment,
+    errors: &mut Vec<JobError>,
+) -> Option<StreamSource> {
+    let at = |k: &str| FieldPath::keys(["input", "stream", k]);
+    let named: Vec<&str> = [
+        ("dir", spec.dir.is_some()),
+        ("stdin", spec.stdin.is_some()),
+        ("http", spec.http.is_some()),
+        ("kinesis", spec.kinesis.is_some()),
+        ("sqs", spec.sqs.is_some()),
+        ("redis", spec.redis.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
+    match named[..] {
+        [] => {
+            let m = "input.stream names no source: give one of dir = \"DIR\" or stdin = true";
+            errors.push(job.error(&FieldPath::keys(["input", "stream"]), m));
+            return None;
+        }
+        [_] => {}
+        [_, second, ..] => {
+            errors
+                .push(job.error(&at(second), format!("input.stream names more than one source: {}", named.join(", "))));
+            return None;
+        }
+    }
+    if spec.key.is_some() && spec.redis.is_none() {
+        errors.push(job.error(&at("key"), "input.stream.key applies to a redis source only"));
+    }
+    match named[0] {
+        "dir" => {
+            let dir = PathBuf::from(spec.dir.as_deref().expect("named"));
+            if fanout_datasets::store::is_url(&dir.to_string_lossy()) {
+                let m = "input.stream.dir reads a local directory; object storage prefixes are not read as streams yet";
+                errors.push(job.error(&at("dir"), m));
+                return None;
+            }
+            if !env.is_dir(&dir) {
+                let m = format!(
+                    "input.stream.dir `{}` is not a directory (make it before the stream starts)",
+                    dir.display()
+                );
+                errors.push(job.error(&at("dir"), m));
+                return None;
+            }
+            Some(StreamSource::Dir(dir))
+        }
+        "stdin" if spec.stdin == Some(true) => Some(StreamSource::Stdin),
+        "stdin" => {
+            errors.push(job.error(&at("stdin"), "input.stream.stdin must be true (or left out)"));
+            None
+        }
+        other => {
+            let m = format!(
+                "a {other} stream source is not supported yet; this fanout reads streams from a directory \
+                 (dir = \"DIR\") and from standard input (stdin = true)"
+            );
+            errors.push(job.error(&at(other), m));
+            None
+        }
+    }
+}
+
+/// The `[stream]` settings, checked against the stages and output they go
+/// with; `None` for a job that reads no stream.
+pub(super) fn validate_stream(
+    job: &LoadedJob,
+    stages: &[StagePlan],
+    output: Option<&OutputPlan>,
+    errors: &mut Vec<JobError>,
+) -> Option<StreamPlan> {
+    let f = &job.file;
+    let at = |k: &str| FieldPath::keys(["stream", k]);
+    let Some(source) = &f.input.stream else {
+        if f.stream.is_some() {
+            let m = "[stream] applies to a stream input: set input.stream (dir = \"DIR\" or stdin = true)";
+            errors.push(job.error(&FieldPath::keys(["stream"]), m));
+        }
+        return None;
+    };
+    let spec = f.stream.clone().unwrap_or_default();
+    let before = errors.len();
+    // The formats a stream's records come in.
+    if let Some(format) = f.input.format.as_deref().and_then(|n| n.parse::<Format>().ok()) {
+        let fits = match source.stdin {
+            Some(true) => matches!(format, Format::Text | Format::Jsonl),
+            _ => matches!(format, Format::Text | Format::Jsonl | Format::Csv),
+        };
+        if !fits {
+            let which = if source.stdin == Some(true) { "text or jsonl" } else { "text, jsonl or csv" };
+            errors.push(job.error(&FieldPath::keys(["input", "format"]), format!("this stream reads {which} records")));
+        } else if format != Format::Text && f.input.schema.is_none() {
+            let m = "a stream's schema cannot be inferred before its records arrive: list its columns in input.schema";
+            errors.push(job.error(&FieldPath::keys(["input"]), m));
+        }
+    }
+    let batch_size = match spec.batch_size {
+        Some(0) => {
+            errors.push(job.error(&at("batch_size"), "batch_size must be at least 1"));
+            1
+        }
+        Some(n) => n,
+        None => DEFAULT_BATCH_SIZE,
+    };
+    let checkpoint_every = match spec.checkpoint_every {
+        Some(d) if d.0.is_zero() => {
+            errors.push(job.error(&at("checkpoint_every"), "checkpoint_every must be longer than 0s"));
+            DEFAULT_CHECKPOINT_EVERY
+        }
+        Some(d) => d.0,
+        None => DEFAULT_CHECKPOINT_EVERY,
+    };
+    let window = spec.window.as_ref().map(|w| {
+        if w.tumbling.0.is_zero() {
+            errors.push(job.error(&at("window").key("tumbling"), "a window must be longer than 0s"));
+        }
+        if w.time.as_deref().is_some_and(str::is_empty) {
+            errors.push(job.error(&at("window").key("time"), "window.time names no field"));
+        }
+        WindowPlan { size: w.tumbling.0, time: w.time.clone() }
+    });
+    if spec.allowed_lateness.is_some() && window.as_ref().is_none_or(|w| w.time.is_none()) {
+        let m = "allowed_lateness applies to a window over an event-time field (window = { tumbling = ..., time = \"FIELD\" })";
+        errors.push(job.error(&at("allowed_lateness"), m));
+    }
+    // A keyed stage aggregates per window, and ends the stream's stages.
+    let keyed: Vec<usize> = (stages.iter().enumerate()).filter(|(_, s)| s.key.is_some()).map(|(i, _)| i).collect();
+    match (&keyed[..], &window) {
+        ([], Some(_)) => errors.push(job.error(
+            &at("window"),
+            "a window needs a keyed stage to aggregate over it (a last stage with key = [...])",
+        )),
+        ([k], None) => errors.push(job.error(
+            &FieldPath::keys(["stage"]).index(*k).key("key"),
+            "a keyed stage on a stream aggregates per window: set stream.window (window = { tumbling = \"10s\", time = \"FIELD\" })",
+        )),
+        ([k], Some(_)) if *k + 1 != stages.len() => errors.push(job.error(
+            &FieldPath::keys(["stage"]).index(*k).key("key"),
+            "on a stream, the keyed stage must be the last: its windows are the output",
+        )),
+        ([_, second, ..], _) => errors.push(job.error(
+            &FieldPath::keys(["stage"]).index(*second).key("key"),
+            "a stream has one keyed stage at most (the windowed aggregate)",
+        )),
+        _ => {}
+    }
+    let out = |k: &str| FieldPath::keys(["output", k]);
+    if let Some(o) = output {
+        if fanout_datasets::store::is_url(&o.path.to_string_lossy()) {
+            let m = "a stream's output is a local directory; object storage is not written by streams yet";
+            errors.push(job.error(&out("path"), m));
+        }
+        if !o.sort.is_empty() {
+            errors.push(
+                job.error(&out("sort"), "output.sort does not apply to a stream (each window is written as it closes)"),
+            );
+        }
+        if o.limit.is_some() {
+            errors.push(job.error(&out("limit"), "output.limit does not apply to a stream"));
+        }
+    }
+    (errors.len() == before).then(|| StreamPlan {
+        batch_size,
+        batch_window: spec.batch_window.map_or(std::time::Duration::ZERO, |d| d.0),
+        window,
+        allowed_lateness: spec.allowed_lateness.map_or(std::time::Duration::ZERO, |d| d.0),
+        checkpoint_every,
+    })
+}

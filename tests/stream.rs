@@ -1,0 +1,245 @@
+//! Streams: a job whose input is records as they arrive, run through the
+//! real binary against a producer process, its windows checked against
+//! an oracle computed in Python from what the producer wrote — also
+//! across `kill -9` and resume, and a SIGTERM's drain.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{Scratch, binary, root, summary};
+
+/// The clicks job: a tumbling 2 s window of counts and sums per page over
+/// the event-time field `ts`, 1 s allowed lateness.
+fn clicks(extra_stream: &str, output: &str) -> String {
+    format!(
+        r#"name = "clicks"
+[input]
+stream = {{ dir = "incoming" }}
+format = "jsonl"
+schema = ["page:utf8", "ts:utf8", "n:int64"]
+[stream]
+batch_size = 300
+batch_window = "50ms"
+window = {{ tumbling = "2s", time = "ts" }}
+allowed_lateness = "1s"
+{extra_stream}
+[[stage]]
+name = "count"
+function = "aggregate"
+key = ["page"]
+params = {{ count = true, sum = ["n"] }}
+[output]
+path = "{output}"
+format = "jsonl"
+[platform]
+concurrency = 2
+"#
+    )
+}
+
+/// Starts the producer: `files` files of `records` events into
+/// `incoming/`, `rate` files a second.
+fn produce(s: &Scratch, files: u32, records: u32, rate: f64) -> std::process::Child {
+    std::fs::create_dir_all(s.path("incoming")).unwrap();
+    Command::new("python3")
+        .arg(root().join("tests/fixtures/stream_producer.py"))
+        .args([s.path("incoming").to_str().unwrap(), &files.to_string(), &records.to_string(), &rate.to_string(), "7"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Checks the windows in `out` and the late records of `run_dir` against
+/// the oracle.
+fn check(s: &Scratch, out: &str, run_dir: &str) {
+    let oracle = root().join("tests/fixtures/stream_oracle.py");
+    let r = Command::new("python3")
+        .arg(oracle)
+        .args([s.path("incoming"), s.path(out), s.path(run_dir)])
+        .args(["2000", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "ok", "oracle: {}", String::from_utf8_lossy(&r.stderr));
+}
+
+#[test]
+fn a_windowed_count_over_a_directory_matches_the_oracle() {
+    let s = Scratch::new();
+    let mut producer = produce(&s, 12, 400, 20.0);
+    s.write("clicks.toml", clicks("", "out/"));
+    let r = s.run_within(
+        120,
+        &["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--json", "--run-dir", "rd"],
+    );
+    let r = r.expect(0);
+    assert!(producer.wait().unwrap().success());
+    let sum = summary(&r);
+    assert_eq!(sum["status"], "succeeded");
+    assert_eq!(sum["stream"]["stopped_by"], "idle");
+    assert_eq!(sum["stream"]["records_in"], 12 * 400);
+    assert!(sum["stream"]["windows"].as_u64().unwrap() >= 8, "{sum}");
+    assert!(sum["stream"]["late_records"].as_u64().unwrap() > 0, "the producer writes late events: {sum}");
+    check(&s, "out", "rd");
+    // Resuming the finished stream does nothing.
+    let r = s.run(&["run", "--resume", "rd", "--progress", "never"]).expect(0);
+    assert!(r.stderr.contains("nothing to resume: the run in rd finished; its output is the"), "{}", r.stderr);
+}
+
+#[test]
+fn kill_9_at_random_points_then_resume_neither_loses_nor_repeats() {
+    let s = Scratch::new();
+    let mut producer = produce(&s, 40, 300, 12.0);
+    s.write("clicks.toml", clicks("checkpoint_every = \"150ms\"", "out/"));
+    let args = ["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"];
+    let mut child = Command::new(binary()).args(args).current_dir(s.dir.path()).stderr(Stdio::null()).spawn().unwrap();
+    // Five kills, at pseudo-random moments, each followed by a resume.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..5 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(150 + seed % 500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = Command::new(binary())
+            .args(["run", "--resume", "rd", "--progress", "never"])
+            .current_dir(s.dir.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    }
+    assert!(producer.wait().unwrap().success());
+    let ended = crate::util::wait_for(120, || child.try_wait().unwrap().is_some());
+    assert!(ended, "the resumed stream did not stop when idle");
+    assert!(child.wait().unwrap().success());
+    check(&s, "out", "rd");
+    let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
+    assert_eq!(sum["stream"]["records_in"], 40 * 300);
+}
+
+#[test]
+fn sigterm_drains_and_the_resume_finishes() {
+    let s = Scratch::new();
+    let mut producer = produce(&s, 30, 300, 10.0);
+    s.write("clicks.toml", clicks("", "out/"));
+    let mut child = s.spawn(&["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"]);
+    std::thread::sleep(Duration::from_millis(1200));
+    crate::faults::signal(child.id(), "TERM");
+    let ended = crate::util::wait_for(30, || child.try_wait().unwrap().is_some());
+    assert!(ended, "SIGTERM did not stop the stream");
+    let r = crate::util::finish_within(child, 5, &["run"]);
+    assert_eq!(r.code, 143, "{}", r.stderr);
+    assert!(r.stderr.contains("to finish the run: fanout run --resume rd"), "{}", r.stderr);
+    assert!(s.path("rd/checkpoint/CURRENT").is_file());
+    assert!(!s.path("rd/summary.json").exists());
+    assert!(producer.wait().unwrap().success());
+    s.run_within(120, &["run", "--resume", "rd", "--progress", "never"]).expect(0);
+    check(&s, "out", "rd");
+}
+
+#[test]
+fn standard_input_streams_through_a_map_stage_into_parts() {
+    let s = Scratch::new();
+    s.write(
+        "lines.toml",
+        r#"[input]
+stream = { stdin = true }
+format = "text"
+[stream]
+batch_size = 100
+checkpoint_every = "100ms"
+[[stage]]
+name = "keep"
+function = "grep"
+params = { column = "line", pattern = "7" }
+[output]
+path = "parts"
+format = "jsonl"
+"#,
+    );
+    let input: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+    let mut child = Command::new(binary())
+        .args(["run", "lines.toml", "--progress", "never", "--json", "--run-dir", "rd"])
+        .current_dir(s.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for chunk in input.as_bytes().chunks(7000) {
+            stdin.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    let r = crate::util::finish_within(child, 60, &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sum = summary(&r);
+    assert_eq!(sum["stream"]["stopped_by"], "input ended");
+    assert_eq!(sum["stream"]["records_in"], 5000);
+    // Every kept line, once, in order across the parts.
+    let mut parts: Vec<_> = std::fs::read_dir(s.path("parts")).unwrap().map(|e| e.unwrap().path()).collect();
+    parts.sort();
+    assert!(parts.len() > 1, "one part per checkpoint: {parts:?}");
+    let got: Vec<String> = parts
+        .iter()
+        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap()["line"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = (0..5000).map(|i| format!("line {i}")).filter(|l| l.contains('7')).collect();
+    assert_eq!(got, want);
+    assert_eq!(sum["stream"]["rows_out"], want.len());
+}
+
+#[test]
+fn stream_jobs_are_checked_before_they_run() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("incoming")).unwrap();
+    let cases = [
+        ("stream = { kinesis = \"clicks\" }", "", "a kinesis stream source is not supported yet"),
+        ("stream = { dir = \"nowhere\" }", "", "input.stream.dir `nowhere` is not a directory"),
+        ("stream = { dir = \"incoming\", stdin = true }", "", "input.stream names more than one source: dir, stdin"),
+        ("stream = { dir = \"incoming\" }\nformat = \"jsonl\"", "", "list its columns in input.schema"),
+        ("stream = { dir = \"incoming\" }", "", "set input.format to text, jsonl or csv"),
+    ];
+    for (input, stream, want) in cases {
+        let job = format!("[input]\n{input}\n{stream}\n[output]\npath = \"out\"\nformat = \"jsonl\"\n");
+        s.write("j.toml", &job);
+        let r = s.run(&["validate", "j.toml"]).expect(2);
+        assert!(r.stderr.contains(want), "{input}: {}", r.stderr);
+    }
+    // A keyed stage needs a window, a window a keyed stage.
+    let keyed =
+        clicks("", "out/").replace("window = { tumbling = \"2s\", time = \"ts\" }\nallowed_lateness = \"1s\"\n", "");
+    s.write("k.toml", &keyed);
+    let r = s.run(&["validate", "k.toml"]).expect(2);
+    assert!(r.stderr.contains("k.toml:13:7: a keyed stage on a stream aggregates per window"), "{}", r.stderr);
+    // A window over a field the stage does not get fails before it runs.
+    s.write("t.toml", clicks("", "out/").replace("time = \"ts\"", "time = \"when\""));
+    let r = s.run(&["run", "t.toml", "--until", "records=1", "--progress", "never"]).expect(2);
+    assert!(
+        r.stderr.contains("t.toml:9:36: window.time `when` is not a column of what stage `count` reads (page, ts, n)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!s.path(".fanout/runs").exists(), "a job that does not plan made a run directory");
+    // A stream job that plans validates, and `plan` shows its shape.
+    s.write("clicks.toml", clicks("", "out/"));
+    s.run(&["validate", "clicks.toml"]).expect(0);
+    let r = s.run(&["plan", "clicks.toml"]).expect(0);
+    assert!(r.stdout.contains("input: a stream of files renamed into incoming"), "{}", r.stdout);
+    assert!(r.stdout.contains("window: tumbling 2s over event time `ts`; allowed lateness 1s"), "{}", r.stdout);
+    assert!(r.stdout.contains("1. count: aggregate (keyed by page per window) -> page, count, sum_n"), "{}", r.stdout);
+    // [stream] and --until belong to streams.
+    s.write("data.txt", "a\n");
+    s.write("b.toml", "[input]\npath = \"data.txt\"\n[stream]\nbatch_size = 5\n[output]\npath = \"o.csv\"\n");
+    let r = s.run(&["validate", "b.toml"]).expect(2);
+    assert!(r.stderr.contains("b.toml:3:1: [stream] applies to a stream input"), "{}", r.stderr);
+    s.write("b2.toml", "[input]\npath = \"data.txt\"\n[output]\npath = \"o.csv\"\n");
+    let r = s.run(&["run", "b2.toml", "--until", "idle=1s"]).expect(2);
+    assert!(r.stderr.contains("--until applies to a stream input"), "{}", r.stderr);
+    let r = s.run(&["run", "clicks.toml", "--until", "soon"]).expect(2);
+    assert!(r.stderr.contains("expected idle=5s, records=N or time=10m"), "{}", r.stderr);
+}
