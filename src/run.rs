@@ -184,6 +184,9 @@ fn watch_signals(stop: Arc<Stop>) {
         // commit goes on.
         let line = match stop.interrupt(signal as i32) {
             Interrupt::Stops => "stopping the run (in-flight invocations are cancelled); again to stop at once",
+            Interrupt::Drains => {
+                "draining the stream (batches in flight finish, windows due are committed, then a checkpoint); again to stop at once"
+            }
             Interrupt::Commits => {
                 "the output is being committed: the run ends when it is complete; again to stop at once (a resume finishes the commit)"
             }

@@ -80,6 +80,19 @@ fn a_windowed_count_over_a_directory_matches_the_oracle() {
     assert!(sum["stream"]["windows"].as_u64().unwrap() >= 8, "{sum}");
     assert!(sum["stream"]["late_records"].as_u64().unwrap() > 0, "the producer writes late events: {sum}");
     check(&s, "out", "rd");
+    // Every invocation is recorded: a combine per window part of a batch,
+    // a reduce per window.
+    let r = s.run(&["records", "rd"]).expect(0);
+    let records: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len() as u64, sum["invocations"]["total"].as_u64().unwrap());
+    let reduces = records.iter().filter(|r| r["phase"] == "reduce").count() as u64;
+    assert_eq!(reduces, sum["stream"]["windows"].as_u64().unwrap());
+    let combined: u64 =
+        records.iter().filter(|r| r["phase"] == "combine").map(|r| r["records_in"].as_u64().unwrap()).sum();
+    let late = sum["stream"]["late_records"].as_u64().unwrap();
+    assert_eq!(combined + late, 12 * 400, "every record is combined once or is late");
+    let r = s.run(&["report", "rd"]).expect(0);
+    assert!(r.stderr.contains(&format!("({} invocations", records.len())), "{}", r.stderr);
     // Resuming the finished stream does nothing.
     let r = s.run(&["run", "--resume", "rd", "--progress", "never"]).expect(0);
     assert!(r.stderr.contains("nothing to resume: the run in rd finished; its output is the"), "{}", r.stderr);
@@ -130,6 +143,7 @@ fn sigterm_drains_and_the_resume_finishes() {
     let r = crate::util::finish_within(child, 5, &["run"]);
     assert_eq!(r.code, 143, "{}", r.stderr);
     assert!(r.stderr.contains("to finish the run: fanout run --resume rd"), "{}", r.stderr);
+    assert!(r.stderr.contains("SIGTERM: draining the stream (batches in flight finish"), "{}", r.stderr);
     assert!(s.path("rd/checkpoint/CURRENT").is_file());
     assert!(!s.path("rd/summary.json").exists());
     assert!(producer.wait().unwrap().success());
@@ -242,4 +256,107 @@ fn stream_jobs_are_checked_before_they_run() {
     assert!(r.stderr.contains("--until applies to a stream input"), "{}", r.stderr);
     let r = s.run(&["run", "clicks.toml", "--until", "soon"]).expect(2);
     assert!(r.stderr.contains("expected idle=5s, records=N or time=10m"), "{}", r.stderr);
+}
+
+/// A stage before the windowed count that passes the records through, as
+/// each kind of function: none, an exec process, a Lambda handler.
+fn pass_through(kind: &str, mark: &str) -> String {
+    let schema = "schema = [\"page:utf8\", \"ts:utf8\", \"n:int64\"]";
+    let env = format!("env = {{ FANOUT_TEST_MARK = \"{mark}\" }}");
+    match kind {
+        "builtin" => String::new(),
+        "exec" => format!(
+            "[[stage]]\nname = \"copy\"\n[stage.function]\nexec = [\"python3\", \"-c\", \"import sys; sys.stdout.write(sys.stdin.read())\"]\nio = \"jsonl\"\n{schema}\n{env}\n"
+        ),
+        "lambda" => format!(
+            "[[stage]]\nname = \"copy\"\n[stage.function]\nlambda = [\"python3\", \"{}\"]\nhandler = \"handlers.echo\"\n{schema}\n{env}\n",
+            root().join("tests/fixtures/lambda/bootstrap.py").display()
+        ),
+        other => unreachable!("{other}"),
+    }
+}
+
+#[test]
+fn every_preset_and_kind_of_function_counts_the_same_windows() {
+    let s = Scratch::new();
+    let mut producer = produce(&s, 8, 250, 50.0);
+    assert!(producer.wait().unwrap().success());
+    let runs = [
+        ("local", "builtin"),
+        ("aws-lambda", "builtin"),
+        ("gcp-functions", "builtin"),
+        ("azure-functions", "builtin"),
+        ("local", "exec"),
+        ("aws-lambda", "exec"),
+        ("local", "lambda"),
+        ("azure-functions", "lambda"),
+    ];
+    for (i, (preset, kind)) in runs.iter().enumerate() {
+        let out = format!("out-{i}/");
+        let job = clicks("", &out)
+            .replace(
+                "[[stage]]\nname = \"count\"",
+                &format!("{}[[stage]]\nname = \"count\"", pass_through(kind, "kinds")),
+            )
+            .replace("concurrency = 2\n", &format!("concurrency = 2\npreset = \"{preset}\"\n"));
+        s.write("clicks.toml", &job);
+        let rd = format!("rd-{i}");
+        let args = ["run", "clicks.toml", "--until", "idle=1s", "--progress", "never", "--json", "--run-dir", &rd];
+        let r = s.run_within(120, &args).expect(0);
+        let sum = summary(&r);
+        assert_eq!(sum["stream"]["records_in"], 8 * 250, "{preset} {kind}");
+        assert!(sum["cost"]["usd"].as_f64().unwrap() >= 0.0);
+        assert_eq!(sum["cost"]["preset"], *preset);
+        if *kind != "builtin" {
+            let copy = sum["stages"].as_array().unwrap().iter().find(|st| st["name"] == "copy").unwrap();
+            assert_eq!(copy["records_in"], 8 * 250, "{preset} {kind}: {copy}");
+        }
+        check(&s, &out, &rd);
+        assert!(crate::util::marked("kinds").is_empty(), "{preset} {kind}: a function's process outlived the stream");
+    }
+}
+
+#[test]
+fn a_signal_leaves_no_function_process_behind() {
+    for kind in ["exec", "lambda"] {
+        let s = Scratch::new();
+        let mut producer = produce(&s, 40, 200, 20.0);
+        let mark = format!("stream-signal-{kind}");
+        let job = clicks("", "out/").replace(
+            "[[stage]]\nname = \"count\"",
+            &format!("{}[[stage]]\nname = \"count\"", pass_through(kind, &mark)),
+        );
+        s.write("clicks.toml", &job);
+        let child = s.spawn(&["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"]);
+        let started = crate::util::wait_for(30, || !crate::util::marked(&mark).is_empty());
+        assert!(started, "{kind}: no function process started");
+        crate::faults::signal(child.id(), "TERM");
+        let r = crate::util::finish_within(child, 30, &["run"]);
+        assert_eq!(r.code, 143, "{kind}: {}", r.stderr);
+        assert_eq!(crate::util::marked(&mark), [], "{kind}: a function's process outlived the stream");
+        assert!(producer.wait().unwrap().success());
+        s.run_within(120, &["run", "--resume", "rd", "--progress", "never"]).expect(0);
+        check(&s, "out", "rd");
+        assert_eq!(crate::util::marked(&mark), [], "{kind}: a function's process outlived the resume");
+    }
+}
+
+#[test]
+fn a_failing_function_stops_the_stream_naming_the_records() {
+    let s = Scratch::new();
+    let mut producer = produce(&s, 3, 100, 50.0);
+    assert!(producer.wait().unwrap().success());
+    let failing = "[[stage]]\nname = \"copy\"\n[stage.function]\nexec = [\"sh\", \"-c\", \"echo no such luck >&2; exit 3\"]\nio = \"jsonl\"\nschema = [\"page:utf8\", \"ts:utf8\", \"n:int64\"]\n";
+    let job = clicks("", "out/")
+        .replace("[[stage]]\nname = \"count\"", &format!("{failing}[[stage]]\nname = \"count\""))
+        .replace("concurrency = 2\n", "concurrency = 2\nretries = 1\nbackoff = \"1ms\"\n");
+    s.write("clicks.toml", &job);
+    let r = s.run_within(60, &["run", "clicks.toml", "--until", "idle=1s", "--progress", "never", "--run-dir", "rd"]);
+    let r = r.expect(1);
+    assert!(r.stderr.contains("error: stage `copy`, batch of 000000.jsonl records 1..100"), "{}", r.stderr);
+    assert!(r.stderr.contains("no such luck"), "{}", r.stderr);
+    let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
+    assert_eq!(sum["status"], "failed");
+    // Nothing past the failure was committed.
+    assert_eq!(std::fs::read_dir(s.path("out")).unwrap().count(), 0);
 }

@@ -28,6 +28,9 @@ pub struct Stop {
     /// under the lock an interrupt takes, so that each signal is either
     /// before the commit point or after it.
     committing: Mutex<bool>,
+    /// Whether an interrupt lets the work in flight finish (a stream's
+    /// drain) rather than cancel it.
+    drains: AtomicBool,
 }
 
 /// What an interrupt does to the run.
@@ -38,6 +41,10 @@ pub enum Interrupt {
     /// The run's commit had begun: it goes on to the end, and the run then
     /// ends with its output complete.
     Commits,
+    /// A stream drains: the batches in flight finish, the windows due are
+    /// committed and a checkpoint is written; then the run ends, to be
+    /// resumed.
+    Drains,
 }
 
 impl Stop {
@@ -65,7 +72,11 @@ impl Stop {
     pub fn interrupt(&self, signal: i32) -> Interrupt {
         let committing = self.committing.lock().expect("not poisoned");
         let _ = self.signal.compare_exchange(0, signal, Relaxed, Relaxed);
-        let does = if *committing { Interrupt::Commits } else { Interrupt::Stops };
+        let does = match (*committing, self.drains.load(Relaxed)) {
+            (true, _) => Interrupt::Commits,
+            (false, true) => Interrupt::Drains,
+            (false, false) => Interrupt::Stops,
+        };
         drop(committing);
         self.stop();
         let linked: Vec<Arc<Stop>> =
@@ -74,6 +85,12 @@ impl Stop {
             child.interrupt(signal);
         }
         does
+    }
+
+    /// Makes an interrupt drain the run rather than cancel what is in
+    /// flight: a stream's.
+    pub(crate) fn drain_on_interrupt(&self) {
+        self.drains.store(true, Relaxed);
     }
 
     /// Passes the commit point, unless the run was interrupted before it

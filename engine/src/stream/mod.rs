@@ -41,9 +41,9 @@ use hdrhistogram::Histogram;
 use crate::compile::{CompiledStage, plan_stages};
 use crate::error::EngineError;
 use crate::options::{Report, RunFailure, RunOptions, Until};
+use crate::records::{InvocationRecord, Log, Recorder};
 use crate::run_dir::{RunDir, finished_run};
-use crate::stats::StageStats;
-use crate::step::Step;
+use crate::step::{Step, StepKind};
 use crate::summary::{Latency, StreamSummary, Summary, Totals, summarize};
 use checkpoint::State;
 use source::{DirSource, Piece, Segment, Spool};
@@ -102,6 +102,8 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     {
         return Ok(Report { run_dir: dir.clone(), summary, finished_before: true, signal_in_commit: None });
     }
+    // A signal drains the stream: what is in flight finishes.
+    opts.stop.drain_on_interrupt();
     // The stages are planned before anything is made.
     let stages = plan_stream(plan, registry)?;
     let dir = RunDir::create(opts.run_dir.as_deref(), opts.resume)?;
@@ -126,7 +128,16 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         }
     };
     let source = DirSource::new(source_dir, plan.input.options.clone(), state.position.clone());
-    let mut stream = Stream::new(plan, sp, &stages, output_schema, &dir.path, state, partials, opts);
+    let log = open_records(plan, &dir.path, opts.resume).map_err(fail)?;
+    let mut recorder = Recorder::new(&log, Step::count(stages.len()));
+    if opts.resume {
+        let step_of = |stage: &str, phase: &str| {
+            let s = plan.stages.iter().position(|c| c.name == stage)?;
+            Some(Step { stage: s, kind: StepKind::parse(phase)? }.index())
+        };
+        crate::records::replay(&dir.path, step_of, &mut recorder.stats).map_err(fail)?;
+    }
+    let mut stream = Stream::new(plan, sp, &stages, output_schema, &dir.path, state, partials, recorder, opts);
     let result = stream.run(source, spool.as_ref(), until, opts);
     let wall = started.elapsed();
     let (ended, error) = match result {
@@ -147,6 +158,12 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     }
     written.map_err(fail)?;
     Ok(Report { run_dir: dir.path.clone(), summary, finished_before: false, signal_in_commit: None })
+}
+
+/// The run's invocation records, appended to on a resume.
+fn open_records(plan: &Plan, run_dir: &Path, resume: bool) -> Result<Log, EngineError> {
+    let names: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
+    Log::create(&run_dir.join(crate::records::FILE), resume, &names)
 }
 
 /// The `--until` a run goes by: a new run's (kept in its directory), or
@@ -188,6 +205,7 @@ struct Work {
     seq: u64,
     batch: RecordBatch,
     segments: Vec<Segment>,
+    queued: Instant,
 }
 
 /// A batch back from the workers: its map stages' output, or why not.
@@ -195,9 +213,33 @@ struct Done {
     seq: u64,
     result: Result<RecordBatch, EngineError>,
     segments: Vec<Segment>,
-    /// Per map stage: (records in, records out, microseconds, cold).
-    calls: Vec<(u64, u64, u64, bool)>,
+    /// When it was handed to the workers.
+    queued: Instant,
+    /// The worker that ran it.
+    worker: usize,
+    /// Its map stages' invocations, failed attempts included.
+    calls: Vec<Call>,
 }
+
+/// One invocation of a function, as a worker or the coordinator saw it.
+#[derive(Debug, Clone)]
+struct Call {
+    /// The stage, by index.
+    stage: usize,
+    attempt: u32,
+    container: u64,
+    cold: bool,
+    started: Instant,
+    finished: Instant,
+    records_in: u64,
+    records_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    error: Option<String>,
+}
+
+/// Numbers the containers (function instances) of a stream.
+static CONTAINERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Why the source stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +256,11 @@ struct Arrivals(BTreeMap<i64, u64>);
 
 /// The coordinator's state.
 struct Stream<'a> {
+    recorder: Recorder<'a>,
+    /// When the stream started: records' times count from here.
+    origin: Instant,
+    /// The reduce's and combiner's containers.
+    containers: (u64, u64),
     plan: &'a Plan,
     sp: &'a StreamPlan,
     stages: &'a [CompiledStage],
@@ -231,7 +278,6 @@ struct Stream<'a> {
     late: Option<(Writer, PathBuf, u64)>,
     /// Arrivals of the rows in `part`.
     part_arrivals: Arrivals,
-    stats: Vec<StageStats>,
     latency: Histogram<u64>,
     stop: Arc<crate::stop::Stop>,
     live: bool,
@@ -247,6 +293,7 @@ impl<'a> Stream<'a> {
         run_dir: &Path,
         state: State,
         partials: BTreeMap<i64, Vec<RecordBatch>>,
+        recorder: Recorder<'a>,
         opts: &RunOptions,
     ) -> Stream<'a> {
         let keyed = stages.last().filter(|s| s.key.is_some());
@@ -258,6 +305,9 @@ impl<'a> Stream<'a> {
         state.next_part = state.next_part.max(1);
         state.next_late = state.next_late.max(1);
         Stream {
+            recorder,
+            origin: Instant::now(),
+            containers: (0, 0),
             plan,
             sp,
             stages,
@@ -272,7 +322,6 @@ impl<'a> Stream<'a> {
             part: None,
             late: None,
             part_arrivals: Arrivals::default(),
-            stats: vec![StageStats::default(); Step::count(stages.len())],
             latency: Histogram::new(3).expect("a histogram"),
             stop: opts.stop.clone(),
             live: opts.live,
@@ -313,9 +362,9 @@ impl<'a> Stream<'a> {
                 drop(work_tx);
                 let _ = end_tx.send(end);
             });
-            for _ in 0..concurrency {
+            for worker in 0..concurrency {
                 let (rx, tx, stop) = (work_rx.clone(), done_tx.clone(), opts.stop.clone());
-                scope.spawn(move || work(map_stages, &rx, &tx, &stop, timeout, retries));
+                scope.spawn(move || work(worker, map_stages, &rx, &tx, &stop, timeout, retries));
             }
             drop((work_rx, done_tx));
             self.coordinate(&done_rx, &end_rx)
@@ -400,14 +449,8 @@ impl<'a> Stream<'a> {
     /// Applies one batch, in order: its records into windows (or the
     /// part), windows that closed committed, the source's position moved.
     fn apply(&mut self, d: Done) -> Result<(), EngineError> {
-        for (i, (rin, rout, us, cold)) in d.calls.iter().enumerate() {
-            let s = &mut self.stats[Step::map(i).index()];
-            s.invocations += 1;
-            s.cold += u64::from(*cold);
-            s.records_in += rin;
-            s.records_out += rout;
-            s.billed_us += us;
-            s.latency.saturating_record((*us).max(1));
+        for call in &d.calls {
+            self.record(Step::map(call.stage), d.seq, d.worker, d.queued, call)?;
         }
         let batch = d.result?;
         let records: u64 = d.segments.iter().map(|s| s.rows as u64).sum();
@@ -481,22 +524,62 @@ impl<'a> Stream<'a> {
         let cold = self.combine.is_none();
         if cold {
             self.combine = Some(stage.function.init().map_err(|e| self.stage_error(stage, e.message))?);
+            self.containers.0 = CONTAINERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let instance = self.combine.as_mut().expect("made above");
-        let n = part.num_rows() as u64;
+        let (records_in, bytes_in) = (part.num_rows() as u64, part.get_array_memory_size() as u64);
         let inv = Invocation::plain(&stage.name, self.state.counts.batches);
-        let began = Instant::now();
-        let out = instance.call(&inv, vec![part]);
-        let us = began.elapsed().as_micros() as u64;
-        let out = out.map_err(|e| self.stage_error(stage, e.message))?;
-        let s = &mut self.stats[Step::combine(stage.index).index()];
-        s.invocations += 1;
-        s.cold += u64::from(cold);
-        s.records_in += n;
-        s.records_out += out.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        s.billed_us += us;
-        s.latency.saturating_record(us.max(1));
-        Ok(out)
+        let started = Instant::now();
+        let out = self.combine.as_mut().expect("made above").call(&inv, vec![part]);
+        let call = Call {
+            stage: stage.index,
+            attempt: 1,
+            container: self.containers.0,
+            cold,
+            started,
+            finished: Instant::now(),
+            records_in,
+            records_out: out.as_ref().map_or(0, |o| o.iter().map(|b| b.num_rows() as u64).sum()),
+            bytes_in,
+            bytes_out: out.as_ref().map_or(0, |o| o.iter().map(|b| b.get_array_memory_size() as u64).sum()),
+            error: out.as_ref().err().map(|e| e.message.clone()),
+        };
+        self.record(Step::combine(stage.index), self.state.counts.batches, 0, started, &call)?;
+        out.map_err(|e| self.stage_error(stage, e.message))
+    }
+
+    /// Records one invocation of `step`, for the run's records and its
+    /// statistics.
+    fn record(
+        &mut self,
+        step: Step,
+        task: u64,
+        worker: usize,
+        queued: Instant,
+        call: &Call,
+    ) -> Result<(), EngineError> {
+        let us = |t: Instant| t.saturating_duration_since(self.origin).as_micros() as u64;
+        let took = call.finished.saturating_duration_since(call.started);
+        let r = InvocationRecord {
+            stage: &self.stages[call.stage].name,
+            phase: step.kind.name(),
+            task,
+            attempt: call.attempt,
+            backup: false,
+            worker,
+            container: call.container,
+            cold: call.cold,
+            queued_us: us(queued),
+            started_us: us(call.started),
+            finished_us: us(call.finished),
+            billed_us: self.plan.platform.pricing.billed(took).as_micros() as u64,
+            status: if call.error.is_none() { "ok" } else { "error" },
+            error: call.error.as_deref(),
+            bytes_in: call.bytes_in,
+            records_in: call.records_in,
+            bytes_out: call.bytes_out,
+            records_out: call.records_out,
+        };
+        self.recorder.record(step.index(), &r)
     }
 
     /// Reduces window `start`'s partials and commits it as one file.
@@ -508,21 +591,30 @@ impl<'a> Stream<'a> {
         if cold {
             let made = stage.function.init_reduce().expect("a keyed stage reduces");
             self.reduce = Some(made.map_err(|e| self.stage_error(stage, e.message))?);
+            self.containers.1 = CONTAINERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let n: u64 = partials.iter().map(|b| b.num_rows() as u64).sum();
+        let records_in: u64 = partials.iter().map(|b| b.num_rows() as u64).sum();
+        let bytes_in: u64 = partials.iter().map(|b| b.get_array_memory_size() as u64).sum();
         let inv = Invocation::plain(&stage.name, start as u64);
-        let began = Instant::now();
+        let started = Instant::now();
         let reduced = self.reduce.as_mut().expect("made above").call(&inv, partials);
-        let us = began.elapsed().as_micros() as u64;
+        let call = Call {
+            stage: stage.index,
+            attempt: 1,
+            container: self.containers.1,
+            cold,
+            started,
+            finished: Instant::now(),
+            records_in,
+            records_out: reduced.as_ref().map_or(0, |o| o.iter().map(|b| b.num_rows() as u64).sum()),
+            bytes_in,
+            bytes_out: reduced.as_ref().map_or(0, |o| o.iter().map(|b| b.get_array_memory_size() as u64).sum()),
+            error: reduced.as_ref().err().map(|e| e.message.clone()),
+        };
+        // A window's reduce is task `start` (its start, epoch ms).
+        self.record(Step::reduce(stage.index), start.max(0) as u64, 0, started, &call)?;
         let reduced = reduced.map_err(|e| self.stage_error(stage, e.message))?;
-        let rows: u64 = reduced.iter().map(|b| b.num_rows() as u64).sum();
-        let s = &mut self.stats[Step::reduce(stage.index).index()];
-        s.invocations += 1;
-        s.cold += u64::from(cold);
-        s.records_in += n;
-        s.records_out += rows;
-        s.billed_us += us;
-        s.latency.saturating_record(us.max(1));
+        let rows = call.records_out;
         let size = self.sp.window.as_ref().map_or(1, |w| w.size.as_millis().max(1) as i64);
         let name = format!("window-{}", window::rfc3339(start).replace(':', "-"));
         let schema = self.output_schema.clone();
@@ -586,6 +678,7 @@ impl<'a> Stream<'a> {
             finish_part(writer, &temp, &self.run_dir.join("late"), "late", number, Format::Jsonl)?;
             self.state.next_late = number + 1;
         }
+        self.recorder.flush()?;
         self.state.number += 1;
         self.state.windows = self.partials.keys().copied().collect();
         let partial_schema = self.keyed.map(|s| s.function.output_schema());
@@ -626,7 +719,7 @@ impl<'a> Stream<'a> {
     ) -> Summary {
         let c = self.state.counts;
         let totals = Totals {
-            stats: self.stats.clone(),
+            stats: self.recorder.stats.clone(),
             splits: c.batches,
             input_bytes: 0,
             input_records: c.records_in,
@@ -731,7 +824,7 @@ fn feed(
             let batch = arrow_select::concat::concat_batches(&schema, pieces.iter().map(|p| &p.batch))
                 .map_err(|e| EngineError::Stream(format!("batching records: {e}")))?;
             let segments = pieces.into_iter().map(|p| p.segment).collect();
-            if tx.send(Work { seq, batch, segments }).is_err() {
+            if tx.send(Work { seq, batch, segments, queued: Instant::now() }).is_err() {
                 return Ok(End::Signal);
             }
             seq += 1;
@@ -746,6 +839,7 @@ fn feed(
 /// A worker: runs the map stages on each batch it takes, in containers
 /// of its own, and sends the result back.
 fn work(
+    worker: usize,
     stages: &[CompiledStage],
     rx: &crossbeam_channel::Receiver<Work>,
     tx: &crossbeam_channel::Sender<Done>,
@@ -753,18 +847,15 @@ fn work(
     timeout: Option<Duration>,
     retries: u32,
 ) {
-    let mut instances: Vec<Option<Box<dyn MapInstance>>> = stages.iter().map(|_| None).collect();
+    let mut containers: Vec<Option<(Box<dyn MapInstance>, u64)>> = stages.iter().map(|_| None).collect();
     while let Ok(w) = rx.recv() {
         let mut calls = Vec::new();
         let mut batch = w.batch;
         let mut result = Ok(());
         if batch.num_rows() > 0 {
             for (i, stage) in stages.iter().enumerate() {
-                match call_map(stage, &mut instances[i], &batch, w.seq, stop, timeout, retries) {
-                    Ok((out, us, cold)) => {
-                        calls.push((batch.num_rows() as u64, out.num_rows() as u64, us, cold));
-                        batch = out;
-                    }
+                match call_map(i, stage, &mut containers[i], &batch, w.seq, stop, timeout, retries, &mut calls) {
+                    Ok(out) => batch = out,
                     Err(e) => {
                         let at = describe(&w.segments);
                         result = Err(EngineError::Stream(format!("stage `{}`, {at}: {e}", stage.name)));
@@ -773,50 +864,66 @@ fn work(
                 }
             }
         }
-        let done = Done { seq: w.seq, result: result.map(|()| batch), segments: w.segments, calls };
+        let done =
+            Done { seq: w.seq, result: result.map(|()| batch), segments: w.segments, queued: w.queued, worker, calls };
         if tx.send(done).is_err() {
             return;
         }
     }
 }
 
-/// One map stage's invocation on a batch, retried as the platform says;
-/// its output as one batch, how long it took and whether it was cold.
+/// One map stage's invocation on a batch, retried as the platform says
+/// (each attempt noted in `calls`); its output as one batch.
+#[allow(clippy::too_many_arguments)]
 fn call_map(
+    index: usize,
     stage: &CompiledStage,
-    instance: &mut Option<Box<dyn MapInstance>>,
+    container: &mut Option<(Box<dyn MapInstance>, u64)>,
     batch: &RecordBatch,
     seq: u64,
     stop: &crate::stop::Stop,
     timeout: Option<Duration>,
     retries: u32,
-) -> Result<(RecordBatch, u64, bool), FunctionError> {
+    calls: &mut Vec<Call>,
+) -> Result<RecordBatch, FunctionError> {
     let mut attempt = 1;
     loop {
-        let cold = instance.is_none();
+        let cold = container.is_none();
         if cold {
-            *instance = Some(stage.function.init()?);
+            let id = CONTAINERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *container = Some((stage.function.init()?, id));
         }
-        let began = Instant::now();
+        let (instance, id) = container.as_mut().expect("made above");
+        let started = Instant::now();
         let mut inv = Invocation::plain(&stage.name, seq);
         inv.attempt = attempt;
-        inv.deadline = timeout.map(|t| began + t);
-        inv.cancel = Some(stop.flag());
-        let called = instance.as_mut().expect("made above").call(&inv, vec![batch.clone()]);
-        let us = began.elapsed().as_micros() as u64;
-        if instance.as_ref().is_some_and(|i| i.spent()) {
-            *instance = None;
+        inv.deadline = timeout.map(|t| started + t);
+        let called = instance.call(&inv, vec![batch.clone()]).and_then(|out| {
+            let schema = stage.function.output_schema();
+            arrow_select::concat::concat_batches(&schema, &out).map_err(|e| FunctionError::permanent(e.to_string()))
+        });
+        calls.push(Call {
+            stage: index,
+            attempt,
+            container: *id,
+            cold,
+            started,
+            finished: Instant::now(),
+            records_in: batch.num_rows() as u64,
+            records_out: called.as_ref().map_or(0, |b| b.num_rows() as u64),
+            bytes_in: batch.get_array_memory_size() as u64,
+            bytes_out: called.as_ref().map_or(0, |b| b.get_array_memory_size() as u64),
+            error: called.as_ref().err().map(|e| e.message.clone()),
+        });
+        if instance.spent() {
+            *container = None;
         }
         match called {
-            Ok(out) => {
-                let schema = stage.function.output_schema();
-                let out = arrow_select::concat::concat_batches(&schema, &out)
-                    .map_err(|e| FunctionError::permanent(e.to_string()))?;
-                return Ok((out, us, cold));
-            }
+            Ok(out) => return Ok(out),
             Err(e) if !e.permanent && attempt <= retries && !stop.is_stopped() => {
                 attempt += 1;
-                *instance = None;
+                // A failed container is not used again.
+                *container = None;
             }
             Err(e) => return Err(e),
         }
