@@ -217,6 +217,11 @@ fn stream_jobs_are_checked_before_they_run() {
         ("stream = { dir = \"incoming\", stdin = true }", "", "input.stream names more than one source: dir, stdin"),
         ("stream = { dir = \"incoming\" }\nformat = \"jsonl\"", "", "list its columns in input.schema"),
         ("stream = { dir = \"incoming\" }", "", "set input.format to text, jsonl or csv"),
+        (
+            "stream = { dir = \"incoming\" }\nformat = \"text\"\non_bad_record = \"skip\"",
+            "",
+            "skip and reject are not supported yet",
+        ),
     ];
     for (input, stream, want) in cases {
         let job = format!("[input]\n{input}\n{stream}\n[output]\npath = \"out\"\nformat = \"jsonl\"\n");
@@ -359,4 +364,11 @@ fn a_failing_function_stops_the_stream_naming_the_records() {
     assert_eq!(sum["status"], "failed");
     // Nothing past the failure was committed.
     assert_eq!(std::fs::read_dir(s.path("out")).unwrap().count(), 0);
+    // A record that does not parse stops the stream, located.
+    std::fs::write(s.path("incoming/.bad"), "{\"page\": \"a\", \"ts\": \"2026-12-07T10:00:01Z\", \"n\": oops}\n")
+        .unwrap();
+    std::fs::rename(s.path("incoming/.bad"), s.path("incoming/bad.jsonl")).unwrap();
+    s.write("plain.toml", clicks("", "plain/"));
+    let r = s.run_within(60, &["run", "plain.toml", "--until", "idle=1s", "--progress", "never"]).expect(1);
+    assert!(r.stderr.contains("error: incoming/bad.jsonl: line 1 (byte 0): "), "{}", r.stderr);
 }

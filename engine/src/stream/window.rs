@@ -40,10 +40,19 @@ pub(crate) fn event_times(batch: &RecordBatch, field: &str) -> Result<Vec<i64>, 
                     DataType::LargeUtf8 => column.as_string::<i64>().value(row),
                     _ => column.as_string_view().value(row),
                 };
-                let nanos = arrow_cast::parse::string_to_timestamp_nanos(text.trim()).map_err(|_| {
-                    format!("`{field}` = {text:?} is not a time (RFC 3339, e.g. 2026-12-07T10:00:00Z; row {row} of its batch)")
-                })?;
-                nanos.div_euclid(1_000_000)
+                // Epoch seconds or milliseconds written as text (a csv
+                // field) count as the numbers they are.
+                match text.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() => epoch(v),
+                    _ => {
+                        let nanos = arrow_cast::parse::string_to_timestamp_nanos(text.trim()).map_err(|_| {
+                            format!(
+                                "`{field}` = {text:?} is not a time (RFC 3339, e.g. 2026-12-07T10:00:00Z, or epoch seconds or milliseconds; row {row} of its batch)"
+                            )
+                        })?;
+                        nanos.div_euclid(1_000_000)
+                    }
+                }
             }
             DataType::Int64 => epoch(column.as_primitive::<Int64Type>().value(row) as f64),
             DataType::Int32 => epoch(column.as_primitive::<Int32Type>().value(row) as f64),
@@ -193,8 +202,16 @@ mod tests {
 
     #[test]
     fn event_times_read_text_seconds_milliseconds_and_floats() {
-        let text = batch(Arc::new(StringArray::from(vec!["2026-12-07T10:00:01Z", "2026-12-07T11:00:00.250+01:00"])));
-        assert_eq!(event_times(&text, "ts").unwrap(), [1_796_637_601_000, 1_796_637_600_250]);
+        let text = batch(Arc::new(StringArray::from(vec![
+            "2026-12-07T10:00:01Z",
+            "2026-12-07T11:00:00.250+01:00",
+            "1796637601",
+            " 1796637601500",
+        ])));
+        assert_eq!(
+            event_times(&text, "ts").unwrap(),
+            [1_796_637_601_000, 1_796_637_600_250, 1_796_637_601_000, 1_796_637_601_500]
+        );
         let ints = batch(Arc::new(Int64Array::from(vec![1_796_637_601, 1_796_637_601_500])));
         assert_eq!(event_times(&ints, "ts").unwrap(), [1_796_637_601_000, 1_796_637_601_500]);
         let floats = batch(Arc::new(Float64Array::from(vec![1.5])));

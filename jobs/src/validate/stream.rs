@@ -121,6 +121,10 @@ pub(super) fn validate_stream(
             errors.push(job.error(&FieldPath::keys(["input"]), m));
         }
     }
+    if f.input.on_bad_record.as_deref().is_some_and(|p| p != "fail") {
+        let m = "on a stream, a bad record stops the stream (on_bad_record = \"fail\"); skip and reject are not supported yet";
+        errors.push(job.error(&FieldPath::keys(["input", "on_bad_record"]), m));
+    }
     let batch_size = match spec.batch_size {
         Some(0) => {
             errors.push(job.error(&at("batch_size"), "batch_size must be at least 1"));
