@@ -48,7 +48,7 @@ fn unknown_fields_name_line_column_and_expected_keys() {
     let job = OK.replace("path = \"data.txt\"", "path = \"data.txt\"\nchunk_sise = \"1MiB\"");
     let err = invalid(&job, &[]);
     assert!(
-        err.starts_with("error: job.toml:3:1: unknown field `chunk_sise`, expected one of `path`, `generate`, `format`, `chunk_size`"),
+        err.starts_with("error: job.toml:3:1: unknown field `chunk_sise`, expected one of `path`, `generate`, `stream`, `format`, `chunk_size`"),
         "{err}"
     );
 }
