@@ -195,8 +195,8 @@ pub struct RunArgs {
     pub no_journal: bool,
     /// When a stream stops by itself: `idle=5s` (no new record for 5 s),
     /// `records=N`, `time=10m`, or several, comma separated. The input
-    /// then counts as ended: every open window is committed. A resume
-    /// keeps the run's own.
+    /// then counts as ended: every open window is committed. A resumed
+    /// stream stops by the --until it was started with.
     #[arg(long, value_name = "SPEC", conflicts_with = "resume")]
     pub until: Option<fanout_engine::Until>,
     /// The run directory (default: `.fanout/runs/<id>`).

@@ -2,6 +2,23 @@
 //! outcome to an exit code (0 success, 1 the job failed, 2 an invalid job
 //! file or usage). The work itself lives in the library crates.
 
+/// `eprintln!` that does not panic when stderr is gone (a closed pipe):
+/// the command goes on, and its exit code says how it ended.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that does not panic when stderr is gone.
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod bench;
 mod datasets;

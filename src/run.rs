@@ -108,7 +108,9 @@ pub fn run(a: &RunArgs) -> Outcome {
             }
             if let EngineError::Interrupted { signal } = f.error {
                 if let Some(dir) = &f.run_dir {
-                    let kept = if opts.journal {
+                    let kept = if plan.is_stream() {
+                        "it goes on from its last checkpoint"
+                    } else if opts.journal {
                         "its finished tasks are journaled"
                     } else {
                         "it kept no journal (--no-journal), so every task runs again"

@@ -372,3 +372,156 @@ fn a_failing_function_stops_the_stream_naming_the_records() {
     let r = s.run_within(60, &["run", "plain.toml", "--until", "idle=1s", "--progress", "never"]).expect(1);
     assert!(r.stderr.contains("error: incoming/bad.jsonl: line 1 (byte 0): "), "{}", r.stderr);
 }
+
+/// Writes `lines` into `incoming/NAME` whole: written under a dot name,
+/// its modification time set `age_s` seconds back, then renamed in.
+fn arrive(s: &Scratch, name: &str, lines: &[&str], age_s: u64) {
+    let temp = s.path(&format!("incoming/.{name}"));
+    std::fs::write(&temp, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let when = std::time::SystemTime::now() - Duration::from_secs(age_s);
+    std::fs::File::options().write(true).open(&temp).unwrap().set_modified(when).unwrap();
+    std::fs::rename(&temp, s.path(&format!("incoming/{name}"))).unwrap();
+}
+
+#[test]
+fn a_replay_takes_the_files_in_the_order_the_run_took_them() {
+    // A file with an older modification time renamed in after a newer
+    // one (as `mv` of an old file, `cp -p` or `rsync -t` leave it): the
+    // run takes it second, and so must the replay after a kill.
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("incoming")).unwrap();
+    s.write("clicks.toml", clicks("checkpoint_every = \"1h\"", "out/"));
+    let args = ["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"];
+    let mut child = Command::new(binary()).args(args).current_dir(s.dir.path()).stderr(Stdio::null()).spawn().unwrap();
+    arrive(&s, "x.jsonl", &[r#"{"page":"x","ts":"2026-12-07T10:00:05Z","n":1}"#], 0);
+    assert!(crate::util::wait_for(30, || std::fs::read_to_string(s.path("rd/arrivals"))
+        .is_ok_and(|a| a.contains("x.jsonl"))));
+    arrive(&s, "y.jsonl", &[r#"{"page":"y","ts":"2026-12-07T10:00:25Z","n":2}"#], 3600);
+    // y's event closes x's window, which is committed before the kill.
+    let window = s.path("out/window-2026-12-07T10-00-04Z.jsonl");
+    assert!(crate::util::wait_for(30, || window.exists()), "x's window was not committed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    s.run_within(60, &["run", "--resume", "rd", "--progress", "never"]).expect(0);
+    let arrivals = std::fs::read_to_string(s.path("rd/arrivals")).unwrap();
+    let names: Vec<&str> = arrivals.lines().map(|l| l.split_once(' ').unwrap().1).collect();
+    assert_eq!(names, ["x.jsonl", "y.jsonl"]);
+    let windows: Vec<String> =
+        std::fs::read_dir(s.path("out")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(windows.len(), 2, "{windows:?}");
+    assert_eq!(std::fs::read_to_string(&window).unwrap().lines().count(), 1);
+    assert!(
+        !s.path("rd/late").exists() || std::fs::read_dir(s.path("rd/late")).unwrap().count() == 0,
+        "x was late on replay"
+    );
+    let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
+    assert_eq!((sum["stream"]["windows"].as_u64(), sum["stream"]["late_records"].as_u64()), (Some(2), Some(0)));
+}
+
+#[test]
+fn the_output_directory_is_checked_before_anything_is_made() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("incoming")).unwrap();
+    s.write("out/keep.txt", "mine");
+    s.write("clicks.toml", clicks("", "out/"));
+    let r = s.run(&["run", "clicks.toml", "--until", "idle=1s", "--progress", "never", "--run-dir", "rd"]).expect(2);
+    assert!(r.stderr.contains("the output out/ exists"), "{}", r.stderr);
+    assert!(!s.path("rd").exists(), "a refused run made its run directory");
+    s.write("file-out", "x");
+    s.write("f.toml", clicks("", "file-out"));
+    let r = s.run(&["run", "f.toml", "--until", "idle=1s", "--progress", "never", "--run-dir", "rd"]).expect(1);
+    assert!(r.stderr.contains("file-out: a stream's output is a directory, and this is a file"), "{}", r.stderr);
+    assert!(!s.path("rd").exists());
+    // Overwriting removes an earlier stream's windows, and nothing else.
+    s.write("out/window-2026-12-07T09-00-00Z.jsonl", "{}\n");
+    s.write("out/part-000001.jsonl", "{}\n");
+    arrive(&s, "a.jsonl", &[r#"{"page":"a","ts":"2026-12-07T10:00:05Z","n":1}"#], 0);
+    let r = s.run_within(
+        60,
+        &["run", "clicks.toml", "--until", "idle=1s", "--progress", "never", "--set", "output.mode=overwrite"],
+    );
+    r.expect(0);
+    let mut names: Vec<String> =
+        std::fs::read_dir(s.path("out")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["keep.txt", "window-2026-12-07T10-00-04Z.jsonl"]);
+}
+
+#[test]
+fn a_drain_finishes_the_batches_started_and_leaves_the_queued_ones() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("incoming")).unwrap();
+    for f in 0..6 {
+        let lines: Vec<String> =
+            (0..10).map(|i| format!(r#"{{"page":"p","ts":"2026-12-07T10:00:{:02}Z","n":{i}}}"#, f * 5)).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        arrive(&s, &format!("{f}.jsonl"), &lines, 0);
+    }
+    let slow = "[[stage]]\nname = \"slow\"\n[stage.function]\nexec = [\"sh\", \"-c\", \"sleep 1; cat\"]\nio = \"jsonl\"\nschema = [\"page:utf8\", \"ts:utf8\", \"n:int64\"]\n";
+    let job = clicks("", "out/")
+        .replace("batch_size = 300", "batch_size = 10")
+        .replace("[[stage]]\nname = \"count\"", &format!("{slow}[[stage]]\nname = \"count\""))
+        .replace("concurrency = 2", "concurrency = 1");
+    s.write("slow.toml", &job);
+    let child = s.spawn(&["run", "slow.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    crate::faults::signal(child.id(), "TERM");
+    let r = crate::util::finish_within(child, 30, &["run"]);
+    assert_eq!(r.code, 143, "{}", r.stderr);
+    assert!(r.stderr.contains("(it goes on from its last checkpoint)"), "{}", r.stderr);
+    let records = s.run(&["records", "rd"]).expect(0).stdout;
+    let started = records.lines().filter(|l| l.contains("\"stage\":\"slow\"")).count();
+    assert!((1..=2).contains(&started), "{started} batches started; the queued ones should wait:\n{records}");
+    s.run_within(60, &["run", "--resume", "rd", "--progress", "never"]).expect(0);
+    let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
+    assert_eq!(sum["stream"]["records_in"], 60);
+    assert_eq!(sum["stream"]["late_records"], 0);
+}
+
+#[test]
+fn a_closed_stderr_does_not_turn_success_into_a_panic() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("incoming")).unwrap();
+    arrive(&s, "a.jsonl", &[r#"{"page":"a","ts":"2026-12-07T10:00:05Z","n":1}"#], 0);
+    s.write("clicks.toml", clicks("", "out/"));
+    let mut child = Command::new(binary())
+        .args(["run", "clicks.toml", "--until", "idle=1s", "--progress", "never"])
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn until_and_platform_settings_a_stream_cannot_honour_are_refused() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("incoming")).unwrap();
+    s.write("clicks.toml", clicks("", "out/"));
+    for (until, want) in [
+        ("idle=1s,idle=2s", "`idle` is given twice"),
+        ("records=0", "`records=0`: must be at least 1"),
+        ("time=0s", "`time=0s`: must be longer than 0s"),
+    ] {
+        let r = s.run(&["run", "clicks.toml", "--until", until]).expect(2);
+        assert!(r.stderr.contains(want), "{until}: {}", r.stderr);
+    }
+    for setting in ["emulate = true", "keep_alive = \"5m\"", "backups = true", "tolerated_failure_count = 3"] {
+        s.write("p.toml", clicks("", "out/").replace("concurrency = 2\n", &format!("concurrency = 2\n{setting}\n")));
+        let r = s.run(&["validate", "p.toml"]).expect(2);
+        let key = setting.split(' ').next().unwrap();
+        assert!(r.stderr.contains(&format!("platform.{key} does not apply to a stream yet")), "{}", r.stderr);
+    }
+    // A bad event time is named by its file and record.
+    arrive(
+        &s,
+        "a.jsonl",
+        &[r#"{"page":"a","ts":"2026-12-07T10:00:05Z","n":1}"#, r#"{"page":"b","ts":"soon","n":2}"#],
+        0,
+    );
+    let r = s.run_within(60, &["run", "clicks.toml", "--until", "idle=1s", "--progress", "never"]).expect(1);
+    assert!(r.stderr.contains("`ts` = \"soon\" is not a time"), "{}", r.stderr);
+    assert!(r.stderr.contains("(a.jsonl, record 2)"), "{}", r.stderr);
+}

@@ -123,13 +123,23 @@ impl FromStr for Until {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) =
                 part.split_once('=').ok_or_else(|| format!("`{part}`: expected idle=5s, records=N or time=10m"))?;
-            let duration = || humantime::parse_duration(value.trim()).map_err(|e| format!("`{part}`: {e}"));
+            let duration = || match humantime::parse_duration(value.trim()) {
+                Ok(d) if d.is_zero() => Err(format!("`{part}`: must be longer than 0s")),
+                Ok(d) => Ok(Some(d)),
+                Err(e) => Err(format!("`{part}`: {e}")),
+            };
+            let twice = || format!("`{}` is given twice", key.trim());
             match key.trim() {
-                "idle" => until.idle = Some(duration()?),
-                "time" => until.time = Some(duration()?),
-                "records" => {
-                    until.records = Some(value.trim().parse().map_err(|_| format!("`{part}`: not a whole number"))?)
-                }
+                "idle" if until.idle.is_some() => return Err(twice()),
+                "time" if until.time.is_some() => return Err(twice()),
+                "records" if until.records.is_some() => return Err(twice()),
+                "idle" => until.idle = duration()?,
+                "time" => until.time = duration()?,
+                "records" => match value.trim().parse::<u64>() {
+                    Ok(0) => return Err(format!("`{part}`: must be at least 1")),
+                    Ok(n) => until.records = Some(n),
+                    Err(_) => return Err(format!("`{part}`: not a whole number")),
+                },
                 other => return Err(format!("`{other}`: expected idle, records or time")),
             }
         }

@@ -106,6 +106,11 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     opts.stop.drain_on_interrupt();
     // The stages are planned before anything is made.
     let stages = plan_stream(plan, registry)?;
+    // A new run whose output is taken makes nothing, not even its run
+    // directory (which a resume could then take for its own).
+    if !opts.resume {
+        check_output(plan)?;
+    }
     let dir = RunDir::create(opts.run_dir.as_deref(), opts.resume)?;
     let fail = |error: EngineError| RunFailure { error, run_dir: Some(dir.path.clone()) };
     let until = settle_until(&dir.path, opts).map_err(fail)?;
@@ -127,7 +132,7 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
             (d, Some(spool))
         }
     };
-    let source = DirSource::new(source_dir, plan.input.options.clone(), state.position.clone());
+    let source = DirSource::new(source_dir, plan.input.options.clone(), state.position.clone(), &dir.path);
     let log = open_records(plan, &dir.path, opts.resume).map_err(fail)?;
     let mut recorder = Recorder::new(&log, Step::count(stages.len()));
     if opts.resume {
@@ -183,21 +188,43 @@ fn settle_until(run_dir: &Path, opts: &RunOptions) -> Result<Until, EngineError>
     Ok(until)
 }
 
-/// Makes the output directory; one holding files already is another
-/// run's, unless the job overwrites.
-fn prepare_output(plan: &Plan) -> Result<(), EngineError> {
+/// Refuses an output that is a file, or a directory holding files already
+/// (another run's), unless the job overwrites.
+fn check_output(plan: &Plan) -> Result<(), EngineError> {
     let out = &plan.output.path;
-    let taken = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
-    if taken && plan.output.mode == OutputMode::Error {
-        return Err(EngineError::OutputExists(out.clone()));
-    }
     if out.exists() && !out.is_dir() {
         return Err(EngineError::io(
             out,
             std::io::Error::other("a stream's output is a directory, and this is a file"),
         ));
     }
-    std::fs::create_dir_all(out).map_err(|e| EngineError::io(out, e))
+    let taken = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    if taken && plan.output.mode == OutputMode::Error {
+        return Err(EngineError::OutputExists(out.clone()));
+    }
+    Ok(())
+}
+
+/// Makes the output directory. Overwriting, the files an earlier stream
+/// wrote there (`window-*` and `part-*` of the output's format, and their
+/// unfinished dot-files) go first, so that two runs' windows never mix;
+/// other files are left alone.
+fn prepare_output(plan: &Plan) -> Result<(), EngineError> {
+    let out = &plan.output.path;
+    std::fs::create_dir_all(out).map_err(|e| EngineError::io(out, e))?;
+    if plan.output.mode == OutputMode::Overwrite {
+        let ext = format!(".{}", plan.output.format.extension());
+        for entry in std::fs::read_dir(out).map_err(|e| EngineError::io(out, e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let bare = name.strip_prefix('.').unwrap_or(&name);
+            let ours = (bare.starts_with("window-") || bare.starts_with("part-"))
+                && (name.ends_with(&ext) || (name.starts_with('.') && name.ends_with(".tmp")));
+            if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+                std::fs::remove_file(entry.path()).map_err(|e| EngineError::io(entry.path(), e))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A batch on its way to the workers.
@@ -208,10 +235,11 @@ struct Work {
     queued: Instant,
 }
 
-/// A batch back from the workers: its map stages' output, or why not.
+/// A batch back from the workers: its map stages' output, or why not
+/// (`None`: it was not started, the stream stopping).
 struct Done {
     seq: u64,
-    result: Result<RecordBatch, EngineError>,
+    result: Result<RecordBatch, Option<EngineError>>,
     segments: Vec<Segment>,
     /// When it was handed to the workers.
     queued: Instant,
@@ -354,8 +382,12 @@ impl<'a> Stream<'a> {
         let stop = opts.stop.clone();
         let ended = spool.map(|s| s.ended.clone());
         let start = Start { records: self.state.counts.records_in, batch: self.state.counts.batches };
-        let timeout = self.plan.platform.timeout;
-        let retries = self.plan.platform.retries;
+        let retrying = Retrying {
+            timeout: self.plan.platform.timeout,
+            retries: self.plan.platform.retries,
+            backoff: self.plan.platform.backoff,
+            seed: crate::policy::run_seed(&self.run_dir.to_string_lossy()),
+        };
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 let end = feed(&mut source, sp, until, start, ended.as_deref(), &stop, &work_tx);
@@ -364,7 +396,7 @@ impl<'a> Stream<'a> {
             });
             for worker in 0..concurrency {
                 let (rx, tx, stop) = (work_rx.clone(), done_tx.clone(), opts.stop.clone());
-                scope.spawn(move || work(worker, map_stages, &rx, &tx, &stop, timeout, retries));
+                scope.spawn(move || work(worker, map_stages, &rx, &tx, &stop, retrying));
             }
             drop((work_rx, done_tx));
             self.coordinate(&done_rx, &end_rx)
@@ -383,6 +415,7 @@ impl<'a> Stream<'a> {
         let mut last_checkpoint = Instant::now();
         let mut last_line = Instant::now();
         let mut failure: Option<EngineError> = None;
+        let mut halted = false;
         let tick = Duration::from_millis(50);
         loop {
             match done.recv_timeout(tick) {
@@ -393,14 +426,20 @@ impl<'a> Stream<'a> {
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
             while failure.is_none()
+                && !halted
                 && let Some(d) = waiting.remove(&next)
             {
                 next += 1;
-                if let Err(e) = self.apply(d) {
-                    // The source and the workers stop; what is in flight
-                    // is dropped, and the checkpoint stays where it was.
-                    self.stop.stop();
-                    failure = Some(e);
+                match self.apply(d) {
+                    Ok(true) => {}
+                    // A batch left for the resume: so are those after it.
+                    Ok(false) => halted = true,
+                    Err(e) => {
+                        // The source and the workers stop; what is in flight
+                        // is dropped, and the checkpoint stays where it was.
+                        self.stop.stop();
+                        failure = Some(e);
+                    }
                 }
             }
             if failure.is_none() && last_checkpoint.elapsed() >= self.sp.checkpoint_every {
@@ -448,11 +487,16 @@ impl<'a> Stream<'a> {
 
     /// Applies one batch, in order: its records into windows (or the
     /// part), windows that closed committed, the source's position moved.
-    fn apply(&mut self, d: Done) -> Result<(), EngineError> {
+    /// Returns false for a batch not started (the stream stopping).
+    fn apply(&mut self, d: Done) -> Result<bool, EngineError> {
         for call in &d.calls {
             self.record(Step::map(call.stage), d.seq, d.worker, d.queued, call)?;
         }
-        let batch = d.result?;
+        let batch = match d.result {
+            Ok(b) => b,
+            Err(None) => return Ok(false),
+            Err(Some(e)) => return Err(e),
+        };
         let records: u64 = d.segments.iter().map(|s| s.rows as u64).sum();
         // The arrival of each row of the map stages' output: a map stage
         // may change the row count, so rows are given the arrival of the
@@ -463,7 +507,7 @@ impl<'a> Stream<'a> {
         };
         if batch.num_rows() > 0 {
             match self.keyed {
-                Some(stage) => self.window_batch(stage, &batch, &arrivals)?,
+                Some(stage) => self.window_batch(stage, &batch, &arrivals, &d.segments)?,
                 None => {
                     self.write_part(&batch)?;
                     for a in &arrivals {
@@ -477,7 +521,7 @@ impl<'a> Stream<'a> {
         }
         self.state.counts.records_in += records;
         self.state.counts.batches += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// Puts a batch's records into their windows, and commits the windows
@@ -487,12 +531,23 @@ impl<'a> Stream<'a> {
         stage: &CompiledStage,
         batch: &RecordBatch,
         arrivals: &[i64],
+        segments: &[Segment],
     ) -> Result<(), EngineError> {
         let w = self.sp.window.as_ref().expect("a keyed stream stage has a window");
         let size = w.size.as_millis().max(1) as i64;
         let lateness = self.sp.allowed_lateness.as_millis() as i64;
         let times = match &w.time {
-            Some(field) => window::event_times(batch, field).map_err(|m| self.stage_error(stage, m))?,
+            Some(field) => window::event_times(batch, field).map_err(|e| {
+                // Located by file and record where the map stages kept
+                // the rows one to one.
+                let whose = e.row.and_then(|r| locate_row(segments, batch.num_rows(), r));
+                let whose = whose.or_else(|| e.row.map(|r| format!("row {} of the batch", r + 1)));
+                let m = match whose {
+                    Some(w) => format!("{} ({w})", e.message),
+                    None => e.message,
+                };
+                self.stage_error(stage, m)
+            })?,
             None => arrivals.to_vec(),
         };
         let assigned = self.state.clock.assign(&times, size, lateness);
@@ -844,21 +899,28 @@ fn work(
     rx: &crossbeam_channel::Receiver<Work>,
     tx: &crossbeam_channel::Sender<Done>,
     stop: &crate::stop::Stop,
-    timeout: Option<Duration>,
-    retries: u32,
+    retrying: Retrying,
 ) {
     let mut containers: Vec<Option<(Box<dyn MapInstance>, u64)>> = stages.iter().map(|_| None).collect();
     while let Ok(w) = rx.recv() {
         let mut calls = Vec::new();
         let mut batch = w.batch;
         let mut result = Ok(());
+        // Stopping, a batch not started is left for the resume.
+        if stop.is_stopped() {
+            let done = Done { seq: w.seq, result: Err(None), segments: w.segments, queued: w.queued, worker, calls };
+            if tx.send(done).is_err() {
+                return;
+            }
+            continue;
+        }
         if batch.num_rows() > 0 {
             for (i, stage) in stages.iter().enumerate() {
-                match call_map(i, stage, &mut containers[i], &batch, w.seq, stop, timeout, retries, &mut calls) {
+                match call_map(i, stage, &mut containers[i], &batch, w.seq, stop, retrying, &mut calls) {
                     Ok(out) => batch = out,
                     Err(e) => {
                         let at = describe(&w.segments);
-                        result = Err(EngineError::Stream(format!("stage `{}`, {at}: {e}", stage.name)));
+                        result = Err(e.map(|e| EngineError::Stream(format!("stage `{}`, {at}: {e}", stage.name))));
                         break;
                     }
                 }
@@ -872,8 +934,19 @@ fn work(
     }
 }
 
+/// How a map invocation is bounded and retried: the platform's deadline,
+/// retries and backoff (the shared policy's, with the run's seed).
+#[derive(Debug, Clone, Copy)]
+struct Retrying {
+    timeout: Option<Duration>,
+    retries: u32,
+    backoff: Duration,
+    seed: u64,
+}
+
 /// One map stage's invocation on a batch, retried as the platform says
-/// (each attempt noted in `calls`); its output as one batch.
+/// (each attempt noted in `calls`); its output as one batch. `Err(None)`:
+/// the stream stopped before a retry, which is left for the resume.
 #[allow(clippy::too_many_arguments)]
 fn call_map(
     index: usize,
@@ -882,16 +955,16 @@ fn call_map(
     batch: &RecordBatch,
     seq: u64,
     stop: &crate::stop::Stop,
-    timeout: Option<Duration>,
-    retries: u32,
+    retrying: Retrying,
     calls: &mut Vec<Call>,
-) -> Result<RecordBatch, FunctionError> {
+) -> Result<RecordBatch, Option<FunctionError>> {
+    let Retrying { timeout, retries, .. } = retrying;
     let mut attempt = 1;
     loop {
         let cold = container.is_none();
         if cold {
             let id = CONTAINERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            *container = Some((stage.function.init()?, id));
+            *container = Some((stage.function.init().map_err(Some)?, id));
         }
         let (instance, id) = container.as_mut().expect("made above");
         let started = Instant::now();
@@ -920,14 +993,36 @@ fn call_map(
         }
         match called {
             Ok(out) => return Ok(out),
-            Err(e) if !e.permanent && attempt <= retries && !stop.is_stopped() => {
-                attempt += 1;
+            Err(e) if !e.permanent && attempt <= retries => {
                 // A failed container is not used again.
                 *container = None;
+                let wait = crate::policy::backoff(retrying.backoff, attempt, retrying.seed, Step::map(index), seq);
+                let wait = wait.max(e.retry_after.unwrap_or_default());
+                attempt += 1;
+                if !stop.sleep(wait) {
+                    return Err(None);
+                }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(Some(e)),
         }
     }
+}
+
+/// Which file and record row `row` of a batch of `rows` rows is, when the
+/// rows are the segments' records one to one.
+fn locate_row(segments: &[Segment], rows: usize, row: usize) -> Option<String> {
+    if segments.iter().map(|s| s.rows).sum::<usize>() != rows {
+        return None;
+    }
+    let mut first = 0;
+    for s in segments {
+        if row < first + s.rows {
+            let record = s.consumed - (s.rows - (row - first)) as u64 + 1;
+            return Some(format!("{}, record {record}", s.file));
+        }
+        first += s.rows;
+    }
+    None
 }
 
 /// Where a batch's records came from, for messages.

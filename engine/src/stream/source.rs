@@ -1,7 +1,12 @@
 //! Where a stream's records come from. A directory source reads each file
-//! renamed into its directory once, in order of arrival (modification
-//! time, then name; names starting with `.` are not yet complete and are
-//! passed over), through the same readers as a batch job's input. Its
+//! renamed into its directory once, in order of arrival, through the same
+//! readers as a batch job's input; names starting with `.` are not yet
+//! complete and are passed over. Of the files found at one listing, the
+//! one modified first (to the millisecond, then by name) is taken first.
+//! Each file is noted in the run directory's `arrivals` log (fsync'ed)
+//! before it is read, with the time it was taken — its records' arrival
+//! time — so that a replay takes the files in the same order and gives
+//! them the same arrival, whatever their modification times say. Its
 //! position — the files read, and how far into the one being read — is
 //! what a checkpoint keeps, so a resume reads on from there. Standard
 //! input is spooled into such a directory in the run directory first, so
@@ -55,7 +60,7 @@ pub(crate) struct Piece {
 pub(crate) struct Segment {
     /// The file's name in the directory.
     pub(crate) file: String,
-    /// When the file arrived (its modification time), epoch ms: the
+    /// When the file was taken, epoch ms (from the arrivals log): the
     /// arrival time of each of its records.
     pub(crate) arrival_ms: i64,
     /// How many records of the batch.
@@ -87,13 +92,41 @@ pub(crate) struct DirSource {
     opts: DatasetOptions,
     position: Position,
     open: Option<Open>,
+    /// The arrivals log: the files taken, in order, with their arrival.
+    log: PathBuf,
+    /// Files the log holds that are not read yet (a replay's), in order.
+    logged: VecDeque<(String, i64)>,
 }
+
+/// The file of a run directory that notes each file a directory source
+/// takes, in order: `ARRIVAL_MS NAME` lines.
+const ARRIVALS: &str = "arrivals";
 
 impl DirSource {
     /// Reads `dir` from `position` (an empty one: from the start), with
-    /// the job's format, schema and reading options.
-    pub(crate) fn new(dir: PathBuf, opts: DatasetOptions, position: Position) -> DirSource {
-        DirSource { dir, opts, position, open: None }
+    /// the job's format, schema and reading options; the files the run in
+    /// `run_dir` took already are taken again in the order it did.
+    pub(crate) fn new(dir: PathBuf, opts: DatasetOptions, position: Position, run_dir: &Path) -> DirSource {
+        let log = run_dir.join(ARRIVALS);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        // A last line cut short by a crash was never acted on.
+        let whole = text.rsplit_once('\n').map_or("", |(w, _)| w);
+        let logged = (whole.lines())
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(at, name)| Some((name.to_string(), at.parse().ok()?)))
+            .filter(|(name, _)| !position.done.contains(name))
+            .collect();
+        DirSource { dir, opts, position, open: None, log, logged }
+    }
+
+    /// Notes in the log that `name` is taken, arriving at `at`.
+    fn note(&self, name: &str, at: i64) -> Result<(), EngineError> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| EngineError::io(&self.log, e))?;
+        writeln!(f, "{at} {name}").and_then(|()| f.sync_data()).map_err(|e| EngineError::io(&self.log, e))
     }
 
     /// Up to `max` records from the file being read, or from the next file
@@ -130,16 +163,29 @@ impl DirSource {
     /// Opens the file to read next: the one a resume was reading, else the
     /// first to have arrived that is not read.
     fn open_next(&mut self) -> Result<Option<Open>, EngineError> {
-        let (name, skip) = match self.position.current.clone() {
-            Some((name, consumed)) => (name, consumed),
-            None => match self.arrivals()?.into_iter().next() {
-                Some((_, name)) => (name, 0),
-                None => return Ok(None),
+        // The file being read at the checkpoint, then those the log says
+        // were taken after it, then the first of those that have arrived.
+        let (name, skip, arrival_ms) = match self.position.current.clone() {
+            Some((name, consumed)) => {
+                let at = self.logged.iter().position(|(n, _)| *n == name);
+                let arrival =
+                    at.and_then(|i| self.logged.remove(i)).map_or_else(|| millis(SystemTime::now()), |(_, a)| a);
+                (name, consumed, arrival)
+            }
+            None => match self.logged.pop_front() {
+                Some((name, arrival)) => (name, 0, arrival),
+                None => match self.arrivals()?.into_iter().next() {
+                    Some((_, name)) => {
+                        let arrival = millis(SystemTime::now());
+                        self.note(&name, arrival)?;
+                        (name, 0, arrival)
+                    }
+                    None => return Ok(None),
+                },
             },
         };
         let path = self.dir.join(&name);
         let meta = std::fs::metadata(&path).map_err(|e| EngineError::io(&path, e))?;
-        let arrival_ms = millis(meta.modified().unwrap_or(UNIX_EPOCH));
         let (dataset, splits) = if meta.len() == 0 {
             (None, VecDeque::new())
         } else {

@@ -17,16 +17,25 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 /// (10^11 seconds is the year 5138; 10^11 milliseconds is 1973).
 const MILLIS_FROM: f64 = 1e11;
 
+/// A record whose event time cannot be read: its row in the batch (from
+/// 0), and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TimeError {
+    pub(crate) row: Option<usize>,
+    pub(crate) message: String,
+}
+
 /// The event times of `batch`'s rows, in epoch milliseconds, read from
 /// its column `field`: RFC 3339 text, epoch seconds or milliseconds
-/// (integers or floats, told apart by size), or an Arrow timestamp. A row
-/// without a time is an error naming it (`row` counts from 0 in the
-/// batch).
-pub(crate) fn event_times(batch: &RecordBatch, field: &str) -> Result<Vec<i64>, String> {
-    let column = batch
-        .column_by_name(field)
-        .ok_or_else(|| format!("window.time `{field}` is not a column of what the keyed stage reads"))?;
-    let missing = |row: usize| format!("a record has no event time in `{field}` (row {row} of its batch)");
+/// (integers or floats, told apart by size; as numbers or as text), or an
+/// Arrow timestamp. A row without a time is an error naming it.
+pub(crate) fn event_times(batch: &RecordBatch, field: &str) -> Result<Vec<i64>, TimeError> {
+    let at = |row: usize, message: String| TimeError { row: Some(row), message };
+    let column = batch.column_by_name(field).ok_or_else(|| TimeError {
+        row: None,
+        message: format!("window.time `{field}` is not a column of what the keyed stage reads"),
+    })?;
+    let missing = |row: usize| at(row, format!("a record has no event time in `{field}`"));
     let epoch = |v: f64| if v.abs() >= MILLIS_FROM { v.round() as i64 } else { (v * 1000.0).round() as i64 };
     let mut out = Vec::with_capacity(column.len());
     for row in 0..column.len() {
@@ -46,8 +55,11 @@ pub(crate) fn event_times(batch: &RecordBatch, field: &str) -> Result<Vec<i64>, 
                     Ok(v) if v.is_finite() => epoch(v),
                     _ => {
                         let nanos = arrow_cast::parse::string_to_timestamp_nanos(text.trim()).map_err(|_| {
-                            format!(
-                                "`{field}` = {text:?} is not a time (RFC 3339, e.g. 2026-12-07T10:00:00Z, or epoch seconds or milliseconds; row {row} of its batch)"
+                            at(
+                                row,
+                                format!(
+                                    "`{field}` = {text:?} is not a time (RFC 3339, e.g. 2026-12-07T10:00:00Z, or epoch seconds or milliseconds)"
+                                ),
                             )
                         })?;
                         nanos.div_euclid(1_000_000)
@@ -69,9 +81,12 @@ pub(crate) fn event_times(batch: &RecordBatch, field: &str) -> Result<Vec<i64>, 
                 }
             },
             other => {
-                return Err(format!(
-                    "window.time `{field}` is {other}; an event time is RFC 3339 text, epoch seconds or milliseconds, or a timestamp"
-                ));
+                return Err(TimeError {
+                    row: None,
+                    message: format!(
+                        "window.time `{field}` is {other}; an event time is RFC 3339 text, epoch seconds or milliseconds, or a timestamp"
+                    ),
+                });
             }
         };
         out.push(ms);
@@ -217,10 +232,12 @@ mod tests {
         let floats = batch(Arc::new(Float64Array::from(vec![1.5])));
         assert_eq!(event_times(&floats, "ts").unwrap(), [1500]);
         let bad = batch(Arc::new(StringArray::from(vec!["soon"])));
-        assert!(event_times(&bad, "ts").unwrap_err().contains("`ts` = \"soon\" is not a time"));
+        let e = event_times(&bad, "ts").unwrap_err();
+        assert!(e.message.starts_with("`ts` = \"soon\" is not a time") && e.row == Some(0), "{e:?}");
         let none = batch(Arc::new(Int64Array::from(vec![Some(1), None])));
-        assert!(event_times(&none, "ts").unwrap_err().contains("no event time in `ts` (row 1"));
-        assert!(event_times(&none, "t").unwrap_err().contains("`t` is not a column"));
+        let e = event_times(&none, "ts").unwrap_err();
+        assert_eq!((e.row, e.message.as_str()), (Some(1), "a record has no event time in `ts`"));
+        assert!(event_times(&none, "t").unwrap_err().message.contains("`t` is not a column"));
     }
 
     #[test]

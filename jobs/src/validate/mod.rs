@@ -473,6 +473,7 @@ fn validate_output(
         errors.push(job.error(&at("path"), "output.path is empty"));
     } else if fanout_datasets::store::is_url(&spec.path)
         && !spec.path.starts_with("file://")
+        && input.stream.is_none()
         && let Err(why) = fanout_datasets::store::writable(&spec.path)
     {
         errors.push(job.error(&at("path"), format!("output.path `{}`: {why}", spec.path)));

@@ -125,6 +125,28 @@ pub(super) fn validate_stream(
         let m = "on a stream, a bad record stops the stream (on_bad_record = \"fail\"); skip and reject are not supported yet";
         errors.push(job.error(&FieldPath::keys(["input", "on_bad_record"]), m));
     }
+    // What a stream does not model yet is refused, not ignored.
+    let p = &f.platform;
+    let unmodelled = [
+        ("cold_start", p.cold_start.is_some()),
+        ("keep_alive", p.keep_alive.is_some()),
+        ("invocation_overhead", p.invocation_overhead.is_some()),
+        ("emulate", p.emulate.is_some()),
+        ("backups", p.backups.is_some()),
+        ("backup_after", p.backup_after.is_some()),
+        ("backup_when_done", p.backup_when_done.is_some()),
+        ("tolerated_failure_percent", p.tolerated_failure_percent.is_some()),
+        ("tolerated_failure_count", p.tolerated_failure_count.is_some()),
+    ];
+    for (key, given) in unmodelled {
+        if given {
+            let m = format!(
+                "platform.{key} does not apply to a stream yet: a stream's containers are its workers' function instances, \
+                 with no emulated cold start, keep-alive, backups or tolerated failures"
+            );
+            errors.push(job.error(&FieldPath::keys(["platform", key]), m));
+        }
+    }
     let batch_size = match spec.batch_size {
         Some(0) => {
             errors.push(job.error(&at("batch_size"), "batch_size must be at least 1"));
