@@ -173,6 +173,9 @@ fn plan_stream(a: &JobArgs, job: &fanout_jobs::LoadedJob, plan: &fanout_jobs::Pl
     writeln!(out, "job {} ({})", plan.name, a.job.display())?;
     let source = match &plan.input.source {
         InputSource::Stream(fanout_jobs::StreamSource::Dir(d)) => format!("files renamed into {}", d.display()),
+        InputSource::Stream(fanout_jobs::StreamSource::Http(a)) => {
+            format!("records POSTed to http://{a}/streams/{}", plan.name)
+        }
         _ => "standard input".to_string(),
     };
     writeln!(out, "input: a stream of {source}")?;

@@ -205,6 +205,8 @@ format = "jsonl"
     let want: Vec<String> = (0..5000).map(|i| format!("line {i}")).filter(|l| l.contains('7')).collect();
     assert_eq!(got, want);
     assert_eq!(sum["stream"]["rows_out"], want.len());
+    // The spooled input went once checkpointed.
+    assert_eq!(std::fs::read_dir(s.path("rd/stdin")).unwrap().count(), 0);
 }
 
 #[test]
@@ -524,4 +526,70 @@ fn until_and_platform_settings_a_stream_cannot_honour_are_refused() {
     let r = s.run_within(60, &["run", "clicks.toml", "--until", "idle=1s", "--progress", "never"]).expect(1);
     assert!(r.stderr.contains("`ts` = \"soon\" is not a time"), "{}", r.stderr);
     assert!(r.stderr.contains("(a.jsonl, record 2)"), "{}", r.stderr);
+}
+
+#[test]
+fn the_http_ingest_takes_posts_and_pushes_back_when_behind() {
+    let s = Scratch::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A slow stage, so that the producer gets ahead and is told to wait.
+    let slow = "[[stage]]\nname = \"slow\"\n[stage.function]\nexec = [\"sh\", \"-c\", \"sleep 0.2; cat\"]\nio = \"jsonl\"\nschema = [\"page:utf8\", \"ts:utf8\", \"n:int64\"]\n";
+    let job = clicks("", "out/")
+        .replace("stream = { dir = \"incoming\" }", &format!("stream = {{ http = \"127.0.0.1:{port}\" }}"))
+        .replace("[[stage]]\nname = \"count\"", &format!("{slow}[[stage]]\nname = \"count\""))
+        .replace("concurrency = 2", "concurrency = 1");
+    s.write("clicks.toml", &job);
+    let child =
+        s.spawn(&["run", "clicks.toml", "--until", "idle=3s", "--progress", "never", "--json", "--run-dir", "rd"]);
+    let up = crate::util::wait_for(30, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert!(up, "the ingest endpoint did not open");
+    let url = format!("http://127.0.0.1:{port}");
+    // What is not a stream's records is refused, each with its reason.
+    crate::util::python(
+        &s,
+        &format!(
+            "import json, urllib.request, urllib.error\n\
+             def post(path, body, method='POST'):\n    \
+                 try:\n        \
+                     with urllib.request.urlopen(urllib.request.Request('{url}' + path, data=body, method=method)) as r:\n            \
+                         return r.status, json.loads(r.read())\n    \
+                 except urllib.error.HTTPError as e:\n        \
+                     return e.code, json.loads(e.read())\n\
+             assert post('/streams/other', b'{{}}') == (404, {{'error': 'no stream here: POST records to /streams/clicks'}})\n\
+             assert post('/streams/clicks', None, 'GET')[0] == 405\n\
+             code, answer = post('/streams/clicks', b'{{\"page\": \"a\"}}\\nnot json\\n')\n\
+             assert code == 400 and answer['error'].startswith('line 2: not JSON'), answer\n\
+             assert post('/streams/clicks', b'[1]\\n') == (400, {{'error': 'line 1: a record is a JSON object'}})\n\
+             assert post('/streams/clicks', b'') == (200, {{'accepted': 0}})\n\
+             print('ok')"
+        ),
+    );
+    let posted = Command::new("python3")
+        .arg(root().join("tests/fixtures/stream_post.py"))
+        .args([&format!("{url}/streams/clicks"), "150", "60", "7", s.path("sent.jsonl").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&posted.stdout).trim(), "ok", "{}", String::from_utf8_lossy(&posted.stderr));
+    let r = crate::util::finish_within(child, 120, &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let busy: u64 = std::fs::read_to_string(s.path("sent.jsonl.busy")).unwrap().parse().unwrap();
+    assert!(busy > 0, "the producer was never told to wait");
+    let sum = summary(&r);
+    assert_eq!(sum["stream"]["records_in"], 150 * 60);
+    check_sent(&s, "sent.jsonl", "out", "rd");
+    // The spooled bodies went once checkpointed.
+    assert_eq!(std::fs::read_dir(s.path("rd/http")).unwrap().count(), 0);
+}
+
+/// Checks the windows against the records an HTTP producer sent, in
+/// order.
+fn check_sent(s: &Scratch, sent: &str, out: &str, run_dir: &str) {
+    let oracle = root().join("tests/fixtures/stream_oracle.py");
+    let r = Command::new("python3")
+        .arg(oracle)
+        .args([s.path(sent), s.path(out), s.path(run_dir)])
+        .args(["2000", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "ok", "oracle: {}", String::from_utf8_lossy(&r.stderr));
 }

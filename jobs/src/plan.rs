@@ -39,6 +39,8 @@ pub enum StreamSource {
     Dir(PathBuf),
     /// Standard input.
     Stdin,
+    /// An HTTP ingest endpoint listening on this address.
+    Http(String),
 }
 
 /// The validated `[stream]` settings.

@@ -39,6 +39,7 @@ pub mod external;
 pub mod function;
 pub mod host;
 mod http1;
+pub mod ingest;
 pub mod params;
 mod registry;
 pub mod shuffle;

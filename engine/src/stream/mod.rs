@@ -124,15 +124,20 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     };
     let restored = checkpoint::load(&dir.path).map_err(fail)?;
     let (state, partials) = restored.unwrap_or_default();
-    let (source_dir, spool) = match source {
-        StreamSource::Dir(d) => (d.clone(), None),
-        StreamSource::Stdin => {
-            let d = dir.path.join("stdin");
-            let spool = Spool::start(&d, sp.batch_size, sp.batch_window).map_err(fail)?;
-            (d, Some(spool))
+    let source_dir = match source {
+        StreamSource::Dir(d) => d.clone(),
+        StreamSource::Stdin => dir.path.join("stdin"),
+        StreamSource::Http(_) => dir.path.join("http"),
+    };
+    let reader = DirSource::new(source_dir.clone(), plan.input.options.clone(), state.position.clone(), &dir.path);
+    let format = plan.input.options.format.unwrap_or(Format::Jsonl);
+    let spool = match source {
+        StreamSource::Dir(_) => None,
+        StreamSource::Stdin => Some(Spool::start(&source_dir, sp.batch_size, sp.batch_window).map_err(fail)?),
+        StreamSource::Http(addr) => {
+            Some(Spool::http(&source_dir, addr, &plan.name, format, reader.taken()).map_err(fail)?)
         }
     };
-    let source = DirSource::new(source_dir, plan.input.options.clone(), state.position.clone(), &dir.path);
     let log = open_records(plan, &dir.path, opts.resume).map_err(fail)?;
     let mut recorder = Recorder::new(&log, Step::count(stages.len()));
     if opts.resume {
@@ -143,7 +148,9 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         crate::records::replay(&dir.path, step_of, &mut recorder.stats).map_err(fail)?;
     }
     let mut stream = Stream::new(plan, sp, &stages, output_schema, &dir.path, state, partials, recorder, opts);
-    let result = stream.run(source, spool.as_ref(), until, opts);
+    stream.spooled = spool.as_ref().map(|_| source_dir.clone());
+    let result = stream.run(reader, spool.as_ref(), until, opts);
+    drop(spool);
     let wall = started.elapsed();
     let (ended, error) = match result {
         Ok(ended) => (Some(ended), None),
@@ -309,6 +316,9 @@ struct Stream<'a> {
     latency: Histogram<u64>,
     stop: Arc<crate::stop::Stop>,
     live: bool,
+    /// The spool directory the source reads, when fanout spools the
+    /// input itself (standard input): its files go once checkpointed.
+    spooled: Option<PathBuf>,
 }
 
 impl<'a> Stream<'a> {
@@ -353,6 +363,7 @@ impl<'a> Stream<'a> {
             latency: Histogram::new(3).expect("a histogram"),
             stop: opts.stop.clone(),
             live: opts.live,
+            spooled: None,
         }
     }
 
@@ -737,7 +748,19 @@ impl<'a> Stream<'a> {
         self.state.number += 1;
         self.state.windows = self.partials.keys().copied().collect();
         let partial_schema = self.keyed.map(|s| s.function.output_schema());
-        checkpoint::save(&self.run_dir, &self.state, &self.partials, partial_schema.as_ref())
+        checkpoint::save(&self.run_dir, &self.state, &self.partials, partial_schema.as_ref())?;
+        // Spooled files read to the end before this checkpoint are never
+        // read again: they go, and so do their names.
+        if let Some(spool) = &self.spooled {
+            for name in std::mem::take(&mut self.state.position.done) {
+                let path = spool.join(&name);
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(EngineError::io(&path, e)),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A stage's failure, with the batch it was on.

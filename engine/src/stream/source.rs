@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
@@ -96,6 +96,9 @@ pub(crate) struct DirSource {
     log: PathBuf,
     /// Files the log holds that are not read yet (a replay's), in order.
     logged: VecDeque<(String, i64)>,
+    /// Files taken so far by this process (what an HTTP ingest compares
+    /// with what it spooled).
+    taken: Arc<AtomicU64>,
 }
 
 /// The file of a run directory that notes each file a directory source
@@ -115,8 +118,17 @@ impl DirSource {
             .filter_map(|l| l.split_once(' '))
             .filter_map(|(at, name)| Some((name.to_string(), at.parse().ok()?)))
             .filter(|(name, _)| !position.done.contains(name))
+            // A file gone (a spooled one removed once checkpointed, or one
+            // deleted before it was read) is not read again; the one being
+            // read at the checkpoint must be there.
+            .filter(|(name, _)| position.current.as_ref().is_some_and(|(c, _)| c == name) || dir.join(name).exists())
             .collect();
-        DirSource { dir, opts, position, open: None, log, logged }
+        DirSource { dir, opts, position, open: None, log, logged, taken: Arc::default() }
+    }
+
+    /// The count of files taken, as it grows.
+    pub(crate) fn taken(&self) -> Arc<AtomicU64> {
+        self.taken.clone()
     }
 
     /// Notes in the log that `name` is taken, arriving at `at`.
@@ -184,6 +196,7 @@ impl DirSource {
                 },
             },
         };
+        self.taken.fetch_add(1, Relaxed);
         let path = self.dir.join(&name);
         let meta = std::fs::metadata(&path).map_err(|e| EngineError::io(&path, e))?;
         let (dataset, splits) = if meta.len() == 0 {
@@ -296,20 +309,44 @@ pub(crate) fn millis(t: SystemTime) -> i64 {
 /// end of the input. The spool is in the run directory, so a resume reads
 /// what a killed run had spooled and not processed.
 pub(crate) struct Spool {
-    /// Set once standard input has ended and its last file is in place.
+    /// Set once standard input has ended and its last file is in place
+    /// (an HTTP endpoint's input never ends).
     pub(crate) ended: Arc<AtomicBool>,
+    /// Tells an HTTP endpoint to stop; its thread, joined on drop.
+    server: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.server.take() {
+            stop.store(true, Relaxed);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How many spooled files may wait unread before an HTTP endpoint answers
+/// 429: the stream is that far behind.
+const MAX_UNREAD: u64 = 64;
+
+/// The largest body an HTTP endpoint takes in one request.
+const MAX_BODY: u64 = 16 << 20;
+
+/// The number the next spooled file of `dir` gets: on from those there.
+fn next_number(dir: &Path) -> Result<u64, EngineError> {
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    Ok(std::fs::read_dir(dir)
+        .map_err(|e| EngineError::io(dir, e))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.split('.').next()?.parse::<u64>().ok())
+        .max()
+        .map_or(1, |n| n + 1))
 }
 
 impl Spool {
     /// Starts spooling standard input into `dir` (made if missing; files
     /// are numbered on from those already there).
     pub(crate) fn start(dir: &Path, batch_size: usize, window: Duration) -> Result<Spool, EngineError> {
-        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
-        let next = std::fs::read_dir(dir)
-            .map_err(|e| EngineError::io(dir, e))?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.split('.').next()?.parse::<u64>().ok())
-            .max()
-            .map_or(1, |n| n + 1);
+        let next = next_number(dir)?;
         let ended = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(batch_size.max(1) * 4);
         std::thread::Builder::new()
@@ -365,8 +402,76 @@ impl Spool {
                 done.store(true, Release);
             })
             .map_err(|e| EngineError::io(dir, e))?;
-        Ok(Spool { ended })
+        Ok(Spool { ended, server: None })
     }
+
+    /// Starts an HTTP ingest endpoint on `addr` (`POST /streams/NAME`)
+    /// that spools each body it accepts into `dir` as one file, fsync'ed
+    /// before it answers 200; a body that is not records of `format` gets
+    /// 400, and while `MAX_UNREAD` files wait unread (`taken` counts those
+    /// read), 429 with `Retry-After`.
+    pub(crate) fn http(
+        dir: &Path,
+        addr: &str,
+        name: &str,
+        format: fanout_datasets::Format,
+        taken: Arc<AtomicU64>,
+    ) -> Result<Spool, EngineError> {
+        use fanout_workers::ingest::{Ingest, Taken};
+        let mut number = next_number(dir)?;
+        let first = number;
+        let ingest = Ingest::bind(addr, name, MAX_BODY)
+            .map_err(|e| EngineError::Stream(format!("input.stream.http: cannot listen on {addr}: {e}")))?;
+        let (stop, into) = (Arc::new(AtomicBool::new(false)), dir.to_path_buf());
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fanout-ingest".into())
+            .spawn(move || {
+                let _ = ingest.serve(&stopping, |body| {
+                    if number - first >= taken.load(Relaxed) + MAX_UNREAD {
+                        return Taken::Busy(Duration::from_secs(1));
+                    }
+                    let lines = match records(body, format) {
+                        Ok(lines) => lines,
+                        Err(why) => return Taken::Refused(why),
+                    };
+                    if lines.is_empty() {
+                        return Taken::Accepted(0);
+                    }
+                    match spool_file(&into, number, &lines) {
+                        Ok(()) => {
+                            number += 1;
+                            Taken::Accepted(lines.len() as u64)
+                        }
+                        Err(e) => Taken::Failed(format!("storing the records: {e}")),
+                    }
+                });
+            })
+            .map_err(|e| EngineError::io(dir, e))?;
+        Ok(Spool { ended: Arc::new(AtomicBool::new(false)), server: Some((stop, thread)) })
+    }
+}
+
+/// The records of an HTTP body: its lines (a last one without a newline
+/// included), each a JSON object for jsonl; why not, naming the line.
+fn records(body: &[u8], format: fanout_datasets::Format) -> Result<Vec<Vec<u8>>, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
+    let mut lines = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        if format == fanout_datasets::Format::Jsonl {
+            if bare.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<serde_json::Value>(bare) {
+                Ok(serde_json::Value::Object(_)) => {}
+                Ok(_) => return Err(format!("line {}: a record is a JSON object", i + 1)),
+                Err(e) => return Err(format!("line {}: not JSON: {e}", i + 1)),
+            }
+        }
+        lines.push(bare.as_bytes().to_vec());
+    }
+    Ok(lines)
 }
 
 /// Writes `lines` into `dir` as file `number`, whole or not at all.

@@ -72,6 +72,19 @@ pub(super) fn validate_stream_source(
             }
             Some(StreamSource::Dir(dir))
         }
+        "http" => {
+            use std::net::ToSocketAddrs;
+            let addr = spec.http.clone().expect("named");
+            match addr.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(_)) => Some(StreamSource::Http(addr)),
+                _ => {
+                    let m =
+                        format!("input.stream.http `{addr}` is not an address to listen on (e.g. \"127.0.0.1:8090\")");
+                    errors.push(job.error(&at("http"), m));
+                    None
+                }
+            }
+        }
         "stdin" if spec.stdin == Some(true) => Some(StreamSource::Stdin),
         "stdin" => {
             errors.push(job.error(&at("stdin"), "input.stream.stdin must be true (or left out)"));
@@ -80,7 +93,7 @@ pub(super) fn validate_stream_source(
         other => {
             let m = format!(
                 "a {other} stream source is not supported yet; this fanout reads streams from a directory \
-                 (dir = \"DIR\") and from standard input (stdin = true)"
+                 (dir = \"DIR\"), standard input (stdin = true) and an HTTP ingest endpoint (http = \"ADDR\")"
             );
             errors.push(job.error(&at(other), m));
             None
@@ -109,12 +122,13 @@ pub(super) fn validate_stream(
     let before = errors.len();
     // The formats a stream's records come in.
     if let Some(format) = f.input.format.as_deref().and_then(|n| n.parse::<Format>().ok()) {
-        let fits = match source.stdin {
-            Some(true) => matches!(format, Format::Text | Format::Jsonl),
-            _ => matches!(format, Format::Text | Format::Jsonl | Format::Csv),
+        let lines_only = source.stdin == Some(true) || source.http.is_some();
+        let fits = match lines_only {
+            true => matches!(format, Format::Text | Format::Jsonl),
+            false => matches!(format, Format::Text | Format::Jsonl | Format::Csv),
         };
         if !fits {
-            let which = if source.stdin == Some(true) { "text or jsonl" } else { "text, jsonl or csv" };
+            let which = if lines_only { "text or jsonl" } else { "text, jsonl or csv" };
             errors.push(job.error(&FieldPath::keys(["input", "format"]), format!("this stream reads {which} records")));
         } else if format != Format::Text && f.input.schema.is_none() {
             let m = "a stream's schema cannot be inferred before its records arrive: list its columns in input.schema";
