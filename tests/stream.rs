@@ -593,3 +593,40 @@ fn check_sent(s: &Scratch, sent: &str, out: &str, run_dir: &str) {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "ok", "oracle: {}", String::from_utf8_lossy(&r.stderr));
 }
+
+#[test]
+fn what_the_http_ingest_accepted_survives_kill_9() {
+    let s = Scratch::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let job = clicks("checkpoint_every = \"1h\"", "out/")
+        .replace("stream = { dir = \"incoming\" }", &format!("stream = {{ http = \"127.0.0.1:{port}\" }}"));
+    s.write("clicks.toml", &job);
+    let url = format!("http://127.0.0.1:{port}/streams/clicks");
+    let post = |bodies: &str, seed: &str, sent: &str| {
+        let up = crate::util::wait_for(30, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert!(up, "the ingest endpoint did not open");
+        let r = Command::new("python3")
+            .arg(root().join("tests/fixtures/stream_post.py"))
+            .args([url.as_str(), bodies, "100", seed, s.path(sent).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "ok", "{}", String::from_utf8_lossy(&r.stderr));
+    };
+    let args = ["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"];
+    let mut child = Command::new(binary()).args(args).current_dir(s.dir.path()).stderr(Stdio::null()).spawn().unwrap();
+    post("20", "3", "sent-1.jsonl");
+    // Every body was answered 200: killed now, with no checkpoint taken
+    // (every hour), the resume must still count every one of them.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = s.spawn(&["run", "--resume", "rd", "--progress", "never", "--json"]);
+    // The second producer's events come after the first's.
+    post("10", "4", "sent-2.jsonl");
+    let r = crate::util::finish_within(resumed, 60, &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut sent = std::fs::read_to_string(s.path("sent-1.jsonl")).unwrap();
+    sent.push_str(&std::fs::read_to_string(s.path("sent-2.jsonl")).unwrap());
+    s.write("sent.jsonl", sent);
+    check_sent(&s, "sent.jsonl", "out", "rd");
+    assert_eq!(summary(&r)["stream"]["records_in"], 30 * 100);
+}
