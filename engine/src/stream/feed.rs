@@ -1,0 +1,116 @@
+//! The source thread of a stream: batches cut from the source, each sent
+//! once full or once its window has passed, numbered, until `--until` is
+//! met, the input ends or the run is stopped.
+
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use fanout_jobs::StreamPlan;
+
+use super::source::{DirSource, Piece, Segment};
+use crate::error::EngineError;
+use crate::options::Until;
+
+/// A batch on its way to the workers.
+pub(super) struct Work {
+    pub(super) seq: u64,
+    pub(super) batch: RecordBatch,
+    pub(super) segments: Vec<Segment>,
+    pub(super) queued: Instant,
+}
+
+/// Why the source stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    Until(&'static str),
+    InputEnded,
+    Signal,
+}
+
+/// Where the source thread starts: the records and batches counted
+/// before (a resume's, from its checkpoint).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Start {
+    pub(super) records: u64,
+    pub(super) batch: u64,
+}
+
+/// The source thread: batches of up to `batch_size` records, each sent
+/// once full or once `batch_window` has passed since its first record,
+/// until `until` is met, the input ends or the run is stopped.
+pub(super) fn feed(
+    source: &mut DirSource,
+    sp: &StreamPlan,
+    until: Until,
+    start: Start,
+    input_ended: Option<&std::sync::atomic::AtomicBool>,
+    stop: &crate::stop::Stop,
+    tx: &crossbeam_channel::Sender<Work>,
+) -> Result<End, EngineError> {
+    let began = Instant::now();
+    let mut last_record = Instant::now();
+    let (mut taken, mut seq) = (start.records, start.batch);
+    let poll = Duration::from_millis(10);
+    loop {
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut rows = 0usize;
+        let mut first: Option<Instant> = None;
+        let end = loop {
+            if stop.is_stopped() {
+                break Some(End::Signal);
+            }
+            if until.time.is_some_and(|t| began.elapsed() >= t) {
+                break Some(End::Until("time"));
+            }
+            let left = until.records.map(|n| n.saturating_sub(taken + rows as u64));
+            if left == Some(0) {
+                break Some(End::Until("records"));
+            }
+            let want = (sp.batch_size - rows).min(left.map_or(usize::MAX, |l| l.min(usize::MAX as u64) as usize));
+            // Read before polling: set, and nothing found, means all of the
+            // input has been read.
+            let ended = input_ended.is_some_and(|e| e.load(std::sync::atomic::Ordering::Acquire));
+            match source.next(want)? {
+                Some(piece) => {
+                    if piece.segment.rows > 0 {
+                        first.get_or_insert_with(Instant::now);
+                        last_record = Instant::now();
+                    }
+                    rows += piece.segment.rows;
+                    pieces.push(piece);
+                    if rows >= sp.batch_size {
+                        break None;
+                    }
+                }
+                None => {
+                    // Nothing waiting: send what there is once its window
+                    // has passed, else wait for more.
+                    if first.is_some_and(|f| f.elapsed() >= sp.batch_window) {
+                        break None;
+                    }
+                    if ended {
+                        break Some(End::InputEnded);
+                    }
+                    if first.is_none() && until.idle.is_some_and(|d| last_record.elapsed() >= d) {
+                        break Some(End::Until("idle"));
+                    }
+                    std::thread::sleep(poll);
+                }
+            }
+        };
+        if !pieces.is_empty() {
+            let schema = pieces[0].batch.schema();
+            let batch = arrow_select::concat::concat_batches(&schema, pieces.iter().map(|p| &p.batch))
+                .map_err(|e| EngineError::Stream(format!("batching records: {e}")))?;
+            let segments = pieces.into_iter().map(|p| p.segment).collect();
+            if tx.send(Work { seq, batch, segments, queued: Instant::now() }).is_err() {
+                return Ok(End::Signal);
+            }
+            seq += 1;
+            taken += rows as u64;
+        }
+        if let Some(end) = end {
+            return Ok(end);
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! A stream's workers: the map stages run on each batch, in containers of
+//! the worker's own, retried and backed off as the platform says; every
+//! invocation noted for the coordinator to record.
+
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use fanout_workers::{FunctionError, Invocation, MapInstance};
+
+use super::feed::Work;
+use super::source::Segment;
+use crate::compile::CompiledStage;
+use crate::error::EngineError;
+use crate::step::Step;
+
+/// A batch back from the workers: its map stages' output, or why not
+/// (`None`: it was not started, the stream stopping).
+pub(super) struct Done {
+    pub(super) seq: u64,
+    pub(super) result: Result<RecordBatch, Option<EngineError>>,
+    pub(super) segments: Vec<Segment>,
+    /// When it was handed to the workers.
+    pub(super) queued: Instant,
+    /// The worker that ran it.
+    pub(super) worker: usize,
+    /// Its map stages' invocations, failed attempts included.
+    pub(super) calls: Vec<Call>,
+}
+
+/// One invocation of a function, as a worker or the coordinator saw it.
+#[derive(Debug, Clone)]
+pub(super) struct Call {
+    /// The stage, by index.
+    pub(super) stage: usize,
+    pub(super) attempt: u32,
+    pub(super) container: u64,
+    pub(super) cold: bool,
+    pub(super) started: Instant,
+    pub(super) finished: Instant,
+    pub(super) records_in: u64,
+    pub(super) records_out: u64,
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
+    pub(super) error: Option<String>,
+}
+
+impl Call {
+    /// A first attempt of stage `stage` in `container`, begun at `started`
+    /// on `input` (rows and bytes) and ending now with `out`.
+    pub(super) fn ended(
+        stage: usize,
+        container: u64,
+        cold: bool,
+        started: Instant,
+        input: (u64, u64),
+        out: &Result<Vec<RecordBatch>, FunctionError>,
+    ) -> Call {
+        let sum = |f: fn(&RecordBatch) -> u64| out.as_ref().map_or(0, |o| o.iter().map(f).sum());
+        Call {
+            stage,
+            attempt: 1,
+            container,
+            cold,
+            started,
+            finished: Instant::now(),
+            records_in: input.0,
+            records_out: sum(|b| b.num_rows() as u64),
+            bytes_in: input.1,
+            bytes_out: sum(|b| b.get_array_memory_size() as u64),
+            error: out.as_ref().err().map(|e| e.message.clone()),
+        }
+    }
+}
+
+/// Numbers the containers (function instances) of a stream.
+pub(super) static CONTAINERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A worker: runs the map stages on each batch it takes, in containers
+/// of its own, and sends the result back.
+pub(super) fn work(
+    worker: usize,
+    stages: &[CompiledStage],
+    rx: &crossbeam_channel::Receiver<Work>,
+    tx: &crossbeam_channel::Sender<Done>,
+    stop: &crate::stop::Stop,
+    retrying: Retrying,
+) {
+    let mut containers: Vec<Option<(Box<dyn MapInstance>, u64)>> = stages.iter().map(|_| None).collect();
+    while let Ok(w) = rx.recv() {
+        let mut calls = Vec::new();
+        let mut batch = w.batch;
+        let mut result = Ok(());
+        // Stopping, a batch not started is left for the resume.
+        if stop.is_stopped() {
+            let done = Done { seq: w.seq, result: Err(None), segments: w.segments, queued: w.queued, worker, calls };
+            if tx.send(done).is_err() {
+                return;
+            }
+            continue;
+        }
+        if batch.num_rows() > 0 {
+            for (i, stage) in stages.iter().enumerate() {
+                match call_map(i, stage, &mut containers[i], &batch, w.seq, stop, retrying, &mut calls) {
+                    Ok(out) => batch = out,
+                    Err(e) => {
+                        let at = describe(&w.segments);
+                        result = Err(e.map(|e| EngineError::Stream(format!("stage `{}`, {at}: {e}", stage.name))));
+                        break;
+                    }
+                }
+            }
+        }
+        let done =
+            Done { seq: w.seq, result: result.map(|()| batch), segments: w.segments, queued: w.queued, worker, calls };
+        if tx.send(done).is_err() {
+            return;
+        }
+    }
+}
+
+/// How a map invocation is bounded and retried: the platform's deadline,
+/// retries and backoff (the shared policy's, with the run's seed).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Retrying {
+    pub(super) timeout: Option<Duration>,
+    pub(super) retries: u32,
+    pub(super) backoff: Duration,
+    pub(super) seed: u64,
+}
+
+/// One map stage's invocation on a batch, retried as the platform says
+/// (each attempt noted in `calls`); its output as one batch. `Err(None)`:
+/// the stream stopped before a retry, which is left for the resume.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn call_map(
+    index: usize,
+    stage: &CompiledStage,
+    container: &mut Option<(Box<dyn MapInstance>, u64)>,
+    batch: &RecordBatch,
+    seq: u64,
+    stop: &crate::stop::Stop,
+    retrying: Retrying,
+    calls: &mut Vec<Call>,
+) -> Result<RecordBatch, Option<FunctionError>> {
+    let Retrying { timeout, retries, .. } = retrying;
+    let mut attempt = 1;
+    loop {
+        let cold = container.is_none();
+        if cold {
+            let id = CONTAINERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *container = Some((stage.function.init().map_err(Some)?, id));
+        }
+        let (instance, id) = container.as_mut().expect("made above");
+        let started = Instant::now();
+        let mut inv = Invocation::plain(&stage.name, seq);
+        inv.attempt = attempt;
+        inv.deadline = timeout.map(|t| started + t);
+        let called = instance.call(&inv, vec![batch.clone()]).and_then(|out| {
+            let schema = stage.function.output_schema();
+            arrow_select::concat::concat_batches(&schema, &out).map_err(|e| FunctionError::permanent(e.to_string()))
+        });
+        calls.push(Call {
+            stage: index,
+            attempt,
+            container: *id,
+            cold,
+            started,
+            finished: Instant::now(),
+            records_in: batch.num_rows() as u64,
+            records_out: called.as_ref().map_or(0, |b| b.num_rows() as u64),
+            bytes_in: batch.get_array_memory_size() as u64,
+            bytes_out: called.as_ref().map_or(0, |b| b.get_array_memory_size() as u64),
+            error: called.as_ref().err().map(|e| e.message.clone()),
+        });
+        if instance.spent() {
+            *container = None;
+        }
+        match called {
+            Ok(out) => return Ok(out),
+            Err(e) if !e.permanent && attempt <= retries => {
+                // A failed container is not used again.
+                *container = None;
+                let wait = crate::policy::backoff(retrying.backoff, attempt, retrying.seed, Step::map(index), seq);
+                let wait = wait.max(e.retry_after.unwrap_or_default());
+                attempt += 1;
+                if !stop.sleep(wait) {
+                    return Err(None);
+                }
+            }
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
+/// Which file and record row `row` of a batch of `rows` rows is, when the
+/// rows are the segments' records one to one.
+pub(super) fn locate_row(segments: &[Segment], rows: usize, row: usize) -> Option<String> {
+    if segments.iter().map(|s| s.rows).sum::<usize>() != rows {
+        return None;
+    }
+    let mut first = 0;
+    for s in segments {
+        if row < first + s.rows {
+            let record = s.consumed - (s.rows - (row - first)) as u64 + 1;
+            return Some(format!("{}, record {record}", s.file));
+        }
+        first += s.rows;
+    }
+    None
+}
+
+/// Where a batch's records came from, for messages.
+pub(super) fn describe(segments: &[Segment]) -> String {
+    let parts: Vec<String> = (segments.iter().filter(|s| s.rows > 0))
+        .map(|s| {
+            let first = s.consumed - s.rows as u64 + 1;
+            format!("{} records {first}..{}", s.file, s.consumed)
+        })
+        .collect();
+    format!("batch of {}", parts.join(", "))
+}
