@@ -176,6 +176,13 @@ fn plan_stream(a: &JobArgs, job: &fanout_jobs::LoadedJob, plan: &fanout_jobs::Pl
         InputSource::Stream(fanout_jobs::StreamSource::Http(a)) => {
             format!("records POSTed to http://{a}/streams/{}", plan.name)
         }
+        InputSource::Stream(fanout_jobs::StreamSource::Kinesis { stream, region, .. }) => {
+            format!("records of the Kinesis stream {stream} ({region})")
+        }
+        InputSource::Stream(fanout_jobs::StreamSource::Sqs { url, .. }) => format!("messages of the SQS queue {url}"),
+        InputSource::Stream(fanout_jobs::StreamSource::Redis { url, key, group, .. }) => {
+            format!("entries of the Redis stream {key} at {url}, read by consumer group {group}")
+        }
         _ => "standard input".to_string(),
     };
     writeln!(out, "input: a stream of {source}")?;

@@ -15,9 +15,12 @@ cd "$(dirname "$0")/.."
 # - node, npm: serverless-offline and Azurite (below);
 # - ip (iproute2): hosts in network namespaces for the remote tests;
 # - setsid (util-linux): the process-lifetime tests' functions;
-# - openssl: a CA and a certificate for the https:// input test's server.
+# - openssl: a CA and a certificate for the https:// input test's server;
+# - redis-server (with redis-cli): the Redis Streams source's server, and
+#   its tests' producer.
 missing=()
-for pair in python3:python3 chromium:chromium node:nodejs npm:npm ip:iproute2 setsid:util-linux openssl:openssl; do
+for pair in python3:python3 chromium:chromium node:nodejs npm:npm ip:iproute2 setsid:util-linux openssl:openssl \
+    redis-server:redis-server; do
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -36,8 +39,8 @@ fi
 #   Run, a real HTTP FaaS runtime for the http backend;
 # - pyarrow, duckdb, xxhash: independent oracles for Parquet and Arrow
 #   files, queries, and the output manifest's checksum;
-# - moto[server]: an S3 server on loopback, for inputs and outputs in
-#   object storage;
+# - moto[server]: S3, Kinesis and SQS servers on loopback, for inputs and
+#   outputs in object storage and for streams;
 # - azure-storage-blob: Azure's own SDK, putting data into Azurite and
 #   checking what fanout left there.
 wanted=()

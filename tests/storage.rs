@@ -37,6 +37,11 @@ impl S3 {
         crate::util::run_with(s.dir.path(), args, &self.env())
     }
 
+    /// The server's URL.
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// The standard AWS environment, pointing at this server.
     pub(crate) fn env(&self) -> [(&str, &str); 5] {
         [
@@ -50,7 +55,7 @@ impl S3 {
 
     /// Runs Python with boto3's client `s3` on this server; the script must
     /// end by printing `ok` (added when it prints nothing else).
-    fn boto(&self, s: &Scratch, script: &str) {
+    pub(crate) fn boto(&self, s: &Scratch, script: &str) {
         let script = format!(
             "import boto3, json\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='testing', \
              aws_secret_access_key='testing', region_name='us-east-1')\n{script}\nprint('ok')\n",

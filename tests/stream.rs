@@ -10,7 +10,7 @@ use crate::util::{Scratch, binary, root, summary};
 
 /// The clicks job: a tumbling 2 s window of counts and sums per page over
 /// the event-time field `ts`, 1 s allowed lateness.
-fn clicks(extra_stream: &str, output: &str) -> String {
+pub(crate) fn clicks(extra_stream: &str, output: &str) -> String {
     format!(
         r#"name = "clicks"
 [input]
@@ -104,23 +104,8 @@ fn kill_9_at_random_points_then_resume_neither_loses_nor_repeats() {
     let mut producer = produce(&s, 40, 300, 12.0);
     s.write("clicks.toml", clicks("checkpoint_every = \"150ms\"", "out/"));
     let args = ["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"];
-    let mut child = Command::new(binary()).args(args).current_dir(s.dir.path()).stderr(Stdio::null()).spawn().unwrap();
-    // Five kills, at pseudo-random moments, each followed by a resume.
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..5 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(150 + seed % 500));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        child = Command::new(binary())
-            .args(["run", "--resume", "rd", "--progress", "never"])
-            .current_dir(s.dir.path())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-    }
+    let child = Command::new(binary()).args(args).current_dir(s.dir.path()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = kill_and_resume(s.dir.path(), child, 5, "rd", &[]);
     assert!(producer.wait().unwrap().success());
     let ended = crate::util::wait_for(120, || child.try_wait().unwrap().is_some());
     assert!(ended, "the resumed stream did not stop when idle");
@@ -128,6 +113,35 @@ fn kill_9_at_random_points_then_resume_neither_loses_nor_repeats() {
     check(&s, "out", "rd");
     let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
     assert_eq!(sum["stream"]["records_in"], 40 * 300);
+}
+
+/// Kills `child` with SIGKILL `times` times, at pseudo-random moments,
+/// each time resuming run directory `run_dir` (in `dir`, with `env`): the
+/// last resume, running.
+pub(crate) fn kill_and_resume(
+    dir: &std::path::Path,
+    mut child: std::process::Child,
+    times: u32,
+    run_dir: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..times {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(150 + seed % 500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = Command::new(binary())
+            .args(["run", "--resume", run_dir, "--progress", "never"])
+            .envs(env.iter().copied())
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    }
+    child
 }
 
 #[test]
@@ -214,7 +228,20 @@ fn stream_jobs_are_checked_before_they_run() {
     let s = Scratch::new();
     std::fs::create_dir_all(s.path("incoming")).unwrap();
     let cases = [
-        ("stream = { kinesis = \"clicks\" }", "", "a kinesis stream source is not supported yet"),
+        ("stream = { sqs = \"queue\" }", "", "input.stream.sqs `queue` is not a queue URL"),
+        ("stream = { redis = \"redis://127.0.0.1:1\" }", "", "a redis source names its stream: set key"),
+        ("stream = { redis = \"127.0.0.1:1\", key = \"k\" }", "", "is not a Redis URL (redis://HOST:PORT)"),
+        (
+            "stream = { kinesis = \"k\", region = \"eu-west-1\", start = \"oldest\" }",
+            "",
+            "input.stream.start is trim_horizon or latest, not `oldest`",
+        ),
+        ("stream = { dir = \"incoming\", group = \"g\" }", "", "input.stream.group applies to a redis source only"),
+        (
+            "stream = { sqs = \"http://127.0.0.1:1/q\", region = \"us-east-1\", visibility_timeout = \"0s\" }",
+            "",
+            "visibility_timeout is between 1s and 12h",
+        ),
         ("stream = { dir = \"nowhere\" }", "", "input.stream.dir `nowhere` is not a directory"),
         ("stream = { dir = \"incoming\", stdin = true }", "", "input.stream names more than one source: dir, stdin"),
         ("stream = { dir = \"incoming\" }\nformat = \"jsonl\"", "", "list its columns in input.schema"),
@@ -584,11 +611,17 @@ fn the_http_ingest_takes_posts_and_pushes_back_when_behind() {
 /// Checks the windows against the records an HTTP producer sent, in
 /// order.
 fn check_sent(s: &Scratch, sent: &str, out: &str, run_dir: &str) {
+    check_sent_late(s, sent, out, run_dir, 1000);
+}
+
+/// Checks the 2 s windows against the records a producer sent, in order,
+/// with `lateness_ms` allowed.
+pub(crate) fn check_sent_late(s: &Scratch, sent: &str, out: &str, run_dir: &str, lateness_ms: u64) {
     let oracle = root().join("tests/fixtures/stream_oracle.py");
     let r = Command::new("python3")
         .arg(oracle)
         .args([s.path(sent), s.path(out), s.path(run_dir)])
-        .args(["2000", "1000"])
+        .args(["2000".to_string(), lateness_ms.to_string()])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "ok", "oracle: {}", String::from_utf8_lossy(&r.stderr));

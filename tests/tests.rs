@@ -21,4 +21,5 @@ mod serve;
 mod simulate;
 mod storage;
 mod stream;
+mod stream_sources;
 mod sweep;

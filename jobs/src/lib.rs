@@ -62,8 +62,8 @@ pub use error::{JobError, JobErrors};
 pub use external::{COMMON_KEYS, ExternalCheck, ExternalChecked, ExternalKind, ExternalRef, SettingProblem};
 pub use load::{FieldPath, LoadedJob, Override, Seg, Source, Syntax, load, load_source};
 pub use plan::{
-    InputPlan, InputSource, OutputMode, OutputPlan, Plan, SortKey, StagePlan, StreamPlan, StreamSource, WindowPlan,
-    generated_name,
+    InputPlan, InputSource, OutputMode, OutputPlan, Plan, SortKey, StagePlan, StartAt, StreamPlan, StreamSource,
+    WindowPlan, generated_name,
 };
 pub use platform::{ColdStart, ContainerModel, PlatformPlan, Preset, Pricing};
 pub use schema::{

@@ -41,6 +41,58 @@ pub enum StreamSource {
     Stdin,
     /// An HTTP ingest endpoint listening on this address.
     Http(String),
+    /// A Kinesis data stream.
+    Kinesis {
+        /// Its name (or ARN).
+        stream: String,
+        /// Its region.
+        region: String,
+        /// Where a new run starts reading.
+        start: StartAt,
+    },
+    /// An SQS queue.
+    Sqs {
+        /// Its URL.
+        url: String,
+        /// Its region.
+        region: String,
+        /// How long a received message stays hidden.
+        visibility_timeout: std::time::Duration,
+    },
+    /// A Redis stream, read by a consumer group.
+    Redis {
+        /// The server, `redis://HOST:PORT`.
+        url: String,
+        /// The stream's key.
+        key: String,
+        /// The consumer group.
+        group: String,
+        /// Where a new group starts reading.
+        start: StartAt,
+        /// How long another consumer's entry stays pending before it is
+        /// claimed.
+        claim_after: std::time::Duration,
+        /// The entry field holding the record; none: the entry's fields as
+        /// one JSON object.
+        field: Option<String>,
+    },
+}
+
+impl StreamSource {
+    /// Whether the source is a service fanout receives records from and
+    /// spools into its run directory (Kinesis, SQS, Redis).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, StreamSource::Kinesis { .. } | StreamSource::Sqs { .. } | StreamSource::Redis { .. })
+    }
+}
+
+/// Where a new run starts reading a source that keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest record kept.
+    TrimHorizon,
+    /// Records added after the run starts.
+    Latest,
 }
 
 /// The validated `[stream]` settings.

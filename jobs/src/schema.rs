@@ -103,21 +103,46 @@ pub struct StreamSourceSpec {
     /// Standard input: lines of text or JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<bool>,
-    /// An HTTP ingest endpoint (not yet supported).
+    /// An HTTP ingest endpoint: the address it listens on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
-    /// A Kinesis data stream (not yet supported).
+    /// A Kinesis data stream, by name or ARN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kinesis: Option<String>,
-    /// An SQS queue URL (not yet supported).
+    /// An SQS queue, by its URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqs: Option<String>,
-    /// A Redis server, with `key` (not yet supported).
+    /// A Redis server (`redis://HOST:PORT`), with `key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<String>,
     /// The Redis stream's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// kinesis, sqs: the AWS region (default: the stream ARN's, the queue
+    /// URL's, or `AWS_REGION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// kinesis, redis: where a new run starts reading: `trim_horizon` (the
+    /// oldest record kept; the default) or `latest` (records added after
+    /// it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// sqs: how long a received message stays hidden from other consumers
+    /// before it is spooled and deleted (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility_timeout: Option<Duration>,
+    /// redis: the consumer group (default: the job's name), made if
+    /// missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// redis: how long another consumer's entry stays pending, unacknowledged,
+    /// before this one claims it (XAUTOCLAIM; default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_after: Option<Duration>,
+    /// redis: the entry field that holds the record (default: the entry's
+    /// fields, as one JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// `[stream]`: a stream's batching, windows and checkpoints, named as

@@ -33,6 +33,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod aws;
 pub mod builtins;
 pub mod catalog;
 pub mod external;

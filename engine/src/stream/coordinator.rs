@@ -19,7 +19,8 @@ use hdrhistogram::Histogram;
 use super::checkpoint::{self, State};
 use super::feed::{End, Start, Work, feed};
 use super::output::{commit_file, finish_part, open_part};
-use super::source::{self, DirSource, Segment, Spool};
+use super::source::{self, DirSource, Segment};
+use super::spool::{Spool, SpoolState};
 use super::window;
 use super::worker::{CONTAINERS, Call, Done, Retrying, locate_row, work};
 use crate::compile::CompiledStage;
@@ -64,6 +65,9 @@ pub(super) struct Stream<'a> {
     /// The spool directory the source reads, when fanout spools the
     /// input itself (standard input): its files go once checkpointed.
     pub(super) spooled: Option<PathBuf>,
+    /// What the spooling tells, when the source is spooled: the
+    /// partitions it reads among them.
+    input: Option<Arc<SpoolState>>,
 }
 
 impl<'a> Stream<'a> {
@@ -109,6 +113,7 @@ impl<'a> Stream<'a> {
             stop: opts.stop.clone(),
             live: opts.live,
             spooled: None,
+            input: None,
         }
     }
 
@@ -136,7 +141,8 @@ impl<'a> Stream<'a> {
         let map_stages = self.map_stages();
         let sp = self.sp;
         let stop = opts.stop.clone();
-        let ended = spool.map(|s| s.ended.clone());
+        let input = spool.map(|s| s.state.clone());
+        self.input = input.clone();
         let start = Start { records: self.state.counts.records_in, batch: self.state.counts.batches };
         let retrying = Retrying {
             timeout: self.plan.platform.timeout,
@@ -146,7 +152,7 @@ impl<'a> Stream<'a> {
         };
         std::thread::scope(|scope| {
             scope.spawn(move || {
-                let end = feed(&mut source, sp, until, start, ended.as_deref(), &stop, &work_tx);
+                let end = feed(&mut source, sp, until, start, input.as_deref(), &stop, &work_tx);
                 drop(work_tx);
                 let _ = end_tx.send(end);
             });
@@ -306,7 +312,10 @@ impl<'a> Stream<'a> {
             })?,
             None => arrivals.to_vec(),
         };
-        let assigned = self.state.clock.assign(&times, size, lateness);
+        // A batch holds one partition's records (the source cuts it so).
+        let partition = segments.iter().find_map(|s| s.partition.as_deref());
+        let known = self.input.as_ref().map(|i| i.partitions.lock().expect("not poisoned").clone()).unwrap_or_default();
+        let assigned = self.state.clock.assign(&times, partition, &known, size, lateness);
         for (start, rows) in &assigned.windows {
             let part = window::take(batch, rows).map_err(|e| self.stage_error(stage, e.to_string()))?;
             let partial = self.call_combine(stage, part)?;
@@ -321,7 +330,7 @@ impl<'a> Stream<'a> {
             self.write_late(&late)?;
             self.state.counts.late += late.num_rows() as u64;
         }
-        if let Some(mark) = self.state.clock.watermark(lateness) {
+        if let Some(mark) = self.state.clock.mark {
             let due: Vec<i64> = self.partials.keys().copied().take_while(|s| s + size <= mark).collect();
             for start in due {
                 self.emit(start)?;

@@ -8,6 +8,7 @@ use arrow_array::RecordBatch;
 use fanout_jobs::StreamPlan;
 
 use super::source::{DirSource, Piece, Segment};
+use super::spool::SpoolState;
 use crate::error::EngineError;
 use crate::options::Until;
 
@@ -43,7 +44,7 @@ pub(super) fn feed(
     sp: &StreamPlan,
     until: Until,
     start: Start,
-    input_ended: Option<&std::sync::atomic::AtomicBool>,
+    input: Option<&SpoolState>,
     stop: &crate::stop::Stop,
     tx: &crossbeam_channel::Sender<Work>,
 ) -> Result<End, EngineError> {
@@ -51,11 +52,24 @@ pub(super) fn feed(
     let mut last_record = Instant::now();
     let (mut taken, mut seq) = (start.records, start.batch);
     let poll = Duration::from_millis(10);
+    // A piece of another partition than the batch's starts the next batch:
+    // as on a platform, a batch holds one partition's records.
+    let mut carried: Option<Piece> = None;
     loop {
         let mut pieces: Vec<Piece> = Vec::new();
         let mut rows = 0usize;
         let mut first: Option<Instant> = None;
+        if let Some(piece) = carried.take() {
+            if piece.segment.rows > 0 {
+                first = Some(Instant::now());
+            }
+            rows = piece.segment.rows;
+            pieces.push(piece);
+        }
         let end = loop {
+            if rows >= sp.batch_size {
+                break None;
+            }
             if stop.is_stopped() {
                 break Some(End::Signal);
             }
@@ -69,8 +83,12 @@ pub(super) fn feed(
             let want = (sp.batch_size - rows).min(left.map_or(usize::MAX, |l| l.min(usize::MAX as u64) as usize));
             // Read before polling: set, and nothing found, means all of the
             // input has been read.
-            let ended = input_ended.is_some_and(|e| e.load(std::sync::atomic::Ordering::Acquire));
+            let ended = input.is_some_and(|i| i.ended.load(std::sync::atomic::Ordering::Acquire));
             match source.next(want)? {
+                Some(piece) if pieces.first().is_some_and(|p| p.segment.partition != piece.segment.partition) => {
+                    carried = Some(piece);
+                    break None;
+                }
                 Some(piece) => {
                     if piece.segment.rows > 0 {
                         first.get_or_insert_with(Instant::now);
@@ -90,6 +108,9 @@ pub(super) fn feed(
                     }
                     if ended {
                         break Some(End::InputEnded);
+                    }
+                    if let Some(why) = input.and_then(|i| i.failed.lock().expect("not poisoned").clone()) {
+                        return Err(EngineError::Stream(why));
                     }
                     if first.is_none() && until.idle.is_some_and(|d| last_record.elapsed() >= d) {
                         break Some(End::Until("idle"));

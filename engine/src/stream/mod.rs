@@ -26,7 +26,9 @@ mod checkpoint;
 mod coordinator;
 mod feed;
 mod output;
+mod receive;
 mod source;
+mod spool;
 mod window;
 mod worker;
 
@@ -45,7 +47,8 @@ use crate::run_dir::{RunDir, finished_run};
 use crate::step::{Step, StepKind};
 use coordinator::Stream;
 use output::{check_output, prepare_output};
-use source::{DirSource, Spool};
+use source::DirSource;
+use spool::Spool;
 
 /// Plans a stream job's stages against its schema (declared, or text's):
 /// what `fanout plan` shows, and the check a run makes first.
@@ -127,14 +130,22 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         StreamSource::Dir(d) => d.clone(),
         StreamSource::Stdin => dir.path.join("stdin"),
         StreamSource::Http(_) => dir.path.join("http"),
+        StreamSource::Kinesis { .. } | StreamSource::Sqs { .. } | StreamSource::Redis { .. } => {
+            dir.path.join("received")
+        }
     };
     let reader = DirSource::new(source_dir.clone(), plan.input.options.clone(), state.position.clone(), &dir.path);
     let format = plan.input.options.format.unwrap_or(Format::Jsonl);
     let spool = match source {
         StreamSource::Dir(_) => None,
-        StreamSource::Stdin => Some(Spool::start(&source_dir, sp.batch_size, sp.batch_window).map_err(fail)?),
+        StreamSource::Stdin => {
+            Some(Spool::start(&source_dir, &dir.path, sp.batch_size, sp.batch_window).map_err(fail)?)
+        }
         StreamSource::Http(addr) => {
-            Some(Spool::http(&source_dir, addr, &plan.name, format, reader.taken()).map_err(fail)?)
+            Some(Spool::http(&source_dir, &dir.path, addr, &plan.name, format, reader.taken()).map_err(fail)?)
+        }
+        remote => {
+            receive::start(remote, &source_dir, &dir.path, &dir.id, sp.batch_size, sp.batch_window).map_err(fail)?
         }
     };
     let log = open_records(plan, &dir.path, opts.resume).map_err(fail)?;

@@ -8,16 +8,16 @@
 //! time — so that a replay takes the files in the same order and gives
 //! them the same arrival, whatever their modification times say. Its
 //! position — the files read, and how far into the one being read — is
-//! what a checkpoint keeps, so a resume reads on from there. Standard
-//! input is spooled into such a directory in the run directory first, so
-//! that it too can be read again after a crash.
+//! what a checkpoint keeps, so a resume reads on from there. Every other
+//! source is spooled into such a directory in the run directory first
+//! (`spool.rs`), so that it too can be read again after a crash.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
 use fanout_datasets::{Batches, Dataset, DatasetOptions, Split};
@@ -63,6 +63,9 @@ pub(crate) struct Segment {
     /// When the file was taken, epoch ms (from the arrivals log): the
     /// arrival time of each of its records.
     pub(crate) arrival_ms: i64,
+    /// The source partition the file's records are from (a Kinesis
+    /// shard's), when its name says.
+    pub(crate) partition: Option<String>,
     /// How many records of the batch.
     pub(crate) rows: usize,
     /// The file's records read once these are.
@@ -75,6 +78,7 @@ pub(crate) struct Segment {
 struct Open {
     name: String,
     arrival_ms: i64,
+    partition: Option<String>,
     dataset: Dataset,
     splits: VecDeque<Split>,
     batches: Option<Batches>,
@@ -111,12 +115,7 @@ impl DirSource {
     /// `run_dir` took already are taken again in the order it did.
     pub(crate) fn new(dir: PathBuf, opts: DatasetOptions, position: Position, run_dir: &Path) -> DirSource {
         let log = run_dir.join(ARRIVALS);
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        // A last line cut short by a crash was never acted on.
-        let whole = text.rsplit_once('\n').map_or("", |(w, _)| w);
-        let logged = (whole.lines())
-            .filter_map(|l| l.split_once(' '))
-            .filter_map(|(at, name)| Some((name.to_string(), at.parse().ok()?)))
+        let logged = (taken_before(run_dir).into_iter())
             .filter(|(name, _)| !position.done.contains(name))
             // A file gone (a spooled one removed once checkpointed, or one
             // deleted before it was read) is not read again; the one being
@@ -157,6 +156,7 @@ impl DirSource {
                 let segment = Segment {
                     file: open.name.clone(),
                     arrival_ms: open.arrival_ms,
+                    partition: open.partition.clone(),
                     rows: 0,
                     consumed: open.consumed,
                     finished: true,
@@ -216,7 +216,8 @@ impl DirSource {
                 return self.open_next();
             }
         };
-        Ok(Some(Open { name, arrival_ms, dataset, splits, batches: None, consumed: 0, skip, pending: None }))
+        let partition = partition_of(&name).map(str::to_string);
+        Ok(Some(Open { name, arrival_ms, partition, dataset, splits, batches: None, consumed: 0, skip, pending: None }))
     }
 
     /// The files that have arrived and are not read, in order of arrival.
@@ -240,6 +241,18 @@ impl DirSource {
     }
 }
 
+/// The files the arrivals log of `run_dir` says were taken, in order,
+/// with their arrival (epoch ms).
+pub(crate) fn taken_before(run_dir: &Path) -> Vec<(String, i64)> {
+    let text = std::fs::read_to_string(run_dir.join(ARRIVALS)).unwrap_or_default();
+    // A last line cut short by a crash was never acted on.
+    let whole = text.rsplit_once('\n').map_or("", |(w, _)| w);
+    (whole.lines())
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(at, name)| Some((name.to_string(), at.parse().ok()?)))
+        .collect()
+}
+
 /// Up to `max` records of `open`, or `None` once it is read.
 fn read(open: &mut Open, max: usize) -> Result<Option<Piece>, EngineError> {
     loop {
@@ -254,6 +267,7 @@ fn read(open: &mut Open, max: usize) -> Result<Option<Piece>, EngineError> {
             let segment = Segment {
                 file: open.name.clone(),
                 arrival_ms: open.arrival_ms,
+                partition: open.partition.clone(),
                 rows: n,
                 consumed: open.consumed,
                 finished,
@@ -298,193 +312,44 @@ fn next_batch(open: &mut Open) -> Result<Option<RecordBatch>, EngineError> {
     }
 }
 
+/// The name of spooled file `number`, of records from `partition` (a
+/// Kinesis shard) if they are all from one.
+pub(crate) fn spooled_name(number: u64, partition: Option<&str>) -> String {
+    match partition {
+        Some(p) => format!("{number:012}.{p}.spool"),
+        None => format!("{number:012}.spool"),
+    }
+}
+
+/// The partition a spooled file's name says its records are from.
+pub(crate) fn partition_of(name: &str) -> Option<&str> {
+    let (number, rest) = name.split_once('.')?;
+    let partition = rest.strip_suffix(".spool")?;
+    (number.len() == 12 && number.bytes().all(|b| b.is_ascii_digit()) && !partition.is_empty()).then_some(partition)
+}
+
+/// `id` as a partition in a file name: only letters, digits, `-` and `_`.
+pub(crate) fn partition_name(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
 /// `t` as epoch milliseconds.
 pub(crate) fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Standard input, spooled into files of a directory that a
-/// [`DirSource`] reads: a file is renamed into place once it holds
-/// `batch_size` lines or has waited `window` since its first, and at the
-/// end of the input. The spool is in the run directory, so a resume reads
-/// what a killed run had spooled and not processed.
-pub(crate) struct Spool {
-    /// Set once standard input has ended and its last file is in place
-    /// (an HTTP endpoint's input never ends).
-    pub(crate) ended: Arc<AtomicBool>,
-    /// Tells an HTTP endpoint to stop; its thread, joined on drop.
-    server: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Drop for Spool {
-    fn drop(&mut self) {
-        if let Some((stop, thread)) = self.server.take() {
-            stop.store(true, Relaxed);
-            let _ = thread.join();
-        }
+    #[test]
+    fn a_spooled_file_names_its_partition() {
+        assert_eq!(spooled_name(12, None), "000000000012.spool");
+        let name = spooled_name(12, Some("shardId-000000000001"));
+        assert_eq!(name, "000000000012.shardId-000000000001.spool");
+        assert_eq!(partition_of(&name), Some("shardId-000000000001"));
+        assert_eq!(partition_of("000000000012.spool"), None);
+        assert_eq!(partition_of("clicks.2026.spool"), None);
+        assert_eq!(partition_name("a/b c"), "a_b_c");
     }
-}
-
-/// How many spooled files may wait unread before an HTTP endpoint answers
-/// 429: the stream is that far behind.
-const MAX_UNREAD: u64 = 64;
-
-/// The largest body an HTTP endpoint takes in one request.
-const MAX_BODY: u64 = 16 << 20;
-
-/// The number the next spooled file of `dir` gets: on from those there.
-fn next_number(dir: &Path) -> Result<u64, EngineError> {
-    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
-    Ok(std::fs::read_dir(dir)
-        .map_err(|e| EngineError::io(dir, e))?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.split('.').next()?.parse::<u64>().ok())
-        .max()
-        .map_or(1, |n| n + 1))
-}
-
-impl Spool {
-    /// Starts spooling standard input into `dir` (made if missing; files
-    /// are numbered on from those already there).
-    pub(crate) fn start(dir: &Path, batch_size: usize, window: Duration) -> Result<Spool, EngineError> {
-        let next = next_number(dir)?;
-        let ended = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(batch_size.max(1) * 4);
-        std::thread::Builder::new()
-            .name("fanout-stdin".into())
-            .spawn(move || {
-                let mut stdin = std::io::stdin().lock();
-                loop {
-                    let mut line = Vec::new();
-                    match stdin.read_until(b'\n', &mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            if tx.send(line).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            })
-            .map_err(|e| EngineError::io(dir, e))?;
-        let (into, done) = (dir.to_path_buf(), ended.clone());
-        let window = window.max(Duration::from_millis(20));
-        std::thread::Builder::new()
-            .name("fanout-spool".into())
-            .spawn(move || {
-                let mut number = next;
-                let mut lines: Vec<Vec<u8>> = Vec::new();
-                let mut first: Option<Instant> = None;
-                loop {
-                    let wait = first.map_or(Duration::from_secs(3600), |f| window.saturating_sub(f.elapsed()));
-                    let (full, end) = match rx.recv_timeout(wait) {
-                        Ok(line) => {
-                            first.get_or_insert_with(Instant::now);
-                            lines.push(line);
-                            (lines.len() >= batch_size, false)
-                        }
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => (true, false),
-                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => (true, true),
-                    };
-                    if full && !lines.is_empty() {
-                        if spool_file(&into, number, &lines).is_err() {
-                            // Nowhere to put the input: it ends here, and
-                            // the stream with what it has.
-                            break;
-                        }
-                        number += 1;
-                        lines.clear();
-                        first = None;
-                    }
-                    if end {
-                        break;
-                    }
-                }
-                done.store(true, Release);
-            })
-            .map_err(|e| EngineError::io(dir, e))?;
-        Ok(Spool { ended, server: None })
-    }
-
-    /// Starts an HTTP ingest endpoint on `addr` (`POST /streams/NAME`)
-    /// that spools each body it accepts into `dir` as one file, fsync'ed
-    /// before it answers 200; a body that is not records of `format` gets
-    /// 400, and while `MAX_UNREAD` files wait unread (`taken` counts those
-    /// read), 429 with `Retry-After`.
-    pub(crate) fn http(
-        dir: &Path,
-        addr: &str,
-        name: &str,
-        format: fanout_datasets::Format,
-        taken: Arc<AtomicU64>,
-    ) -> Result<Spool, EngineError> {
-        use fanout_workers::ingest::{Ingest, Taken};
-        let mut number = next_number(dir)?;
-        let first = number;
-        let ingest = Ingest::bind(addr, name, MAX_BODY)
-            .map_err(|e| EngineError::Stream(format!("input.stream.http: cannot listen on {addr}: {e}")))?;
-        let (stop, into) = (Arc::new(AtomicBool::new(false)), dir.to_path_buf());
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("fanout-ingest".into())
-            .spawn(move || {
-                let _ = ingest.serve(&stopping, |body| {
-                    if number - first >= taken.load(Relaxed) + MAX_UNREAD {
-                        return Taken::Busy(Duration::from_secs(1));
-                    }
-                    let lines = match records(body, format) {
-                        Ok(lines) => lines,
-                        Err(why) => return Taken::Refused(why),
-                    };
-                    if lines.is_empty() {
-                        return Taken::Accepted(0);
-                    }
-                    match spool_file(&into, number, &lines) {
-                        Ok(()) => {
-                            number += 1;
-                            Taken::Accepted(lines.len() as u64)
-                        }
-                        Err(e) => Taken::Failed(format!("storing the records: {e}")),
-                    }
-                });
-            })
-            .map_err(|e| EngineError::io(dir, e))?;
-        Ok(Spool { ended: Arc::new(AtomicBool::new(false)), server: Some((stop, thread)) })
-    }
-}
-
-/// The records of an HTTP body: its lines (a last one without a newline
-/// included), each a JSON object for jsonl; why not, naming the line.
-fn records(body: &[u8], format: fanout_datasets::Format) -> Result<Vec<Vec<u8>>, String> {
-    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
-    let mut lines = Vec::new();
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let bare = line.trim_end_matches(['\n', '\r']);
-        if format == fanout_datasets::Format::Jsonl {
-            if bare.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<serde_json::Value>(bare) {
-                Ok(serde_json::Value::Object(_)) => {}
-                Ok(_) => return Err(format!("line {}: a record is a JSON object", i + 1)),
-                Err(e) => return Err(format!("line {}: not JSON: {e}", i + 1)),
-            }
-        }
-        lines.push(bare.as_bytes().to_vec());
-    }
-    Ok(lines)
-}
-
-/// Writes `lines` into `dir` as file `number`, whole or not at all.
-fn spool_file(dir: &Path, number: u64, lines: &[Vec<u8>]) -> std::io::Result<()> {
-    let name = format!("{number:012}.spool");
-    let temp = dir.join(format!(".{name}"));
-    let mut f = std::fs::File::create(&temp)?;
-    for line in lines {
-        f.write_all(line)?;
-        if !line.ends_with(b"\n") {
-            f.write_all(b"\n")?;
-        }
-    }
-    f.sync_all()?;
-    std::fs::rename(&temp, dir.join(name))
 }

@@ -3,7 +3,7 @@
 //! allowed lateness), which records come too late, and the keyed partial
 //! aggregates each open window holds until the watermark passes its end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -127,32 +127,63 @@ pub(crate) struct Assigned {
 }
 
 /// The watermark's state: the newest event time seen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Clock {
     /// The newest event time seen, epoch ms.
     pub(crate) newest: Option<i64>,
+    /// The newest event time seen in each source partition (a Kinesis
+    /// shard), for a source that has them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) partitions: BTreeMap<String, i64>,
+    /// The watermark reached: it never moves back, so that no window is
+    /// emitted twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) mark: Option<i64>,
 }
 
 impl Clock {
-    /// The watermark: the newest time seen less `lateness_ms`.
-    pub(crate) fn watermark(&self, lateness_ms: i64) -> Option<i64> {
-        self.newest.map(|n| n - lateness_ms)
+    /// The watermark: the newest time seen less `lateness_ms` — for a
+    /// source with partitions (`known`: those it reads now), the oldest of
+    /// their newest times, once each has been seen — and never less than
+    /// it was.
+    pub(crate) fn watermark(&self, lateness_ms: i64, known: &BTreeSet<String>) -> Option<i64> {
+        let now = if known.is_empty() && self.partitions.is_empty() {
+            self.newest
+        } else if known.is_empty() {
+            self.partitions.values().min().copied()
+        } else {
+            known.iter().map(|p| self.partitions.get(p).copied()).min().flatten()
+        };
+        now.map(|n| n - lateness_ms).max(self.mark)
     }
 
     /// Assigns `times` (in the order the records came) to windows of
     /// `size_ms`, advancing the watermark record by record: a record is
     /// late when its window ended at or before the watermark of the
     /// records before it, so the result depends on the records' order
-    /// alone, not on how they were batched.
-    pub(crate) fn assign(&mut self, times: &[i64], size_ms: i64, lateness_ms: i64) -> Assigned {
+    /// alone, not on how they were batched. The records are all from
+    /// `partition`, where the source has partitions (`known`).
+    pub(crate) fn assign(
+        &mut self,
+        times: &[i64],
+        partition: Option<&str>,
+        known: &BTreeSet<String>,
+        size_ms: i64,
+        lateness_ms: i64,
+    ) -> Assigned {
         let mut out = Assigned::default();
         for (row, &t) in times.iter().enumerate() {
             let start = window_start(t, size_ms);
-            match self.watermark(lateness_ms) {
+            match self.mark {
                 Some(w) if start + size_ms <= w => out.late.push(row as u32),
                 _ => out.windows.entry(start).or_default().push(row as u32),
             }
             self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+            if let Some(p) = partition {
+                let newest = self.partitions.entry(p.to_string()).or_insert(t);
+                *newest = (*newest).max(t);
+            }
+            self.mark = self.watermark(lateness_ms, known);
         }
         out
     }
@@ -244,7 +275,7 @@ mod tests {
     fn lateness_depends_on_record_order_not_batching() {
         let times = [1000, 12_000, 9_000, 4_000, 21_000, 14_000, 3_000];
         let mut whole = Clock::default();
-        let all = whole.assign(&times, 10_000, 5_000);
+        let all = whole.assign(&times, None, &BTreeSet::new(), 10_000, 5_000);
         // At 9 s the watermark is 7 s (12 - 5): window [0, 10) is open.
         // At 4 s it still is. At 14 s the watermark is 16 s (21 - 5):
         // [10, 20) is open; at 3 s, [0, 10) has closed.
@@ -253,11 +284,36 @@ mod tests {
         assert_eq!(all.windows[&10_000], [1, 5]);
         assert_eq!(all.windows[&20_000], [4]);
         let mut split = Clock::default();
-        let (a, b) = (split.assign(&times[..3], 10_000, 5_000), split.assign(&times[3..], 10_000, 5_000));
+        let (a, b) = (
+            split.assign(&times[..3], None, &BTreeSet::new(), 10_000, 5_000),
+            split.assign(&times[3..], None, &BTreeSet::new(), 10_000, 5_000),
+        );
         assert_eq!(a.late.len() + b.late.len(), 1);
         assert_eq!(b.late, [3]);
         assert_eq!(split, whole);
         assert_eq!(window_start(-1, 10_000), -10_000);
+    }
+
+    #[test]
+    fn a_partitioned_watermark_waits_for_each_partition_and_never_moves_back() {
+        let known: BTreeSet<String> = ["s0", "s1"].into_iter().map(String::from).collect();
+        let mut clock = Clock::default();
+        // Shard s0 runs ahead: until s1 is seen, there is no watermark.
+        let a = clock.assign(&[25_000, 31_000], Some("s0"), &known, 10_000, 0);
+        assert_eq!(clock.mark, None);
+        assert!(a.late.is_empty());
+        // s1's older records are not late; the watermark is s1's.
+        let b = clock.assign(&[3_000, 12_000], Some("s1"), &known, 10_000, 0);
+        assert!(b.late.is_empty());
+        assert_eq!(clock.mark, Some(12_000));
+        // A record of a window the watermark passed is late, whichever
+        // shard it is from.
+        let c = clock.assign(&[9_000], Some("s0"), &known, 10_000, 0);
+        assert_eq!(c.late, [0]);
+        // A new shard, not seen yet, does not move the watermark back.
+        let more: BTreeSet<String> = ["s0", "s1", "s2"].into_iter().map(String::from).collect();
+        clock.assign(&[13_000], Some("s1"), &more, 10_000, 0);
+        assert_eq!(clock.mark, Some(12_000));
     }
 
     #[test]

@@ -37,9 +37,7 @@ pub fn validate(job: &LoadedJob, catalog: &dyn FunctionCatalog) -> Result<Plan, 
 pub fn validate_with(job: &LoadedJob, catalog: &dyn FunctionCatalog, env: &dyn Environment) -> Result<Plan, JobErrors> {
     let mut errors = Vec::new();
     let f = &job.file;
-    let name = f.name.clone().unwrap_or_else(|| {
-        job.source.path.file_stem().map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned())
-    });
+    let name = job_name(job);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let concurrency = match f.platform.concurrency {
@@ -531,6 +529,13 @@ fn validate_output(
         sort,
         limit: spec.limit,
         mode,
+    })
+}
+
+/// The job's name: its own, else its file's stem.
+fn job_name(job: &LoadedJob) -> String {
+    job.file.name.clone().unwrap_or_else(|| {
+        job.source.path.file_stem().map_or_else(|| "job".to_string(), |s| s.to_string_lossy().into_owned())
     })
 }
 

@@ -8,7 +8,7 @@ use fanout_datasets::Format;
 use crate::environment::Environment;
 use crate::error::JobError;
 use crate::load::{FieldPath, LoadedJob};
-use crate::plan::{OutputPlan, StagePlan, StreamPlan, StreamSource, WindowPlan};
+use crate::plan::{OutputPlan, StagePlan, StartAt, StreamPlan, StreamSource, WindowPlan};
 use crate::schema::StreamSourceSpec;
 
 /// The records a batch holds at most when `batch_size` is not given: as
@@ -40,7 +40,8 @@ pub(super) fn validate_stream_source(
     .collect();
     match named[..] {
         [] => {
-            let m = "input.stream names no source: give one of dir = \"DIR\" or stdin = true";
+            let m = "input.stream names no source: give one of dir = \"DIR\", stdin = true, http = \"ADDR\", \
+                     kinesis = \"STREAM\", sqs = \"QUEUE URL\" or redis = \"redis://HOST:PORT\"";
             errors.push(job.error(&FieldPath::keys(["input", "stream"]), m));
             return None;
         }
@@ -51,8 +52,21 @@ pub(super) fn validate_stream_source(
             return None;
         }
     }
-    if spec.key.is_some() && spec.redis.is_none() {
-        errors.push(job.error(&at("key"), "input.stream.key applies to a redis source only"));
+    // Each source's own keys belong to it alone.
+    let owned = [
+        ("key", spec.key.is_some(), &["redis"][..]),
+        ("group", spec.group.is_some(), &["redis"]),
+        ("claim_after", spec.claim_after.is_some(), &["redis"]),
+        ("field", spec.field.is_some(), &["redis"]),
+        ("start", spec.start.is_some(), &["kinesis", "redis"]),
+        ("region", spec.region.is_some(), &["kinesis", "sqs"]),
+        ("visibility_timeout", spec.visibility_timeout.is_some(), &["sqs"]),
+    ];
+    for (key, given, sources) in owned {
+        if given && !sources.contains(&named[0]) {
+            let m = format!("input.stream.{key} applies to a {} source only", sources.join(" or "));
+            errors.push(job.error(&at(key), m));
+        }
     }
     match named[0] {
         "dir" => {
@@ -90,12 +104,88 @@ pub(super) fn validate_stream_source(
             errors.push(job.error(&at("stdin"), "input.stream.stdin must be true (or left out)"));
             None
         }
-        other => {
-            let m = format!(
-                "a {other} stream source is not supported yet; this fanout reads streams from a directory \
-                 (dir = \"DIR\"), standard input (stdin = true) and an HTTP ingest endpoint (http = \"ADDR\")"
-            );
-            errors.push(job.error(&at(other), m));
+        "kinesis" => {
+            let stream = spec.kinesis.clone().expect("named");
+            if stream.is_empty() {
+                errors.push(job.error(&at("kinesis"), "input.stream.kinesis names no stream"));
+                return None;
+            }
+            // An ARN names its region: arn:aws:kinesis:REGION:ACCOUNT:stream/NAME.
+            let arn_region = stream.strip_prefix("arn:").and_then(|a| a.split(':').nth(2)).map(str::to_string);
+            let region = region_of(job, spec, arn_region, errors)?;
+            let start = start_at(job, spec, errors)?;
+            Some(StreamSource::Kinesis { stream, region, start })
+        }
+        "sqs" => {
+            let url = spec.sqs.clone().expect("named");
+            let Some(host) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+                let m = format!(
+                    "input.stream.sqs `{url}` is not a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)"
+                );
+                errors.push(job.error(&at("sqs"), m));
+                return None;
+            };
+            // https://sqs.REGION.amazonaws.com/...
+            let url_region = host.strip_prefix("sqs.").and_then(|h| h.split('.').next()).map(str::to_string);
+            let region = region_of(job, spec, url_region, errors)?;
+            let visibility_timeout = match spec.visibility_timeout {
+                Some(d) if d.0 < std::time::Duration::from_secs(1) || d.0 > std::time::Duration::from_secs(43_200) => {
+                    let m = "visibility_timeout is between 1s and 12h, as SQS allows";
+                    errors.push(job.error(&at("visibility_timeout"), m));
+                    return None;
+                }
+                Some(d) => d.0,
+                None => std::time::Duration::from_secs(30),
+            };
+            Some(StreamSource::Sqs { url, region, visibility_timeout })
+        }
+        "redis" => {
+            let url = spec.redis.clone().expect("named");
+            if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                let m = format!("input.stream.redis `{url}` is not a Redis URL (redis://HOST:PORT)");
+                errors.push(job.error(&at("redis"), m));
+                return None;
+            }
+            let Some(key) = spec.key.clone().filter(|k| !k.is_empty()) else {
+                errors.push(job.error(&at("redis"), "a redis source names its stream: set key = \"STREAM\""));
+                return None;
+            };
+            let group = spec.group.clone().unwrap_or_else(|| super::job_name(job));
+            let start = start_at(job, spec, errors)?;
+            let claim_after = spec.claim_after.map_or(std::time::Duration::from_secs(60), |d| d.0);
+            Some(StreamSource::Redis { url, key, group, start, claim_after, field: spec.field.clone() })
+        }
+        other => unreachable!("{other} is one of the sources named above"),
+    }
+}
+
+/// A Kinesis or SQS source's region: the table's, else the one its name
+/// carries, else the environment's.
+fn region_of(
+    job: &LoadedJob,
+    spec: &StreamSourceSpec,
+    named: Option<String>,
+    errors: &mut Vec<JobError>,
+) -> Option<String> {
+    let env = || ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|k| std::env::var(k).ok());
+    match spec.region.clone().or(named).or_else(env).filter(|r| !r.is_empty()) {
+        Some(r) => Some(r),
+        None => {
+            let m = "no AWS region: set input.stream.region = \"us-east-1\", or AWS_REGION";
+            errors.push(job.error(&FieldPath::keys(["input", "stream", "region"]), m));
+            None
+        }
+    }
+}
+
+/// Where a Kinesis or Redis source starts reading.
+fn start_at(job: &LoadedJob, spec: &StreamSourceSpec, errors: &mut Vec<JobError>) -> Option<StartAt> {
+    match spec.start.as_deref() {
+        None | Some("trim_horizon") => Some(StartAt::TrimHorizon),
+        Some("latest") => Some(StartAt::Latest),
+        Some(other) => {
+            let m = format!("input.stream.start is trim_horizon or latest, not `{other}`");
+            errors.push(job.error(&FieldPath::keys(["input", "stream", "start"]), m));
             None
         }
     }
@@ -122,7 +212,7 @@ pub(super) fn validate_stream(
     let before = errors.len();
     // The formats a stream's records come in.
     if let Some(format) = f.input.format.as_deref().and_then(|n| n.parse::<Format>().ok()) {
-        let lines_only = source.stdin == Some(true) || source.http.is_some();
+        let lines_only = source.dir.is_none();
         let fits = match lines_only {
             true => matches!(format, Format::Text | Format::Jsonl),
             false => matches!(format, Format::Text | Format::Jsonl | Format::Csv),

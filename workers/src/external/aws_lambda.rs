@@ -20,13 +20,10 @@
 //! when the task reads a split.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_smithy_runtime_api::client::identity::Identity;
 use fanout_jobs::{Environment, ExternalCheck, ExternalChecked, ExternalRef, FieldPath};
 
+use crate::aws::SigV4;
 use crate::external::event::EventMode;
 use crate::external::http::{HttpSpec, Sign, check_url};
 use crate::external::settings::Settings;
@@ -59,15 +56,13 @@ impl LambdaTable {
             .string("region")
             .map(str::to_string)
             .or_else(|| function.strip_prefix("arn:").and_then(|a| a.split(':').nth(2)).map(str::to_string))
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .filter(|r| !r.is_empty());
+            .filter(|r| !r.is_empty())
+            .or_else(crate::aws::env_region);
         let event = s.parse("event").unwrap_or(EventMode::Records);
-        let endpoint = std::env::var("AWS_ENDPOINT_URL_LAMBDA")
-            .ok()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .filter(|e| !e.is_empty())
-            .or_else(|| region.as_ref().map(|r| format!("https://lambda.{r}.amazonaws.com")));
+        let endpoint = match &region {
+            Some(r) => Some(crate::aws::endpoint("lambda", r)),
+            None => crate::aws::env_endpoint("lambda"),
+        };
         LambdaTable { function, qualifier, region, event, endpoint }
     }
 
@@ -147,15 +142,7 @@ impl Backend for AwsLambda {
         if keyed && x.event != EventMode::Records {
             return Err(FunctionError::permanent("a keyed stage gets its partitions as records: remove event"));
         }
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let credentials = Credentials::new(
-            env("AWS_ACCESS_KEY_ID").unwrap_or_default(),
-            env("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
-            env("AWS_SESSION_TOKEN"),
-            None,
-            "environment",
-        );
-        let signer = SigV4 { identity: credentials.into(), region: x.region.clone().unwrap_or_default() };
+        let signer = LambdaSigner(SigV4::from_env("lambda", x.region.as_deref().unwrap_or_default()));
         let input = ctx.input.clone();
         let output = f.schema.clone().unwrap_or_else(|| input.clone());
         let headers = vec![("x-amz-invocation-type".to_string(), "RequestResponse".to_string())];
@@ -165,34 +152,18 @@ impl Backend for AwsLambda {
 }
 
 /// SigV4 for the `lambda` service.
-struct SigV4 {
-    identity: Identity,
-    region: String,
-}
+struct LambdaSigner(SigV4);
 
-impl Sign for SigV4 {
+impl Sign for LambdaSigner {
     fn sign(
         &self,
         url: &str,
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<Vec<(String, String)>, FunctionError> {
-        let failed = |e: &dyn std::fmt::Display| FunctionError::permanent(format!("signing the request: {e}"));
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&self.identity)
-            .region(&self.region)
-            .name("lambda")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| failed(&e))?
-            .into();
         let mut signed: Vec<(&str, &str)> = vec![("content-type", "application/json")];
         signed.extend(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let request =
-            SignableRequest::new("POST", url, signed.into_iter(), SignableBody::Bytes(body)).map_err(|e| failed(&e))?;
-        let (instructions, _) = sign(request, &params).map_err(|e| failed(&e))?.into_parts();
-        Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        self.0.headers(url, &signed, body).map_err(FunctionError::permanent)
     }
 }
 

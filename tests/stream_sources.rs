@@ -1,0 +1,305 @@
+//! Streams received from services, against real servers the tests start:
+//! Kinesis and SQS on moto's server (boto3, AWS's own SDK, as the
+//! producer), Redis Streams on redis-server (Debian's package, fed with
+//! redis-cli). Each is killed with SIGKILL at random moments and resumed,
+//! and what it committed is checked against what the producer sent:
+//! every record once, and each window equal to an oracle computed in
+//! Python.
+
+use std::process::{Command, Stdio};
+
+use crate::storage::S3;
+use crate::stream::{check_sent_late, clicks, kill_and_resume};
+use crate::util::{Daemon, Scratch, binary, python, root, summary, wait_for};
+
+/// Starts tests/fixtures/stream_send.py: `records` events into `target`
+/// of `kind`, `rate` a second, noted in the scratch file `sent`.
+fn send(s: &Scratch, kind: &str, target: &str, records: u32, rate: u32, env: &[(&str, &str)]) -> std::process::Child {
+    send_from(s, kind, target, 0..records, rate, env)
+}
+
+/// The same, the records numbered `seqs`.
+fn send_from(
+    s: &Scratch,
+    kind: &str,
+    target: &str,
+    seqs: std::ops::Range<u32>,
+    rate: u32,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let records = (seqs.end - seqs.start).to_string();
+    Command::new("python3")
+        .arg(root().join("tests/fixtures/stream_send.py"))
+        .args([kind, target, &records, &rate.to_string(), "11", s.path("sent.jsonl").to_str().unwrap()])
+        .arg(seqs.start.to_string())
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs Python with boto3's client `name` for `service` on `moto`.
+fn boto(s: &Scratch, moto: &S3, service: &str, script: &str) {
+    python(
+        s,
+        &format!(
+            "import boto3, json, time\n{service} = boto3.client('{service}', endpoint_url='{}', \
+             aws_access_key_id='testing', aws_secret_access_key='testing', region_name='us-east-1')\n{script}\nprint('ok')\n",
+            moto.endpoint()
+        ),
+    );
+}
+
+/// The clicks job (a tumbling 2 s count per page) reading `source`.
+fn windowed(source: &str, extra: &str) -> String {
+    clicks(extra, "out/").replace("stream = { dir = \"incoming\" }", &format!("stream = {source}")).replace(
+        "schema = [\"page:utf8\", \"ts:utf8\", \"n:int64\"]",
+        "schema = [\"page:utf8\", \"ts:utf8\", \"n:int64\", \"key:utf8\", \"seq:int64\"]",
+    )
+}
+
+/// A map-only job reading `source`: its records as they came, into parts.
+fn copied(source: &str) -> String {
+    format!(
+        r#"name = "copy"
+[input]
+stream = {source}
+format = "jsonl"
+schema = ["key:utf8", "seq:int64"]
+[stream]
+batch_size = 200
+checkpoint_every = "150ms"
+[[stage]]
+name = "keep"
+function = "filter"
+params = {{ where = "seq >= 0" }}
+[output]
+path = "parts/"
+format = "jsonl"
+"#
+    )
+}
+
+/// The records of the output parts, in order, as (key, seq).
+fn parts(s: &Scratch) -> Vec<(String, u64)> {
+    let mut files: Vec<_> = std::fs::read_dir(s.path("parts")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap())
+        .map(|r| (r["key"].as_str().unwrap().to_string(), r["seq"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Starts `fanout ARGS` in the scratch directory with `env`, its output
+/// dropped.
+fn start(s: &Scratch, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    Command::new(binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(s.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the last resume to stop by itself, successfully.
+fn ends(mut child: std::process::Child) {
+    assert!(wait_for(120, || child.try_wait().unwrap().is_some()), "the resumed stream did not stop when idle");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_kinesis_stream_of_two_shards_killed_five_times_counts_each_record_once() {
+    let s = Scratch::new();
+    let moto = S3::start(&s);
+    boto(&s, &moto, "kinesis", "kinesis.create_stream(StreamName='clicks', ShardCount=2)");
+    let env = moto.env();
+    let mut producer = send(&s, "kinesis", "clicks", 4000, 1000, &env);
+    s.write("clicks.toml", windowed("{ kinesis = \"clicks\" }", "checkpoint_every = \"150ms\""));
+    let args = ["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"];
+    let child = start(&s, &args, &env);
+    let child = kill_and_resume(s.dir.path(), child, 5, "rd", &env);
+    assert!(producer.wait().unwrap().success());
+    ends(child);
+    // Each shard's event times rise, so none is late: every window is the
+    // oracle's, with each record counted once.
+    check_sent_late(&s, "sent.jsonl", "out", "rd", 1000);
+    let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
+    assert_eq!(sum["stream"]["records_in"], 4000);
+    assert_eq!(sum["stream"]["late_records"], 0);
+    // Both shards were read, each a partition of the watermark.
+    let checkpoint = std::fs::read_to_string(s.path("rd/checkpoint/CURRENT")).unwrap();
+    let state = std::fs::read_to_string(s.path(&format!("rd/checkpoint/{}/state.json", checkpoint.trim()))).unwrap();
+    assert!(state.contains("shardId-000000000000") && state.contains("shardId-000000000001"), "{state}");
+
+    // Read again from the start by a map-only job: each partition key's
+    // records (one shard's) in the order they were put.
+    s.write("copy.toml", copied("{ kinesis = \"clicks\" }"));
+    let r = crate::util::run_with(
+        s.dir.path(),
+        &["run", "copy.toml", "--until", "idle=1s", "--progress", "never", "--json"],
+        &env,
+    );
+    assert_eq!(summary(&r.expect(0))["stream"]["records_in"], 4000);
+    let got = parts(&s);
+    assert_eq!(got.len(), 4000);
+    for key in 0..8 {
+        let seqs: Vec<u64> = got.iter().filter(|(k, _)| *k == format!("k{key}")).map(|(_, q)| *q).collect();
+        let want: Vec<u64> = (0..4000).filter(|i| i % 8 == key).collect();
+        assert_eq!(seqs, want, "key k{key}: out of order or not once");
+    }
+}
+
+#[test]
+fn an_sqs_queue_redelivers_what_a_killed_run_left_and_nothing_counts_twice() {
+    let s = Scratch::new();
+    let moto = S3::start(&s);
+    boto(&s, &moto, "sqs", "print(sqs.create_queue(QueueName='clicks')['QueueUrl'], file=open('queue', 'w'))");
+    let queue = std::fs::read_to_string(s.path("queue")).unwrap().trim().to_string();
+    let env = moto.env();
+    assert!(send(&s, "sqs", &queue, 300, 10_000, &env).wait().unwrap().success());
+    // A consumer that crashed holding 10 messages: they come back once
+    // their visibility timeout has passed.
+    boto(
+        &s,
+        &moto,
+        "sqs",
+        &format!(
+            "r = sqs.receive_message(QueueUrl='{queue}', MaxNumberOfMessages=10, VisibilityTimeout=2)
+assert len(r['Messages']) == 10"
+        ),
+    );
+    // The first run is killed once it has spooled messages and is
+    // deleting them (a proxy holds the delete): they come again, and are
+    // known by their ids.
+    let (_proxy, endpoint) = crate::storage::proxy(&s, moto.endpoint(), "stall:POST:DeleteMessageBatch", "stalled");
+    let mut through = env;
+    through[0] = ("AWS_ENDPOINT_URL", &endpoint);
+    let source = format!("{{ sqs = \"{queue}\", visibility_timeout = \"2s\" }}");
+    s.write("copy.toml", copied(&source));
+    // Idle longer than the visibility timeout: what a killed run received
+    // and had not deleted comes again before the stream stops.
+    let args = ["run", "copy.toml", "--until", "idle=5s", "--progress", "never", "--run-dir", "rd"];
+    let mut child = start(&s, &args, &through);
+    assert!(wait_for(60, || std::fs::read_to_string(s.path("stalled")).is_ok_and(|t| t == "stalled")));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let receipts = std::fs::read_dir(s.path("rd/receipts")).unwrap().count();
+    assert!(receipts >= 1, "no receipt of a spooled, undeleted file");
+    // The resume's first delete of them fails (a proxy answers 500): they
+    // come to it again once their visibility timeout has passed, and are
+    // known by their ids.
+    let (_failing, endpoint) = crate::storage::proxy(&s, moto.endpoint(), "fail:POST:DeleteMessageBatch", "failed");
+    through[0] = ("AWS_ENDPOINT_URL", &endpoint);
+    let mut producer = send_from(&s, "sqs", &queue, 300..800, 400, &env);
+    let mut child = start(&s, &["run", "--resume", "rd", "--progress", "never"], &through);
+    assert!(wait_for(60, || std::fs::read_to_string(s.path("failed")).is_ok_and(|t| t == "failed")));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // More arrive while resumes are killed at random moments.
+    let child = start(&s, &["run", "--resume", "rd", "--progress", "never"], &env);
+    let child = kill_and_resume(s.dir.path(), child, 3, "rd", &env);
+    assert!(producer.wait().unwrap().success());
+    ends(child);
+    let mut seqs: Vec<u64> = parts(&s).into_iter().map(|(_, q)| q).collect();
+    seqs.sort_unstable();
+    let want: Vec<u64> = (0..800).collect();
+    assert!(seqs == want, "each message once: {} of 800, {:?}...", seqs.len(), &seqs[..seqs.len().min(20)]);
+    // Every message was deleted from the queue.
+    boto(
+        &s,
+        &moto,
+        "sqs",
+        &format!(
+            "a = sqs.get_queue_attributes(QueueUrl='{queue}', AttributeNames=['All'])['Attributes']\n\
+             assert a['ApproximateNumberOfMessages'] == '0' and a['ApproximateNumberOfMessagesNotVisible'] == '0', a"
+        ),
+    );
+}
+
+/// A redis-server on loopback, killed when dropped.
+struct Redis {
+    _server: Daemon,
+    port: String,
+}
+
+impl Redis {
+    fn start(s: &Scratch) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .current_dir(s.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (tests/setup.sh installs it)");
+        let addr = format!("127.0.0.1:{port}");
+        assert!(wait_for(30, || std::net::TcpStream::connect(&addr).is_ok()), "redis-server did not start");
+        Redis { _server: Daemon(child), port }
+    }
+
+    /// redis-cli's answer to `args`.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(["-p", &self.port]).args(args).output().unwrap();
+        assert!(out.status.success(), "redis-cli {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+#[test]
+fn a_redis_stream_resumes_its_own_pending_entries_and_claims_a_dead_consumers() {
+    let s = Scratch::new();
+    let redis = Redis::start(&s);
+    assert_eq!(redis.cli(&["XGROUP", "CREATE", "clicks", "clicks", "0", "MKSTREAM"]), "OK");
+    let mut producer = send(&s, "redis", &redis.port, 3000, 1000, &[]);
+    // A consumer of the group takes 150 entries and dies with them
+    // pending.
+    assert!(wait_for(30, || crate::util::lines_in(&s.path("sent.jsonl")) >= 200));
+    let taken = redis.cli(&["XREADGROUP", "GROUP", "clicks", "dead", "COUNT", "150", "STREAMS", "clicks", ">"]);
+    assert!(taken.matches("data").count() == 150, "{taken}");
+    // Claimed entries are older than the watermark: an hour's lateness
+    // keeps them in their windows.
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let source = format!("{{ redis = \"{url}\", key = \"clicks\", field = \"data\", claim_after = \"1s\" }}");
+    let job = windowed(&source, "checkpoint_every = \"150ms\"")
+        .replace("allowed_lateness = \"1s\"", "allowed_lateness = \"1h\"");
+    s.write("clicks.toml", job);
+    let args = ["run", "clicks.toml", "--until", "idle=3s", "--progress", "never", "--run-dir", "rd"];
+    let child = start(&s, &args, &[]);
+    let child = kill_and_resume(s.dir.path(), child, 4, "rd", &[]);
+    assert!(producer.wait().unwrap().success());
+    ends(child);
+    check_sent_late(&s, "sent.jsonl", "out", "rd", 3_600_000);
+    // Nothing is left pending: the dead consumer's entries were claimed,
+    // the killed runs' acknowledged by their resumes.
+    let pending = redis.cli(&["XPENDING", "clicks", "clicks"]);
+    assert!(pending.starts_with('0'), "{pending}");
+}
+
+#[test]
+fn a_missing_stream_queue_or_server_stops_the_run_naming_it() {
+    let s = Scratch::new();
+    let moto = S3::start(&s);
+    let env = moto.env();
+    s.write("k.toml", copied("{ kinesis = \"nosuch\" }"));
+    let r = crate::util::run_with(s.dir.path(), &["run", "k.toml", "--until", "idle=1s", "--progress", "never"], &env);
+    let r = r.expect(1);
+    assert!(r.stderr.contains("error: kinesis stream nosuch: ResourceNotFoundException"), "{}", r.stderr);
+    let queue = format!("{}/123456789012/nosuch", moto.endpoint());
+    s.write("q.toml", copied(&format!("{{ sqs = \"{queue}\" }}")));
+    let r = crate::util::run_with(s.dir.path(), &["run", "q.toml", "--until", "idle=1s", "--progress", "never"], &env);
+    let r = r.expect(1);
+    assert!(r.stderr.contains(&format!("error: sqs queue {queue}: ")), "{}", r.stderr);
+    assert!(r.stderr.contains("QueueDoesNotExist"), "{}", r.stderr);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    s.write("r.toml", copied(&format!("{{ redis = \"redis://127.0.0.1:{port}\", key = \"k\" }}")));
+    let r = s.run(&["run", "r.toml", "--until", "idle=1s", "--progress", "never"]).expect(1);
+    assert!(
+        r.stderr.contains(&format!("error: redis stream k at redis://127.0.0.1:{port}: connecting")),
+        "{}",
+        r.stderr
+    );
+}
