@@ -280,6 +280,12 @@ impl<'a> Stream<'a> {
         }
         for segment in &d.segments {
             self.state.position.advance(segment);
+            // A partition read to its end holds the watermark no more.
+            if segment.ends
+                && let Some(p) = &segment.partition
+            {
+                self.state.clock.partitions.remove(p);
+            }
         }
         self.state.counts.records_in += records;
         self.state.counts.batches += 1;

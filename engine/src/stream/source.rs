@@ -72,6 +72,10 @@ pub(crate) struct Segment {
     pub(crate) consumed: u64,
     /// Whether that was the file's last record.
     pub(crate) finished: bool,
+    /// Whether the file is the end marker of `partition`: the source has
+    /// read that partition to its end (a Kinesis shard closed by a
+    /// reshard), and it holds the watermark no more.
+    pub(crate) ends: bool,
 }
 
 /// The file being read.
@@ -88,6 +92,14 @@ struct Open {
     skip: u64,
     /// Records read from the file and not yet handed out.
     pending: Option<RecordBatch>,
+}
+
+/// What a directory source reads next.
+enum Next {
+    /// A file of records.
+    File(Box<Open>),
+    /// A partition's end marker.
+    End(Segment),
 }
 
 /// Files renamed into a directory, each read once.
@@ -144,8 +156,15 @@ impl DirSource {
     /// to have arrived; `None` when every file that has arrived is read.
     pub(crate) fn next(&mut self, max: usize) -> Result<Option<Piece>, EngineError> {
         if self.open.is_none() {
-            let Some(open) = self.open_next()? else { return Ok(None) };
-            self.open = Some(open);
+            match self.open_next()? {
+                None => return Ok(None),
+                Some(Next::File(open)) => self.open = Some(*open),
+                Some(Next::End(segment)) => {
+                    self.position.advance(&segment);
+                    let schema = self.opts.schema.clone().unwrap_or_else(fanout_datasets::text::schema);
+                    return Ok(Some(Piece { batch: RecordBatch::new_empty(schema), segment }));
+                }
+            }
         }
         let open = self.open.as_mut().expect("opened above");
         let piece = match read(open, max)? {
@@ -160,6 +179,7 @@ impl DirSource {
                     rows: 0,
                     consumed: open.consumed,
                     finished: true,
+                    ends: false,
                 };
                 let schema = self.opts.schema.clone().unwrap_or_else(fanout_datasets::text::schema);
                 Piece { batch: RecordBatch::new_empty(schema), segment }
@@ -174,7 +194,7 @@ impl DirSource {
 
     /// Opens the file to read next: the one a resume was reading, else the
     /// first to have arrived that is not read.
-    fn open_next(&mut self) -> Result<Option<Open>, EngineError> {
+    fn open_next(&mut self) -> Result<Option<Next>, EngineError> {
         // The file being read at the checkpoint, then those the log says
         // were taken after it, then the first of those that have arrived.
         let (name, skip, arrival_ms) = match self.position.current.clone() {
@@ -209,6 +229,12 @@ impl DirSource {
         };
         let dataset = match dataset {
             Some(d) => d,
+            None if let Some(partition) = end_of(&name) => {
+                let partition = Some(partition.to_string());
+                let segment =
+                    Segment { file: name, arrival_ms, partition, rows: 0, consumed: 0, finished: true, ends: true };
+                return Ok(Some(Next::End(segment)));
+            }
             None => {
                 // An empty file holds no records: it is read at once.
                 self.position.current = None;
@@ -217,7 +243,9 @@ impl DirSource {
             }
         };
         let partition = partition_of(&name).map(str::to_string);
-        Ok(Some(Open { name, arrival_ms, partition, dataset, splits, batches: None, consumed: 0, skip, pending: None }))
+        let open =
+            Open { name, arrival_ms, partition, dataset, splits, batches: None, consumed: 0, skip, pending: None };
+        Ok(Some(Next::File(Box::new(open))))
     }
 
     /// The files that have arrived and are not read, in order of arrival.
@@ -271,6 +299,7 @@ fn read(open: &mut Open, max: usize) -> Result<Option<Piece>, EngineError> {
                 rows: n,
                 consumed: open.consumed,
                 finished,
+                ends: false,
             };
             return Ok(Some(Piece { batch: out, segment }));
         }
@@ -328,6 +357,19 @@ pub(crate) fn partition_of(name: &str) -> Option<&str> {
     (number.len() == 12 && number.bytes().all(|b| b.is_ascii_digit()) && !partition.is_empty()).then_some(partition)
 }
 
+/// The name of the end marker of `partition`, numbered `number`: an
+/// empty file spooled after the partition's last records.
+pub(crate) fn end_name(number: u64, partition: &str) -> String {
+    format!("{number:012}.{partition}.end")
+}
+
+/// The partition an end marker's name says has ended.
+pub(crate) fn end_of(name: &str) -> Option<&str> {
+    let (number, rest) = name.split_once('.')?;
+    let partition = rest.strip_suffix(".end")?;
+    (number.len() == 12 && number.bytes().all(|b| b.is_ascii_digit()) && !partition.is_empty()).then_some(partition)
+}
+
 /// `id` as a partition in a file name: only letters, digits, `-` and `_`.
 pub(crate) fn partition_name(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
@@ -351,5 +393,27 @@ mod tests {
         assert_eq!(partition_of("000000000012.spool"), None);
         assert_eq!(partition_of("clicks.2026.spool"), None);
         assert_eq!(partition_name("a/b c"), "a_b_c");
+        let end = end_name(13, "shardId-000000000001");
+        assert_eq!(end_of(&end), Some("shardId-000000000001"));
+        assert_eq!(end_of(&name), None);
+        assert_eq!(partition_of(&end), None);
+    }
+
+    #[test]
+    fn an_end_marker_is_read_after_its_partitions_records() {
+        let run = tempfile::tempdir().unwrap();
+        let dir = run.path().join("received");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(spooled_name(1, Some("s0"))), "a\nb\n").unwrap();
+        std::fs::write(dir.join(end_name(2, "s0")), "").unwrap();
+        let opts = DatasetOptions { format: Some(fanout_datasets::Format::Text), ..DatasetOptions::default() };
+        let mut source = DirSource::new(dir, opts, Position::default(), run.path());
+        let mut pieces = Vec::new();
+        while let Some(piece) = source.next(10).unwrap() {
+            pieces.push(piece.segment);
+        }
+        let shape: Vec<_> = pieces.iter().map(|s| (s.partition.as_deref(), s.rows, s.finished, s.ends)).collect();
+        assert_eq!(shape, [(Some("s0"), 2, true, false), (Some("s0"), 0, true, true)]);
+        assert_eq!(source.position.done.len(), 2);
     }
 }

@@ -143,16 +143,17 @@ pub(crate) struct Clock {
 
 impl Clock {
     /// The watermark: the newest time seen less `lateness_ms` — for a
-    /// source with partitions (`known`: those it reads now), the oldest of
-    /// their newest times, once each has been seen — and never less than
-    /// it was.
+    /// source with partitions (`known`: those it reads now; and those seen
+    /// and not yet ended), the oldest of their newest times, once each has
+    /// been seen — and never less than it was.
     pub(crate) fn watermark(&self, lateness_ms: i64, known: &BTreeSet<String>) -> Option<i64> {
         let now = if known.is_empty() && self.partitions.is_empty() {
             self.newest
-        } else if known.is_empty() {
-            self.partitions.values().min().copied()
         } else {
-            known.iter().map(|p| self.partitions.get(p).copied()).min().flatten()
+            // A partition the source reads and has not shown a record yet
+            // holds the watermark back, as one seen and not yet ended does.
+            let waiting = known.iter().chain(self.partitions.keys());
+            waiting.map(|p| self.partitions.get(p).copied()).min().flatten()
         };
         now.map(|n| n - lateness_ms).max(self.mark)
     }
@@ -314,6 +315,14 @@ mod tests {
         let more: BTreeSet<String> = ["s0", "s1", "s2"].into_iter().map(String::from).collect();
         clock.assign(&[13_000], Some("s1"), &more, 10_000, 0);
         assert_eq!(clock.mark, Some(12_000));
+        // A partition read to its end (its end marker taken, and gone from
+        // the source's) holds it no more.
+        clock.assign(&[14_000], Some("s2"), &more, 10_000, 0);
+        assert_eq!(clock.mark, Some(13_000));
+        clock.partitions.remove("s1");
+        let left: BTreeSet<String> = ["s0", "s2"].into_iter().map(String::from).collect();
+        clock.assign(&[15_000], Some("s2"), &left, 10_000, 0);
+        assert_eq!(clock.mark, Some(15_000));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! A Kinesis data stream, read with the Kinesis Data Streams API
 //! (ListShards, GetShardIterator, GetRecords; SigV4): every shard in
-//! turn, each shard's records in order, each shard a partition with a
-//! watermark of its own. The cursor is each shard's last sequence number
-//! received; a resume reads each shard after it
-//! (AFTER_SEQUENCE_NUMBER). Shards are listed again every few seconds, so
-//! that a reshard's children are read once they appear; a closed shard is
-//! read to its end.
+//! turn, each shard's records in order, each shard a partition of the
+//! watermark. The cursor is each shard's last sequence number received;
+//! a resume reads each shard after it (AFTER_SEQUENCE_NUMBER). Shards are
+//! listed again every few seconds. After a reshard, a child shard is read
+//! once its parents are read to their end, as Lambda does, so that a
+//! partition key's records keep their order; a parent read to its end
+//! leaves the watermark's partitions (an end marker, spooled after its
+//! last records, tells the stream in order).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ use serde_json::{Value, json};
 use super::{Fault, Message, Receiver};
 
 /// How often the shards are listed again.
-const RELIST: Duration = Duration::from_secs(5);
+const RELIST: Duration = Duration::from_secs(2);
 
 /// The least time between two GetRecords of one shard that found nothing
 /// (Kinesis allows 5 a second per shard).
@@ -26,11 +28,17 @@ const IDLE_SHARD: Duration = Duration::from_millis(200);
 
 /// One shard being read.
 struct Shard {
-    /// The iterator to read on from; none once the shard is closed and
-    /// read to its end.
+    /// The iterator to read on from; none until its parents are read, and
+    /// once it is read to its end.
     iterator: Option<String>,
     /// When it was last read and found empty.
     idle_since: Option<Instant>,
+    /// The shards it was split or merged from.
+    parents: Vec<String>,
+    /// Its last sequence number, once it is closed (a reshard's parent).
+    ending: Option<String>,
+    /// Read to its end.
+    ended: bool,
 }
 
 /// A Kinesis data stream's records.
@@ -46,6 +54,10 @@ pub(crate) struct Kinesis {
     listed: Option<Instant>,
     /// The shard read next.
     turn: usize,
+    /// Shards read to their end whose end the stream is not told yet.
+    ending: Vec<String>,
+    /// Shards that appeared after the first listing: read from their start.
+    from_start: std::collections::BTreeSet<String>,
 }
 
 impl Kinesis {
@@ -60,6 +72,8 @@ impl Kinesis {
             sequences: BTreeMap::new(),
             listed: None,
             turn: 0,
+            ending: Vec::new(),
+            from_start: Default::default(),
         }
     }
 
@@ -70,10 +84,11 @@ impl Kinesis {
         body
     }
 
-    /// Lists the shards, and starts reading those not read yet.
+    /// Lists the shards, and starts reading those not read yet whose
+    /// parents are read.
     fn list(&mut self) -> Result<(), Fault> {
         let mut token: Option<String> = None;
-        let mut found = Vec::new();
+        let first_listing = self.listed.is_none();
         loop {
             // With a token, the request names nothing else.
             let body = match &token {
@@ -82,8 +97,24 @@ impl Kinesis {
             };
             let reply = self.api.call("ListShards", &body)?;
             for shard in reply["Shards"].as_array().into_iter().flatten() {
-                if let Some(id) = shard["ShardId"].as_str() {
-                    found.push(id.to_string());
+                let Some(id) = shard["ShardId"].as_str() else { continue };
+                let ending = shard["SequenceNumberRange"]["EndingSequenceNumber"].as_str().map(str::to_string);
+                if let Some(known) = self.shards.get_mut(id) {
+                    known.ending = ending;
+                    continue;
+                }
+                let parents = ["ParentShardId", "AdjacentParentShardId"]
+                    .iter()
+                    .filter_map(|k| shard[*k].as_str().map(str::to_string))
+                    .collect();
+                // A shard new since the first listing (a reshard's child)
+                // holds only records newer than the run: it is read from its
+                // start.
+                let from_start = !first_listing && !self.sequences.contains_key(id);
+                let shard = Shard { iterator: None, idle_since: None, parents, ending, ended: false };
+                self.shards.insert(id.to_string(), shard);
+                if from_start {
+                    self.from_start.insert(id.to_string());
                 }
             }
             match reply["NextToken"].as_str() {
@@ -91,16 +122,11 @@ impl Kinesis {
                 None => break,
             }
         }
-        let first_listing = self.listed.is_none();
-        for id in found {
-            if self.shards.contains_key(&id) {
-                continue;
-            }
-            // A shard new since the first listing (a reshard's child) holds
-            // only records newer than the run: it is read from its start.
-            let from_start = !first_listing && !self.sequences.contains_key(&id);
-            let iterator = self.iterator(&id, from_start)?;
-            self.shards.insert(id, Shard { iterator, idle_since: None });
+        // Shards whose parents are read to their end (or were never seen:
+        // trimmed away) start.
+        for id in startable(&self.shards) {
+            let iterator = self.iterator(&id, self.from_start.contains(&id))?;
+            self.shards.get_mut(&id).expect("listed").iterator = iterator;
         }
         self.listed = Some(Instant::now());
         Ok(())
@@ -154,10 +180,26 @@ impl Kinesis {
             }
             out.push(Message { id: None, ack: None, partition: Some(id.to_string()), body });
         }
+        let last = self.sequences.get(id).cloned();
         let shard = self.shards.get_mut(id).expect("read above");
-        // No next iterator: the shard is closed and read to its end.
         shard.iterator = reply["NextShardIterator"].as_str().map(str::to_string);
         shard.idle_since = out.is_empty().then(Instant::now);
+        // A closed shard is read to its end when Kinesis gives no next
+        // iterator, or its last record has been read, or a read of it
+        // finds nothing and nothing behind.
+        let behind = reply["MillisBehindLatest"].as_u64().unwrap_or(1);
+        let ended = shard.iterator.is_none()
+            || shard
+                .ending
+                .as_ref()
+                .is_some_and(|e| last.as_ref().is_some_and(|l| at_or_after(l, e)) || (out.is_empty() && behind == 0));
+        if ended {
+            shard.iterator = None;
+            shard.ended = true;
+            self.ending.push(id.to_string());
+            // Its children may start now.
+            self.listed = None;
+        }
         Ok(out)
     }
 }
@@ -217,6 +259,68 @@ impl Receiver for Kinesis {
     }
 
     fn partitions(&self) -> Option<std::collections::BTreeSet<String>> {
-        Some(self.shards.keys().cloned().collect())
+        // A shard read to its end is one until its end is spooled.
+        Some(
+            (self.shards.iter())
+                .filter(|(id, s)| !s.ended || self.ending.contains(id))
+                .map(|(id, _)| id.clone())
+                .collect(),
+        )
+    }
+
+    fn ended(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.ending)
+    }
+}
+
+/// The shards not being read, nor read to their end, whose parents are
+/// read to their end (or were never seen: trimmed away).
+fn startable(shards: &BTreeMap<String, Shard>) -> Vec<String> {
+    (shards.iter())
+        .filter(|(_, s)| s.iterator.is_none() && !s.ended)
+        .filter(|(_, s)| s.parents.iter().all(|p| shards.get(p).is_none_or(|p| p.ended)))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// Whether sequence number `a` is at or after `b` (decimal numbers of up
+/// to 128 bits, compared as text: by length, then digit by digit).
+fn at_or_after(a: &str, b: &str) -> bool {
+    (a.len(), a) >= (b.len(), b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_shard_starts_once_its_parents_are_read_to_their_end() {
+        let shard = |parents: &[&str], reading: bool, ended: bool| Shard {
+            iterator: reading.then(|| "it".to_string()),
+            idle_since: None,
+            parents: parents.iter().map(|p| p.to_string()).collect(),
+            ending: None,
+            ended,
+        };
+        let mut shards = BTreeMap::new();
+        shards.insert("p".to_string(), shard(&[], true, false));
+        shards.insert("q".to_string(), shard(&[], true, false));
+        shards.insert("split".to_string(), shard(&["p"], false, false));
+        shards.insert("merged".to_string(), shard(&["p", "q"], false, false));
+        shards.insert("orphan".to_string(), shard(&["trimmed"], false, false));
+        assert_eq!(startable(&shards), ["orphan"]);
+        shards.get_mut("p").unwrap().ended = true;
+        shards.get_mut("p").unwrap().iterator = None;
+        assert_eq!(startable(&shards), ["orphan", "split"]);
+        shards.get_mut("q").unwrap().ended = true;
+        shards.get_mut("q").unwrap().iterator = None;
+        assert_eq!(startable(&shards), ["merged", "orphan", "split"]);
+    }
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        assert!(at_or_after("49590338271490256608559692538361571095921575989136588898", "9"));
+        assert!(!at_or_after("10", "9999"));
+        assert!(at_or_after("152", "152"));
     }
 }

@@ -37,7 +37,7 @@ use fanout_jobs::StreamSource;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::write_synced;
-use super::source::{millis, partition_name, spooled_name, taken_before};
+use super::source::{end_name, millis, partition_name, spooled_name, taken_before};
 use super::spool::{Spool, SpoolState, next_number, spool_named};
 use crate::error::EngineError;
 
@@ -93,6 +93,13 @@ pub(crate) trait Receiver: Send {
     /// watermark waits for each.
     fn partitions(&self) -> Option<std::collections::BTreeSet<String>> {
         None
+    }
+
+    /// The partitions read to their end since the last call (a Kinesis
+    /// shard closed by a reshard): the stream is told once their last
+    /// records are spooled.
+    fn ended(&mut self) -> Vec<String> {
+        Vec::new()
     }
 
     /// How long after a message is acknowledged it may still be delivered
@@ -349,8 +356,12 @@ impl Spooling {
                 // Delivered again, spooled before: acknowledged only.
                 acknowledge(receiver, &again)?;
             }
-            let due = held.len() >= self.batch_size || first.is_some_and(|f| f.elapsed() >= self.window) || !came;
-            if held.is_empty() || !due {
+            let ended = receiver.ended();
+            let due = held.len() >= self.batch_size
+                || first.is_some_and(|f| f.elapsed() >= self.window)
+                || !came
+                || !ended.is_empty();
+            if held.is_empty() && ended.is_empty() || !due {
                 continue;
             }
             // One file per partition, each with its receipt, then one
@@ -371,6 +382,12 @@ impl Spooling {
                 let lines: Vec<Vec<u8>> = messages.iter().flat_map(|m| lines(&m.body)).collect();
                 spool_named(&self.dir, &name, &lines)
                     .map_err(|e| format!("spooling into {}: {e}", self.dir.display()))?;
+                number += 1;
+            }
+            // After a partition's last records, its end marker.
+            for partition in ended {
+                let name = end_name(number, &partition_name(&partition));
+                spool_named(&self.dir, &name, &[]).map_err(|e| format!("spooling into {}: {e}", self.dir.display()))?;
                 number += 1;
             }
             first = None;
