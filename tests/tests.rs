@@ -21,5 +21,6 @@ mod serve;
 mod simulate;
 mod storage;
 mod stream;
+mod stream_failures;
 mod stream_sources;
 mod sweep;

@@ -437,6 +437,10 @@ pub struct StreamSummary {
     /// Records that came after their window had closed (in `late/` of
     /// the run directory).
     pub late_records: u64,
+    /// Records a function failed on, set aside by `on_failure` (in
+    /// `rejects/` of the run directory, or sent to a queue).
+    #[serde(default)]
+    pub failed_records: u64,
     /// Output files committed.
     pub files: u64,
     /// The output directory.

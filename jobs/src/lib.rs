@@ -62,12 +62,12 @@ pub use error::{JobError, JobErrors};
 pub use external::{COMMON_KEYS, ExternalCheck, ExternalChecked, ExternalKind, ExternalRef, SettingProblem};
 pub use load::{FieldPath, LoadedJob, Override, Seg, Source, Syntax, load, load_source};
 pub use plan::{
-    InputPlan, InputSource, OutputMode, OutputPlan, Plan, SortKey, StagePlan, StartAt, StreamPlan, StreamSource,
-    WindowPlan, generated_name,
+    InputPlan, InputSource, OnFailure, OutputMode, OutputPlan, Plan, SortKey, StagePlan, StartAt, StreamPlan,
+    StreamSource, WindowPlan, generated_name,
 };
 pub use platform::{ColdStart, ContainerModel, PlatformPlan, Preset, Pricing};
 pub use schema::{
-    FunctionSpec, FunctionTable, GenerateSpec, InputSpec, JobFile, OutputSpec, Paths, PlatformSpec, Setting, StageSpec,
-    StreamSourceSpec, StreamSpec, WindowSpec,
+    FunctionSpec, FunctionTable, GenerateSpec, InputSpec, JobFile, OnFailureSpec, OutputSpec, Paths, PlatformSpec,
+    Setting, StageSpec, StreamSourceSpec, StreamSpec, WindowSpec,
 };
 pub use validate::{DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT_EVERY, validate, validate_with};

@@ -108,6 +108,24 @@ pub struct StreamPlan {
     pub allowed_lateness: std::time::Duration,
     /// How often the checkpoint is written.
     pub checkpoint_every: std::time::Duration,
+    /// Whether a failing batch is split down to the records that fail.
+    pub bisect_on_error: bool,
+    /// Where failed records go; none: a failing batch stops the stream.
+    pub on_failure: Option<OnFailure>,
+}
+
+/// Where a stream's failed records go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The run directory's `rejects/`.
+    Rejects,
+    /// An SQS queue.
+    Sqs {
+        /// Its URL.
+        url: String,
+        /// Its region.
+        region: String,
+    },
 }
 
 impl Plan {

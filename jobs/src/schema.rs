@@ -166,6 +166,28 @@ pub struct StreamSpec {
     /// output committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<Duration>,
+    /// Split a batch whose function fails in two, and each half again,
+    /// down to the record that fails (BisectBatchOnFunctionError).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bisect_on_error: Option<bool>,
+    /// Where the records of a batch that fails go, so the stream goes on:
+    /// `"rejects"` (the run directory's `rejects/`) or `{ sqs = "URL" }`.
+    /// Without it, a failing batch stops the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailureSpec>,
+}
+
+/// `[stream] on_failure`: where failed records go.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OnFailureSpec {
+    /// `"rejects"`.
+    Named(String),
+    /// `{ sqs = "URL" }`.
+    Queue {
+        /// The queue's URL.
+        sqs: String,
+    },
 }
 
 /// `stream.window`: a tumbling window, over an event-time field or over

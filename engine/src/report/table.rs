@@ -16,7 +16,7 @@ impl Summary {
             let _ = writeln!(
                 t,
                 "{} {} in {:.2}s (stopped: {}): {} records in {} batches ({:.0} records/s), {} rows out in {} files, \
-                 {} windows, {} late",
+                 {} windows, {} late{}",
                 self.job,
                 self.status,
                 self.wall_seconds,
@@ -27,7 +27,8 @@ impl Summary {
                 s.rows_out,
                 s.files,
                 s.windows,
-                s.late_records
+                s.late_records,
+                if s.failed_records > 0 { format!(", {} failed (set aside)", s.failed_records) } else { String::new() }
             );
             let l = &s.latency_ms;
             let _ = writeln!(

@@ -30,6 +30,9 @@ pub(crate) struct State {
     pub(crate) next_part: u64,
     /// The number the next part of the late records gets.
     pub(crate) next_late: u64,
+    /// The number the next part of the failed records gets.
+    #[serde(default)]
+    pub(crate) next_reject: u64,
     /// The start of the last window committed, epoch ms.
     pub(crate) last_window: Option<i64>,
     /// Counts over the whole stream.
@@ -51,6 +54,9 @@ pub(crate) struct Counts {
     pub(crate) windows: u64,
     /// Records whose window had closed when they came.
     pub(crate) late: u64,
+    /// Records a function failed on, set aside (`on_failure`).
+    #[serde(default)]
+    pub(crate) failed: u64,
     /// Output files committed (windows or parts).
     pub(crate) files: u64,
 }

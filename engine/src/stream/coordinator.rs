@@ -17,12 +17,13 @@ use fanout_workers::{Invocation, MapInstance, ReduceInstance};
 use hdrhistogram::Histogram;
 
 use super::checkpoint::{self, State};
+use super::failed::SetAside;
 use super::feed::{End, Start, Work, feed};
 use super::output::{commit_file, finish_part, open_part};
 use super::source::{self, DirSource, Segment};
 use super::spool::{Spool, SpoolState};
 use super::window;
-use super::worker::{CONTAINERS, Call, Done, Retrying, locate_row, work};
+use super::worker::{CONTAINERS, Call, Done, OnError, Retrying, locate_row, work};
 use crate::compile::CompiledStage;
 use crate::error::EngineError;
 use crate::options::{RunOptions, Until};
@@ -57,6 +58,8 @@ pub(super) struct Stream<'a> {
     /// The part being written (map-only output) and the late records'.
     pub(super) part: Option<(Writer, PathBuf, u64)>,
     pub(super) late: Option<(Writer, PathBuf, u64)>,
+    /// Where records a function failed on go (`on_failure`).
+    set_aside: Option<SetAside>,
     /// Arrivals of the rows in `part`.
     pub(super) part_arrivals: Arrivals,
     pub(super) latency: Histogram<u64>,
@@ -91,6 +94,7 @@ impl<'a> Stream<'a> {
         let mut state = state;
         state.next_part = state.next_part.max(1);
         state.next_late = state.next_late.max(1);
+        state.next_reject = state.next_reject.max(1);
         Stream {
             recorder,
             origin: Instant::now(),
@@ -108,6 +112,7 @@ impl<'a> Stream<'a> {
             reduce: None,
             part: None,
             late: None,
+            set_aside: sp.on_failure.as_ref().map(|f| SetAside::new(f, run_dir)),
             part_arrivals: Arrivals::default(),
             latency: Histogram::new(3).expect("a histogram"),
             stop: opts.stop.clone(),
@@ -144,6 +149,7 @@ impl<'a> Stream<'a> {
         let input = spool.map(|s| s.state.clone());
         self.input = input.clone();
         let start = Start { records: self.state.counts.records_in, batch: self.state.counts.batches };
+        let on_error = OnError { bisect: self.sp.bisect_on_error, set_aside: self.sp.on_failure.is_some() };
         let retrying = Retrying {
             timeout: self.plan.platform.timeout,
             retries: self.plan.platform.retries,
@@ -158,7 +164,7 @@ impl<'a> Stream<'a> {
             });
             for worker in 0..concurrency {
                 let (rx, tx, stop) = (work_rx.clone(), done_tx.clone(), opts.stop.clone());
-                scope.spawn(move || work(worker, map_stages, &rx, &tx, &stop, retrying));
+                scope.spawn(move || work(worker, map_stages, &rx, &tx, &stop, retrying, on_error));
             }
             drop((work_rx, done_tx));
             self.coordinate(&done_rx, &end_rx)
@@ -259,6 +265,12 @@ impl<'a> Stream<'a> {
             Err(None) => return Ok(false),
             Err(Some(e)) => return Err(e),
         };
+        if let Some(aside) = self.set_aside.as_mut()
+            && !d.failed.is_empty()
+        {
+            aside.add(&d.failed, self.state.next_reject)?;
+            self.state.counts.failed += d.failed.iter().map(|f| f.records.num_rows() as u64).sum::<u64>();
+        }
         let records: u64 = d.segments.iter().map(|s| s.rows as u64).sum();
         // The arrival of each row of the map stages' output: a map stage
         // may change the row count, so rows are given the arrival of the
@@ -480,6 +492,9 @@ impl<'a> Stream<'a> {
             finish_part(writer, &temp, &self.run_dir.join("late"), "late", number, Format::Jsonl)?;
             self.state.next_late = number + 1;
         }
+        if let Some(number) = self.set_aside.as_mut().map(SetAside::commit).transpose()?.flatten() {
+            self.state.next_reject = number + 1;
+        }
         self.recorder.flush()?;
         self.state.number += 1;
         self.state.windows = self.partials.keys().copied().collect();
@@ -553,6 +568,7 @@ impl<'a> Stream<'a> {
             batches: c.batches,
             windows: c.windows,
             late_records: c.late,
+            failed_records: c.failed,
             files: c.files,
             output: plan.output.path.clone(),
             stopped_by: ended.unwrap_or("a failure").to_string(),

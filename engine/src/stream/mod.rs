@@ -24,6 +24,7 @@
 
 mod checkpoint;
 mod coordinator;
+mod failed;
 mod feed;
 mod output;
 mod receive;

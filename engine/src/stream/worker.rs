@@ -18,6 +18,8 @@ use crate::step::Step;
 pub(super) struct Done {
     pub(super) seq: u64,
     pub(super) result: Result<RecordBatch, Option<EngineError>>,
+    /// Records whose invocation failed, set aside (`on_failure`).
+    pub(super) failed: Vec<Failed>,
     pub(super) segments: Vec<Segment>,
     /// When it was handed to the workers.
     pub(super) queued: Instant,
@@ -25,6 +27,27 @@ pub(super) struct Done {
     pub(super) worker: usize,
     /// Its map stages' invocations, failed attempts included.
     pub(super) calls: Vec<Call>,
+}
+
+/// Records a stage failed on, set aside for `on_failure`.
+pub(super) struct Failed {
+    /// The records, as the stage got them.
+    pub(super) records: RecordBatch,
+    /// The stage, by name.
+    pub(super) stage: String,
+    /// Why it failed.
+    pub(super) error: String,
+    /// Where the record came from, when it is one the stage got as read.
+    pub(super) source: Option<String>,
+}
+
+/// What a worker does with a batch whose function fails.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OnError {
+    /// Split it down to the records that fail.
+    pub(super) bisect: bool,
+    /// Set the records that fail aside, and go on.
+    pub(super) set_aside: bool,
 }
 
 /// One invocation of a function, as a worker or the coordinator saw it.
@@ -84,37 +107,108 @@ pub(super) fn work(
     tx: &crossbeam_channel::Sender<Done>,
     stop: &crate::stop::Stop,
     retrying: Retrying,
+    on_error: OnError,
 ) {
-    let mut containers: Vec<Option<(Box<dyn MapInstance>, u64)>> = stages.iter().map(|_| None).collect();
+    let containers: Vec<Option<(Box<dyn MapInstance>, u64)>> = stages.iter().map(|_| None).collect();
+    let mut run = Stages { stages, containers, stop, retrying, on_error };
     while let Ok(w) = rx.recv() {
         let mut calls = Vec::new();
-        let mut batch = w.batch;
-        let mut result = Ok(());
+        let mut failed = Vec::new();
         // Stopping, a batch not started is left for the resume.
         if stop.is_stopped() {
-            let done = Done { seq: w.seq, result: Err(None), segments: w.segments, queued: w.queued, worker, calls };
+            let done =
+                Done { seq: w.seq, result: Err(None), failed, segments: w.segments, queued: w.queued, worker, calls };
             if tx.send(done).is_err() {
                 return;
             }
             continue;
         }
-        if batch.num_rows() > 0 {
-            for (i, stage) in stages.iter().enumerate() {
-                match call_map(i, stage, &mut containers[i], &batch, w.seq, stop, retrying, &mut calls) {
-                    Ok(out) => batch = out,
-                    Err(e) => {
-                        let at = describe(&w.segments);
-                        result = Err(e.map(|e| EngineError::Stream(format!("stage `{}`, {at}: {e}", stage.name))));
-                        break;
-                    }
-                }
+        let result = match w.batch.num_rows() {
+            0 => Ok(w.batch),
+            rows => {
+                let mut out = Vec::new();
+                let mut at = Batch { seq: w.seq, segments: &w.segments, rows, calls: &mut calls, failed: &mut failed };
+                run.from(0, w.batch.clone(), 0, &mut at, &mut out).and_then(|()| {
+                    let schema = stages.last().map_or_else(|| w.batch.schema(), |s| s.function.output_schema());
+                    arrow_select::concat::concat_batches(&schema, &out)
+                        .map_err(|e| Some(EngineError::Stream(format!("joining a bisected batch: {e}"))))
+                })
             }
-        }
-        let done =
-            Done { seq: w.seq, result: result.map(|()| batch), segments: w.segments, queued: w.queued, worker, calls };
+        };
+        let done = Done { seq: w.seq, result, failed, segments: w.segments, queued: w.queued, worker, calls };
         if tx.send(done).is_err() {
             return;
         }
+    }
+}
+
+/// A worker's map stages, their containers, and what it does when they
+/// fail.
+struct Stages<'a> {
+    stages: &'a [CompiledStage],
+    containers: Vec<Option<(Box<dyn MapInstance>, u64)>>,
+    stop: &'a crate::stop::Stop,
+    retrying: Retrying,
+    on_error: OnError,
+}
+
+/// The batch a worker is on: what its invocations and failures are noted
+/// in.
+struct Batch<'a> {
+    seq: u64,
+    segments: &'a [Segment],
+    /// Its records.
+    rows: usize,
+    calls: &'a mut Vec<Call>,
+    failed: &'a mut Vec<Failed>,
+}
+
+impl Stages<'_> {
+    /// Runs stages `from..` on `batch` (starting at row `offset` of the
+    /// batch read, while the rows are the records read one to one), its
+    /// output added to `out`. A failing invocation, with bisection, is
+    /// tried again on each half of its input, down to a single record; the
+    /// records that still fail are set aside, or stop the stream.
+    fn from(
+        &mut self,
+        from: usize,
+        mut batch: RecordBatch,
+        offset: usize,
+        at: &mut Batch<'_>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<(), Option<EngineError>> {
+        for i in from..self.stages.len() {
+            let stage = &self.stages[i];
+            let called =
+                call_map(i, stage, &mut self.containers[i], &batch, at.seq, self.stop, self.retrying, at.calls);
+            let error = match called {
+                Ok(next) => {
+                    batch = next;
+                    continue;
+                }
+                Err(None) => return Err(None),
+                Err(Some(e)) => e,
+            };
+            let rows = batch.num_rows();
+            if self.on_error.bisect && rows > 1 {
+                let half = rows / 2;
+                self.from(i, batch.slice(0, half), offset, at, out)?;
+                return self.from(i, batch.slice(half, rows - half), offset + half, at, out);
+            }
+            // Located by file and record while the rows are the records read.
+            let source = match (i, rows) {
+                (0, 1) => locate_row(at.segments, at.rows, offset),
+                _ => None,
+            };
+            if self.on_error.set_aside {
+                at.failed.push(Failed { records: batch, stage: stage.name.clone(), error: error.message, source });
+                return Ok(());
+            }
+            let whose = source.unwrap_or_else(|| describe(at.segments));
+            return Err(Some(EngineError::Stream(format!("stage `{}`, {whose}: {error}", stage.name))));
+        }
+        out.push(batch);
+        Ok(())
     }
 }
 

@@ -8,8 +8,8 @@ use fanout_datasets::Format;
 use crate::environment::Environment;
 use crate::error::JobError;
 use crate::load::{FieldPath, LoadedJob};
-use crate::plan::{OutputPlan, StagePlan, StartAt, StreamPlan, StreamSource, WindowPlan};
-use crate::schema::StreamSourceSpec;
+use crate::plan::{OnFailure, OutputPlan, StagePlan, StartAt, StreamPlan, StreamSource, WindowPlan};
+use crate::schema::{OnFailureSpec, StreamSourceSpec};
 
 /// The records a batch holds at most when `batch_size` is not given: as
 /// Lambda's Kinesis and DynamoDB mappings default to.
@@ -167,8 +167,7 @@ fn region_of(
     named: Option<String>,
     errors: &mut Vec<JobError>,
 ) -> Option<String> {
-    let env = || ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|k| std::env::var(k).ok());
-    match spec.region.clone().or(named).or_else(env).filter(|r| !r.is_empty()) {
+    match spec.region.clone().filter(|r| !r.is_empty()).or(named).or_else(env_region) {
         Some(r) => Some(r),
         None => {
             let m = "no AWS region: set input.stream.region = \"us-east-1\", or AWS_REGION";
@@ -176,6 +175,12 @@ fn region_of(
             None
         }
     }
+}
+
+/// The region the environment names (`AWS_REGION`, else
+/// `AWS_DEFAULT_REGION`).
+fn env_region() -> Option<String> {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|k| std::env::var(k).ok().filter(|r| !r.is_empty()))
 }
 
 /// Where a Kinesis or Redis source starts reading.
@@ -316,11 +321,43 @@ pub(super) fn validate_stream(
             errors.push(job.error(&out("limit"), "output.limit does not apply to a stream"));
         }
     }
+    let on_failure = match &spec.on_failure {
+        None => None,
+        Some(OnFailureSpec::Named(n)) if n == "rejects" => Some(OnFailure::Rejects),
+        Some(OnFailureSpec::Named(n)) => {
+            let m = format!("on_failure is \"rejects\" or {{ sqs = \"QUEUE URL\" }}, not `{n}`");
+            errors.push(job.error(&at("on_failure"), m));
+            None
+        }
+        Some(OnFailureSpec::Queue { sqs }) => {
+            let host = sqs.strip_prefix("https://").or_else(|| sqs.strip_prefix("http://"));
+            match host {
+                None => {
+                    let m = format!("on_failure.sqs `{sqs}` is not a queue URL");
+                    errors.push(job.error(&at("on_failure").key("sqs"), m));
+                    None
+                }
+                Some(host) => {
+                    let named = host.strip_prefix("sqs.").and_then(|h| h.split('.').next()).map(str::to_string);
+                    match named.or_else(env_region) {
+                        Some(region) => Some(OnFailure::Sqs { url: sqs.clone(), region }),
+                        None => {
+                            let m = "no AWS region for on_failure.sqs: set AWS_REGION";
+                            errors.push(job.error(&at("on_failure").key("sqs"), m));
+                            None
+                        }
+                    }
+                }
+            }
+        }
+    };
     (errors.len() == before).then(|| StreamPlan {
         batch_size,
         batch_window: spec.batch_window.map_or(std::time::Duration::ZERO, |d| d.0),
         window,
         allowed_lateness: spec.allowed_lateness.map_or(std::time::Duration::ZERO, |d| d.0),
         checkpoint_every,
+        bisect_on_error: spec.bisect_on_error.unwrap_or(false),
+        on_failure,
     })
 }
