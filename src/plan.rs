@@ -199,10 +199,22 @@ fn plan_stream(a: &JobArgs, job: &fanout_jobs::LoadedJob, plan: &fanout_jobs::Pl
     )?;
     if let Some(w) = &sp.window {
         let over = w.time.as_ref().map_or("arrival time".to_string(), |t| format!("event time `{t}`"));
+        let kind = match w.kind {
+            fanout_jobs::WindowKind::Tumbling => format!("tumbling {}", humantime::format_duration(w.size)),
+            fanout_jobs::WindowKind::Sliding { every } => {
+                format!(
+                    "sliding {}, one every {}",
+                    humantime::format_duration(w.size),
+                    humantime::format_duration(every)
+                )
+            }
+            fanout_jobs::WindowKind::Session => {
+                format!("session, per key, closed after a gap of {}", humantime::format_duration(w.size))
+            }
+        };
         writeln!(
             out,
-            "  window: tumbling {} over {over}; allowed lateness {}",
-            humantime::format_duration(w.size),
+            "  window: {kind} over {over}; allowed lateness {}",
             humantime::format_duration(sp.allowed_lateness)
         )?;
     }

@@ -40,10 +40,16 @@ concurrency = 2
 /// Starts the producer: `files` files of `records` events into
 /// `incoming/`, `rate` files a second.
 fn produce(s: &Scratch, files: u32, records: u32, rate: f64) -> std::process::Child {
+    produce_seeded(s, files, records, rate, 7)
+}
+
+/// The same, its events drawn from `seed`.
+pub(crate) fn produce_seeded(s: &Scratch, files: u32, records: u32, rate: f64, seed: u32) -> std::process::Child {
     std::fs::create_dir_all(s.path("incoming")).unwrap();
     Command::new("python3")
         .arg(root().join("tests/fixtures/stream_producer.py"))
-        .args([s.path("incoming").to_str().unwrap(), &files.to_string(), &records.to_string(), &rate.to_string(), "7"])
+        .arg(s.path("incoming"))
+        .args([files.to_string(), records.to_string(), rate.to_string(), seed.to_string()])
         .stdout(Stdio::null())
         .spawn()
         .unwrap()
@@ -52,11 +58,17 @@ fn produce(s: &Scratch, files: u32, records: u32, rate: f64) -> std::process::Ch
 /// Checks the windows in `out` and the late records of `run_dir` against
 /// the oracle.
 fn check(s: &Scratch, out: &str, run_dir: &str) {
+    check_windows(s, out, run_dir, &["2000", "1000"]);
+}
+
+/// The same, with the oracle's window arguments (`WINDOW_MS LATENESS_MS
+/// [EVERY_MS | session]`).
+pub(crate) fn check_windows(s: &Scratch, out: &str, run_dir: &str, window: &[&str]) {
     let oracle = root().join("tests/fixtures/stream_oracle.py");
     let r = Command::new("python3")
         .arg(oracle)
         .args([s.path("incoming"), s.path(out), s.path(run_dir)])
-        .args(["2000", "1000"])
+        .args(window)
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "ok", "oracle: {}", String::from_utf8_lossy(&r.stderr));

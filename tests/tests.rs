@@ -23,4 +23,5 @@ mod storage;
 mod stream;
 mod stream_failures;
 mod stream_sources;
+mod stream_windows;
 mod sweep;

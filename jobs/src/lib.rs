@@ -63,7 +63,7 @@ pub use external::{COMMON_KEYS, ExternalCheck, ExternalChecked, ExternalKind, Ex
 pub use load::{FieldPath, LoadedJob, Override, Seg, Source, Syntax, load, load_source};
 pub use plan::{
     InputPlan, InputSource, OnFailure, OutputMode, OutputPlan, Plan, SortKey, StagePlan, StartAt, StreamPlan,
-    StreamSource, WindowPlan, generated_name,
+    StreamSource, WindowKind, WindowPlan, generated_name,
 };
 pub use platform::{ColdStart, ContainerModel, PlatformPlan, Preset, Pricing};
 pub use schema::{

@@ -135,13 +135,39 @@ impl Plan {
     }
 }
 
-/// A tumbling window.
+/// A stream's windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowPlan {
-    /// Its length.
+    /// Tumbling, sliding or session.
+    pub kind: WindowKind,
+    /// A window's length; a session's gap.
     pub size: std::time::Duration,
     /// The event-time column; none: arrival time.
     pub time: Option<String>,
+}
+
+/// The kinds of window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Back to back.
+    Tumbling,
+    /// One starting every so often, overlapping.
+    Sliding {
+        /// How often one starts.
+        every: std::time::Duration,
+    },
+    /// Per key: records less than the gap apart.
+    Session,
+}
+
+impl WindowPlan {
+    /// How often a window starts (a tumbling window's length).
+    pub fn every(&self) -> std::time::Duration {
+        match self.kind {
+            WindowKind::Sliding { every } => every,
+            WindowKind::Tumbling | WindowKind::Session => self.size,
+        }
+    }
 }
 
 /// Where the records come from.

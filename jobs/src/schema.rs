@@ -190,13 +190,24 @@ pub enum OnFailureSpec {
     },
 }
 
-/// `stream.window`: a tumbling window, over an event-time field or over
-/// the time records arrive.
+/// `stream.window`: tumbling, sliding or session windows, over an
+/// event-time field or over the time records arrive.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
-    /// The window's length.
-    pub tumbling: Duration,
+    /// Tumbling windows of this length, back to back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tumbling: Option<Duration>,
+    /// Sliding windows of this length, one starting `every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding: Option<Duration>,
+    /// How often a sliding window starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Duration>,
+    /// Session windows: a key's records with less than this gap between
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Duration>,
     /// The event-time field (RFC 3339 text, or epoch seconds or
     /// milliseconds); none: the time each record arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -37,8 +37,12 @@ pub(crate) struct State {
     pub(crate) last_window: Option<i64>,
     /// Counts over the whole stream.
     pub(crate) counts: Counts,
-    /// The open windows' starts, epoch ms.
+    /// The open windows' starts, epoch ms (session windows: the
+    /// sessions' ids).
     pub(crate) windows: Vec<i64>,
+    /// The sessions not committed yet, for session windows.
+    #[serde(default)]
+    pub(crate) sessions: super::session::Sessions,
 }
 
 /// A stream's counts, kept across resumes.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use fanout_datasets::{Format, Writer};
-use fanout_jobs::{Plan, StreamPlan};
+use fanout_jobs::{Plan, StreamPlan, WindowKind};
 use fanout_workers::{Invocation, MapInstance, ReduceInstance};
 use hdrhistogram::Histogram;
 
@@ -20,6 +20,7 @@ use super::checkpoint::{self, State};
 use super::failed::SetAside;
 use super::feed::{End, Start, Work, feed};
 use super::output::{commit_file, finish_part, open_part};
+use super::session;
 use super::source::{self, DirSource, Segment};
 use super::spool::{Spool, SpoolState};
 use super::window;
@@ -237,6 +238,9 @@ impl<'a> Stream<'a> {
             }
             End::Until(_) | End::InputEnded => {
                 // The input counts as ended: every open window closes.
+                if self.sp.window.as_ref().is_some_and(|w| w.kind == WindowKind::Session) {
+                    self.emit_sessions(None)?;
+                }
                 let starts: Vec<i64> = self.partials.keys().copied().collect();
                 for start in starts {
                     self.emit(start)?;
@@ -333,26 +337,50 @@ impl<'a> Stream<'a> {
         // A batch holds one partition's records (the source cuts it so).
         let partition = segments.iter().find_map(|s| s.partition.as_deref());
         let known = self.input.as_ref().map(|i| i.partitions.lock().expect("not poisoned").clone()).unwrap_or_default();
-        let assigned = self.state.clock.assign(&times, partition, &known, size, lateness);
-        for (start, rows) in &assigned.windows {
-            let part = window::take(batch, rows).map_err(|e| self.stage_error(stage, e.to_string()))?;
-            let partial = self.call_combine(stage, part)?;
-            self.partials.entry(*start).or_default().extend(partial);
-            let seen = self.arrivals.entry(*start).or_default();
-            for &r in rows {
-                *seen.0.entry(arrivals[r as usize]).or_default() += 1;
+        if w.kind == WindowKind::Session {
+            let mut marks = Vec::with_capacity(times.len());
+            for &t in &times {
+                marks.push(self.state.clock.mark);
+                self.state.clock.advance(t, partition, &known, lateness);
             }
+            return self.session_batch(stage, batch, arrivals, &times, &marks);
         }
-        if !assigned.late.is_empty() {
-            let late = window::take(batch, &assigned.late).map_err(|e| self.stage_error(stage, e.to_string()))?;
-            self.write_late(&late)?;
-            self.state.counts.late += late.num_rows() as u64;
-        }
+        let every = w.every().as_millis().max(1) as i64;
+        let assigned = self.state.clock.assign(&times, partition, &known, (size, every), lateness);
+        self.combine_into(stage, batch, arrivals, &assigned.windows, &assigned.late)?;
         if let Some(mark) = self.state.clock.mark {
             let due: Vec<i64> = self.partials.keys().copied().take_while(|s| s + size <= mark).collect();
             for start in due {
                 self.emit(start)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Runs the combiner over the rows of `batch` that go to each window
+    /// (by start, or session id), keeping the partials; the `late` rows go
+    /// to the late records.
+    fn combine_into(
+        &mut self,
+        stage: &CompiledStage,
+        batch: &RecordBatch,
+        arrivals: &[i64],
+        windows: &BTreeMap<i64, Vec<u32>>,
+        late: &[u32],
+    ) -> Result<(), EngineError> {
+        for (id, rows) in windows {
+            let part = window::take(batch, rows).map_err(|e| self.stage_error(stage, e.to_string()))?;
+            let partial = self.call_combine(stage, part)?;
+            self.partials.entry(*id).or_default().extend(partial);
+            let seen = self.arrivals.entry(*id).or_default();
+            for &r in rows {
+                *seen.0.entry(arrivals[r as usize]).or_default() += 1;
+            }
+        }
+        if !late.is_empty() {
+            let late = window::take(batch, late).map_err(|e| self.stage_error(stage, e.to_string()))?;
+            self.write_late(&late)?;
+            self.state.counts.late += late.num_rows() as u64;
         }
         Ok(())
     }
@@ -410,9 +438,21 @@ impl<'a> Stream<'a> {
 
     /// Reduces window `start`'s partials and commits it as one file.
     fn emit(&mut self, start: i64) -> Result<(), EngineError> {
+        let size = self.sp.window.as_ref().map_or(1, |w| w.size.as_millis().max(1) as i64);
+        let batches = self.reduce_window(start, start, size)?;
+        let name = format!("window-{}", window::rfc3339(start).replace(':', "-"));
+        self.commit_windows(&name, &batches, 1)?;
+        self.state.last_window = Some(start);
+        Ok(())
+    }
+
+    /// Reduces the partials kept under `id` (a window's start, a
+    /// session's id) into the rows of the window from `start`, `size_ms`
+    /// long; their records' arrivals counted as committed.
+    fn reduce_window(&mut self, id: i64, start: i64, size_ms: i64) -> Result<Vec<RecordBatch>, EngineError> {
         let stage = self.keyed.expect("windows belong to a keyed stage");
-        let partials = self.partials.remove(&start).unwrap_or_default();
-        let arrivals = self.arrivals.remove(&start).unwrap_or_default();
+        let partials = self.partials.remove(&id).unwrap_or_default();
+        let arrivals = self.arrivals.remove(&id).unwrap_or_default();
         let cold = self.reduce.is_none();
         if cold {
             let made = stage.function.init_reduce().expect("a keyed stage reduces");
@@ -421,31 +461,78 @@ impl<'a> Stream<'a> {
         }
         let records_in: u64 = partials.iter().map(|b| b.num_rows() as u64).sum();
         let bytes_in: u64 = partials.iter().map(|b| b.get_array_memory_size() as u64).sum();
-        let inv = Invocation::plain(&stage.name, start as u64);
+        let inv = Invocation::plain(&stage.name, id as u64);
         let started = Instant::now();
         let reduced = self.reduce.as_mut().expect("made above").call(&inv, partials);
         let call = Call::ended(stage.index, self.containers.1, cold, started, (records_in, bytes_in), &reduced);
-        // A window's reduce is task `start` (its start, epoch ms).
-        self.record(Step::reduce(stage.index), start.max(0) as u64, 0, started, &call)?;
+        // A window's reduce is task `id` (its start, epoch ms; a session's id).
+        self.record(Step::reduce(stage.index), id.max(0) as u64, 0, started, &call)?;
         let reduced = reduced.map_err(|e| self.stage_error(stage, e.message))?;
-        let rows = call.records_out;
-        let size = self.sp.window.as_ref().map_or(1, |w| w.size.as_millis().max(1) as i64);
-        let name = format!("window-{}", window::rfc3339(start).replace(':', "-"));
+        self.count_latency(&arrivals);
         let schema = self.output_schema.clone();
-        let batches = (reduced.iter())
-            .map(|b| window::with_window(b, &schema, start, size))
+        (reduced.iter())
+            .map(|b| window::with_window(b, &schema, start, size_ms))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.stage_error(stage, e.to_string()))?;
+            .map_err(|e| self.stage_error(stage, e.to_string()))
+    }
+
+    /// Commits `batches`, the rows of `windows` windows, as the file
+    /// `name` of the output (none when they hold no row).
+    fn commit_windows(&mut self, name: &str, batches: &[RecordBatch], windows: u64) -> Result<(), EngineError> {
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         if rows > 0 {
-            let out = self.plan.output.path.clone();
-            let format = self.plan.output.format;
-            commit_file(&out, &name, format, &schema, &batches)?;
+            let (out, format) = (self.plan.output.path.clone(), self.plan.output.format);
+            commit_file(&out, name, format, &self.output_schema, batches)?;
             self.state.counts.rows_out += rows;
             self.state.counts.files += 1;
         }
-        self.state.counts.windows += 1;
-        self.state.last_window = Some(start);
-        self.count_latency(&arrivals);
+        self.state.counts.windows += windows;
+        Ok(())
+    }
+
+    /// Puts a batch's records into their keys' sessions (merging those a
+    /// record bridges), and commits the buckets of sessions the watermark
+    /// has passed.
+    fn session_batch(
+        &mut self,
+        stage: &CompiledStage,
+        batch: &RecordBatch,
+        arrivals: &[i64],
+        times: &[i64],
+        marks: &[Option<i64>],
+    ) -> Result<(), EngineError> {
+        let gap = self.sp.window.as_ref().map_or(1, |w| w.size.as_millis().max(1) as i64);
+        let names = self.plan.stages[stage.index].key.clone().unwrap_or_default();
+        let keys = session::row_keys(batch, &names).map_err(|e| self.stage_error(stage, e))?;
+        let placed = self.state.sessions.place(times, &keys, marks, gap);
+        for (from, into) in &placed.merged {
+            let (partials, seen) = (self.partials.remove(from), self.arrivals.remove(from));
+            self.partials.entry(*into).or_default().extend(partials.into_iter().flatten());
+            let counts = &mut self.arrivals.entry(*into).or_default().0;
+            for (at, n) in seen.map(|a| a.0).into_iter().flatten() {
+                *counts.entry(at).or_default() += n;
+            }
+        }
+        self.combine_into(stage, batch, arrivals, &placed.sessions, &placed.late)?;
+        if let Some(mark) = self.state.clock.mark {
+            self.emit_sessions(Some(mark))?;
+        }
+        Ok(())
+    }
+
+    /// Commits the buckets of sessions the watermark `mark` has passed
+    /// (none: every session, the stream ending), a file each.
+    fn emit_sessions(&mut self, mark: Option<i64>) -> Result<(), EngineError> {
+        let gap = self.sp.window.as_ref().map_or(1, |w| w.size.as_millis().max(1) as i64);
+        for (bucket, sessions) in self.state.sessions.due(mark, gap) {
+            let mut batches = Vec::new();
+            for (id, s) in &sessions {
+                batches.extend(self.reduce_window(*id, s.start, s.end - s.start)?);
+            }
+            let name = format!("sessions-{}", window::rfc3339(bucket).replace(':', "-"));
+            self.commit_windows(&name, &batches, sessions.len() as u64)?;
+            self.state.last_window = Some(bucket);
+        }
         Ok(())
     }
 

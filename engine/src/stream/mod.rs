@@ -28,6 +28,7 @@ mod failed;
 mod feed;
 mod output;
 mod receive;
+mod session;
 mod source;
 mod spool;
 mod window;

@@ -31,7 +31,7 @@ pub(super) fn check_output(plan: &Plan) -> Result<(), EngineError> {
 }
 
 /// Makes the output directory. Overwriting, the files an earlier stream
-/// wrote there (`window-*` and `part-*` of the output's format, and their
+/// wrote there (`window-*`, `sessions-*` and `part-*` of the output's format, and their
 /// unfinished dot-files) go first, so that two runs' windows never mix;
 /// other files are left alone.
 pub(super) fn prepare_output(plan: &Plan) -> Result<(), EngineError> {
@@ -42,7 +42,7 @@ pub(super) fn prepare_output(plan: &Plan) -> Result<(), EngineError> {
         for entry in std::fs::read_dir(out).map_err(|e| EngineError::io(out, e))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let bare = name.strip_prefix('.').unwrap_or(&name);
-            let ours = (bare.starts_with("window-") || bare.starts_with("part-"))
+            let ours = (bare.starts_with("window-") || bare.starts_with("sessions-") || bare.starts_with("part-"))
                 && (name.ends_with(&ext) || (name.starts_with('.') && name.ends_with(".tmp")));
             if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
                 std::fs::remove_file(entry.path()).map_err(|e| EngineError::io(entry.path(), e))?;

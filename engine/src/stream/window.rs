@@ -111,7 +111,8 @@ pub(crate) fn is_time_type(ty: &DataType) -> bool {
     )
 }
 
-/// The start of the tumbling window of `size_ms` that holds `t`.
+/// The start of the last window of those starting every `size_ms` that
+/// holds `t`: the tumbling window of `size_ms` that holds it.
 pub(crate) fn window_start(t: i64, size_ms: i64) -> i64 {
     t.div_euclid(size_ms) * size_ms
 }
@@ -159,34 +160,49 @@ impl Clock {
     }
 
     /// Assigns `times` (in the order the records came) to windows of
-    /// `size_ms`, advancing the watermark record by record: a record is
-    /// late when its window ended at or before the watermark of the
-    /// records before it, so the result depends on the records' order
-    /// alone, not on how they were batched. The records are all from
-    /// `partition`, where the source has partitions (`known`).
+    /// `size_ms`, one starting every `every_ms` (tumbling windows: every
+    /// `size_ms`), advancing the watermark record by record: a record
+    /// goes into each of its windows still open, and is late when every
+    /// one has ended at or before the watermark of the records before it,
+    /// so the result depends on the records' order alone, not on how they
+    /// were batched. The records are all from `partition`, where the
+    /// source has partitions (`known`).
     pub(crate) fn assign(
         &mut self,
         times: &[i64],
         partition: Option<&str>,
         known: &BTreeSet<String>,
-        size_ms: i64,
+        (size_ms, every_ms): (i64, i64),
         lateness_ms: i64,
     ) -> Assigned {
         let mut out = Assigned::default();
         for (row, &t) in times.iter().enumerate() {
-            let start = window_start(t, size_ms);
-            match self.mark {
-                Some(w) if start + size_ms <= w => out.late.push(row as u32),
-                _ => out.windows.entry(start).or_default().push(row as u32),
+            let mut start = window_start(t, every_ms);
+            let mut placed = false;
+            while start + size_ms > t {
+                if self.mark.is_none_or(|w| start + size_ms > w) {
+                    out.windows.entry(start).or_default().push(row as u32);
+                    placed = true;
+                }
+                start -= every_ms;
             }
-            self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
-            if let Some(p) = partition {
-                let newest = self.partitions.entry(p.to_string()).or_insert(t);
-                *newest = (*newest).max(t);
+            if !placed {
+                out.late.push(row as u32);
             }
-            self.mark = self.watermark(lateness_ms, known);
+            self.advance(t, partition, known, lateness_ms);
         }
         out
+    }
+
+    /// Takes in a record of event time `t` from `partition`: the newest
+    /// times and the watermark move on.
+    pub(crate) fn advance(&mut self, t: i64, partition: Option<&str>, known: &BTreeSet<String>, lateness_ms: i64) {
+        self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+        if let Some(p) = partition {
+            let newest = self.partitions.entry(p.to_string()).or_insert(t);
+            *newest = (*newest).max(t);
+        }
+        self.mark = self.watermark(lateness_ms, known);
     }
 }
 
@@ -276,7 +292,7 @@ mod tests {
     fn lateness_depends_on_record_order_not_batching() {
         let times = [1000, 12_000, 9_000, 4_000, 21_000, 14_000, 3_000];
         let mut whole = Clock::default();
-        let all = whole.assign(&times, None, &BTreeSet::new(), 10_000, 5_000);
+        let all = whole.assign(&times, None, &BTreeSet::new(), (10_000, 10_000), 5_000);
         // At 9 s the watermark is 7 s (12 - 5): window [0, 10) is open.
         // At 4 s it still is. At 14 s the watermark is 16 s (21 - 5):
         // [10, 20) is open; at 3 s, [0, 10) has closed.
@@ -286,8 +302,8 @@ mod tests {
         assert_eq!(all.windows[&20_000], [4]);
         let mut split = Clock::default();
         let (a, b) = (
-            split.assign(&times[..3], None, &BTreeSet::new(), 10_000, 5_000),
-            split.assign(&times[3..], None, &BTreeSet::new(), 10_000, 5_000),
+            split.assign(&times[..3], None, &BTreeSet::new(), (10_000, 10_000), 5_000),
+            split.assign(&times[3..], None, &BTreeSet::new(), (10_000, 10_000), 5_000),
         );
         assert_eq!(a.late.len() + b.late.len(), 1);
         assert_eq!(b.late, [3]);
@@ -300,29 +316,46 @@ mod tests {
         let known: BTreeSet<String> = ["s0", "s1"].into_iter().map(String::from).collect();
         let mut clock = Clock::default();
         // Shard s0 runs ahead: until s1 is seen, there is no watermark.
-        let a = clock.assign(&[25_000, 31_000], Some("s0"), &known, 10_000, 0);
+        let a = clock.assign(&[25_000, 31_000], Some("s0"), &known, (10_000, 10_000), 0);
         assert_eq!(clock.mark, None);
         assert!(a.late.is_empty());
         // s1's older records are not late; the watermark is s1's.
-        let b = clock.assign(&[3_000, 12_000], Some("s1"), &known, 10_000, 0);
+        let b = clock.assign(&[3_000, 12_000], Some("s1"), &known, (10_000, 10_000), 0);
         assert!(b.late.is_empty());
         assert_eq!(clock.mark, Some(12_000));
         // A record of a window the watermark passed is late, whichever
         // shard it is from.
-        let c = clock.assign(&[9_000], Some("s0"), &known, 10_000, 0);
+        let c = clock.assign(&[9_000], Some("s0"), &known, (10_000, 10_000), 0);
         assert_eq!(c.late, [0]);
         // A new shard, not seen yet, does not move the watermark back.
         let more: BTreeSet<String> = ["s0", "s1", "s2"].into_iter().map(String::from).collect();
-        clock.assign(&[13_000], Some("s1"), &more, 10_000, 0);
+        clock.assign(&[13_000], Some("s1"), &more, (10_000, 10_000), 0);
         assert_eq!(clock.mark, Some(12_000));
         // A partition read to its end (its end marker taken, and gone from
         // the source's) holds it no more.
-        clock.assign(&[14_000], Some("s2"), &more, 10_000, 0);
+        clock.assign(&[14_000], Some("s2"), &more, (10_000, 10_000), 0);
         assert_eq!(clock.mark, Some(13_000));
         clock.partitions.remove("s1");
         let left: BTreeSet<String> = ["s0", "s2"].into_iter().map(String::from).collect();
-        clock.assign(&[15_000], Some("s2"), &left, 10_000, 0);
+        clock.assign(&[15_000], Some("s2"), &left, (10_000, 10_000), 0);
         assert_eq!(clock.mark, Some(15_000));
+    }
+
+    #[test]
+    fn a_sliding_window_takes_each_record_in_every_window_that_holds_it() {
+        let none = BTreeSet::new();
+        let mut clock = Clock::default();
+        // 10 s windows, one every 5 s: 12 s is in [5, 15) and [10, 20).
+        let a = clock.assign(&[12_000, 3_000], None, &none, (10_000, 5_000), 0);
+        assert_eq!(a.windows[&5_000], [0]);
+        assert_eq!(a.windows[&10_000], [0]);
+        // 3 s is in [-5, 5) and [0, 10), both ended at the watermark (12 s).
+        assert!(!a.windows.contains_key(&0) && !a.windows.contains_key(&-5_000));
+        assert_eq!(a.late, [1]);
+        // 9 s is in [0, 10), closed, and [5, 15), open: not late.
+        let b = clock.assign(&[9_000], None, &none, (10_000, 5_000), 0);
+        assert!(b.late.is_empty());
+        assert_eq!(b.windows.keys().copied().collect::<Vec<_>>(), [5_000]);
     }
 
     #[test]

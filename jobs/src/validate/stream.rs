@@ -2,13 +2,14 @@
 //! settings, and what a stream's stages and output may be.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use fanout_datasets::Format;
 
 use crate::environment::Environment;
 use crate::error::JobError;
 use crate::load::{FieldPath, LoadedJob};
-use crate::plan::{OnFailure, OutputPlan, StagePlan, StartAt, StreamPlan, StreamSource, WindowPlan};
+use crate::plan::{OnFailure, OutputPlan, StagePlan, StartAt, StreamPlan, StreamSource, WindowKind, WindowPlan};
 use crate::schema::{OnFailureSpec, StreamSourceSpec};
 
 /// The records a batch holds at most when `batch_size` is not given: as
@@ -17,7 +18,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 100;
 
 /// How often a stream's checkpoint is written when `checkpoint_every` is
 /// not given.
-pub const DEFAULT_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub const DEFAULT_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The one source `input.stream` names.
 pub(super) fn validate_stream_source(
@@ -129,13 +130,13 @@ pub(super) fn validate_stream_source(
             let url_region = host.strip_prefix("sqs.").and_then(|h| h.split('.').next()).map(str::to_string);
             let region = region_of(job, spec, url_region, errors)?;
             let visibility_timeout = match spec.visibility_timeout {
-                Some(d) if d.0 < std::time::Duration::from_secs(1) || d.0 > std::time::Duration::from_secs(43_200) => {
+                Some(d) if d.0 < Duration::from_secs(1) || d.0 > Duration::from_secs(43_200) => {
                     let m = "visibility_timeout is between 1s and 12h, as SQS allows";
                     errors.push(job.error(&at("visibility_timeout"), m));
                     return None;
                 }
                 Some(d) => d.0,
-                None => std::time::Duration::from_secs(30),
+                None => Duration::from_secs(30),
             };
             Some(StreamSource::Sqs { url, region, visibility_timeout })
         }
@@ -152,7 +153,7 @@ pub(super) fn validate_stream_source(
             };
             let group = spec.group.clone().unwrap_or_else(|| super::job_name(job));
             let start = start_at(job, spec, errors)?;
-            let claim_after = spec.claim_after.map_or(std::time::Duration::from_secs(60), |d| d.0);
+            let claim_after = spec.claim_after.map_or(Duration::from_secs(60), |d| d.0);
             Some(StreamSource::Redis { url, key, group, start, claim_after, field: spec.field.clone() })
         }
         other => unreachable!("{other} is one of the sources named above"),
@@ -272,14 +273,45 @@ pub(super) fn validate_stream(
         Some(d) => d.0,
         None => DEFAULT_CHECKPOINT_EVERY,
     };
-    let window = spec.window.as_ref().map(|w| {
-        if w.tumbling.0.is_zero() {
-            errors.push(job.error(&at("window").key("tumbling"), "a window must be longer than 0s"));
+    let window = spec.window.as_ref().and_then(|w| {
+        let wat = |k: &str| at("window").key(k);
+        let kinds: Vec<(&str, Duration)> = [("tumbling", w.tumbling), ("sliding", w.sliding), ("session", w.session)]
+            .into_iter()
+            .filter_map(|(k, d)| Some((k, d?.0)))
+            .collect();
+        let (kind, size) = match kinds[..] {
+            [one] => one,
+            [] | [_, _, ..] => {
+                let m = "a window is one of { tumbling = \"10s\" }, { sliding = \"5m\", every = \"1m\" } \
+                         or { session = \"30s\" }";
+                errors.push(job.error(&at("window"), m));
+                return None;
+            }
+        };
+        if size.is_zero() {
+            errors.push(job.error(&wat(kind), "a window must be longer than 0s"));
         }
         if w.time.as_deref().is_some_and(str::is_empty) {
-            errors.push(job.error(&at("window").key("time"), "window.time names no field"));
+            errors.push(job.error(&wat("time"), "window.time names no field"));
         }
-        WindowPlan { size: w.tumbling.0, time: w.time.clone() }
+        let kind = match (kind, w.every) {
+            ("sliding", Some(every)) if every.0.is_zero() || every.0 > size => {
+                errors.push(job.error(&wat("every"), "every is longer than 0s and no longer than the window"));
+                return None;
+            }
+            ("sliding", Some(every)) => WindowKind::Sliding { every: every.0 },
+            ("sliding", None) => {
+                errors.push(job.error(&wat("sliding"), "a sliding window says how often one starts: every = \"1m\""));
+                return None;
+            }
+            (_, Some(_)) => {
+                errors.push(job.error(&wat("every"), "every applies to a sliding window"));
+                return None;
+            }
+            ("tumbling", None) => WindowKind::Tumbling,
+            _ => WindowKind::Session,
+        };
+        Some(WindowPlan { kind, size, time: w.time.clone() })
     });
     if spec.allowed_lateness.is_some() && window.as_ref().is_none_or(|w| w.time.is_none()) {
         let m = "allowed_lateness applies to a window over an event-time field (window = { tumbling = ..., time = \"FIELD\" })";
@@ -353,9 +385,9 @@ pub(super) fn validate_stream(
     };
     (errors.len() == before).then(|| StreamPlan {
         batch_size,
-        batch_window: spec.batch_window.map_or(std::time::Duration::ZERO, |d| d.0),
+        batch_window: spec.batch_window.map_or(Duration::ZERO, |d| d.0),
         window,
-        allowed_lateness: spec.allowed_lateness.map_or(std::time::Duration::ZERO, |d| d.0),
+        allowed_lateness: spec.allowed_lateness.map_or(Duration::ZERO, |d| d.0),
         checkpoint_every,
         bisect_on_error: spec.bisect_on_error.unwrap_or(false),
         on_failure,
