@@ -51,9 +51,6 @@ pub fn run(a: &RunArgs) -> Outcome {
         }
     }
     if plan.is_stream() {
-        if a.chaos.is_some() {
-            return Err(Failure::invalid(anyhow::anyhow!("--chaos does not apply to a stream yet")));
-        }
         if a.no_journal {
             return Err(Failure::invalid(anyhow::anyhow!(
                 "--no-journal does not apply to a stream: its checkpoint is what makes it exactly once"

@@ -21,6 +21,7 @@ mod serve;
 mod simulate;
 mod storage;
 mod stream;
+mod stream_faas;
 mod stream_failures;
 mod stream_sources;
 mod stream_windows;

@@ -62,6 +62,9 @@ use topology::Topology;
 /// Runs a validated job. `job` is the job file as resolved (after `--set`),
 /// kept in the run directory.
 pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -> Result<Report, RunFailure> {
+    if opts.chaos.is_some_and(|c| c.timeout > 0.0) && plan.platform.timeout.is_none() {
+        return Err(EngineError::Chaos("timeout faults need a deadline: set platform.timeout".into()).into());
+    }
     if plan.is_stream() {
         return crate::stream::run(plan, job, registry, opts);
     }
@@ -72,9 +75,6 @@ pub fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOptions) -
     {
         opts.progress.finish();
         return Ok(Report { run_dir: dir.clone(), summary, finished_before: true, signal_in_commit: None });
-    }
-    if opts.chaos.is_some_and(|c| c.timeout > 0.0) && plan.platform.timeout.is_none() {
-        return Err(EngineError::Chaos("timeout faults need a deadline: set platform.timeout".into()).into());
     }
     let compiled = compile(plan, registry, &opts.cache_dir)?;
     // From here: a generated input made on the way is not the job's work.

@@ -152,9 +152,8 @@ impl<'a> Stream<'a> {
         let start = Start { records: self.state.counts.records_in, batch: self.state.counts.batches };
         let on_error = OnError { bisect: self.sp.bisect_on_error, set_aside: self.sp.on_failure.is_some() };
         let retrying = Retrying {
-            timeout: self.plan.platform.timeout,
-            retries: self.plan.platform.retries,
-            backoff: self.plan.platform.backoff,
+            platform: &self.plan.platform,
+            chaos: opts.chaos,
             seed: crate::policy::run_seed(&self.run_dir.to_string_lossy()),
         };
         std::thread::scope(|scope| {

@@ -2,16 +2,18 @@
 //! the worker's own, retried and backed off as the platform says; every
 //! invocation noted for the coordinator to record.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow_array::RecordBatch;
-use fanout_workers::{FunctionError, Invocation, MapInstance};
+use fanout_workers::FunctionError;
 
 use super::feed::Work;
 use super::source::Segment;
+use crate::chaos::Fault;
 use crate::compile::CompiledStage;
+use crate::container::{Container, Refs, cold_start};
 use crate::error::EngineError;
-use crate::step::Step;
+use crate::step::{Step, StepKind};
 
 /// A batch back from the workers: its map stages' output, or why not
 /// (`None`: it was not started, the stream stopping).
@@ -106,11 +108,11 @@ pub(super) fn work(
     rx: &crossbeam_channel::Receiver<Work>,
     tx: &crossbeam_channel::Sender<Done>,
     stop: &crate::stop::Stop,
-    retrying: Retrying,
+    retrying: Retrying<'_>,
     on_error: OnError,
 ) {
-    let containers: Vec<Option<(Box<dyn MapInstance>, u64)>> = stages.iter().map(|_| None).collect();
-    let mut run = Stages { stages, containers, stop, retrying, on_error };
+    let containers: Vec<Slot> = stages.iter().map(|_| Slot::default()).collect();
+    let mut run = Stages { worker, stages, containers, stop, retrying, on_error };
     while let Ok(w) = rx.recv() {
         let mut calls = Vec::new();
         let mut failed = Vec::new();
@@ -145,10 +147,11 @@ pub(super) fn work(
 /// A worker's map stages, their containers, and what it does when they
 /// fail.
 struct Stages<'a> {
+    worker: usize,
     stages: &'a [CompiledStage],
-    containers: Vec<Option<(Box<dyn MapInstance>, u64)>>,
+    containers: Vec<Slot>,
     stop: &'a crate::stop::Stop,
-    retrying: Retrying,
+    retrying: Retrying<'a>,
     on_error: OnError,
 }
 
@@ -179,8 +182,8 @@ impl Stages<'_> {
     ) -> Result<(), Option<EngineError>> {
         for i in from..self.stages.len() {
             let stage = &self.stages[i];
-            let called =
-                call_map(i, stage, &mut self.containers[i], &batch, at.seq, self.stop, self.retrying, at.calls);
+            let slot = &mut self.containers[i];
+            let called = call_map((self.worker, i), stage, slot, &batch, at.seq, self.stop, self.retrying, at.calls);
             let error = match called {
                 Ok(next) => {
                     batch = next;
@@ -212,69 +215,120 @@ impl Stages<'_> {
     }
 }
 
-/// How a map invocation is bounded and retried: the platform's deadline,
-/// retries and backoff (the shared policy's, with the run's seed).
+/// How a map invocation runs: the platform (its deadline, retries,
+/// backoff, containers, emulation), chaos, and the run's seed for the
+/// shared policy's draws.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Retrying {
-    pub(super) timeout: Option<Duration>,
-    pub(super) retries: u32,
-    pub(super) backoff: Duration,
+pub(super) struct Retrying<'a> {
+    pub(super) platform: &'a fanout_jobs::PlatformPlan,
+    pub(super) chaos: Option<crate::chaos::Chaos>,
     pub(super) seed: u64,
 }
 
-/// One map stage's invocation on a batch, retried as the platform says
-/// (each attempt noted in `calls`); its output as one batch. `Err(None)`:
-/// the stream stopped before a retry, which is left for the resume.
+/// A worker's container for one stage, and what the container model
+/// needs of it.
+#[derive(Default)]
+pub(super) struct Slot {
+    container: Option<Container>,
+    /// When it was last used (its keep-alive counts from there).
+    last_used: Option<Instant>,
+    /// Containers started so far (the cold starts' draws).
+    cold_starts: u32,
+}
+
+/// One map stage's invocation on a batch, in the worker's container for
+/// the stage (started cold when there is none, or the last has been idle
+/// past the keep-alive: the platform's modelled start slept first with
+/// `emulate`), with the platform's deadline and chaos, retried as the
+/// platform says (each attempt noted in `calls`); its output as one batch.
+/// `Err(None)`: the stream stopped before a retry, which is left for the
+/// resume.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn call_map(
-    index: usize,
+    (worker, index): (usize, usize),
     stage: &CompiledStage,
-    container: &mut Option<(Box<dyn MapInstance>, u64)>,
+    slot: &mut Slot,
     batch: &RecordBatch,
     seq: u64,
     stop: &crate::stop::Stop,
-    retrying: Retrying,
+    retrying: Retrying<'_>,
     calls: &mut Vec<Call>,
 ) -> Result<RecordBatch, Option<FunctionError>> {
-    let Retrying { timeout, retries, .. } = retrying;
+    let platform = retrying.platform;
+    let model = &platform.containers;
+    let step = Step::map(index);
     let mut attempt = 1;
     loop {
-        let cold = container.is_none();
-        if cold {
-            let id = CONTAINERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            *container = Some((stage.function.init().map_err(Some)?, id));
+        let now = Instant::now();
+        if slot.last_used.is_some_and(|used| crate::policy::expired(used, model.keep_alive, now)) {
+            slot.container = None;
         }
-        let (instance, id) = container.as_mut().expect("made above");
+        let cold = slot.container.is_none();
         let started = Instant::now();
-        let mut inv = Invocation::plain(&stage.name, seq);
-        inv.attempt = attempt;
-        inv.deadline = timeout.map(|t| started + t);
-        let called = instance.call(&inv, vec![batch.clone()]).and_then(|out| {
-            let schema = stage.function.output_schema();
-            arrow_select::concat::concat_batches(&schema, &out).map_err(|e| FunctionError::permanent(e.to_string()))
-        });
+        let (id, reply) = match slot.container.as_mut() {
+            Some(c) => (c.id(), None),
+            None => {
+                let id = CONTAINERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let draw = crate::policy::cold_start_draw(worker, index, slot.cold_starts, 0);
+                slot.cold_starts += 1;
+                match cold_start(id, draw, stage, step, platform, stop, &|| false) {
+                    Ok(c) => {
+                        slot.container = Some(c);
+                        (id, None)
+                    }
+                    Err(e) => (id, Some(Err(e))),
+                }
+            }
+        };
+        let result = match reply {
+            Some(failed) => failed,
+            None => {
+                if platform.emulate {
+                    stop.sleep(model.overhead);
+                }
+                let fault = retrying.chaos.map_or(Fault::None, |c| c.draw(index, StepKind::Map as usize, seq, attempt));
+                let container = slot.container.as_mut().expect("started above");
+                let reply = container.call(
+                    seq,
+                    attempt,
+                    platform.timeout,
+                    fault,
+                    vec![batch.clone()],
+                    Refs::default(),
+                    stop.flag(),
+                    &|| false,
+                );
+                slot.last_used = Some(Instant::now());
+                if reply.panicked {
+                    // A panicked, abandoned or spent container is not reused.
+                    slot.container = None;
+                }
+                reply.result.and_then(|out| {
+                    let schema = stage.function.output_schema();
+                    arrow_select::concat::concat_batches(&schema, &out)
+                        .map_err(|e| FunctionError::permanent(e.to_string()))
+                })
+            }
+        };
         calls.push(Call {
             stage: index,
             attempt,
-            container: *id,
+            container: id,
             cold,
             started,
             finished: Instant::now(),
             records_in: batch.num_rows() as u64,
-            records_out: called.as_ref().map_or(0, |b| b.num_rows() as u64),
+            records_out: result.as_ref().map_or(0, |b| b.num_rows() as u64),
             bytes_in: batch.get_array_memory_size() as u64,
-            bytes_out: called.as_ref().map_or(0, |b| b.get_array_memory_size() as u64),
-            error: called.as_ref().err().map(|e| e.message.clone()),
+            bytes_out: result.as_ref().map_or(0, |b| b.get_array_memory_size() as u64),
+            error: result.as_ref().err().map(|e| e.message.clone()),
         });
-        if instance.spent() {
-            *container = None;
-        }
-        match called {
+        match result {
             Ok(out) => return Ok(out),
-            Err(e) if !e.permanent && attempt <= retries => {
+            Err(e) if !e.permanent && attempt <= platform.retries => {
                 // A failed container is not used again.
-                *container = None;
-                let wait = crate::policy::backoff(retrying.backoff, attempt, retrying.seed, Step::map(index), seq);
+                slot.container = None;
+                let wait = crate::policy::backoff(platform.backoff, attempt, retrying.seed, step, seq);
                 let wait = wait.max(e.retry_after.unwrap_or_default());
                 attempt += 1;
                 if !stop.sleep(wait) {

@@ -238,10 +238,6 @@ pub(super) fn validate_stream(
     // What a stream does not model yet is refused, not ignored.
     let p = &f.platform;
     let unmodelled = [
-        ("cold_start", p.cold_start.is_some()),
-        ("keep_alive", p.keep_alive.is_some()),
-        ("invocation_overhead", p.invocation_overhead.is_some()),
-        ("emulate", p.emulate.is_some()),
         ("backups", p.backups.is_some()),
         ("backup_after", p.backup_after.is_some()),
         ("backup_when_done", p.backup_when_done.is_some()),
@@ -251,8 +247,8 @@ pub(super) fn validate_stream(
     for (key, given) in unmodelled {
         if given {
             let m = format!(
-                "platform.{key} does not apply to a stream yet: a stream's containers are its workers' function instances, \
-                 with no emulated cold start, keep-alive, backups or tolerated failures"
+                "platform.{key} does not apply to a stream: a batch that fails is retried, bisected \
+                 (stream.bisect_on_error) or set aside (stream.on_failure), not backed up or tolerated"
             );
             errors.push(job.error(&FieldPath::keys(["platform", key]), m));
         }
