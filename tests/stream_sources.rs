@@ -303,3 +303,34 @@ fn a_missing_stream_queue_or_server_stops_the_run_naming_it() {
         r.stderr
     );
 }
+
+#[test]
+fn a_slow_function_leaves_what_it_cannot_take_in_the_service() {
+    let s = Scratch::new();
+    let redis = Redis::start(&s);
+    // 30,000 entries wait; the function takes 50 a batch, 100 ms each.
+    assert!(send(&s, "redis", &redis.port, 30_000, 1_000_000, &[]).wait().unwrap().success());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let source = format!("{{ redis = \"{url}\", key = \"clicks\", field = \"data\" }}");
+    let slow = "[[stage]]\nname = \"slow\"\nfunction = \"sleep\"\nparams = { ms = 100 }\n";
+    let job = copied(&source)
+        .replace("batch_size = 200", "batch_size = 50")
+        .replace("[[stage]]\nname = \"keep\"", &format!("{slow}[[stage]]\nname = \"keep\""));
+    s.write("copy.toml", job);
+    let args = ["run", "copy.toml", "--until", "records=1000", "--progress", "never", "--json", "--run-dir", "rd"];
+    let mut child = s.spawn(&args);
+    // The spool never holds more than 64 files waiting, and the few read
+    // since the last checkpoint (removed at the next).
+    let mut most = 0;
+    while child.try_wait().unwrap().is_none() {
+        let files = std::fs::read_dir(s.path("rd/received")).map_or(0, |d| d.count());
+        most = most.max(files);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(most <= 90, "{most} files spooled at once");
+    // What was not received stays in the stream for the group.
+    let info = redis.cli(&["XINFO", "GROUPS", "clicks"]);
+    let read: u64 = info.lines().skip_while(|l| *l != "entries-read").nth(1).unwrap().parse().unwrap();
+    assert!((1000..=1000 + 90 * 50).contains(&read), "{read} entries read of 30000");
+}

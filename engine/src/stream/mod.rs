@@ -147,7 +147,9 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
             Some(Spool::http(&source_dir, &dir.path, addr, &plan.name, format, reader.taken()).map_err(fail)?)
         }
         remote => {
-            receive::start(remote, &source_dir, &dir.path, &dir.id, sp.batch_size, sp.batch_window).map_err(fail)?
+            let taken = reader.taken();
+            receive::start(remote, &source_dir, &dir.path, &dir.id, sp.batch_size, sp.batch_window, taken)
+                .map_err(fail)?
         }
     };
     let log = open_records(plan, &dir.path, opts.resume).map_err(fail)?;

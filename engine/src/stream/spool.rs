@@ -60,7 +60,7 @@ impl Drop for Spool {
 
 /// How many spooled files may wait unread before an HTTP endpoint answers
 /// 429: the stream is that far behind.
-const MAX_UNREAD: u64 = 64;
+pub(crate) const MAX_UNREAD: u64 = 64;
 
 /// The largest body an HTTP endpoint takes in one request.
 const MAX_BODY: u64 = 16 << 20;

@@ -30,7 +30,7 @@ mod sqs;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use fanout_jobs::StreamSource;
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::write_synced;
 use super::source::{end_name, millis, partition_name, spooled_name, taken_before};
-use super::spool::{Spool, SpoolState, next_number, spool_named};
+use super::spool::{MAX_UNREAD, Spool, SpoolState, next_number, spool_named};
 use crate::error::EngineError;
 
 /// A message received: one or more records.
@@ -230,6 +230,7 @@ pub(crate) fn start(
     run_id: &str,
     batch_size: usize,
     window: Duration,
+    taken: Arc<AtomicU64>,
 ) -> Result<Option<Spool>, EngineError> {
     let Some(mut receiver) = receiver(source, run_id) else { return Ok(None) };
     let mut receipts = Receipts::load(run_dir, dir)?;
@@ -261,7 +262,8 @@ pub(crate) fn start(
     let thread = std::thread::Builder::new()
         .name("fanout-receive".into())
         .spawn(move || {
-            let spooling = Spooling { dir: into, batch_size, window, stop: stopping, state: told.clone() };
+            let spooling =
+                Spooling { dir: into, batch_size, window, stop: stopping, state: told.clone(), taken, first: next };
             if let Err(why) = spooling.run(receiver.as_mut(), next, &mut receipts, &mut seen) {
                 told.fail(why);
             }
@@ -301,6 +303,11 @@ struct Spooling {
     window: Duration,
     stop: Arc<AtomicBool>,
     state: Arc<SpoolState>,
+    /// Files the stream has taken from the spool, and the first number
+    /// this spooling gave: while `MAX_UNREAD` files wait unread, nothing
+    /// more is received (the service keeps it).
+    taken: Arc<AtomicU64>,
+    first: u64,
 }
 
 impl Spooling {
@@ -321,6 +328,11 @@ impl Spooling {
         let mut failures = 0u32;
         let poll = self.window.clamp(Duration::from_millis(50), Duration::from_millis(500));
         while !self.stop.load(Relaxed) {
+            // The stream is behind: the service keeps what is not received.
+            if held.is_empty() && number - self.first >= self.taken.load(Relaxed) + MAX_UNREAD {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             // With nothing held, a longer wait: fewer calls to an idle service.
             let wait = if held.is_empty() { Duration::from_secs(1) } else { poll };
             let got = match receiver.receive(self.batch_size.saturating_sub(held.len()).max(1), wait) {
