@@ -51,6 +51,12 @@ pub fn run(a: &RunArgs) -> Outcome {
         }
     }
     if plan.is_stream() {
+        if a.json && plan.output.is_stdout() {
+            return Err(Failure::invalid(anyhow::anyhow!(
+                "--json writes the summary to standard output, where this stream writes its records \
+                 (output.path = \"-\"); read it from the run directory's summary.json"
+            )));
+        }
         if a.no_journal {
             return Err(Failure::invalid(anyhow::anyhow!(
                 "--no-journal does not apply to a stream: its checkpoint is what makes it exactly once"

@@ -198,23 +198,8 @@ format = "jsonl"
 "#,
     );
     let input: String = (0..5000).map(|i| format!("line {i}\n")).collect();
-    let mut child = Command::new(binary())
-        .args(["run", "lines.toml", "--progress", "never", "--json", "--run-dir", "rd"])
-        .current_dir(s.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        for chunk in input.as_bytes().chunks(7000) {
-            stdin.write_all(chunk).unwrap();
-            std::thread::sleep(Duration::from_millis(30));
-        }
-    }
-    let r = crate::util::finish_within(child, 60, &["run"]);
+    let args = ["run", "lines.toml", "--progress", "never", "--json", "--run-dir", "rd"];
+    let r = fed(&s, &args, &input, 7000);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let sum = summary(&r);
     assert_eq!(sum["stream"]["stopped_by"], "input ended");
@@ -233,6 +218,28 @@ format = "jsonl"
     assert_eq!(sum["stream"]["rows_out"], want.len());
     // The spooled input went once checkpointed.
     assert_eq!(std::fs::read_dir(s.path("rd/stdin")).unwrap().count(), 0);
+}
+
+/// Runs `fanout ARGS` with `input` on its standard input, `chunk` bytes
+/// every 30 ms, then closed.
+pub(crate) fn fed(s: &Scratch, args: &[&str], input: &str, chunk: usize) -> crate::util::Run {
+    let mut child = Command::new(binary())
+        .args(args)
+        .current_dir(s.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for part in input.as_bytes().chunks(chunk) {
+            stdin.write_all(part).unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+    }
+    crate::util::finish_within(child, 60, args)
 }
 
 #[test]

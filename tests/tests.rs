@@ -23,6 +23,7 @@ mod storage;
 mod stream;
 mod stream_faas;
 mod stream_failures;
+mod stream_sinks;
 mod stream_sources;
 mod stream_windows;
 mod sweep;

@@ -268,4 +268,13 @@ pub struct OutputPlan {
     pub limit: Option<u64>,
     /// What to do if it exists.
     pub mode: OutputMode,
+    /// A stream's HTTP sink: the URL each committed file is POSTed to.
+    pub post: Option<String>,
+}
+
+impl OutputPlan {
+    /// Whether a stream's output goes to standard output (`path = "-"`).
+    pub fn is_stdout(&self) -> bool {
+        self.path.as_os_str() == "-"
+    }
 }

@@ -355,6 +355,10 @@ pub struct OutputSpec {
     pub limit: Option<u64>,
     /// "error" (default): fail if the output exists; "overwrite": replace it.
     pub mode: Option<String>,
+    /// A stream's HTTP sink: each file committed is also POSTed to this
+    /// URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<String>,
 }
 
 /// A cold start: a fixed duration, or a lognormal distribution.

@@ -21,6 +21,7 @@ use super::failed::SetAside;
 use super::feed::{End, Start, Work, feed};
 use super::output::{commit_file, finish_part, open_part};
 use super::session;
+use super::sink::Sinks;
 use super::source::{self, DirSource, Segment};
 use super::spool::{Spool, SpoolState};
 use super::window;
@@ -61,6 +62,8 @@ pub(super) struct Stream<'a> {
     pub(super) late: Option<(Writer, PathBuf, u64)>,
     /// Where records a function failed on go (`on_failure`).
     set_aside: Option<SetAside>,
+    /// Where committed files go besides the output directory.
+    pub(super) sinks: Option<Sinks>,
     /// Arrivals of the rows in `part`.
     pub(super) part_arrivals: Arrivals,
     pub(super) latency: Histogram<u64>,
@@ -114,6 +117,7 @@ impl<'a> Stream<'a> {
             part: None,
             late: None,
             set_aside: sp.on_failure.as_ref().map(|f| SetAside::new(f, run_dir)),
+            sinks: None,
             part_arrivals: Arrivals::default(),
             latency: Histogram::new(3).expect("a histogram"),
             stop: opts.stop.clone(),
@@ -481,7 +485,10 @@ impl<'a> Stream<'a> {
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         if rows > 0 {
             let (out, format) = (self.plan.output.path.clone(), self.plan.output.format);
-            commit_file(&out, name, format, &self.output_schema, batches)?;
+            let path = commit_file(&out, name, format, &self.output_schema, batches)?;
+            if let Some(sinks) = self.sinks.as_mut() {
+                sinks.deliver(&path)?;
+            }
             self.state.counts.rows_out += rows;
             self.state.counts.files += 1;
         }
@@ -567,7 +574,11 @@ impl<'a> Stream<'a> {
     /// next numbers.
     fn checkpoint(&mut self) -> Result<(), EngineError> {
         if let Some((writer, temp, number)) = self.part.take() {
-            let rows = finish_part(writer, &temp, &self.plan.output.path, "part", number, self.plan.output.format)?;
+            let format = self.plan.output.format;
+            let (rows, path) = finish_part(writer, &temp, &self.plan.output.path, "part", number, format)?;
+            if let Some(sinks) = self.sinks.as_mut() {
+                sinks.deliver(&path)?;
+            }
             self.state.next_part = number + 1;
             self.state.counts.rows_out += rows;
             self.state.counts.files += 1;

@@ -29,6 +29,7 @@ mod feed;
 mod output;
 mod receive;
 mod session;
+mod sink;
 mod source;
 mod spool;
 mod window;
@@ -49,6 +50,7 @@ use crate::run_dir::{RunDir, finished_run};
 use crate::step::{Step, StepKind};
 use coordinator::Stream;
 use output::{check_output, prepare_output};
+use sink::Sinks;
 use source::DirSource;
 use spool::Spool;
 
@@ -117,6 +119,19 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     }
     let dir = RunDir::create(opts.run_dir.as_deref(), opts.resume)?;
     let fail = |error: EngineError| RunFailure { error, run_dir: Some(dir.path.clone()) };
+    // Standard output's files are kept in the run directory's `out/`.
+    let to_stdout = plan.output.is_stdout();
+    let kept;
+    let plan = match to_stdout {
+        true => {
+            let mut to_run_dir = plan.clone();
+            to_run_dir.output.path = dir.path.join("out");
+            to_run_dir.output.mode = fanout_jobs::OutputMode::Overwrite;
+            kept = to_run_dir;
+            &kept
+        }
+        false => plan,
+    };
     let until = settle_until(&dir.path, opts).map_err(fail)?;
     if !opts.resume {
         dir.write_job(job).map_err(fail)?;
@@ -163,6 +178,7 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     }
     let mut stream = Stream::new(plan, sp, &stages, output_schema, &dir.path, state, partials, recorder, opts);
     stream.spooled = spool.as_ref().map(|_| source_dir.clone());
+    stream.sinks = Sinks::new(plan, to_stdout, &dir.path);
     let result = stream.run(reader, spool.as_ref(), until, opts);
     drop(spool);
     let wall = started.elapsed();

@@ -17,6 +17,10 @@ use crate::error::EngineError;
 /// (another run's), unless the job overwrites.
 pub(super) fn check_output(plan: &Plan) -> Result<(), EngineError> {
     let out = &plan.output.path;
+    // Standard output's files are kept in the run directory.
+    if plan.output.is_stdout() {
+        return Ok(());
+    }
     if out.exists() && !out.is_dir() {
         return Err(EngineError::io(
             out,
@@ -71,7 +75,7 @@ pub(super) fn open_part<'w>(
     Ok(&mut slot.as_mut().expect("opened above").0)
 }
 
-/// Finishes a part and renames it into place; returns its rows.
+/// Finishes a part and renames it into place; returns its rows and path.
 pub(super) fn finish_part(
     writer: Writer,
     temp: &Path,
@@ -79,21 +83,22 @@ pub(super) fn finish_part(
     name: &str,
     number: u64,
     format: Format,
-) -> Result<u64, EngineError> {
+) -> Result<(u64, PathBuf), EngineError> {
     let rows = writer.finish().map_err(EngineError::Output)?;
     let target = dir.join(format!("{name}-{number:06}.{}", format.extension()));
     place(temp, &target)?;
-    Ok(rows)
+    Ok((rows, target))
 }
 
-/// Writes `batches` as the file `NAME.EXT` of `dir`, whole or not at all.
+/// Writes `batches` as the file `NAME.EXT` of `dir`, whole or not at all;
+/// returns its path.
 pub(super) fn commit_file(
     dir: &Path,
     name: &str,
     format: Format,
     schema: &SchemaRef,
     batches: &[RecordBatch],
-) -> Result<(), EngineError> {
+) -> Result<PathBuf, EngineError> {
     let temp = dir.join(format!(".{name}.tmp"));
     let mut writer =
         Writer::create(&temp, format, schema.clone(), &CsvOptions::default()).map_err(EngineError::Output)?;
@@ -101,7 +106,9 @@ pub(super) fn commit_file(
         writer.write(b).map_err(EngineError::Output)?;
     }
     writer.finish().map_err(EngineError::Output)?;
-    place(&temp, &dir.join(format!("{name}.{}", format.extension())))
+    let target = dir.join(format!("{name}.{}", format.extension()));
+    place(&temp, &target)?;
+    Ok(target)
 }
 
 /// Fsyncs `temp` and renames it to `target` (replacing a file of the same

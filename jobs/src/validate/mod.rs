@@ -476,8 +476,24 @@ fn validate_output(
     {
         errors.push(job.error(&at("path"), format!("output.path `{}`: {why}", spec.path)));
     }
+    let stdout = spec.path == "-";
+    if input.stream.is_none() {
+        if stdout {
+            errors.push(job.error(&at("path"), "output.path = \"-\" (standard output) applies to a stream"));
+        }
+        if spec.post.is_some() {
+            errors.push(job.error(&at("post"), "output.post (an HTTP sink) applies to a stream"));
+        }
+    }
+    if let Some(url) = &spec.post
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        errors.push(job.error(&at("post"), format!("output.post `{url}` is not an http:// or https:// URL")));
+    }
     let format = match &spec.format {
         Some(name) => name.parse::<Format>().map_err(|e| e.to_string()),
+        // Standard output gets JSON lines.
+        None if stdout => Ok(Format::Jsonl),
         None => Format::from_path(&path).ok_or_else(|| {
             "cannot tell the output format from the file name; set output.format to one of: csv, jsonl, parquet, arrow"
                 .to_string()
@@ -529,6 +545,7 @@ fn validate_output(
         sort,
         limit: spec.limit,
         mode,
+        post: spec.post.clone(),
     })
 }
 
