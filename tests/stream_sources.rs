@@ -334,3 +334,44 @@ fn a_slow_function_leaves_what_it_cannot_take_in_the_service() {
     let read: u64 = info.lines().skip_while(|l| *l != "entries-read").nth(1).unwrap().parse().unwrap();
     assert!((1000..=1000 + 90 * 50).contains(&read), "{read} entries read of 30000");
 }
+
+#[test]
+fn records_older_than_max_record_age_are_set_aside_not_processed() {
+    let s = Scratch::new();
+    let redis = Redis::start(&s);
+    assert!(send_from(&s, "redis", &redis.port, 0..50, 1_000_000, &[]).wait().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(send_from(&s, "redis", &redis.port, 50..100, 1_000_000, &[]).wait().unwrap().success());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let source = format!("{{ redis = \"{url}\", key = \"clicks\", field = \"data\" }}");
+    s.write("copy.toml", copied(&source).replace("[stream]\n", "[stream]\nmax_record_age = \"2s\"\n"));
+    let args = ["run", "copy.toml", "--until", "idle=1s", "--progress", "never", "--json", "--run-dir", "rd"];
+    let r = s.run_within(60, &args).expect(0);
+    let sum = summary(&r);
+    assert_eq!(sum["stream"]["expired_records"], 50);
+    let mut seqs: Vec<u64> = parts(&s).into_iter().map(|(_, q)| q).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (50..100).collect::<Vec<u64>>());
+    // Each expired record, with the time Redis took it.
+    let mut expired = Vec::new();
+    for entry in std::fs::read_dir(s.path("rd/expired")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        expired.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()));
+    }
+    let mut old: Vec<u64> = expired
+        .iter()
+        .inspect(|e| assert!(e["received_ms"].as_i64().unwrap() - e["sent_ms"].as_i64().unwrap() > 2000, "{e}"))
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(e["record"].as_str().unwrap()).unwrap()["seq"].as_u64().unwrap()
+        })
+        .collect();
+    old.sort_unstable();
+    assert_eq!(old, (0..50).collect::<Vec<u64>>());
+    // Acknowledged all the same: nothing is pending.
+    assert!(redis.cli(&["XPENDING", "clicks", "copy"]).starts_with('0'));
+    // A source without a service's time for its records is refused.
+    std::fs::create_dir_all(s.path("incoming")).unwrap();
+    s.write("dir.toml", copied("{ dir = \"incoming\" }").replace("[stream]\n", "[stream]\nmax_record_age = \"2s\"\n"));
+    let r = s.run(&["validate", "dir.toml"]).expect(2);
+    assert!(r.stderr.contains("max_record_age applies to a stream received from a service"), "{}", r.stderr);
+}

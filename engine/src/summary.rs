@@ -441,6 +441,10 @@ pub struct StreamSummary {
     /// `rejects/` of the run directory, or sent to a queue).
     #[serde(default)]
     pub failed_records: u64,
+    /// Records of a service older than `max_record_age` when received (in
+    /// `expired/` of the run directory).
+    #[serde(default)]
+    pub expired_records: u64,
     /// Output files committed.
     pub files: u64,
     /// The output directory.

@@ -112,6 +112,8 @@ pub struct StreamPlan {
     pub bisect_on_error: bool,
     /// Where failed records go; none: a failing batch stops the stream.
     pub on_failure: Option<OnFailure>,
+    /// Records of a service older than this when received are set aside.
+    pub max_record_age: Option<std::time::Duration>,
 }
 
 /// Where a stream's failed records go.

@@ -170,6 +170,11 @@ pub struct StreamSpec {
     /// down to the record that fails (BisectBatchOnFunctionError).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bisect_on_error: Option<bool>,
+    /// Records of a service (Kinesis, SQS, Redis) older than this when
+    /// received — by the service's own time for them — are set aside in
+    /// the run directory's `expired/` instead (MaximumRecordAgeInSeconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_age: Option<Duration>,
     /// Where the records of a batch that fails go, so the stream goes on:
     /// `"rejects"` (the run directory's `rejects/`) or `{ sqs = "URL" }`.
     /// Without it, a failing batch stops the stream.

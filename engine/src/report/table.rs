@@ -28,7 +28,11 @@ impl Summary {
                 s.files,
                 s.windows,
                 s.late_records,
-                if s.failed_records > 0 { format!(", {} failed (set aside)", s.failed_records) } else { String::new() }
+                [(s.failed_records, "failed (set aside)"), (s.expired_records, "expired (set aside)")]
+                    .iter()
+                    .filter(|(n, _)| *n > 0)
+                    .map(|(n, what)| format!(", {n} {what}"))
+                    .collect::<String>()
             );
             let l = &s.latency_ms;
             let _ = writeln!(

@@ -666,6 +666,7 @@ impl<'a> Stream<'a> {
             windows: c.windows,
             late_records: c.late,
             failed_records: c.failed,
+            expired_records: super::receive::expired(&self.run_dir),
             files: c.files,
             output: plan.output.path.clone(),
             stopped_by: ended.unwrap_or("a failure").to_string(),

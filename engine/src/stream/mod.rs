@@ -163,8 +163,8 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         }
         remote => {
             let taken = reader.taken();
-            receive::start(remote, &source_dir, &dir.path, &dir.id, sp.batch_size, sp.batch_window, taken)
-                .map_err(fail)?
+            let batching = (sp.batch_size, sp.batch_window, sp.max_record_age);
+            receive::start(remote, &source_dir, &dir.path, &dir.id, batching, taken).map_err(fail)?
         }
     };
     let log = open_records(plan, &dir.path, opts.resume).map_err(fail)?;

@@ -349,6 +349,16 @@ pub(super) fn validate_stream(
             errors.push(job.error(&out("limit"), "output.limit does not apply to a stream"));
         }
     }
+    if let Some(age) = spec.max_record_age {
+        let service = source.kinesis.is_some() || source.sqs.is_some() || source.redis.is_some();
+        if !service {
+            let m = "max_record_age applies to a stream received from a service (kinesis, sqs, redis), \
+                     whose records carry the time the service took them";
+            errors.push(job.error(&at("max_record_age"), m));
+        } else if age.0.is_zero() {
+            errors.push(job.error(&at("max_record_age"), "max_record_age must be longer than 0s"));
+        }
+    }
     let on_failure = match &spec.on_failure {
         None => None,
         Some(OnFailureSpec::Named(n)) if n == "rejects" => Some(OnFailure::Rejects),
@@ -387,5 +397,6 @@ pub(super) fn validate_stream(
         checkpoint_every,
         bisect_on_error: spec.bisect_on_error.unwrap_or(false),
         on_failure,
+        max_record_age: spec.max_record_age.map(|d| d.0),
     })
 }

@@ -53,6 +53,8 @@ pub(crate) struct Message {
     pub(crate) partition: Option<String>,
     /// Its records, as lines of the job's format.
     pub(crate) body: Vec<u8>,
+    /// When the service took it, epoch ms, where it says.
+    pub(crate) sent_ms: Option<i64>,
 }
 
 /// Why a receiver's call failed.
@@ -228,11 +230,12 @@ pub(crate) fn start(
     dir: &Path,
     run_dir: &Path,
     run_id: &str,
-    batch_size: usize,
-    window: Duration,
+    (batch_size, window, max_age): (usize, Duration, Option<Duration>),
     taken: Arc<AtomicU64>,
 ) -> Result<Option<Spool>, EngineError> {
     let Some(mut receiver) = receiver(source, run_id) else { return Ok(None) };
+    let expired = run_dir.join(EXPIRED);
+    std::fs::create_dir_all(&expired).map_err(|e| EngineError::io(&expired, e))?;
     let mut receipts = Receipts::load(run_dir, dir)?;
     let next = next_number(dir, run_dir)?;
     let since = first_start(run_dir)?;
@@ -262,8 +265,17 @@ pub(crate) fn start(
     let thread = std::thread::Builder::new()
         .name("fanout-receive".into())
         .spawn(move || {
-            let spooling =
-                Spooling { dir: into, batch_size, window, stop: stopping, state: told.clone(), taken, first: next };
+            let spooling = Spooling {
+                dir: into,
+                batch_size,
+                window,
+                stop: stopping,
+                state: told.clone(),
+                taken,
+                first: next,
+                max_age,
+                expired,
+            };
             if let Err(why) = spooling.run(receiver.as_mut(), next, &mut receipts, &mut seen) {
                 told.fail(why);
             }
@@ -277,6 +289,20 @@ fn share_partitions(receiver: &dyn Receiver, state: &SpoolState) {
     if let Some(now) = receiver.partitions() {
         *state.partitions.lock().expect("not poisoned") = now;
     }
+}
+
+/// The directory of the run directory that records too old when received
+/// (`max_record_age`) are set aside in.
+pub(crate) const EXPIRED: &str = "expired";
+
+/// The records set aside as too old when received, over the run and its
+/// resumes.
+pub(crate) fn expired(run_dir: &Path) -> u64 {
+    let dir = run_dir.join(EXPIRED);
+    let files = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    (files.filter(|e| !e.file_name().to_string_lossy().starts_with('.')))
+        .map(|e| std::fs::read(e.path()).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64))
+        .sum()
 }
 
 /// When the run first started, epoch ms, kept in its directory.
@@ -308,6 +334,9 @@ struct Spooling {
     /// more is received (the service keeps it).
     taken: Arc<AtomicU64>,
     first: u64,
+    /// Messages older than this when received go to `expired`.
+    max_age: Option<Duration>,
+    expired: PathBuf,
 }
 
 impl Spooling {
@@ -391,7 +420,12 @@ impl Spooling {
                 seen.extend(receipt.ids.iter().cloned());
                 let name = spooled_name(number, receipt.partition.as_deref());
                 receipts.write(number, receipt).map_err(|e| e.to_string())?;
-                let lines: Vec<Vec<u8>> = messages.iter().flat_map(|m| lines(&m.body)).collect();
+                let (live, old) = self.expire(messages);
+                if !old.is_empty() {
+                    spool_named(&self.expired, &format!("{number:012}.jsonl"), &old)
+                        .map_err(|e| format!("setting expired records aside in {}: {e}", self.expired.display()))?;
+                }
+                let lines: Vec<Vec<u8>> = live.iter().flat_map(|m| lines(&m.body)).collect();
                 spool_named(&self.dir, &name, &lines)
                     .map_err(|e| format!("spooling into {}: {e}", self.dir.display()))?;
                 number += 1;
@@ -407,6 +441,26 @@ impl Spooling {
             receipts.prune(number - 1, receiver.redelivery(), seen);
         }
         Ok(())
+    }
+}
+
+impl Spooling {
+    /// `messages` parted into those to spool and the lines of those older
+    /// than `max_age` (by the service's time for them), each a JSON line
+    /// `{"sent_ms", "received_ms", "record"}`.
+    fn expire(&self, messages: Vec<Message>) -> (Vec<Message>, Vec<Vec<u8>>) {
+        let Some(max) = self.max_age else { return (messages, Vec::new()) };
+        let now = millis(SystemTime::now());
+        let (old, live): (Vec<Message>, Vec<Message>) =
+            messages.into_iter().partition(|m| m.sent_ms.is_some_and(|t| now - t > max.as_millis() as i64));
+        let lines = (old.iter())
+            .flat_map(|m| lines(&m.body).into_iter().map(move |l| (m.sent_ms, l)))
+            .map(|(sent, l)| {
+                let record = String::from_utf8_lossy(&l).into_owned();
+                serde_json::json!({ "sent_ms": sent, "received_ms": now, "record": record }).to_string().into_bytes()
+            })
+            .collect();
+        (live, lines)
     }
 }
 

@@ -114,7 +114,9 @@ impl Redis {
             // An entry deleted while pending has no record, and is
             // acknowledged with the rest so that it is pending no more.
             let body = self.record(&id, parts.get(1).unwrap_or(&R::Nil))?.unwrap_or_default();
-            out.push(Message { id: Some(id.clone()), ack: Some(id.clone()), partition: None, body });
+            // An entry's id is the time Redis took it, in ms, and a number.
+            let sent_ms = id.split('-').next().and_then(|ms| ms.parse().ok());
+            out.push(Message { id: Some(id.clone()), ack: Some(id.clone()), partition: None, body, sent_ms });
             last = Some(id);
         }
         Ok((out, last))

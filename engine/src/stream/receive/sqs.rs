@@ -52,6 +52,7 @@ impl Receiver for Sqs {
                 "MaxNumberOfMessages": asked,
                 "VisibilityTimeout": self.visibility.as_secs().max(1),
                 "WaitTimeSeconds": poll,
+                "MessageSystemAttributeNames": ["SentTimestamp"],
             });
             let reply = self.api.call("ReceiveMessage", &body)?;
             let messages = reply["Messages"].as_array().cloned().unwrap_or_default();
@@ -61,7 +62,9 @@ impl Receiver for Sqs {
                     continue;
                 };
                 let body = m["Body"].as_str().unwrap_or_default().as_bytes().to_vec();
-                out.push(Message { id: Some(id.to_string()), ack: Some(handle.to_string()), partition: None, body });
+                let sent_ms = m["Attributes"]["SentTimestamp"].as_str().and_then(|t| t.parse().ok());
+                let (id, ack) = (Some(id.to_string()), Some(handle.to_string()));
+                out.push(Message { id, ack, partition: None, body, sent_ms });
             }
             // A full reply may have more behind it, worth asking for while
             // there is time.
