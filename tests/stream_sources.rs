@@ -375,3 +375,42 @@ fn records_older_than_max_record_age_are_set_aside_not_processed() {
     let r = s.run(&["validate", "dir.toml"]).expect(2);
     assert!(r.stderr.contains("max_record_age applies to a stream received from a service"), "{}", r.stderr);
 }
+
+#[test]
+fn a_kinesis_shards_batches_run_one_at_a_time_unless_parallelized() {
+    let s = Scratch::new();
+    let moto = S3::start(&s);
+    boto(&s, &moto, "kinesis", "kinesis.create_stream(StreamName='clicks', ShardCount=2)");
+    let env = moto.env();
+    assert!(send(&s, "kinesis", "clicks", 1600, 1_000_000, &env).wait().unwrap().success());
+    let slow = "[[stage]]\nname = \"slow\"\nfunction = \"sleep\"\nparams = { ms = 60 }\n";
+    // Four workers, and the most a shard may have in flight.
+    for (per, most) in [("", 2), ("parallelization = 2\n", 4)] {
+        let job = copied("{ kinesis = \"clicks\" }")
+            .replace("batch_size = 200", &format!("batch_size = 100\n{per}"))
+            .replace("[[stage]]\nname = \"keep\"", &format!("{slow}[[stage]]\nname = \"keep\""))
+            + "[platform]\nconcurrency = 4\n";
+        s.write("copy.toml", &job);
+        let rd = format!("rd-{most}");
+        let args = ["run", "copy.toml", "--until", "idle=1s", "--progress", "never", "--run-dir", &rd];
+        crate::util::run_with(s.dir.path(), &args, &env).expect(0);
+        // The slow stage's invocations in flight at once, from the records.
+        let mut edges: Vec<(u64, i32)> = Vec::new();
+        for line in s.records(&rd).lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            if r["stage"] == "slow" {
+                edges.push((r["started_us"].as_u64().unwrap(), 1));
+                edges.push((r["finished_us"].as_u64().unwrap(), -1));
+            }
+        }
+        edges.sort();
+        let (mut now, mut peak) = (0, 0);
+        for (_, d) in edges {
+            now += d;
+            peak = peak.max(now);
+        }
+        assert!(peak <= most, "{per}: {peak} batches in flight, at most {most}");
+        assert!(peak >= 2, "{per}: the two shards were not read side by side ({peak})");
+        std::fs::remove_dir_all(s.path("parts")).unwrap();
+    }
+}

@@ -114,6 +114,10 @@ pub struct StreamPlan {
     pub on_failure: Option<OnFailure>,
     /// Records of a service older than this when received are set aside.
     pub max_record_age: Option<std::time::Duration>,
+    /// Batches of one source partition (a Kinesis shard) in flight at
+    /// once; none: as many as the workers take (a source without
+    /// partitions).
+    pub parallelization: Option<usize>,
 }
 
 /// Where a stream's failed records go.

@@ -170,6 +170,10 @@ pub struct StreamSpec {
     /// down to the record that fails (BisectBatchOnFunctionError).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bisect_on_error: Option<bool>,
+    /// Batches of one Kinesis shard in flight at once (1 to 10; default
+    /// 1: a shard's batches one after another) — ParallelizationFactor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelization: Option<usize>,
     /// Records of a service (Kinesis, SQS, Redis) older than this when
     /// received — by the service's own time for them — are set aside in
     /// the run directory's `expired/` instead (MaximumRecordAgeInSeconds).

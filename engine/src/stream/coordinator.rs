@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 
 use super::checkpoint::{self, State};
 use super::failed::SetAside;
-use super::feed::{End, Start, Work, feed};
+use super::feed::{End, Gates, Start, Work, feed};
 use super::output::{commit_file, finish_part, open_part};
 use super::session;
 use super::sink::Sinks;
@@ -152,6 +152,7 @@ impl<'a> Stream<'a> {
         let sp = self.sp;
         let stop = opts.stop.clone();
         let input = spool.map(|s| s.state.clone());
+        let gates = sp.parallelization.map(Gates::new);
         self.input = input.clone();
         let start = Start { records: self.state.counts.records_in, batch: self.state.counts.batches };
         let on_error = OnError { bisect: self.sp.bisect_on_error, set_aside: self.sp.on_failure.is_some() };
@@ -162,7 +163,7 @@ impl<'a> Stream<'a> {
         };
         std::thread::scope(|scope| {
             scope.spawn(move || {
-                let end = feed(&mut source, sp, until, start, input.as_deref(), &stop, &work_tx);
+                let end = feed(&mut source, sp, (until, start), input.as_deref(), gates, &stop, &work_tx);
                 drop(work_tx);
                 let _ = end_tx.send(end);
             });

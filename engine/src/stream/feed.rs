@@ -2,7 +2,10 @@
 //! once full or once its window has passed, numbered, until `--until` is
 //! met, the input ends or the run is stopped.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use arrow_array::RecordBatch;
 use fanout_jobs::StreamPlan;
@@ -18,6 +21,46 @@ pub(super) struct Work {
     pub(super) batch: RecordBatch,
     pub(super) segments: Vec<Segment>,
     pub(super) queued: Instant,
+    /// Its place among its partition's batches in flight, given back when
+    /// the worker is done with it.
+    pub(super) _slot: Option<Slot>,
+}
+
+/// At most `per` batches of a source partition in flight
+/// (`parallelization`): each partition's channel holds a token for each.
+pub(super) struct Gates {
+    per: usize,
+    open: HashMap<String, (Sender<()>, Receiver<()>)>,
+}
+
+/// A batch's place among its partition's batches in flight.
+pub(super) struct Slot(Receiver<()>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let _ = self.0.try_recv();
+    }
+}
+
+impl Gates {
+    /// At most `per` batches of each partition in flight.
+    pub(super) fn new(per: usize) -> Gates {
+        Gates { per: per.max(1), open: HashMap::new() }
+    }
+
+    /// A place for a batch of `partition`, once one is free; none when the
+    /// stream stops first.
+    fn enter(&mut self, partition: &str, stop: &crate::stop::Stop) -> Option<Slot> {
+        let per = self.per;
+        let (tx, rx) = self.open.entry(partition.to_string()).or_insert_with(|| crossbeam_channel::bounded(per));
+        loop {
+            match tx.send_timeout((), Duration::from_millis(20)) {
+                Ok(()) => return Some(Slot(rx.clone())),
+                Err(_) if stop.is_stopped() => return None,
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 /// Why the source stopped.
@@ -42,9 +85,9 @@ pub(super) struct Start {
 pub(super) fn feed(
     source: &mut DirSource,
     sp: &StreamPlan,
-    until: Until,
-    start: Start,
+    (until, start): (Until, Start),
     input: Option<&SpoolState>,
+    mut gates: Option<Gates>,
     stop: &crate::stop::Stop,
     tx: &crossbeam_channel::Sender<Work>,
 ) -> Result<End, EngineError> {
@@ -123,8 +166,16 @@ pub(super) fn feed(
             let schema = pieces[0].batch.schema();
             let batch = arrow_select::concat::concat_batches(&schema, pieces.iter().map(|p| &p.batch))
                 .map_err(|e| EngineError::Stream(format!("batching records: {e}")))?;
-            let segments = pieces.into_iter().map(|p| p.segment).collect();
-            if tx.send(Work { seq, batch, segments, queued: Instant::now() }).is_err() {
+            let segments: Vec<Segment> = pieces.into_iter().map(|p| p.segment).collect();
+            let partition = segments.iter().find_map(|s| s.partition.clone());
+            let slot = match (gates.as_mut(), partition) {
+                (Some(gates), Some(p)) => match gates.enter(&p, stop) {
+                    Some(slot) => Some(slot),
+                    None => return Ok(End::Signal),
+                },
+                _ => None,
+            };
+            if tx.send(Work { seq, batch, segments, queued: Instant::now(), _slot: slot }).is_err() {
                 return Ok(End::Signal);
             }
             seq += 1;

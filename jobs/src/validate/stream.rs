@@ -359,6 +359,21 @@ pub(super) fn validate_stream(
             errors.push(job.error(&at("max_record_age"), "max_record_age must be longer than 0s"));
         }
     }
+    // A shard's batches, one after another unless said otherwise.
+    let parallelization = match (spec.parallelization, source.kinesis.is_some()) {
+        (Some(n), true) if (1..=10).contains(&n) => Some(n),
+        (Some(_), true) => {
+            errors.push(job.error(&at("parallelization"), "parallelization is 1 to 10, as Lambda allows"));
+            None
+        }
+        (Some(_), false) => {
+            let m = "parallelization applies to a source with partitions (kinesis: batches of a shard in flight)";
+            errors.push(job.error(&at("parallelization"), m));
+            None
+        }
+        (None, true) => Some(1),
+        (None, false) => None,
+    };
     let on_failure = match &spec.on_failure {
         None => None,
         Some(OnFailureSpec::Named(n)) if n == "rejects" => Some(OnFailure::Rejects),
@@ -398,5 +413,6 @@ pub(super) fn validate_stream(
         bisect_on_error: spec.bisect_on_error.unwrap_or(false),
         on_failure,
         max_record_age: spec.max_record_age.map(|d| d.0),
+        parallelization,
     })
 }
