@@ -64,6 +64,9 @@ pub(super) struct Stream<'a> {
     set_aside: Option<SetAside>,
     /// Where committed files go besides the output directory.
     pub(super) sinks: Option<Sinks>,
+    /// When the last progress line was said, with the records in and rows
+    /// out then.
+    said: Option<(Instant, u64, u64)>,
     /// Arrivals of the rows in `part`.
     pub(super) part_arrivals: Arrivals,
     pub(super) latency: Histogram<u64>,
@@ -118,6 +121,7 @@ impl<'a> Stream<'a> {
             late: None,
             set_aside: sp.on_failure.as_ref().map(|f| SetAside::new(f, run_dir)),
             sinks: None,
+            said: None,
             part_arrivals: Arrivals::default(),
             latency: Histogram::new(3).expect("a histogram"),
             stop: opts.stop.clone(),
@@ -618,20 +622,45 @@ impl<'a> Stream<'a> {
     }
 
     /// One line on stderr: records in, rows out, windows, lag.
-    fn say_progress(&self) {
-        let c = &self.state.counts;
+    fn say_progress(&mut self) {
+        let c = self.state.counts;
         let lag = self.state.clock.newest.map_or(String::new(), |n| {
             let behind = (source::millis(SystemTime::now()) - n) as f64 / 1000.0;
             format!(", newest event {behind:.1}s ago")
         });
+        // Rates since the last line; the files the source has not read.
+        let (at, records, rows) = self.said.unwrap_or((self.origin, 0, 0));
+        let secs = at.elapsed().as_secs_f64().max(1e-3);
+        let rates = format!(
+            " ({:.0}/s in, {:.0}/s out)",
+            c.records_in.saturating_sub(records) as f64 / secs,
+            c.rows_out.saturating_sub(rows) as f64 / secs
+        );
+        self.said = Some((Instant::now(), c.records_in, c.rows_out));
+        let waiting = self.waiting().map_or(String::new(), |n| format!(", {n} files waiting"));
         say(&format!(
-            "stream: {} records in, {} rows out, {} windows committed ({} open), {} late{lag}",
+            "stream: {} records in, {} rows out{rates}, {} windows committed ({} open), {} late{lag}{waiting}",
             c.records_in,
             c.rows_out,
             c.windows,
             self.partials.len(),
             c.late
         ));
+    }
+
+    /// The files of the source's directory (or spool) not read yet.
+    fn waiting(&self) -> Option<usize> {
+        let dir = match &self.plan.input.source {
+            fanout_jobs::InputSource::Stream(fanout_jobs::StreamSource::Dir(d)) => d.clone(),
+            _ => self.spooled.clone()?,
+        };
+        let names = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned());
+        let current = self.state.position.current.as_ref().map(|(name, _)| name.as_str());
+        Some(
+            names
+                .filter(|n| !n.starts_with('.') && !self.state.position.done.contains(n) && Some(n.as_str()) != current)
+                .count(),
+        )
     }
 
     /// The run's summary: the batch summary's fields, with the stream's
