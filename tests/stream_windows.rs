@@ -20,10 +20,14 @@ fn a_sliding_window_counts_each_record_in_every_window_that_holds_it() {
     s.write("clicks.toml", job("{ sliding = \"4s\", every = \"1s\", time = \"ts\" }", ""));
     let r = s.run_within(
         120,
-        &["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--json", "--run-dir", "rd"],
+        &["run", "clicks.toml", "--until", "idle=2s", "--progress", "always", "--json", "--run-dir", "rd"],
     );
     let r = r.expect(0);
     assert!(producer.wait().unwrap().success());
+    // A progress line a second: counts, rates, windows, the files waiting.
+    let line = r.stderr.lines().rfind(|l| l.starts_with("stream: ")).expect("a progress line");
+    assert!(line.starts_with("stream: 4800 records in, "), "{line}");
+    assert!(line.contains("/s in, ") && line.contains("/s out), ") && line.ends_with(" 0 files waiting"), "{line}");
     assert_eq!(summary(&r)["stream"]["records_in"], 12 * 400);
     check_windows(&s, "out", "rd", &["4000", "1000", "1000"]);
     let plan = s.run(&["plan", "clicks.toml"]).expect(0);
