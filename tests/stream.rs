@@ -92,6 +92,15 @@ fn a_windowed_count_over_a_directory_matches_the_oracle() {
     assert!(sum["stream"]["windows"].as_u64().unwrap() >= 8, "{sum}");
     assert!(sum["stream"]["late_records"].as_u64().unwrap() > 0, "the producer writes late events: {sum}");
     check(&s, "out", "rd");
+    // The stream over time, a sample a second, in the summary and the
+    // report's Stream section.
+    let lag = sum["stream"]["lag"].as_array().unwrap();
+    assert!(lag.len() >= 2, "{lag:?}");
+    let ins: Vec<u64> = lag.iter().map(|l| l["records_in"].as_u64().unwrap()).collect();
+    assert!(ins.windows(2).all(|w| w[0] <= w[1]) && *ins.last().unwrap() == 12 * 400, "{ins:?}");
+    s.run(&["report", "rd"]).expect(0);
+    let html = std::fs::read_to_string(s.path("rd/report.html")).unwrap();
+    assert!(html.contains("<h2>Stream</h2>") && html.contains("id=\"stream-lag\"") && html.contains("files waiting"));
     // Every invocation is recorded: a combine per window part of a batch,
     // a reduce per window.
     let r = s.run(&["records", "rd"]).expect(0);

@@ -47,4 +47,6 @@ pub use stats::StageStats;
 pub use step::{Step, StepKind};
 pub use stop::{Interrupt, Stop};
 pub use stream::plan_stream;
-pub use summary::{Cost, FailedTask, InputSummary, Invocations, Latency, StageSummary, StreamSummary, Summary};
+pub use summary::{
+    Cost, FailedTask, InputSummary, Invocations, LagSample, Latency, StageSummary, StreamSummary, Summary,
+};

@@ -455,4 +455,24 @@ pub struct StreamSummary {
     /// that holds its result (this run's records; a resume's replay
     /// counts from the replay).
     pub latency_ms: Latency,
+    /// The stream over time, a sample a second (fewer for a long run: at
+    /// most 1,800, spread evenly).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lag: Vec<LagSample>,
+}
+
+/// A stream at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LagSample {
+    /// Seconds since this run (or resume) started.
+    pub at_s: f64,
+    /// Records read from the source so far (a resume's counts go on from
+    /// the run's).
+    pub records_in: u64,
+    /// Rows committed so far.
+    pub rows_out: u64,
+    /// Files of the source's directory (or spool) not read yet.
+    pub waiting_files: u64,
+    /// Milliseconds from the newest event time seen to now.
+    pub behind_ms: Option<i64>,
 }

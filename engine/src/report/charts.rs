@@ -180,21 +180,58 @@ fn over_time(
     y_desc: &str,
     draw: impl FnOnce(&mut TimeChart<'_, '_>) -> Result<(), Box<dyn std::error::Error>>,
 ) -> ChartResult {
-    let secs = a.span_us as f64 / 1e6;
-    svg(WIDTH, h, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..secs, 0f64..top)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds since the run started")
-            .y_desc(y_desc)
-            .y_label_formatter(&|v| short(*v))
-            .label_style(label_style(12))
-            .draw()?;
-        draw(&mut chart)
+    over_seconds(a.span_us as f64 / 1e6, h, top, y_desc, draw)
+}
+
+/// The same over `secs` seconds.
+fn over_seconds(
+    secs: f64,
+    h: u32,
+    top: f64,
+    y_desc: &str,
+    draw: impl FnOnce(&mut TimeChart<'_, '_>) -> Result<(), Box<dyn std::error::Error>>,
+) -> ChartResult {
+    svg(WIDTH, h, |root| draw(&mut axes(root, secs, top, y_desc)?))
+}
+
+/// A chart on `root` over `secs` seconds, its y axis from 0 to `top` and
+/// named `y_desc`.
+fn axes<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    secs: f64,
+    top: f64,
+    y_desc: &str,
+) -> Result<TimeChart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..secs.max(1e-3), 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the run started")
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| short(*v))
+        .label_style(label_style(12))
+        .draw()?;
+    Ok(chart)
+}
+
+/// Lines over a stream's time (`secs` long), each named, in the
+/// palette's colours, the y axis named `y_desc`.
+pub(crate) fn series(secs: f64, y_desc: &str, lines: &[(&str, Vec<(f64, f64)>)]) -> ChartResult {
+    let top = (lines.iter().flat_map(|(_, l)| l.iter().map(|p| p.1)).fold(0.0f64, f64::max) * 1.1).max(1.0);
+    svg(WIDTH, 240, |root| {
+        let mut chart = axes(root, secs, top, y_desc)?;
+        for (k, (name, points)) in lines.iter().enumerate() {
+            let c = colour(k);
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+        }
+        chart.configure_series_labels().label_font(label_style(12)).border_style(BLACK).draw()?;
+        Ok(())
     })
 }
 

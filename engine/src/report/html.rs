@@ -135,6 +135,30 @@ pub(crate) fn page(run: &RunView) -> Result<String, String> {
     Ok(p)
 }
 
+/// A stream's lag over time: records in and rows out a second, and how
+/// far behind the source's head it was.
+fn stream_section(lag: &[crate::summary::LagSample], suffix: &str) -> Result<String, String> {
+    let mut p = String::from("<h2>Stream</h2>\n");
+    let secs = lag.last().map_or(1.0, |l| l.at_s);
+    let rate = |f: fn(&crate::summary::LagSample) -> u64| -> Vec<(f64, f64)> {
+        (lag.windows(2))
+            .map(|w| (w[1].at_s, (f(&w[1]) - f(&w[0]).min(f(&w[1]))) as f64 / (w[1].at_s - w[0].at_s).max(1e-3)))
+            .collect()
+    };
+    let flow = [("records in / s", rate(|l| l.records_in)), ("rows out / s", rate(|l| l.rows_out))];
+    p.push_str(&figure(&format!("stream-rates{suffix}"), "", charts::series(secs, "per second", &flow))?);
+    let waiting: Vec<(f64, f64)> = lag.iter().map(|l| (l.at_s, l.waiting_files as f64)).collect();
+    let behind: Vec<(f64, f64)> = lag.iter().filter_map(|l| Some((l.at_s, l.behind_ms? as f64 / 1000.0))).collect();
+    let lags = [("files waiting", waiting), ("seconds behind the newest event", behind)];
+    p.push_str(&figure(&format!("stream-lag{suffix}"), "", charts::series(secs, "lag", &lags))?);
+    let _ = writeln!(
+        p,
+        "<p class=\"muted\">A sample a second. Files waiting: the source's files (or spooled ones) not read yet; \
+         seconds behind: from the newest event time seen to the moment of the sample.</p>"
+    );
+    Ok(p)
+}
+
 /// The job, status, wall time, and for a failed run where it failed.
 pub(crate) fn header(run: &RunView) -> String {
     let status = run.status();
@@ -196,6 +220,11 @@ pub(crate) fn sections(run: &RunView, suffix: &str) -> Result<String, String> {
     let a = &run.agg;
     let mut p = String::new();
     p.push_str(&summary_table(run, suffix));
+    if let Some(lag) = run.summary.as_ref().and_then(|s| s.stream.as_ref()).map(|s| &s.lag)
+        && !lag.is_empty()
+    {
+        p.push_str(&stream_section(lag, suffix)?);
+    }
     let _ = writeln!(p, "<h2>Timeline</h2>");
     p.push_str(&key_legend(&a.keys));
     let mut marks = String::from("<div class=\"legend\">");

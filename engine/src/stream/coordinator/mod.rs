@@ -16,6 +16,8 @@ use fanout_jobs::{Plan, StreamPlan, WindowKind};
 use fanout_workers::{Invocation, MapInstance, ReduceInstance};
 use hdrhistogram::Histogram;
 
+mod progress;
+
 use super::checkpoint::{self, State};
 use super::failed::SetAside;
 use super::feed::{End, Gates, Start, Work, feed};
@@ -31,7 +33,7 @@ use crate::error::EngineError;
 use crate::options::{RunOptions, Until};
 use crate::records::{InvocationRecord, Recorder};
 use crate::step::Step;
-use crate::summary::{Latency, StreamSummary, Summary, Totals, summarize};
+use crate::summary::LagSample;
 
 /// A window's state besides its partials: when its records arrived (for
 /// the latency at commit).
@@ -67,6 +69,8 @@ pub(super) struct Stream<'a> {
     /// When the last progress line was said, with the records in and rows
     /// out then.
     said: Option<(Instant, u64, u64)>,
+    /// The stream over time.
+    lag: Vec<LagSample>,
     /// Arrivals of the rows in `part`.
     pub(super) part_arrivals: Arrivals,
     pub(super) latency: Histogram<u64>,
@@ -122,6 +126,7 @@ impl<'a> Stream<'a> {
             set_aside: sp.on_failure.as_ref().map(|f| SetAside::new(f, run_dir)),
             sinks: None,
             said: None,
+            lag: Vec::new(),
             part_arrivals: Arrivals::default(),
             latency: Histogram::new(3).expect("a histogram"),
             stop: opts.stop.clone(),
@@ -223,8 +228,11 @@ impl<'a> Stream<'a> {
                 self.checkpoint()?;
                 last_checkpoint = Instant::now();
             }
-            if self.live && last_line.elapsed() >= Duration::from_secs(1) {
-                self.say_progress();
+            if last_line.elapsed() >= Duration::from_secs(1) {
+                self.sample();
+                if self.live {
+                    self.say_progress();
+                }
                 last_line = Instant::now();
             }
         }
@@ -254,6 +262,7 @@ impl<'a> Stream<'a> {
                     self.emit(start)?;
                 }
                 self.checkpoint()?;
+                self.sample();
                 if self.live {
                     self.say_progress();
                 }
@@ -619,90 +628,6 @@ impl<'a> Stream<'a> {
     /// A stage's failure, with the batch it was on.
     fn stage_error(&self, stage: &CompiledStage, message: impl std::fmt::Display) -> EngineError {
         EngineError::Stream(format!("stage `{}`, batch {}: {message}", stage.name, self.state.counts.batches + 1))
-    }
-
-    /// One line on stderr: records in, rows out, windows, lag.
-    fn say_progress(&mut self) {
-        let c = self.state.counts;
-        let lag = self.state.clock.newest.map_or(String::new(), |n| {
-            let behind = (source::millis(SystemTime::now()) - n) as f64 / 1000.0;
-            format!(", newest event {behind:.1}s ago")
-        });
-        // Rates since the last line; the files the source has not read.
-        let (at, records, rows) = self.said.unwrap_or((self.origin, 0, 0));
-        let secs = at.elapsed().as_secs_f64().max(1e-3);
-        let rates = format!(
-            " ({:.0}/s in, {:.0}/s out)",
-            c.records_in.saturating_sub(records) as f64 / secs,
-            c.rows_out.saturating_sub(rows) as f64 / secs
-        );
-        self.said = Some((Instant::now(), c.records_in, c.rows_out));
-        let waiting = self.waiting().map_or(String::new(), |n| format!(", {n} files waiting"));
-        say(&format!(
-            "stream: {} records in, {} rows out{rates}, {} windows committed ({} open), {} late{lag}{waiting}",
-            c.records_in,
-            c.rows_out,
-            c.windows,
-            self.partials.len(),
-            c.late
-        ));
-    }
-
-    /// The files of the source's directory (or spool) not read yet.
-    fn waiting(&self) -> Option<usize> {
-        let dir = match &self.plan.input.source {
-            fanout_jobs::InputSource::Stream(fanout_jobs::StreamSource::Dir(d)) => d.clone(),
-            _ => self.spooled.clone()?,
-        };
-        let names = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned());
-        let current = self.state.position.current.as_ref().map(|(name, _)| name.as_str());
-        Some(
-            names
-                .filter(|n| !n.starts_with('.') && !self.state.position.done.contains(n) && Some(n.as_str()) != current)
-                .count(),
-        )
-    }
-
-    /// The run's summary: the batch summary's fields, with the stream's
-    /// own counts.
-    pub(super) fn summary(
-        &self,
-        run_id: &str,
-        plan: &Plan,
-        wall: Duration,
-        ended: Option<&str>,
-        error: Option<&EngineError>,
-    ) -> Summary {
-        let c = self.state.counts;
-        let totals = Totals {
-            stats: self.recorder.stats.clone(),
-            splits: c.batches,
-            input_bytes: 0,
-            input_records: c.records_in,
-            spilled: 0,
-            scratch_written: 0,
-            concurrency: plan.platform.concurrency,
-            failures: Vec::new(),
-            resumed: 0,
-            backups: 0,
-            bad_records: 0,
-            rejects: None,
-        };
-        let mut summary = summarize(run_id, plan, &totals, wall, None, None, error);
-        summary.stream = Some(StreamSummary {
-            records_in: c.records_in,
-            rows_out: c.rows_out,
-            batches: c.batches,
-            windows: c.windows,
-            late_records: c.late,
-            failed_records: c.failed,
-            expired_records: super::receive::expired(&self.run_dir),
-            files: c.files,
-            output: plan.output.path.clone(),
-            stopped_by: ended.unwrap_or("a failure").to_string(),
-            latency_ms: Latency::of(&self.latency),
-        });
-        summary
     }
 }
 
