@@ -44,12 +44,6 @@ pub fn run(a: &RunArgs) -> Outcome {
         cache_dir: a.cache_dir.clone(),
     };
     let (job, plan) = load_plan(&job_args, &registry)?;
-    if let fanout_jobs::InputSource::Generate(g) = &plan.input.source {
-        let path = a.cache_dir.join(fanout_jobs::generated_name(g));
-        if !path.exists() && a.progress != ProgressMode::Never {
-            eprintln!("generating the input: {} into {}", g.kind, path.display());
-        }
-    }
     if plan.is_stream() {
         if a.json && plan.output.is_stdout() {
             return Err(Failure::invalid(anyhow::anyhow!(
@@ -64,6 +58,12 @@ pub fn run(a: &RunArgs) -> Outcome {
         }
     } else if a.until.is_some() {
         return Err(Failure::invalid(anyhow::anyhow!("--until applies to a stream input (input.stream)")));
+    }
+    if let fanout_jobs::InputSource::Generate(g) = &plan.input.source {
+        let path = a.cache_dir.join(fanout_jobs::generated_name(g));
+        if !path.exists() && a.progress != ProgressMode::Never {
+            eprintln!("generating the input: {} into {}", g.kind, path.display());
+        }
     }
     let progress = Progress::new();
     let terminal = std::io::stderr().is_terminal();

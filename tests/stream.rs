@@ -561,6 +561,8 @@ fn until_and_platform_settings_a_stream_cannot_honour_are_refused() {
         ("idle=1s,idle=2s", "`idle` is given twice"),
         ("records=0", "`records=0`: must be at least 1"),
         ("time=0s", "`time=0s`: must be longer than 0s"),
+        ("idle=2", "`idle=2`: give the unit, e.g. idle=2s"),
+        ("idle=soon", "`idle=soon`: a duration is a number and a unit, e.g. idle=5s"),
     ] {
         let r = s.run(&["run", "clicks.toml", "--until", until]).expect(2);
         assert!(r.stderr.contains(want), "{until}: {}", r.stderr);

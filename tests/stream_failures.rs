@@ -123,6 +123,32 @@ fn poison_records_go_to_an_sqs_queue() {
 }
 
 #[test]
+fn a_failing_batch_set_aside_whole_names_each_records_source() {
+    let s = Scratch::new();
+    poisoned(&s);
+    s.write("clicks.toml", job("on_failure = \"rejects\""));
+    let args = ["run", "clicks.toml", "--until", "idle=1s", "--progress", "never", "--json", "--run-dir", "rd"];
+    let r = s.run_within(120, &args).expect(0);
+    // The three batches of 100 holding a poison record, whole.
+    assert_eq!(summary(&r)["stream"]["failed_records"], 300);
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(s.path("rd/rejects")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            sources.push(r["source"].as_str().expect("each record's source").to_string());
+        }
+    }
+    sources.sort();
+    let mut want: Vec<String> = [("000", 101), ("003", 1), ("005", 1)]
+        .iter()
+        .flat_map(|(f, first)| (*first..*first + 100).map(move |n| format!("{f}.jsonl, record {n}")))
+        .collect();
+    want.sort();
+    assert_eq!(sources, want);
+}
+
+#[test]
 fn on_failure_and_bisect_are_checked() {
     let s = Scratch::new();
     std::fs::create_dir_all(s.path("incoming")).unwrap();

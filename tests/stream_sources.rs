@@ -414,3 +414,32 @@ fn a_kinesis_shards_batches_run_one_at_a_time_unless_parallelized() {
         std::fs::remove_dir_all(s.path("parts")).unwrap();
     }
 }
+
+#[test]
+fn a_server_that_stops_answering_does_not_hang_the_stream() {
+    let s = Scratch::new();
+    let redis = Redis::start(&s);
+    assert!(send(&s, "redis", &redis.port, 500, 1_000_000, &[]).wait().unwrap().success());
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    s.write("copy.toml", copied(&format!("{{ redis = \"{url}\", key = \"clicks\", field = \"data\" }}")));
+    let args = ["run", "copy.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"];
+    let child = s.spawn(&args);
+    assert!(wait_for(30, || std::fs::read_dir(s.path("rd/received")).is_ok_and(|d| d.count() > 0)));
+    // The server freezes: every call to it times out.
+    let pid = redis._server.0.id();
+    crate::faults::signal(pid, "STOP");
+    let started = std::time::Instant::now();
+    let r = crate::util::finish_within(child, 60, &args);
+    let took = started.elapsed();
+    crate::faults::signal(pid, "CONT");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(took < std::time::Duration::from_secs(30), "the stream took {took:?} to stop by idle");
+    // What it took before the freeze, each once; the rest waits in the
+    // stream for the next run.
+    let mut seqs: Vec<u64> = parts(&s).into_iter().map(|(_, q)| q).collect();
+    seqs.sort_unstable();
+    let n = seqs.len();
+    seqs.dedup();
+    assert_eq!(seqs.len(), n, "a record committed twice");
+    assert!(seqs.iter().all(|&q| q < 500) && n > 0, "{n} records");
+}

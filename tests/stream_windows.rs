@@ -64,7 +64,7 @@ fn window_kinds_are_checked() {
         ("{ time = \"ts\" }", "a window is one of { tumbling = \"10s\" }, { sliding = \"5m\", every = \"1m\" }"),
         ("{ tumbling = \"2s\", session = \"1s\" }", "a window is one of"),
         ("{ sliding = \"4s\", time = \"ts\" }", "a sliding window says how often one starts: every = \"1m\""),
-        ("{ sliding = \"4s\", every = \"5s\" }", "every is longer than 0s and no longer than the window"),
+        ("{ sliding = \"4s\", every = \"5s\" }", "every must be longer than 0s and no longer than the window"),
         ("{ tumbling = \"4s\", every = \"1s\" }", "every applies to a sliding window"),
         ("{ session = \"0s\" }", "a window must be longer than 0s"),
     ];
@@ -72,5 +72,6 @@ fn window_kinds_are_checked() {
         s.write("j.toml", job(window, ""));
         let r = s.run(&["validate", "j.toml"]).expect(2);
         assert!(r.stderr.contains(want), "{window}: {}", r.stderr);
+        assert!(!r.stderr.contains("aggregates per window: set stream.window"), "{window}: {}", r.stderr);
     }
 }

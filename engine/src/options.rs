@@ -126,6 +126,12 @@ impl FromStr for Until {
             let duration = || match humantime::parse_duration(value.trim()) {
                 Ok(d) if d.is_zero() => Err(format!("`{part}`: must be longer than 0s")),
                 Ok(d) => Ok(Some(d)),
+                Err(_) if !value.trim().is_empty() && value.trim().bytes().all(|b| b.is_ascii_digit()) => {
+                    Err(format!("`{part}`: give the unit, e.g. {}={}s", key.trim(), value.trim()))
+                }
+                Err(humantime::DurationError::UnknownUnit { .. } | humantime::DurationError::NumberExpected(_)) => {
+                    Err(format!("`{part}`: a duration is a number and a unit, e.g. {}=5s", key.trim()))
+                }
                 Err(e) => Err(format!("`{part}`: {e}")),
             };
             let twice = || format!("`{}` is given twice", key.trim());

@@ -112,9 +112,10 @@ pub struct AwsJson {
     agent: ureq::Agent,
 }
 
-/// The longest one call may take, its reply included (SQS's long polls
-/// are kept well under it).
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest one call may take, its reply included (SQS's long polls,
+/// at most a second here, are well under it): a service that stops
+/// answering is a failure to try again.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl AwsJson {
     /// A client of `service` in `region`, whose actions are named

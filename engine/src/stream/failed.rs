@@ -78,9 +78,10 @@ fn lines(failed: &[Failed]) -> Result<Vec<String>, EngineError> {
         writer.write(&f.records).map_err(|e| EngineError::Stream(format!("writing failed records: {e}")))?;
         writer.finish().map_err(|e| EngineError::Stream(format!("writing failed records: {e}")))?;
         drop(writer);
-        for record in String::from_utf8_lossy(&json).lines() {
+        for (row, record) in String::from_utf8_lossy(&json).lines().enumerate() {
             let record: Value = serde_json::from_str(record).unwrap_or(Value::Null);
-            let line = json!({ "stage": f.stage, "error": f.error, "source": f.source, "record": record });
+            let source = f.sources.get(row).cloned().flatten();
+            let line = json!({ "stage": f.stage, "error": f.error, "source": source, "record": record });
             out.push(line.to_string());
         }
     }

@@ -39,8 +39,8 @@ pub(super) struct Failed {
     pub(super) stage: String,
     /// Why it failed.
     pub(super) error: String,
-    /// Where the record came from, when it is one the stage got as read.
-    pub(super) source: Option<String>,
+    /// Where each record came from, where the stage got them as read.
+    pub(super) sources: Vec<Option<String>>,
 }
 
 /// What a worker does with a batch whose function fails.
@@ -199,15 +199,18 @@ impl Stages<'_> {
                 return self.from(i, batch.slice(half, rows - half), offset + half, at, out);
             }
             // Located by file and record while the rows are the records read.
-            let source = match (i, rows) {
-                (0, 1) => locate_row(at.segments, at.rows, offset),
-                _ => None,
+            let sources: Vec<Option<String>> = match i {
+                0 => (0..rows).map(|r| locate_row(at.segments, at.rows, offset + r)).collect(),
+                _ => vec![None; rows],
+            };
+            let whose = match &sources[..] {
+                [Some(one)] => one.clone(),
+                _ => describe(at.segments),
             };
             if self.on_error.set_aside {
-                at.failed.push(Failed { records: batch, stage: stage.name.clone(), error: error.message, source });
+                at.failed.push(Failed { records: batch, stage: stage.name.clone(), error: error.message, sources });
                 return Ok(());
             }
-            let whose = source.unwrap_or_else(|| describe(at.segments));
             return Err(Some(EngineError::Stream(format!("stage `{}`, {whose}: {error}", stage.name))));
         }
         out.push(batch);

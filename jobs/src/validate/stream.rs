@@ -292,7 +292,7 @@ pub(super) fn validate_stream(
         }
         let kind = match (kind, w.every) {
             ("sliding", Some(every)) if every.0.is_zero() || every.0 > size => {
-                errors.push(job.error(&wat("every"), "every is longer than 0s and no longer than the window"));
+                errors.push(job.error(&wat("every"), "every must be longer than 0s and no longer than the window"));
                 return None;
             }
             ("sliding", Some(every)) => WindowKind::Sliding { every: every.0 },
@@ -320,7 +320,8 @@ pub(super) fn validate_stream(
             &at("window"),
             "a window needs a keyed stage to aggregate over it (a last stage with key = [...])",
         )),
-        ([k], None) => errors.push(job.error(
+        // A window given but refused has its own error already.
+        ([k], None) if spec.window.is_none() => errors.push(job.error(
             &FieldPath::keys(["stage"]).index(*k).key("key"),
             "a keyed stage on a stream aggregates per window: set stream.window (window = { tumbling = \"10s\", time = \"FIELD\" })",
         )),

@@ -372,7 +372,8 @@ impl Spooling {
                 Err(Fault::Fatal(why)) => return Err(format!("{what}: {why}")),
                 Err(Fault::Transient(why)) => {
                     failures += 1;
-                    if failures == 30 {
+                    // Said once a retry failed too, then every 15 failures.
+                    if failures % 15 == 2 {
                         eprintln!("fanout: {what}: {why} (trying again)");
                     }
                     std::thread::sleep(backoff(failures));
@@ -395,7 +396,7 @@ impl Spooling {
             }
             if !again.is_empty() {
                 // Delivered again, spooled before: acknowledged only.
-                acknowledge(receiver, &again)?;
+                acknowledge(receiver, &again, &self.stop)?;
             }
             let ended = receiver.ended();
             let due = held.len() >= self.batch_size
@@ -437,7 +438,7 @@ impl Spooling {
                 number += 1;
             }
             first = None;
-            acknowledge(receiver, &acks)?;
+            acknowledge(receiver, &acks, &self.stop)?;
             receipts.prune(number - 1, receiver.redelivery(), seen);
         }
         Ok(())
@@ -473,18 +474,19 @@ fn by_partition(messages: Vec<Message>) -> BTreeMap<Option<String>, Vec<Message>
     out
 }
 
-/// Acknowledges `acks`, trying a transient failure again until it passes.
-fn acknowledge(receiver: &mut dyn Receiver, acks: &[String]) -> Result<(), String> {
+/// Acknowledges `acks`, trying a transient failure again a while.
+fn acknowledge(receiver: &mut dyn Receiver, acks: &[String], stop: &AtomicBool) -> Result<(), String> {
     let mut failures = 0;
     loop {
         match receiver.acknowledge(acks) {
             Ok(()) => return Ok(()),
             Err(Fault::Fatal(why)) => return Err(format!("{}: acknowledging: {why}", receiver.describe())),
-            Err(Fault::Transient(_)) if failures < 20 => {
+            // Unacknowledged, a message comes again and is known by its id:
+            // tried again a while, not once the stream stops.
+            Err(Fault::Transient(_)) if failures < 20 && !stop.load(Relaxed) => {
                 failures += 1;
                 std::thread::sleep(backoff(failures));
             }
-            // Unacknowledged, a message comes again and is known by its id.
             Err(Fault::Transient(_)) => return Ok(()),
         }
     }

@@ -16,6 +16,10 @@ use serde_json::Value;
 
 use super::{Fault, Message, Receiver};
 
+/// How long a call may wait for the server's answer, besides a read's
+/// own blocking time.
+const ANSWER: Duration = Duration::from_secs(5);
+
 /// A Redis stream's entries, for one consumer of a group.
 pub(crate) struct Redis {
     url: String,
@@ -69,6 +73,13 @@ impl Redis {
             let connection = client
                 .get_connection_with_timeout(Duration::from_secs(5))
                 .map_err(|e| Fault::Transient(format!("connecting to {}: {e}", self.url)))?;
+            // A server that stops answering is a failure to try again, not
+            // a read that waits for ever (a blocking read waits its block
+            // and this much more).
+            let timeouts = [connection.set_read_timeout(Some(ANSWER)), connection.set_write_timeout(Some(ANSWER))];
+            if let Some(Err(e)) = timeouts.into_iter().find(Result::is_err) {
+                return Err(Fault::Transient(format!("{}: {e}", self.url)));
+            }
             self.connection = Some(connection);
         }
         let connection = self.connection.as_mut().expect("connected above");
