@@ -587,6 +587,14 @@ fn until_and_platform_settings_a_stream_cannot_honour_are_refused() {
     let r = s.run_within(60, &["run", "clicks.toml", "--until", "idle=1s", "--progress", "never"]).expect(1);
     assert!(r.stderr.contains("`ts` = \"soon\" is not a time"), "{}", r.stderr);
     assert!(r.stderr.contains("(a.jsonl, record 2)"), "{}", r.stderr);
+    // Read from standard input, the record is named by it, and the file
+    // of the run directory that spooled it.
+    let stdin = clicks("", "in-out/").replace("stream = { dir = \"incoming\" }", "stream = { stdin = true }");
+    s.write("stdin.toml", stdin);
+    let input = "{\"page\":\"a\",\"ts\":\"2026-12-07T10:00:05Z\",\"n\":1}\n{\"page\":\"b\",\"ts\":\"soon\",\"n\":2}\n";
+    let r = crate::stream::fed(&s, &["run", "stdin.toml", "--progress", "never", "--run-dir", "sd"], input, 4096);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("(standard input (sd/stdin/000000000001.spool), record 2)"), "{}", r.stderr);
 }
 
 #[test]

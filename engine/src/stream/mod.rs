@@ -152,6 +152,14 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         }
     };
     let reader = DirSource::new(source_dir.clone(), plan.input.options.clone(), state.position.clone(), &dir.path);
+    let reader = match source {
+        StreamSource::Dir(_) => reader,
+        StreamSource::Stdin => reader.spooled_from("standard input".into()),
+        StreamSource::Http(addr) => reader.spooled_from(format!("the HTTP endpoint {addr}")),
+        StreamSource::Kinesis { stream, .. } => reader.spooled_from(format!("kinesis stream {stream}")),
+        StreamSource::Sqs { url, .. } => reader.spooled_from(format!("sqs queue {url}")),
+        StreamSource::Redis { key, .. } => reader.spooled_from(format!("redis stream {key}")),
+    };
     let format = plan.input.options.format.unwrap_or(Format::Jsonl);
     let spool = match source {
         StreamSource::Dir(_) => None,

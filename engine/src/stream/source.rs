@@ -76,6 +76,19 @@ pub(crate) struct Segment {
     /// read that partition to its end (a Kinesis shard closed by a
     /// reshard), and it holds the watermark no more.
     pub(crate) ends: bool,
+    /// What a spooled file's records came from, and where it is spooled:
+    /// messages name them so (none: a file of the source's directory).
+    pub(crate) spooled: Option<Arc<(String, PathBuf)>>,
+}
+
+impl Segment {
+    /// The file, for messages: `a.jsonl`, or `standard input (rd/stdin/000000000001.spool)`.
+    pub(crate) fn shown(&self) -> String {
+        match &self.spooled {
+            Some(from) => format!("{} ({})", from.0, from.1.join(&self.file).display()),
+            None => self.file.clone(),
+        }
+    }
 }
 
 /// The file being read.
@@ -83,6 +96,7 @@ struct Open {
     name: String,
     arrival_ms: i64,
     partition: Option<String>,
+    spooled: Option<Arc<(String, PathBuf)>>,
     dataset: Dataset,
     splits: VecDeque<Split>,
     batches: Option<Batches>,
@@ -115,6 +129,9 @@ pub(crate) struct DirSource {
     /// Files taken so far by this process (what an HTTP ingest compares
     /// with what it spooled).
     taken: Arc<AtomicU64>,
+    /// What a spool's records came from, and the spool (none: the
+    /// source's own directory).
+    spooled: Option<Arc<(String, PathBuf)>>,
 }
 
 /// The file of a run directory that notes each file a directory source
@@ -134,7 +151,14 @@ impl DirSource {
             // read at the checkpoint must be there.
             .filter(|(name, _)| position.current.as_ref().is_some_and(|(c, _)| c == name) || dir.join(name).exists())
             .collect();
-        DirSource { dir, opts, position, open: None, log, logged, taken: Arc::default() }
+        DirSource { dir, opts, position, open: None, log, logged, taken: Arc::default(), spooled: None }
+    }
+
+    /// The same, a spool of records from `what` (`standard input`): its
+    /// files are named so in messages.
+    pub(crate) fn spooled_from(mut self, what: String) -> DirSource {
+        self.spooled = Some(Arc::new((what, self.dir.clone())));
+        self
     }
 
     /// The count of files taken, as it grows.
@@ -180,6 +204,7 @@ impl DirSource {
                     consumed: open.consumed,
                     finished: true,
                     ends: false,
+                    spooled: self.spooled.clone(),
                 };
                 let schema = self.opts.schema.clone().unwrap_or_else(fanout_datasets::text::schema);
                 Piece { batch: RecordBatch::new_empty(schema), segment }
@@ -231,8 +256,17 @@ impl DirSource {
             Some(d) => d,
             None if let Some(partition) = end_of(&name) => {
                 let partition = Some(partition.to_string());
-                let segment =
-                    Segment { file: name, arrival_ms, partition, rows: 0, consumed: 0, finished: true, ends: true };
+                let spooled = self.spooled.clone();
+                let segment = Segment {
+                    file: name,
+                    arrival_ms,
+                    partition,
+                    rows: 0,
+                    consumed: 0,
+                    finished: true,
+                    ends: true,
+                    spooled,
+                };
                 return Ok(Some(Next::End(segment)));
             }
             None => {
@@ -243,8 +277,19 @@ impl DirSource {
             }
         };
         let partition = partition_of(&name).map(str::to_string);
-        let open =
-            Open { name, arrival_ms, partition, dataset, splits, batches: None, consumed: 0, skip, pending: None };
+        let spooled = self.spooled.clone();
+        let open = Open {
+            name,
+            arrival_ms,
+            partition,
+            spooled,
+            dataset,
+            splits,
+            batches: None,
+            consumed: 0,
+            skip,
+            pending: None,
+        };
         Ok(Some(Next::File(Box::new(open))))
     }
 
@@ -300,6 +345,7 @@ fn read(open: &mut Open, max: usize) -> Result<Option<Piece>, EngineError> {
                 consumed: open.consumed,
                 finished,
                 ends: false,
+                spooled: open.spooled.clone(),
             };
             return Ok(Some(Piece { batch: out, segment }));
         }

@@ -353,7 +353,7 @@ pub(super) fn locate_row(segments: &[Segment], rows: usize, row: usize) -> Optio
     for s in segments {
         if row < first + s.rows {
             let record = s.consumed - (s.rows - (row - first)) as u64 + 1;
-            return Some(format!("{}, record {record}", s.file));
+            return Some(format!("{}, record {record}", s.shown()));
         }
         first += s.rows;
     }
@@ -365,7 +365,7 @@ pub(super) fn describe(segments: &[Segment]) -> String {
     let parts: Vec<String> = (segments.iter().filter(|s| s.rows > 0))
         .map(|s| {
             let first = s.consumed - s.rows as u64 + 1;
-            format!("{} records {first}..{}", s.file, s.consumed)
+            format!("{} records {first}..{}", s.shown(), s.consumed)
         })
         .collect();
     format!("batch of {}", parts.join(", "))
