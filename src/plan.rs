@@ -180,6 +180,7 @@ fn plan_stream(a: &JobArgs, job: &fanout_jobs::LoadedJob, plan: &fanout_jobs::Pl
             format!("records of the Kinesis stream {stream} ({region})")
         }
         InputSource::Stream(fanout_jobs::StreamSource::Sqs { url, .. }) => format!("messages of the SQS queue {url}"),
+        InputSource::Stream(fanout_jobs::StreamSource::Prefix(prefix)) => format!("objects that appear under {prefix}"),
         InputSource::Stream(fanout_jobs::StreamSource::Redis { url, key, group, .. }) => {
             format!("entries of the Redis stream {key} at {url}, read by consumer group {group}")
         }

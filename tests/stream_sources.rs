@@ -294,6 +294,11 @@ fn a_missing_stream_queue_or_server_stops_the_run_naming_it() {
     let r = r.expect(1);
     assert!(r.stderr.contains(&format!("error: sqs queue {queue}: ")), "{}", r.stderr);
     assert!(r.stderr.contains("QueueDoesNotExist"), "{}", r.stderr);
+    s.write("o.toml", copied("{ dir = \"s3://nosuch/incoming/\" }"));
+    let r = crate::util::run_with(s.dir.path(), &["run", "o.toml", "--until", "idle=1s", "--progress", "never"], &env);
+    let r = r.expect(1);
+    assert!(r.stderr.contains("error: objects under s3://nosuch/incoming/: "), "{}", r.stderr);
+    assert!(r.stderr.contains("NoSuchBucket: The specified bucket does not exist"), "{}", r.stderr);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     s.write("r.toml", copied(&format!("{{ redis = \"redis://127.0.0.1:{port}\", key = \"k\" }}")));
     let r = s.run(&["run", "r.toml", "--until", "idle=1s", "--progress", "never"]).expect(1);
@@ -442,4 +447,43 @@ fn a_server_that_stops_answering_does_not_hang_the_stream() {
     seqs.dedup();
     assert_eq!(seqs.len(), n, "a record committed twice");
     assert!(seqs.iter().all(|&q| q < 500) && n > 0, "{n} records");
+}
+
+#[test]
+fn objects_that_appear_under_a_prefix_are_each_read_once_across_kill_9() {
+    let s = Scratch::new();
+    let moto = S3::start(&s);
+    // 30 objects of 200 events (event times in order), 10 a second; a
+    // dot-named one is passed over.
+    let script = format!(
+        "import boto3, datetime, json, random, subprocess, time\n\
+         s3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='testing', aws_secret_access_key='testing', region_name='us-east-1')\n\
+         random.seed(3)\nsent = open('sent.jsonl', 'w')\n\
+         s3.put_object(Bucket='data', Key='incoming/.partial', Body=b'not records')\n\
+         for f in range(30):\n    lines = []\n    for i in range(f * 200, f * 200 + 200):\n        \
+         ts = datetime.datetime.fromtimestamp(1796637600 + i * 0.01, datetime.timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z')\n        \
+         lines.append(json.dumps({{'page': random.choice('abcde'), 'ts': ts, 'n': random.randint(0, 99), 'key': 'k', 'seq': i}}))\n    \
+         s3.put_object(Bucket='data', Key=f'incoming/{{f:04}}.jsonl', Body=('\\n'.join(lines) + '\\n').encode())\n    \
+         sent.write('\\n'.join(lines) + '\\n')\n    sent.flush()\n    time.sleep(0.1)\nprint('ok')\n",
+        moto.endpoint()
+    );
+    s.write("put.py", script);
+    let mut producer =
+        Command::new("python3").arg("put.py").current_dir(s.dir.path()).stdout(Stdio::null()).spawn().unwrap();
+    let env = moto.env();
+    s.write("clicks.toml", windowed("{ dir = \"s3://data/incoming/\" }", "checkpoint_every = \"150ms\""));
+    let args = ["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"];
+    let child = start(&s, &args, &env);
+    let child = kill_and_resume(s.dir.path(), child, 3, "rd", &env);
+    assert!(producer.wait().unwrap().success());
+    ends(child);
+    check_sent_late(&s, "sent.jsonl", "out", "rd", 1000);
+    let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
+    assert_eq!(sum["stream"]["records_in"], 6000);
+    let plan = crate::util::run_with(s.dir.path(), &["plan", "clicks.toml"], &env).expect(0);
+    assert!(
+        plan.stdout.contains("input: a stream of objects that appear under s3://data/incoming/"),
+        "{}",
+        plan.stdout
+    );
 }

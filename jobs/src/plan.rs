@@ -37,6 +37,9 @@ pub struct Plan {
 pub enum StreamSource {
     /// A local directory that files are renamed into.
     Dir(PathBuf),
+    /// Objects that appear under an object-storage prefix (a URL ending
+    /// in `/`).
+    Prefix(String),
     /// Standard input.
     Stdin,
     /// An HTTP ingest endpoint listening on this address.
@@ -80,9 +83,15 @@ pub enum StreamSource {
 
 impl StreamSource {
     /// Whether the source is a service fanout receives records from and
-    /// spools into its run directory (Kinesis, SQS, Redis).
+    /// spools into its run directory (Kinesis, SQS, Redis, object storage).
     pub fn is_remote(&self) -> bool {
-        matches!(self, StreamSource::Kinesis { .. } | StreamSource::Sqs { .. } | StreamSource::Redis { .. })
+        matches!(
+            self,
+            StreamSource::Kinesis { .. }
+                | StreamSource::Sqs { .. }
+                | StreamSource::Redis { .. }
+                | StreamSource::Prefix(_)
+        )
     }
 }
 

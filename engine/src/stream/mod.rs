@@ -147,9 +147,10 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         StreamSource::Dir(d) => d.clone(),
         StreamSource::Stdin => dir.path.join("stdin"),
         StreamSource::Http(_) => dir.path.join("http"),
-        StreamSource::Kinesis { .. } | StreamSource::Sqs { .. } | StreamSource::Redis { .. } => {
-            dir.path.join("received")
-        }
+        StreamSource::Kinesis { .. }
+        | StreamSource::Sqs { .. }
+        | StreamSource::Redis { .. }
+        | StreamSource::Prefix(_) => dir.path.join("received"),
     };
     let reader = DirSource::new(source_dir.clone(), plan.input.options.clone(), state.position.clone(), &dir.path);
     let reader = match source {
@@ -159,6 +160,7 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         StreamSource::Kinesis { stream, .. } => reader.spooled_from(format!("kinesis stream {stream}")),
         StreamSource::Sqs { url, .. } => reader.spooled_from(format!("sqs queue {url}")),
         StreamSource::Redis { key, .. } => reader.spooled_from(format!("redis stream {key}")),
+        StreamSource::Prefix(prefix) => reader.spooled_from(format!("objects under {prefix}")),
     };
     let format = plan.input.options.format.unwrap_or(Format::Jsonl);
     let spool = match source {
@@ -172,7 +174,7 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         remote => {
             let taken = reader.taken();
             let batching = (sp.batch_size, sp.batch_window, sp.max_record_age);
-            receive::start(remote, &source_dir, &dir.path, &dir.id, batching, taken).map_err(fail)?
+            receive::start(remote, &source_dir, &dir.path, &dir.id, batching, taken, &plan.storage).map_err(fail)?
         }
     };
     let log = open_records(plan, &dir.path, opts.resume).map_err(fail)?;

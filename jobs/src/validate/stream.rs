@@ -72,11 +72,19 @@ pub(super) fn validate_stream_source(
     match named[0] {
         "dir" => {
             let dir = PathBuf::from(spec.dir.as_deref().expect("named"));
-            if fanout_datasets::store::is_url(&dir.to_string_lossy()) {
-                let m = "input.stream.dir reads a local directory; object storage prefixes are not read as streams yet";
-                errors.push(job.error(&at("dir"), m));
-                return None;
+            let url = dir.to_string_lossy().into_owned();
+            if fanout_datasets::store::is_url(&url) && !url.starts_with("file://") {
+                let scheme = url.split_once("://").map_or("", |(s, _)| s);
+                if !["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"].contains(&scheme) {
+                    let m = format!("input.stream.dir `{url}`: a stream reads a prefix of s3://, gs:// or az://");
+                    errors.push(job.error(&at("dir"), m));
+                    return None;
+                }
+                // A prefix: the objects under it.
+                let prefix = if url.ends_with('/') { url } else { format!("{url}/") };
+                return Some(StreamSource::Prefix(prefix));
             }
+            let dir = PathBuf::from(fanout_datasets::store::local_path(&url));
             if !env.is_dir(&dir) {
                 let m = format!(
                     "input.stream.dir `{}` is not a directory (make it before the stream starts)",

@@ -179,7 +179,7 @@ impl Kinesis {
                 self.sequences.insert(id.to_string(), seq.to_string());
             }
             let sent_ms = record["ApproximateArrivalTimestamp"].as_f64().map(|t| (t * 1000.0) as i64);
-            out.push(Message { id: None, ack: None, partition: Some(id.to_string()), body, sent_ms });
+            out.push(Message { id: None, ack: None, partition: Some(id.to_string()), body, sent_ms, file: None });
         }
         let last = self.sequences.get(id).cloned();
         let shard = self.shards.get_mut(id).expect("read above");

@@ -24,6 +24,7 @@
 //! not held invisible until the windows it falls in close.
 
 mod kinesis;
+mod objects;
 mod redis;
 mod sqs;
 
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
+use fanout_datasets::store::Storage;
 use fanout_jobs::StreamSource;
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +57,9 @@ pub(crate) struct Message {
     pub(crate) body: Vec<u8>,
     /// When the service took it, epoch ms, where it says.
     pub(crate) sent_ms: Option<i64>,
+    /// A file of records downloaded whole (an object), spooled as it is
+    /// instead of `body`.
+    pub(crate) file: Option<PathBuf>,
 }
 
 /// Why a receiver's call failed.
@@ -91,6 +96,10 @@ pub(crate) trait Receiver: Send {
     fn cursor(&self, partition: &str) -> Option<serde_json::Value>;
     /// Acknowledges messages that are spooled.
     fn acknowledge(&mut self, acks: &[String]) -> Result<(), Fault>;
+    /// Tells it the ids of the messages spooled before (a resume's), for
+    /// a source that would otherwise take them again.
+    fn seen(&mut self, _ids: &HashSet<String>) {}
+
     /// The partitions it reads now, for a source that has them: the
     /// watermark waits for each.
     fn partitions(&self) -> Option<std::collections::BTreeSet<String>> {
@@ -133,8 +142,9 @@ struct Receipt {
 
 /// The receiver for `source`, with the job's name and the run's id (a
 /// consumer's name).
-fn receiver(source: &StreamSource, run_id: &str) -> Option<Box<dyn Receiver>> {
+fn receiver(source: &StreamSource, run_id: &str, storage: &Arc<Storage>, spool: &Path) -> Option<Box<dyn Receiver>> {
     Some(match source {
+        StreamSource::Prefix(prefix) => Box::new(objects::Objects::new(prefix, storage.clone(), spool.to_path_buf())),
         StreamSource::Kinesis { stream, region, start } => Box::new(kinesis::Kinesis::new(stream, region, *start)),
         StreamSource::Sqs { url, region, visibility_timeout } => {
             Box::new(sqs::Sqs::new(url, region, *visibility_timeout))
@@ -232,8 +242,9 @@ pub(crate) fn start(
     run_id: &str,
     (batch_size, window, max_age): (usize, Duration, Option<Duration>),
     taken: Arc<AtomicU64>,
+    storage: &Arc<Storage>,
 ) -> Result<Option<Spool>, EngineError> {
-    let Some(mut receiver) = receiver(source, run_id) else { return Ok(None) };
+    let Some(mut receiver) = receiver(source, run_id, storage, dir) else { return Ok(None) };
     let expired = run_dir.join(EXPIRED);
     std::fs::create_dir_all(&expired).map_err(|e| EngineError::io(&expired, e))?;
     let mut receipts = Receipts::load(run_dir, dir)?;
@@ -242,6 +253,8 @@ pub(crate) fn start(
     let cursor = receipts.cursor();
     let what = receiver.describe();
     let fatal = |why: String| EngineError::Stream(format!("{what}: {why}"));
+    let mut seen: HashSet<String> = receipts.kept.values().flat_map(|r| r.ids.iter().cloned()).collect();
+    receiver.seen(&seen);
     // The first call names a missing stream or an unreachable service at
     // once.
     receiver.resume(&cursor, since).map_err(|f| match f {
@@ -249,7 +262,6 @@ pub(crate) fn start(
     })?;
     let state = Arc::new(SpoolState::default());
     share_partitions(receiver.as_ref(), &state);
-    let mut seen: HashSet<String> = receipts.kept.values().flat_map(|r| r.ids.iter().cloned()).collect();
     // What a killed run spooled and may not have acknowledged.
     let acks: Vec<String> = receipts.kept.values().flat_map(|r| r.acks.iter().cloned()).collect();
     if !acks.is_empty() {
@@ -405,6 +417,19 @@ impl Spooling {
                 || !ended.is_empty();
             if held.is_empty() && ended.is_empty() || !due {
                 continue;
+            }
+            // A downloaded file, with its receipt, is spooled as it is.
+            let (files, rest): (Vec<Message>, Vec<Message>) =
+                std::mem::take(&mut held).into_iter().partition(|m| m.file.is_some());
+            held = rest;
+            for m in files {
+                let ids: Vec<String> = m.id.iter().cloned().collect();
+                seen.extend(ids.iter().cloned());
+                let at = millis(SystemTime::now());
+                receipts.write(number, Receipt { ids, at, ..Receipt::default() }).map_err(|e| e.to_string())?;
+                let (from, to) = (m.file.expect("a file"), self.dir.join(spooled_name(number, None)));
+                std::fs::rename(&from, &to).map_err(|e| format!("spooling {}: {e}", from.display()))?;
+                number += 1;
             }
             // One file per partition, each with its receipt, then one
             // acknowledgment for all.

@@ -127,7 +127,14 @@ impl Redis {
             let body = self.record(&id, parts.get(1).unwrap_or(&R::Nil))?.unwrap_or_default();
             // An entry's id is the time Redis took it, in ms, and a number.
             let sent_ms = id.split('-').next().and_then(|ms| ms.parse().ok());
-            out.push(Message { id: Some(id.clone()), ack: Some(id.clone()), partition: None, body, sent_ms });
+            out.push(Message {
+                id: Some(id.clone()),
+                ack: Some(id.clone()),
+                partition: None,
+                body,
+                sent_ms,
+                file: None,
+            });
             last = Some(id);
         }
         Ok((out, last))

@@ -64,7 +64,7 @@ impl Receiver for Sqs {
                 let body = m["Body"].as_str().unwrap_or_default().as_bytes().to_vec();
                 let sent_ms = m["Attributes"]["SentTimestamp"].as_str().and_then(|t| t.parse().ok());
                 let (id, ack) = (Some(id.to_string()), Some(handle.to_string()));
-                out.push(Message { id, ack, partition: None, body, sent_ms });
+                out.push(Message { id, ack, partition: None, body, sent_ms, file: None });
             }
             // A full reply may have more behind it, worth asking for while
             // there is time.
