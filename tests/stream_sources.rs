@@ -487,3 +487,31 @@ fn objects_that_appear_under_a_prefix_are_each_read_once_across_kill_9() {
         plan.stdout
     );
 }
+
+#[test]
+fn a_streams_windows_go_to_a_prefix_in_object_storage() {
+    let s = Scratch::new();
+    let moto = S3::start(&s);
+    let env = moto.env();
+    let mut producer = crate::stream::produce_seeded(&s, 24, 200, 12.0, 4);
+    s.write("clicks.toml", clicks("checkpoint_every = \"150ms\"", "s3://data/windows/"));
+    let args = ["run", "clicks.toml", "--until", "idle=2s", "--progress", "never", "--run-dir", "rd"];
+    let child = start(&s, &args, &env);
+    let child = kill_and_resume(s.dir.path(), child, 2, "rd", &env);
+    assert!(producer.wait().unwrap().success());
+    ends(child);
+    // The objects, fetched by boto3, are the oracle's windows.
+    boto(
+        &s,
+        &moto,
+        "s3",
+        "import os\nos.makedirs('fetched')\nfor o in s3.list_objects_v2(Bucket='data', Prefix='windows/')['Contents']:\n    \
+         s3.download_file('data', o['Key'], 'fetched/' + o['Key'].split('/')[-1])",
+    );
+    crate::stream::check_windows(&s, "fetched", "rd", &["2000", "1000"]);
+    let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
+    assert_eq!(sum["stream"]["output"], "s3://data/windows/");
+    // A prefix that holds objects is refused, unless overwriting.
+    let r = crate::util::run_with(s.dir.path(), &args[..2], &env).expect(2);
+    assert!(r.stderr.contains("s3://data/windows/ exists"), "{}", r.stderr);
+}

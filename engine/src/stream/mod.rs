@@ -119,10 +119,15 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     }
     let dir = RunDir::create(opts.run_dir.as_deref(), opts.resume)?;
     let fail = |error: EngineError| RunFailure { error, run_dir: Some(dir.path.clone()) };
-    // Standard output's files are kept in the run directory's `out/`.
+    // The files of standard output, and of a prefix in object storage, are
+    // kept in the run directory's `out/` and delivered from there.
     let to_stdout = plan.output.is_stdout();
+    let shown = plan.output.path.clone();
+    let to_store = Some(shown.to_string_lossy().into_owned())
+        .filter(|p| fanout_datasets::store::is_url(p) && !p.starts_with("file://"))
+        .map(|p| if p.ends_with('/') { p } else { format!("{p}/") });
     let kept;
-    let plan = match to_stdout {
+    let plan = match to_stdout || to_store.is_some() {
         true => {
             let mut to_run_dir = plan.clone();
             to_run_dir.output.path = dir.path.join("out");
@@ -188,7 +193,7 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     }
     let mut stream = Stream::new(plan, sp, &stages, output_schema, &dir.path, state, partials, recorder, opts);
     stream.spooled = spool.as_ref().map(|_| source_dir.clone());
-    stream.sinks = Sinks::new(plan, to_stdout, &dir.path);
+    stream.sinks = Sinks::new(plan, to_stdout, to_store.clone(), &dir.path);
     let result = stream.run(reader, spool.as_ref(), until, opts);
     drop(spool);
     let wall = started.elapsed();
@@ -200,7 +205,11 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         // As a batch run: no summary, so that a resume goes on.
         return Err(fail(error.expect("matched")));
     }
-    let summary = stream.summary(&dir.id, plan, wall, ended, error.as_ref());
+    let mut summary = stream.summary(&dir.id, plan, wall, ended, error.as_ref());
+    // Where the output went: the prefix, not the files kept for it.
+    if let (Some(st), Some(_)) = (summary.stream.as_mut(), &to_store) {
+        st.output = shown.clone();
+    }
     let path = dir.path.join("summary.json");
     let text = serde_json::to_vec_pretty(&summary).expect("a summary serializes");
     let written = checkpoint::write_synced(&path, &text);

@@ -21,6 +21,17 @@ pub(super) fn check_output(plan: &Plan) -> Result<(), EngineError> {
     if plan.output.is_stdout() {
         return Ok(());
     }
+    // A prefix in object storage: new or empty, unless overwriting.
+    let url = out.to_string_lossy();
+    if fanout_datasets::store::is_url(&url) && !url.starts_with("file://") {
+        let prefix = if url.ends_with('/') { url.to_string() } else { format!("{url}/") };
+        let found = fanout_datasets::listing::list(std::slice::from_ref(&prefix), &plan.storage).next();
+        return match found {
+            Some(Ok(_)) if plan.output.mode == OutputMode::Error => Err(EngineError::OutputExists(out.clone())),
+            Some(Err(fanout_datasets::Error::NoMatch { .. })) | Some(Ok(_)) | None => Ok(()),
+            Some(Err(e)) => Err(EngineError::Input(e)),
+        };
+    }
     if out.exists() && !out.is_dir() {
         return Err(EngineError::io(
             out,

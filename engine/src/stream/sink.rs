@@ -1,7 +1,8 @@
 //! Where a stream's committed files go besides its output directory:
-//! standard output (`output.path = "-"`: the files are kept in the run
-//! directory's `out/`, and each is copied to standard output once
-//! committed) and an HTTP sink (`output.post`: each file POSTed, its body
+//! a prefix in object storage (`output.path = "s3://bucket/out/"`: the
+//! files are kept in the run directory's `out/`, and each is uploaded once
+//! committed, as an object of the same name), standard output
+//! (`output.path = "-"`: copied there) and an HTTP sink (`output.post`: each file POSTed, its body
 //! the file, with `Idempotency-Key: JOB/FILE`, tried again on a failure
 //! that may pass). Each file delivered is noted in the run directory's
 //! `sent` log (fsync'ed), so a replay after `kill -9` does not deliver it
@@ -11,7 +12,10 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use fanout_datasets::store::Storage;
 
 use fanout_datasets::Format;
 use fanout_jobs::Plan;
@@ -25,6 +29,8 @@ const SENT: &str = "sent";
 pub(super) struct Sinks {
     stdout: bool,
     post: Option<Post>,
+    /// A prefix in object storage, and the storage to reach it.
+    store: Option<(String, Arc<Storage>)>,
     log: PathBuf,
     sent: HashSet<String>,
 }
@@ -41,9 +47,10 @@ struct Post {
 const TRIES: u32 = 8;
 
 impl Sinks {
-    /// The sinks of `plan`'s output (`stdout`: its path was `-`), for a
-    /// run in `run_dir`; none when it has neither.
-    pub(super) fn new(plan: &Plan, stdout: bool, run_dir: &Path) -> Option<Sinks> {
+    /// The sinks of `plan`'s output (`stdout`: its path was `-`; `store`:
+    /// it was this prefix in object storage), for a run in `run_dir`; none
+    /// when it has none.
+    pub(super) fn new(plan: &Plan, stdout: bool, store: Option<String>, run_dir: &Path) -> Option<Sinks> {
         let post = plan.output.post.as_ref().map(|url| Post {
             url: url.clone(),
             job: plan.name.clone(),
@@ -60,12 +67,13 @@ impl Sinks {
                 .build()
                 .into(),
         });
-        if !stdout && post.is_none() {
+        if !stdout && post.is_none() && store.is_none() {
             return None;
         }
+        let store = store.map(|prefix| (prefix, plan.storage.clone()));
         let log = run_dir.join(SENT);
         let sent = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
-        Some(Sinks { stdout, post, log, sent })
+        Some(Sinks { stdout, post, store, log, sent })
     }
 
     /// Delivers the committed file `path`, unless it was before.
@@ -73,6 +81,15 @@ impl Sinks {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if self.sent.contains(&name) {
             return Ok(());
+        }
+        if let Some((prefix, storage)) = &self.store {
+            // A file of any size, as one object (a multipart upload when
+            // large); written again the same by a replay.
+            let url = format!("{prefix}{name}");
+            storage.upload(path, &url, false, None, &mut |_| Ok(())).map_err(EngineError::Output)?;
+        }
+        if !self.stdout && self.post.is_none() {
+            return self.note(name);
         }
         let body = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
         if self.stdout {
@@ -82,6 +99,11 @@ impl Sinks {
         if let Some(post) = &self.post {
             post.send(&name, &body)?;
         }
+        self.note(name)
+    }
+
+    /// Notes that file `name` was delivered.
+    fn note(&mut self, name: String) -> Result<(), EngineError> {
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -74,8 +74,7 @@ pub(super) fn validate_stream_source(
             let dir = PathBuf::from(spec.dir.as_deref().expect("named"));
             let url = dir.to_string_lossy().into_owned();
             if fanout_datasets::store::is_url(&url) && !url.starts_with("file://") {
-                let scheme = url.split_once("://").map_or("", |(s, _)| s);
-                if !["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"].contains(&scheme) {
+                if !in_store(&url) {
                     let m = format!("input.stream.dir `{url}`: a stream reads a prefix of s3://, gs:// or az://");
                     errors.push(job.error(&at("dir"), m));
                     return None;
@@ -184,6 +183,13 @@ fn region_of(
             None
         }
     }
+}
+
+/// Whether `url` names a place in an object store a stream reads and
+/// writes (s3, gs, az).
+fn in_store(url: &str) -> bool {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    ["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"].contains(&scheme)
 }
 
 /// The region the environment names (`AWS_REGION`, else
@@ -345,8 +351,9 @@ pub(super) fn validate_stream(
     }
     let out = |k: &str| FieldPath::keys(["output", k]);
     if let Some(o) = output {
-        if fanout_datasets::store::is_url(&o.path.to_string_lossy()) {
-            let m = "a stream's output is a local directory; object storage is not written by streams yet";
+        let path = o.path.to_string_lossy();
+        if fanout_datasets::store::is_url(&path) && !path.starts_with("file://") && !in_store(&path) {
+            let m = format!("a stream writes a local directory or a prefix of s3://, gs:// or az://, not `{path}`");
             errors.push(job.error(&out("path"), m));
         }
         if !o.sort.is_empty() {
