@@ -198,6 +198,19 @@ fn plan_stream(a: &JobArgs, job: &fanout_jobs::LoadedJob, plan: &fanout_jobs::Pl
         humantime::format_duration(sp.batch_window),
         humantime::format_duration(sp.checkpoint_every)
     )?;
+    if let Some(n) = sp.parallelization {
+        writeln!(out, "  a shard's batches in flight at once: {n}")?;
+    }
+    if let Some(age) = sp.max_record_age {
+        writeln!(out, "  records older than {} when received: set aside", humantime::format_duration(age))?;
+    }
+    let failing = match (&sp.on_failure, sp.bisect_on_error) {
+        (None, false) => "stops the stream",
+        (None, true) => "is bisected down to the records that fail, which stop the stream",
+        (Some(_), false) => "is set aside whole (on_failure)",
+        (Some(_), true) => "is bisected down to the records that fail, which are set aside (on_failure)",
+    };
+    writeln!(out, "  a batch whose function fails {failing}")?;
     if let Some(w) = &sp.window {
         let over = w.time.as_ref().map_or("arrival time".to_string(), |t| format!("event time `{t}`"));
         let kind = match w.kind {

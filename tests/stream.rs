@@ -97,6 +97,7 @@ fn a_windowed_count_over_a_directory_matches_the_oracle() {
     let lag = sum["stream"]["lag"].as_array().unwrap();
     assert!(lag.len() >= 2, "{lag:?}");
     let ins: Vec<u64> = lag.iter().map(|l| l["records_in"].as_u64().unwrap()).collect();
+    assert_eq!(ins[0], 0, "the first sample is the stream's start");
     assert!(ins.windows(2).all(|w| w[0] <= w[1]) && *ins.last().unwrap() == 12 * 400, "{ins:?}");
     s.run(&["report", "rd"]).expect(0);
     let html = std::fs::read_to_string(s.path("rd/report.html")).unwrap();

@@ -53,6 +53,9 @@ fn a_poison_record_is_bisected_down_to_alone_and_set_aside() {
     let sum = summary(&r);
     assert_eq!(sum["stream"]["records_in"], 1200);
     assert_eq!(sum["stream"]["failed_records"], 3);
+    let plan = s.run(&["plan", "clicks.toml"]).expect(0);
+    let says = "a batch whose function fails is bisected down to the records that fail, which are set aside";
+    assert!(plan.stdout.contains(says), "{}", plan.stdout);
     // The rest of each poisoned batch went on: the windows are the
     // oracle's over every record but the 3.
     check_sent_late(&s, "sent.jsonl", "out", "rd", 1000);

@@ -366,14 +366,14 @@ fn records_older_than_max_record_age_are_set_aside_not_processed() {
     let mut old: Vec<u64> = expired
         .iter()
         .inspect(|e| assert!(e["received_ms"].as_i64().unwrap() - e["sent_ms"].as_i64().unwrap() > 2000, "{e}"))
-        .map(|e| {
-            serde_json::from_str::<serde_json::Value>(e["record"].as_str().unwrap()).unwrap()["seq"].as_u64().unwrap()
-        })
+        .map(|e| e["record"]["seq"].as_u64().unwrap())
         .collect();
     old.sort_unstable();
     assert_eq!(old, (0..50).collect::<Vec<u64>>());
     // Acknowledged all the same: nothing is pending.
     assert!(redis.cli(&["XPENDING", "clicks", "copy"]).starts_with('0'));
+    let plan = s.run(&["plan", "copy.toml"]).expect(0);
+    assert!(plan.stdout.contains("records older than 2s when received: set aside"), "{}", plan.stdout);
     // A source without a service's time for its records is refused.
     std::fs::create_dir_all(s.path("incoming")).unwrap();
     s.write("dir.toml", copied("{ dir = \"incoming\" }").replace("[stream]\n", "[stream]\nmax_record_age = \"2s\"\n"));
@@ -486,6 +486,19 @@ fn objects_that_appear_under_a_prefix_are_each_read_once_across_kill_9() {
         "{}",
         plan.stdout
     );
+    // A record that does not parse is named by its object.
+    let bad = "s3.put_object(Bucket='data', Key='bad/a.jsonl', Body=b'{\"page\": \"a\", \"ts\": \"x\", \"n\": 1}\\n{\"n\": oops}\\n')";
+    boto(&s, &moto, "s3", bad);
+    s.write("bad.toml", copied("{ dir = \"s3://data/bad/\" }"));
+    let r =
+        crate::util::run_with(s.dir.path(), &["run", "bad.toml", "--until", "idle=1s", "--progress", "never"], &env);
+    let r = r.expect(1);
+    assert!(
+        r.stderr.contains("error: objects under s3://data/bad/ (s3://data/bad/a.jsonl), spooled as "),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("line 2"), "{}", r.stderr);
 }
 
 #[test]
@@ -514,4 +527,21 @@ fn a_streams_windows_go_to_a_prefix_in_object_storage() {
     // A prefix that holds objects is refused, unless overwriting.
     let r = crate::util::run_with(s.dir.path(), &args[..2], &env).expect(2);
     assert!(r.stderr.contains("s3://data/windows/ exists"), "{}", r.stderr);
+    // Overwriting, an earlier stream's windows go; other objects stay.
+    boto(
+        &s,
+        &moto,
+        "s3",
+        "s3.put_object(Bucket='data', Key='windows/window-1999-01-01T00-00-00Z.jsonl', Body=b'{}')\n\
+         s3.put_object(Bucket='data', Key='windows/keep.txt', Body=b'mine')",
+    );
+    let again = ["run", "clicks.toml", "--until", "idle=1s", "--progress", "never", "--run-dir", "rd2"];
+    crate::util::run_with(s.dir.path(), &[&again[..], &["--set", "output.mode=overwrite"]].concat(), &env).expect(0);
+    boto(
+        &s,
+        &moto,
+        "s3",
+        "keys = [o['Key'] for o in s3.list_objects_v2(Bucket='data', Prefix='windows/')['Contents']]\n\
+         assert 'windows/keep.txt' in keys and 'windows/window-1999-01-01T00-00-00Z.jsonl' not in keys, keys",
+    );
 }

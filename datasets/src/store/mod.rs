@@ -198,6 +198,15 @@ impl Storage {
         Ok(got)
     }
 
+    /// Deletes the object `url`; one already gone is no error.
+    pub fn delete(&self, url: &str) -> Result<()> {
+        let object = self.object(url)?;
+        match block_on(object.store.delete(&object.key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(object_error(url, e)),
+        }
+    }
+
     /// Deletes every object under the prefix `url` (a listing, then a
     /// batch request per thousand keys where the store has one: S3's
     /// DeleteObjects); how many there were.

@@ -122,6 +122,7 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     // The files of standard output, and of a prefix in object storage, are
     // kept in the run directory's `out/` and delivered from there.
     let to_stdout = plan.output.is_stdout();
+    let overwrite = plan.output.mode == fanout_jobs::OutputMode::Overwrite;
     let shown = plan.output.path.clone();
     let to_store = Some(shown.to_string_lossy().into_owned())
         .filter(|p| fanout_datasets::store::is_url(p) && !p.starts_with("file://"))
@@ -141,6 +142,9 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     if !opts.resume {
         dir.write_job(job).map_err(fail)?;
         prepare_output(plan).map_err(fail)?;
+        if let Some(prefix) = &to_store {
+            output::clear_prefix(plan, prefix, overwrite).map_err(fail)?;
+        }
     }
     let output_schema = match stages.last() {
         Some(s) => s.output.clone(),

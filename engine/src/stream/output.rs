@@ -45,6 +45,30 @@ pub(super) fn check_output(plan: &Plan) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Overwriting a prefix in object storage: the objects an earlier stream
+/// wrote there (`window-*`, `sessions-*` and `part-*` of the output's
+/// format) go first, as a directory's files do; other objects stay.
+pub(super) fn clear_prefix(plan: &Plan, prefix: &str, overwrite: bool) -> Result<(), EngineError> {
+    if !overwrite {
+        return Ok(());
+    }
+    let ext = format!(".{}", plan.output.format.extension());
+    for found in fanout_datasets::listing::list(&[prefix.to_string()], &plan.storage) {
+        let file = match found {
+            Ok(f) => f,
+            Err(fanout_datasets::Error::NoMatch { .. }) => return Ok(()),
+            Err(e) => return Err(EngineError::Input(e)),
+        };
+        let url = file.path.to_string_lossy().into_owned();
+        let name = url.strip_prefix(prefix).unwrap_or_default();
+        let ours = ["window-", "sessions-", "part-"].iter().any(|p| name.starts_with(p)) && name.ends_with(&ext);
+        if ours && !name.contains('/') {
+            plan.storage.delete(&url).map_err(EngineError::Output)?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes the output directory. Overwriting, the files an earlier stream
 /// wrote there (`window-*`, `sessions-*` and `part-*` of the output's format, and their
 /// unfinished dot-files) go first, so that two runs' windows never mix;

@@ -154,6 +154,26 @@ impl DirSource {
         DirSource { dir, opts, position, open: None, log, logged, taken: Arc::default(), spooled: None }
     }
 
+    /// `e`, for a spooled file, naming what its records came from first:
+    /// `objects under s3://b/p/ (s3://b/p/a.jsonl), spooled as rd/received/...: line 2 ...`.
+    fn told(&self, e: EngineError, name: &str) -> EngineError {
+        let Some(from) = &self.spooled else { return e };
+        let origin = self.origin(name).map(|o| format!(" ({o})")).unwrap_or_default();
+        EngineError::Stream(format!("{}{origin}, spooled as {e}", from.0))
+    }
+
+    /// What spooled file `name` was received as, where its receipt names
+    /// one thing alone (an object's URL).
+    fn origin(&self, name: &str) -> Option<String> {
+        let number = name.split('.').next()?;
+        let receipt = self.log.parent()?.join("receipts").join(format!("{number}.json"));
+        let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(receipt).ok()?).ok()?;
+        match receipt["ids"].as_array()?.as_slice() {
+            [one] => one.as_str().map(str::to_string),
+            _ => None,
+        }
+    }
+
     /// The same, a spool of records from `what` (`standard input`): its
     /// files are named so in messages.
     pub(crate) fn spooled_from(mut self, what: String) -> DirSource {
@@ -191,7 +211,10 @@ impl DirSource {
             }
         }
         let open = self.open.as_mut().expect("opened above");
-        let piece = match read(open, max)? {
+        let (read, name) = (read(open, max), open.name.clone());
+        let read = read.map_err(|e| self.told(e, &name))?;
+        let open = self.open.as_mut().expect("opened above");
+        let piece = match read {
             Some(piece) => piece,
             // The file is read (its records all handed out or passed
             // over): an empty piece says so.
@@ -247,9 +270,10 @@ impl DirSource {
         let (dataset, splits) = if meta.len() == 0 {
             (None, VecDeque::new())
         } else {
-            let dataset =
-                Dataset::open(vec![path.display().to_string()], self.opts.clone()).map_err(EngineError::Input)?;
-            let splits = dataset.splits().collect::<Result<VecDeque<_>, _>>().map_err(EngineError::Input)?;
+            let dataset = Dataset::open(vec![path.display().to_string()], self.opts.clone())
+                .map_err(|e| self.told(EngineError::Input(e), &name))?;
+            let splits = dataset.splits().collect::<Result<VecDeque<_>, _>>();
+            let splits = splits.map_err(|e| self.told(EngineError::Input(e), &name))?;
             (Some(dataset), splits)
         };
         let dataset = match dataset {

@@ -199,6 +199,8 @@ impl<'a> Stream<'a> {
         let mut failure: Option<EngineError> = None;
         let mut halted = false;
         let tick = Duration::from_millis(50);
+        // Where the stream starts: its rates count from here.
+        self.sample();
         loop {
             match done.recv_timeout(tick) {
                 Ok(d) => {

@@ -482,7 +482,12 @@ impl Spooling {
         let lines = (old.iter())
             .flat_map(|m| lines(&m.body).into_iter().map(move |l| (m.sent_ms, l)))
             .map(|(sent, l)| {
-                let record = String::from_utf8_lossy(&l).into_owned();
+                // A JSON record as it is; another line as text.
+                let text = String::from_utf8_lossy(&l).into_owned();
+                let record = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .filter(serde_json::Value::is_object)
+                    .unwrap_or(serde_json::Value::String(text));
                 serde_json::json!({ "sent_ms": sent, "received_ms": now, "record": record }).to_string().into_bytes()
             })
             .collect();
