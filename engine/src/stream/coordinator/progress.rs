@@ -49,12 +49,15 @@ impl Stream<'_> {
             c.rows_out.saturating_sub(rows) as f64 / secs
         );
         self.said = Some((Instant::now(), c.records_in, c.rows_out));
-        let waiting = self.waiting().map_or(String::new(), |n| format!(", {n} files waiting"));
+        let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let waiting = self
+            .waiting()
+            .map_or(String::new(), |n| format!(", {}", plural(n as u64, "file waiting", "files waiting")));
         say(&format!(
-            "stream: {} records in, {} rows out{rates}, {} windows committed ({} open), {} late{lag}{waiting}",
+            "stream: {} records in, {} rows out{rates}, {} committed ({} open), {} late{lag}{waiting}",
             c.records_in,
             c.rows_out,
-            c.windows,
+            plural(c.windows, "window", "windows"),
             self.partials.len(),
             c.late
         ));
