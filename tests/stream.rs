@@ -578,6 +578,11 @@ fn until_and_platform_settings_a_stream_cannot_honour_are_refused() {
             r.stderr
         );
     }
+    // A stream that got nothing says so, rather than latencies of 0 ms.
+    let r =
+        s.run_within(60, &["run", "clicks.toml", "--until", "idle=500ms", "--progress", "never", "--run-dir", "empty"]);
+    let r = r.expect(0);
+    assert!(r.stderr.contains("arrival to commit: no record committed in this run"), "{}", r.stderr);
     // A bad event time is named by its file and record.
     arrive(
         &s,

@@ -288,6 +288,7 @@ fn a_missing_stream_queue_or_server_stops_the_run_naming_it() {
     let r = crate::util::run_with(s.dir.path(), &["run", "k.toml", "--until", "idle=1s", "--progress", "never"], &env);
     let r = r.expect(1);
     assert!(r.stderr.contains("error: kinesis stream nosuch: ResourceNotFoundException"), "{}", r.stderr);
+    assert!(!s.path(".fanout/runs").exists(), "a stream that cannot be read made a run directory");
     let queue = format!("{}/123456789012/nosuch", moto.endpoint());
     s.write("q.toml", copied(&format!("{{ sqs = \"{queue}\" }}")));
     let r = crate::util::run_with(s.dir.path(), &["run", "q.toml", "--until", "idle=1s", "--progress", "never"], &env);

@@ -35,11 +35,15 @@ impl Summary {
                     .collect::<String>()
             );
             let l = &s.latency_ms;
-            let _ = writeln!(
-                t,
-                "arrival to commit, ms: p50 {:.0} p95 {:.0} p99 {:.0} max {:.0}",
-                l.p50, l.p95, l.p99, l.max
-            );
+            if l.max > 0.0 {
+                let _ = writeln!(
+                    t,
+                    "arrival to commit, ms: p50 {:.0} p95 {:.0} p99 {:.0} max {:.0}",
+                    l.p50, l.p95, l.p99, l.max
+                );
+            } else {
+                let _ = writeln!(t, "arrival to commit: no record committed in this run");
+            }
         } else {
             let _ = writeln!(
                 t,

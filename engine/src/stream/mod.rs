@@ -116,6 +116,7 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
     // directory (which a resume could then take for its own).
     if !opts.resume {
         check_output(plan)?;
+        receive::check(source, &plan.storage)?;
     }
     let dir = RunDir::create(opts.run_dir.as_deref(), opts.resume)?;
     let fail = |error: EngineError| RunFailure { error, run_dir: Some(dir.path.clone()) };

@@ -157,6 +157,16 @@ fn receiver(source: &StreamSource, run_id: &str, storage: &Arc<Storage>, spool: 
     })
 }
 
+/// Checks that `source`, a service, can be read (the stream, queue,
+/// server or bucket is there), before a run makes anything: the first
+/// call a receiver makes.
+pub(crate) fn check(source: &StreamSource, storage: &Arc<Storage>) -> Result<(), EngineError> {
+    let Some(mut receiver) = receiver(source, "check", storage, Path::new(".")) else { return Ok(()) };
+    receiver.resume(&BTreeMap::new(), millis(SystemTime::now())).map_err(|f| match f {
+        Fault::Transient(why) | Fault::Fatal(why) => EngineError::Stream(format!("{}: {why}", receiver.describe())),
+    })
+}
+
 /// The receipts of a run, by the number of their spooled file.
 struct Receipts {
     dir: PathBuf,
