@@ -158,7 +158,7 @@ pub(super) fn feed(
                     if first.is_none() && until.idle.is_some_and(|d| last_record.elapsed() >= d) {
                         break Some(End::Until("idle"));
                     }
-                    std::thread::sleep(poll);
+                    source.wait(poll);
                 }
             }
         };

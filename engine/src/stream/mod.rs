@@ -32,6 +32,7 @@ mod session;
 mod sink;
 mod source;
 mod spool;
+mod watch;
 mod window;
 mod worker;
 
@@ -162,7 +163,14 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         | StreamSource::Redis { .. }
         | StreamSource::Prefix(_) => dir.path.join("received"),
     };
+    if !matches!(source, StreamSource::Dir(_)) {
+        // The spool is there before it is watched.
+        std::fs::create_dir_all(&source_dir).map_err(|e| fail(EngineError::io(&source_dir, e)))?;
+    }
     let reader = DirSource::new(source_dir.clone(), plan.input.options.clone(), state.position.clone(), &dir.path);
+    if let Some(why) = reader.listed() {
+        eprintln!("fanout: {}: {why}; listing it every 10 ms instead", source_dir.display());
+    }
     let reader = match source {
         StreamSource::Dir(_) => reader,
         StreamSource::Stdin => reader.spooled_from("standard input".into()),

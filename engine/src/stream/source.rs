@@ -1,8 +1,10 @@
 //! Where a stream's records come from. A directory source reads each file
 //! renamed into its directory once, in order of arrival, through the same
 //! readers as a batch job's input; names starting with `.` are not yet
-//! complete and are passed over. Of the files found at one listing, the
-//! one modified first (to the millisecond, then by name) is taken first.
+//! complete and are passed over. Arrivals are told by inotify, in the
+//! order they came (`watch.rs`); of the files found by a listing (those
+//! there at the start, or all where inotify cannot watch), the one
+//! modified first (to the millisecond, then by name) is taken first.
 //! Each file is noted in the run directory's `arrivals` log (fsync'ed)
 //! before it is read, with the time it was taken — its records' arrival
 //! time — so that a replay takes the files in the same order and gives
@@ -23,6 +25,7 @@ use arrow_array::RecordBatch;
 use fanout_datasets::{Batches, Dataset, DatasetOptions, Split};
 use serde::{Deserialize, Serialize};
 
+use super::watch::Watch;
 use crate::error::EngineError;
 
 /// How far a directory source has read: what a checkpoint keeps.
@@ -132,6 +135,8 @@ pub(crate) struct DirSource {
     /// What a spool's records came from, and the spool (none: the
     /// source's own directory).
     spooled: Option<Arc<(String, PathBuf)>>,
+    /// How it learns of arrivals.
+    watch: Watch,
 }
 
 /// The file of a run directory that notes each file a directory source
@@ -151,7 +156,8 @@ impl DirSource {
             // read at the checkpoint must be there.
             .filter(|(name, _)| position.current.as_ref().is_some_and(|(c, _)| c == name) || dir.join(name).exists())
             .collect();
-        DirSource { dir, opts, position, open: None, log, logged, taken: Arc::default(), spooled: None }
+        let watch = Watch::new(&dir);
+        DirSource { dir, opts, position, open: None, log, logged, taken: Arc::default(), spooled: None, watch }
     }
 
     /// `e`, for a spooled file, naming what its records came from first:
@@ -179,6 +185,17 @@ impl DirSource {
     pub(crate) fn spooled_from(mut self, what: String) -> DirSource {
         self.spooled = Some(Arc::new((what, self.dir.clone())));
         self
+    }
+
+    /// Waits up to `d` for a file to arrive.
+    pub(crate) fn wait(&self, d: std::time::Duration) {
+        self.watch.wait(d);
+    }
+
+    /// Why arrivals are found by listing the directory at every poll
+    /// (inotify could not watch it), when they are.
+    pub(crate) fn listed(&self) -> Option<&str> {
+        self.watch.fallback()
     }
 
     /// The count of files taken, as it grows.
@@ -254,8 +271,8 @@ impl DirSource {
             }
             None => match self.logged.pop_front() {
                 Some((name, arrival)) => (name, 0, arrival),
-                None => match self.arrivals()?.into_iter().next() {
-                    Some((_, name)) => {
+                None => match self.watch.next(&self.dir, &|n: &str| self.position.done.contains(n))? {
+                    Some(name) => {
                         let arrival = millis(SystemTime::now());
                         self.note(&name, arrival)?;
                         (name, 0, arrival)
@@ -315,26 +332,6 @@ impl DirSource {
             pending: None,
         };
         Ok(Some(Next::File(Box::new(open))))
-    }
-
-    /// The files that have arrived and are not read, in order of arrival.
-    fn arrivals(&self) -> Result<Vec<(i64, String)>, EngineError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| EngineError::io(&self.dir, e))?;
-        let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| EngineError::io(&self.dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || self.position.done.contains(&name) {
-                continue;
-            }
-            // A file gone between the listing and now is passed over.
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_file() {
-                found.push((millis(meta.modified().unwrap_or(UNIX_EPOCH)), name));
-            }
-        }
-        found.sort();
-        Ok(found)
     }
 }
 
