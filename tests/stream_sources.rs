@@ -382,16 +382,38 @@ fn records_older_than_max_record_age_are_set_aside_not_processed() {
     assert!(r.stderr.contains("max_record_age applies to a stream received from a service"), "{}", r.stderr);
 }
 
+/// A stage that passes its records through as an exec process, noting in
+/// `keys.log` when it started and ended and the keys of its records.
+const NOTING: &str = r#"import json, os, sys, time
+d = sys.stdin.read()
+keys = sorted({json.loads(l)["key"] for l in d.splitlines() if l})
+def note(what):
+    with open(os.environ["KEY_LOG"], "a") as f:
+        f.write(f"{os.getpid()} {what} {time.time_ns()} {','.join(keys)}\n")
+note("start")
+time.sleep(0.06)
+note("end")
+sys.stdout.write(d)
+"#;
+
 #[test]
-fn a_kinesis_shards_batches_run_one_at_a_time_unless_parallelized() {
+fn a_kinesis_shards_batches_run_one_at_a_time_unless_parallelized_by_key() {
     let s = Scratch::new();
     let moto = S3::start(&s);
     boto(&s, &moto, "kinesis", "kinesis.create_stream(StreamName='clicks', ShardCount=2)");
     let env = moto.env();
+    // Eight partition keys over the two shards.
     assert!(send(&s, "kinesis", "clicks", 1600, 1_000_000, &env).wait().unwrap().success());
-    let slow = "[[stage]]\nname = \"slow\"\nfunction = \"sleep\"\nparams = { ms = 60 }\n";
+    s.write("noting.py", NOTING);
     // Four workers, and the most a shard may have in flight.
     for (per, most) in [("", 2), ("parallelization = 2\n", 4)] {
+        let log = s.path(&format!("keys-{most}.log"));
+        let slow = format!(
+            "[[stage]]\nname = \"slow\"\n[stage.function]\nexec = [\"python3\", \"{}\"]\nio = \"jsonl\"\n\
+             schema = [\"key:utf8\", \"seq:int64\"]\nenv = {{ KEY_LOG = \"{}\" }}\n",
+            s.path("noting.py").display(),
+            log.display()
+        );
         let job = copied("{ kinesis = \"clicks\" }")
             .replace("batch_size = 200", &format!("batch_size = 100\n{per}"))
             .replace("[[stage]]\nname = \"keep\"", &format!("{slow}[[stage]]\nname = \"keep\""))
@@ -400,15 +422,32 @@ fn a_kinesis_shards_batches_run_one_at_a_time_unless_parallelized() {
         let rd = format!("rd-{most}");
         let args = ["run", "copy.toml", "--until", "idle=1s", "--progress", "never", "--run-dir", &rd];
         crate::util::run_with(s.dir.path(), &args, &env).expect(0);
-        // The slow stage's invocations in flight at once, from the records.
-        let mut edges: Vec<(u64, i32)> = Vec::new();
-        for line in s.records(&rd).lines() {
-            let r: serde_json::Value = serde_json::from_str(line).unwrap();
-            if r["stage"] == "slow" {
-                edges.push((r["started_us"].as_u64().unwrap(), 1));
-                edges.push((r["finished_us"].as_u64().unwrap(), -1));
+        // Every record, once, in the order of its key's sequence.
+        let got = parts(&s);
+        assert_eq!(got.len(), 1600, "{per}");
+        let mut last: std::collections::BTreeMap<String, u64> = Default::default();
+        for (key, seq) in &got {
+            let before = last.insert(key.clone(), *seq);
+            assert!(before.is_none_or(|b| b < *seq), "{per}: {key} {seq} after {before:?}");
+        }
+        // The invocations, from what they noted: (start, end, keys).
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut open: std::collections::HashMap<String, (u64, String)> = Default::default();
+        let mut calls: Vec<(u64, u64, String)> = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.splitn(4, ' ').collect();
+            let (pid, what, at, keys) = (f[0], f[1], f[2].parse::<u64>().unwrap(), f[3].to_string());
+            match what {
+                "start" => drop(open.insert(pid.to_string(), (at, keys))),
+                _ => {
+                    let (start, keys) = open.remove(pid).unwrap();
+                    calls.push((start, at, keys));
+                }
             }
         }
+        assert!(open.is_empty() && !calls.is_empty(), "{text}");
+        // At most `most` in flight, and more than one.
+        let mut edges: Vec<(u64, i32)> = calls.iter().flat_map(|c| [(c.0, 1), (c.1, -1)]).collect();
         edges.sort();
         let (mut now, mut peak) = (0, 0);
         for (_, d) in edges {
@@ -417,6 +456,23 @@ fn a_kinesis_shards_batches_run_one_at_a_time_unless_parallelized() {
         }
         assert!(peak <= most, "{per}: {peak} batches in flight, at most {most}");
         assert!(peak >= 2, "{per}: the two shards were not read side by side ({peak})");
+        // A key's invocations never overlap: each starts after the one
+        // before it ended, as Lambda keeps a partition key's order.
+        for k in 0..8 {
+            let key = format!("k{k}");
+            let mut mine: Vec<(u64, u64)> =
+                calls.iter().filter(|c| c.2.split(',').any(|x| x == key)).map(|c| (c.0, c.1)).collect();
+            mine.sort();
+            assert!(mine.len() >= 2, "{per}: {key}");
+            for w in mine.windows(2) {
+                assert!(w[1].0 >= w[0].1, "{per}: two invocations of {key} overlap: {w:?}");
+            }
+        }
+        // With lanes, a shard's keys run side by side: more batches in
+        // flight than the two shards alone allow.
+        if most == 4 {
+            assert!(peak >= 3, "{per}: the lanes of a shard did not run side by side ({peak})");
+        }
         std::fs::remove_dir_all(s.path("parts")).unwrap();
     }
 }

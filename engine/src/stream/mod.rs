@@ -191,8 +191,7 @@ pub(crate) fn run(plan: &Plan, job: &JobFile, registry: &Registry, opts: &RunOpt
         }
         remote => {
             let taken = reader.taken();
-            let batching = (sp.batch_size, sp.batch_window, sp.max_record_age);
-            receive::start(remote, &source_dir, &dir.path, &dir.id, batching, taken, &plan.storage).map_err(fail)?
+            receive::start(remote, &source_dir, &dir.path, &dir.id, sp, taken, &plan.storage).map_err(fail)?
         }
     };
     let log = open_records(plan, &dir.path, opts.resume).map_err(fail)?;

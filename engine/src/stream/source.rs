@@ -442,6 +442,22 @@ pub(crate) fn partition_name(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
+/// The lane partition of records of Kinesis shard `shard` whose
+/// partition key falls in lane `lane` (of `parallelization`): a lane's
+/// batches run one at a time, so a key's invocations keep their order.
+pub(crate) fn lane_name(shard: &str, lane: usize) -> String {
+    format!("{shard}_lane{lane}")
+}
+
+/// The partition of the watermark that partition `p` is part of: a lane's
+/// shard, else `p`.
+pub(crate) fn shard_of(p: &str) -> &str {
+    match p.rsplit_once("_lane") {
+        Some((shard, lane)) if !lane.is_empty() && lane.bytes().all(|b| b.is_ascii_digit()) => shard,
+        _ => p,
+    }
+}
+
 /// `t` as epoch milliseconds.
 pub(crate) fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -450,6 +466,15 @@ pub(crate) fn millis(t: SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lane_is_part_of_its_shard() {
+        let lane = lane_name("shardId-000000000001", 3);
+        assert_eq!(partition_of(&spooled_name(7, Some(&partition_name(&lane)))), Some(lane.as_str()));
+        assert_eq!(shard_of(&lane), "shardId-000000000001");
+        assert_eq!(shard_of("shardId-000000000001"), "shardId-000000000001");
+        assert_eq!(shard_of("my_lane"), "my_lane");
+    }
 
     #[test]
     fn a_spooled_file_names_its_partition() {

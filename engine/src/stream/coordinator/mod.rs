@@ -161,7 +161,9 @@ impl<'a> Stream<'a> {
         let sp = self.sp;
         let stop = opts.stop.clone();
         let input = spool.map(|s| s.state.clone());
-        let gates = sp.parallelization.map(Gates::new);
+        // A Kinesis shard's lanes (`parallelization`) are its partitions
+        // here, each with one batch in flight.
+        let gates = sp.parallelization.map(|_| Gates::new(1));
         self.input = input.clone();
         let start = Start { records: self.state.counts.records_in, batch: self.state.counts.batches };
         let on_error = OnError { bisect: self.sp.bisect_on_error, set_aside: self.sp.on_failure.is_some() };
@@ -354,7 +356,7 @@ impl<'a> Stream<'a> {
             None => arrivals.to_vec(),
         };
         // A batch holds one partition's records (the source cuts it so).
-        let partition = segments.iter().find_map(|s| s.partition.as_deref());
+        let partition = segments.iter().find_map(|s| s.partition.as_deref()).map(source::shard_of);
         let known = self.input.as_ref().map(|i| i.partitions.lock().expect("not poisoned").clone()).unwrap_or_default();
         if w.kind == WindowKind::Session {
             let mut marks = Vec::with_capacity(times.len());

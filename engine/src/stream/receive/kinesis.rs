@@ -7,7 +7,11 @@
 //! once its parents are read to their end, as Lambda does, so that a
 //! partition key's records keep their order; a parent read to its end
 //! leaves the watermark's partitions (an end marker, spooled after its
-//! last records, tells the stream in order).
+//! last records, tells the stream in order). With `parallelization` N, a
+//! shard's records are parted into N lanes by their partition key, each
+//! spooled as a partition of its own whose batches run one at a time, as
+//! Lambda's parallelization factor does: a key's records keep their order
+//! from invocation to invocation; the watermark stays the shard's.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,6 +22,7 @@ use fanout_workers::aws::AwsJson;
 use serde_json::{Value, json};
 
 use super::{Fault, Message, Receiver};
+use crate::stream::source::{lane_name, shard_of};
 
 /// How often the shards are listed again.
 const RELIST: Duration = Duration::from_secs(2);
@@ -58,11 +63,15 @@ pub(crate) struct Kinesis {
     ending: Vec<String>,
     /// Shards that appeared after the first listing: read from their start.
     from_start: std::collections::BTreeSet<String>,
+    /// The lanes a shard's records are parted into by partition key
+    /// (`parallelization`); 1: none.
+    lanes: usize,
 }
 
 impl Kinesis {
-    /// The stream `stream` (a name or an ARN) in `region`.
-    pub(crate) fn new(stream: &str, region: &str, start: StartAt) -> Kinesis {
+    /// The stream `stream` (a name or an ARN) in `region`, each shard's
+    /// records parted into `lanes` by partition key.
+    pub(crate) fn new(stream: &str, region: &str, start: StartAt, lanes: usize) -> Kinesis {
         Kinesis {
             api: AwsJson::new("kinesis", region, "Kinesis_20131202", "1.1"),
             stream: stream.to_string(),
@@ -74,6 +83,7 @@ impl Kinesis {
             turn: 0,
             ending: Vec::new(),
             from_start: Default::default(),
+            lanes: lanes.max(1),
         }
     }
 
@@ -179,7 +189,11 @@ impl Kinesis {
                 self.sequences.insert(id.to_string(), seq.to_string());
             }
             let sent_ms = record["ApproximateArrivalTimestamp"].as_f64().map(|t| (t * 1000.0) as i64);
-            out.push(Message { id: None, ack: None, partition: Some(id.to_string()), body, sent_ms, file: None });
+            let partition = match self.lanes {
+                1 => id.to_string(),
+                n => lane_name(id, lane(record["PartitionKey"].as_str().unwrap_or_default(), n)),
+            };
+            out.push(Message { id: None, ack: None, partition: Some(partition), body, sent_ms, file: None });
         }
         let last = self.sequences.get(id).cloned();
         let shard = self.shards.get_mut(id).expect("read above");
@@ -213,10 +227,15 @@ impl Receiver for Kinesis {
     fn resume(&mut self, cursor: &BTreeMap<String, Value>, since: i64) -> Result<(), Fault> {
         self.since = since;
         // Keyed by the shard's name as a file name has it: a shard id has
-        // only letters, digits, `-` and `_`, so it is the same.
+        // only letters, digits, `-` and `_`, so it is the same. Each lane
+        // of a shard holds the shard's position when its file was spooled:
+        // the furthest is the shard's.
         for (id, seq) in cursor {
             if let Some(seq) = seq.as_str() {
-                self.sequences.insert(id.clone(), seq.to_string());
+                let known = self.sequences.entry(shard_of(id).to_string()).or_insert_with(|| seq.to_string());
+                if at_or_after(seq, known) {
+                    *known = seq.to_string();
+                }
             }
         }
         self.list()
@@ -251,8 +270,8 @@ impl Receiver for Kinesis {
         }
     }
 
-    fn cursor(&self, shard: &str) -> Option<Value> {
-        self.sequences.get(shard).map(|s| Value::String(s.clone()))
+    fn cursor(&self, partition: &str) -> Option<Value> {
+        self.sequences.get(shard_of(partition)).map(|s| Value::String(s.clone()))
     }
 
     fn acknowledge(&mut self, _: &[String]) -> Result<(), Fault> {
@@ -282,6 +301,13 @@ fn startable(shards: &BTreeMap<String, Shard>) -> Vec<String> {
         .filter(|(_, s)| s.parents.iter().all(|p| shards.get(p).is_none_or(|p| p.ended)))
         .map(|(id, _)| id.clone())
         .collect()
+}
+
+/// The lane of `n` that records of partition key `key` go into: FNV-1a of
+/// the key, so that a key's lane is the same in every run.
+fn lane(key: &str, n: usize) -> usize {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    (hash % n as u64) as usize
 }
 
 /// Whether sequence number `a` is at or after `b` (decimal numbers of up
@@ -316,6 +342,14 @@ mod tests {
         shards.get_mut("q").unwrap().ended = true;
         shards.get_mut("q").unwrap().iterator = None;
         assert_eq!(startable(&shards), ["merged", "orphan", "split"]);
+    }
+
+    #[test]
+    fn a_key_keeps_its_lane_and_keys_spread_over_lanes() {
+        assert_eq!(lane("user-7", 4), lane("user-7", 4));
+        let used: std::collections::BTreeSet<usize> = (0..64).map(|k| lane(&format!("k{k}"), 4)).collect();
+        assert_eq!(used.len(), 4);
+        assert_eq!(lane("anything", 1), 0);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
 use fanout_datasets::store::Storage;
-use fanout_jobs::StreamSource;
+use fanout_jobs::{StreamPlan, StreamSource};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::write_synced;
@@ -142,10 +142,18 @@ struct Receipt {
 
 /// The receiver for `source`, with the job's name and the run's id (a
 /// consumer's name).
-fn receiver(source: &StreamSource, run_id: &str, storage: &Arc<Storage>, spool: &Path) -> Option<Box<dyn Receiver>> {
+fn receiver(
+    source: &StreamSource,
+    run_id: &str,
+    storage: &Arc<Storage>,
+    spool: &Path,
+    lanes: usize,
+) -> Option<Box<dyn Receiver>> {
     Some(match source {
         StreamSource::Prefix(prefix) => Box::new(objects::Objects::new(prefix, storage.clone(), spool.to_path_buf())),
-        StreamSource::Kinesis { stream, region, start } => Box::new(kinesis::Kinesis::new(stream, region, *start)),
+        StreamSource::Kinesis { stream, region, start } => {
+            Box::new(kinesis::Kinesis::new(stream, region, *start, lanes))
+        }
         StreamSource::Sqs { url, region, visibility_timeout } => {
             Box::new(sqs::Sqs::new(url, region, *visibility_timeout))
         }
@@ -161,7 +169,7 @@ fn receiver(source: &StreamSource, run_id: &str, storage: &Arc<Storage>, spool: 
 /// server or bucket is there), before a run makes anything: the first
 /// call a receiver makes.
 pub(crate) fn check(source: &StreamSource, storage: &Arc<Storage>) -> Result<(), EngineError> {
-    let Some(mut receiver) = receiver(source, "check", storage, Path::new(".")) else { return Ok(()) };
+    let Some(mut receiver) = receiver(source, "check", storage, Path::new("."), 1) else { return Ok(()) };
     receiver.resume(&BTreeMap::new(), millis(SystemTime::now())).map_err(|f| match f {
         Fault::Transient(why) | Fault::Fatal(why) => EngineError::Stream(format!("{}: {why}", receiver.describe())),
     })
@@ -250,11 +258,13 @@ pub(crate) fn start(
     dir: &Path,
     run_dir: &Path,
     run_id: &str,
-    (batch_size, window, max_age): (usize, Duration, Option<Duration>),
+    sp: &StreamPlan,
     taken: Arc<AtomicU64>,
     storage: &Arc<Storage>,
 ) -> Result<Option<Spool>, EngineError> {
-    let Some(mut receiver) = receiver(source, run_id, storage, dir) else { return Ok(None) };
+    let (batch_size, window, max_age) = (sp.batch_size, sp.batch_window, sp.max_record_age);
+    let lanes = sp.parallelization.unwrap_or(1);
+    let Some(mut receiver) = receiver(source, run_id, storage, dir, lanes) else { return Ok(None) };
     let expired = run_dir.join(EXPIRED);
     std::fs::create_dir_all(&expired).map_err(|e| EngineError::io(&expired, e))?;
     let mut receipts = Receipts::load(run_dir, dir)?;
