@@ -221,6 +221,36 @@ assert len(r['Messages']) == 10"
     );
 }
 
+#[test]
+fn an_sqs_queues_requests_are_priced_next_to_the_functions() {
+    let s = Scratch::new();
+    let moto = S3::start(&s);
+    boto(&s, &moto, "sqs", "print(sqs.create_queue(QueueName='clicks')['QueueUrl'], file=open('queue', 'w'))");
+    let queue = std::fs::read_to_string(s.path("queue")).unwrap().trim().to_string();
+    let env = moto.env();
+    assert!(send(&s, "sqs", &queue, 95, 10_000, &env).wait().unwrap().success());
+    s.write("copy.toml", copied(&format!("{{ sqs = \"{queue}\" }}")));
+    // Idle past the last, empty, long poll of a second.
+    let args = ["run", "copy.toml", "--until", "idle=3s", "--progress", "never", "--run-dir", "rd"];
+    let r = crate::util::run_with(s.dir.path(), &args, &env).expect(0);
+    assert_eq!(parts(&s).len(), 95);
+    let sum: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("rd/summary.json")).unwrap()).unwrap();
+    let sc = &sum["stream"]["source_cost"];
+    assert_eq!(sc["service"], "sqs", "{sum}");
+    // At least a ReceiveMessage and a DeleteMessageBatch per 10 messages;
+    // at most a few empty polls a second besides.
+    let requests = sc["charges"][0]["quantity"].as_f64().unwrap();
+    let wall = sum["wall_seconds"].as_f64().unwrap();
+    assert!(requests >= 20.0 && requests <= 20.0 + 25.0 * wall, "{requests} requests in {wall} s");
+    assert!((sc["usd"].as_f64().unwrap() - requests * 0.40 / 1e6).abs() < 1e-12, "{sc}");
+    // Said after the run, and in the report.
+    assert!(r.stderr.contains(&format!("source on sqs: {requests} requests")), "{}", r.stderr);
+    s.run(&["report", "rd"]).expect(0);
+    let html = std::fs::read_to_string(s.path("rd/report.html")).unwrap();
+    assert!(html.contains("<h3>The source, sqs</h3>") && html.contains("$0.40 per 1M requests"));
+}
+
 /// A redis-server on loopback, killed when dropped.
 struct Redis {
     _server: Daemon,
@@ -473,6 +503,19 @@ fn a_kinesis_shards_batches_run_one_at_a_time_unless_parallelized_by_key() {
         if most == 4 {
             assert!(peak >= 3, "{per}: the lanes of a shard did not run side by side ({peak})");
         }
+        // The source's own prices: 1,600 records of under 25 KB are a PUT
+        // payload unit each, and two shards were read for the run's time.
+        let sum: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(s.path(&format!("{rd}/summary.json"))).unwrap()).unwrap();
+        let sc = &sum["stream"]["source_cost"];
+        assert_eq!(sc["service"], "kinesis", "{sum}");
+        assert_eq!(sc["charges"][1]["item"], "PUT payload units");
+        assert_eq!(sc["charges"][1]["quantity"], 1600.0);
+        let hours = sc["charges"][0]["quantity"].as_f64().unwrap();
+        let wall = sum["wall_seconds"].as_f64().unwrap();
+        assert!(hours > 0.0 && hours <= 2.0 * wall / 3600.0, "{hours} shard-hours in {wall} s");
+        let by_hand = hours * 0.015 + 1600.0 * 0.014 / 1e6;
+        assert!((sc["usd"].as_f64().unwrap() - by_hand).abs() < 1e-12, "{sc}");
         std::fs::remove_dir_all(s.path("parts")).unwrap();
     }
 }

@@ -459,6 +459,37 @@ pub struct StreamSummary {
     /// most 1,800, spread evenly).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lag: Vec<LagSample>,
+    /// What reading the source cost on its service's own prices (Kinesis,
+    /// SQS), over the run and its resumes; apart from `cost`, the
+    /// functions'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_cost: Option<SourceCost>,
+}
+
+/// What a stream's source cost on its service's prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceCost {
+    /// The service: `kinesis` or `sqs`.
+    pub service: String,
+    /// What was billed.
+    pub charges: Vec<SourceCharge>,
+    /// Dollars, in all.
+    pub usd: f64,
+    /// The prices, and what they cover.
+    pub note: String,
+}
+
+/// One line of a source's bill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceCharge {
+    /// What is billed: `shard-hours`, `PUT payload units`, `requests`.
+    pub item: String,
+    /// How many.
+    pub quantity: f64,
+    /// Dollars each.
+    pub price: f64,
+    /// Dollars.
+    pub usd: f64,
 }
 
 /// A stream at one moment.

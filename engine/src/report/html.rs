@@ -381,12 +381,26 @@ fn cost_table(run: &RunView, suffix: &str) -> String {
     }
     let c = &s.cost;
     rows.push(vec![text("all"), num(c.requests), num(format!("{:.3}", c.gb_seconds)), num(usd(c.usd))]);
-    format!(
+    let mut out = format!(
         "<h2>Cost</h2>\n<p class=\"muted\">On the {} preset at {} MB per container.</p>\n{}",
         esc(&c.preset),
         c.memory_mb,
         table(&format!("cost{suffix}"), &["stage", "requests", "GB-s", "price"], &rows)
-    )
+    );
+    if let Some(sc) = s.stream.as_ref().and_then(|st| st.source_cost.as_ref()) {
+        let mut rows: Vec<Vec<String>> = (sc.charges.iter())
+            .map(|c| vec![text(&c.item), num(format!("{}", c.quantity)), num(usd(c.price)), num(usd(c.usd))])
+            .collect();
+        rows.push(vec![text("all"), text(""), text(""), num(usd(sc.usd))]);
+        let _ = write!(
+            out,
+            "<h3>The source, {}</h3>\n<p class=\"muted\">{}</p>\n{}",
+            esc(&sc.service),
+            esc(&sc.note),
+            table(&format!("source-cost{suffix}"), &["item", "quantity", "each", "price"], &rows)
+        );
+    }
+    out
 }
 
 fn slowest_table(run: &RunView, suffix: &str) -> String {

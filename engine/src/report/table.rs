@@ -118,6 +118,11 @@ impl Summary {
         if c.cpu_scale > 1.0 {
             let _ = writeln!(t, "  ({})", c.note);
         }
+        if let Some(sc) = self.stream.as_ref().and_then(|s| s.source_cost.as_ref()) {
+            let charges: Vec<String> =
+                sc.charges.iter().map(|c| format!("{} {} (${:.6})", quantity(c.quantity), c.item, c.usd)).collect();
+            let _ = writeln!(t, "source on {}: {}, ${:.6}", sc.service, charges.join(", "), sc.usd);
+        }
         if let Some(s) = &self.storage {
             let r = &s.requests;
             let _ = writeln!(
@@ -147,4 +152,10 @@ impl Summary {
         let _ = writeln!(t, "run directory: {}", run_dir.display());
         t
     }
+}
+
+/// A billed quantity: whole numbers as they are, fractions (shard-hours)
+/// to four significant digits.
+fn quantity(q: f64) -> String {
+    if q.fract() == 0.0 { format!("{q:.0}") } else { format!("{q:.4}") }
 }

@@ -43,6 +43,10 @@ pub(crate) struct State {
     /// The sessions not committed yet, for session windows.
     #[serde(default)]
     pub(crate) sessions: super::session::Sessions,
+    /// What the source asked of its service before this process (the
+    /// run's and earlier resumes'), to price.
+    #[serde(default)]
+    pub(crate) usage: super::receive::Usage,
 }
 
 /// A stream's counts, kept across resumes.

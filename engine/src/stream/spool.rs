@@ -40,6 +40,8 @@ pub(crate) struct SpoolState {
     /// shards, and closed ones not read to their end): the watermark waits
     /// for each.
     pub(crate) partitions: Mutex<std::collections::BTreeSet<String>>,
+    /// What the receiver has asked of its service so far (this process's).
+    pub(crate) usage: Mutex<super::receive::Usage>,
 }
 
 impl SpoolState {

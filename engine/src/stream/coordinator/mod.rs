@@ -82,6 +82,8 @@ pub(super) struct Stream<'a> {
     /// What the spooling tells, when the source is spooled: the
     /// partitions it reads among them.
     input: Option<Arc<SpoolState>>,
+    /// What the source asked of its service before this process.
+    usage_before: crate::stream::receive::Usage,
 }
 
 impl<'a> Stream<'a> {
@@ -106,6 +108,7 @@ impl<'a> Stream<'a> {
         state.next_part = state.next_part.max(1);
         state.next_late = state.next_late.max(1);
         state.next_reject = state.next_reject.max(1);
+        let usage_before = state.usage;
         Stream {
             recorder,
             origin: Instant::now(),
@@ -132,6 +135,7 @@ impl<'a> Stream<'a> {
             stop: opts.stop.clone(),
             live: opts.live,
             spooled: None,
+            usage_before,
             input: None,
         }
     }
@@ -613,6 +617,7 @@ impl<'a> Stream<'a> {
         self.recorder.flush()?;
         self.state.number += 1;
         self.state.windows = self.partials.keys().copied().collect();
+        self.state.usage = self.usage();
         let partial_schema = self.keyed.map(|s| s.function.output_schema());
         checkpoint::save(&self.run_dir, &self.state, &self.partials, partial_schema.as_ref())?;
         // Spooled files read to the end before this checkpoint are never
@@ -627,6 +632,13 @@ impl<'a> Stream<'a> {
             }
         }
         Ok(())
+    }
+
+    /// What the source has asked of its service, over the run and its
+    /// resumes.
+    pub(super) fn usage(&self) -> crate::stream::receive::Usage {
+        let now = self.input.as_ref().map(|i| *i.usage.lock().expect("not poisoned")).unwrap_or_default();
+        self.usage_before.plus(now)
     }
 
     /// A stage's failure, with the batch it was on.

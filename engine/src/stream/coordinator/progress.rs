@@ -117,6 +117,13 @@ impl Stream<'_> {
             stopped_by: ended.unwrap_or("a failure").to_string(),
             latency_ms: Latency::of(&self.latency),
             lag: self.lag.clone(),
+            source_cost: match &plan.input.source {
+                fanout_jobs::InputSource::Stream(fanout_jobs::StreamSource::Kinesis { .. }) => {
+                    self.usage().cost("kinesis")
+                }
+                fanout_jobs::InputSource::Stream(fanout_jobs::StreamSource::Sqs { .. }) => self.usage().cost("sqs"),
+                _ => None,
+            },
         });
         summary
     }

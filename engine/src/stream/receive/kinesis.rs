@@ -21,7 +21,7 @@ use fanout_jobs::StartAt;
 use fanout_workers::aws::AwsJson;
 use serde_json::{Value, json};
 
-use super::{Fault, Message, Receiver};
+use super::{Fault, Message, Receiver, Usage};
 use crate::stream::source::{lane_name, shard_of};
 
 /// How often the shards are listed again.
@@ -66,6 +66,10 @@ pub(crate) struct Kinesis {
     /// The lanes a shard's records are parted into by partition key
     /// (`parallelization`); 1: none.
     lanes: usize,
+    /// What it asked of Kinesis, and when the shards read were last
+    /// counted.
+    usage: Usage,
+    counted: Option<Instant>,
 }
 
 impl Kinesis {
@@ -84,6 +88,8 @@ impl Kinesis {
             ending: Vec::new(),
             from_start: Default::default(),
             lanes: lanes.max(1),
+            usage: Usage::default(),
+            counted: None,
         }
     }
 
@@ -189,6 +195,7 @@ impl Kinesis {
                 self.sequences.insert(id.to_string(), seq.to_string());
             }
             let sent_ms = record["ApproximateArrivalTimestamp"].as_f64().map(|t| (t * 1000.0) as i64);
+            self.usage.put_units += Usage::put_units_of(body.len());
             let partition = match self.lanes {
                 1 => id.to_string(),
                 n => lane_name(id, lane(record["PartitionKey"].as_str().unwrap_or_default(), n)),
@@ -244,6 +251,14 @@ impl Receiver for Kinesis {
     fn receive(&mut self, max: usize, wait: Duration) -> Result<Vec<Message>, Fault> {
         let began = Instant::now();
         loop {
+            // The shards being read (or waiting for their parents), for
+            // as long as they were.
+            let now = Instant::now();
+            let open = self.shards.values().filter(|s| !s.ended).count() as u64;
+            if let Some(at) = self.counted {
+                self.usage.shard_ms += open * now.duration_since(at).as_millis() as u64;
+            }
+            self.counted = Some(now);
             if self.listed.is_none_or(|at| at.elapsed() >= RELIST) {
                 self.list()?;
             }
@@ -276,6 +291,10 @@ impl Receiver for Kinesis {
 
     fn acknowledge(&mut self, _: &[String]) -> Result<(), Fault> {
         Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
     }
 
     fn partitions(&self) -> Option<std::collections::BTreeSet<String>> {

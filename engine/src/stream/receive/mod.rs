@@ -27,6 +27,7 @@ mod kinesis;
 mod objects;
 mod redis;
 mod sqs;
+mod usage;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -42,6 +43,7 @@ use super::checkpoint::write_synced;
 use super::source::{end_name, millis, partition_name, spooled_name, taken_before};
 use super::spool::{MAX_UNREAD, Spool, SpoolState, next_number, spool_named};
 use crate::error::EngineError;
+pub(crate) use usage::Usage;
 
 /// A message received: one or more records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +113,11 @@ pub(crate) trait Receiver: Send {
     /// records are spooled.
     fn ended(&mut self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// What it has asked of the service so far, to price.
+    fn usage(&self) -> Usage {
+        Usage::default()
     }
 
     /// How long after a message is acknowledged it may still be delivered
@@ -413,6 +420,7 @@ impl Spooling {
                 }
             };
             share_partitions(receiver, &self.state);
+            *self.state.usage.lock().expect("not poisoned") = receiver.usage();
             let mut again = Vec::new();
             let came = !got.is_empty();
             for m in got {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fanout_workers::aws::AwsJson;
 use serde_json::{Value, json};
 
-use super::{Fault, Message, Receiver};
+use super::{Fault, Message, Receiver, Usage};
 
 /// The most messages one ReceiveMessage returns.
 const MOST: usize = 10;
@@ -20,12 +20,14 @@ pub(crate) struct Sqs {
     api: AwsJson,
     url: String,
     visibility: Duration,
+    usage: Usage,
 }
 
 impl Sqs {
     /// The queue at `url`, in `region`.
     pub(crate) fn new(url: &str, region: &str, visibility: Duration) -> Sqs {
-        Sqs { api: AwsJson::new("sqs", region, "AmazonSQS", "1.0"), url: url.to_string(), visibility }
+        let api = AwsJson::new("sqs", region, "AmazonSQS", "1.0");
+        Sqs { api, url: url.to_string(), visibility, usage: Usage::default() }
     }
 }
 
@@ -56,6 +58,8 @@ impl Receiver for Sqs {
             });
             let reply = self.api.call("ReceiveMessage", &body)?;
             let messages = reply["Messages"].as_array().cloned().unwrap_or_default();
+            let payload: usize = messages.iter().map(|m| m["Body"].as_str().map_or(0, str::len)).sum();
+            self.usage.requests += Usage::requests_of(payload);
             let got = messages.len();
             for m in messages {
                 let (Some(id), Some(handle)) = (m["MessageId"].as_str(), m["ReceiptHandle"].as_str()) else {
@@ -86,6 +90,7 @@ impl Receiver for Sqs {
             let entries: Vec<Value> =
                 chunk.iter().enumerate().map(|(i, h)| json!({ "Id": i.to_string(), "ReceiptHandle": h })).collect();
             let reply = self.api.call("DeleteMessageBatch", &json!({ "QueueUrl": self.url, "Entries": entries }))?;
+            self.usage.requests += 1;
             // A handle gone stale (a message received again since) fails
             // alone: its message comes again and is known by its id.
             if let Some(failed) = reply["Failed"].as_array()
@@ -95,6 +100,10 @@ impl Receiver for Sqs {
             }
         }
         Ok(())
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage
     }
 
     fn redelivery(&self) -> Duration {
