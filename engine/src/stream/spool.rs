@@ -232,13 +232,17 @@ pub(crate) fn spool_file(dir: &Path, number: u64, lines: &[Vec<u8>]) -> std::io:
 /// Writes `lines` into `dir` as file `name`, whole or not at all.
 pub(crate) fn spool_named(dir: &Path, name: &str, lines: &[Vec<u8>]) -> std::io::Result<()> {
     let temp = dir.join(format!(".{name}"));
-    let mut f = std::fs::File::create(&temp)?;
+    // One write of the whole file: a line at a time was a system call per
+    // record.
+    let mut whole = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for line in lines {
-        f.write_all(line)?;
+        whole.extend_from_slice(line);
         if !line.ends_with(b"\n") {
-            f.write_all(b"\n")?;
+            whole.push(b'\n');
         }
     }
+    let mut f = std::fs::File::create(&temp)?;
+    f.write_all(&whole)?;
     f.sync_all()?;
     std::fs::rename(&temp, dir.join(name))
 }

@@ -1,6 +1,7 @@
 //! How a directory source learns that files arrived: inotify where the
-//! kernel gives it (a file renamed into the directory, or written in place
-//! and closed, is told at once and in the order it came), else a listing
+//! kernel gives it (a file renamed into the directory, written in place
+//! and closed, or linked in, is told at once and in the order it came),
+//! else a listing
 //! of the directory at every poll. With inotify, the directory is listed
 //! once at the start (what was there before the watch) and again only when
 //! the kernel's event queue overflowed; a poll costs one read instead of a
@@ -34,8 +35,10 @@ pub(crate) enum Watch {
 impl Watch {
     /// Watches `dir` with inotify, else falls back to listing it.
     pub(crate) fn new(dir: &Path) -> Watch {
-        let told = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .and_then(|inotify| inotify.add_watch(dir, complete() | AddWatchFlags::IN_ONLYDIR).map(|_| inotify));
+        let told = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).and_then(|inotify| {
+            let mask = complete() | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_ONLYDIR;
+            inotify.add_watch(dir, mask).map(|_| inotify)
+        });
         match told {
             Ok(inotify) => Watch::Told { inotify, found: VecDeque::new(), queued: HashSet::new(), list: true },
             Err(e) => Watch::Listed { why: format!("inotify: {e}") },
@@ -66,8 +69,9 @@ impl Watch {
                                 if e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                                     *again = true;
                                 }
-                                if let Some(name) = e.name.and_then(|n| n.into_string().ok())
-                                    && e.mask.intersects(complete())
+                                let Some(name) = e.name.and_then(|n| n.into_string().ok()) else { continue };
+                                if e.mask.intersects(complete())
+                                    || e.mask.contains(AddWatchFlags::IN_CREATE) && linked(&dir.join(&name))
                                 {
                                     told.push(name);
                                 }
@@ -126,6 +130,14 @@ impl Watch {
     }
 }
 
+/// Whether the file made at `path` is a link to one complete already (a
+/// hard link, `ln`, or a symbolic one): made so, it is never written,
+/// and so never closed after writing.
+fn linked(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink() || m.is_file() && m.nlink() > 1)
+}
+
 /// The files of `dir` not starting with `.` that `taken` does not hold,
 /// the one modified first (to the millisecond, then by name) first.
 fn list(dir: &Path, taken: &impl Fn(&str) -> bool) -> Result<Vec<String>, EngineError> {
@@ -137,8 +149,9 @@ fn list(dir: &Path, taken: &impl Fn(&str) -> bool) -> Result<Vec<String>, Engine
         if name.starts_with('.') || taken(&name) {
             continue;
         }
-        // A file gone between the listing and now is passed over.
-        let Ok(meta) = entry.metadata() else { continue };
+        // A file gone between the listing and now is passed over; a
+        // symbolic link is the file it names.
+        let Ok(meta) = std::fs::metadata(entry.path()) else { continue };
         if meta.is_file() {
             found.push((millis(meta.modified().unwrap_or(UNIX_EPOCH)), name));
         }
@@ -190,6 +203,16 @@ mod tests {
         assert!(drain(&mut watch, dir.path(), &mut taken).is_empty());
         arrive(dir.path(), "later");
         assert_eq!(drain(&mut watch, dir.path(), &mut taken), ["later"]);
+        // A link to a complete file is told when it is made; a file
+        // created and still open is not, until it is closed.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("f"), "x\n").unwrap();
+        std::fs::hard_link(elsewhere.path().join("f"), dir.path().join("hard")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("f"), dir.path().join("soft")).unwrap();
+        let open = std::fs::File::create(dir.path().join("open")).unwrap();
+        assert_eq!(drain(&mut watch, dir.path(), &mut taken), ["hard", "soft"]);
+        drop(open);
+        assert_eq!(drain(&mut watch, dir.path(), &mut taken), ["open"]);
     }
 
     #[test]
