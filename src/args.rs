@@ -109,7 +109,7 @@ pub struct BenchArgs {
     /// Rounds per workload (default 3; 1 with --quick).
     #[arg(long, value_name = "N")]
     pub runs: Option<u32>,
-    /// Only these workloads: wordcount, groupby, pi, dispatch, exec, lambda.
+    /// Only these workloads: wordcount, groupby, pi, dispatch, exec, lambda, stream.
     #[arg(long, value_delimiter = ',', value_name = "W,...")]
     pub only: Vec<String>,
     /// The word count's text size (default 1GiB; 8MiB with --quick).

@@ -45,7 +45,7 @@ fn the_quick_suite_runs_every_workload_and_the_peers_found_and_skips_the_others(
     assert_eq!(out["quick"], true);
     let workloads = out["workloads"].as_array().unwrap();
     let ids: Vec<&str> = workloads.iter().map(|w| w["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["wordcount", "groupby", "pi", "dispatch", "exec", "lambda"]);
+    assert_eq!(ids, ["wordcount", "groupby", "pi", "dispatch", "exec", "lambda", "stream"]);
     let cores = out["cores"].as_u64().unwrap();
     for w in workloads {
         assert_eq!(w["threads"], cores, "the default is the cores");
@@ -74,6 +74,7 @@ fn the_quick_suite_runs_every_workload_and_the_peers_found_and_skips_the_others(
         ("groupby", "Polars", python_has("polars"), "pip install polars"),
         ("exec", "GNU parallel", on_path("parallel"), "apt-get install parallel"),
         ("pi", "limit (rayon, hand-written)", limit_built(), "cargo bench --bench limits --no-run"),
+        ("stream", "limit (rayon, hand-written)", limit_built(), "cargo bench --bench limits --no-run"),
     ] {
         let w = w(workload);
         if found {
@@ -130,8 +131,9 @@ fn bench_names_what_it_cannot_run() {
     let s = Scratch::new();
     let r = s.run(&["bench", "--quick", "--only", "wordcount,nosuch"]).expect(2);
     assert!(
-        r.stderr
-            .contains("--only nosuch: no such workload (the suite: wordcount, groupby, pi, dispatch, exec, lambda)"),
+        r.stderr.contains(
+            "--only nosuch: no such workload (the suite: wordcount, groupby, pi, dispatch, exec, lambda, stream)"
+        ),
         "{}",
         r.stderr
     );

@@ -57,6 +57,49 @@ fn session_windows_per_key_survive_kill_9_and_resume() {
 }
 
 #[test]
+fn an_arrival_time_window_closes_when_the_source_goes_quiet() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("incoming")).unwrap();
+    // Windows of arrival time, none late allowed: a window closes once the
+    // clock passes its end with every record taken applied, whether or
+    // not another record comes.
+    s.write("clicks.toml", job("{ tumbling = \"1s\" }", "").replace("allowed_lateness = \"1s\"", ""));
+    let args = ["run", "clicks.toml", "--until", "idle=6s", "--progress", "never", "--run-dir", "rd"];
+    let mut child = Command::new(binary()).args(args).current_dir(s.dir.path()).stderr(Stdio::null()).spawn().unwrap();
+    let arrive = |name: &str, pages: &[&str]| {
+        let lines: String = pages.iter().map(|p| format!("{{\"page\": \"{p}\", \"ts\": \"x\", \"n\": 1}}\n")).collect();
+        s.write(&format!("incoming/.{name}"), lines);
+        std::fs::rename(s.path(&format!("incoming/.{name}")), s.path(&format!("incoming/{name}"))).unwrap();
+    };
+    let windows = || -> Vec<serde_json::Value> {
+        let mut files: Vec<_> = std::fs::read_dir(s.path("out")).map_or(Vec::new(), |d| d.flatten().collect());
+        files.sort_by_key(|e| e.file_name());
+        (files.iter())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("window-"))
+            .flat_map(|e| std::fs::read_to_string(e.path()).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .collect()
+    };
+    arrive("a.jsonl", &["x", "x", "y"]);
+    // Committed within a few seconds, the stream still running and no
+    // other record come.
+    assert!(crate::util::wait_for(4, || !windows().is_empty()), "the quiet stream's window never closed");
+    assert!(child.try_wait().unwrap().is_none(), "the stream stopped");
+    let rows = windows();
+    let counts: std::collections::BTreeMap<String, i64> =
+        rows.iter().map(|r| (r["page"].as_str().unwrap().to_string(), r["count"].as_i64().unwrap())).collect();
+    assert_eq!(counts, [("x".to_string(), 2), ("y".to_string(), 1)].into_iter().collect());
+    // A later record opens a new window, not a late one.
+    arrive("b.jsonl", &["x"]);
+    assert!(child.wait().unwrap().success());
+    let rows = windows();
+    assert_eq!(rows.iter().map(|r| r["count"].as_i64().unwrap()).sum::<i64>(), 4, "{rows:?}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let sum: serde_json::Value = serde_json::from_slice(&std::fs::read(s.path("rd/summary.json")).unwrap()).unwrap();
+    assert_eq!(sum["stream"]["late_records"], 0, "{sum}");
+}
+
+#[test]
 fn window_kinds_are_checked() {
     let s = Scratch::new();
     std::fs::create_dir_all(s.path("incoming")).unwrap();

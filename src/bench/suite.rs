@@ -1,5 +1,6 @@
 //! The built-in workloads of `fanout bench` — word count, csv group-by,
-//! pi, dispatch, exec, lambda — as the same jobs `benches/macro.py` runs,
+//! pi, dispatch, exec, lambda, stream — as the same jobs `benches/macro.py`
+//! and `benches/stream.py` run,
 //! with their inputs generated once into the cache, and the peers found on
 //! this machine: the hand-written rayon limit (benches/limits.rs, built
 //! from the repository), DuckDB and Polars (their Python packages), GNU
@@ -13,7 +14,7 @@ use fanout_datasets::generator::{Amount, GenKind, GenSpec, generate};
 use fanout_engine::report::Skipped;
 
 /// Every workload, in the order they run.
-pub const ALL: [&str; 6] = ["wordcount", "groupby", "pi", "dispatch", "exec", "lambda"];
+pub const ALL: [&str; 7] = ["wordcount", "groupby", "pi", "dispatch", "exec", "lambda", "stream"];
 
 /// A program to time: its name, command line and environment.
 #[derive(Debug, Clone)]
@@ -141,6 +142,40 @@ fn tiny(setup: &Setup, n: u64) -> anyhow::Result<String> {
         std::fs::write(&path, "a\n".repeat(n as usize)).with_context(|| path.display().to_string())?;
     }
     Ok(path.display().to_string())
+}
+
+/// `files` JSON-lines files of `records` click events in all, as
+/// benches/stream.py writes them (`{"page": "p7", "ts": "…Z", "n": 42}`,
+/// a millisecond apart, up to 2 s out of order), in a directory of the
+/// cache, once.
+fn clicks(setup: &Setup, records: u64, files: u64) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let dir = setup.cache.join(format!("clicks-{records}x{files}"));
+    let done = dir.join(".complete");
+    if !done.is_file() {
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        let base = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_637_600);
+        let per = records / files;
+        let mut state = 1u64;
+        for f in 0..files {
+            let path = dir.join(format!("{f:04}.jsonl"));
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+            for i in 0..per {
+                // SplitMix64, for the page and the disorder.
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                let ms = (f * per + i + 2000).saturating_sub(z % 2000);
+                let ts = humantime::format_rfc3339_millis(base + std::time::Duration::from_millis(ms));
+                writeln!(out, "{{\"page\": \"p{}\", \"ts\": \"{ts}\", \"n\": {}}}", (z >> 32) % 50, i % 100)?;
+            }
+            out.flush().with_context(|| path.display().to_string())?;
+        }
+        std::fs::write(&done, "")?;
+    }
+    Ok(dir.display().to_string())
 }
 
 /// Writes a job file; returns fanout's command line for it.
@@ -323,6 +358,37 @@ pub fn workload(id: &str, setup: &Setup, peers: &Peers, threads: usize) -> anyho
                 peer_list.push(p);
             }
             (title, "invocations", n as f64, fanout)
+        }
+        "stream" => {
+            let (records, files) = if q { (100_000u64, 4u64) } else { (2_000_000, 20) };
+            let dir = clicks(setup, records, files)?;
+            std::fs::create_dir_all(&setup.work)?;
+            let (path, out) = (setup.work.join("stream.toml"), setup.work.join("stream-out"));
+            let body = format!(
+                "name = \"clicks\"\n[input]\nstream = {{ dir = \"{dir}\" }}\nformat = \"jsonl\"\n\
+                 schema = [\"page:utf8\", \"ts:utf8\", \"n:int64\"]\n[stream]\nbatch_size = 10000\n\
+                 window = {{ tumbling = \"10s\", time = \"ts\" }}\nallowed_lateness = \"5s\"\ncheckpoint_every = \"1s\"\n\
+                 [[stage]]\nname = \"count\"\nfunction = \"aggregate\"\nkey = [\"page\"]\n\
+                 params = {{ count = true, sum = [\"n\"] }}\n[output]\npath = \"{}\"\nformat = \"jsonl\"\nmode = \"overwrite\"\n",
+                out.display()
+            );
+            std::fs::write(&path, body).with_context(|| path.display().to_string())?;
+            let (exe, job, until) =
+                (setup.exe.display().to_string(), path.display().to_string(), format!("records={records}"));
+            let threads = format!("platform.concurrency={threads}");
+            let fanout = Program::new(
+                "fanout run",
+                &[&exe, "run", &job, "--until", &until, "--progress", "never", "--set", &threads],
+            );
+            if setup.compare {
+                limit(&mut peer_list, &mut skipped, &["windowcount", &dir]);
+            }
+            (
+                format!("stream, a windowed count of {records} records arriving in {files} files"),
+                "records",
+                records as f64,
+                fanout,
+            )
         }
         other => anyhow::bail!("no workload `{other}` (the suite: {})", ALL.join(", ")),
     };

@@ -63,6 +63,25 @@ impl Gates {
     }
 }
 
+/// When the source last found nothing to read with no record held: from
+/// then on, every record it takes arrives later. With the number of the
+/// batch it would send next: once the batches before it are applied, a
+/// window of arrival time that ended before then can close, though no
+/// record comes to move the watermark.
+#[derive(Default)]
+pub(super) struct Quiet(std::sync::Mutex<Option<(u64, i64)>>);
+
+impl Quiet {
+    fn set(&self, seq: u64) {
+        *self.0.lock().expect("not poisoned") = Some((seq, super::source::millis(std::time::SystemTime::now())));
+    }
+
+    /// The batch it would have sent next, and when (epoch ms).
+    pub(super) fn get(&self) -> Option<(u64, i64)> {
+        *self.0.lock().expect("not poisoned")
+    }
+}
+
 /// Why the source stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum End {
@@ -87,7 +106,7 @@ pub(super) fn feed(
     sp: &StreamPlan,
     (until, start): (Until, Start),
     input: Option<&SpoolState>,
-    mut gates: Option<Gates>,
+    (mut gates, quiet): (Option<Gates>, &Quiet),
     stop: &crate::stop::Stop,
     tx: &crossbeam_channel::Sender<Work>,
 ) -> Result<End, EngineError> {
@@ -154,6 +173,9 @@ pub(super) fn feed(
                     }
                     if let Some(why) = input.and_then(|i| i.failed.lock().expect("not poisoned").clone()) {
                         return Err(EngineError::Stream(why));
+                    }
+                    if first.is_none() {
+                        quiet.set(seq);
                     }
                     if first.is_none() && until.idle.is_some_and(|d| last_record.elapsed() >= d) {
                         break Some(End::Until("idle"));

@@ -20,7 +20,7 @@ mod progress;
 
 use super::checkpoint::{self, State};
 use super::failed::SetAside;
-use super::feed::{End, Gates, Start, Work, feed};
+use super::feed::{End, Gates, Quiet, Start, Work, feed};
 use super::output::{commit_file, finish_part, open_part};
 use super::session;
 use super::sink::Sinks;
@@ -176,9 +176,11 @@ impl<'a> Stream<'a> {
             chaos: opts.chaos,
             seed: crate::policy::run_seed(&self.run_dir.to_string_lossy()),
         };
+        let quiet = Quiet::default();
         std::thread::scope(|scope| {
+            let quiet = &quiet;
             scope.spawn(move || {
-                let end = feed(&mut source, sp, (until, start), input.as_deref(), gates, &stop, &work_tx);
+                let end = feed(&mut source, sp, (until, start), input.as_deref(), (gates, quiet), &stop, &work_tx);
                 drop(work_tx);
                 let _ = end_tx.send(end);
             });
@@ -187,7 +189,7 @@ impl<'a> Stream<'a> {
                 scope.spawn(move || work(worker, map_stages, &rx, &tx, &stop, retrying, on_error));
             }
             drop((work_rx, done_tx));
-            self.coordinate(&done_rx, &end_rx)
+            self.coordinate(&done_rx, &end_rx, quiet)
         })
     }
 
@@ -197,6 +199,7 @@ impl<'a> Stream<'a> {
         &mut self,
         done: &crossbeam_channel::Receiver<Done>,
         end: &crossbeam_channel::Receiver<Result<End, EngineError>>,
+        quiet: &Quiet,
     ) -> Result<&'static str, EngineError> {
         let mut next = self.state.counts.batches;
         let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
@@ -231,6 +234,17 @@ impl<'a> Stream<'a> {
                         failure = Some(e);
                     }
                 }
+            }
+            // A quiet source, every record it took applied: windows of
+            // arrival time that ended before it went quiet close.
+            if failure.is_none()
+                && !halted
+                && let Some((seq, at)) = quiet.get()
+                && seq == next
+                && let Err(e) = self.close_quiet(at)
+            {
+                self.stop.stop();
+                failure = Some(e);
             }
             if failure.is_none() && last_checkpoint.elapsed() >= self.sp.checkpoint_every {
                 self.checkpoint()?;
@@ -378,6 +392,31 @@ impl<'a> Stream<'a> {
             for start in due {
                 self.emit(start)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Moves the watermark of arrival-time windows to `at` (less the
+    /// allowed lateness), a moment when the source had nothing to read and
+    /// every record it had taken was applied: whatever it takes next
+    /// arrives later. Commits the windows that closed.
+    fn close_quiet(&mut self, at: i64) -> Result<(), EngineError> {
+        let Some(w) = self.sp.window.as_ref().filter(|w| w.time.is_none()) else { return Ok(()) };
+        if self.keyed.is_none() {
+            return Ok(());
+        }
+        let mark = at - self.sp.allowed_lateness.as_millis() as i64;
+        if self.state.clock.mark.is_some_and(|m| m >= mark) {
+            return Ok(());
+        }
+        self.state.clock.mark = Some(mark);
+        if w.kind == WindowKind::Session {
+            return self.emit_sessions(Some(mark));
+        }
+        let size = w.size.as_millis().max(1) as i64;
+        let due: Vec<i64> = self.partials.keys().copied().take_while(|s| s + size <= mark).collect();
+        for start in due {
+            self.emit(start)?;
         }
         Ok(())
     }
