@@ -46,7 +46,7 @@ pub(crate) struct State {
     /// What the source asked of its service before this process (the
     /// run's and earlier resumes'), to price.
     #[serde(default)]
-    pub(crate) usage: super::receive::Usage,
+    pub(crate) usage: super::usage::Usage,
 }
 
 /// A stream's counts, kept across resumes.

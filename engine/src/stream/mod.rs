@@ -32,6 +32,7 @@ mod session;
 mod sink;
 mod source;
 mod spool;
+mod usage;
 mod watch;
 mod window;
 mod worker;

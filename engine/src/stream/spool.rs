@@ -41,7 +41,7 @@ pub(crate) struct SpoolState {
     /// for each.
     pub(crate) partitions: Mutex<std::collections::BTreeSet<String>>,
     /// What the receiver has asked of its service so far (this process's).
-    pub(crate) usage: Mutex<super::receive::Usage>,
+    pub(crate) usage: Mutex<super::usage::Usage>,
 }
 
 impl SpoolState {

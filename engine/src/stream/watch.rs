@@ -14,7 +14,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use super::source::millis;
 use crate::error::EngineError;
 
 /// The events that say a file is complete in the directory.
@@ -153,7 +152,8 @@ fn list(dir: &Path, taken: &impl Fn(&str) -> bool) -> Result<Vec<String>, Engine
         // symbolic link is the file it names.
         let Ok(meta) = std::fs::metadata(entry.path()) else { continue };
         if meta.is_file() {
-            found.push((millis(meta.modified().unwrap_or(UNIX_EPOCH)), name));
+            let modified = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+            found.push((modified.map_or(0, |d| d.as_millis()), name));
         }
     }
     found.sort();

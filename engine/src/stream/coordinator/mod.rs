@@ -83,7 +83,7 @@ pub(super) struct Stream<'a> {
     /// partitions it reads among them.
     input: Option<Arc<SpoolState>>,
     /// What the source asked of its service before this process.
-    usage_before: crate::stream::receive::Usage,
+    usage_before: crate::stream::usage::Usage,
 }
 
 impl<'a> Stream<'a> {
@@ -675,7 +675,7 @@ impl<'a> Stream<'a> {
 
     /// What the source has asked of its service, over the run and its
     /// resumes.
-    pub(super) fn usage(&self) -> crate::stream::receive::Usage {
+    pub(super) fn usage(&self) -> crate::stream::usage::Usage {
         let now = self.input.as_ref().map(|i| *i.usage.lock().expect("not poisoned")).unwrap_or_default();
         self.usage_before.plus(now)
     }

@@ -21,8 +21,9 @@ use fanout_jobs::StartAt;
 use fanout_workers::aws::AwsJson;
 use serde_json::{Value, json};
 
-use super::{Fault, Message, Receiver, Usage};
+use super::{Fault, Message, Receiver};
 use crate::stream::source::{lane_name, shard_of};
+use crate::stream::usage::Usage;
 
 /// How often the shards are listed again.
 const RELIST: Duration = Duration::from_secs(2);

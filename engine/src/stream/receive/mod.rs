@@ -27,7 +27,6 @@ mod kinesis;
 mod objects;
 mod redis;
 mod sqs;
-mod usage;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -42,8 +41,8 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::write_synced;
 use super::source::{end_name, millis, partition_name, spooled_name, taken_before};
 use super::spool::{MAX_UNREAD, Spool, SpoolState, next_number, spool_named};
+use super::usage::Usage;
 use crate::error::EngineError;
-pub(crate) use usage::Usage;
 
 /// A message received: one or more records.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use fanout_workers::aws::AwsJson;
 use serde_json::{Value, json};
 
-use super::{Fault, Message, Receiver, Usage};
+use super::{Fault, Message, Receiver};
+use crate::stream::usage::Usage;
 
 /// The most messages one ReceiveMessage returns.
 const MOST: usize = 10;
